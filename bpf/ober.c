@@ -1,0 +1,727 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * ober's dataplane: an XDP program that polices and steers packets to the
+ * node's VIPs, and an sk_lookup program that hands each new connection to
+ * the HAProxy instance the same Maglev table picks.
+ *
+ * Both are stateless: the decision depends only on the packet and the
+ * maps, so the Go reference model (loader/model.go) can predict it, and
+ * correctness never depends on steering (the kernel's established-socket
+ * table keeps a connection on its instance whatever the table says).
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/in6.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "ober.h"
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+#ifndef AF_INET6
+#define AF_INET6 10
+#endif
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+/* ---- maps ---------------------------------------------------------- */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct ober_config);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ober_config SEC(".maps");
+
+/* Slot 0 holds the live VIP+service table; the loader swaps it whole. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__type(key, __u32);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct {
+		__uint(type, BPF_MAP_TYPE_HASH);
+		/* Sizes, not __type: clang 14 emits nested map key types as
+		 * forward declarations, which loaders cannot size. */
+		__uint(key_size, sizeof(struct ober_svc_key));
+		__uint(value_size, sizeof(struct ober_svc_val));
+		__uint(max_entries, OBER_MAX_SERVICES);
+	});
+} ober_services SEC(".maps");
+
+/* One slot per whitelist; a sync builds a new trie and swaps the slot. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__type(key, __u32);
+	__uint(max_entries, OBER_MAX_WHITELISTS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct {
+		__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+		__uint(key_size, sizeof(struct ober_lpm_key));
+		__uint(value_size, sizeof(__u32));
+		__uint(max_entries, OBER_MAX_WHITELIST_ENTRIES);
+		__uint(map_flags, BPF_F_NO_PREALLOC);
+	});
+} ober_whitelists SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct ober_wl_meta);
+	__uint(max_entries, OBER_MAX_WHITELISTS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ober_wl_meta SEC(".maps");
+
+/*
+ * The Maglev table with its size and seed in front, so that one swap
+ * changes all three together. BPF_F_INNER_MAP lets the size vary.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__type(key, __u32);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct {
+		__uint(type, BPF_MAP_TYPE_ARRAY);
+		__type(key, __u32);
+		__type(value, __u32);
+		__uint(max_entries, OBER_MAGLEV_DEFAULT + OBER_MAGLEV_HDR);
+		__uint(map_flags, BPF_F_INNER_MAP);
+	});
+} ober_maglev SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct ober_instance);
+	__uint(max_entries, OBER_MAX_INSTANCES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ober_instances SEC(".maps");
+
+/* The loader sets max_entries to the number of possible CPUs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_CPUMAP);
+	__type(key, __u32);
+	__type(value, struct bpf_cpumap_val);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ober_cpumap SEC(".maps");
+
+/* Key: listener * OBER_MAX_INSTANCES + instance. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKMAP);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, OBER_MAX_SOCKETS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ober_sockets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct ober_counter);
+	__uint(max_entries, OBER_COUNTER_KEYS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ober_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct ober_counter);
+	__uint(max_entries, OBER_MAX_INSTANCES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ober_steered SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct ober_assign);
+	__uint(max_entries, OBER_MAX_INSTANCES + 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ober_assigned SEC(".maps");
+
+/* ---- shared helpers ------------------------------------------------ */
+
+#define ober_barrier_var(v) asm volatile("" : "+r"(v))
+
+static __always_inline void count(__u32 reason, int action, __u64 len)
+{
+	__u32 key = reason * OBER_ACTIONS + (__u32)action;
+	struct ober_counter *c = bpf_map_lookup_elem(&ober_counters, &key);
+
+	if (c) {
+		c->packets++;
+		c->bytes += len;
+	}
+}
+
+static __always_inline struct ober_svc_val *lookup_svc(void *table, const __u32 *addr, __be16 port, __u8 proto)
+{
+	struct ober_svc_key key = {};
+
+	__builtin_memcpy(key.addr, addr, 16);
+	key.port = port;
+	key.proto = proto;
+	return bpf_map_lookup_elem(table, &key);
+}
+
+/* Returns the instance for a flow hash, or OBER_NO_INSTANCE. */
+static __always_inline __u32 maglev_pick(void *table, __u32 hash)
+{
+	__u32 k = 0;
+	__u32 *m = bpf_map_lookup_elem(table, &k);
+	__u32 *inst;
+
+	/* BPF defines x % 0 as x, so an empty table must be caught here. */
+	if (!m || *m == 0)
+		return OBER_NO_INSTANCE;
+	k = OBER_MAGLEV_HDR + hash % *m;
+	inst = bpf_map_lookup_elem(table, &k);
+	return inst ? *inst : OBER_NO_INSTANCE;
+}
+
+static __always_inline __u32 maglev_seed(void *table)
+{
+	__u32 k = 1;
+	__u32 *seed = bpf_map_lookup_elem(table, &k);
+
+	return seed ? *seed : 0;
+}
+
+static __always_inline __u16 csum_fold(__u64 sum)
+{
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)~sum;
+}
+
+/* ---- XDP ----------------------------------------------------------- */
+
+/*
+ * The XDP program is split in two so the verifier's work stays small: the
+ * entry point parses L2/L3 (the IPv6 extension-header walk can end in many
+ * states) and passes what it learned as scalars to ober_decide, a global
+ * function the verifier checks once, whatever state it is called from.
+ * ober_decide does every table lookup itself, so one packet sees one
+ * VIP/service table even while the loader swaps it.
+ */
+
+enum frag_kind {
+	FRAG_NONE = 0,
+	FRAG_FIRST = 1, /* offset 0, more fragments follow */
+	FRAG_LATER = 2, /* offset > 0: no L4 header */
+};
+
+/* ober_decide's `meta` argument. */
+#define META_L3OFF_MASK 0xff
+#define META_PROTO_SHIFT 8
+#define META_V6 (1u << 16)
+#define META_FRAG_SHIFT 17 /* 2 bits of enum frag_kind */
+#define META_EXTHDRS (1u << 19)
+#define META_BAD_L3 (1u << 20)  /* IP header fields make no sense */
+#define META_V4MAPPED (1u << 21) /* IPv6 with an IPv4-mapped address */
+
+struct vlan_hdr {
+	__be16 tci;
+	__be16 proto;
+};
+
+static __always_inline int verdict(__u64 len, __u32 reason, int action)
+{
+	count(reason, action, len);
+	return action;
+}
+
+/*
+ * Rewrites a refused TCP segment into the RST that answers it (RFC 9293
+ * 3.10.7.1) and bounces it out the interface it came in on. IP options
+ * become NOPs rather than being echoed; the segment's payload and TCP
+ * options are cut off. Checksums are summed in 32-bit words, which folds
+ * to the same ones' complement sum as 16-bit words.
+ */
+static __always_inline int reply_rst(struct xdp_md *ctx, __u32 l3off, __u32 hlen, __u32 l4len, int v6,
+				     __u8 tcpflags, __u64 len)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u32 seq, ack, paylen, newlen, i;
+	__u64 sum = 0;
+	__u8 *tcp;
+
+	/* Bounds the verifier can see; the parser guarantees them anyway. */
+	if (l3off > 14 + 4 * OBER_MAX_VLANS || hlen > 60)
+		return -1;
+	tcp = data + l3off + hlen;
+	if ((void *)(tcp + 20) > data_end)
+		return -1;
+	seq = *(__u32 *)(tcp + 4);
+	ack = *(__u32 *)(tcp + 8);
+	paylen = l4len - (__u32)(tcp[12] >> 4) * 4;
+
+	newlen = l3off + hlen + 20;
+	if ((__u64)newlen < len && bpf_xdp_adjust_tail(ctx, (int)newlen - (int)len))
+		return -1;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+
+	/* Ethernet: back to where it came from; VLAN tags stay as they are. */
+	struct ethhdr *eth = data;
+	__u8 mac[ETH_ALEN];
+	if ((void *)(eth + 1) > data_end)
+		return -1;
+	__builtin_memcpy(mac, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, mac, ETH_ALEN);
+
+	if (!v6) {
+		struct iphdr *ip = data + l3off;
+		__u32 *w = (__u32 *)ip;
+		__be32 a;
+
+		if ((void *)(ip + 1) > data_end)
+			return -1;
+		a = ip->saddr;
+		ip->saddr = ip->daddr;
+		ip->daddr = a;
+		ip->tos = 0;
+		ip->tot_len = bpf_htons(hlen + 20);
+		ip->id = 0;
+		ip->frag_off = bpf_htons(0x4000); /* DF */
+		ip->ttl = 64;
+		ip->check = 0;
+		/* Unrolled: constant offsets keep the verifier's work small. The
+		 * parser already proved hlen bytes are there; this re-proves it
+		 * after the tail adjustment in terms the verifier follows. */
+#pragma unroll
+		for (i = 0; i < 15; i++) {
+			if (i * 4 < hlen && (void *)(w + i + 1) <= data_end) {
+				if (i >= 5)
+					w[i] = 0x01010101; /* IPOPT_NOP */
+				sum += w[i];
+			}
+		}
+		ip->check = csum_fold(sum);
+		sum = (__u64)ip->saddr + ip->daddr;
+	} else {
+		struct ipv6hdr *ip6 = data + l3off;
+		struct in6_addr a;
+		__u32 *w;
+
+		if ((void *)(ip6 + 1) > data_end)
+			return -1;
+		a = ip6->saddr;
+		ip6->saddr = ip6->daddr;
+		ip6->daddr = a;
+		*(__be32 *)ip6 = bpf_htonl(0x60000000);
+		ip6->payload_len = bpf_htons(20);
+		ip6->hop_limit = 64;
+		w = (__u32 *)&ip6->saddr;
+		for (i = 0; i < 8; i++)
+			sum += w[i];
+	}
+	sum += bpf_htons(IPPROTO_TCP) + bpf_htons(20);
+
+	tcp = data + l3off + hlen;
+	if ((void *)(tcp + 20) > data_end)
+		return -1;
+	__u16 sport = *(__u16 *)tcp;
+	*(__u16 *)tcp = *(__u16 *)(tcp + 2);
+	*(__u16 *)(tcp + 2) = sport;
+	if (tcpflags & 0x10) { /* ACK: take the sequence number it expects */
+		*(__u32 *)(tcp + 4) = ack;
+		*(__u32 *)(tcp + 8) = 0;
+		tcp[13] = 0x04; /* RST */
+	} else {
+		__u32 n = bpf_ntohl(seq) + paylen + (tcpflags & 0x02 ? 1 : 0) + (tcpflags & 0x01 ? 1 : 0);
+		*(__u32 *)(tcp + 4) = 0;
+		*(__u32 *)(tcp + 8) = bpf_htonl(n);
+		tcp[13] = 0x14; /* RST|ACK */
+	}
+	tcp[12] = 5 << 4;
+	*(__u16 *)(tcp + 14) = 0; /* window */
+	*(__u16 *)(tcp + 16) = 0; /* checksum */
+	*(__u16 *)(tcp + 18) = 0; /* urgent */
+	sum += (__u64) * (__u32 *)tcp + *(__u32 *)(tcp + 4) + *(__u32 *)(tcp + 8) + *(__u32 *)(tcp + 12) +
+	       *(__u32 *)(tcp + 16);
+	*(__u16 *)(tcp + 16) = csum_fold(sum);
+	return 0;
+}
+
+static __always_inline int is_v4mapped(const __u32 *a)
+{
+	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0xffff);
+}
+
+/*
+ * Everything after parsing: is it for a VIP, may it enter, and where does
+ * it go. l3hlen is the IP header's length with options or extension
+ * headers; l4len the L4 bytes the IP header declares.
+ */
+__attribute__((noinline)) int ober_decide(struct xdp_md *ctx, __u32 meta, __u32 l3hlen, __u32 l4len)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u64 len = data_end - data;
+	__u32 l3off = meta & META_L3OFF_MASK;
+	__u8 proto = (meta >> META_PROTO_SHIFT) & 0xff;
+	__u32 frag = (meta >> META_FRAG_SHIFT) & 3;
+	int v6 = !!(meta & META_V6);
+	__u32 saddr[4] = {}, daddr[4] = {};
+	__u32 ports, hash, inst, k = 0;
+	__u8 tcpflags = 0;
+	void *table;
+	__u8 *l4;
+
+	if (l3off > 14 + 4 * OBER_MAX_VLANS)
+		return verdict(len, OBER_R_MALFORMED, XDP_PASS);
+	if (v6) {
+		struct ipv6hdr *ip6 = data + l3off;
+
+		if ((void *)(ip6 + 1) > data_end)
+			return verdict(len, OBER_R_MALFORMED, XDP_PASS);
+		__builtin_memcpy(daddr, &ip6->daddr, 16);
+		__builtin_memcpy(saddr, &ip6->saddr, 16);
+	} else {
+		struct iphdr *ip = data + l3off;
+
+		if ((void *)(ip + 1) > data_end)
+			return verdict(len, OBER_R_MALFORMED, XDP_PASS);
+		daddr[2] = saddr[2] = bpf_htonl(0xffff);
+		daddr[3] = ip->daddr;
+		saddr[3] = ip->saddr;
+	}
+
+	table = bpf_map_lookup_elem(&ober_services, &k);
+	if (!table)
+		return verdict(len, OBER_R_NOT_VIP, XDP_PASS);
+	struct ober_svc_val *vip = lookup_svc(table, daddr, 0, 0);
+	if (!vip)
+		return verdict(len, OBER_R_NOT_VIP, XDP_PASS);
+
+	/* From here on the packet is for a VIP or one of the node's addresses. */
+	int host = vip->flags & OBER_VIP_HOST;
+	/* A host address is the node's own: only listed services are policed. */
+	int fail = host ? XDP_PASS : XDP_DROP;
+
+	/* IPv4-mapped addresses never belong on the wire (RFC 4942 2.1.3); here
+	 * they would alias IPv4 VIPs and IPv4 whitelist entries. */
+	if (meta & META_V4MAPPED)
+		return verdict(len, OBER_R_MALFORMED, XDP_DROP);
+	if (meta & META_BAD_L3)
+		return verdict(len, OBER_R_MALFORMED, fail);
+	if (proto == (v6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP))
+		return verdict(len, OBER_R_PASS, XDP_PASS); /* PMTU, ping, NDP */
+	if (frag == FRAG_LATER)
+		return verdict(len, OBER_R_FRAGMENT, fail);
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return verdict(len, host ? OBER_R_PASS : OBER_R_NO_SERVICE, fail);
+
+	__u32 l4off = l3off + l3hlen;
+	if (l4off > 0xfff)
+		return verdict(len, OBER_R_MALFORMED, fail);
+	l4 = data + (l4off & 0xfff);
+	if ((void *)(l4 + 8) > data_end || l4len < 8)
+		goto short_l4;
+	if (proto == IPPROTO_TCP) {
+		if ((void *)(l4 + 20) > data_end || l4len < 20)
+			goto short_l4;
+		__u32 doff = (__u32)(l4[12] >> 4) * 4;
+		if (doff < 20 || doff > l4len)
+			return verdict(len, OBER_R_MALFORMED, fail);
+		tcpflags = l4[13];
+	}
+	ports = *(__u32 *)l4;
+
+	struct ober_svc_val *svc = lookup_svc(table, daddr, (__be16)(ports >> 16), proto);
+	if (!svc)
+		return verdict(len, host ? OBER_R_PASS : OBER_R_NO_SERVICE, fail);
+
+	if (svc->flags & OBER_SVC_WHITELIST) {
+		__u32 wl = svc->whitelist;
+		void *trie = bpf_map_lookup_elem(&ober_whitelists, &wl);
+		struct ober_lpm_key lk = {};
+
+		if (v6) {
+			lk.prefixlen = 8 + 128;
+			lk.family = 6;
+			__builtin_memcpy(lk.addr, saddr, 16);
+		} else {
+			lk.prefixlen = 8 + 32;
+			lk.family = 4;
+			__builtin_memcpy(lk.addr, &saddr[3], 4);
+		}
+		if (!trie || !bpf_map_lookup_elem(trie, &lk)) {
+			/* Never answer a RST, a fragment, or a packet whose extension
+			 * headers we would have to echo: drop those instead. */
+			if ((svc->flags & OBER_SVC_REJECT) && proto == IPPROTO_TCP && frag == FRAG_NONE &&
+			    !(meta & META_EXTHDRS) && !(tcpflags & 0x04)) {
+				if (reply_rst(ctx, l3off, l3hlen, l4len, v6, tcpflags, len) == 0)
+					return verdict(len, OBER_R_WL_REJECT, XDP_TX);
+				return verdict(len, OBER_R_MALFORMED, XDP_DROP);
+			}
+			return verdict(len, OBER_R_WL_DROP, XDP_DROP);
+		}
+	}
+
+	if (frag == FRAG_FIRST)
+		return verdict(len, OBER_R_FRAGMENT, XDP_PASS);
+	if (!(svc->flags & OBER_SVC_DISPATCH))
+		return verdict(len, OBER_R_PASS, XDP_PASS);
+
+	struct ober_config *cfg = bpf_map_lookup_elem(&ober_config, &k);
+	if (!cfg || !(cfg->flags & OBER_CFG_STEER))
+		return verdict(len, OBER_R_PASS, XDP_PASS);
+	void *mag = bpf_map_lookup_elem(&ober_maglev, &k);
+	if (!mag)
+		return verdict(len, OBER_R_PASS, XDP_PASS);
+	if (v6)
+		hash = ober_hash_v6(saddr, daddr, ports, maglev_seed(mag));
+	else
+		hash = ober_hash_v4(saddr[3], daddr[3], ports, maglev_seed(mag));
+	inst = maglev_pick(mag, hash);
+	struct ober_instance *in = bpf_map_lookup_elem(&ober_instances, &inst);
+	if (!in || !(in->flags & OBER_INST_CPU))
+		return verdict(len, OBER_R_PASS, XDP_PASS);
+
+	int action;
+	__u32 cpu = in->cpu;
+	/* Already on the instance's CPU: the cpumap hop would only cost. */
+	if (cpu == bpf_get_smp_processor_id()) {
+		action = XDP_PASS;
+	} else {
+		action = bpf_redirect_map(&ober_cpumap, cpu, XDP_PASS);
+		if (action != XDP_REDIRECT)
+			return verdict(len, OBER_R_PASS, XDP_PASS); /* no cpumap entry */
+	}
+	struct ober_counter *sc = bpf_map_lookup_elem(&ober_steered, &inst);
+	if (sc) {
+		sc->packets++;
+		sc->bytes += len;
+	}
+	return verdict(len, OBER_R_STEERED, action);
+
+short_l4:
+	/* RFC 1858: a first fragment too short for the L4 header hides it. */
+	return verdict(len, frag == FRAG_FIRST ? OBER_R_FRAGMENT : OBER_R_MALFORMED, fail);
+}
+
+static __always_inline int parse_v4(struct xdp_md *ctx, __u32 l3off)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct iphdr *ip = data + l3off;
+	__u32 meta = l3off;
+
+	if ((void *)(ip + 1) > data_end)
+		return verdict(data_end - data, OBER_R_MALFORMED, XDP_PASS);
+
+	__u32 hlen = (__u32)ip->ihl * 4;
+	__u32 tot = bpf_ntohs(ip->tot_len);
+	if (ip->version != 4 || hlen < 20 || tot < hlen || (void *)ip + tot > data_end)
+		return ober_decide(ctx, meta | META_BAD_L3, 0, 0);
+
+	__u16 fo = bpf_ntohs(ip->frag_off);
+	if (fo & 0x1fff)
+		meta |= FRAG_LATER << META_FRAG_SHIFT;
+	else if (fo & 0x2000)
+		meta |= FRAG_FIRST << META_FRAG_SHIFT;
+	meta |= (__u32)ip->protocol << META_PROTO_SHIFT;
+	return ober_decide(ctx, meta, hlen, tot - hlen);
+}
+
+static __always_inline int parse_v6(struct xdp_md *ctx, __u32 l3off)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ipv6hdr *ip6 = data + l3off;
+	__u32 meta = l3off | META_V6;
+	int i;
+
+	if ((void *)(ip6 + 1) > data_end)
+		return verdict(data_end - data, OBER_R_MALFORMED, XDP_PASS);
+	if (is_v4mapped((__u32 *)&ip6->daddr) || is_v4mapped((__u32 *)&ip6->saddr))
+		meta |= META_V4MAPPED;
+
+	__u32 end = 40 + (__u32)bpf_ntohs(ip6->payload_len);
+	if (ip6->version != 6 || (void *)ip6 + end > data_end)
+		return ober_decide(ctx, meta | META_BAD_L3, 0, 0);
+
+	__u32 off = 40;
+	__u8 nh = ip6->nexthdr;
+	for (i = 0; i < OBER_MAX_EXTHDRS; i++) {
+		__u8 *h;
+		__u32 len;
+
+		if (nh != IPPROTO_HOPOPTS && nh != IPPROTO_ROUTING && nh != IPPROTO_DSTOPTS &&
+		    nh != IPPROTO_FRAGMENT && nh != IPPROTO_AH)
+			break;
+		if (off > 1024 || off + 8 > end)
+			return ober_decide(ctx, meta | META_BAD_L3, 0, 0);
+		h = (__u8 *)ip6 + (off & 0x7ff);
+		if ((void *)(h + 8) > data_end)
+			return ober_decide(ctx, meta | META_BAD_L3, 0, 0);
+		meta |= META_EXTHDRS;
+		if (nh == IPPROTO_FRAGMENT) {
+			__u16 fo = bpf_ntohs(*(__be16 *)(h + 2));
+
+			len = 8;
+			if (fo & 0xfff8) {
+				/* A later fragment holds only data: no header follows. */
+				meta |= FRAG_LATER << META_FRAG_SHIFT;
+				nh = h[0];
+				off += len;
+				goto done;
+			}
+			if (fo & 1)
+				meta |= FRAG_FIRST << META_FRAG_SHIFT;
+		} else if (nh == IPPROTO_AH) {
+			len = ((__u32)h[1] + 2) * 4;
+		} else {
+			len = ((__u32)h[1] + 1) * 8;
+		}
+		nh = h[0];
+		off += len;
+	}
+	if (nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING || nh == IPPROTO_DSTOPTS || nh == IPPROTO_FRAGMENT ||
+	    nh == IPPROTO_AH)
+		return ober_decide(ctx, meta | META_BAD_L3, 0, 0); /* chain too long */
+done:
+	if (off > end)
+		return ober_decide(ctx, meta | META_BAD_L3, 0, 0);
+	meta |= (__u32)nh << META_PROTO_SHIFT;
+	return ober_decide(ctx, meta, off, end - off);
+}
+
+SEC("xdp")
+int ober_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	__u32 l3off = sizeof(*eth);
+	__u16 proto;
+	int i;
+
+	if ((void *)(eth + 1) > data_end)
+		return verdict(data_end - data, OBER_R_MALFORMED, XDP_PASS);
+	proto = eth->h_proto;
+	for (i = 0; i < OBER_MAX_VLANS; i++) {
+		struct vlan_hdr *vh = data + l3off;
+
+		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
+			break;
+		if ((void *)(vh + 1) > data_end)
+			return verdict(data_end - data, OBER_R_MALFORMED, XDP_PASS);
+		proto = vh->proto;
+		l3off += sizeof(*vh);
+	}
+	if (proto == bpf_htons(ETH_P_IP))
+		return parse_v4(ctx, l3off);
+	if (proto == bpf_htons(ETH_P_IPV6))
+		return parse_v6(ctx, l3off);
+	return verdict(data_end - data, OBER_R_NOT_VIP, XDP_PASS);
+}
+
+/* ---- sk_lookup ----------------------------------------------------- */
+
+static __always_inline void count_assign(__u32 idx, int fallback)
+{
+	struct ober_assign *a = bpf_map_lookup_elem(&ober_assigned, &idx);
+
+	if (a) {
+		a->flows++;
+		if (fallback)
+			a->fallback++;
+	}
+}
+
+SEC("sk_lookup")
+int ober_sk_lookup(struct bpf_sk_lookup *ctx)
+{
+	__u32 local[4] = {}, remote[4] = {};
+	__u32 k = 0, ports, hash, inst, start, listener, i;
+	struct ober_svc_val *svc;
+	void *table, *mag;
+
+	if (ctx->family == AF_INET) {
+		__u32 l = ctx->local_ip4, r = ctx->remote_ip4;
+
+		/* Keep clang from merging these loads with the IPv6 ones into a
+		 * computed context pointer, which the verifier refuses. */
+		ober_barrier_var(l);
+		ober_barrier_var(r);
+		local[2] = remote[2] = bpf_htonl(0xffff);
+		local[3] = l;
+		remote[3] = r;
+	} else if (ctx->family == AF_INET6) {
+		__u32 l0 = ctx->local_ip6[0], l1 = ctx->local_ip6[1], l2 = ctx->local_ip6[2], l3 = ctx->local_ip6[3];
+		__u32 r0 = ctx->remote_ip6[0], r1 = ctx->remote_ip6[1], r2 = ctx->remote_ip6[2], r3 = ctx->remote_ip6[3];
+
+		ober_barrier_var(l0);
+		ober_barrier_var(l1);
+		ober_barrier_var(l2);
+		ober_barrier_var(l3);
+		ober_barrier_var(r0);
+		ober_barrier_var(r1);
+		ober_barrier_var(r2);
+		ober_barrier_var(r3);
+		local[0] = l0;
+		local[1] = l1;
+		local[2] = l2;
+		local[3] = l3;
+		remote[0] = r0;
+		remote[1] = r1;
+		remote[2] = r2;
+		remote[3] = r3;
+	} else {
+		return SK_PASS;
+	}
+
+	table = bpf_map_lookup_elem(&ober_services, &k);
+	if (!table)
+		return SK_PASS;
+	svc = lookup_svc(table, local, bpf_htons(ctx->local_port), ctx->protocol);
+	if (!svc || !(svc->flags & OBER_SVC_DISPATCH) || svc->listener >= OBER_MAX_LISTENERS)
+		return SK_PASS;
+	listener = svc->listener;
+
+	inst = OBER_NO_INSTANCE;
+	mag = bpf_map_lookup_elem(&ober_maglev, &k);
+	if (mag) {
+		/* remote_port is network order, local_port host order. */
+		ports = (__u32)ctx->remote_port | ((__u32)bpf_htons(ctx->local_port) << 16);
+		if (ctx->family == AF_INET)
+			hash = ober_hash_v4(remote[3], local[3], ports, maglev_seed(mag));
+		else
+			hash = ober_hash_v6(remote, local, ports, maglev_seed(mag));
+		inst = maglev_pick(mag, hash);
+	}
+
+	/* The preferred instance first, then the next live one after it. */
+	start = inst < OBER_MAX_INSTANCES ? inst : 0;
+	for (i = 0; i < OBER_MAX_INSTANCES; i++) {
+		__u32 idx = (start + i) & (OBER_MAX_INSTANCES - 1);
+		__u32 key = listener * OBER_MAX_INSTANCES + idx;
+		struct bpf_sock *sk = bpf_map_lookup_elem(&ober_sockets, &key);
+		long err;
+
+		if (!sk)
+			continue;
+		err = bpf_sk_assign(ctx, sk, 0);
+		bpf_sk_release(sk);
+		if (err)
+			continue;
+		count_assign(idx, idx != inst);
+		return SK_PASS;
+	}
+	count_assign(OBER_ASSIGN_NONE, 0);
+	return SK_PASS;
+}

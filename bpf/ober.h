@@ -1,0 +1,188 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * ober.h: the contract between the BPF programs and the Go loader.
+ *
+ * Everything the Go side must agree on lives here: limits, flags, the
+ * counter reasons, map key/value layouts and the flow hash. The Go
+ * reference model (loader/model.go) mirrors this file; the generated Go
+ * types come from these structs, so a layout change shows up as a
+ * compile error there rather than as silent corruption.
+ */
+#ifndef OBER_H
+#define OBER_H
+
+#include <linux/types.h>
+
+/* Instances are the per-CPU HAProxy processes of one node. */
+#define OBER_MAX_INSTANCES 64
+/* A listener is a set of sockets, one per instance, that serves one or
+ * more (VIP, proto, port) services: every VIP on :443 can share one. */
+#define OBER_MAX_LISTENERS 256
+#define OBER_MAX_SOCKETS (OBER_MAX_LISTENERS * OBER_MAX_INSTANCES)
+#define OBER_MAX_SERVICES 16384
+#define OBER_MAX_WHITELISTS 8
+#define OBER_MAX_WHITELIST_ENTRIES (1 << 20)
+/* Largest Maglev table; slot 0 holds M, slot 1 the hash seed. */
+#define OBER_MAGLEV_MAX 16777213
+#define OBER_MAGLEV_HDR 2
+#define OBER_MAGLEV_DEFAULT 65537
+#define OBER_NO_INSTANCE 0xffffffffu
+
+/* IPv6 extension headers skipped before giving up (counted malformed). */
+#define OBER_MAX_EXTHDRS 6
+#define OBER_MAX_VLANS 2
+
+/* ober_config.flags */
+#define OBER_CFG_STEER 0x1 /* redirect flows to their instance's CPU */
+
+/* ober_svc_val.flags on a service entry (proto != 0). */
+#define OBER_SVC_WHITELIST 0x1 /* only sources in whitelist `wl` may enter */
+#define OBER_SVC_REJECT 0x2    /* answer refused TCP with RST, not silence */
+#define OBER_SVC_DISPATCH 0x4  /* flows go to instance sockets (Maglev) */
+/* ober_svc_val.flags on a VIP entry (proto == 0, port == 0). */
+#define OBER_VIP_HOST 0x100 /* a host address: ports without a service pass */
+
+/*
+ * Why a packet got its verdict. Counters are keyed by reason and XDP
+ * action together, because some reasons end in more than one action
+ * (an allowed first fragment passes, a non-first one is dropped).
+ */
+enum ober_reason {
+	OBER_R_NOT_VIP = 0,    /* not IP, or destination not a VIP: pass */
+	OBER_R_PASS = 1,       /* for a VIP and allowed, not steered */
+	OBER_R_STEERED = 2,    /* redirected to its instance's CPU */
+	OBER_R_NO_SERVICE = 3, /* VIP, but no service on that proto/port */
+	OBER_R_WL_DROP = 4,    /* whitelisted service, source not listed */
+	OBER_R_WL_REJECT = 5,  /* as above, answered with a TCP RST */
+	OBER_R_FRAGMENT = 6,   /* IP fragment, see README "Fragments" */
+	OBER_R_MALFORMED = 7,  /* bad or truncated headers */
+	OBER_R_MAX = 8,
+};
+
+/* XDP actions are 0..4 (ABORTED, DROP, PASS, TX, REDIRECT). */
+#define OBER_ACTIONS 5
+#define OBER_COUNTER_KEYS (OBER_R_MAX * OBER_ACTIONS)
+
+struct ober_config {
+	__u32 flags;
+	__u32 _pad;
+};
+
+/*
+ * One key type serves VIPs and services so that one map, swapped as a
+ * whole, holds both: no packet sees a VIP without its services.
+ * IPv4 addresses are stored IPv4-mapped (::ffff:a.b.c.d).
+ */
+struct ober_svc_key {
+	__u8 addr[16];
+	__be16 port; /* network order, as on the wire; 0 for a VIP entry */
+	__u8 proto;  /* IPPROTO_TCP/UDP; 0 for a VIP entry */
+	__u8 _pad;
+};
+
+struct ober_svc_val {
+	__u32 listener; /* row of ober_sockets for this service */
+	__u16 flags;
+	__u8 whitelist; /* index into ober_whitelists */
+	__u8 _pad;
+};
+
+/*
+ * Whitelist LPM key. The family byte comes first so that the families
+ * never alias: an IPv6 "::/0" must not admit every IPv4 source, as it
+ * would if IPv4 were stored IPv4-mapped. prefixlen counts its 8 bits.
+ */
+struct ober_lpm_key {
+	__u32 prefixlen;
+	__u8 family; /* 4 or 6 */
+	__u8 addr[16]; /* IPv4 in addr[0..3] */
+	__u8 _pad[3];
+};
+
+struct ober_instance {
+	__u32 cpu;
+	__u32 flags; /* OBER_INST_CPU: cpu is valid */
+};
+#define OBER_INST_CPU 0x1
+
+struct ober_counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+struct ober_assign {
+	__u64 flows;     /* connections given to this instance */
+	__u64 fallback;  /* of those, given because the preferred slot was empty */
+};
+/* ober_assigned has one extra row counting lookups that found no socket. */
+#define OBER_ASSIGN_NONE OBER_MAX_INSTANCES
+
+/* Book-keeping for the Go side only; the programs never read it. */
+struct ober_wl_meta {
+	__u64 generation;
+	__u32 entries;
+	__u32 _pad;
+};
+
+/*
+ * Flow hash: Bob Jenkins' lookup3 final mix over 32-bit words, as the
+ * kernel's jhash2. The words are the packet's bytes read as host-order
+ * u32: source address, destination address, then (sport | dport << 16)
+ * with both ports as the raw network-order u16 from the header. IPv4
+ * hashes 3 words, IPv6 9. The Go model reads the same bytes the same way.
+ */
+#define OBER_JHASH_INIT 0xdeadbeefu
+
+static __always_inline __u32 ober_rol32(__u32 w, unsigned int s)
+{
+	return (w << s) | (w >> (32 - s));
+}
+
+#define __ober_jhash_mix(a, b, c)                \
+	do {                                     \
+		a -= c; a ^= ober_rol32(c, 4); c += b;  \
+		b -= a; b ^= ober_rol32(a, 6); a += c;  \
+		c -= b; c ^= ober_rol32(b, 8); b += a;  \
+		a -= c; a ^= ober_rol32(c, 16); c += b; \
+		b -= a; b ^= ober_rol32(a, 19); a += c; \
+		c -= b; c ^= ober_rol32(b, 4); b += a;  \
+	} while (0)
+
+#define __ober_jhash_final(a, b, c)               \
+	do {                                      \
+		c ^= b; c -= ober_rol32(b, 14);  \
+		a ^= c; a -= ober_rol32(c, 11);  \
+		b ^= a; b -= ober_rol32(a, 25);  \
+		c ^= b; c -= ober_rol32(b, 16);  \
+		a ^= c; a -= ober_rol32(c, 4);   \
+		b ^= a; b -= ober_rol32(a, 14);  \
+		c ^= b; c -= ober_rol32(b, 24);  \
+	} while (0)
+
+static __always_inline __u32 ober_hash_v4(__u32 saddr, __u32 daddr, __u32 ports, __u32 seed)
+{
+	__u32 a, b, c;
+
+	a = b = c = OBER_JHASH_INIT + (3 << 2) + seed;
+	a += saddr;
+	b += daddr;
+	c += ports;
+	__ober_jhash_final(a, b, c);
+	return c;
+}
+
+static __always_inline __u32 ober_hash_v6(const __u32 *s, const __u32 *d, __u32 ports, __u32 seed)
+{
+	__u32 a, b, c;
+
+	a = b = c = OBER_JHASH_INIT + (9 << 2) + seed;
+	a += s[0]; b += s[1]; c += s[2];
+	__ober_jhash_mix(a, b, c);
+	a += s[3]; b += d[0]; c += d[1];
+	__ober_jhash_mix(a, b, c);
+	a += d[2]; b += d[3]; c += ports;
+	__ober_jhash_final(a, b, c);
+	return c;
+}
+
+#endif /* OBER_H */

@@ -1,0 +1,151 @@
+// Package netnstest builds throwaway hosts for tests: network namespaces
+// joined by veth pairs, and private bpffs mounts. Everything it makes is
+// removed by t.Cleanup, also when the test fails, and carries a per-run
+// prefix so that parallel runs on one machine do not collide.
+//
+// It never touches the root namespace's interfaces, routes or sysctls.
+package netnstest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Prefix starts the name of every namespace the tests make, so that
+// leftovers are easy to recognise (`ip netns list | grep obt-`).
+const Prefix = "obt-"
+
+// RequireRoot fails the test, with what to do, when not run as root.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("this test needs root (BPF, network namespaces): run `sudo make test`")
+	}
+}
+
+// RequireTool fails the test when a command is missing, naming the Debian
+// package that provides it.
+func RequireTool(t testing.TB, tool, pkg string) {
+	t.Helper()
+	if _, err := exec.LookPath(tool); err != nil {
+		t.Fatalf("%s not found: install it with `apt-get install %s`", tool, pkg)
+	}
+}
+
+// BPFFS mounts a private bpffs on a fresh directory and returns it.
+func BPFFS(t testing.TB) string {
+	t.Helper()
+	RequireRoot(t)
+	dir, err := os.MkdirTemp("", "ober-bpffs-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
+		os.Remove(dir)
+		t.Fatalf("mount bpffs on %s: %v", dir, err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+		os.Remove(dir)
+	})
+	return dir
+}
+
+// NS is a network namespace made for one test.
+type NS struct {
+	Name   string
+	Handle netns.NsHandle
+}
+
+// New makes a namespace whose name ends in role, with lo up.
+func New(t testing.TB, role string) *NS {
+	t.Helper()
+	RequireRoot(t)
+	RequireTool(t, "ip", "iproute2")
+	var b [3]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	name := fmt.Sprintf("%s%d-%s-%s", Prefix, os.Getpid(), hex.EncodeToString(b[:]), role)
+	Run(t, "ip", "netns", "add", name)
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+			t.Errorf("ip netns del %s: %v: %s", name, err, out)
+		}
+	})
+	h, err := netns.GetFromName(name)
+	if err != nil {
+		t.Fatalf("open namespace %s: %v", name, err)
+	}
+	t.Cleanup(func() { h.Close() })
+	ns := &NS{Name: name, Handle: h}
+	ns.IP(t, "link", "set", "lo", "up")
+	return ns
+}
+
+// IP runs `ip -n NS args...` and fails the test on error.
+func (n *NS) IP(t testing.TB, args ...string) string {
+	t.Helper()
+	return Run(t, "ip", append([]string{"-n", n.Name}, args...)...)
+}
+
+// Exec prepares a command that runs inside the namespace.
+func (n *NS) Exec(ctx context.Context, name string, args ...string) *exec.Cmd {
+	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.Name, name}, args...)...)
+}
+
+// Do runs fn on an OS thread that has entered the namespace. Sockets fn
+// creates stay in the namespace after it returns. The thread is thrown
+// away afterwards rather than trusted to switch back.
+func (n *NS) Do(fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		if err := netns.Set(n.Handle); err != nil {
+			errc <- fmt.Errorf("enter namespace %s: %w", n.Name, err)
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
+}
+
+// Veth joins namespace a (interface aName) to b (bName) with a veth pair
+// of the given number of queues, both ends up.
+func Veth(t testing.TB, a *NS, aName string, b *NS, bName string, queues int) {
+	t.Helper()
+	q := fmt.Sprint(queues)
+	a.IP(t, "link", "add", aName, "numtxqueues", q, "numrxqueues", q, "type", "veth",
+		"peer", "name", bName, "numtxqueues", q, "numrxqueues", q, "netns", b.Name)
+	a.IP(t, "link", "set", aName, "up")
+	b.IP(t, "link", "set", bName, "up")
+}
+
+// Run runs a command and fails the test on error, returning its output.
+func Run(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out bytes.Buffer
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out.String())
+	}
+	return out.String()
+}

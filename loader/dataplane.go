@@ -1,0 +1,278 @@
+// Package loader owns ober's BPF dataplane: it loads the compiled objects,
+// pins their maps, programs and links under one bpffs directory, attaches
+// the XDP and sk_lookup programs, and offers typed, atomic updates of the
+// tables the programs read.
+//
+// State lives in bpffs, not in this process: Open on an existing pin root
+// adopts what is there, so restarting or upgrading ober leaves the packet
+// path untouched. The Go reference model of the programs' decisions
+// (Model) lives here too, beside the code it must agree with.
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+)
+
+// DefaultRoot is where a node's dataplane is pinned.
+const DefaultRoot = "/sys/fs/bpf/ober"
+
+// Options configure Open.
+type Options struct {
+	// Root is the pin directory; DefaultRoot when empty. It must be on a
+	// bpffs; only /sys/fs/bpf is mounted on demand.
+	Root string
+	// Logger receives warnings (such as a fallback to generic XDP).
+	Logger *slog.Logger
+}
+
+// Dataplane is an open handle on a pinned dataplane. Its methods are safe
+// for concurrent use; updates are serialised.
+type Dataplane struct {
+	root string
+	log  *slog.Logger
+	spec *ebpf.CollectionSpec
+	maps oberMaps
+
+	xdp      *ebpf.Program
+	skLookup *ebpf.Program
+
+	mu sync.Mutex // serialises table swaps and link changes
+}
+
+func (d *Dataplane) mapDir() string  { return filepath.Join(d.root, "maps") }
+func (d *Dataplane) progDir() string { return filepath.Join(d.root, "progs") }
+func (d *Dataplane) linkDir() string { return filepath.Join(d.root, "links") }
+
+// Root returns the pin directory.
+func (d *Dataplane) Root() string { return d.root }
+
+// Open loads the dataplane, creating and pinning it under opts.Root, or
+// adopting the maps, programs and links already pinned there.
+func Open(opts Options) (*Dataplane, error) {
+	root := opts.Root
+	if root == "" {
+		root = DefaultRoot
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if err := ensureBPFFS(root); err != nil {
+		return nil, err
+	}
+	d := &Dataplane{root: root, log: log}
+	for _, dir := range []string{d.mapDir(), d.progDir(), d.linkDir()} {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("open dataplane: %w", err)
+		}
+	}
+
+	spec, err := loadOber()
+	if err != nil {
+		return nil, fmt.Errorf("open dataplane: parse objects: %w", err)
+	}
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		return nil, fmt.Errorf("open dataplane: %w", err)
+	}
+	spec.Maps["ober_cpumap"].MaxEntries = uint32(ncpu)
+	d.spec = spec
+
+	var objs oberObjects
+	err = spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{
+		Maps: ebpf.MapOptions{PinPath: d.mapDir()},
+	})
+	if err != nil {
+		if errors.Is(err, ebpf.ErrMapIncompatible) {
+			return nil, fmt.Errorf("open dataplane: maps pinned in %s come from an incompatible ober version; "+
+				"remove them with `ober detach --all`: %w", d.mapDir(), err)
+		}
+		return nil, fmt.Errorf("open dataplane: load objects: %w", err)
+	}
+	d.maps = objs.oberMaps
+
+	d.xdp, err = d.adoptProgram("xdp", objs.OberXdp)
+	if err == nil {
+		d.skLookup, err = d.adoptProgram("sk_lookup", objs.OberSkLookup)
+	}
+	if err != nil {
+		d.Close()
+		return nil, fmt.Errorf("open dataplane: %w", err)
+	}
+	return d, nil
+}
+
+// adoptProgram keeps the pinned program when it is the same code as the
+// one just loaded, so a restart changes nothing; otherwise the new one is
+// pinned and every pinned link is moved to it in one step (an upgrade).
+func (d *Dataplane) adoptProgram(name string, fresh *ebpf.Program) (*ebpf.Program, error) {
+	pin := filepath.Join(d.progDir(), name)
+	old, err := ebpf.LoadPinnedProgram(pin, nil)
+	if err == nil {
+		same, err := sameProgram(old, fresh)
+		if err != nil {
+			old.Close()
+			fresh.Close()
+			return nil, fmt.Errorf("program %s: %w", name, err)
+		}
+		if same {
+			fresh.Close()
+			return old, nil
+		}
+		old.Close()
+		if err := os.Remove(pin); err != nil {
+			fresh.Close()
+			return nil, fmt.Errorf("program %s: replace pin: %w", name, err)
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		fresh.Close()
+		return nil, fmt.Errorf("program %s: load pin: %w", name, err)
+	}
+	if err := fresh.Pin(pin); err != nil {
+		fresh.Close()
+		return nil, fmt.Errorf("program %s: pin: %w", name, err)
+	}
+	if err := d.relink(fresh); err != nil {
+		return nil, fmt.Errorf("program %s: %w", name, err)
+	}
+	return fresh, nil
+}
+
+func sameProgram(a, b *ebpf.Program) (bool, error) {
+	ai, err := a.Info()
+	if err != nil {
+		return false, err
+	}
+	bi, err := b.Info()
+	if err != nil {
+		return false, err
+	}
+	return ai.Type == bi.Type && ai.Tag == bi.Tag, nil
+}
+
+// relink points every pinned link of prog's type at prog.
+func (d *Dataplane) relink(prog *ebpf.Program) error {
+	entries, err := os.ReadDir(d.linkDir())
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if linkProgType(e.Name()) != prog.Type() {
+			continue
+		}
+		l, err := link.LoadPinnedLink(filepath.Join(d.linkDir(), e.Name()), nil)
+		if err != nil {
+			return fmt.Errorf("link %s: %w", e.Name(), err)
+		}
+		err = l.Update(prog)
+		l.Close()
+		if err != nil {
+			return fmt.Errorf("upgrade link %s: %w", e.Name(), err)
+		}
+		d.log.Info("dataplane program upgraded", "link", e.Name())
+	}
+	return nil
+}
+
+// Close releases this process's handles. Pinned state, and with it the
+// attached programs, stays in place.
+func (d *Dataplane) Close() error {
+	var errs []error
+	for _, p := range []*ebpf.Program{d.xdp, d.skLookup} {
+		if p != nil {
+			errs = append(errs, p.Close())
+		}
+	}
+	errs = append(errs, d.maps.Close())
+	return errors.Join(errs...)
+}
+
+// XDPProgram returns the XDP program, for BPF_PROG_TEST_RUN.
+func (d *Dataplane) XDPProgram() *ebpf.Program { return d.xdp }
+
+// SkLookupProgram returns the sk_lookup program, for BPF_PROG_TEST_RUN.
+func (d *Dataplane) SkLookupProgram() *ebpf.Program { return d.skLookup }
+
+// Destroy detaches every link pinned under root and removes the pins, so
+// the kernel frees the dataplane. It works without loading anything, so
+// it also clears pins an incompatible ober version left behind.
+func Destroy(root string) error {
+	if root == "" {
+		root = DefaultRoot
+	}
+	if _, err := os.Stat(root); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	var errs []error
+	// Links first: unpinning them detaches the programs from the hooks.
+	for _, dir := range []string{"links", "progs", "maps"} {
+		entries, err := os.ReadDir(filepath.Join(root, dir))
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+			continue
+		}
+		for _, e := range entries {
+			if err := os.Remove(filepath.Join(root, dir, e.Name())); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := os.Remove(filepath.Join(root, dir)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if err := os.Remove(root); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("destroy dataplane %s: %w", root, err)
+	}
+	return nil
+}
+
+// ensureBPFFS checks that root will live on a bpffs, mounting one at
+// /sys/fs/bpf when that is where root goes and nothing is mounted yet
+// (systemd normally does this; minimal hosts and containers do not).
+func ensureBPFFS(root string) error {
+	dir := root
+	for {
+		if _, err := os.Stat(dir); err == nil {
+			break
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			break
+		}
+		dir = parent
+	}
+	if isBPFFS(dir) {
+		return nil
+	}
+	const sysBPF = "/sys/fs/bpf"
+	if rel, err := filepath.Rel(sysBPF, root); err == nil && filepath.IsLocal(rel) || root == sysBPF {
+		if err := os.MkdirAll(sysBPF, 0o700); err != nil {
+			return fmt.Errorf("mount bpffs: %w", err)
+		}
+		if err := unix.Mount("bpf", sysBPF, "bpf", 0, "mode=0700"); err != nil {
+			return fmt.Errorf("mount bpffs at %s: %w", sysBPF, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("pin root %s is not on a bpffs: mount one with `mount -t bpf bpf %s`", root, dir)
+}
+
+func isBPFFS(path string) bool {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return false
+	}
+	return uint32(st.Type) == unix.BPF_FS_MAGIC
+}

@@ -1,0 +1,189 @@
+package loader
+
+import (
+	"fmt"
+	"net/netip"
+	"runtime"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+
+	"github.com/ober-ingress/ober/internal/netnstest"
+)
+
+// The addresses of the test site. 192.0.2.0/24, 198.51.100.0/24,
+// 203.0.113.0/24 and 2001:db8::/32 are documentation ranges.
+var (
+	vip4      = netip.MustParseAddr("192.0.2.10")
+	vip6      = netip.MustParseAddr("2001:db8::10")
+	host4     = netip.MustParseAddr("192.0.2.1")
+	host6     = netip.MustParseAddr("2001:db8::1")
+	client4   = netip.MustParseAddr("198.51.100.7") // in frontend-http
+	client6   = netip.MustParseAddr("2001:db8:c::7")
+	stranger4 = netip.MustParseAddr("203.0.113.99") // in no list
+	stranger6 = netip.MustParseAddr("2001:db8:bad::99")
+	router4   = netip.MustParseAddr("203.0.113.1")
+	other4    = netip.MustParseAddr("192.0.2.200") // not a VIP
+	other6    = netip.MustParseAddr("2001:db8::200")
+)
+
+const (
+	portHTTPS   = 443
+	portHTTP    = 80   // whitelist, drop
+	portReject  = 8080 // whitelist, reject
+	portDNS     = 53   // udp
+	portBGP     = 179
+	portBFD     = 3784
+	testInsts   = 4
+	testMSize   = 251 // small, prime: quick to rebuild in tests
+	testSeed    = 0x5eed
+	listenHTTPS = 0
+	listenHTTP  = 1
+	listenUDP   = 2
+)
+
+func siteVIPs() []VIP {
+	return []VIP{{Addr: vip4}, {Addr: vip6}, {Addr: host4, Host: true}, {Addr: host6, Host: true}}
+}
+
+func siteServices() []Service {
+	var out []Service
+	for _, v := range []netip.Addr{vip4, vip6} {
+		out = append(out,
+			Service{VIP: v, Proto: ProtoTCP, Port: portHTTPS, Listener: listenHTTPS, Dispatch: true},
+			Service{VIP: v, Proto: ProtoTCP, Port: portHTTP, Listener: listenHTTP, Dispatch: true,
+				Enforce: true, Whitelist: WhitelistFrontendHTTP},
+			Service{VIP: v, Proto: ProtoTCP, Port: portReject, Listener: listenHTTP, Dispatch: true,
+				Enforce: true, Whitelist: WhitelistFrontendHTTP, Reject: true},
+			Service{VIP: v, Proto: ProtoUDP, Port: portDNS, Listener: listenUDP, Dispatch: true},
+		)
+	}
+	for _, h := range []netip.Addr{host4, host6} {
+		out = append(out,
+			Service{VIP: h, Proto: ProtoTCP, Port: portBGP, Enforce: true, Whitelist: WhitelistRouters},
+			Service{VIP: h, Proto: ProtoUDP, Port: portBFD, Enforce: true, Whitelist: WhitelistRouters},
+		)
+	}
+	return out
+}
+
+var (
+	frontendList = []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("2001:db8:c::/48")}
+	routerList   = []netip.Prefix{netip.MustParsePrefix("203.0.113.1/32")}
+)
+
+// roundRobinTable is a stand-in Maglev table: the loader does not care how
+// a table was built, only what it says.
+func roundRobinTable(m, n int) []uint32 {
+	t := make([]uint32, m)
+	for i := range t {
+		t[i] = uint32(i % n)
+	}
+	return t
+}
+
+func testInstances() []Instance {
+	ncpu, _ := ebpf.PossibleCPU()
+	var out []Instance
+	for i := 0; i < testInsts; i++ {
+		out = append(out, Instance{Index: uint32(i), CPU: i % ncpu})
+	}
+	return out
+}
+
+// openTestDataplane opens a dataplane on a private bpffs and fills it with
+// the test site.
+func openTestDataplane(t testing.TB) *Dataplane {
+	t.Helper()
+	root := netnstest.BPFFS(t)
+	d, err := Open(Options{Root: root + "/ober"})
+	require.NoError(t, err)
+	t.Cleanup(func() { d.Close() })
+	require.NoError(t, d.SetServices(siteVIPs(), siteServices()))
+	_, err = d.SetWhitelist(WhitelistFrontendHTTP, frontendList)
+	require.NoError(t, err)
+	_, err = d.SetWhitelist(WhitelistRouters, routerList)
+	require.NoError(t, err)
+	require.NoError(t, d.SetMaglev(testSeed, roundRobinTable(testMSize, testInsts)))
+	require.NoError(t, d.SetInstances(testInstances()))
+	require.NoError(t, d.SetSteering(true))
+	return d
+}
+
+// onCPU runs fn on an OS thread pinned to cpu, so that
+// bpf_get_smp_processor_id inside BPF_PROG_TEST_RUN is known.
+func onCPU(t testing.TB, cpu int, fn func()) {
+	t.Helper()
+	done := make(chan struct{})
+	var err error
+	go func() {
+		defer close(done)
+		runtime.LockOSThread() // never unlocked: the pinned thread dies with us
+		var set unix.CPUSet
+		set.Set(cpu)
+		if err = unix.SchedSetaffinity(0, &set); err != nil {
+			return
+		}
+		fn()
+	}()
+	<-done
+	require.NoError(t, err, "pin thread to cpu %d", cpu)
+}
+
+// xdpRun runs the XDP program once over pkt and reports what it did: the
+// action, the output packet, and the reason and instance it counted.
+type xdpResult struct {
+	Action   Action
+	Reason   Reason
+	Instance uint32
+	Out      []byte
+}
+
+type xdpRunner struct {
+	t    testing.TB
+	d    *Dataplane
+	prev *Counters
+}
+
+func newXDPRunner(t testing.TB, d *Dataplane) *xdpRunner {
+	c, err := d.Counters()
+	require.NoError(t, err)
+	return &xdpRunner{t: t, d: d, prev: c}
+}
+
+// run must be called on a pinned thread.
+func (r *xdpRunner) run(pkt []byte) (xdpResult, error) {
+	out := make([]byte, len(pkt)+256)
+	opts := &ebpf.RunOptions{Data: pkt, DataOut: out}
+	ret, err := r.d.XDPProgram().Run(opts)
+	if err != nil {
+		return xdpResult{}, err
+	}
+	res := xdpResult{Action: Action(ret), Out: opts.DataOut, Reason: numReasons, Instance: NoInstance}
+	c, err := r.d.Counters()
+	if err != nil {
+		return xdpResult{}, err
+	}
+	changed := 0
+	for _, v := range c.Verdicts {
+		if d := v.Packets - r.prev.Get(v.Reason, v.Action).Packets; d != 0 {
+			res.Reason = v.Reason
+			changed += int(d)
+			if v.Action != res.Action {
+				return xdpResult{}, fmt.Errorf("counted action %s, returned %s", v.Action, res.Action)
+			}
+		}
+	}
+	if changed != 1 {
+		return xdpResult{}, fmt.Errorf("one run moved the verdict counters by %d", changed)
+	}
+	for i := range c.Steered {
+		if c.Steered[i].Packets != r.prev.Steered[i].Packets {
+			res.Instance = uint32(i)
+		}
+	}
+	r.prev = c
+	return res, nil
+}
