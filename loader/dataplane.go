@@ -32,7 +32,14 @@ type Options struct {
 	Root string
 	// Logger receives warnings (such as a fallback to generic XDP).
 	Logger *slog.Logger
+	// MustExist makes Open fail instead of creating a dataplane, for
+	// commands that only look (status) or undo (detach).
+	MustExist bool
 }
+
+// ErrNotPinned is returned by Open with MustExist when root holds no
+// dataplane.
+var ErrNotPinned = errors.New("no dataplane pinned")
 
 // Dataplane is an open handle on a pinned dataplane. Its methods are safe
 // for concurrent use; updates are serialised.
@@ -66,10 +73,15 @@ func Open(opts Options) (*Dataplane, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	d := &Dataplane{root: root, log: log}
+	if opts.MustExist {
+		if _, err := os.Stat(filepath.Join(d.mapDir(), "ober_services")); err != nil {
+			return nil, fmt.Errorf("open dataplane: %w at %s (attach an interface first)", ErrNotPinned, root)
+		}
+	}
 	if err := ensureBPFFS(root); err != nil {
 		return nil, err
 	}
-	d := &Dataplane{root: root, log: log}
 	for _, dir := range []string{d.mapDir(), d.progDir(), d.linkDir()} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("open dataplane: %w", err)

@@ -39,10 +39,19 @@ const (
 	testInsts   = 4
 	testMSize   = 251 // small, prime: quick to rebuild in tests
 	testSeed    = 0x5eed
+	// Listeners per family: an IPv4 connection needs an IPv4 socket.
 	listenHTTPS = 0
 	listenHTTP  = 1
 	listenUDP   = 2
+	listenV6    = 4 // added to the IPv4 listener for IPv6 services
 )
+
+func listenerFor(l uint32, a netip.Addr) uint32 {
+	if a.Is6() {
+		return l + listenV6
+	}
+	return l
+}
 
 func siteVIPs() []VIP {
 	return []VIP{{Addr: vip4}, {Addr: vip6}, {Addr: host4, Host: true}, {Addr: host6, Host: true}}
@@ -52,12 +61,12 @@ func siteServices() []Service {
 	var out []Service
 	for _, v := range []netip.Addr{vip4, vip6} {
 		out = append(out,
-			Service{VIP: v, Proto: ProtoTCP, Port: portHTTPS, Listener: listenHTTPS, Dispatch: true},
-			Service{VIP: v, Proto: ProtoTCP, Port: portHTTP, Listener: listenHTTP, Dispatch: true,
+			Service{VIP: v, Proto: ProtoTCP, Port: portHTTPS, Listener: listenerFor(listenHTTPS, v), Dispatch: true},
+			Service{VIP: v, Proto: ProtoTCP, Port: portHTTP, Listener: listenerFor(listenHTTP, v), Dispatch: true,
 				Enforce: true, Whitelist: WhitelistFrontendHTTP},
-			Service{VIP: v, Proto: ProtoTCP, Port: portReject, Listener: listenHTTP, Dispatch: true,
+			Service{VIP: v, Proto: ProtoTCP, Port: portReject, Listener: listenerFor(listenHTTP, v), Dispatch: true,
 				Enforce: true, Whitelist: WhitelistFrontendHTTP, Reject: true},
-			Service{VIP: v, Proto: ProtoUDP, Port: portDNS, Listener: listenUDP, Dispatch: true},
+			Service{VIP: v, Proto: ProtoUDP, Port: portDNS, Listener: listenerFor(listenUDP, v), Dispatch: true},
 		)
 	}
 	for _, h := range []netip.Addr{host4, host6} {

@@ -8,6 +8,7 @@ import (
 	"syscall"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 )
 
 // Proto is an IP protocol a service can be served on.
@@ -514,7 +515,10 @@ func (d *Dataplane) ClearSocket(listener, inst uint32) error {
 	if err != nil {
 		return fmt.Errorf("clear socket: %w", err)
 	}
-	if err := d.maps.OberSockets.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	// A sockmap answers EINVAL, not ENOENT, for an empty slot; the key was
+	// range-checked above, so EINVAL can only mean "already clear".
+	err = d.maps.OberSockets.Delete(key)
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) && !errors.Is(err, unix.EINVAL) {
 		return fmt.Errorf("clear socket %d/%d: %w", listener, inst, err)
 	}
 	return nil

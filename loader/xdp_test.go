@@ -87,6 +87,7 @@ func fixtures() []fixture {
 		{"v6 ssh to vip", tcp(client6, 1, vip6, 22, packet.SYN).Bytes(), ReasonNoService, ActionDrop},
 		{"udp to tcp port", packet.UDP(ap(client4, 1), ap(vip4, portHTTPS), nil).Bytes(), ReasonNoService, ActionDrop},
 		{"gre to vip", packet.Spec{Src: client4, Dst: vip4, Proto: 47, Payload: make([]byte, 20)}.Bytes(), ReasonNoService, ActionDrop},
+		{"v6 ext header ends the packet", packet.Spec{Src: client6, Dst: vip6, Proto: 59, ExtHdrs: []packet.ExtHdr{{Type: packet.ExtDstOpts}}}.Bytes(), ReasonNoService, ActionDrop},
 		{"v6 esp to vip", packet.Spec{Src: client6, Dst: vip6, Proto: 50, Payload: make([]byte, 20)}.Bytes(), ReasonNoService, ActionDrop},
 
 		// Whitelist.

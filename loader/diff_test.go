@@ -1,0 +1,214 @@
+package loader
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"strconv"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ober-ingress/ober/internal/packet"
+)
+
+// packetGen makes frames aimed at the interesting parts of the test site:
+// mostly well-formed and addressed to its VIPs, services and whitelists,
+// then often mutated (bytes flipped, cut short, padded with junk).
+type packetGen struct{ rng *rand.Rand }
+
+func (g packetGen) pick(n int) int { return g.rng.IntN(n) }
+
+func (g packetGen) addr(v6 bool, pool ...netip.Addr) netip.Addr {
+	if g.pick(5) == 0 {
+		var b [16]byte
+		for i := range b {
+			b[i] = byte(g.rng.Uint32())
+		}
+		if v6 {
+			return netip.AddrFrom16(b)
+		}
+		return netip.AddrFrom4([4]byte(b[:4]))
+	}
+	return pool[g.pick(len(pool))]
+}
+
+func (g packetGen) bytes(max int) []byte {
+	b := make([]byte, g.pick(max+1))
+	for i := range b {
+		b[i] = byte(g.rng.Uint32())
+	}
+	return b
+}
+
+func (g packetGen) spec() packet.Spec {
+	v6 := g.pick(2) == 0
+	var s packet.Spec
+	if v6 {
+		s.Src = g.addr(true, client6, stranger6, netip.MustParseAddr("::ffff:198.51.100.7"))
+		s.Dst = g.addr(true, vip6, vip6, host6, other6)
+		if g.pick(20) == 0 {
+			s.Dst = netip.MustParseAddr("::ffff:192.0.2.10")
+		}
+	} else {
+		s.Src = g.addr(false, client4, stranger4, router4)
+		s.Dst = g.addr(false, vip4, vip4, host4, other4)
+	}
+	switch r := g.pick(10); {
+	case r < 5:
+		s.Proto = packet.ProtoTCP
+	case r < 7:
+		s.Proto = packet.ProtoUDP
+	case r < 8:
+		s.Proto = packet.ProtoICMP
+		if v6 {
+			s.Proto = packet.ProtoICMPv6
+		}
+	default:
+		s.Proto = uint8(g.pick(256))
+	}
+	ports := []uint16{portHTTPS, portHTTP, portReject, portDNS, portBGP, portBFD, 22}
+	s.DstPort = ports[g.pick(len(ports))]
+	if g.pick(8) == 0 {
+		s.DstPort = uint16(g.rng.Uint32())
+	}
+	s.SrcPort = uint16(g.rng.Uint32())
+	s.Flags = byte(g.rng.Uint32())
+	s.Seq, s.Ack = g.rng.Uint32(), g.rng.Uint32()
+	for n := []int{0, 0, 0, 0, 0, 0, 1, 1, 2, 3}[g.pick(10)]; n > 0; n-- {
+		tpid := []uint16{0x8100, 0x88a8}[g.pick(2)]
+		s.VLANs = append(s.VLANs, packet.VLAN{TPID: tpid, TCI: uint16(g.pick(4096))})
+	}
+	if !v6 && g.pick(5) == 0 {
+		s.IPOptions = g.bytes(40)
+	}
+	if v6 && g.pick(4) == 0 {
+		types := []uint8{packet.ExtHopOpts, packet.ExtRouting, packet.ExtDstOpts, packet.ExtAH}
+		for n := 1 + g.pick(7); n > 0; n-- {
+			s.ExtHdrs = append(s.ExtHdrs, packet.ExtHdr{Type: types[g.pick(len(types))], Data: g.bytes(20)})
+		}
+	}
+	if g.pick(7) == 0 {
+		s.Frag = &packet.Frag{More: g.pick(2) == 0, ID: g.rng.Uint32()}
+		if g.pick(2) == 0 {
+			s.Frag.Offset = uint16(g.pick(200))
+		}
+	}
+	if g.pick(5) == 0 {
+		s.TCPOptions = g.bytes(40)
+	}
+	s.Payload = g.bytes(200)
+	if len(s.ExtHdrs) > 0 && g.pick(4) == 0 {
+		s.Proto = 59 // no next header: the chain ends the packet
+		s.Payload = nil
+	}
+	return s
+}
+
+func (g packetGen) frame() []byte {
+	b := g.spec().Bytes()
+	if len(b) > 1400 {
+		b = b[:1400]
+	}
+	switch g.pick(8) {
+	case 0, 1: // flip bytes in the headers
+		for n := 1 + g.pick(4); n > 0; n-- {
+			i := g.pick(min(len(b), 120))
+			b[i] ^= byte(1 + g.pick(255))
+		}
+	case 2: // cut short
+		b = b[:14+g.pick(len(b)-13)]
+	case 3: // junk after the packet
+		b = append(b, g.bytes(64)...)
+	case 4: // one header byte set to an edge value
+		b[g.pick(min(len(b), 90))] = []byte{0, 0xff, 0x40, 0x45, 0x60, 5, 6, 17}[g.pick(8)]
+	}
+	return b
+}
+
+// diffState varies the tables between runs so the differential covers
+// steering, dead instances and empty Maglev slots.
+func diffState(t testing.TB, d *Dataplane, variant int) {
+	t.Helper()
+	switch variant {
+	case 1: // instance 3 has no CPU, a stretch of the table is empty
+		insts := testInstances()[:3]
+		require.NoError(t, d.SetInstances(insts))
+		tab := roundRobinTable(testMSize, testInsts)
+		for i := 0; i < 40; i++ {
+			tab[i] = NoInstance
+		}
+		require.NoError(t, d.SetMaglev(testSeed+1, tab))
+	case 2: // steering off
+		require.NoError(t, d.SetSteering(false))
+	}
+}
+
+func diffPackets() int {
+	if n, err := strconv.Atoi(os.Getenv("OBER_DIFF_PACKETS")); err == nil && n > 0 {
+		return n
+	}
+	return 120000
+}
+
+// TestXDPDifferential runs random and mutated frames through the XDP
+// program and the Go model and requires identical verdicts, reasons,
+// instances and output bytes. OBER_DIFF_PACKETS overrides the count.
+func TestXDPDifferential(t *testing.T) {
+	total := diffPackets()
+	variants := 3
+	seed := uint64(0x0be7)
+	seen := map[string]int{}
+	for v := 0; v < variants; v++ {
+		d := openTestDataplane(t)
+		diffState(t, d, v)
+		model := NewModel(mustSnapshot(t, d))
+		g := packetGen{rng: rand.New(rand.NewPCG(seed, uint64(v)))}
+		onCPU(t, 0, func() {
+			r := newXDPRunner(t, d)
+			for i := 0; i < total/variants; i++ {
+				pkt := g.frame()
+				want := model.XDP(pkt, 0)
+				got, err := r.run(pkt)
+				require.NoError(t, err, "variant %d packet %d: %x", v, i, pkt)
+				if got.Action != want.Action || got.Reason != want.Reason || got.Instance != want.Instance ||
+					string(got.Out) != string(want.Out) {
+					t.Fatalf("variant %d packet %d differs:\n  bpf   %s/%s instance %d\n  model %s\n  packet %x\n  bpf out   %x\n  model out %x",
+						v, i, got.Reason, got.Action, int32(got.Instance), want, pkt, got.Out, want.Out)
+				}
+				seen[fmt.Sprintf("%s/%s", want.Reason, want.Action)]++
+			}
+		})
+	}
+	t.Logf("%d packets, verdicts: %v", total, seen)
+	// A generator that never reached a verdict would make agreement cheap.
+	for _, k := range []string{"not_vip/pass", "passed/pass", "steered/redirect", "steered/pass", "no_service/drop",
+		"whitelist_drop/drop", "whitelist_reject/tx", "fragment/drop", "fragment/pass", "malformed/drop", "malformed/pass"} {
+		require.Greater(t, seen[k], 50, "verdict %s barely exercised", k)
+	}
+}
+
+// FuzzXDP holds the program and the model together on arbitrary input.
+// Seeded with the fixtures; `make fuzz` runs it for longer.
+func FuzzXDP(f *testing.F) {
+	for _, fx := range fixtures() {
+		f.Add(fx.pkt)
+	}
+	d := openTestDataplane(f)
+	model := NewModel(mustSnapshot(f, d))
+	f.Fuzz(func(t *testing.T, pkt []byte) {
+		if len(pkt) < 14 || len(pkt) > 1500 {
+			return // BPF_PROG_TEST_RUN takes a whole Ethernet header, within a page
+		}
+		want := model.XDP(pkt, 0)
+		onCPU(t, 0, func() {
+			got, err := newXDPRunner(t, d).run(pkt)
+			require.NoError(t, err)
+			require.Equal(t, want.Action, got.Action, "action for %x", pkt)
+			require.Equal(t, want.Reason, got.Reason, "reason for %x", pkt)
+			require.Equal(t, want.Instance, got.Instance, "instance for %x", pkt)
+			require.Equal(t, want.Out, got.Out, "output for %x", pkt)
+		})
+	})
+}

@@ -1,0 +1,47 @@
+package loader
+
+import (
+	"encoding/binary"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestLayoutMatchesBPF holds the Go mirror of bpf/ober.h to the compiled
+// object: sizes of the hand-written key/value types and the limits.
+func TestLayoutMatchesBPF(t *testing.T) {
+	spec, err := loadOber()
+	require.NoError(t, err)
+	m := spec.Maps
+
+	svc := m["ober_services"].InnerMap
+	require.EqualValues(t, binary.Size(svcKey{}), svc.KeySize, "struct ober_svc_key")
+	require.EqualValues(t, binary.Size(svcVal{}), svc.ValueSize, "struct ober_svc_val")
+	require.EqualValues(t, MaxServiceEntries, svc.MaxEntries)
+
+	wl := m["ober_whitelists"]
+	require.EqualValues(t, MaxWhitelists, wl.MaxEntries)
+	require.EqualValues(t, binary.Size(lpmKey{}), wl.InnerMap.KeySize, "struct ober_lpm_key")
+	require.EqualValues(t, MaxWhitelistEntries, wl.InnerMap.MaxEntries)
+
+	mag := m["ober_maglev"].InnerMap
+	require.EqualValues(t, MaglevDefaultSize+maglevHeader, mag.MaxEntries)
+	require.EqualValues(t, 4, mag.KeySize)
+	require.EqualValues(t, 4, mag.ValueSize)
+
+	require.EqualValues(t, MaxInstances, m["ober_instances"].MaxEntries)
+	require.EqualValues(t, MaxListeners*MaxInstances, m["ober_sockets"].MaxEntries)
+	require.EqualValues(t, int(numReasons)*numActions, m["ober_counters"].MaxEntries)
+	require.EqualValues(t, MaxInstances, m["ober_steered"].MaxEntries)
+	require.EqualValues(t, MaxInstances+1, m["ober_assigned"].MaxEntries)
+	require.EqualValues(t, MaxWhitelists, m["ober_wl_meta"].MaxEntries)
+}
+
+// TestJHashMatchesKernelJhash2 pins the hash to known values of the
+// kernel's jhash2 so that a change on either side is caught even when
+// both sides change together.
+func TestJHashMatchesKernelJhash2(t *testing.T) {
+	// Computed with the kernel's jhash2 (include/linux/jhash.h).
+	require.Equal(t, uint32(0xa46158f5), jhash2([]uint32{1, 2, 3}, 0))
+	require.Equal(t, uint32(0x8d93ced9), jhash2([]uint32{1, 2, 3, 4, 5, 6, 7, 8, 9}, 42))
+}

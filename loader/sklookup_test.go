@@ -1,0 +1,203 @@
+package loader
+
+import (
+	"context"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"syscall"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+
+	"github.com/ober-ingress/ober/internal/netnstest"
+)
+
+// skLookupCtx mirrors struct bpf_sk_lookup as BPF_PROG_TEST_RUN takes it;
+// on the way out, Cookie is the cookie of the socket the program chose.
+type skLookupCtx struct {
+	Cookie         uint64
+	Family         uint32
+	Protocol       uint32
+	RemoteIP4      [4]byte
+	RemoteIP6      [16]byte
+	RemotePort     [2]byte // network order
+	_              [2]byte
+	LocalIP4       [4]byte
+	LocalIP6       [16]byte
+	LocalPort      uint32 // host order
+	IngressIfindex uint32
+	_              [4]byte
+}
+
+func makeSkCtx(t SkTuple) skLookupCtx {
+	c := skLookupCtx{Protocol: uint32(t.Proto), LocalPort: uint32(t.Local.Port())}
+	c.RemotePort = [2]byte{byte(t.Remote.Port() >> 8), byte(t.Remote.Port())}
+	if t.Local.Addr().Is4() {
+		c.Family = unix.AF_INET
+		c.RemoteIP4 = t.Remote.Addr().As4()
+		c.LocalIP4 = t.Local.Addr().As4()
+	} else {
+		c.Family = unix.AF_INET6
+		c.RemoteIP6 = t.Remote.Addr().As16()
+		c.LocalIP6 = t.Local.Addr().As16()
+	}
+	return c
+}
+
+// listen makes a socket the sockmap accepts, in ns, of the family of v6.
+func listen(t testing.TB, ns *netnstest.NS, proto Proto, v6 bool) syscall.Conn {
+	t.Helper()
+	lc := ListenConfig()
+	addr := "127.0.0.1:0"
+	if v6 {
+		addr = "[::1]:0"
+	}
+	var c syscall.Conn
+	err := ns.Do(func() error {
+		if proto == ProtoUDP {
+			pc, err := lc.ListenPacket(context.Background(), "udp", addr)
+			if err == nil {
+				c = pc.(*net.UDPConn)
+			}
+			return err
+		}
+		ln, err := lc.Listen(context.Background(), "tcp", addr)
+		if err == nil {
+			c = ln.(*net.TCPListener)
+		}
+		return err
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { c.(interface{ Close() error }).Close() })
+	return c
+}
+
+func lis(l uint32, v6 bool) uint32 {
+	if v6 {
+		return l + listenV6
+	}
+	return l
+}
+
+func socketCookies(t testing.TB, d *Dataplane) map[uint32]map[uint64]uint32 {
+	t.Helper()
+	refs, err := d.Sockets()
+	require.NoError(t, err)
+	out := map[uint32]map[uint64]uint32{}
+	for _, r := range refs {
+		if out[r.Listener] == nil {
+			out[r.Listener] = map[uint64]uint32{}
+		}
+		out[r.Listener][r.Cookie] = r.Instance
+	}
+	return out
+}
+
+func randomTuple(rng *rand.Rand, proto Proto, v6 bool, port uint16) SkTuple {
+	var remote, local netip.Addr
+	if v6 {
+		b := client6.As16()
+		b[14], b[15] = byte(rng.IntN(256)), byte(rng.IntN(256))
+		remote, local = netip.AddrFrom16(b), vip6
+	} else {
+		b := client4.As4()
+		b[3] = byte(rng.IntN(256))
+		remote, local = netip.AddrFrom4(b), vip4
+	}
+	return SkTuple{Proto: proto, Remote: netip.AddrPortFrom(remote, uint16(1024+rng.IntN(60000))),
+		Local: netip.AddrPortFrom(local, port)}
+}
+
+// TestSkLookupFixtures runs the sk_lookup program through BPF_PROG_TEST_RUN
+// against real sockets and checks the chosen socket against the model.
+func TestSkLookupFixtures(t *testing.T) {
+	d := openTestDataplane(t)
+	ns := netnstest.New(t, "sk")
+	for _, v6 := range []bool{false, true} {
+		for i := uint32(0); i < testInsts; i++ {
+			require.NoError(t, d.SetSocket(lis(listenHTTPS, v6), i, listen(t, ns, ProtoTCP, v6)))
+		}
+		// UDP has sockets on instances 0 and 1 only: flows for 2 and 3 fall back.
+		for i := uint32(0); i < 2; i++ {
+			require.NoError(t, d.SetSocket(lis(listenUDP, v6), i, listen(t, ns, ProtoUDP, v6)))
+		}
+	}
+
+	rng := rand.New(rand.NewPCG(1, 2))
+	run := func(tu SkTuple) uint64 {
+		t.Helper()
+		in := makeSkCtx(tu)
+		var out skLookupCtx
+		err := ns.Do(func() error {
+			_, err := d.SkLookupProgram().Run(&ebpf.RunOptions{Context: in, ContextOut: &out})
+			return err
+		})
+		require.NoError(t, err)
+		return out.Cookie
+	}
+	check := func(name string, n int, gen func() SkTuple) (fallbacks int) {
+		t.Helper()
+		model := NewModel(mustSnapshot(t, d))
+		cookies := socketCookies(t, d)
+		before, err := d.Counters()
+		require.NoError(t, err)
+		want := map[uint32]uint64{}
+		for i := 0; i < n; i++ {
+			tu := gen()
+			cookie := run(tu)
+			inst, fb, ok := model.SkLookup(tu)
+			if !ok {
+				require.Zero(t, cookie, "%s: %v must not be assigned", name, tu)
+				continue
+			}
+			svc := model.svcs[makeSvcKey(tu.Local.Addr(), uint8(tu.Proto), tu.Local.Port())]
+			got, found := cookies[svc.Listener][cookie]
+			require.True(t, found, "%s: %v: cookie %d is no registered socket", name, tu, cookie)
+			require.Equal(t, inst, got, "%s: %v: instance", name, tu)
+			want[inst]++
+			if fb {
+				fallbacks++
+			}
+		}
+		after, err := d.Counters()
+		require.NoError(t, err)
+		for i := uint32(0); i < MaxInstances; i++ {
+			require.Equal(t, want[i], after.Assigned[i].Flows-before.Assigned[i].Flows, "%s: flows counted for %d", name, i)
+		}
+		return fallbacks
+	}
+
+	require.Zero(t, check("tcp v4", 400, func() SkTuple { return randomTuple(rng, ProtoTCP, false, portHTTPS) }))
+	require.Zero(t, check("tcp v6", 400, func() SkTuple { return randomTuple(rng, ProtoTCP, true, portHTTPS) }))
+	require.NotZero(t, check("udp with missing sockets", 400, func() SkTuple { return randomTuple(rng, ProtoUDP, false, portDNS) }))
+
+	// Every instance got flows: the table spreads them.
+	c, err := d.Counters()
+	require.NoError(t, err)
+	for i := 0; i < testInsts; i++ {
+		require.NotZero(t, c.Assigned[i].Flows, "instance %d", i)
+	}
+
+	// Instance 1 loses its socket: its flows go to the next live one, and
+	// nobody else's flows move.
+	require.NoError(t, d.ClearSocket(lis(listenHTTPS, false), 1))
+	require.NotZero(t, check("tcp after removal", 400, func() SkTuple { return randomTuple(rng, ProtoTCP, false, portHTTPS) }))
+
+	// Not dispatched: a port without a service, and the host's BGP service.
+	require.Zero(t, run(SkTuple{Proto: ProtoTCP, Remote: ap(client4, 1000), Local: ap(vip4, 22)}))
+	require.Zero(t, run(SkTuple{Proto: ProtoTCP, Remote: ap(router4, 1000), Local: ap(host4, portBGP)}))
+
+	// No socket left at all: the lookup continues and is counted.
+	for i := uint32(0); i < testInsts; i++ {
+		require.NoError(t, d.ClearSocket(lis(listenHTTPS, false), i))
+	}
+	before, err := d.Counters()
+	require.NoError(t, err)
+	require.Zero(t, run(randomTuple(rng, ProtoTCP, false, portHTTPS)))
+	after, err := d.Counters()
+	require.NoError(t, err)
+	require.Equal(t, before.Unassigned+1, after.Unassigned)
+}
