@@ -30,15 +30,15 @@ var (
 )
 
 const (
-	portHTTPS   = 443
-	portHTTP    = 80   // whitelist, drop
-	portReject  = 8080 // whitelist, reject
-	portDNS     = 53   // udp
-	portBGP     = 179
-	portBFD     = 3784
-	testInsts   = 4
-	testMSize   = 251 // small, prime: quick to rebuild in tests
-	testSeed    = 0x5eed
+	portHTTPS  = 443
+	portHTTP   = 80   // whitelist, drop
+	portReject = 8080 // whitelist, reject
+	portDNS    = 53   // udp
+	portBGP    = 179
+	portBFD    = 3784
+	testInsts  = 4
+	testMSize  = 251 // small, prime: quick to rebuild in tests
+	testSeed   = 0x5eed
 	// Listeners per family: an IPv4 connection needs an IPv4 socket.
 	listenHTTPS = 0
 	listenHTTP  = 1
