@@ -141,6 +141,11 @@ func detachPinned(pin string) error {
 		return nil
 	}
 	defer l.Close()
+	// Detach explicitly: dropping the last reference detaches too, but
+	// only later, from a kernel work queue.
+	if err := l.Detach(); err != nil && !errors.Is(err, ebpf.ErrNotSupported) {
+		return fmt.Errorf("detach %s: %w", filepath.Base(pin), err)
+	}
 	if err := l.Unpin(); err != nil {
 		return fmt.Errorf("detach %s: unpin: %w", filepath.Base(pin), err)
 	}

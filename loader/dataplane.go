@@ -225,7 +225,16 @@ func Destroy(root string) error {
 		return nil
 	}
 	var errs []error
-	// Links first: unpinning them detaches the programs from the hooks.
+	// Links first, detached explicitly so the hooks are free on return.
+	links, err := os.ReadDir(filepath.Join(root, "links"))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	for _, e := range links {
+		if err := detachPinned(filepath.Join(root, "links", e.Name())); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for _, dir := range []string{"links", "progs", "maps"} {
 		entries, err := os.ReadDir(filepath.Join(root, dir))
 		if err != nil && !errors.Is(err, os.ErrNotExist) {

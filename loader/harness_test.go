@@ -2,6 +2,7 @@ package loader
 
 import (
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"runtime"
 	"testing"
@@ -196,3 +197,5 @@ func (r *xdpRunner) run(pkt []byte) (xdpResult, error) {
 	r.prev = c
 	return res, nil
 }
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -126,13 +126,29 @@ func (n *NS) Do(fn func() error) error {
 
 // Veth joins namespace a (interface aName) to b (bName) with a veth pair
 // of the given number of queues, both ends up.
+//
+// Checksum offload is switched off on both ends. A veth otherwise hands
+// its peer TCP segments whose checksum is still to be filled in
+// (CHECKSUM_PARTIAL); native XDP turns the skb into a bare frame, and a
+// frame redirected through a cpumap comes back as an skb with that
+// unfinished checksum, which TCP then drops. A real NIC puts finished
+// checksums on the wire, so this is a property of the test link only.
+//
+// GRO is switched on: a veth takes XDP frames (XDP_TX, redirects) into an
+// end only when that end runs NAPI, which GRO turns on.
 func Veth(t testing.TB, a *NS, aName string, b *NS, bName string, queues int) {
 	t.Helper()
+	RequireTool(t, "ethtool", "ethtool")
 	q := fmt.Sprint(queues)
 	a.IP(t, "link", "add", aName, "numtxqueues", q, "numrxqueues", q, "type", "veth",
 		"peer", "name", bName, "numtxqueues", q, "numrxqueues", q, "netns", b.Name)
-	a.IP(t, "link", "set", aName, "up")
-	b.IP(t, "link", "set", bName, "up")
+	for _, end := range []struct {
+		ns   *NS
+		name string
+	}{{a, aName}, {b, bName}} {
+		Run(t, "ip", "netns", "exec", end.ns.Name, "ethtool", "-K", end.name, "tx", "off", "rx", "off", "gro", "on")
+		end.ns.IP(t, "link", "set", end.name, "up")
+	}
 }
 
 // Run runs a command and fails the test on error, returning its output.
