@@ -13,8 +13,10 @@ deps:
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$(grep -v '^#' .ci/packages)
 	$(GO) mod download
 
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+
 build:
-	$(GO) build -o $(BIN) ./cmd/ober
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/ober
 
 # Recompile bpf/*.c into the committed objects and Go bindings (needs clang).
 generate:

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -41,19 +42,104 @@ const (
 	xdpAttachedSKB = 2
 )
 
+// Link pins carry the network namespace's inode, so that one pin root can
+// serve interfaces of the same name in different namespaces without one
+// mistaking the other's link for its own.
 const (
 	xdpLinkPrefix = "xdp_"
-	skLookupLink  = "sk_lookup"
+	skLookupLink  = "sk_lookup_"
 )
+
+func xdpPinName(netns uint64, iface string) string {
+	return fmt.Sprintf("%s%d_%s", xdpLinkPrefix, netns, iface)
+}
+
+func skLookupPinName(netns uint64) string { return fmt.Sprintf("%s%d", skLookupLink, netns) }
 
 func linkProgType(pinName string) ebpf.ProgramType {
 	switch {
 	case strings.HasPrefix(pinName, xdpLinkPrefix):
 		return ebpf.XDP
-	case pinName == skLookupLink:
+	case strings.HasPrefix(pinName, skLookupLink):
 		return ebpf.SkLookup
 	}
 	return ebpf.UnspecifiedProgram
+}
+
+// pinNetns reads the network namespace a link pin name carries.
+func pinNetns(name string) (uint64, bool) {
+	rest, ok := strings.CutPrefix(name, xdpLinkPrefix)
+	if !ok {
+		rest, ok = strings.CutPrefix(name, skLookupLink)
+	}
+	if !ok {
+		return 0, false
+	}
+	num, _, _ := strings.Cut(rest, "_")
+	ns, err := strconv.ParseUint(num, 10, 64)
+	return ns, err == nil
+}
+
+// claimNetns makes sure the pin root serves no other network namespace:
+// its sockets and tables belong to one, and sk_lookup in another would
+// hand that namespace's connections to them. Links of a namespace that is
+// gone, or to an interface that is gone, are cleared on the way. Called
+// with the lock held.
+func (d *Dataplane) claimNetns(netns uint64) error {
+	entries, err := os.ReadDir(d.linkDir())
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		owner, ok := pinNetns(e.Name())
+		if !ok || owner == netns {
+			continue
+		}
+		pin := filepath.Join(d.linkDir(), e.Name())
+		if linkAlive(pin) {
+			return fmt.Errorf("pin root %s serves another network namespace (inode %d, link %s); "+
+				"give this namespace its own --bpffs-root", d.root, owner, e.Name())
+		}
+		if err := os.Remove(pin); err != nil {
+			return fmt.Errorf("remove stale link %s: %w", e.Name(), err)
+		}
+	}
+	return nil
+}
+
+// linkAlive reports whether a pinned link still has its hook: an XDP link
+// loses its interface, a netns link its namespace, when those go away.
+func linkAlive(pin string) bool {
+	l, err := link.LoadPinnedLink(pin, nil)
+	if err != nil {
+		return false
+	}
+	defer l.Close()
+	info, err := l.Info()
+	if err != nil {
+		return false
+	}
+	switch {
+	case info.XDP() != nil:
+		return info.XDP().Ifindex != 0
+	case info.NetNs() != nil:
+		return info.NetNs().NetnsInode != 0
+	}
+	return true
+}
+
+// currentNetns identifies the calling thread's network namespace.
+func currentNetns() (uint64, *os.File, error) {
+	ns, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		return 0, nil, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(ns.Fd()), &st); err != nil {
+		ns.Close()
+		return 0, nil, err
+	}
+	return st.Ino, ns, nil
 }
 
 // AttachXDP attaches the XDP program to iface in the calling thread's
@@ -61,18 +147,37 @@ func linkProgType(pinName string) ebpf.ProgramType {
 // In auto mode a driver without native XDP gets generic mode and a
 // warning. Attaching an interface that is already attached is a no-op.
 func (d *Dataplane) AttachXDP(iface string, mode XDPMode) (XDPMode, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-
+	if err := d.needPrograms("attach xdp"); err != nil {
+		return "", err
+	}
 	ifi, err := net.InterfaceByName(iface)
 	if err != nil {
 		return "", fmt.Errorf("attach xdp: interface %q: %w", iface, err)
 	}
-	pin := filepath.Join(d.linkDir(), xdpLinkPrefix+iface)
+	netns, nsf, err := currentNetns()
+	if err != nil {
+		return "", fmt.Errorf("attach xdp %s: %w", iface, err)
+	}
+	nsf.Close()
+	unlock, err := d.lock()
+	if err != nil {
+		return "", fmt.Errorf("attach xdp %s: %w", iface, err)
+	}
+	defer unlock()
+	if err := d.claimNetns(netns); err != nil {
+		return "", fmt.Errorf("attach xdp %s: %w", iface, err)
+	}
+
+	pin := filepath.Join(d.linkDir(), xdpPinName(netns, iface))
 	if l, err := link.LoadPinnedLink(pin, nil); err == nil {
 		info, ierr := l.Info()
 		l.Close()
-		if ierr == nil && info.XDP() != nil && int(info.XDP().Ifindex) == ifi.Index {
+		var ifindex int
+		if ierr == nil && info.XDP() != nil {
+			ifindex = int(info.XDP().Ifindex)
+		}
+		switch ifindex {
+		case ifi.Index:
 			cur, err := xdpModeOf(iface)
 			if err != nil {
 				return "", fmt.Errorf("attach xdp %s: %w", iface, err)
@@ -81,10 +186,14 @@ func (d *Dataplane) AttachXDP(iface string, mode XDPMode) (XDPMode, error) {
 				return "", fmt.Errorf("attach xdp %s: already attached in %s mode; detach first to change to %s", iface, cur, mode)
 			}
 			return cur, nil
-		}
-		// The interface went away (and maybe came back): the link is dead.
-		if err := os.Remove(pin); err != nil {
-			return "", fmt.Errorf("attach xdp %s: remove stale link: %w", iface, err)
+		case 0:
+			// The interface was deleted: the link is dead, only its pin is left.
+			if err := os.Remove(pin); err != nil {
+				return "", fmt.Errorf("attach xdp %s: remove stale link: %w", iface, err)
+			}
+		default:
+			return "", fmt.Errorf("attach xdp %s: the link pinned for %s is attached to ifindex %d, not %d "+
+				"(renamed?); detach it with `ober detach --iface %s` first", iface, iface, ifindex, ifi.Index, iface)
 		}
 	}
 
@@ -121,13 +230,21 @@ func (d *Dataplane) AttachXDP(iface string, mode XDPMode) (XDPMode, error) {
 	return got, nil
 }
 
-// DetachXDP removes the XDP program from iface.
+// DetachXDP removes the XDP program from iface in the calling thread's
+// network namespace.
 func (d *Dataplane) DetachXDP(iface string) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return detachPinned(filepath.Join(d.linkDir(), xdpLinkPrefix+iface))
+	netns, nsf, err := currentNetns()
+	if err != nil {
+		return fmt.Errorf("detach xdp %s: %w", iface, err)
+	}
+	nsf.Close()
+	unlock, err := d.lock()
+	if err != nil {
+		return fmt.Errorf("detach xdp %s: %w", iface, err)
+	}
+	defer unlock()
+	return detachPinned(filepath.Join(d.linkDir(), xdpPinName(netns, iface)))
 }
-
 func detachPinned(pin string) error {
 	l, err := link.LoadPinnedLink(pin, nil)
 	if errors.Is(err, os.ErrNotExist) {
@@ -155,27 +272,34 @@ func detachPinned(pin string) error {
 // AttachSkLookup attaches the sk_lookup program to the calling thread's
 // network namespace. It is a no-op when already attached there.
 func (d *Dataplane) AttachSkLookup() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-
-	ns, err := os.Open("/proc/thread-self/ns/net")
+	if err := d.needPrograms("attach sk_lookup"); err != nil {
+		return err
+	}
+	netns, ns, err := currentNetns()
 	if err != nil {
 		return fmt.Errorf("attach sk_lookup: %w", err)
 	}
 	defer ns.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(int(ns.Fd()), &st); err != nil {
+	unlock, err := d.lock()
+	if err != nil {
+		return fmt.Errorf("attach sk_lookup: %w", err)
+	}
+	defer unlock()
+	if err := d.claimNetns(netns); err != nil {
 		return fmt.Errorf("attach sk_lookup: %w", err)
 	}
 
-	pin := filepath.Join(d.linkDir(), skLookupLink)
+	pin := filepath.Join(d.linkDir(), skLookupPinName(netns))
 	if l, err := link.LoadPinnedLink(pin, nil); err == nil {
 		info, ierr := l.Info()
 		l.Close()
-		if ierr == nil && info.NetNs() != nil && uint64(info.NetNs().NetnsInode) == st.Ino {
+		if ierr == nil && info.NetNs() != nil && uint64(info.NetNs().NetnsInode) == netns {
 			return nil
 		}
-		return fmt.Errorf("attach sk_lookup: %s already holds a link for another network namespace", d.root)
+		// The namespace died and its inode number came back: a dead link.
+		if err := os.Remove(pin); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("attach sk_lookup: remove stale link: %w", err)
+		}
 	}
 	l, err := link.AttachNetNs(int(ns.Fd()), d.skLookup)
 	if err != nil {
@@ -188,11 +312,20 @@ func (d *Dataplane) AttachSkLookup() error {
 	return nil
 }
 
-// DetachSkLookup removes the sk_lookup program from its namespace.
+// DetachSkLookup removes the sk_lookup program from the calling thread's
+// network namespace.
 func (d *Dataplane) DetachSkLookup() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return detachPinned(filepath.Join(d.linkDir(), skLookupLink))
+	netns, nsf, err := currentNetns()
+	if err != nil {
+		return fmt.Errorf("detach sk_lookup: %w", err)
+	}
+	nsf.Close()
+	unlock, err := d.lock()
+	if err != nil {
+		return fmt.Errorf("detach sk_lookup: %w", err)
+	}
+	defer unlock()
+	return detachPinned(filepath.Join(d.linkDir(), skLookupPinName(netns)))
 }
 
 // Attachment is one pinned XDP link.
@@ -202,21 +335,28 @@ type Attachment struct {
 	Mode    XDPMode `json:"mode"`
 }
 
-// Attachments lists the XDP links pinned under the root, with the mode
-// each interface reports in the calling thread's namespace.
+// Attachments lists the XDP links pinned for the calling thread's network
+// namespace, with the mode each interface reports, and whether sk_lookup
+// is attached there.
 func (d *Dataplane) Attachments() ([]Attachment, bool, error) {
+	netns, nsf, err := currentNetns()
+	if err != nil {
+		return nil, false, fmt.Errorf("list attachments: %w", err)
+	}
+	nsf.Close()
 	entries, err := os.ReadDir(d.linkDir())
 	if err != nil {
 		return nil, false, fmt.Errorf("list attachments: %w", err)
 	}
 	var out []Attachment
 	sk := false
+	prefix := xdpPinName(netns, "")
 	for _, e := range entries {
-		if e.Name() == skLookupLink {
+		if e.Name() == skLookupPinName(netns) {
 			sk = true
 			continue
 		}
-		iface, ok := strings.CutPrefix(e.Name(), xdpLinkPrefix)
+		iface, ok := strings.CutPrefix(e.Name(), prefix)
 		if !ok {
 			continue
 		}

@@ -35,6 +35,12 @@ type Options struct {
 	// MustExist makes Open fail instead of creating a dataplane, for
 	// commands that only look (status) or undo (detach).
 	MustExist bool
+	// MapsOnly opens the pinned maps and nothing else (it implies
+	// MustExist). No program is loaded, verified or replaced, so a command
+	// that reads or updates tables never changes the programs in the packet
+	// path, even when it is an older or newer ober binary. Attaching
+	// needs a full Open.
+	MapsOnly bool
 }
 
 // ErrNotPinned is returned by Open with MustExist when root holds no
@@ -52,7 +58,11 @@ type Dataplane struct {
 	xdp      *ebpf.Program
 	skLookup *ebpf.Program
 
-	mu sync.Mutex // serialises table swaps and link changes
+	// Updates are serialised within this process by mu and across
+	// processes (the daemon, an operator's `ober sync`) by an flock on the
+	// pin root, held open in lockFile.
+	mu       sync.Mutex
+	lockFile *os.File
 }
 
 func (d *Dataplane) mapDir() string  { return filepath.Join(d.root, "maps") }
@@ -74,7 +84,7 @@ func Open(opts Options) (*Dataplane, error) {
 		log = slog.Default()
 	}
 	d := &Dataplane{root: root, log: log}
-	if opts.MustExist {
+	if opts.MustExist || opts.MapsOnly {
 		if _, err := os.Stat(filepath.Join(d.mapDir(), "ober_services")); err != nil {
 			return nil, fmt.Errorf("open dataplane: %w at %s (attach an interface first)", ErrNotPinned, root)
 		}
@@ -98,12 +108,19 @@ func Open(opts Options) (*Dataplane, error) {
 	}
 	spec.Maps["ober_cpumap"].MaxEntries = uint32(ncpu)
 	d.spec = spec
+	if d.lockFile, err = os.Open(root); err != nil {
+		return nil, fmt.Errorf("open dataplane: %w", err)
+	}
 
+	loadOpts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: d.mapDir()}}
 	var objs oberObjects
-	err = spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{
-		Maps: ebpf.MapOptions{PinPath: d.mapDir()},
-	})
+	if opts.MapsOnly {
+		err = spec.LoadAndAssign(&objs.oberMaps, loadOpts)
+	} else {
+		err = spec.LoadAndAssign(&objs, loadOpts)
+	}
 	if err != nil {
+		d.lockFile.Close()
 		if errors.Is(err, ebpf.ErrMapIncompatible) {
 			return nil, fmt.Errorf("open dataplane: maps pinned in %s come from an incompatible ober version; "+
 				"remove them with `ober detach --all`: %w", d.mapDir(), err)
@@ -111,10 +128,17 @@ func Open(opts Options) (*Dataplane, error) {
 		return nil, fmt.Errorf("open dataplane: load objects: %w", err)
 	}
 	d.maps = objs.oberMaps
+	if opts.MapsOnly {
+		return d, nil
+	}
 
-	d.xdp, err = d.adoptProgram("xdp", objs.OberXdp)
+	unlock, err := d.lock()
 	if err == nil {
-		d.skLookup, err = d.adoptProgram("sk_lookup", objs.OberSkLookup)
+		d.xdp, err = d.adoptProgram("xdp", objs.OberXdp)
+		if err == nil {
+			d.skLookup, err = d.adoptProgram("sk_lookup", objs.OberSkLookup)
+		}
+		unlock()
 	}
 	if err != nil {
 		d.Close()
@@ -205,7 +229,32 @@ func (d *Dataplane) Close() error {
 		}
 	}
 	errs = append(errs, d.maps.Close())
+	if d.lockFile != nil {
+		errs = append(errs, d.lockFile.Close())
+	}
 	return errors.Join(errs...)
+}
+
+// lock serialises an update with every other writer of this dataplane,
+// in this process and in others. Call the returned function to release.
+func (d *Dataplane) lock() (func(), error) {
+	d.mu.Lock()
+	if err := unix.Flock(int(d.lockFile.Fd()), unix.LOCK_EX); err != nil {
+		d.mu.Unlock()
+		return nil, fmt.Errorf("lock %s: %w", d.root, err)
+	}
+	return func() {
+		unix.Flock(int(d.lockFile.Fd()), unix.LOCK_UN)
+		d.mu.Unlock()
+	}, nil
+}
+
+// needPrograms fails for a dataplane opened MapsOnly.
+func (d *Dataplane) needPrograms(what string) error {
+	if d.xdp == nil || d.skLookup == nil {
+		return fmt.Errorf("%s: dataplane was opened for its tables only", what)
+	}
+	return nil
 }
 
 // XDPProgram returns the XDP program, for BPF_PROG_TEST_RUN.
@@ -221,8 +270,16 @@ func Destroy(root string) error {
 	if root == "" {
 		root = DefaultRoot
 	}
-	if _, err := os.Stat(root); errors.Is(err, os.ErrNotExist) {
+	lf, err := os.Open(root)
+	if errors.Is(err, os.ErrNotExist) {
 		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("destroy dataplane %s: %w", root, err)
+	}
+	defer lf.Close()
+	if err := unix.Flock(int(lf.Fd()), unix.LOCK_EX); err != nil {
+		return fmt.Errorf("destroy dataplane %s: lock: %w", root, err)
 	}
 	var errs []error
 	// Links first, detached explicitly so the hooks are free on return.
@@ -279,6 +336,14 @@ func ensureBPFFS(root string) error {
 	}
 	const sysBPF = "/sys/fs/bpf"
 	if rel, err := filepath.Rel(sysBPF, root); err == nil && filepath.IsLocal(rel) || root == sysBPF {
+		// `ip netns exec` and similar tools run us in a private mount
+		// namespace with a fresh /sys: a bpffs mounted there, and all pins
+		// in it, would vanish when this process exits.
+		if self, init := mountNS("self"), mountNS("1"); self != init {
+			return fmt.Errorf("no bpffs at %s in this mount namespace (ip netns exec gives commands a fresh /sys), "+
+				"and pins made in a private one vanish with the process: mount one outside and pass its path "+
+				"(e.g. --bpffs-root), or run without ip netns exec", sysBPF)
+		}
 		if err := os.MkdirAll(sysBPF, 0o700); err != nil {
 			return fmt.Errorf("mount bpffs: %w", err)
 		}
@@ -288,6 +353,11 @@ func ensureBPFFS(root string) error {
 		return nil
 	}
 	return fmt.Errorf("pin root %s is not on a bpffs: mount one with `mount -t bpf bpf %s`", root, dir)
+}
+
+func mountNS(pid string) string {
+	l, _ := os.Readlink("/proc/" + pid + "/ns/mnt")
+	return l
 }
 
 func isBPFFS(path string) bool {

@@ -195,7 +195,7 @@ func FuzzXDP(f *testing.F) {
 	for _, fx := range fixtures() {
 		f.Add(fx.pkt)
 	}
-	d := openTestDataplane(f)
+	d := openUnpinnedDataplane(f)
 	model := NewModel(mustSnapshot(f, d))
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		if len(pkt) < 14 || len(pkt) > 1500 {

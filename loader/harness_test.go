@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"runtime"
 	"testing"
 
@@ -111,14 +112,45 @@ func openTestDataplane(t testing.TB) *Dataplane {
 	d, err := Open(Options{Root: root + "/ober"})
 	require.NoError(t, err)
 	t.Cleanup(func() { d.Close() })
+	fillSite(t, d)
+	return d
+}
+
+func fillSite(t testing.TB, d *Dataplane) {
+	t.Helper()
 	require.NoError(t, d.SetServices(siteVIPs(), siteServices()))
-	_, err = d.SetWhitelist(WhitelistFrontendHTTP, frontendList)
+	_, err := d.SetWhitelist(WhitelistFrontendHTTP, frontendList)
 	require.NoError(t, err)
 	_, err = d.SetWhitelist(WhitelistRouters, routerList)
 	require.NoError(t, err)
 	require.NoError(t, d.SetMaglev(testSeed, roundRobinTable(testMSize, testInsts)))
 	require.NoError(t, d.SetInstances(testInstances()))
 	require.NoError(t, d.SetSteering(true))
+}
+
+// openUnpinnedDataplane loads the programs and maps without pinning them,
+// filled with the test site. Everything goes away with the process, which
+// suits fuzz workers: `go test -fuzz` kills them, so their cleanups (an
+// unmount, say) never run.
+func openUnpinnedDataplane(t testing.TB) *Dataplane {
+	t.Helper()
+	netnstest.RequireRoot(t)
+	spec, err := loadOber()
+	require.NoError(t, err)
+	ncpu, err := ebpf.PossibleCPU()
+	require.NoError(t, err)
+	spec.Maps["ober_cpumap"].MaxEntries = uint32(ncpu)
+	for _, m := range spec.Maps {
+		m.Pinning = ebpf.PinNone
+	}
+	var objs oberObjects
+	require.NoError(t, spec.LoadAndAssign(&objs, nil))
+	lf, err := os.Open(os.DevNull)
+	require.NoError(t, err)
+	d := &Dataplane{root: "(unpinned)", log: discardLogger(), spec: spec, maps: objs.oberMaps,
+		xdp: objs.OberXdp, skLookup: objs.OberSkLookup, lockFile: lf}
+	t.Cleanup(func() { d.Close() })
+	fillSite(t, d)
 	return d
 }
 

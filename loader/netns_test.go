@@ -41,6 +41,7 @@ func newSite(t *testing.T) *site {
 	s.cli = netnstest.New(t, "cli")
 	s.srv = netnstest.New(t, "srv")
 	netnstest.Veth(t, s.cli, "cli0", s.srv, "srv0", 2)
+	netnstest.PassXDP(t, s.cli, "cli0") // so the whitelist's RSTs are taken at once
 	for _, args := range [][]string{
 		{"addr", "add", "198.51.100.7/24", "dev", "cli0"},
 		{"addr", "add", "203.0.113.99/24", "dev", "cli0"},
@@ -67,8 +68,7 @@ func newSite(t *testing.T) *site {
 	}))
 	t.Cleanup(func() {
 		// Before the namespace goes: the links live in this bpffs.
-		d.DetachXDP("srv0")
-		d.DetachSkLookup()
+		s.srv.Do(func() error { return errors.Join(d.DetachXDP("srv0"), d.DetachSkLookup()) })
 	})
 	for _, l := range []uint32{listenHTTPS, listenHTTP} {
 		for _, v6 := range []bool{false, true} {

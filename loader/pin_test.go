@@ -2,9 +2,12 @@ package loader
 
 import (
 	"errors"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -99,7 +102,8 @@ func TestRestartChangesNothing(t *testing.T) {
 	require.Error(t, srv.Do(func() error { _, err := d2.AttachXDP("eth1", XDPGeneric); return err }))
 	require.Equal(t, progBefore, xdpProgID(t, srv, "eth1"))
 
-	require.NoError(t, d2.DetachXDP("eth1"))
+	require.Error(t, d2.DetachXDP("eth1"), "the link belongs to the server namespace, not ours")
+	require.NoError(t, srv.Do(func() error { return d2.DetachXDP("eth1") }))
 	require.Zero(t, xdpProgID(t, srv, "eth1"))
 	require.NoError(t, srv.Do(func() error {
 		_, err := d2.AttachXDP("eth1", XDPGeneric)
@@ -195,4 +199,127 @@ func TestIncompatiblePinsAreReported(t *testing.T) {
 	_, err = Open(Options{Root: root})
 	require.ErrorIs(t, err, ebpf.ErrMapIncompatible)
 	require.ErrorContains(t, err, "ober detach --all")
+}
+
+// TestConcurrentWritersLoseNothing: two handles on one pin root, as the
+// daemon and an operator's `ober sync` would hold, each appending to the
+// same whitelist. Only the flock on the root serialises them (each handle
+// has its own mutex), and no update may be lost.
+func TestConcurrentWritersLoseNothing(t *testing.T) {
+	root := netnstest.BPFFS(t) + "/ober"
+	var handles [2]*Dataplane
+	for i := range handles {
+		d, err := Open(Options{Root: root, Logger: discardLogger()})
+		require.NoError(t, err)
+		t.Cleanup(func() { d.Close() })
+		handles[i] = d
+	}
+	_, err := handles[0].SetWhitelist(WhitelistFrontendHTTP, nil)
+	require.NoError(t, err)
+
+	const per = 25
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*per)
+	for h, d := range handles {
+		for i := 0; i < per; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				add := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(h), byte(i), 0}), 24)
+				_, err := d.UpdateWhitelist(WhitelistFrontendHTTP, func(live []netip.Prefix, _ WhitelistInfo) ([]netip.Prefix, error) {
+					return append(append([]netip.Prefix{}, live...), add), nil
+				})
+				errs <- err
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	got, info, err := handles[1].Whitelist(WhitelistFrontendHTTP)
+	require.NoError(t, err)
+	require.Len(t, got, 2*per, "every writer's prefix is there")
+	require.EqualValues(t, 2*per+1, info.Generation, "one generation per swap")
+}
+
+// TestMapsOnlyLeavesProgramsAlone: a table-only open (status, sync) from a
+// binary whose programs differ does not replace the running ones.
+func TestMapsOnlyLeavesProgramsAlone(t *testing.T) {
+	root := netnstest.BPFFS(t) + "/ober"
+	d, err := Open(Options{Root: root})
+	require.NoError(t, err)
+	require.NoError(t, d.Close())
+
+	other, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type: ebpf.XDP, AttachType: ebpf.AttachXDP, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()},
+	})
+	require.NoError(t, err)
+	defer other.Close()
+	pin := filepath.Join(root, "progs", "xdp")
+	require.NoError(t, os.Remove(pin))
+	require.NoError(t, other.Pin(pin))
+
+	tables, err := Open(Options{Root: root, MapsOnly: true})
+	require.NoError(t, err)
+	defer tables.Close()
+	require.Nil(t, tables.XDPProgram())
+	_, err = tables.SetWhitelist(WhitelistFrontendHTTP, frontendList)
+	require.NoError(t, err, "tables can be changed")
+	_, err = tables.AttachXDP("lo", XDPGeneric)
+	require.ErrorContains(t, err, "opened for its tables only")
+
+	pinned, err := ebpf.LoadPinnedProgram(pin, nil)
+	require.NoError(t, err)
+	defer pinned.Close()
+	require.Equal(t, progID(t, other), progID(t, pinned), "the pinned program was not replaced")
+
+	_, err = Open(Options{Root: netnstest.BPFFS(t) + "/none", MapsOnly: true})
+	require.ErrorIs(t, err, ErrNotPinned)
+}
+
+// TestOneNamespacePerRoot: the tables and sockets of a pin root belong to
+// one network namespace; attaching in a second is refused, and the first
+// namespace's links are untouched. Once the first namespace is gone, its
+// dead links no longer stand in the way.
+func TestOneNamespacePerRoot(t *testing.T) {
+	root := netnstest.BPFFS(t) + "/ober"
+	a, b, peer := netnstest.New(t, "one-a"), netnstest.New(t, "one-b"), netnstest.New(t, "one-p")
+	netnstest.Veth(t, a, "eth1", peer, "pa", 1)
+	netnstest.Veth(t, b, "eth1", peer, "pb", 1)
+	d, err := Open(Options{Root: root})
+	require.NoError(t, err)
+	defer d.Close()
+	require.NoError(t, a.Do(func() error {
+		if _, err := d.AttachXDP("eth1", XDPNative); err != nil {
+			return err
+		}
+		return d.AttachSkLookup()
+	}))
+	err = b.Do(func() error { _, err := d.AttachXDP("eth1", XDPNative); return err })
+	require.ErrorContains(t, err, "serves another network namespace")
+	require.ErrorContains(t, b.Do(d.AttachSkLookup), "serves another network namespace")
+	require.NotZero(t, xdpProgID(t, a, "eth1"))
+	require.Zero(t, xdpProgID(t, b, "eth1"))
+
+	// Namespace a goes away (as when a container or test host is removed);
+	// the kernel dismantles it in the background.
+	a.Delete(t)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err = b.Do(func() error {
+			if _, err := d.AttachXDP("eth1", XDPNative); err != nil {
+				return err
+			}
+			return d.AttachSkLookup()
+		})
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	require.NoError(t, err)
+	require.NotZero(t, xdpProgID(t, b, "eth1"))
 }

@@ -151,8 +151,11 @@ func (d *Dataplane) SetServices(vips []VIP, svcs []Service) error {
 	if err := ValidateServices(vips, svcs); err != nil {
 		return fmt.Errorf("set services: %w", err)
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	unlock, err := d.lock()
+	if err != nil {
+		return fmt.Errorf("set services: %w", err)
+	}
+	defer unlock()
 
 	inner, err := d.newInner("ober_services", "ober_svc_table", 0)
 	if err != nil {
@@ -230,27 +233,42 @@ type WhitelistInfo struct {
 // SetWhitelist replaces whitelist id with prefixes atomically: a new LPM
 // trie is filled and then swapped into the whitelist's slot.
 func (d *Dataplane) SetWhitelist(id WhitelistID, prefixes []netip.Prefix) (WhitelistInfo, error) {
+	return d.UpdateWhitelist(id, func([]netip.Prefix, WhitelistInfo) ([]netip.Prefix, error) { return prefixes, nil })
+}
+
+// UpdateWhitelist replaces whitelist id with what next returns, given the
+// live prefixes and their generation. Other writers, in this process or another, wait until
+// the swap is done, so next sees the list it replaces. When next returns
+// the live list unchanged (or an error), nothing is swapped and the
+// generation stays.
+func (d *Dataplane) UpdateWhitelist(id WhitelistID, next func(live []netip.Prefix, info WhitelistInfo) ([]netip.Prefix, error)) (WhitelistInfo, error) {
 	if id >= MaxWhitelists {
 		return WhitelistInfo{}, fmt.Errorf("set whitelist: id %d out of range (max %d)", id, MaxWhitelists-1)
 	}
-	if len(prefixes) > MaxWhitelistEntries {
-		return WhitelistInfo{}, fmt.Errorf("set whitelist %s: %d entries exceed the limit %d", id, len(prefixes), MaxWhitelistEntries)
+	unlock, err := d.lock()
+	if err != nil {
+		return WhitelistInfo{}, fmt.Errorf("set whitelist %s: %w", id, err)
 	}
-	for i, p := range prefixes {
-		switch {
-		case !p.IsValid() || p.Addr().Zone() != "":
-			return WhitelistInfo{}, fmt.Errorf("set whitelist %s: entry %d (%s) is not a valid prefix", id, i, p)
-		case p.Addr().Is4In6():
-			// The XDP program drops IPv6 packets from IPv4-mapped sources.
-			return WhitelistInfo{}, fmt.Errorf("set whitelist %s: entry %d (%s) is IPv4-mapped; give the IPv4 prefix", id, i, p)
-		}
+	defer unlock()
+
+	live, info, err := d.Whitelist(id)
+	if err != nil {
+		return WhitelistInfo{}, err
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	prefixes, err := next(live, info)
+	if err != nil {
+		return info, err
+	}
+	if info.Generation > 0 && slices.Equal(live, normalizeForCompare(prefixes)) {
+		return info, nil
+	}
+	if err := checkPrefixes(id, prefixes); err != nil {
+		return info, err
+	}
 
 	inner, err := d.newInner("ober_whitelists", "ober_wl_"+id.String(), 0)
 	if err != nil {
-		return WhitelistInfo{}, fmt.Errorf("set whitelist %s: %w", id, err)
+		return info, fmt.Errorf("set whitelist %s: %w", id, err)
 	}
 	defer inner.Close()
 	n := 0
@@ -259,24 +277,59 @@ func (d *Dataplane) SetWhitelist(id WhitelistID, prefixes []netip.Prefix) (White
 			if errors.Is(err, ebpf.ErrKeyExist) {
 				continue // 10.0.0.1/32 given twice, say
 			}
-			return WhitelistInfo{}, fmt.Errorf("set whitelist %s: %s: %w", id, p, err)
+			return info, fmt.Errorf("set whitelist %s: %s: %w", id, p, err)
 		}
 		n++
 	}
 	key := uint32(id)
 	if err := d.maps.OberWhitelists.Update(key, inner, ebpf.UpdateAny); err != nil {
-		return WhitelistInfo{}, fmt.Errorf("set whitelist %s: swap: %w", id, err)
+		return info, fmt.Errorf("set whitelist %s: swap: %w", id, err)
 	}
-	var meta oberOberWlMeta
-	if err := d.maps.OberWlMeta.Lookup(key, &meta); err != nil {
-		return WhitelistInfo{}, fmt.Errorf("set whitelist %s: read generation: %w", id, err)
-	}
-	meta.Generation++
-	meta.Entries = uint32(n)
+	meta := oberOberWlMeta{Generation: info.Generation + 1, Entries: uint32(n)}
 	if err := d.maps.OberWlMeta.Update(key, meta, ebpf.UpdateAny); err != nil {
-		return WhitelistInfo{}, fmt.Errorf("set whitelist %s: write generation: %w", id, err)
+		return info, fmt.Errorf("set whitelist %s: write generation: %w", id, err)
 	}
 	return WhitelistInfo{Generation: meta.Generation, Entries: n}, nil
+}
+
+func checkPrefixes(id WhitelistID, prefixes []netip.Prefix) error {
+	if len(prefixes) > MaxWhitelistEntries {
+		return fmt.Errorf("set whitelist %s: %d entries exceed the limit %d", id, len(prefixes), MaxWhitelistEntries)
+	}
+	for i, p := range prefixes {
+		switch {
+		case !p.IsValid() || p.Addr().Zone() != "":
+			return fmt.Errorf("set whitelist %s: entry %d (%s) is not a valid prefix", id, i, p)
+		case p.Addr().Is4In6():
+			// The XDP program drops IPv6 packets from IPv4-mapped sources.
+			return fmt.Errorf("set whitelist %s: entry %d (%s) is IPv4-mapped; give the IPv4 prefix", id, i, p)
+		}
+	}
+	return nil
+}
+
+// normalizeForCompare puts prefixes in the form and order Whitelist
+// returns them: masked, sorted, without repeats.
+func normalizeForCompare(ps []netip.Prefix) []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, p.Masked())
+	}
+	slices.SortFunc(out, comparePrefix)
+	return slices.Compact(out)
+}
+
+// WhitelistInfo reads a whitelist's generation and size without reading
+// its entries.
+func (d *Dataplane) WhitelistInfo(id WhitelistID) (WhitelistInfo, error) {
+	if id >= MaxWhitelists {
+		return WhitelistInfo{}, fmt.Errorf("read whitelist: id %d out of range", id)
+	}
+	var meta oberOberWlMeta
+	if err := d.maps.OberWlMeta.Lookup(uint32(id), &meta); err != nil {
+		return WhitelistInfo{}, fmt.Errorf("read whitelist %s: %w", id, err)
+	}
+	return WhitelistInfo{Generation: meta.Generation, Entries: int(meta.Entries)}, nil
 }
 
 // Whitelist reads back the live prefixes of whitelist id, sorted. A list
@@ -331,8 +384,11 @@ func (d *Dataplane) SetMaglev(seed uint32, slots []uint32) error {
 			return fmt.Errorf("set maglev: slot %d: instance %d out of range (max %d)", i, s, MaxInstances-1)
 		}
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	unlock, err := d.lock()
+	if err != nil {
+		return fmt.Errorf("set maglev: %w", err)
+	}
+	defer unlock()
 
 	inner, err := d.newInner("ober_maglev", "ober_maglev", uint32(len(slots)+maglevHeader))
 	if err != nil {
@@ -413,8 +469,11 @@ func (d *Dataplane) SetInstances(insts []Instance) error {
 		want[in.Index] = in.CPU
 		cpus[in.CPU] = true
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	unlock, err := d.lock()
+	if err != nil {
+		return fmt.Errorf("set instances: %w", err)
+	}
+	defer unlock()
 
 	// CPUs first, so no instance ever points at a CPU without a queue.
 	for cpu := range cpus {
@@ -498,6 +557,11 @@ func (d *Dataplane) SetSocket(listener, inst uint32, conn syscall.Conn) error {
 	if err != nil {
 		return fmt.Errorf("set socket %d/%d: %w", listener, inst, err)
 	}
+	unlock, err := d.lock()
+	if err != nil {
+		return fmt.Errorf("set socket %d/%d: %w", listener, inst, err)
+	}
+	defer unlock()
 	var uerr error
 	err = raw.Control(func(fd uintptr) {
 		uerr = d.maps.OberSockets.Update(key, uint64(fd), ebpf.UpdateAny)
@@ -515,6 +579,11 @@ func (d *Dataplane) ClearSocket(listener, inst uint32) error {
 	if err != nil {
 		return fmt.Errorf("clear socket: %w", err)
 	}
+	unlock, err := d.lock()
+	if err != nil {
+		return fmt.Errorf("clear socket %d/%d: %w", listener, inst, err)
+	}
+	defer unlock()
 	// A sockmap answers EINVAL, not ENOENT, for an empty slot; the key was
 	// range-checked above, so EINVAL can only mean "already clear".
 	err = d.maps.OberSockets.Delete(key)
@@ -555,6 +624,11 @@ func (d *Dataplane) SetSteering(on bool) error {
 	if on {
 		cfg.Flags = cfgSteer
 	}
+	unlock, err := d.lock()
+	if err != nil {
+		return fmt.Errorf("set steering: %w", err)
+	}
+	defer unlock()
 	if err := d.maps.OberConfig.Update(uint32(0), cfg, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("set steering: %w", err)
 	}

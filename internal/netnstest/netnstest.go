@@ -12,6 +12,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"runtime"
@@ -19,6 +20,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -67,8 +71,30 @@ func BPFFS(t testing.TB) string {
 
 // NS is a network namespace made for one test.
 type NS struct {
-	Name   string
-	Handle netns.NsHandle
+	Name    string
+	Handle  netns.NsHandle
+	deleted bool
+}
+
+// Delete removes the namespace now, as when a host goes away; the kernel
+// tears it down once nothing else holds it.
+func (n *NS) Delete(t testing.TB) {
+	t.Helper()
+	if err := n.del(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (n *NS) del() error {
+	if n.deleted {
+		return nil
+	}
+	n.deleted = true
+	n.Handle.Close()
+	if out, err := exec.Command("ip", "netns", "del", n.Name).CombinedOutput(); err != nil {
+		return fmt.Errorf("ip netns del %s: %v: %s", n.Name, err, out)
+	}
+	return nil
 }
 
 // New makes a namespace whose name ends in role, with lo up.
@@ -82,17 +108,17 @@ func New(t testing.TB, role string) *NS {
 	}
 	name := fmt.Sprintf("%s%d-%s-%s", Prefix, os.Getpid(), hex.EncodeToString(b[:]), role)
 	Run(t, "ip", "netns", "add", name)
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
-		}
-	})
 	h, err := netns.GetFromName(name)
 	if err != nil {
+		exec.Command("ip", "netns", "del", name).Run()
 		t.Fatalf("open namespace %s: %v", name, err)
 	}
-	t.Cleanup(func() { h.Close() })
 	ns := &NS{Name: name, Handle: h}
+	t.Cleanup(func() {
+		if err := ns.del(); err != nil {
+			t.Error(err)
+		}
+	})
 	ns.IP(t, "link", "set", "lo", "up")
 	return ns
 }
@@ -149,6 +175,36 @@ func Veth(t testing.TB, a *NS, aName string, b *NS, bName string, queues int) {
 		Run(t, "ip", "netns", "exec", end.ns.Name, "ethtool", "-K", end.name, "tx", "off", "rx", "off", "gro", "on")
 		end.ns.IP(t, "link", "set", end.name, "up")
 	}
+}
+
+// PassXDP attaches a program that passes every packet to iface in ns.
+// Put it on the peer of an interface whose XDP program answers with
+// XDP_TX (ober's whitelist RST): a veth wakes its peer to take such frames
+// only when the peer has an XDP program of its own; without one they wait
+// in its queue until unrelated traffic arrives.
+func PassXDP(t testing.TB, ns *NS, iface string) {
+	t.Helper()
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name: "pass", Type: ebpf.XDP, AttachType: ebpf.AttachXDP, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2 /* XDP_PASS */), asm.Return()},
+	})
+	if err != nil {
+		t.Fatalf("load pass-through XDP program: %v", err)
+	}
+	t.Cleanup(func() { prog.Close() })
+	var l link.Link
+	err = ns.Do(func() error {
+		ifi, err := net.InterfaceByName(iface)
+		if err != nil {
+			return err
+		}
+		l, err = link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifi.Index, Flags: link.XDPDriverMode})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("attach pass-through XDP to %s in %s: %v", iface, ns.Name, err)
+	}
+	t.Cleanup(func() { l.Close() })
 }
 
 // Run runs a command and fails the test on error, returning its output.

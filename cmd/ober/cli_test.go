@@ -1,0 +1,252 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ober-ingress/ober/control/dataplane"
+	"github.com/ober-ingress/ober/internal/netnstest"
+	"github.com/ober-ingress/ober/loader"
+)
+
+// runInProcess runs one command line through run, as main does.
+func runInProcess(args ...string) result {
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), args, &stdout, &stderr)
+	return result{stdout: stdout.String(), stderr: stderr.String(), code: code}
+}
+
+// Usage errors are caught before anything is opened, so these run in
+// process and need no namespace.
+func TestUsageErrors(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "ober") // must stay untouched
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"sync"}, "sync: give a list to set: --frontend-http LIST (an interactive mode comes in a later version)"},
+		{[]string{"sync", "--dry-run"}, "sync: give a list to set: --frontend-http LIST (an interactive mode comes in a later version)"},
+		{[]string{"detach"}, "detach: give --iface IF or --all"},
+		{[]string{"detach", "--iface", "eth0", "--all"}, "detach: --iface and --all exclude each other"},
+		{[]string{"attach"}, `required flag(s) "iface" not set`},
+		{[]string{"attach", "--iface", "eth0", "--mode", "bogus"}, `--mode: invalid XDP mode "bogus" (want auto, native or generic)`},
+		{[]string{"--log-level", "loud", "version"}, `--log-level "loud": want debug, info, warn or error`},
+		{[]string{"--bpffs-root", "", "status"}, "--bpffs-root must not be empty"},
+		{[]string{"sync", "--bogus"}, "sync: unknown flag: --bogus (see 'ober sync --help')"},
+		{[]string{"status", "extra"}, `unknown command "extra" for "ober status"`},
+		{[]string{"frobnicate"}, `unknown command "frobnicate" for "ober"`},
+	} {
+		res := runInProcess(append([]string{"--bpffs-root", missing}, tc.args...)...)
+		require.Equal(t, 1, res.code, "%v\n%s", tc.args, res)
+		require.Equal(t, "ober: "+tc.want+"\n", res.stderr, "%v", tc.args)
+		require.Empty(t, res.stdout, "%v", tc.args)
+	}
+	_, err := os.Stat(missing)
+	require.ErrorIs(t, err, os.ErrNotExist, "a usage error must not create anything")
+}
+
+func TestHelpHasExamples(t *testing.T) {
+	for _, c := range [][]string{{}, {"attach"}, {"detach"}, {"sync"}, {"status"}, {"version"}} {
+		res := runInProcess(append(c, "--help")...)
+		require.Equal(t, 0, res.code, "%v\n%s", c, res)
+		require.Contains(t, res.stdout, "Examples:\n  ober", "%v", c)
+	}
+	cmd := newRootCmd("x", &bytes.Buffer{}, &bytes.Buffer{})
+	for _, sub := range cmd.Commands() {
+		if sub.Name() != "help" {
+			require.NotEmpty(t, sub.Example, "ober %s has no example", sub.Name())
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	res := ober(t, nil, 0, "version")
+	require.True(t, strings.HasPrefix(res.stdout, "ober "+testVersion+" (go"), res.stdout)
+	res = runInProcess("version")
+	require.True(t, strings.HasPrefix(res.stdout, "ober dev (go"), res.stdout)
+}
+
+// site is a client and a server namespace joined by a veth pair, and a
+// private bpffs for the dataplane.
+type site struct {
+	root     string
+	cli, srv *netnstest.NS
+}
+
+func newSite(t *testing.T, queues int) *site {
+	t.Helper()
+	s := &site{root: netnstest.BPFFS(t) + "/ober"}
+	s.cli, s.srv = netnstest.New(t, "cli"), netnstest.New(t, "srv")
+	netnstest.Veth(t, s.cli, "veth-c", s.srv, "veth-s", queues)
+	return s
+}
+
+func (s *site) ober(t *testing.T, code int, args ...string) result {
+	t.Helper()
+	return ober(t, s.srv, code, append([]string{"--bpffs-root", s.root}, args...)...)
+}
+
+func TestAttachDetach(t *testing.T) {
+	s := newSite(t, 1)
+
+	res := s.ober(t, 0, "attach", "--iface", "veth-s", "--mode", "native")
+	require.Equal(t, "created dataplane at "+s.root+"\nattached xdp to veth-s (native)\n", res.stdout)
+	require.True(t, hasXDP(t, s.srv, "veth-s"))
+	require.False(t, hasXDP(t, s.cli, "veth-c"))
+	st := status(t, s.srv, s.root)
+	require.Len(t, st.Attachments, 1)
+	require.Equal(t, "veth-s", st.Attachments[0].Iface)
+	require.Equal(t, "native", st.Attachments[0].Mode)
+	require.NotZero(t, st.Attachments[0].Ifindex)
+	require.True(t, st.SkLookupAttached)
+
+	// Again: nothing changes.
+	res = s.ober(t, 0, "attach", "--iface", "veth-s")
+	require.Equal(t, "xdp already attached to veth-s (native)\n", res.stdout)
+	requireSameAttachments(t, st, status(t, s.srv, s.root))
+
+	res = s.ober(t, 1, "attach", "--iface", "veth-s", "--mode", "bogus")
+	require.Contains(t, res.stderr, `--mode: invalid XDP mode "bogus"`)
+	res = s.ober(t, 1, "attach", "--iface", "veth-s", "--mode", "generic")
+	require.Contains(t, res.stderr, "already attached in native mode")
+	res = s.ober(t, 1, "attach", "--iface", "nosuch0")
+	require.Contains(t, res.stderr, `no interface "nosuch0"`)
+	requireSameAttachments(t, st, status(t, s.srv, s.root))
+
+	// The human view names the interface too.
+	res = s.ober(t, 0, "status")
+	require.Regexp(t, `(?m)^veth-s\s+\d+\s+native$`, res.stdout)
+	require.Regexp(t, `(?m)^sk_lookup\s+attached$`, res.stdout)
+
+	res = s.ober(t, 0, "detach", "--iface", "veth-s")
+	require.Equal(t, "detached xdp from veth-s\ndetached sk_lookup (no interface left)\n", res.stdout)
+	require.False(t, hasXDP(t, s.srv, "veth-s"))
+	st = status(t, s.srv, s.root)
+	require.Empty(t, st.Attachments)
+	require.False(t, st.SkLookupAttached)
+	res = s.ober(t, 1, "detach", "--iface", "veth-s")
+	require.Contains(t, res.stderr, "not attached there")
+
+	s.ober(t, 0, "attach", "--iface", "veth-s")
+	require.True(t, hasXDP(t, s.srv, "veth-s"))
+	res = s.ober(t, 0, "detach", "--all")
+	require.Equal(t, "removed dataplane at "+s.root+" (links, programs and maps)\n", res.stdout)
+	require.False(t, hasXDP(t, s.srv, "veth-s"))
+	requireNoPins(t, filepath.Dir(s.root))
+	res = s.ober(t, 0, "detach", "--all")
+	require.Equal(t, "nothing pinned at "+s.root+"\n", res.stdout)
+}
+
+// requireSameAttachments compares what attach changes; counters move on
+// their own (IPv6 neighbour discovery on the veth, say).
+func requireSameAttachments(t *testing.T, want, got *dataplane.StatusReport) {
+	t.Helper()
+	require.Equal(t, want.Attachments, got.Attachments)
+	require.Equal(t, want.SkLookupAttached, got.SkLookupAttached)
+}
+
+// requireNoPins checks that a bpffs holds nothing but the kernel's own
+// debug files.
+func requireNoPins(t *testing.T, fs string) {
+	t.Helper()
+	entries, err := os.ReadDir(fs)
+	require.NoError(t, err)
+	for _, e := range entries {
+		require.True(t, strings.HasSuffix(e.Name(), ".debug"), "left in bpffs: %s", e.Name())
+	}
+}
+
+// Without a dataplane, the commands that need one fail clearly and
+// create nothing.
+func TestCommandsNeedADataplane(t *testing.T) {
+	s := newSite(t, 1)
+	for _, args := range [][]string{
+		{"status"},
+		{"status", "--json"},
+		{"sync", "--frontend-http", "10.0.0.1"},
+		{"detach", "--iface", "veth-s"},
+	} {
+		res := s.ober(t, 1, args...)
+		require.Contains(t, res.stderr, "no dataplane pinned at "+s.root, "%v", args)
+		require.Empty(t, res.stdout, "%v", args)
+	}
+	requireNoPins(t, filepath.Dir(s.root))
+}
+
+func TestSync(t *testing.T) {
+	s := newSite(t, 1)
+	hostsFile(t, s.srv, "10.99.1.1 cli1", "10.99.1.2 cli2", "10.99.1.3 cli3", "2001:db8:1::3 cli3")
+	d, err := loader.Open(loader.Options{Root: s.root})
+	require.NoError(t, err)
+	require.NoError(t, d.Close())
+
+	requireList := func(entries int, gen uint64) {
+		t.Helper()
+		st := status(t, s.srv, s.root)
+		require.Len(t, st.Whitelists, 1)
+		require.Equal(t, "frontend-http", st.Whitelists[0].Name)
+		require.Equal(t, entries, st.Whitelists[0].Entries)
+		require.Equal(t, gen, st.Whitelists[0].Generation)
+	}
+
+	res := s.ober(t, 0, "sync", "--frontend-http", "cli[1-2],10.20.0.0/16,10.20.3.4")
+	require.Equal(t, "+ 10.20.0.0/16\n+ 10.99.1.1/32\n+ 10.99.1.2/32\nfrontend-http: 3 entries, generation 0 -> 1\n", res.stdout)
+	requireList(3, 1)
+
+	res = s.ober(t, 0, "sync", "--frontend-http", "cli[2-3]")
+	require.Equal(t, "+ 10.99.1.3/32\n+ 2001:db8:1::3/128\n- 10.20.0.0/16\n- 10.99.1.1/32\n"+
+		"frontend-http: 3 entries, generation 1 -> 2\n", res.stdout)
+
+	res = s.ober(t, 0, "sync", "--frontend-http", "cli3, 10.99.1.2")
+	require.Equal(t, "no change\nfrontend-http: 3 entries, generation 2\n", res.stdout)
+	requireList(3, 2)
+
+	res = s.ober(t, 0, "sync", "--frontend-http", "cli1", "--dry-run")
+	require.Equal(t, "+ 10.99.1.1/32\n- 10.99.1.2/32\n- 10.99.1.3/32\n- 2001:db8:1::3/128\n"+
+		"frontend-http: 1 entry, generation 2 (dry run: nothing applied)\n", res.stdout)
+	requireList(3, 2)
+
+	// Errors name the entry and change nothing.
+	res = s.ober(t, 1, "sync", "--frontend-http", "cli1,no-such-host.invalid")
+	require.Contains(t, res.stderr, `ober: sync frontend-http: 1 of 2 host names did not resolve: "no-such-host.invalid"`)
+	require.Contains(t, res.stderr, "(pass --allow-unresolved to leave such names out)")
+	res = s.ober(t, 1, "sync", "--frontend-http", "cli1,10.0.0.5/24")
+	require.Contains(t, res.stderr, `"10.0.0.5/24" has host bits set (did you mean 10.0.0.0/24?)`)
+	res = s.ober(t, 1, "sync", "--frontend-http", "cli[1-")
+	require.Contains(t, res.stderr, `hostlist "cli[1-": offset 3: unclosed "["`)
+	res = s.ober(t, 1, "sync", "--frontend-http", "")
+	require.Equal(t, "ober: sync frontend-http: the new list is empty and would admit nobody "+
+		"(pass --allow-empty to empty it on purpose)\n", res.stderr)
+	requireList(3, 2)
+
+	res = s.ober(t, 0, "sync", "--frontend-http", "cli1,no-such-host.invalid", "--allow-unresolved")
+	require.Regexp(t, `^\+ 10\.99\.1\.1/32
+- 10\.99\.1\.2/32
+- 10\.99\.1\.3/32
+- 2001:db8:1::3/128
+\? no-such-host\.invalid left out: .+
+frontend-http: 1 entry, generation 2 -> 3
+$`, res.stdout)
+	requireList(1, 3)
+
+	res = s.ober(t, 0, "sync", "--frontend-http", "", "--allow-empty")
+	require.Equal(t, "- 10.99.1.1/32\nfrontend-http: 0 entries, generation 3 -> 4\n", res.stdout)
+	requireList(0, 4)
+}
+
+// ip netns exec gives commands a fresh /sys without the host's bpffs. With
+// the default root, ober must refuse rather than pin into a bpffs that
+// vanishes with the process (leaving the operator believing it attached).
+func TestDefaultRootUnderIPNetnsExec(t *testing.T) {
+	s := newSite(t, 1)
+	res := ober(t, s.srv, 1, "attach", "--iface", "veth-s")
+	require.Contains(t, res.stderr, "ip netns exec gives commands a fresh /sys")
+	require.Contains(t, res.stderr, "--bpffs-root")
+	require.False(t, hasXDP(t, s.srv, "veth-s"), "nothing may be attached")
+}

@@ -1,0 +1,124 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ober-ingress/ober/control/dataplane"
+	"github.com/ober-ingress/ober/internal/netnstest"
+)
+
+const testVersion = "v0.0.0-test"
+
+// oberBin is the binary TestMain builds; the tests run it for real, in
+// namespaces, as an operator would.
+var oberBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "ober-cli-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	oberBin = filepath.Join(dir, "ober")
+	build := exec.Command("go", "build", "-ldflags", "-X main.version="+testVersion, "-o", oberBin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build ober: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// result is one run of the binary.
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+}
+
+// runOber runs the binary with args, inside ns when ns is not nil. It
+// fails only when the binary could not be run at all.
+func runOber(ctx context.Context, ns *netnstest.NS, args ...string) (result, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	var cmd *exec.Cmd
+	if ns != nil {
+		cmd = ns.Exec(ctx, oberBin, args...)
+	} else {
+		cmd = exec.CommandContext(ctx, oberBin, args...)
+	}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	res := result{stdout: stdout.String(), stderr: stderr.String()}
+	var exit *exec.ExitError
+	switch {
+	case errors.As(err, &exit):
+		res.code = exit.ExitCode()
+	case err != nil:
+		return res, fmt.Errorf("run ober %s: %w", strings.Join(args, " "), err)
+	}
+	return res, nil
+}
+
+// ober runs the binary for the test and requires it to exit with code.
+func ober(t *testing.T, ns *netnstest.NS, code int, args ...string) result {
+	t.Helper()
+	res, err := runOber(context.Background(), ns, args...)
+	require.NoError(t, err)
+	require.Equal(t, code, res.code, "ober %s\n%s", strings.Join(args, " "), res)
+	if code != 0 {
+		require.True(t, strings.HasPrefix(res.stderr, "ober: "), "errors are printed as \"ober: <message>\":\n%s", res)
+	}
+	return res
+}
+
+// status runs `ober status --json` and decodes it.
+func status(t *testing.T, ns *netnstest.NS, root string) *dataplane.StatusReport {
+	t.Helper()
+	res := ober(t, ns, 0, "--bpffs-root", root, "status", "--json")
+	var st dataplane.StatusReport
+	require.NoError(t, json.Unmarshal([]byte(res.stdout), &st), res.stdout)
+	return &st
+}
+
+// hostsFile makes ip netns exec show names to the commands it runs in ns:
+// it bind-mounts /etc/netns/<ns>/hosts over /etc/hosts.
+func hostsFile(t *testing.T, ns *netnstest.NS, lines ...string) {
+	t.Helper()
+	_, err := os.Stat("/etc/netns")
+	madeParent := errors.Is(err, os.ErrNotExist)
+	dir := filepath.Join("/etc/netns", ns.Name)
+	require.NoError(t, os.MkdirAll(dir, 0o755))
+	t.Cleanup(func() {
+		os.RemoveAll(dir)
+		if madeParent {
+			os.Remove("/etc/netns") // only if empty: a parallel run may use it
+		}
+	})
+	content := "127.0.0.1 localhost\n" + strings.Join(lines, "\n") + "\n"
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "hosts"), []byte(content), 0o644))
+}
+
+// hasXDP asks iproute2 whether iface in ns runs an XDP program.
+func hasXDP(t *testing.T, ns *netnstest.NS, iface string) bool {
+	t.Helper()
+	return strings.Contains(ns.IP(t, "link", "show", "dev", iface), "prog/xdp")
+}

@@ -1,0 +1,229 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ober-ingress/ober/control/dataplane"
+	"github.com/ober-ingress/ober/loader"
+)
+
+func newStatusCmd(a *app) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status [--json]",
+		Short: "Show the pinned dataplane: attachments, tables and counters",
+		Long: `status reads the dataplane pinned under --bpffs-root and prints its
+attachments, VIPs, services, whitelists, Maglev table, instances, sockets and
+counters. Interface details are looked up in the current network namespace.
+
+--json prints the same as one JSON object whose shape is stable (documented
+on dataplane.StatusReport): fields are added, never renamed.`,
+		Example: `  ober status
+  ober status --json | jq '.whitelists'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			d, err := loader.Open(a.tableOptions())
+			if err != nil {
+				return fmt.Errorf("status: %w", err)
+			}
+			defer d.Close()
+			st, err := dataplane.Status(d)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(a.out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			return printStatus(a.out, st)
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON instead of tables")
+	return cmd
+}
+
+// printStatus writes the human view: a header, then one table per part.
+func printStatus(w io.Writer, st *dataplane.StatusReport) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	parts := []func(io.Writer, *dataplane.StatusReport){
+		statusHeader, statusInterfaces, statusServices, statusWhitelists,
+		statusInstances, statusSockets, statusCounters,
+	}
+	for i, part := range parts {
+		if i > 0 {
+			fmt.Fprintln(tw)
+		}
+		part(tw, st)
+	}
+	return tw.Flush()
+}
+
+func onOff(b bool, on, off string) string {
+	if b {
+		return on
+	}
+	return off
+}
+
+func statusHeader(w io.Writer, st *dataplane.StatusReport) {
+	fmt.Fprintf(w, "dataplane\t%s\n", st.Root)
+	fmt.Fprintf(w, "sk_lookup\t%s\n", onOff(st.SkLookupAttached, "attached", "not attached"))
+	fmt.Fprintf(w, "steering\t%s\n", onOff(st.Steering, "on", "off"))
+	if st.Maglev == nil {
+		fmt.Fprintf(w, "maglev\tno table\n")
+	} else {
+		fmt.Fprintf(w, "maglev\t%d slots, seed %#x, %d empty\n", st.Maglev.Size, st.Maglev.Seed, st.Maglev.EmptySlots)
+	}
+	fmt.Fprintf(w, "cpumap\t%s\n", joinInts(st.CPUMap))
+	fmt.Fprintf(w, "unassigned\t%d connections found no instance socket\n", st.Counters.Unassigned)
+	for _, name := range st.UnsetWhitelists() {
+		fmt.Fprintf(w, "warning\twhitelist %s is enforced by a service but was never set: it admits nobody\n", name)
+	}
+}
+
+func statusInterfaces(w io.Writer, st *dataplane.StatusReport) {
+	if len(st.Attachments) == 0 {
+		fmt.Fprintln(w, "no interface attached")
+		return
+	}
+	fmt.Fprintln(w, "INTERFACE\tIFINDEX\tXDP MODE")
+	for _, a := range st.Attachments {
+		fmt.Fprintf(w, "%s\t%d\t%s\n", a.Iface, a.Ifindex, a.Mode)
+	}
+}
+
+func statusServices(w io.Writer, st *dataplane.StatusReport) {
+	if len(st.VIPs) == 0 {
+		fmt.Fprintln(w, "no VIPs")
+	} else {
+		fmt.Fprintln(w, "VIP\tKIND")
+		for _, v := range st.VIPs {
+			fmt.Fprintf(w, "%s\t%s\n", v.Addr, onOff(v.Host, "host", "vip"))
+		}
+	}
+	fmt.Fprintln(w)
+	if len(st.Services) == 0 {
+		fmt.Fprintln(w, "no services")
+		return
+	}
+	fmt.Fprintln(w, "SERVICE\tLISTENER\tDISPATCH\tWHITELIST\tREFUSED")
+	for _, s := range st.Services {
+		wl, refused := "-", "-"
+		if s.EnforceWhitelist {
+			wl, refused = s.Whitelist, onOff(s.Reject, "rst", "drop")
+		}
+		fmt.Fprintf(w, "%s:%d/%s\t%d\t%s\t%s\t%s\n", s.VIP, s.Port, s.Proto, s.Listener,
+			onOff(s.Dispatch, "maglev", "kernel"), wl, refused)
+	}
+}
+
+func statusWhitelists(w io.Writer, st *dataplane.StatusReport) {
+	if len(st.Whitelists) == 0 {
+		fmt.Fprintln(w, "no whitelist set")
+		return
+	}
+	fmt.Fprintln(w, "WHITELIST\tENTRIES\tGENERATION")
+	for _, l := range st.Whitelists {
+		fmt.Fprintf(w, "%s\t%d\t%d\n", l.Name, l.Entries, l.Generation)
+	}
+}
+
+// statusInstances joins what the dataplane knows per instance: its CPU,
+// its share of the Maglev table and what was steered and assigned to it.
+func statusInstances(w io.Writer, st *dataplane.StatusReport) {
+	type row struct {
+		cpu                     string
+		slots                   int
+		pkts, bytes, flows, fbk uint64
+	}
+	rows := map[uint32]*row{}
+	get := func(i uint32) *row {
+		if rows[i] == nil {
+			rows[i] = &row{cpu: "-"}
+		}
+		return rows[i]
+	}
+	for _, in := range st.Instances {
+		get(in.Index).cpu = fmt.Sprint(in.CPU)
+	}
+	if st.Maglev != nil {
+		for _, s := range st.Maglev.SlotsPerInstance {
+			get(s.Instance).slots = s.Slots
+		}
+	}
+	for _, s := range st.Counters.Steered {
+		r := get(s.Instance)
+		r.pkts, r.bytes = s.Packets, s.Bytes
+	}
+	for _, s := range st.Counters.Assigned {
+		r := get(s.Instance)
+		r.flows, r.fbk = s.Flows, s.Fallback
+	}
+	if len(rows) == 0 {
+		fmt.Fprintln(w, "no instances")
+		return
+	}
+	idx := make([]uint32, 0, len(rows))
+	for i := range rows {
+		idx = append(idx, i)
+	}
+	slices.Sort(idx)
+	fmt.Fprintln(w, "INSTANCE\tCPU\tMAGLEV SLOTS\tSTEERED PKTS\tSTEERED BYTES\tFLOWS\tFALLBACK")
+	for _, i := range idx {
+		r := rows[i]
+		fmt.Fprintf(w, "%d\t%s\t%d\t%d\t%d\t%d\t%d\n", i, r.cpu, r.slots, r.pkts, r.bytes, r.flows, r.fbk)
+	}
+}
+
+func joinInts(xs []int) string {
+	if len(xs) == 0 {
+		return "(empty)"
+	}
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = fmt.Sprint(x)
+	}
+	return strings.Join(s, ",")
+}
+
+func statusSockets(w io.Writer, st *dataplane.StatusReport) {
+	if len(st.Sockets) == 0 {
+		fmt.Fprintln(w, "no sockets registered")
+		return
+	}
+	fmt.Fprintln(w, "LISTENER\tINSTANCE\tSOCKET COOKIE")
+	for _, s := range st.Sockets {
+		fmt.Fprintf(w, "%d\t%d\t%d\n", s.Listener, s.Instance, s.Cookie)
+	}
+}
+
+// statusCounters lists the non-zero verdict counters, in counter order.
+func statusCounters(w io.Writer, st *dataplane.StatusReport) {
+	var lines []string
+	for _, r := range st.Counters.Reasons {
+		actions := make([]string, 0, len(r.Packets))
+		for a := range r.Packets {
+			actions = append(actions, a)
+		}
+		slices.Sort(actions)
+		for _, a := range actions {
+			lines = append(lines, fmt.Sprintf("%s\t%s\t%d\t%d\n", r.Reason, a, r.Packets[a], r.Bytes[a]))
+		}
+	}
+	if len(lines) == 0 {
+		fmt.Fprintln(w, "no packets counted")
+		return
+	}
+	fmt.Fprintln(w, "REASON\tACTION\tPACKETS\tBYTES")
+	for _, l := range lines {
+		fmt.Fprint(w, l)
+	}
+}
