@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
 	"github.com/stretchr/testify/require"
 	"github.com/vishvananda/netlink"
 
@@ -132,15 +131,7 @@ func TestUpgradeRelinks(t *testing.T) {
 
 	// Stand in for an older release: another program behind the pin, and
 	// the link pointing at it.
-	old, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Type: ebpf.XDP, AttachType: ebpf.AttachXDP, License: "GPL",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()},
-	})
-	require.NoError(t, err)
-	defer old.Close()
-	pin := filepath.Join(root, "progs", "xdp")
-	require.NoError(t, os.Remove(pin))
-	require.NoError(t, old.Pin(pin))
+	old := pinOtherXDP(t, root)
 	require.NoError(t, relinkForTest(root, old))
 	require.Equal(t, progID(t, old), xdpProgID(t, srv, "eth1"))
 
@@ -149,6 +140,17 @@ func TestUpgradeRelinks(t *testing.T) {
 	defer d2.Close()
 	require.Equal(t, progID(t, d2.XDPProgram()), xdpProgID(t, srv, "eth1"), "the link runs the new program")
 	require.NotEqual(t, progID(t, old), progID(t, d2.XDPProgram()))
+}
+
+// pinOtherXDP puts another XDP program behind the pin of root's XDP
+// program, as another ober release would have left it.
+func pinOtherXDP(t *testing.T, root string) *ebpf.Program {
+	t.Helper()
+	p := netnstest.PassProgram(t)
+	pin := filepath.Join(root, "progs", "xdp")
+	require.NoError(t, os.Remove(pin))
+	require.NoError(t, p.Pin(pin))
+	return p
 }
 
 func relinkForTest(root string, p *ebpf.Program) error {
@@ -252,15 +254,8 @@ func TestMapsOnlyLeavesProgramsAlone(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, d.Close())
 
-	other, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Type: ebpf.XDP, AttachType: ebpf.AttachXDP, License: "GPL",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()},
-	})
-	require.NoError(t, err)
-	defer other.Close()
+	other := pinOtherXDP(t, root)
 	pin := filepath.Join(root, "progs", "xdp")
-	require.NoError(t, os.Remove(pin))
-	require.NoError(t, other.Pin(pin))
 
 	tables, err := Open(Options{Root: root, MapsOnly: true})
 	require.NoError(t, err)

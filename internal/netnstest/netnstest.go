@@ -177,12 +177,9 @@ func Veth(t testing.TB, a *NS, aName string, b *NS, bName string, queues int) {
 	}
 }
 
-// PassXDP attaches a program that passes every packet to iface in ns.
-// Put it on the peer of an interface whose XDP program answers with
-// XDP_TX (ober's whitelist RST): a veth wakes its peer to take such frames
-// only when the peer has an XDP program of its own; without one they wait
-// in its queue until unrelated traffic arrives.
-func PassXDP(t testing.TB, ns *NS, iface string) {
+// PassProgram loads an XDP program that passes every packet, closed at
+// cleanup. Tests also use it to stand in for another ober release.
+func PassProgram(t testing.TB) *ebpf.Program {
 	t.Helper()
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Name: "pass", Type: ebpf.XDP, AttachType: ebpf.AttachXDP, License: "GPL",
@@ -192,8 +189,19 @@ func PassXDP(t testing.TB, ns *NS, iface string) {
 		t.Fatalf("load pass-through XDP program: %v", err)
 	}
 	t.Cleanup(func() { prog.Close() })
+	return prog
+}
+
+// PassXDP attaches a program that passes every packet to iface in ns.
+// Put it on the peer of an interface whose XDP program answers with
+// XDP_TX (ober's whitelist RST): a veth wakes its peer to take such frames
+// only when the peer has an XDP program of its own; without one they wait
+// in its queue until unrelated traffic arrives.
+func PassXDP(t testing.TB, ns *NS, iface string) {
+	t.Helper()
+	prog := PassProgram(t)
 	var l link.Link
-	err = ns.Do(func() error {
+	err := ns.Do(func() error {
 		ifi, err := net.InterfaceByName(iface)
 		if err != nil {
 			return err
