@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ober-ingress/ober/control/config"
 	"github.com/ober-ingress/ober/loader"
 )
 
@@ -15,6 +16,7 @@ import (
 type app struct {
 	out, errOut io.Writer
 	root        string
+	configPath  string
 	logLevel    string
 	log         *slog.Logger
 }
@@ -39,10 +41,13 @@ func newRootCmd(version string, out, errOut io.Writer) *cobra.Command {
 		Long: `ober runs a node's S3 ingress: XDP polices and steers packets for the node's
 VIPs, sk_lookup hands each connection to a per-CPU HAProxy instance.
 
-These commands act directly on the dataplane pinned in bpffs (--bpffs-root).
-Interfaces and sk_lookup belong to a network namespace: run the commands in
-the namespace that holds the interfaces (for example with ip netns exec).`,
-		Example: `  ober attach --iface eth1
+'ober run' is the daemon: it owns the dataplane and the HAProxy instances
+and serves /health, /status and /metrics. The other commands act on the
+dataplane pinned in bpffs (--bpffs-root) or ask the daemon. Interfaces and
+sk_lookup belong to a network namespace: run the commands in the namespace
+that holds the interfaces (for example with ip netns exec).`,
+		Example: `  ober run --config /etc/ober/ober.yaml
+  ober attach --iface eth1
   ober sync --frontend-http 'client[01-40],10.8.0.0/16'
   ober status`,
 		// main prints errors once, as "ober: <message>"; usage would bury it.
@@ -63,8 +68,10 @@ the namespace that holds the interfaces (for example with ip netns exec).`,
 	cmd.CompletionOptions.DisableDefaultCmd = true
 	pf := cmd.PersistentFlags()
 	pf.StringVar(&a.root, "bpffs-root", loader.DefaultRoot, "directory in bpffs where the dataplane is pinned")
+	pf.StringVar(&a.configPath, "config", config.DefaultPath, "ober's configuration file")
 	pf.StringVar(&a.logLevel, "log-level", "warn", "log level on stderr: debug, info, warn or error")
 	cmd.AddCommand(
+		newRunCmd(a, version),
 		newAttachCmd(a),
 		newDetachCmd(a),
 		newSyncCmd(a),

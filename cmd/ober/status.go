@@ -1,53 +1,155 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"slices"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/ober-ingress/ober/control/config"
+	"github.com/ober-ingress/ober/control/daemon"
 	"github.com/ober-ingress/ober/control/dataplane"
 	"github.com/ober-ingress/ober/loader"
 )
 
 func newStatusCmd(a *app) *cobra.Command {
 	var asJSON bool
+	var apiAddr string
 	cmd := &cobra.Command{
-		Use:   "status [--json]",
-		Short: "Show the pinned dataplane: attachments, tables and counters",
-		Long: `status reads the dataplane pinned under --bpffs-root and prints its
-attachments, VIPs, services, whitelists, Maglev table, instances, sockets and
-counters. Interface details are looked up in the current network namespace.
+		Use:   "status [--json] [--api HOST:PORT]",
+		Short: "Show the node: daemon, instances, backends, dataplane tables and counters",
+		Long: `status asks the running daemon (GET /status on its API, api.listen of
+--config unless --api is given) and prints its health, configuration
+generation, HAProxy instances and backends, then the dataplane's attachments,
+VIPs, services, whitelists, Maglev table, sockets and counters.
 
---json prints the same as one JSON object whose shape is stable (documented
-on dataplane.StatusReport): fields are added, never renamed.`,
+When no daemon answers, status reads the dataplane pinned under --bpffs-root
+directly and says that the daemon is not running.
+
+--json prints one JSON object whose shape is stable (documented on
+daemon.Status): the dataplane's fields at the top level and the daemon's
+under "daemon" (null when it is not running). Fields are added, never renamed.`,
 		Example: `  ober status
-  ober status --json | jq '.whitelists'`,
+  ober status --json | jq '.daemon.haproxy.instances'
+  ober status --api 127.0.0.1:9404`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			d, err := loader.Open(a.tableOptions())
-			if err != nil {
-				return fmt.Errorf("status: %w", err)
+			addr := apiAddr
+			if addr == "" {
+				addr = a.apiAddr()
 			}
-			defer d.Close()
-			st, err := dataplane.Status(d)
-			if err != nil {
-				return err
+			st, derr := fetchStatus(cmd.Context(), addr)
+			if derr != nil {
+				d, err := loader.Open(a.tableOptions())
+				if err != nil {
+					return fmt.Errorf("status: no daemon answers on %s (%v), and %w", addr, derr, err)
+				}
+				defer d.Close()
+				rep, err := dataplane.Status(d)
+				if err != nil {
+					return err
+				}
+				st = &daemon.Status{StatusReport: rep}
 			}
 			if asJSON {
 				enc := json.NewEncoder(a.out)
 				enc.SetIndent("", "  ")
 				return enc.Encode(st)
 			}
-			return printStatus(a.out, st)
+			if st.Daemon == nil {
+				fmt.Fprintf(a.out, "daemon: not running (no answer on %s: %v)\n\n", addr, derr)
+			} else if err := printDaemon(a.out, st.Daemon); err != nil {
+				return err
+			}
+			return printStatus(a.out, st.StatusReport)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON instead of tables")
+	cmd.Flags().StringVar(&apiAddr, "api", "", "daemon API address (default: api.listen from --config, else "+config.DefaultAPIListen+")")
 	return cmd
+}
+
+// apiAddr is api.listen of the configuration file, or the default when
+// the file cannot be read: status must work on a node whose
+// configuration is broken.
+func (a *app) apiAddr() string {
+	cfg, err := config.Load(a.configPath)
+	if err != nil {
+		return config.DefaultAPIListen
+	}
+	return cfg.API.Listen
+}
+
+// fetchStatus asks the daemon for its status.
+func fetchStatus(ctx context.Context, addr string) (*daemon.Status, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/status", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return nil, fmt.Errorf("daemon answered %s: %s", resp.Status, strings.TrimSpace(string(b)))
+	}
+	var st daemon.Status
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return nil, fmt.Errorf("daemon status: %w", err)
+	}
+	if st.StatusReport == nil || st.Daemon == nil {
+		return nil, fmt.Errorf("daemon status: incomplete answer from %s", addr)
+	}
+	return &st, nil
+}
+
+// printDaemon writes the daemon's part: health, configuration, the
+// instances and the backends.
+func printDaemon(w io.Writer, d *daemon.DaemonStatus) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	health := "ok"
+	if !d.Health.OK {
+		health = "FAILING: " + d.Health.Reason
+	}
+	fmt.Fprintf(tw, "node\t%s (ober %s, pid %d, up since %s)\n", d.Node, d.Version, d.PID, d.StartedAt.Format(time.RFC3339))
+	fmt.Fprintf(tw, "health\t%s\n", health)
+	fmt.Fprintf(tw, "config\t%s, generation %d, loaded %s\n", d.Config.Path, d.Config.Generation, d.Config.LoadedAt.Format(time.RFC3339))
+	if d.Config.LastReloadError != "" {
+		fmt.Fprintf(tw, "warning\tlast reload refused (running config unchanged): %s\n", d.Config.LastReloadError)
+	}
+	fmt.Fprintf(tw, "haproxy\t%s %s, %d reloads, %d restarts, %d draining\n", d.HAProxy.Binary, d.HAProxy.Version,
+		d.HAProxy.Reloads, d.HAProxy.Restarts, d.HAProxy.Draining)
+	fmt.Fprintln(tw)
+	fmt.Fprintln(tw, "INSTANCE\tCPU\tPID\tSTATE\tCONNS\tRESTARTS\tLAST EXIT")
+	for _, in := range d.HAProxy.Instances {
+		pid := "-"
+		if in.PID != 0 {
+			pid = fmt.Sprint(in.PID)
+		}
+		last := in.LastExit
+		if last == "" {
+			last = "-"
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%d\t%d\t%s\n", in.Index, in.CPU, pid, in.State, in.Connections, in.Restarts, last)
+	}
+	fmt.Fprintln(tw)
+	fmt.Fprintln(tw, "BACKEND\tADDRESS\tSTATE\tUP ON")
+	for _, b := range d.Backends {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d instances\n", b.Name, b.Address, onOff(b.Up, "up", "DOWN"), b.UpOn, b.CheckedBy)
+	}
+	fmt.Fprintln(tw)
+	return tw.Flush()
 }
 
 // printStatus writes the human view: a header, then one table per part.

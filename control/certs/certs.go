@@ -1,0 +1,172 @@
+// Package certs prepares the certificates HAProxy serves: it bundles a
+// configured chain and key into the single PEM file HAProxy loads, and
+// makes the self-signed certificate a lab or test node serves when no
+// real one is configured.
+package certs
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+)
+
+// selfSignedLifetime is long enough that a lab never sees it expire and
+// short enough that nobody mistakes it for a production certificate.
+const selfSignedLifetime = 397 * 24 * time.Hour
+
+// renewBefore regenerates a self-signed certificate this close to expiry.
+const renewBefore = 30 * 24 * time.Hour
+
+// SelfSigned returns the paths of a self-signed certificate and key in
+// dir for the given names and addresses, generating them when missing,
+// near expiry, or not covering every name and address.
+func SelfSigned(dir string, names []string, addrs []netip.Addr) (certPath, keyPath string, err error) {
+	certPath = filepath.Join(dir, "selfsigned.crt")
+	keyPath = filepath.Join(dir, "selfsigned.key")
+	if ok := covers(certPath, names, addrs); ok {
+		return certPath, keyPath, nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", "", fmt.Errorf("self-signed certificate: %w", err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", "", fmt.Errorf("self-signed certificate: %w", err)
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return "", "", fmt.Errorf("self-signed certificate: %w", err)
+	}
+	cn := "ober self-signed"
+	if len(names) > 0 {
+		cn = names[0]
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: cn, Organization: []string{"ober (self-signed, not for production)"}},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(selfSignedLifetime),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		DNSNames:              names,
+	}
+	for _, a := range addrs {
+		tmpl.IPAddresses = append(tmpl.IPAddresses, a.AsSlice())
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return "", "", fmt.Errorf("self-signed certificate: %w", err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return "", "", fmt.Errorf("self-signed certificate: %w", err)
+	}
+	if err := WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		return "", "", err
+	}
+	if err := WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return "", "", err
+	}
+	return certPath, keyPath, nil
+}
+
+// covers reports whether the certificate at path is valid for a while
+// yet and names every name and address.
+func covers(path string, names []string, addrs []netip.Addr) bool {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return false
+	}
+	c, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil || time.Until(c.NotAfter) < renewBefore {
+		return false
+	}
+	for _, n := range names {
+		if !slices.Contains(c.DNSNames, n) {
+			return false
+		}
+	}
+	for _, a := range addrs {
+		if !slices.ContainsFunc(c.IPAddresses, func(ip net.IP) bool {
+			b, ok := netip.AddrFromSlice(ip)
+			return ok && b.Unmap() == a.Unmap()
+		}) {
+			return false
+		}
+	}
+	return true
+}
+
+// Bundle returns the PEM HAProxy loads for a certificate: the chain from
+// certPath followed by the private key from keyPath (or the key found in
+// certPath when keyPath is empty).
+func Bundle(certPath, keyPath string) ([]byte, error) {
+	cb, err := os.ReadFile(certPath)
+	if err != nil {
+		return nil, fmt.Errorf("read certificate: %w", err)
+	}
+	var certs, keys bytes.Buffer
+	collect := func(b []byte) {
+		for {
+			var blk *pem.Block
+			blk, b = pem.Decode(b)
+			if blk == nil {
+				return
+			}
+			switch {
+			case blk.Type == "CERTIFICATE":
+				_ = pem.Encode(&certs, blk)
+			case blk.Type == "PRIVATE KEY" || blk.Type == "RSA PRIVATE KEY" || blk.Type == "EC PRIVATE KEY":
+				_ = pem.Encode(&keys, blk)
+			}
+		}
+	}
+	collect(cb)
+	if keyPath != "" {
+		kb, err := os.ReadFile(keyPath)
+		if err != nil {
+			return nil, fmt.Errorf("read key: %w", err)
+		}
+		keys.Reset()
+		collect(kb)
+	}
+	if certs.Len() == 0 {
+		return nil, fmt.Errorf("%s holds no certificate", certPath)
+	}
+	if keys.Len() == 0 {
+		return nil, errors.New("no private key found")
+	}
+	return append(certs.Bytes(), keys.Bytes()...), nil
+}
+
+// WriteFile replaces path in one rename, so a reader (HAProxy) never
+// sees half a file, with mode set before the content becomes visible.
+func WriteFile(path string, data []byte, mode os.FileMode) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, mode); err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp, mode); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

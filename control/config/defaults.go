@@ -1,0 +1,273 @@
+package config
+
+import (
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Service modes.
+const (
+	ModeTLS  = "tls"
+	ModeHTTP = "http"
+)
+
+// Node XDP modes.
+const (
+	XDPModeAuto    = "auto"
+	XDPModeNative  = "native"
+	XDPModeGeneric = "generic"
+)
+
+// HA modes.
+const (
+	HAModeNone = "none"
+	HAModeBGP  = "bgp"
+	HAModeVRRP = "vrrp"
+)
+
+// Whitelist names, as services[].whitelist and the keys of
+// Resolved.Whitelists spell them.
+const (
+	WhitelistFrontendHTTP = "frontend-http"
+	WhitelistRouters      = "routers"
+	WhitelistBackendHTTP  = "backend-http"
+)
+
+// Defaults filled in by ApplyDefaults; SCHEMA.md lists them for operators.
+const (
+	DefaultXDPMode       = XDPModeAuto
+	DefaultVIPInterface  = "lo"
+	DefaultBPFFSRoot     = "/sys/fs/bpf/ober"
+	DefaultRuntimeDir    = "/run/ober"
+	DefaultStateDir      = "/var/lib/ober"
+	DefaultWhitelist     = WhitelistFrontendHTTP
+	DefaultBalance       = "leastconn"
+	DefaultWeight        = 100
+	DefaultHealthPath    = "/"
+	DefaultHealthFall    = 3
+	DefaultHealthRise    = 2
+	DefaultMaxConn       = 20000
+	DefaultHAMode        = HAModeNone
+	DefaultAPIListen     = "127.0.0.1:8404"
+	DefaultHAProxyBinary = "haproxy"
+
+	DefaultHealthInterval = 2 * time.Second
+	DefaultConnect        = 5 * time.Second
+	DefaultClient         = 5 * time.Minute
+	DefaultServer         = 5 * time.Minute
+	DefaultHTTPRequest    = 30 * time.Second
+	DefaultHTTPKeepAlive  = 60 * time.Second
+	DefaultDrain          = 30 * time.Second
+
+	// DefaultResolveTimeout bounds Resolve when its context has no
+	// deadline.
+	DefaultResolveTimeout = 10 * time.Second
+)
+
+// Limits enforced by Validate.
+const (
+	MaxInstances = 64
+	MaxWeight    = 256
+	MaxMaxConn   = 1000000
+	MaxFallRise  = 100
+
+	MinHealthInterval = 100 * time.Millisecond
+	// MaxTimeout is the longest timeout HAProxy accepts (2^31-1 ms).
+	MaxTimeout = (1<<31 - 1) * time.Millisecond
+)
+
+// hostname and allowedCPUs are variables so that tests can pin them.
+var (
+	hostname    = os.Hostname
+	allowedCPUs = affinityCPUs
+)
+
+// affinityCPUs lists, in ascending order, the CPUs this process may run on.
+// If the affinity cannot be read it assumes CPUs 0..NumCPU-1.
+func affinityCPUs() []int {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err == nil {
+		var cpus []int
+		for cpu := 0; cpu < len(set)*64; cpu++ {
+			if set.IsSet(cpu) {
+				cpus = append(cpus, cpu)
+			}
+		}
+		if len(cpus) > 0 {
+			return cpus
+		}
+	}
+	cpus := make([]int, runtime.NumCPU())
+	for i := range cpus {
+		cpus[i] = i
+	}
+	return cpus
+}
+
+// ApplyDefaults fills every zero value that has a default (see SCHEMA.md).
+// It never overwrites a value that is set, so calling it again changes
+// nothing. Values that are wrong stay as they are for Validate to report.
+func (c *Config) ApplyDefaults() {
+	n := &c.Node
+	if n.Name == "" {
+		if h, err := hostname(); err == nil {
+			n.Name = h
+		}
+	}
+	setString(&n.XDPMode, DefaultXDPMode)
+	setString(&n.VIPInterface, DefaultVIPInterface)
+	setString(&n.BPFFSRoot, DefaultBPFFSRoot)
+	setString(&n.RuntimeDir, DefaultRuntimeDir)
+	setString(&n.StateDir, DefaultStateDir)
+
+	for i := range c.Services {
+		s := &c.Services[i]
+		if s.Name == "" && s.Mode != "" {
+			s.Name = defaultServiceName(s)
+		}
+		if s.Mode == ModeHTTP {
+			setString(&s.Whitelist, DefaultWhitelist)
+		}
+	}
+
+	b := &c.Backends
+	setString(&b.Balance, DefaultBalance)
+	for i := range b.Servers {
+		s := &b.Servers[i]
+		if s.Name == "" {
+			s.Name = defaultServerName(i)
+		}
+		if s.Weight == nil {
+			w := DefaultWeight
+			s.Weight = &w
+		}
+		if s.TLS && s.SNI == "" {
+			if host, _, msg := splitHostPort(s.Address); msg == "" && !isIPLiteral(host) && checkHostname(host) == nil {
+				s.SNI = host
+			}
+		}
+	}
+	setString(&b.Health.Path, DefaultHealthPath)
+	setDuration(&b.Health.Interval, DefaultHealthInterval)
+	setInt(&b.Health.Fall, DefaultHealthFall)
+	setInt(&b.Health.Rise, DefaultHealthRise)
+
+	in := &c.Instances
+	if in.Count == 0 {
+		in.Count = len(in.CPUs)
+	}
+	if in.Count == 0 || len(in.CPUs) == 0 {
+		aff := allowedCPUs()
+		if in.Count == 0 {
+			in.Count = min(len(aff), MaxInstances)
+		}
+		if len(in.CPUs) == 0 && in.Count > 0 && in.Count <= len(aff) {
+			in.CPUs = slices.Clone(aff[:in.Count])
+		}
+	}
+	setInt(&in.MaxConn, DefaultMaxConn)
+
+	t := &c.Timeouts
+	setDuration(&t.Connect, DefaultConnect)
+	setDuration(&t.Client, DefaultClient)
+	setDuration(&t.Server, DefaultServer)
+	setDuration(&t.HTTPRequest, DefaultHTTPRequest)
+	setDuration(&t.HTTPKeepAlive, DefaultHTTPKeepAlive)
+	setDuration(&t.Drain, DefaultDrain)
+
+	setString(&c.HA.Mode, DefaultHAMode)
+	setString(&c.API.Listen, DefaultAPIListen)
+	setString(&c.HAProxy.Binary, DefaultHAProxyBinary)
+}
+
+func setString(p *string, def string) {
+	if *p == "" {
+		*p = def
+	}
+}
+
+func setInt(p *int, def int) {
+	if *p == 0 {
+		*p = def
+	}
+}
+
+func setDuration(p *Duration, def time.Duration) {
+	if p.Duration == 0 {
+		p.Duration = def
+	}
+}
+
+func defaultServiceName(s *Service) string {
+	return s.Mode + "-" + strconv.Itoa(int(s.Port))
+}
+
+func defaultServerName(i int) string { return "s" + strconv.Itoa(i) }
+
+// CPUs returns the CPU of each HAProxy instance, instance i on CPUs()[i]:
+// instances.cpus when given, else the first instances.count CPUs this
+// process may run on (all of them, at most 64, when count is 0 too). It
+// returns nil if count exceeds those CPUs, which Validate reports. The
+// slice is a copy.
+func (c *Config) CPUs() []int {
+	if len(c.Instances.CPUs) > 0 {
+		return slices.Clone(c.Instances.CPUs)
+	}
+	aff := allowedCPUs()
+	n := c.Instances.Count
+	if n == 0 {
+		n = min(len(aff), MaxInstances)
+	}
+	if n < 0 || n > len(aff) {
+		return nil
+	}
+	return slices.Clone(aff[:n])
+}
+
+// ServiceVIPs returns the VIPs services[i] listens on: its own vips list,
+// or every top-level VIP when that list is empty. It returns nil when i is
+// out of range. The slice is a copy.
+func (c *Config) ServiceVIPs(i int) []netip.Addr {
+	if i < 0 || i >= len(c.Services) {
+		return nil
+	}
+	src := c.Services[i].VIPs
+	if len(src) == 0 {
+		src = c.VIPs
+	}
+	out := make([]netip.Addr, len(src))
+	for j, a := range src {
+		out[j] = a.Addr
+	}
+	return out
+}
+
+// splitHostPort splits a backend address. msg is empty when host and port
+// are usable; it names the problem otherwise. The host's syntax is not
+// checked here.
+func splitHostPort(addr string) (host string, port uint16, msg string) {
+	h, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, "must be host:port"
+	}
+	n, err := strconv.ParseUint(p, 10, 16)
+	if err != nil || n == 0 {
+		return "", 0, "port must be 1-65535"
+	}
+	if h == "" {
+		return "", 0, "host is missing"
+	}
+	return h, uint16(n), ""
+}
+
+func isIPLiteral(host string) bool {
+	_, err := netip.ParseAddr(host)
+	return err == nil
+}

@@ -1,0 +1,209 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// DefaultPath is where the daemon reads its configuration.
+const DefaultPath = "/etc/ober/ober.yaml"
+
+// Config is the whole of ober.yaml. Every field has a yaml tag; keys the
+// schema does not know are errors. Zero values mean "use the default"
+// (see README "Configuration"); Load fills the defaults in.
+type Config struct {
+	Node       Node       `yaml:"node"`
+	VIPs       []Addr     `yaml:"vips"`
+	Services   []Service  `yaml:"services"`
+	Backends   Backends   `yaml:"backends"`
+	Instances  Instances  `yaml:"instances"`
+	Timeouts   Timeouts   `yaml:"timeouts"`
+	HA         HA         `yaml:"ha"`
+	Whitelists Whitelists `yaml:"whitelists"`
+	API        API        `yaml:"api"`
+	HAProxy    HAProxy    `yaml:"haproxy"`
+}
+
+// Node describes this machine.
+type Node struct {
+	// Name identifies the node in logs, metrics and the X-Served-By
+	// header; default: the host name.
+	Name string `yaml:"name"`
+	// Interfaces get the XDP program. Required, at least one.
+	Interfaces []string `yaml:"interfaces"`
+	// XDPMode is auto (native, else generic), native or generic.
+	XDPMode string `yaml:"xdp_mode"`
+	// VIPInterface receives the VIP addresses (mode none and bgp) so the
+	// kernel accepts their traffic; default lo.
+	VIPInterface string `yaml:"vip_interface"`
+	// BPFFSRoot is the pin directory; default /sys/fs/bpf/ober.
+	BPFFSRoot string `yaml:"bpffs_root"`
+	// RuntimeDir holds rendered HAProxy configs, PEM bundles and the
+	// runtime sockets; default /run/ober.
+	RuntimeDir string `yaml:"runtime_dir"`
+	// StateDir keeps what must survive a reboot (the generated
+	// self-signed certificate); default /var/lib/ober.
+	StateDir string `yaml:"state_dir"`
+}
+
+// Service is one port served on the VIPs.
+type Service struct {
+	// Name is unique and names the HAProxy frontend; default
+	// "<mode>-<port>".
+	Name string `yaml:"name"`
+	Port uint16 `yaml:"port"`
+	// Mode is "tls" (HAProxy terminates TLS) or "http" (plain HTTP,
+	// admitted only from Whitelist, enforced in XDP).
+	Mode string `yaml:"mode"`
+	// VIPs restricts the service to some of the VIPs; default all.
+	VIPs []Addr `yaml:"vips"`
+	// TLS is required for mode tls and refused for mode http.
+	TLS *TLS `yaml:"tls"`
+	// Whitelist names the list admitting clients of a mode http service:
+	// frontend-http (default) or backend-http.
+	Whitelist string `yaml:"whitelist"`
+	// Reject answers refused SYNs with a RST instead of dropping them.
+	Reject bool `yaml:"reject"`
+}
+
+// TLS is a service's certificate.
+type TLS struct {
+	// Cert is a PEM file with the certificate chain (leaf first); it may
+	// also hold the key.
+	Cert string `yaml:"cert"`
+	// Key is a PEM file with the private key; default: the key in Cert.
+	Key string `yaml:"key"`
+	// SelfSigned makes ober generate (once, in StateDir) a self-signed
+	// certificate for the VIPs and Node.Name when Cert is empty. For labs
+	// and tests.
+	SelfSigned bool `yaml:"self_signed"`
+}
+
+// Backends are the S3 servers behind every service.
+type Backends struct {
+	// Balance is an HAProxy algorithm: leastconn (default), roundrobin,
+	// source or random.
+	Balance string          `yaml:"balance"`
+	Servers []BackendServer `yaml:"servers"`
+	Health  HealthCheck     `yaml:"health"`
+}
+
+// BackendServer is one S3 server.
+type BackendServer struct {
+	// Name is unique; default "s<index>".
+	Name string `yaml:"name"`
+	// Address is host:port; the host may be a name, resolved when the
+	// configuration is applied.
+	Address string `yaml:"address"`
+	// Weight is 0..256, default 100; 0 takes the server out of rotation.
+	Weight *int `yaml:"weight"`
+	// TLS re-encrypts to the backend.
+	TLS bool `yaml:"tls"`
+	// CAFile verifies the backend's certificate; without it (and with
+	// TLS) the certificate is not verified, which README warns about.
+	CAFile string `yaml:"ca_file"`
+	// SNI sent to a TLS backend; default the host part of Address when
+	// it is a name.
+	SNI string `yaml:"sni"`
+	// ProxyProtocol sends a PROXY v2 header instead of relying on
+	// X-Forwarded-For.
+	ProxyProtocol bool `yaml:"proxy_protocol"`
+}
+
+// HealthCheck is HAProxy's active check of every backend server.
+type HealthCheck struct {
+	// Path of an HTTP GET; default "/". S3 answers 403 or 200 on "/"
+	// depending on auth; any 2xx-4xx counts as up.
+	Path     string   `yaml:"path"`
+	Interval Duration `yaml:"interval"` // default 2s
+	Fall     int      `yaml:"fall"`     // default 3
+	Rise     int      `yaml:"rise"`     // default 2
+}
+
+// Instances are the per-CPU HAProxy processes.
+type Instances struct {
+	// Count defaults to one per CPU this process may run on (at most 64).
+	Count int `yaml:"count"`
+	// CPUs pins instance i to CPUs[i]; default the first Count CPUs of the
+	// affinity set. len(CPUs) must equal Count when both are given.
+	CPUs []int `yaml:"cpus"`
+	// MaxConn per instance; default 20000.
+	MaxConn int `yaml:"maxconn"`
+}
+
+// Timeouts bound each phase of a connection. HAProxy's client and server
+// timeouts are inactivity timeouts, so multi-GB transfers are not cut as
+// long as data moves.
+type Timeouts struct {
+	Connect       Duration `yaml:"connect"`         // default 5s
+	Client        Duration `yaml:"client"`          // default 5m
+	Server        Duration `yaml:"server"`          // default 5m
+	HTTPRequest   Duration `yaml:"http_request"`    // default 30s
+	HTTPKeepAlive Duration `yaml:"http_keep_alive"` // default 60s
+	// Drain is how long a stopping or replaced instance may finish its
+	// connections before it is killed; default 30s.
+	Drain Duration `yaml:"drain"`
+}
+
+// HA selects how the VIPs stay reachable. BGP and VRRP settings arrive
+// with their modes.
+type HA struct {
+	// Mode is none (default), bgp or vrrp.
+	Mode string `yaml:"mode"`
+}
+
+// Whitelists hold the client lists enforced in XDP, in the syntax of
+// `ober sync`: Slurm hostlists, names, addresses and CIDRs.
+type Whitelists struct {
+	FrontendHTTP []string `yaml:"frontend_http"`
+	Routers      []string `yaml:"routers"`
+	BackendHTTP  []string `yaml:"backend_http"`
+}
+
+// API is the daemon's health, status and metrics server.
+type API struct {
+	// Listen is host:port; default 127.0.0.1:8404.
+	Listen string `yaml:"listen"`
+}
+
+// HAProxy selects and tunes the HAProxy binary.
+type HAProxy struct {
+	// Binary is a path or a name looked up in PATH; default haproxy.
+	Binary string `yaml:"binary"`
+	// ServedByHeader adds "X-Served-By: <node>/<instance>" to responses,
+	// to see Maglev at work (the lab turns it on).
+	ServedByHeader bool `yaml:"served_by_header"`
+}
+
+// Addr is an IP address written as text in YAML.
+type Addr struct{ netip.Addr }
+
+// UnmarshalText parses an address, naming the value when it is not one.
+func (a *Addr) UnmarshalText(b []byte) error {
+	p, err := netip.ParseAddr(string(b))
+	if err != nil {
+		return fmt.Errorf("%q is not an IP address", b)
+	}
+	a.Addr = p
+	return nil
+}
+
+// MarshalText writes the address.
+func (a Addr) MarshalText() ([]byte, error) { return []byte(a.String()), nil }
+
+// Duration is a time.Duration written as Go duration text ("5s", "2m").
+type Duration struct{ time.Duration }
+
+// UnmarshalText parses a duration, naming the value when it is not one.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("%q is not a duration (such as 500ms, 5s, 2m)", b)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText writes the duration.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }

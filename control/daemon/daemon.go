@@ -1,0 +1,393 @@
+// Package daemon is `ober run`: it wires the configuration, the pinned
+// dataplane, the HAProxy supervisor and the health/status/metrics server
+// into the node's long-running control process.
+//
+// Start order is chosen so a mistake fails before anything serves: the
+// configuration is parsed, resolved, rendered and checked by HAProxy; the
+// API port is bound; only then is the dataplane attached and the first
+// generation of instances started. A reload (SIGHUP) goes through the
+// same checks and changes nothing unless they all pass; the running
+// generation keeps serving until its replacement is healthy.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/ober-ingress/ober/control/addrlist"
+	"github.com/ober-ingress/ober/control/api"
+	"github.com/ober-ingress/ober/control/config"
+	"github.com/ober-ingress/ober/control/haproxy"
+	"github.com/ober-ingress/ober/control/supervisor"
+	"github.com/ober-ingress/ober/loader"
+)
+
+type resolver = addrlist.Resolver
+
+// Options configure Run.
+type Options struct {
+	// ConfigPath is the YAML file; config.DefaultPath when empty.
+	ConfigPath string
+	Logger     *slog.Logger
+	// Resolver looks up backend and whitelist names; nil means the
+	// system resolver.
+	Resolver resolver
+	// Reload delivers reload requests (SIGHUP).
+	Reload <-chan struct{}
+	// Version is ober's own version, reported in /status.
+	Version string
+}
+
+// Daemon is a running node.
+type Daemon struct {
+	opts Options
+	log  *slog.Logger
+
+	dp      *loader.Dataplane
+	sup     *supervisor.Supervisor
+	version haproxy.Version
+	api     *api.Server
+
+	mu          sync.Mutex
+	cur         *built
+	generation  uint64
+	loadedAt    time.Time
+	reloadErr   string
+	reloadFails uint64
+	attached    []string
+	addedVIPs   []netip.Prefix
+	ready       bool
+	stopping    bool
+	startedAt   time.Time
+}
+
+// CheckResult is what `ober run --check` reports.
+type CheckResult struct {
+	Config    *config.Config
+	HAProxy   haproxy.Version
+	Instances int
+	Rendered  string // instance 0's configuration
+}
+
+// Check validates, resolves and renders the configuration at path and
+// has HAProxy check it, without starting or changing anything.
+func Check(ctx context.Context, path string, r resolver) (*CheckResult, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	v, err := haproxy.DetectVersion(ctx, cfg.HAProxy.Binary)
+	if err != nil {
+		return nil, fmt.Errorf("haproxy.binary: %w", err)
+	}
+	// Certificate bundles, a self-signed certificate and the check's
+	// scratch files go to a private directory: a check writes nothing a
+	// node uses.
+	tmp, err := os.MkdirTemp("", "ober-check-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	cfg.Node.RuntimeDir = filepath.Join(tmp, "run")
+	cfg.Node.StateDir = filepath.Join(tmp, "state")
+	if err := os.MkdirAll(cfg.Node.RuntimeDir, 0o700); err != nil {
+		return nil, err
+	}
+	b, err := build(ctx, cfg, r, v)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if err := b.check(ctx); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	fds := map[uint32]int{}
+	for i, l := range b.listeners {
+		fds[l.ID] = 3 + i
+	}
+	text, err := b.render(b.slots[0], fds, filepath.Join(cfg.Node.RuntimeDir, "haproxy-0.sock"))
+	if err != nil {
+		return nil, err
+	}
+	return &CheckResult{Config: cfg, HAProxy: v, Instances: len(b.slots), Rendered: string(text)}, nil
+}
+
+// Run starts the node and serves until ctx ends, then drains and stops
+// the instances. The dataplane stays pinned and attached.
+func Run(ctx context.Context, opts Options) error {
+	if opts.ConfigPath == "" {
+		opts.ConfigPath = config.DefaultPath
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	d := &Daemon{opts: opts, log: opts.Logger, startedAt: time.Now()}
+	cfg, err := config.Load(opts.ConfigPath)
+	if err != nil {
+		return err
+	}
+	if cfg.HA.Mode != "none" {
+		return fmt.Errorf("config %s: ha.mode: %q: not supported by this ober yet (use none)", opts.ConfigPath, cfg.HA.Mode)
+	}
+	if err := os.MkdirAll(cfg.Node.RuntimeDir, 0o750); err != nil {
+		return fmt.Errorf("node.runtime_dir: %w", err)
+	}
+	d.version, err = haproxy.DetectVersion(ctx, cfg.HAProxy.Binary)
+	if err != nil {
+		return fmt.Errorf("haproxy.binary: %w", err)
+	}
+	d.log.Info("haproxy found", "binary", cfg.HAProxy.Binary, "version", d.version.String())
+	b, err := build(ctx, cfg, opts.Resolver, d.version)
+	if err != nil {
+		return fmt.Errorf("config %s: %w", opts.ConfigPath, err)
+	}
+	if b.maxConn < cfg.Instances.MaxConn {
+		d.log.Warn("instances.maxconn lowered to fit the file descriptor limit (raise LimitNOFILE to keep it)",
+			"configured", cfg.Instances.MaxConn, "used", b.maxConn, "nofile", fdLimit())
+	}
+	if err := b.check(ctx); err != nil {
+		return fmt.Errorf("config %s: %w", opts.ConfigPath, err)
+	}
+
+	// Bind the API first: a port clash is a configuration error and must
+	// stop the start before the node serves anything.
+	ln, err := net.Listen("tcp", cfg.API.Listen)
+	if err != nil {
+		return fmt.Errorf("api.listen: %q: %w", cfg.API.Listen, err)
+	}
+	d.api = api.New(api.Handlers{Health: d.health, Status: d.status, Metrics: newCollector(d)}, d.log)
+	apiDone := make(chan error, 1)
+	go func() { apiDone <- d.api.Serve(ln) }()
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = d.api.Shutdown(sctx)
+	}()
+
+	d.dp, err = loader.Open(loader.Options{Root: cfg.Node.BPFFSRoot, Logger: d.log})
+	if err != nil {
+		return fmt.Errorf("open dataplane: %w", err)
+	}
+	defer d.dp.Close()
+	if err := d.attach(cfg); err != nil {
+		return err
+	}
+	if err := d.ensureVIPs(cfg); err != nil {
+		return err
+	}
+
+	seed, prev, err := d.dp.Maglev()
+	if err != nil || prev == nil {
+		h := fnv.New32a()
+		h.Write([]byte(cfg.Node.Name))
+		seed, prev = h.Sum32(), nil
+	}
+	d.sup, err = supervisor.New(supervisor.Options{
+		Dataplane:  d.dp,
+		Binary:     cfg.HAProxy.Binary,
+		RuntimeDir: cfg.Node.RuntimeDir,
+		Logger:     d.log.With("part", "haproxy"),
+		MaglevSize: loader.MaglevDefaultSize,
+		MaglevSeed: seed,
+		MaglevPrev: prev,
+		Drain:      drainOf(cfg),
+	})
+	if err != nil {
+		return err
+	}
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		d.mu.Lock()
+		d.stopping = true
+		drain := drainOf(d.cfgOrNil())
+		d.mu.Unlock()
+		d.log.Info("stopping: draining instances", "drain", drain)
+		d.sup.Stop(context.Background(), drain)
+	}
+	defer stop()
+	if err := d.sup.Apply(ctx, d.plan(b)); err != nil {
+		return fmt.Errorf("start instances: %w", err)
+	}
+	d.mu.Lock()
+	d.cur, d.generation, d.loadedAt, d.ready = b, 1, time.Now(), true
+	d.mu.Unlock()
+	d.log.Info("serving", "node", cfg.Node.Name, "vips", len(cfg.VIPs), "services", len(cfg.Services),
+		"instances", len(b.slots), "api", cfg.API.Listen)
+
+	for {
+		select {
+		case <-ctx.Done():
+			stop()
+			return nil
+		case err := <-apiDone:
+			return fmt.Errorf("api server: %w", err)
+		case <-opts.Reload:
+			if err := d.reload(ctx); err != nil {
+				d.log.Error("reload refused; the running configuration stays", "err", err)
+			}
+		}
+	}
+}
+
+func drainOf(cfg *config.Config) time.Duration {
+	if cfg == nil {
+		return 30 * time.Second
+	}
+	return cfg.Timeouts.Drain.Duration
+}
+
+func (d *Daemon) cfgOrNil() *config.Config {
+	if d.cur == nil {
+		return nil
+	}
+	return d.cur.cfg
+}
+
+// plan is the supervisor's view of b; its commit switches the services
+// and whitelists once b's instances serve.
+func (d *Daemon) plan(b *built) supervisor.Plan {
+	return supervisor.Plan{
+		Slots:     b.slots,
+		Listeners: b.listeners,
+		Render:    b.render,
+		Commit: func() error {
+			for id, ps := range b.whitelists() {
+				if _, err := d.dp.SetWhitelist(id, ps); err != nil {
+					return fmt.Errorf("whitelist %s: %w", id, err)
+				}
+			}
+			if err := d.dp.SetServices(b.vips, b.services); err != nil {
+				return err
+			}
+			return d.dp.SetSteering(true)
+		},
+	}
+}
+
+// reload applies the configuration file again. Nothing changes unless
+// the whole new configuration is valid, resolves, renders, passes
+// HAProxy's check and its instances start.
+func (d *Daemon) reload(ctx context.Context) (err error) {
+	defer func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if err != nil {
+			d.reloadFails++
+			d.reloadErr = err.Error()
+		} else {
+			d.reloadErr = ""
+		}
+	}()
+	d.log.Info("reloading configuration", "path", d.opts.ConfigPath)
+	cfg, err := config.Load(d.opts.ConfigPath)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	old := d.cur.cfg
+	d.mu.Unlock()
+	if err := immutable(old, cfg); err != nil {
+		return fmt.Errorf("config %s: %w", d.opts.ConfigPath, err)
+	}
+	b, err := build(ctx, cfg, d.opts.Resolver, d.version)
+	if err != nil {
+		return fmt.Errorf("config %s: %w", d.opts.ConfigPath, err)
+	}
+	if err := b.check(ctx); err != nil {
+		return fmt.Errorf("config %s: %w", d.opts.ConfigPath, err)
+	}
+	attachedBefore := slices.Clone(d.attached)
+	addedBefore := slices.Clone(d.addedVIPs)
+	undo := func() {
+		for _, iface := range d.attached {
+			if !slices.Contains(attachedBefore, iface) {
+				_ = d.dp.DetachXDP(iface)
+			}
+		}
+		d.attached = attachedBefore
+		d.removeVIPs(old.Node.VIPInterface, addedBefore)
+	}
+	if err := d.attach(cfg); err != nil {
+		undo()
+		return err
+	}
+	if err := d.ensureVIPs(cfg); err != nil {
+		undo()
+		return err
+	}
+	if err := d.sup.Apply(ctx, d.plan(b)); err != nil {
+		undo()
+		return fmt.Errorf("start new instances: %w", err)
+	}
+	// Committed: let go of what the old configuration had and the new one
+	// does not.
+	for _, iface := range attachedBefore {
+		if !slices.Contains(cfg.Node.Interfaces, iface) {
+			if err := d.dp.DetachXDP(iface); err != nil {
+				d.log.Warn("detach interface no longer configured", "iface", iface, "err", err)
+			}
+		}
+	}
+	d.attached = slices.Clone(cfg.Node.Interfaces)
+	d.dropOldVIPs(cfg)
+	d.mu.Lock()
+	d.cur = b
+	d.generation++
+	d.loadedAt = time.Now()
+	d.mu.Unlock()
+	d.log.Info("configuration reloaded", "generation", d.generation)
+	return nil
+}
+
+// immutable refuses changes that need a restart of ober.
+func immutable(old, cfg *config.Config) error {
+	var errs []error
+	same := func(path, a, b string) {
+		if a != b {
+			errs = append(errs, &config.FieldError{Path: path, Value: fmt.Sprintf("%q", b),
+				Msg: fmt.Sprintf("cannot change on reload (running with %q); restart ober", a)})
+		}
+	}
+	same("node.bpffs_root", old.Node.BPFFSRoot, cfg.Node.BPFFSRoot)
+	same("node.runtime_dir", old.Node.RuntimeDir, cfg.Node.RuntimeDir)
+	same("api.listen", old.API.Listen, cfg.API.Listen)
+	same("haproxy.binary", old.HAProxy.Binary, cfg.HAProxy.Binary)
+	same("ha.mode", old.HA.Mode, cfg.HA.Mode)
+	return errors.Join(errs...)
+}
+
+// attach makes sure XDP runs on every configured interface and
+// sk_lookup in this namespace.
+func (d *Daemon) attach(cfg *config.Config) error {
+	mode, err := loader.ParseXDPMode(cfg.Node.XDPMode)
+	if err != nil {
+		return fmt.Errorf("node.xdp_mode: %w", err)
+	}
+	for _, iface := range cfg.Node.Interfaces {
+		got, err := d.dp.AttachXDP(iface, mode)
+		if err != nil {
+			return fmt.Errorf("node.interfaces: %q: %w", iface, err)
+		}
+		if !slices.Contains(d.attached, iface) {
+			d.attached = append(d.attached, iface)
+			d.log.Info("xdp attached", "iface", iface, "mode", got)
+		}
+	}
+	if err := d.dp.AttachSkLookup(); err != nil {
+		return fmt.Errorf("attach sk_lookup: %w", err)
+	}
+	return nil
+}

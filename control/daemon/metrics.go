@@ -1,0 +1,130 @@
+package daemon
+
+import (
+	"context"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ober-ingress/ober/control/supervisor"
+	"github.com/ober-ingress/ober/loader"
+)
+
+// collector reads the dataplane's counters and the supervisor's state at
+// scrape time, so metrics never lag the kernel's own numbers.
+type collector struct {
+	d *Daemon
+
+	packets, bytes         *prometheus.Desc
+	flows, fallbacks       *prometheus.Desc
+	steered, unassigned    *prometheus.Desc
+	instUp, instConns      *prometheus.Desc
+	instRestarts           *prometheus.Desc
+	backendUp              *prometheus.Desc
+	reloads, reloadFails   *prometheus.Desc
+	wlEntries, wlGen       *prometheus.Desc
+	attached, configGen    *prometheus.Desc
+	healthy, instanceSlots *prometheus.Desc
+}
+
+func newCollector(d *Daemon) *collector {
+	desc := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("ober_"+name, help, labels, nil)
+	}
+	return &collector{
+		d:             d,
+		packets:       desc("dataplane_packets_total", "Packets the XDP program saw, by verdict reason and XDP action.", "reason", "action"),
+		bytes:         desc("dataplane_bytes_total", "Bytes the XDP program saw, by verdict reason and XDP action.", "reason", "action"),
+		flows:         desc("instance_flows_total", "Connections sk_lookup handed to an instance.", "instance"),
+		fallbacks:     desc("instance_fallback_flows_total", "Connections an instance took because their preferred instance had no socket.", "instance"),
+		steered:       desc("instance_steered_packets_total", "Packets the XDP program redirected to an instance's CPU.", "instance"),
+		unassigned:    desc("dataplane_unassigned_flows_total", "Connections to a dispatched service that found no instance socket."),
+		instUp:        desc("instance_up", "1 when the HAProxy instance is serving.", "instance", "cpu"),
+		instConns:     desc("instance_connections", "Client connections open on the instance.", "instance"),
+		instRestarts:  desc("instance_restarts_total", "Restarts of the instance after it exited.", "instance"),
+		backendUp:     desc("backend_up", "1 when at least one healthy instance sees the backend server up.", "backend", "address"),
+		reloads:       desc("reloads_total", "Configuration reloads applied."),
+		reloadFails:   desc("reload_failures_total", "Configuration reloads refused; the previous configuration stayed."),
+		wlEntries:     desc("whitelist_entries", "Prefixes in a whitelist.", "list"),
+		wlGen:         desc("whitelist_generation", "Times a whitelist was replaced since the dataplane was created.", "list"),
+		attached:      desc("dataplane_attached", "1 for each interface running ober's XDP program.", "interface", "mode"),
+		configGen:     desc("config_generation", "Configuration generation in force (1 at start, +1 per applied reload)."),
+		healthy:       desc("healthy", "1 when /health answers 200."),
+		instanceSlots: desc("instances", "Configured HAProxy instances."),
+	}
+}
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.packets, c.bytes, c.flows, c.fallbacks, c.steered, c.unassigned,
+		c.instUp, c.instConns, c.instRestarts, c.backendUp, c.reloads, c.reloadFails, c.wlEntries, c.wlGen,
+		c.attached, c.configGen, c.healthy, c.instanceSlots} {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	d := c.d
+	counter := func(desc *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, v, labels...)
+	}
+	gauge := func(desc *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, v, labels...)
+	}
+	if cs, err := d.dp.Counters(); err == nil {
+		for _, v := range cs.Verdicts {
+			counter(c.packets, float64(v.Packets), v.Reason.String(), v.Action.String())
+			counter(c.bytes, float64(v.Bytes), v.Reason.String(), v.Action.String())
+		}
+		for i := range loader.MaxInstances {
+			a, s := cs.Assigned[i], cs.Steered[i]
+			if a.Flows == 0 && a.Fallback == 0 && s.Packets == 0 {
+				continue
+			}
+			l := strconv.Itoa(i)
+			counter(c.flows, float64(a.Flows), l)
+			counter(c.fallbacks, float64(a.Fallback), l)
+			counter(c.steered, float64(s.Packets), l)
+		}
+		counter(c.unassigned, float64(cs.Unassigned))
+	}
+	for _, id := range []loader.WhitelistID{loader.WhitelistFrontendHTTP, loader.WhitelistRouters, loader.WhitelistBackendHTTP} {
+		if info, err := d.dp.WhitelistInfo(id); err == nil {
+			gauge(c.wlEntries, float64(info.Entries), id.String())
+			gauge(c.wlGen, float64(info.Generation), id.String())
+		}
+	}
+	if atts, _, err := d.dp.Attachments(); err == nil {
+		for _, a := range atts {
+			gauge(c.attached, 1, a.Iface, string(a.Mode))
+		}
+	}
+	if d.sup != nil {
+		st := d.sup.Status()
+		gauge(c.instanceSlots, float64(len(st.Instances)))
+		for _, in := range st.Instances {
+			l := strconv.Itoa(in.Index)
+			gauge(c.instUp, b2f(in.State == supervisor.StateHealthy), l, strconv.Itoa(in.CPU))
+			gauge(c.instConns, float64(in.Connections), l)
+			counter(c.instRestarts, float64(in.Restarts), l)
+		}
+		counter(c.reloads, float64(st.Reloads))
+		d.mu.Lock()
+		b := d.cur
+		fails, gen := d.reloadFails, d.generation
+		d.mu.Unlock()
+		for _, bs := range backends(b, st) {
+			gauge(c.backendUp, b2f(bs.Up), bs.Name, bs.Address)
+		}
+		counter(c.reloadFails, float64(fails))
+		gauge(c.configGen, float64(gen))
+	}
+	ok, _ := d.health(context.Background())
+	gauge(c.healthy, b2f(ok))
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

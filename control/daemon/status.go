@@ -1,0 +1,194 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ober-ingress/ober/control/dataplane"
+	"github.com/ober-ingress/ober/control/supervisor"
+	"github.com/ober-ingress/ober/loader"
+)
+
+// Status is what GET /status returns and `ober status --json` prints.
+// The dataplane's report (dataplane.StatusReport) is inlined at the top
+// level, so the document a node without a daemon gives (`ober status`
+// reading bpffs) is the same with "daemon" null. Fields are added, never
+// renamed.
+type Status struct {
+	*dataplane.StatusReport
+	Daemon *DaemonStatus `json:"daemon"`
+}
+
+// DaemonStatus is the control process's part of Status.
+type DaemonStatus struct {
+	Node      string          `json:"node"`
+	Version   string          `json:"version"`
+	PID       int             `json:"pid"`
+	StartedAt time.Time       `json:"started_at"`
+	Health    HealthStatus    `json:"health"`
+	Config    ConfigStatus    `json:"config"`
+	HAProxy   HAProxyStatus   `json:"haproxy"`
+	Backends  []BackendStatus `json:"backends"`
+}
+
+// HealthStatus is /health's answer.
+type HealthStatus struct {
+	OK     bool   `json:"ok"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// ConfigStatus describes the configuration in force.
+type ConfigStatus struct {
+	Path       string    `json:"path"`
+	Generation uint64    `json:"generation"`
+	LoadedAt   time.Time `json:"loaded_at"`
+	// LastReloadError is set when the latest reload was refused; the
+	// configuration of Generation is still the one in force.
+	LastReloadError string `json:"last_reload_error,omitempty"`
+	ReloadFailures  uint64 `json:"reload_failures"`
+}
+
+// HAProxyStatus describes the instances.
+type HAProxyStatus struct {
+	Binary     string                      `json:"binary"`
+	Version    string                      `json:"version"`
+	Generation uint64                      `json:"generation"`
+	Reloads    uint64                      `json:"reloads"`
+	Restarts   uint64                      `json:"restarts"`
+	Draining   int                         `json:"draining"`
+	Instances  []supervisor.InstanceStatus `json:"instances"`
+}
+
+// BackendStatus is one backend server across the healthy instances: it
+// is up when any of them sees it up.
+type BackendStatus struct {
+	Name    string `json:"name"`
+	Address string `json:"address"`
+	Up      bool   `json:"up"`
+	// UpOn counts the healthy instances whose checks pass.
+	UpOn int `json:"up_on"`
+	// CheckedBy counts the healthy instances that reported it.
+	CheckedBy int `json:"checked_by"`
+}
+
+func (d *Daemon) status(ctx context.Context) (any, error) {
+	rep, err := dataplane.Status(d.dp)
+	if err != nil {
+		return nil, fmt.Errorf("status: %w", err)
+	}
+	ds := d.daemonStatus(ctx)
+	return &Status{StatusReport: rep, Daemon: ds}, nil
+}
+
+func (d *Daemon) daemonStatus(ctx context.Context) *DaemonStatus {
+	ok, reason := d.health(ctx)
+	d.mu.Lock()
+	b := d.cur
+	ds := &DaemonStatus{
+		Version:   d.opts.Version,
+		PID:       pid(),
+		StartedAt: d.startedAt,
+		Health:    HealthStatus{OK: ok, Reason: reason},
+		Config: ConfigStatus{
+			Path: d.opts.ConfigPath, Generation: d.generation, LoadedAt: d.loadedAt,
+			LastReloadError: d.reloadErr, ReloadFailures: d.reloadFails,
+		},
+		HAProxy: HAProxyStatus{Version: d.version.String()},
+	}
+	d.mu.Unlock()
+	if b != nil {
+		ds.Node = b.cfg.Node.Name
+		ds.HAProxy.Binary = b.cfg.HAProxy.Binary
+	}
+	if d.sup != nil {
+		st := d.sup.Status()
+		ds.HAProxy.Generation = st.Generation
+		ds.HAProxy.Reloads = st.Reloads
+		ds.HAProxy.Restarts = st.Restarts
+		ds.HAProxy.Draining = st.Draining
+		ds.HAProxy.Instances = st.Instances
+		ds.Backends = backends(b, st)
+	}
+	return ds
+}
+
+// backends folds the instances' views of each backend server.
+func backends(b *built, st supervisor.Status) []BackendStatus {
+	if b == nil {
+		return nil
+	}
+	var out []BackendStatus
+	for _, s := range b.servers {
+		bs := BackendStatus{Name: s.Name, Address: s.Addr.String()}
+		for _, in := range st.Instances {
+			if in.State != supervisor.StateHealthy {
+				continue
+			}
+			i := slices.IndexFunc(in.Backends, func(x supervisor.BackendState) bool { return x.Name == s.Name })
+			if i < 0 {
+				continue
+			}
+			bs.CheckedBy++
+			if in.Backends[i].Up {
+				bs.UpOn++
+			}
+		}
+		bs.Up = bs.UpOn > 0
+		out = append(out, bs)
+	}
+	return out
+}
+
+// health is /health: the node serves when the dataplane is attached, an
+// instance is healthy and a backend is up.
+func (d *Daemon) health(context.Context) (bool, string) {
+	d.mu.Lock()
+	ready, stopping, b := d.ready, d.stopping, d.cur
+	d.mu.Unlock()
+	switch {
+	case stopping:
+		return false, "stopping: draining instances"
+	case !ready || b == nil:
+		return false, "starting: instances not serving yet"
+	}
+	atts, sk, err := d.dp.Attachments()
+	if err != nil {
+		return false, "dataplane: " + err.Error()
+	}
+	var missing []string
+	for _, iface := range b.cfg.Node.Interfaces {
+		if !slices.ContainsFunc(atts, func(a dataplaneAttachment) bool { return a.Iface == iface }) {
+			missing = append(missing, iface)
+		}
+	}
+	if len(missing) > 0 {
+		return false, "dataplane: XDP not attached to " + strings.Join(missing, ", ")
+	}
+	if !sk {
+		return false, "dataplane: sk_lookup not attached"
+	}
+	st := d.sup.Status()
+	if st.Healthy() == 0 {
+		return false, fmt.Sprintf("no healthy HAProxy instance (of %d)", len(st.Instances))
+	}
+	bs := backends(b, st)
+	checked := false
+	for _, x := range bs {
+		if x.Up {
+			return true, ""
+		}
+		checked = checked || x.CheckedBy > 0
+	}
+	if !checked {
+		return false, "backends: no health check result yet"
+	}
+	return false, fmt.Sprintf("no backend up (all %d failing their health checks)", len(bs))
+}
+
+type dataplaneAttachment = loader.Attachment
+
+func pid() int { return os.Getpid() }

@@ -1,0 +1,19 @@
+// Package haproxy renders, checks and talks to the HAProxy instances ober
+// runs: one process per CPU, each with one thread, fed by XDP Maglev
+// steering.
+//
+// ober creates every listening socket itself and passes it to HAProxy as
+// an inherited descriptor, so a rendered configuration binds "fd@N"
+// rather than addresses. HAProxy looks at those descriptors while it
+// parses (getsockname, socket type), even under -c; a closed descriptor
+// or a datagram socket makes the check fail. Check therefore hands
+// HAProxy a placeholder socket for every fd@N. HAProxy calls listen() on
+// an inherited socket itself, so a bound socket that is not listening yet
+// works too.
+//
+// The rendered text targets HAProxy 2.6 (Debian 12) and uses newer
+// directives only where FeaturesFor says the running release has them.
+//
+// Runtime is a small client of the stats socket (the runtime API), enough
+// for health and status: "show info", "show stat" and any other command.
+package haproxy

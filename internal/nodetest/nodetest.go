@@ -1,0 +1,411 @@
+// Package nodetest builds a one-node S3 site in network namespaces for
+// end-to-end tests and benchmarks: a client host, an ober node running the
+// real `ober run` with real HAProxy, and a backend host running the
+// signature-checking S3 server of internal/s3server.
+//
+//	client 10.98.1.1 --veth-- 10.98.1.254 node (VIP 10.98.0.100 on lo) 10.98.2.254 --veth-- backend 10.98.2.1:9000
+//
+// Everything lives in the test's own namespaces and temporary
+// directories and is removed at cleanup, also when the test fails.
+package nodetest
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"text/template"
+	"time"
+
+	"github.com/vishvananda/netns"
+
+	"github.com/ober-ingress/ober/control/daemon"
+	"github.com/ober-ingress/ober/internal/netnstest"
+	"github.com/ober-ingress/ober/internal/s3server"
+)
+
+// Addresses of the site.
+var (
+	VIP         = netip.MustParseAddr("10.98.0.100")
+	ClientAddr  = netip.MustParseAddr("10.98.1.1")
+	NodeFront   = netip.MustParseAddr("10.98.1.254")
+	NodeBack    = netip.MustParseAddr("10.98.2.254")
+	BackendAddr = netip.MustParseAddrPort("10.98.2.1:9000")
+)
+
+// Credentials the S3 server accepts.
+const (
+	AccessKey = "OBERTESTACCESSKEY"
+	SecretKey = "ober-test-secret-key-0123456789"
+)
+
+// Params shape the node's configuration.
+type Params struct {
+	Instances      int           // default 2
+	ServedByHeader bool          // X-Served-By on responses
+	Drain          time.Duration // default 3s
+	// Extra is YAML appended under the top level (tests of options).
+	Extra string
+	// HealthInterval of the backend checks; default 200ms.
+	HealthInterval time.Duration
+}
+
+// Site is the running site.
+type Site struct {
+	t                      testing.TB
+	Client, Node, Backend  *netnstest.NS
+	Root, Dir, ConfigPath  string
+	S3                     *s3server.Server
+	Bin                    string
+	cmd                    *exec.Cmd
+	done                   chan struct{}
+	log                    *syncBuffer
+	clientDial, nodeDialer *Dialer
+}
+
+// New builds the namespaces and the backend; Start runs ober.
+func New(t testing.TB, bin string, queues int) *Site {
+	t.Helper()
+	netnstest.RequireRoot(t)
+	s := &Site{t: t, Bin: bin, Dir: t.TempDir(), log: &syncBuffer{}}
+	s.Root = netnstest.BPFFS(t) + "/ober"
+	s.Client, s.Node, s.Backend = netnstest.New(t, "cli"), netnstest.New(t, "node"), netnstest.New(t, "be")
+	netnstest.Veth(t, s.Client, "veth-c", s.Node, "veth-n", queues)
+	netnstest.Veth(t, s.Backend, "veth-b", s.Node, "veth-nb", 1)
+	s.Client.IP(t, "addr", "add", ClientAddr.String()+"/24", "dev", "veth-c")
+	s.Client.IP(t, "route", "add", VIP.String()+"/32", "via", NodeFront.String())
+	s.Node.IP(t, "addr", "add", NodeFront.String()+"/24", "dev", "veth-n")
+	s.Node.IP(t, "addr", "add", NodeBack.String()+"/24", "dev", "veth-nb")
+	s.Backend.IP(t, "addr", "add", BackendAddr.Addr().String()+"/24", "dev", "veth-b")
+	s.Backend.IP(t, "route", "add", "default", "via", NodeBack.String())
+
+	s.S3 = s3server.New(s3server.Options{Credentials: map[string]string{AccessKey: SecretKey}, MaxObjectSize: 1 << 30})
+	var ln net.Listener
+	if err := s.Backend.Do(func() (err error) {
+		ln, err = net.Listen("tcp4", BackendAddr.String())
+		return err
+	}); err != nil {
+		t.Fatalf("backend listen: %v", err)
+	}
+	srv := &http.Server{Handler: s.S3, ErrorLog: slog.NewLogLogger(slog.DiscardHandler, slog.LevelError)}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+
+	s.clientDial = NewDialer(t, s.Client, 8)
+	s.nodeDialer = NewDialer(t, s.Node, 2)
+	return s
+}
+
+var configTmpl = template.Must(template.New("cfg").Parse(`# written by internal/nodetest
+node:
+  name: node1
+  interfaces: [veth-n]
+  xdp_mode: native
+  bpffs_root: {{.Root}}
+  runtime_dir: {{.Dir}}/run
+  state_dir: {{.Dir}}/state
+vips: [{{.VIP}}]
+services:
+  - name: https
+    port: 443
+    mode: tls
+    tls:
+      self_signed: true
+  - name: http
+    port: 80
+    mode: http
+backends:
+  servers:
+    - name: s3a
+      address: {{.Backend}}
+  health:
+    path: /
+    interval: {{.HealthInterval}}
+    fall: 2
+    rise: 1
+instances:
+  count: {{.Instances}}
+  cpus: [{{.CPUs}}]
+timeouts:
+  drain: {{.Drain}}
+whitelists:
+  frontend_http: [{{.Client}}]
+haproxy:
+  served_by_header: {{.ServedBy}}
+{{.Extra}}`))
+
+// Config renders the configuration for p.
+func (s *Site) Config(p Params) string {
+	if p.Instances == 0 {
+		p.Instances = 2
+	}
+	if p.Drain == 0 {
+		p.Drain = 3 * time.Second
+	}
+	if p.HealthInterval == 0 {
+		p.HealthInterval = 200 * time.Millisecond
+	}
+	cpus := make([]string, p.Instances)
+	for i := range cpus {
+		cpus[i] = fmt.Sprint(i % runtime.NumCPU())
+	}
+	var b bytes.Buffer
+	err := configTmpl.Execute(&b, map[string]any{
+		"Root": s.Root, "Dir": s.Dir, "VIP": VIP, "Backend": BackendAddr, "Client": ClientAddr,
+		"HealthInterval": p.HealthInterval, "Instances": p.Instances, "CPUs": strings.Join(cpus, ", "),
+		"Drain": p.Drain, "ServedBy": p.ServedByHeader, "Extra": p.Extra,
+	})
+	if err != nil {
+		panic(err)
+	}
+	return b.String()
+}
+
+// WriteConfig writes text as the node's configuration file.
+func (s *Site) WriteConfig(text string) {
+	s.t.Helper()
+	s.ConfigPath = filepath.Join(s.Dir, "ober.yaml")
+	if err := os.WriteFile(s.ConfigPath, []byte(text), 0o600); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// Start runs `ober run` in the node namespace with the written
+// configuration and waits until /health answers 200.
+func (s *Site) Start() {
+	s.t.Helper()
+	if s.ConfigPath == "" {
+		s.WriteConfig(s.Config(Params{}))
+	}
+	cmd := s.Node.Exec(context.Background(), s.Bin, "run", "--config", s.ConfigPath, "--log-level", "debug")
+	cmd.Stdout, cmd.Stderr = s.log, s.log
+	if err := cmd.Start(); err != nil {
+		s.t.Fatalf("start ober: %v", err)
+	}
+	s.cmd = cmd
+	s.done = make(chan struct{})
+	go func() { cmd.Wait(); close(s.done) }()
+	s.t.Cleanup(func() {
+		s.Stop()
+		if s.t.Failed() {
+			s.t.Logf("ober's log:\n%s", s.log.String())
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, body, err := s.Health()
+		if err == nil && code == http.StatusOK {
+			return
+		}
+		select {
+		case <-s.done:
+			s.t.Fatalf("ober run exited during start: %v\n%s", cmd.ProcessState, s.log.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("ober not healthy after 30s (last: %d %q %v)\n%s", code, body, err, s.log.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Stop sends SIGTERM and waits for ober to drain and exit; it kills it
+// after a minute.
+func (s *Site) Stop() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(time.Minute):
+		_ = s.cmd.Process.Kill()
+		<-s.done
+	}
+}
+
+// Exited reports whether ober has exited.
+func (s *Site) Exited() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Signal sends sig to the ober process.
+func (s *Site) Signal(sig os.Signal) { _ = s.cmd.Process.Signal(sig) }
+
+// Log returns what ober wrote so far.
+func (s *Site) Log() string { return s.log.String() }
+
+// apiClient talks to the daemon's API inside the node namespace.
+func (s *Site) apiClient() *http.Client {
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: s.nodeDialer.DialContext, DisableKeepAlives: true}}
+}
+
+// Health returns /health's status code and body.
+func (s *Site) Health() (int, string, error) {
+	resp, err := s.apiClient().Get("http://127.0.0.1:8404/health")
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, strings.TrimSpace(string(b)), nil
+}
+
+// Status returns the daemon's /status.
+func (s *Site) Status() *daemon.Status {
+	s.t.Helper()
+	resp, err := s.apiClient().Get("http://127.0.0.1:8404/status")
+	if err != nil {
+		s.t.Fatalf("GET /status: %v", err)
+	}
+	defer resp.Body.Close()
+	var st daemon.Status
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		s.t.Fatalf("decode /status: %v", err)
+	}
+	return &st
+}
+
+// Metrics returns /metrics as text.
+func (s *Site) Metrics() string {
+	s.t.Helper()
+	resp, err := s.apiClient().Get("http://127.0.0.1:8404/metrics")
+	if err != nil {
+		s.t.Fatalf("GET /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// CertPool trusts the node's self-signed certificate.
+func (s *Site) CertPool() *x509.CertPool {
+	s.t.Helper()
+	b, err := os.ReadFile(filepath.Join(s.Dir, "state", "tls", "selfsigned.crt"))
+	if err != nil {
+		s.t.Fatalf("read the node's self-signed certificate: %v", err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(b)
+	return pool
+}
+
+// TLSConfig verifies the node as the VIP.
+func (s *Site) TLSConfig() *tls.Config {
+	return &tls.Config{RootCAs: s.CertPool(), ServerName: VIP.String(), NextProtos: []string{"http/1.1"}}
+}
+
+// ClientDialer dials from the client namespace.
+func (s *Site) ClientDialer() *Dialer { return s.clientDial }
+
+// HTTPClient is an HTTPS (HTTP/1.1) client in the client namespace.
+func (s *Site) HTTPClient() *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		DialContext:         s.clientDial.DialContext,
+		TLSClientConfig:     s.TLSConfig(),
+		MaxIdleConnsPerHost: 64,
+	}}
+}
+
+// Dialer makes connections from inside a namespace: sockets belong to
+// the namespace of the thread that creates them, so each worker is a
+// goroutine locked to a thread that entered the namespace.
+type Dialer struct {
+	reqs chan dialReq
+}
+
+type dialReq struct {
+	ctx           context.Context
+	network, addr string
+	local         *net.TCPAddr
+	res           chan dialRes
+}
+
+type dialRes struct {
+	c   net.Conn
+	err error
+}
+
+// NewDialer starts workers dialling in ns; they end at cleanup.
+func NewDialer(t testing.TB, ns *netnstest.NS, workers int) *Dialer {
+	d := &Dialer{reqs: make(chan dialReq)}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+			if err := netns.Set(ns.Handle); err != nil {
+				panic(fmt.Sprintf("enter %s: %v", ns.Name, err))
+			}
+			for {
+				select {
+				case <-stop:
+					return
+				case r := <-d.reqs:
+					nd := net.Dialer{LocalAddr: r.local}
+					nd.SetMultipathTCP(false)
+					c, err := nd.DialContext(r.ctx, r.network, r.addr)
+					r.res <- dialRes{c, err}
+				}
+			}
+		}()
+	}
+	t.Cleanup(func() { close(stop); wg.Wait() })
+	return d
+}
+
+// DialContext dials addr from the namespace.
+func (d *Dialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	return d.DialFrom(ctx, network, addr, nil)
+}
+
+// DialFrom dials from a given local address (port 0: any).
+func (d *Dialer) DialFrom(ctx context.Context, network, addr string, local *net.TCPAddr) (net.Conn, error) {
+	r := dialReq{ctx: ctx, network: network, addr: addr, local: local, res: make(chan dialRes, 1)}
+	select {
+	case d.reqs <- r:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	res := <-r.res
+	return res.c, res.err
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
