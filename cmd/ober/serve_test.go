@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -25,6 +26,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
+	"github.com/ober-ingress/ober/control/daemon"
 	"github.com/ober-ingress/ober/internal/nodetest"
 	"github.com/ober-ingress/ober/loader"
 )
@@ -156,6 +158,19 @@ func TestServeS3(t *testing.T) {
 	}
 	require.Len(t, st.Daemon.Backends, 1)
 	require.True(t, st.Daemon.Backends[0].Up)
+	// The CLI reads the same from the daemon.
+	res := ober(t, s.Node, 0, "--config", s.ConfigPath, "status")
+	for _, want := range []string{`node\s+node1 \(ober ` + testVersion, `health\s+ok`, `\n0\s+0\s+\d+\s+healthy`,
+		`\n1\s+1\s+\d+\s+healthy`, `s3a\s+10\.98\.2\.1:9000\s+up\s+2/2 instances`, `10\.98\.0\.100:443/tcp`} {
+		require.Regexp(t, want, res.stdout)
+	}
+	res = ober(t, s.Node, 0, "--config", s.ConfigPath, "status", "--json")
+	var js daemon.Status
+	require.NoError(t, json.Unmarshal([]byte(res.stdout), &js))
+	require.NotNil(t, js.Daemon)
+	require.Equal(t, "node1", js.Daemon.Node)
+	require.Len(t, js.Services, 2)
+
 	m := s.Metrics()
 	for _, want := range []string{
 		`ober_instance_up{cpu="0",instance="0"} 1`,
@@ -415,4 +430,62 @@ func TestServeReload(t *testing.T) {
 	_, err := fetchServedBy(context.Background(), s, 0)
 	require.NoError(t, err)
 	require.Contains(t, s.Metrics(), "ober_reload_failures_total 1")
+}
+
+// TestServeStopDrains: SIGTERM lets a download in flight finish, turns
+// /health to 503 while draining, refuses new connections, and leaves no
+// HAProxy process behind.
+func TestServeStopDrains(t *testing.T) {
+	s := nodetest.New(t, oberBin, 2)
+	// HAProxy 2.6 keeps an idle keep-alive client connection through a
+	// soft stop, so the drain runs its full time; keep it short.
+	s.WriteConfig(s.Config(nodetest.Params{Drain: 6 * time.Second}))
+	s.Start()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	mc := minioClient(t, s)
+	require.NoError(t, mc.MakeBucket(ctx, "drain", minio.MakeBucketOptions{}))
+	data := payload(48<<20, 3)
+	_, err := mc.PutObject(ctx, "drain", "big", bytes.NewReader(data), int64(len(data)), minio.PutObjectOptions{})
+	require.NoError(t, err)
+	pids := []int{}
+	for _, in := range s.Status().Daemon.HAProxy.Instances {
+		pids = append(pids, in.PID)
+	}
+
+	obj, err := mc.GetObject(ctx, "drain", "big", minio.GetObjectOptions{})
+	require.NoError(t, err)
+	h := sha256.New()
+	_, err = io.CopyN(h, obj, 1<<20)
+	require.NoError(t, err)
+
+	s.Signal(syscall.SIGTERM)
+	require.Eventually(t, func() bool {
+		code, body, err := s.Health()
+		return err == nil && code == http.StatusServiceUnavailable && strings.HasPrefix(body, "stopping")
+	}, 5*time.Second, 20*time.Millisecond, "/health says stopping while draining")
+	_, err = fetchServedBy(ctx, s, 0)
+	require.Error(t, err, "a new connection while draining is refused")
+
+	// The download in flight finishes, slowly, while the node drains.
+	buf := make([]byte, 4<<20)
+	for {
+		n, err := obj.Read(buf)
+		h.Write(buf[:n])
+		if err == io.EOF {
+			break
+		}
+		require.NoError(t, err)
+		time.Sleep(50 * time.Millisecond)
+	}
+	obj.Close()
+	want := sha256.Sum256(data)
+	require.Equal(t, want[:], h.Sum(nil), "the download in flight completed byte-exact")
+
+	code, err := s.Wait(30 * time.Second)
+	require.NoError(t, err)
+	require.Zero(t, code, "ober exits 0 after a drain\n%s", s.Log())
+	for _, pid := range pids {
+		require.ErrorIs(t, syscall.Kill(pid, 0), syscall.ESRCH, "HAProxy %d is gone", pid)
+	}
 }

@@ -132,6 +132,11 @@ type Instance struct {
 	ServedByHeader bool
 	// Version is the HAProxy release the file is for (DetectVersion).
 	Version Version
+	// Threads above 1 renders one unpinned process with that many
+	// threads instead of a single thread pinned to CPU: what a plain
+	// HAProxy deployment runs, for side-by-side benchmarks. ober's
+	// instances leave it 0.
+	Threads int
 }
 
 var (
@@ -169,10 +174,15 @@ func Render(in Instance) ([]byte, error) {
 	w.line("")
 
 	w.line("global")
-	w.opt("nbthread 1")
-	// "1/all": HAProxy 2.6 accepts "cpu-map 1/1 N" but does not apply it
-	// with a single thread; "1/all" pins on 2.6 and later.
-	w.opt("cpu-map 1/all %d", in.CPU)
+	if in.Threads > 1 {
+		// The unpinned multi-threaded layout: the benchmarks' baseline.
+		w.opt("nbthread %d", in.Threads)
+	} else {
+		w.opt("nbthread 1")
+		// "1/all": HAProxy 2.6 accepts "cpu-map 1/1 N" but does not apply
+		// it with a single thread; "1/all" pins on 2.6 and later.
+		w.opt("cpu-map 1/all %d", in.CPU)
+	}
 	w.opt("maxconn %d", in.MaxConn)
 	w.opt("stats socket %s mode 600 level admin", in.StatsSocket)
 	if t.Drain > 0 {

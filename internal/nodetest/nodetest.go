@@ -239,6 +239,16 @@ func (s *Site) Stop() {
 	}
 }
 
+// Wait waits up to timeout for ober to exit and returns its exit code.
+func (s *Site) Wait(timeout time.Duration) (int, error) {
+	select {
+	case <-s.done:
+		return s.cmd.ProcessState.ExitCode(), nil
+	case <-time.After(timeout):
+		return -1, fmt.Errorf("ober still running after %v", timeout)
+	}
+}
+
 // Exited reports whether ober has exited.
 func (s *Site) Exited() bool {
 	select {
