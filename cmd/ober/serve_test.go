@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -486,6 +487,60 @@ func TestServeStopDrains(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, code, "ober exits 0 after a drain\n%s", s.Log())
 	for _, pid := range pids {
-		require.ErrorIs(t, syscall.Kill(pid, 0), syscall.ESRCH, "HAProxy %d is gone", pid)
+		require.False(t, alive(pid), "HAProxy %d is gone", pid)
 	}
+}
+
+// TestServeOberKilled: ober dies with SIGKILL; its instances keep serving
+// from the pinned sockmap, and the next ober takes over without a failed
+// request and retires them.
+func TestServeOberKilled(t *testing.T) {
+	s := nodetest.New(t, oberBin, 2)
+	s.WriteConfig(s.Config(nodetest.Params{ServedByHeader: true, Drain: 2 * time.Second}))
+	s.Start()
+	var old []int
+	for _, in := range s.Status().Daemon.HAProxy.Instances {
+		old = append(old, in.PID)
+	}
+	s.Kill()
+	for port := uint16(31000); port < 31020; port++ {
+		_, err := fetchServedBy(context.Background(), s, port)
+		require.NoError(t, err, "served while ober is down")
+	}
+
+	stop := make(chan struct{})
+	var res []attempt
+	done := make(chan struct{})
+	go func() { res = loadNew(context.Background(), s, 4, stop); close(done) }()
+	time.Sleep(300 * time.Millisecond)
+	s.Start()
+	time.Sleep(time.Second)
+	close(stop)
+	<-done
+	for _, a := range res {
+		require.NoError(t, a.err, "port %d at %s", a.port, a.start.Format("15:04:05.000"))
+	}
+	t.Logf("%d requests across the takeover, none failed", len(res))
+	for _, in := range s.Status().Daemon.HAProxy.Instances {
+		require.NotContains(t, old, in.PID)
+	}
+	require.Eventually(t, func() bool {
+		for _, pid := range old {
+			if alive(pid) {
+				return false
+			}
+		}
+		return true
+	}, 20*time.Second, 100*time.Millisecond, "the old instances were retired")
+}
+
+// alive reports whether pid runs; a zombie (an orphan its new parent has
+// not reaped yet) has ended.
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	_, rest, ok := strings.Cut(string(b), ") ")
+	return ok && !strings.HasPrefix(rest, "Z")
 }

@@ -249,6 +249,12 @@ func (s *Site) Wait(timeout time.Duration) (int, error) {
 	}
 }
 
+// Kill kills ober with SIGKILL, as a crash would, and waits for it.
+func (s *Site) Kill() {
+	_ = s.cmd.Process.Kill()
+	<-s.done
+}
+
 // Exited reports whether ober has exited.
 func (s *Site) Exited() bool {
 	select {
