@@ -396,8 +396,11 @@ func TestServeReload(t *testing.T) {
 	done := make(chan struct{})
 	go func() { res = loadNew(context.Background(), s, 6, stop); close(done) }()
 	time.Sleep(time.Second)
-	s.WriteConfig(s.Config(nodetest.Params{ServedByHeader: true, Extra: "api:\n  listen: 127.0.0.1:8404\n",
-		HealthInterval: 300 * time.Millisecond}))
+	// The new configuration changes the checks and adds a service, so
+	// the listeners, the service table and the instances all change.
+	reloaded := nodetest.Params{ServedByHeader: true, HealthInterval: 300 * time.Millisecond,
+		ExtraServices: "  - name: https-alt\n    port: 8443\n    mode: tls\n    tls:\n      self_signed: true\n"}
+	s.WriteConfig(s.Config(reloaded))
 	s.Signal(syscall.SIGHUP)
 	require.Eventually(t, func() bool { return s.Status().Daemon.Config.Generation == 2 }, 15*time.Second, 20*time.Millisecond,
 		"reload applied\n%s", s.Log())
@@ -417,9 +420,15 @@ func TestServeReload(t *testing.T) {
 	for i, in := range st.Daemon.HAProxy.Instances {
 		require.NotEqual(t, before[i].PID, in.PID, "instance %d replaced", i)
 	}
+	require.Len(t, st.Services, 3)
+	c, err := s.ClientDialer().DialContext(context.Background(), "tcp4", nodetest.VIP.String()+":8443")
+	require.NoError(t, err)
+	tc := tls.Client(c, s.TLSConfig())
+	require.NoError(t, tc.Handshake(), "the added service answers")
+	tc.Close()
 
 	// A broken configuration: refused, and everything stays as it was.
-	s.WriteConfig(s.Config(nodetest.Params{ServedByHeader: true}) + "bogus_key: 1\n")
+	s.WriteConfig(s.Config(reloaded) + "bogus_key: 1\n")
 	s.Signal(syscall.SIGHUP)
 	require.Eventually(t, func() bool { return s.Status().Daemon.Config.ReloadFailures == 1 }, 10*time.Second, 20*time.Millisecond)
 	after := s.Status()
@@ -428,7 +437,7 @@ func TestServeReload(t *testing.T) {
 	for i, in := range after.Daemon.HAProxy.Instances {
 		require.Equal(t, st.Daemon.HAProxy.Instances[i].PID, in.PID)
 	}
-	_, err := fetchServedBy(context.Background(), s, 0)
+	_, err = fetchServedBy(context.Background(), s, 0)
 	require.NoError(t, err)
 	require.Contains(t, s.Metrics(), "ober_reload_failures_total 1")
 }

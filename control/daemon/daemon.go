@@ -103,7 +103,7 @@ func Check(ctx context.Context, path string, r resolver) (*CheckResult, error) {
 	if err := os.MkdirAll(cfg.Node.RuntimeDir, 0o700); err != nil {
 		return nil, err
 	}
-	b, err := build(ctx, cfg, r, v)
+	b, err := build(ctx, cfg, r, v, nil)
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
@@ -146,7 +146,7 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("haproxy.binary: %w", err)
 	}
 	d.log.Info("haproxy found", "binary", cfg.HAProxy.Binary, "version", d.version.String())
-	b, err := build(ctx, cfg, opts.Resolver, d.version)
+	b, err := build(ctx, cfg, opts.Resolver, d.version, nil)
 	if err != nil {
 		return fmt.Errorf("config %s: %w", opts.ConfigPath, err)
 	}
@@ -297,12 +297,13 @@ func (d *Daemon) reload(ctx context.Context) (err error) {
 		return err
 	}
 	d.mu.Lock()
-	old := d.cur.cfg
+	prev := d.cur
+	old := prev.cfg
 	d.mu.Unlock()
 	if err := immutable(old, cfg); err != nil {
 		return fmt.Errorf("config %s: %w", d.opts.ConfigPath, err)
 	}
-	b, err := build(ctx, cfg, d.opts.Resolver, d.version)
+	b, err := build(ctx, cfg, d.opts.Resolver, d.version, prev)
 	if err != nil {
 		return fmt.Errorf("config %s: %w", d.opts.ConfigPath, err)
 	}

@@ -35,6 +35,52 @@ type built struct {
 	// maxConn is instances.maxconn, lowered when the descriptor limit
 	// cannot hold it (HAProxy refuses to start then).
 	maxConn int
+	// ids are the listener IDs by what they serve, kept across reloads.
+	ids map[listenerKey]uint32
+}
+
+// listenerKey is what a listener serves. A reload keeps the ID of a
+// listener whose key stays and never gives a new key an ID the running
+// generation uses: between the sockmap swap and the service table switch,
+// an old service's connections must not reach another service's sockets.
+type listenerKey struct {
+	service string
+	mode    string
+	port    uint16
+	family  int
+}
+
+// listenerIDs hands out IDs: prev's for keys it had, else the lowest ID
+// neither prev nor this build uses.
+type listenerIDs struct {
+	prev map[listenerKey]uint32
+	used map[uint32]bool
+	got  map[listenerKey]uint32
+}
+
+func newListenerIDs(prev map[listenerKey]uint32) *listenerIDs {
+	l := &listenerIDs{prev: prev, used: map[uint32]bool{}, got: map[listenerKey]uint32{}}
+	for _, id := range prev {
+		l.used[id] = true
+	}
+	return l
+}
+
+func (l *listenerIDs) id(k listenerKey) (uint32, error) {
+	if id, ok := l.got[k]; ok {
+		return id, nil
+	}
+	id, ok := l.prev[k]
+	if !ok {
+		for id = 0; l.used[id]; id++ {
+		}
+		if id >= loader.MaxListeners {
+			return 0, fmt.Errorf("services: more than %d listeners (service x address family, counting the running configuration's)", loader.MaxListeners)
+		}
+	}
+	l.used[id] = true
+	l.got[k] = id
+	return id, nil
 }
 
 // frontend is one service as HAProxy sees it: its listeners by family.
@@ -47,7 +93,7 @@ type frontend struct {
 // build resolves names and lays the configuration out. The certificate
 // bundles it writes are named by content, so building never changes a
 // file that a running instance loaded.
-func build(ctx context.Context, cfg *config.Config, r resolver, v haproxy.Version) (*built, error) {
+func build(ctx context.Context, cfg *config.Config, r resolver, v haproxy.Version, prev *built) (*built, error) {
 	res, err := cfg.Resolve(ctx, r)
 	if err != nil {
 		return nil, err
@@ -59,7 +105,11 @@ func build(ctx context.Context, cfg *config.Config, r resolver, v haproxy.Versio
 	for _, a := range cfg.VIPs {
 		b.vips = append(b.vips, loader.VIP{Addr: a.Addr})
 	}
-	var next uint32
+	var prevIDs map[listenerKey]uint32
+	if prev != nil {
+		prevIDs = prev.ids
+	}
+	alloc := newListenerIDs(prevIDs)
 	for i, svc := range cfg.Services {
 		fe := frontend{svc: svc}
 		ids := map[int]uint32{}
@@ -70,11 +120,11 @@ func build(ctx context.Context, cfg *config.Config, r resolver, v haproxy.Versio
 			}
 			id, ok := ids[fam]
 			if !ok {
-				if next >= loader.MaxListeners {
-					return nil, fmt.Errorf("services: more than %d listeners (service x address family)", loader.MaxListeners)
+				var err error
+				id, err = alloc.id(listenerKey{service: svc.Name, mode: svc.Mode, port: svc.Port, family: fam})
+				if err != nil {
+					return nil, err
 				}
-				id = next
-				next++
 				ids[fam] = id
 				l := supervisor.Listener{ID: id, Family: fam}
 				b.listeners = append(b.listeners, l)
@@ -101,6 +151,7 @@ func build(ctx context.Context, cfg *config.Config, r resolver, v haproxy.Versio
 		}
 		b.frontends = append(b.frontends, fe)
 	}
+	b.ids = alloc.got
 	if err := loader.ValidateServices(b.vips, b.services); err != nil {
 		return nil, err
 	}

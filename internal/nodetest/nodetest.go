@@ -61,6 +61,8 @@ type Params struct {
 	Drain          time.Duration // default 3s
 	// Extra is YAML appended under the top level (tests of options).
 	Extra string
+	// ExtraServices is YAML appended to the services list.
+	ExtraServices string
 	// HealthInterval of the backend checks; default 200ms.
 	HealthInterval time.Duration
 }
@@ -129,7 +131,7 @@ services:
   - name: http
     port: 80
     mode: http
-backends:
+{{.ExtraServices}}backends:
   servers:
     - name: s3a
       address: {{.Backend}}
@@ -168,7 +170,7 @@ func (s *Site) Config(p Params) string {
 	err := configTmpl.Execute(&b, map[string]any{
 		"Root": s.Root, "Dir": s.Dir, "VIP": VIP, "Backend": BackendAddr, "Client": ClientAddr,
 		"HealthInterval": p.HealthInterval, "Instances": p.Instances, "CPUs": strings.Join(cpus, ", "),
-		"Drain": p.Drain, "ServedBy": p.ServedByHeader, "Extra": p.Extra,
+		"Drain": p.Drain, "ServedBy": p.ServedByHeader, "Extra": p.Extra, "ExtraServices": p.ExtraServices,
 	})
 	if err != nil {
 		panic(err)
