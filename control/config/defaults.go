@@ -83,11 +83,38 @@ const (
 	MaxTimeout = (1<<31 - 1) * time.Millisecond
 )
 
-// hostname and allowedCPUs are variables so that tests can pin them.
-var (
-	hostname    = os.Hostname
-	allowedCPUs = affinityCPUs
-)
+// environment is what a Config reads from the machine it runs on. Tests
+// give a Config a fake one through Config.env; a nil env, or a nil
+// function in it, means the real machine.
+type environment struct {
+	hostname func() (string, error) // default os.Hostname
+	cpus     func() []int           // ascending; default affinityCPUs
+	now      func() time.Time       // default time.Now
+}
+
+// hostname is the host name of the machine.
+func (c *Config) hostname() (string, error) {
+	if c.env != nil && c.env.hostname != nil {
+		return c.env.hostname()
+	}
+	return os.Hostname()
+}
+
+// allowedCPUs lists, in ascending order, the CPUs this process may run on.
+func (c *Config) allowedCPUs() []int {
+	if c.env != nil && c.env.cpus != nil {
+		return c.env.cpus()
+	}
+	return affinityCPUs()
+}
+
+// now is the current time, against which certificates expire.
+func (c *Config) now() time.Time {
+	if c.env != nil && c.env.now != nil {
+		return c.env.now()
+	}
+	return time.Now()
+}
 
 // affinityCPUs lists, in ascending order, the CPUs this process may run on.
 // If the affinity cannot be read it assumes CPUs 0..NumCPU-1.
@@ -117,7 +144,7 @@ func affinityCPUs() []int {
 func (c *Config) ApplyDefaults() {
 	n := &c.Node
 	if n.Name == "" {
-		if h, err := hostname(); err == nil {
+		if h, err := c.hostname(); err == nil {
 			n.Name = h
 		}
 	}
@@ -164,7 +191,7 @@ func (c *Config) ApplyDefaults() {
 		in.Count = len(in.CPUs)
 	}
 	if in.Count == 0 || len(in.CPUs) == 0 {
-		aff := allowedCPUs()
+		aff := c.allowedCPUs()
 		if in.Count == 0 {
 			in.Count = min(len(aff), MaxInstances)
 		}
@@ -220,7 +247,7 @@ func (c *Config) CPUs() []int {
 	if len(c.Instances.CPUs) > 0 {
 		return slices.Clone(c.Instances.CPUs)
 	}
-	aff := allowedCPUs()
+	aff := c.allowedCPUs()
 	n := c.Instances.Count
 	if n == 0 {
 		n = min(len(aff), MaxInstances)

@@ -9,7 +9,8 @@ import (
 )
 
 func TestDefaults(t *testing.T) {
-	c, err := Parse([]byte(`node:
+	env := nodeA()
+	c, err := parse([]byte(`node:
   interfaces: [eth0]
 vips: [10.0.0.1, fd00::1]
 services:
@@ -23,9 +24,10 @@ backends:
     - address: rgw3.example.com:7443
       tls: true
       weight: 0
-`))
+`), env)
 	require.NoError(t, err)
 	want := &Config{
+		env: env,
 		Node: Node{
 			Name:         "node-a",
 			Interfaces:   []string{"eth0"},
@@ -111,8 +113,7 @@ func TestDefaultInstances(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			withCPUs(t, tt.allowed...)
-			c := &Config{Instances: tt.in}
+			c := &Config{Instances: tt.in, env: onCPUs(tt.allowed...)}
 			c.ApplyDefaults()
 			require.Equal(t, tt.wantCount, c.Instances.Count)
 			require.Equal(t, tt.wantCPUs, c.Instances.CPUs)
@@ -123,11 +124,11 @@ func TestDefaultInstances(t *testing.T) {
 }
 
 func TestCPUsWithoutDefaults(t *testing.T) {
-	withCPUs(t, 4, 5, 6)
-	require.Equal(t, []int{4, 5, 6}, (&Config{}).CPUs())
-	require.Equal(t, []int{4}, (&Config{Instances: Instances{Count: 1}}).CPUs())
-	require.Nil(t, (&Config{Instances: Instances{Count: 4}}).CPUs())
-	c := &Config{Instances: Instances{CPUs: []int{6}}}
+	env := onCPUs(4, 5, 6)
+	require.Equal(t, []int{4, 5, 6}, (&Config{env: env}).CPUs())
+	require.Equal(t, []int{4}, (&Config{Instances: Instances{Count: 1}, env: env}).CPUs())
+	require.Nil(t, (&Config{Instances: Instances{Count: 4}, env: env}).CPUs())
+	c := &Config{Instances: Instances{CPUs: []int{6}}, env: env}
 	cpus := c.CPUs()
 	cpus[0] = 9
 	require.Equal(t, []int{6}, c.Instances.CPUs, "CPUs returns a copy")

@@ -17,19 +17,17 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// The tests run as if on host "node-a" allowed to use CPUs 0 and 1.
-func TestMain(m *testing.M) {
-	hostname = func() (string, error) { return "node-a", nil }
-	allowedCPUs = func() []int { return []int{0, 1} }
-	os.Exit(m.Run())
-}
+// nodeA is the machine the tests run on unless they say otherwise: host
+// "node-a" allowed to use CPUs 0 and 1.
+func nodeA() *environment { return onCPUs(0, 1) }
 
-// withCPUs pins the affinity set for one test.
-func withCPUs(t *testing.T, cpus ...int) {
-	t.Helper()
-	prev := allowedCPUs
-	allowedCPUs = func() []int { return cpus }
-	t.Cleanup(func() { allowedCPUs = prev })
+// onCPUs is host "node-a" allowed to use the given CPUs.
+func onCPUs(cpus ...int) *environment {
+	return &environment{
+		hostname: func() (string, error) { return "node-a", nil },
+		cpus:     func() []int { return cpus },
+		now:      time.Now,
+	}
 }
 
 func addr(s string) Addr { return Addr{netip.MustParseAddr(s)} }
@@ -39,9 +37,13 @@ func dur(d time.Duration) Duration { return Duration{d} }
 func intp(v int) *int { return &v }
 
 // baseConfig is a small valid configuration after defaults, needing no
-// files.
-func baseConfig() *Config {
+// files, on nodeA.
+func baseConfig() *Config { return baseConfigOn(nodeA()) }
+
+// baseConfigOn is baseConfig on the machine env describes.
+func baseConfigOn(env *environment) *Config {
 	c := &Config{
+		env:  env,
 		Node: Node{Interfaces: []string{"eth0"}},
 		VIPs: []Addr{addr("10.0.0.1"), addr("fd00::1")},
 		Services: []Service{

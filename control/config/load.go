@@ -16,11 +16,16 @@ import (
 // Load reads the file at path and calls Parse. Every line of its error
 // starts with "config <path>: ".
 func Load(path string) (*Config, error) {
+	return load(path, nil)
+}
+
+// load is Load for the machine env describes (nil: this one).
+func load(path string, env *environment) (*Config, error) {
 	data, err := readSmallFile(path)
 	if err != nil {
 		return nil, &loadError{path: path, err: errors.New(fileProblem(err))}
 	}
-	c, err := Parse(data)
+	c, err := parse(data, env)
 	if err != nil {
 		return nil, &loadError{path: path, err: err}
 	}
@@ -35,6 +40,12 @@ func Load(path string) (*Config, error) {
 // (unknown keys, wrong types, keys given twice), and only when there are
 // none, the problems Validate finds.
 func Parse(data []byte) (*Config, error) {
+	return parse(data, nil)
+}
+
+// parse is Parse for the machine env describes (nil: this one); the
+// Config it returns keeps env.
+func parse(data []byte, env *environment) (*Config, error) {
 	root, err := parseDocument(data)
 	if err != nil {
 		return nil, err
@@ -55,6 +66,7 @@ func Parse(data []byte) (*Config, error) {
 			return nil, yamlError(err)
 		}
 	}
+	c.env = env
 	c.ApplyDefaults()
 	if err := c.Validate(); err != nil {
 		return nil, err

@@ -24,7 +24,7 @@ backends:
 `
 
 func TestParseMinimal(t *testing.T) {
-	c, err := Parse([]byte(minimalYAML))
+	c, err := parse([]byte(minimalYAML), nodeA())
 	require.NoError(t, err)
 	require.Equal(t, []string{"eth0"}, c.Node.Interfaces)
 	require.Equal(t, "http", c.Services[0].Name)
@@ -94,7 +94,7 @@ func TestParseErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := Parse([]byte(tt.yaml))
+			c, err := parse([]byte(tt.yaml), nodeA())
 			require.EqualError(t, err, tt.want)
 			require.Nil(t, c)
 		})
@@ -117,24 +117,49 @@ backends:
     - <<: *rgw
       address: rgw2.example.com:7480
 `
-	c, err := Parse([]byte(src))
+	c, err := parse([]byte(src), nodeA())
 	require.NoError(t, err)
 	require.Equal(t, uint16(8080), c.Services[1].Port)
 	require.Equal(t, "http-8080", c.Services[1].Name)
 	require.Equal(t, 10, *c.Backends.Servers[1].Weight)
 
 	bad := strings.Replace(src, "&plain {mode: http,", "&plain {mode: http, prot: 1,", 1)
-	_, err = Parse([]byte(bad))
+	_, err = parse([]byte(bad), nodeA())
 	require.EqualError(t, err, ""+
 		`services[0].prot: unknown key (line 5); did you mean "port"?`+"\n"+
 		`services[1].prot: unknown key (line 5); did you mean "port"?`)
 }
 
 func TestParseNullMeansDefault(t *testing.T) {
-	c, err := Parse([]byte(minimalYAML + "timeouts:\n  connect: ~\nha:\n"))
+	c, err := parse([]byte(minimalYAML+"timeouts:\n  connect: ~\nha:\n"), nodeA())
 	require.NoError(t, err)
 	require.Equal(t, DefaultConnect, c.Timeouts.Connect.Duration)
 	require.Equal(t, HAModeNone, c.HA.Mode)
+}
+
+// Parse and Load read this machine; a Config from parse keeps the
+// environment it was given, also in copies, and env is no YAML key.
+func TestEnvironment(t *testing.T) {
+	if h, err := os.Hostname(); err == nil && validName(h) {
+		c, err := Parse([]byte(minimalYAML))
+		require.NoError(t, err)
+		require.Nil(t, c.env)
+		require.Equal(t, h, c.Node.Name)
+		aff := affinityCPUs()
+		require.Equal(t, aff[:min(len(aff), MaxInstances)], c.CPUs())
+	}
+
+	env := onCPUs(7)
+	c, err := parse([]byte(minimalYAML), env)
+	require.NoError(t, err)
+	require.Same(t, env, c.env)
+	cp := *c
+	cp.Instances = Instances{}
+	require.Equal(t, []int{7}, cp.CPUs())
+	require.NoError(t, cp.Validate())
+
+	_, err = parse([]byte(minimalYAML+"env: {}\n"), nodeA())
+	require.ErrorContains(t, err, "env: unknown key (line 11)")
 }
 
 func TestLoad(t *testing.T) {
@@ -151,7 +176,7 @@ func TestLoad(t *testing.T) {
 	})
 	t.Run("every line names the file", func(t *testing.T) {
 		path := writeFile(t, filepath.Join(dir, "bad.yaml"), strings.Replace(minimalYAML, "port: 80", "port: 0", 1)+"ha: {mode: carp}\n")
-		_, err := Load(path)
+		_, err := load(path, nodeA())
 		require.EqualError(t, err, ""+
 			"config "+path+": services[0].port: required (1-65535)\n"+
 			"config "+path+`: ha.mode: "carp": must be none, bgp or vrrp`)
@@ -166,7 +191,7 @@ func TestLoad(t *testing.T) {
 	})
 	t.Run("ok", func(t *testing.T) {
 		path := writeFile(t, filepath.Join(dir, "ober.yaml"), minimalYAML)
-		c, err := Load(path)
+		c, err := load(path, nodeA())
 		require.NoError(t, err)
 		require.Equal(t, "node-a", c.Node.Name)
 	})
@@ -184,7 +209,7 @@ func exampleConfig(t *testing.T) *Config {
 	src = strings.ReplaceAll(src, "/etc/ober/tls/s3.pem", cert)
 	src = strings.ReplaceAll(src, "/etc/ober/tls/s3.key", key)
 	path := writeFile(t, filepath.Join(dir, "ober.yaml"), src)
-	c, err := Load(path)
+	c, err := load(path, nodeA())
 	require.NoError(t, err)
 	return c
 }
@@ -208,7 +233,7 @@ func TestExample(t *testing.T) {
 
 	// The file shipped in testdata must not rot: without the certificate
 	// it fails for that reason only.
-	_, err := Load(filepath.Join("testdata", "example.yaml"))
+	_, err := load(filepath.Join("testdata", "example.yaml"), nodeA())
 	require.EqualError(t, err, `config testdata/example.yaml: services[0].tls.cert: "/etc/ober/tls/s3.pem": no such file`)
 }
 

@@ -10,9 +10,6 @@ import (
 	"time"
 )
 
-// now is a variable so that tests can move the clock.
-var now = time.Now
-
 // pemContents is what a PEM file holds that ober cares about.
 type pemContents struct {
 	certs []*pem.Block // CERTIFICATE blocks, in file order
@@ -59,8 +56,9 @@ func parseCerts(blocks []*pem.Block) ([]*x509.Certificate, error) {
 
 // checkCertAndKey checks a service's certificate chain and private key:
 // both readable, every certificate parses and is unexpired, and the key
-// belongs to the leaf (the first certificate). base is "services[i].tls".
-func checkCertAndKey(p *problems, base string, t *TLS) {
+// belongs to the leaf (the first certificate). base is "services[i].tls";
+// now gives the time against which certificates expire.
+func checkCertAndKey(p *problems, base string, t *TLS, now func() time.Time) {
 	certPath, certValue := base+".cert", quote(t.Cert)
 	pc, err := readPEM(t.Cert)
 	if err != nil {

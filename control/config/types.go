@@ -23,6 +23,11 @@ type Config struct {
 	Whitelists Whitelists `yaml:"whitelists"`
 	API        API        `yaml:"api"`
 	HAProxy    HAProxy    `yaml:"haproxy"`
+
+	// env is the machine the configuration is for; nil means this one.
+	// The yaml library and structChecker skip unexported fields, and
+	// copies of a Config share it.
+	env *environment
 }
 
 // Node describes this machine.

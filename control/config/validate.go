@@ -41,7 +41,7 @@ func (c *Config) Validate() error {
 func (c *Config) validateNode(p *problems) {
 	n := &c.Node
 	if n.Name == "" {
-		if _, err := hostname(); err != nil {
+		if _, err := c.hostname(); err != nil {
 			p.add("node.name", "", "required: the host name cannot be read (%v)", err)
 		}
 	} else if !validName(n.Name) {
@@ -211,7 +211,7 @@ func (c *Config) validateServices(p *problems) {
 
 		switch s.Mode {
 		case ModeTLS:
-			validateServiceTLS(p, base, s.TLS)
+			validateServiceTLS(p, base, s.TLS, c.now)
 			if s.Whitelist != "" {
 				p.add(base+".whitelist", quote(s.Whitelist), "only for mode http (mode tls admits every client)")
 			}
@@ -267,7 +267,7 @@ func (c *Config) validatePortClashes(p *problems) {
 	}
 }
 
-func validateServiceTLS(p *problems, base string, t *TLS) {
+func validateServiceTLS(p *problems, base string, t *TLS, now func() time.Time) {
 	if t == nil {
 		p.add(base+".tls", "", "required for mode tls: give cert (and key), or self_signed: true")
 		return
@@ -281,7 +281,7 @@ func validateServiceTLS(p *problems, base string, t *TLS) {
 		p.add(base+".tls.self_signed", "true", "conflicts with tls.cert: give one or the other")
 	}
 	if t.Cert != "" {
-		checkCertAndKey(p, base+".tls", t)
+		checkCertAndKey(p, base+".tls", t, now)
 	}
 }
 
@@ -422,7 +422,7 @@ func checkHostname(s string) error {
 
 func (c *Config) validateInstances(p *problems) {
 	in := &c.Instances
-	aff := allowedCPUs()
+	aff := c.allowedCPUs()
 	tooMany := len(in.CPUs) > MaxInstances
 	if tooMany {
 		p.add("instances.cpus", "", "lists %d CPUs; at most %d instances are supported", len(in.CPUs), MaxInstances)

@@ -266,6 +266,7 @@ func TestValidateBeforeDefaults(t *testing.T) {
 		VIPs:     []Addr{addr("10.0.0.1")},
 		Services: []Service{{Port: 80, Mode: ModeHTTP}},
 		Backends: Backends{Servers: []BackendServer{{Address: "10.1.0.1:7480"}}},
+		env:      nodeA(),
 	}
 	require.NoError(t, c.Validate())
 }
@@ -275,8 +276,7 @@ func TestValidateCPUsBeyondLimit(t *testing.T) {
 	for i := range cpus {
 		cpus[i] = i
 	}
-	withCPUs(t, cpus...)
-	c := baseConfig()
+	c := baseConfigOn(onCPUs(cpus...))
 	require.Equal(t, 64, c.Instances.Count)
 	c.Instances.Count = 0
 	c.Instances.CPUs = cpus
@@ -285,10 +285,9 @@ func TestValidateCPUsBeyondLimit(t *testing.T) {
 }
 
 func TestValidateHostnameUnreadable(t *testing.T) {
-	prev := hostname
-	hostname = func() (string, error) { return "", errors.New("uname failed") }
-	t.Cleanup(func() { hostname = prev })
-	c := baseConfig()
+	env := nodeA()
+	env.hostname = func() (string, error) { return "", errors.New("uname failed") }
+	c := baseConfigOn(env)
 	require.Empty(t, c.Node.Name)
 	require.EqualError(t, c.Validate(), `node.name: required: the host name cannot be read (uname failed)`)
 }
