@@ -553,3 +553,22 @@ func alive(pid int) bool {
 	_, rest, ok := strings.Cut(string(b), ") ")
 	return ok && !strings.HasPrefix(rest, "Z")
 }
+
+// TestServeInstanceHung: an instance that stops answering (SIGSTOP) is
+// killed after three missed probes and replaced on its CPU.
+func TestServeInstanceHung(t *testing.T) {
+	s := nodetest.New(t, oberBin, 2)
+	s.WriteConfig(s.Config(nodetest.Params{ServedByHeader: true}))
+	s.Start()
+	victim := s.Status().Daemon.HAProxy.Instances[1]
+	require.NoError(t, syscall.Kill(victim.PID, syscall.SIGSTOP))
+	t.Cleanup(func() { syscall.Kill(victim.PID, syscall.SIGCONT) })
+	require.Eventually(t, func() bool {
+		in := s.Status().Daemon.HAProxy.Instances[1]
+		return in.State == "healthy" && in.PID != victim.PID && in.Restarts == 1
+	}, 20*time.Second, 100*time.Millisecond, "the hung instance was replaced\n%s", s.Log())
+	require.False(t, alive(victim.PID))
+	require.Contains(t, s.Log(), "instance does not answer; killing it")
+	_, err := fetchServedBy(context.Background(), s, 0)
+	require.NoError(t, err)
+}
