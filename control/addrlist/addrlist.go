@@ -99,18 +99,31 @@ func parseEntry(s string) (Entry, error) {
 		}
 		return Entry{Text: s, Prefix: unmapPrefix(p)}, nil
 	}
-	if a, err := netip.ParseAddr(s); err == nil {
+	a, err := ParseHost(s)
+	if err != nil {
+		return Entry{}, fmt.Errorf("%q: %w", s, err)
+	}
+	if a.IsValid() {
 		a = a.Unmap()
 		return Entry{Text: s, Prefix: netip.PrefixFrom(a, a.BitLen())}, nil
-	} else if strings.Contains(s, ":") || lastLabelNumeric(s) {
-		// RFC 1123 alone would accept "10.0.0.256" as a name; report it
-		// as the broken address it almost certainly is.
-		return Entry{}, fmt.Errorf("%q: invalid IP address: %w", s, err)
-	}
-	if err := checkHostname(s); err != nil {
-		return Entry{}, fmt.Errorf("%q: invalid host name: %w", s, err)
 	}
 	return Entry{Text: s, Host: s}, nil
+}
+
+// ParseHost checks the syntax of a host written as an IP address or a
+// name, without I/O. It returns the address, or the zero Addr for a valid
+// name. Text that looks like an address but is not one is reported as a
+// broken address: RFC 1123 alone would accept "10.0.0.256" as a name.
+func ParseHost(s string) (netip.Addr, error) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a, nil
+	} else if strings.Contains(s, ":") || lastLabelNumeric(s) {
+		return netip.Addr{}, fmt.Errorf("invalid IP address: %w", err)
+	}
+	if err := CheckHostname(s); err != nil {
+		return netip.Addr{}, fmt.Errorf("invalid host name: %w", err)
+	}
+	return netip.Addr{}, nil
 }
 
 // unmapPrefix converts ::ffff:a.b.c.d/n (n >= 96) to a.b.c.d/(n-96). A masked
@@ -139,9 +152,9 @@ func lastLabelNumeric(s string) bool {
 	return true
 }
 
-// checkHostname applies RFC 1123 host name syntax. One trailing dot (a fully
+// CheckHostname applies RFC 1123 host name syntax. One trailing dot (a fully
 // qualified name) is accepted.
-func checkHostname(s string) error {
+func CheckHostname(s string) error {
 	name := strings.TrimSuffix(s, ".")
 	if name == "" {
 		return errors.New("empty name")

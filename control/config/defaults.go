@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ober-ingress/ober/control/addrlist"
 )
 
 // Service modes.
@@ -176,7 +178,7 @@ func (c *Config) ApplyDefaults() {
 			s.Weight = &w
 		}
 		if s.TLS && s.SNI == "" {
-			if host, _, msg := splitHostPort(s.Address); msg == "" && !isIPLiteral(host) && checkHostname(host) == nil {
+			if host, _, msg := splitHostPort(s.Address); msg == "" && !isIPLiteral(host) && addrlist.CheckHostname(host) == nil {
 				s.SNI = host
 			}
 		}

@@ -132,7 +132,7 @@ func TestResolveInvalidEntries(t *testing.T) {
 	c.Whitelists.Routers = []string{"10.0.0.0/33"}
 	_, err := c.Resolve(context.Background(), &fakeResolver{hosts: map[string][]string{"rgw1.example.com": {"10.1.0.1"}}})
 	require.EqualError(t, err, ""+
-		`backends.servers[1].address: "rgw_2:7480": invalid host name: label "rgw_2" contains '_'`+"\n"+
+		`backends.servers[1].address: "rgw_2:7480": invalid host name: label "rgw_2" contains invalid character '_'`+"\n"+
 		`whitelists.routers[0]: "10.0.0.0/33": invalid CIDR: netip.ParsePrefix("10.0.0.0/33"): prefix length out of range`)
 }
 

@@ -329,7 +329,7 @@ func (c *Config) validateBackends(p *problems) {
 		if s.SNI != "" {
 			if !s.TLS {
 				p.add(base+".sni", quote(s.SNI), "needs tls: true")
-			} else if err := checkHostname(s.SNI); err != nil {
+			} else if err := addrlist.CheckHostname(s.SNI); err != nil {
 				p.add(base+".sni", quote(s.SNI), "invalid host name: %v", err)
 			}
 		}
@@ -370,54 +370,14 @@ func addressProblem(addr string) string {
 		}
 		return msg
 	}
-	if a, err := netip.ParseAddr(host); err == nil {
-		if a.IsUnspecified() {
-			return "host cannot be the unspecified address"
-		}
-		return ""
-	} else if strings.Contains(host, ":") || lastLabelNumeric(host) {
-		return "invalid IP address: " + err.Error()
-	}
-	if err := checkHostname(host); err != nil {
-		return "invalid host name: " + err.Error()
+	a, err := addrlist.ParseHost(host)
+	switch {
+	case err != nil:
+		return err.Error()
+	case a.IsValid() && a.IsUnspecified():
+		return "host cannot be the unspecified address"
 	}
 	return ""
-}
-
-// lastLabelNumeric reports whether the last dot-separated label is all
-// digits: no top-level domain is, so such a host is a broken address.
-func lastLabelNumeric(s string) bool {
-	s = strings.TrimSuffix(s, ".")
-	return looksNumeric(s[strings.LastIndexByte(s, '.')+1:])
-}
-
-// checkHostname applies RFC 1123 host name syntax; one trailing dot is
-// accepted.
-func checkHostname(s string) error {
-	name := strings.TrimSuffix(s, ".")
-	if name == "" {
-		return errors.New("empty name")
-	}
-	if len(name) > 253 {
-		return fmt.Errorf("%d characters long (max 253)", len(name))
-	}
-	for label := range strings.SplitSeq(name, ".") {
-		switch {
-		case label == "":
-			return errors.New("empty label")
-		case len(label) > 63:
-			return fmt.Errorf("label %q is longer than 63 characters", label)
-		case label[0] == '-' || label[len(label)-1] == '-':
-			return fmt.Errorf("label %q starts or ends with a hyphen", label)
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
-				return fmt.Errorf("label %q contains %q", label, rune(c))
-			}
-		}
-	}
-	return nil
 }
 
 func (c *Config) validateInstances(p *problems) {

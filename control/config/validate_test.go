@@ -127,7 +127,7 @@ func TestValidate(t *testing.T) {
 		{"address without host", func(c *Config) { c.Backends.Servers[1].Address = ":7480" },
 			`backends.servers[1].address: ":7480": host is missing`},
 		{"address bad name", func(c *Config) { c.Backends.Servers[1].Address = "rgw_2.example.com:7480" },
-			`backends.servers[1].address: "rgw_2.example.com:7480": invalid host name: label "rgw_2" contains '_'`},
+			`backends.servers[1].address: "rgw_2.example.com:7480": invalid host name: label "rgw_2" contains invalid character '_'`},
 		{"address bad ip", func(c *Config) { c.Backends.Servers[1].Address = "10.1.0.256:7480" },
 			`backends.servers[1].address: "10.1.0.256:7480": invalid IP address: ParseAddr("10.1.0.256"): IPv4 field has value >255`},
 		{"server name syntax", func(c *Config) { c.Backends.Servers[0].Name = "rgw/1" },
