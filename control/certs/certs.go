@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -116,46 +117,52 @@ func covers(path string, names []string, addrs []netip.Addr) bool {
 	return true
 }
 
+// Split returns the CERTIFICATE blocks and the private key blocks of a
+// PEM text, each in file order; other blocks are ignored.
+func Split(data []byte) (certs, keys []*pem.Block) {
+	for {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			return certs, keys
+		}
+		switch {
+		case b.Type == "CERTIFICATE":
+			certs = append(certs, b)
+		case strings.HasSuffix(b.Type, "PRIVATE KEY"):
+			keys = append(keys, b)
+		}
+	}
+}
+
 // Bundle returns the PEM HAProxy loads for a certificate: the chain from
 // certPath followed by the private key from keyPath (or the key found in
-// certPath when keyPath is empty).
+// certPath when keyPath is empty). The configuration's validation has
+// checked that the key is single, unencrypted and matches.
 func Bundle(certPath, keyPath string) ([]byte, error) {
 	cb, err := os.ReadFile(certPath)
 	if err != nil {
 		return nil, fmt.Errorf("read certificate: %w", err)
 	}
-	var certs, keys bytes.Buffer
-	collect := func(b []byte) {
-		for {
-			var blk *pem.Block
-			blk, b = pem.Decode(b)
-			if blk == nil {
-				return
-			}
-			switch {
-			case blk.Type == "CERTIFICATE":
-				_ = pem.Encode(&certs, blk)
-			case blk.Type == "PRIVATE KEY" || blk.Type == "RSA PRIVATE KEY" || blk.Type == "EC PRIVATE KEY":
-				_ = pem.Encode(&keys, blk)
-			}
-		}
-	}
-	collect(cb)
+	chain, keys := Split(cb)
 	if keyPath != "" {
 		kb, err := os.ReadFile(keyPath)
 		if err != nil {
 			return nil, fmt.Errorf("read key: %w", err)
 		}
-		keys.Reset()
-		collect(kb)
+		_, keys = Split(kb)
 	}
-	if certs.Len() == 0 {
+	if len(chain) == 0 {
 		return nil, fmt.Errorf("%s holds no certificate", certPath)
 	}
-	if keys.Len() == 0 {
+	if len(keys) == 0 {
 		return nil, errors.New("no private key found")
 	}
-	return append(certs.Bytes(), keys.Bytes()...), nil
+	var out bytes.Buffer
+	for _, b := range append(chain, keys...) {
+		_ = pem.Encode(&out, b)
+	}
+	return out.Bytes(), nil
 }
 
 // WriteFile replaces path in one rename, so a reader (HAProxy) never

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/ober-ingress/ober/control/certs"
 )
 
 // pemContents is what a PEM file holds that ober cares about.
@@ -22,19 +24,7 @@ func readPEM(path string) (pemContents, error) {
 		return pemContents{}, errors.New(fileProblem(err))
 	}
 	var pc pemContents
-	for {
-		var b *pem.Block
-		b, data = pem.Decode(data)
-		if b == nil {
-			break
-		}
-		switch {
-		case b.Type == "CERTIFICATE":
-			pc.certs = append(pc.certs, b)
-		case strings.HasSuffix(b.Type, "PRIVATE KEY"):
-			pc.keys = append(pc.keys, b)
-		}
-	}
+	pc.certs, pc.keys = certs.Split(data)
 	return pc, nil
 }
 

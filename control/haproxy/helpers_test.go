@@ -2,14 +2,7 @@ package haproxy
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -18,6 +11,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/ober-ingress/ober/control/certs"
 )
 
 // haproxyBinary is the HAProxy the real tests run: /usr/sbin/haproxy, else
@@ -54,37 +49,21 @@ type testCert struct {
 
 func newTestCert(t *testing.T, dir string) testCert {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	certPath, keyPath, err := certs.SelfSigned(dir, []string{"localhost", "s3.test"},
+		[]netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.IPv6Loopback()})
 	require.NoError(t, err)
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: "localhost"},
-		DNSNames:              []string{"localhost", "s3.test"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	bundle, err := certs.Bundle(certPath, keyPath)
 	require.NoError(t, err)
-	cert, err := x509.ParseCertificate(der)
+	chain, _ := certs.Split(bundle)
+	cert, err := x509.ParseCertificate(chain[0].Bytes)
 	require.NoError(t, err)
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	require.NoError(t, err)
-	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
-
 	tc := testCert{
 		CombinedPEM: filepath.Join(dir, "frontend.pem"),
-		CAFile:      filepath.Join(dir, "ca.pem"),
+		CAFile:      certPath,
 		Pool:        x509.NewCertPool(),
 		Cert:        cert,
 	}
-	require.NoError(t, os.WriteFile(tc.CombinedPEM, append(certPEM, keyPEM...), 0o600))
-	require.NoError(t, os.WriteFile(tc.CAFile, certPEM, 0o644))
+	require.NoError(t, os.WriteFile(tc.CombinedPEM, bundle, 0o600))
 	tc.Pool.AddCert(cert)
 	return tc
 }
