@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/ober-ingress/ober/control/haproxy"
 	"github.com/ober-ingress/ober/internal/netnstest"
@@ -70,13 +69,7 @@ func BenchmarkHTTPS(b *testing.B) {
 	s.Start()
 	startBaseline(b, s, n)
 	ctx := context.Background()
-	mc, err := minio.New(nodetest.VIP.String()+":443", &minio.Options{
-		Creds: credentials.NewStaticV4(nodetest.AccessKey, nodetest.SecretKey, ""), Secure: true,
-		Region: "us-east-1", BucketLookup: minio.BucketLookupPath, Transport: s.HTTPClient().Transport,
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
+	mc := s.S3Client(nodetest.VIP.String())
 	if err := mc.MakeBucket(ctx, "bench", minio.MakeBucketOptions{}); err != nil {
 		b.Fatal(err)
 	}
@@ -139,14 +132,7 @@ func assigned(b *testing.B, s *nodetest.Site) []uint64 {
 // presign makes a presigned GET URL for host: the signature covers the
 // Host header, so each target gets its own.
 func presign(b *testing.B, s *nodetest.Site, host, object string) *url.URL {
-	mc, err := minio.New(host+":443", &minio.Options{
-		Creds: credentials.NewStaticV4(nodetest.AccessKey, nodetest.SecretKey, ""), Secure: true,
-		Region: "us-east-1", BucketLookup: minio.BucketLookupPath, Transport: s.HTTPClient().Transport,
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	u, err := mc.PresignedGetObject(context.Background(), "bench", object, presignTime, nil)
+	u, err := s.S3Client(host).PresignedGetObject(context.Background(), "bench", object, presignTime, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

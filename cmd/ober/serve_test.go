@@ -22,7 +22,6 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 	"github.com/minio/minio-go/v7/pkg/signer"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
@@ -42,19 +41,6 @@ func payload(n int64, seed uint64) []byte {
 	return b
 }
 
-func minioClient(t *testing.T, s *nodetest.Site) *minio.Client {
-	t.Helper()
-	mc, err := minio.New(nodetest.VIP.String()+":443", &minio.Options{
-		Creds:        credentials.NewStaticV4(nodetest.AccessKey, nodetest.SecretKey, ""),
-		Secure:       true,
-		Region:       "us-east-1",
-		BucketLookup: minio.BucketLookupPath,
-		Transport:    s.HTTPClient().Transport,
-	})
-	require.NoError(t, err)
-	return mc
-}
-
 // TestServeS3 sends S3 traffic over HTTPS to the VIP through XDP, an
 // instance's HAProxy and on to the signature-checking S3 server: objects
 // of every size arrive byte-exact and every signature still verifies, so
@@ -66,7 +52,7 @@ func TestServeS3(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 
-	mc := minioClient(t, s)
+	mc := s.S3Client(nodetest.VIP.String())
 	require.NoError(t, mc.MakeBucket(ctx, "objects", minio.MakeBucketOptions{}))
 	for i, size := range []int64{0, 1, 64 << 10, 5<<20 + 3, 256 << 20} {
 		data := payload(size, uint64(i))
@@ -453,7 +439,7 @@ func TestServeStopDrains(t *testing.T) {
 	s.Start()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	mc := minioClient(t, s)
+	mc := s.S3Client(nodetest.VIP.String())
 	require.NoError(t, mc.MakeBucket(ctx, "drain", minio.MakeBucketOptions{}))
 	data := payload(48<<20, 3)
 	_, err := mc.PutObject(ctx, "drain", "big", bytes.NewReader(data), int64(len(data)), minio.PutObjectOptions{})

@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 
 	"github.com/ober-ingress/ober/control/certs"
@@ -273,7 +272,7 @@ func (b *built) check(ctx context.Context) error {
 func (b *built) whitelists() map[loader.WhitelistID][]netip.Prefix {
 	out := map[loader.WhitelistID][]netip.Prefix{}
 	for name, ps := range b.res.Whitelists {
-		id, err := loader.ParseWhitelistID(strings.ReplaceAll(name, "_", "-"))
+		id, err := loader.ParseWhitelistID(name)
 		if err == nil {
 			out[id] = ps
 		}

@@ -90,7 +90,7 @@ func (d *Daemon) daemonStatus(ctx context.Context) *DaemonStatus {
 	b := d.cur
 	ds := &DaemonStatus{
 		Version:   d.opts.Version,
-		PID:       pid(),
+		PID:       os.Getpid(),
 		StartedAt: d.startedAt,
 		Health:    HealthStatus{OK: ok, Reason: reason},
 		Config: ConfigStatus{
@@ -161,7 +161,7 @@ func (d *Daemon) health(context.Context) (bool, string) {
 	}
 	var missing []string
 	for _, iface := range b.cfg.Node.Interfaces {
-		if !slices.ContainsFunc(atts, func(a dataplaneAttachment) bool { return a.Iface == iface }) {
+		if !slices.ContainsFunc(atts, func(a loader.Attachment) bool { return a.Iface == iface }) {
 			missing = append(missing, iface)
 		}
 	}
@@ -188,7 +188,3 @@ func (d *Daemon) health(context.Context) (bool, string) {
 	}
 	return false, fmt.Sprintf("no backend up (all %d failing their health checks)", len(bs))
 }
-
-type dataplaneAttachment = loader.Attachment
-
-func pid() int { return os.Getpid() }

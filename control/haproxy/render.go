@@ -145,6 +145,23 @@ var (
 	hostRE = regexp.MustCompile(`^[A-Za-z0-9_.:\[\]-]+$`)
 )
 
+// checkName checks the name of the i-th frontend or server (kind) for
+// presence, syntax and uniqueness among seen, and returns the label that
+// names it in further errors.
+func checkName(kind string, i int, name string, seen map[string]bool, bad func(string, ...any)) string {
+	label := fmt.Sprintf("%s %d (%q)", kind, i, name)
+	switch {
+	case name == "":
+		bad("%s %d: name is required", kind, i)
+	case !nameRE.MatchString(name):
+		bad("%s: only letters, digits, '_', '.' and '-' are allowed in names", label)
+	case seen[name]:
+		bad("%s: duplicate %s name", label, kind)
+	}
+	seen[name] = true
+	return label
+}
+
 // Render writes the configuration of one instance. The output depends
 // only on in, so an unchanged instance renders byte-identical text.
 func Render(in Instance) ([]byte, error) {
@@ -359,16 +376,7 @@ func validate(in *Instance) error {
 	names := map[string]bool{}
 	fds := map[int]string{}
 	for i, fe := range in.Frontends {
-		label := fmt.Sprintf("frontend %d (%q)", i, fe.Name)
-		switch {
-		case fe.Name == "":
-			bad("frontend %d: name is required", i)
-		case !nameRE.MatchString(fe.Name):
-			bad("%s: only letters, digits, '_', '.' and '-' are allowed in names", label)
-		case names[fe.Name]:
-			bad("%s: duplicate frontend name", label)
-		}
-		names[fe.Name] = true
+		label := checkName("frontend", i, fe.Name, names, bad)
 		switch fe.Mode {
 		case ModeTLS:
 			switch {
@@ -410,16 +418,7 @@ func validate(in *Instance) error {
 	}
 	snames := map[string]bool{}
 	for i, s := range in.Servers {
-		label := fmt.Sprintf("server %d (%q)", i, s.Name)
-		switch {
-		case s.Name == "":
-			bad("server %d: name is required", i)
-		case !nameRE.MatchString(s.Name):
-			bad("%s: only letters, digits, '_', '.' and '-' are allowed in names", label)
-		case snames[s.Name]:
-			bad("%s: duplicate server name", label)
-		}
-		snames[s.Name] = true
+		label := checkName("server", i, s.Name, snames, bad)
 		switch {
 		case !s.Addr.IsValid() || !s.Addr.Addr().IsValid():
 			bad("%s: address is required", label)

@@ -32,6 +32,8 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
 	"github.com/vishvananda/netns"
 
 	"github.com/ober-ingress/ober/control/daemon"
@@ -343,6 +345,23 @@ func (s *Site) HTTPClient() *http.Client {
 		TLSClientConfig:     s.TLSConfig(),
 		MaxIdleConnsPerHost: 64,
 	}}
+}
+
+// S3Client is a minio-go client in the client namespace, talking HTTPS
+// to host (an address of the node) with the site's credentials.
+func (s *Site) S3Client(host string) *minio.Client {
+	s.t.Helper()
+	mc, err := minio.New(host+":443", &minio.Options{
+		Creds:        credentials.NewStaticV4(AccessKey, SecretKey, ""),
+		Secure:       true,
+		Region:       "us-east-1",
+		BucketLookup: minio.BucketLookupPath,
+		Transport:    s.HTTPClient().Transport,
+	})
+	if err != nil {
+		s.t.Fatalf("S3 client for %s: %v", host, err)
+	}
+	return mc
 }
 
 // Dialer makes connections from inside a namespace: sockets belong to
