@@ -24,6 +24,13 @@
 // kernel's per-run time for one BPF_PROG_TEST_RUN of many repeats over the
 // same buffer, which is lower because the timing overhead is amortised.
 //
+// The handoff cases run with drain handoff on (this node draining): one
+// ACK whose flow has a socket, the cost of the orphan check on every
+// segment of a draining node, and one whose flow has none. The program
+// asks the kernel for the flow's socket, so the benchmark runs in a
+// network namespace of its own, holding that socket (and a listener on
+// the VIP) and nothing else; the other cases do not depend on it.
+//
 // The benchmarking thread is pinned to CPU 0 (BenchCPU) so that the
 // steering decision is deterministic: the steered cases use flows whose
 // Maglev instance runs on CPU 1, so the program redirects them through the
@@ -40,6 +47,7 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"os"
 	"runtime"
@@ -48,6 +56,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/ober-ingress/ober/internal/packet"
@@ -85,6 +94,9 @@ type XDPCase struct {
 	// "floor" column is then a second, independent measurement of the same
 	// program: its difference shows the noise of the method.
 	Floor bool
+	// Handoff runs the case with drain handoff on, this node draining
+	// (siteHandoff); the other cases run with it off.
+	Handoff bool
 }
 
 // XDPResult is the cost of one case. Times are nanoseconds per packet as
@@ -163,23 +175,24 @@ func XDPCost(ctx context.Context, opts XDPOptions) (rs []XDPResult, err error) {
 	}
 	defer func() { err = errors.Join(err, s.close()) }()
 
-	unpin, err := pinThread(BenchCPU)
+	err = s.onBenchThread(func() error {
+		if err := s.verify(); err != nil {
+			return err
+		}
+		for _, c := range s.cases {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			r, err := s.measure(ctx, c, opts)
+			if err != nil {
+				return err
+			}
+			rs = append(rs, r)
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
-	}
-	defer unpin()
-	if err := s.verify(); err != nil {
-		return nil, err
-	}
-	for _, c := range s.cases {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		r, err := s.measure(ctx, c, opts)
-		if err != nil {
-			return nil, err
-		}
-		rs = append(rs, r)
 	}
 	return rs, nil
 }
@@ -219,8 +232,12 @@ func FormatXDP(w io.Writer, rs []XDPResult) error {
 		return err
 	}
 	fmt.Fprintln(w)
+	width := 0
 	for _, r := range rs {
-		if _, err := fmt.Fprintf(w, "%-20s %s\n", r.Case, r.Desc); err != nil {
+		width = max(width, len(r.Case))
+	}
+	for _, r := range rs {
+		if _, err := fmt.Fprintf(w, "%-*s %s\n", width, r.Case, r.Desc); err != nil {
 			return err
 		}
 	}
@@ -249,6 +266,12 @@ var (
 	stranger6   = netip.MustParseAddr("2001:db8:bad::99")
 	siteRouter4 = netip.MustParseAddr("203.0.113.1")
 	siteRouter6 = netip.MustParseAddr("2001:db8:ffff::1")
+	sitePeer4   = netip.MustParseAddr("192.0.2.2") // another node of the cluster
+
+	// siteHandoff is the handoff cases' set: this node drains, and no node
+	// after it does, so an orphan has nowhere to go (which spares the
+	// benchmark a route to a peer).
+	siteHandoff = loader.Handoff{Self: siteHost4, Nodes: []netip.Addr{sitePeer4, siteHost4}, Draining: []netip.Addr{siteHost4}}
 
 	clientMAC = [6]byte{0x02, 0, 0, 0, 0, 0x01}
 	nodeMAC   = [6]byte{0x02, 0, 0, 0, 0, 0x02}
@@ -365,6 +388,12 @@ type site struct {
 	dp    *loader.Dataplane
 	floor *ebpf.Program
 	cases []XDPCase
+	// netns is the benchmark's network namespace (see newBenchNetns); held
+	// its sockets, closed with the site.
+	netns *os.File
+	held  []io.Closer
+	// flow4 is the IPv4 ACK cases' flow, which has a socket in netns.
+	flow4 [2]netip.AddrPort
 }
 
 // openSite pins a new dataplane in a fresh directory under root (a bpffs)
@@ -420,7 +449,79 @@ func openSite(root string) (s *site, err error) {
 	if s.cases, err = s.makeCases(); err != nil {
 		return s, err
 	}
+	if s.netns, s.held, err = newBenchNetns(s.flow4[0], s.flow4[1]); err != nil {
+		return s, err
+	}
 	return s, nil
+}
+
+// newBenchNetns makes the benchmark's network namespace: lo up with the
+// client's and the VIP's address, a listener on vip and one connection to
+// it from client. A thread of its own unshares it and dies with it
+// locked, so no thread of the process is left in it; the namespace lives
+// as long as the returned file and sockets.
+func newBenchNetns(client, vip netip.AddrPort) (*os.File, []io.Closer, error) {
+	type result struct {
+		ns   *os.File
+		held []io.Closer
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread goes with the goroutine
+		var r result
+		defer func() { done <- r }()
+		fail := func(err error) {
+			for _, c := range r.held {
+				c.Close()
+			}
+			r = result{err: fmt.Errorf("xdp bench: network namespace: %w", err)}
+		}
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			fail(err)
+			return
+		}
+		lo, err := netlink.LinkByName("lo")
+		if err == nil {
+			err = netlink.LinkSetUp(lo)
+		}
+		for _, a := range []netip.Addr{client.Addr(), vip.Addr()} {
+			if err == nil {
+				err = netlink.AddrAdd(lo, &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)}})
+			}
+		}
+		if err != nil {
+			fail(err)
+			return
+		}
+		var lc net.ListenConfig
+		lc.SetMultipathTCP(false)
+		ln, err := lc.Listen(context.Background(), "tcp", vip.String())
+		if err != nil {
+			fail(err)
+			return
+		}
+		r.held = append(r.held, ln)
+		d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(client), Timeout: 5 * time.Second}
+		d.SetMultipathTCP(false)
+		c, err := d.Dial("tcp", vip.String())
+		if err != nil {
+			fail(err)
+			return
+		}
+		r.held = append(r.held, c)
+		sc, err := ln.Accept()
+		if err != nil {
+			fail(err)
+			return
+		}
+		r.held = append(r.held, sc)
+		if r.ns, err = os.Open("/proc/thread-self/ns/net"); err != nil {
+			fail(err)
+		}
+	}()
+	r := <-done
+	return r.ns, r.held, r.err
 }
 
 // makeCases builds the frames. The steered flows are found with the Go
@@ -452,6 +553,8 @@ func (s *site) makeCases() ([]XDPCase, error) {
 		return nil, err
 	}
 	https4 := netip.AddrPortFrom(siteVIP4s[0], 443)
+	s.flow4 = [2]netip.AddrPort{src4, https4}
+	orphan4 := netip.AddrPortFrom(src4.Addr(), src4.Port()+1) // no socket has it
 	https6 := netip.AddrPortFrom(siteVIP6s[0], 443)
 	steered := func(what string, src netip.AddrPort, dec loader.Decision) string {
 		return fmt.Sprintf("%s from %s: Maglev instance %d runs on CPU %d, the bench on CPU %d: cpumap redirect",
@@ -475,6 +578,16 @@ func (s *site) makeCases() ([]XDPCase, error) {
 		Packet:     frame(src4, https4, packet.ACK|packet.PSH, tsOptions, payload),
 		WantAction: loader.ActionRedirect, WantReason: loader.ReasonSteered,
 		Desc: steered(fmt.Sprintf("ACK with %d payload bytes, same flow,", ackPayloadLength), src4, dec4),
+	}, {
+		Name:       "ack1400-v4-handoff-local",
+		Packet:     frame(src4, https4, packet.ACK|packet.PSH, tsOptions, payload),
+		WantAction: loader.ActionRedirect, WantReason: loader.ReasonSteered, Handoff: true,
+		Desc: "the ack1400-v4-redirect frame, handoff on (this node draining): its socket is found, then the redirect",
+	}, {
+		Name:       "ack1400-v4-handoff-orphan",
+		Packet:     frame(orphan4, https4, packet.ACK|packet.PSH, tsOptions, payload),
+		WantAction: loader.ActionPass, WantReason: loader.ReasonHandoffNoTarget, Handoff: true,
+		Desc: fmt.Sprintf("the same from %s, handoff on: no socket but the VIP's listener, no node after this one: pass", orphan4),
 	}, {
 		Name: "wl-drop-v4",
 		Packet: frame(netip.AddrPortFrom(stranger4, firstClientPort), netip.AddrPortFrom(siteVIP4s[0], 80),
@@ -507,10 +620,25 @@ func (s *site) prog(c XDPCase) *ebpf.Program {
 	return s.dp.XDPProgram()
 }
 
+// useHandoff sets drain handoff as case c wants it.
+func (s *site) useHandoff(c XDPCase) error {
+	h := loader.Handoff{}
+	if c.Handoff {
+		h = siteHandoff
+	}
+	if err := s.dp.SetHandoff(h); err != nil {
+		return fmt.Errorf("xdp bench: case %s: %w", c.Name, err)
+	}
+	return nil
+}
+
 // verify runs every case once and checks its action and, for ober's
-// program, the one verdict counter it moved. The caller pins the thread.
+// program, the one verdict counter it moved. Call it on a bench thread.
 func (s *site) verify() error {
 	for _, c := range s.cases {
+		if err := s.useHandoff(c); err != nil {
+			return err
+		}
 		before, err := s.dp.Counters()
 		if err != nil {
 			return fmt.Errorf("xdp bench: %w", err)
@@ -580,9 +708,12 @@ func runRepeat(prog *ebpf.Program, c XDPCase, want loader.Action, repeat int) (t
 }
 
 // measure runs the case's program and the floor alternately, one packet
-// each, then the repeat figures. The caller pins the thread.
+// each, then the repeat figures. Call it on a bench thread.
 func (s *site) measure(ctx context.Context, c XDPCase, opts XDPOptions) (XDPResult, error) {
 	r := XDPResult{Case: c.Name, Desc: c.Desc, Action: c.WantAction, Bytes: len(c.Packet), Packets: opts.Packets}
+	if err := s.useHandoff(c); err != nil {
+		return r, err
+	}
 	prog := s.prog(c)
 	progress := func(done int) {
 		if opts.Progress != nil {
@@ -661,6 +792,12 @@ func (s *site) close() error {
 	if s.dp != nil {
 		errs = append(errs, s.dp.Close())
 	}
+	for _, c := range s.held {
+		errs = append(errs, c.Close())
+	}
+	if s.netns != nil {
+		errs = append(errs, s.netns.Close())
+	}
 	errs = append(errs, loader.Destroy(s.dir))
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("xdp bench: close: %w", err)
@@ -668,24 +805,32 @@ func (s *site) close() error {
 	return nil
 }
 
-// pinThread locks the calling goroutine to its OS thread and that thread
-// to cpu. unpin restores the thread's CPU set and unlocks it; should the
-// restore fail, the thread stays locked and dies with its goroutine.
-func pinThread(cpu int) (unpin func(), err error) {
+// enter makes the calling goroutine's thread a bench thread: locked to
+// it, pinned to BenchCPU, in the benchmark's network namespace. The
+// thread is never released, and dies with the goroutine: call it only on
+// a goroutine of its own.
+func (s *site) enter() error {
 	runtime.LockOSThread()
-	var old, set unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &old); err != nil {
-		runtime.UnlockOSThread()
-		return nil, fmt.Errorf("xdp bench: read CPU affinity: %w", err)
-	}
-	set.Set(cpu)
+	var set unix.CPUSet
+	set.Set(BenchCPU)
 	if err := unix.SchedSetaffinity(0, &set); err != nil {
-		runtime.UnlockOSThread()
-		return nil, fmt.Errorf("xdp bench: pin thread to CPU %d: %w", cpu, err)
+		return fmt.Errorf("xdp bench: pin thread to CPU %d: %w", BenchCPU, err)
 	}
-	return func() {
-		if unix.SchedSetaffinity(0, &old) == nil {
-			runtime.UnlockOSThread()
+	if err := unix.Setns(int(s.netns.Fd()), unix.CLONE_NEWNET); err != nil {
+		return fmt.Errorf("xdp bench: enter the network namespace: %w", err)
+	}
+	return nil
+}
+
+// onBenchThread runs fn on a new bench thread (see enter).
+func (s *site) onBenchThread(fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		if err := s.enter(); err != nil {
+			errc <- err
+			return
 		}
-	}, nil
+		errc <- fn()
+	}()
+	return <-errc
 }

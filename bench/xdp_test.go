@@ -25,17 +25,13 @@ func BenchmarkXDP(b *testing.B) {
 	s, err := openSite(netnstest.BPFFS(b))
 	require.NoError(b, err)
 	b.Cleanup(func() { require.NoError(b, s.close()) })
-	unpin, err := pinThread(BenchCPU)
-	require.NoError(b, err)
-	err = s.verify()
-	unpin()
-	require.NoError(b, err)
+	require.NoError(b, s.onBenchThread(s.verify))
 
 	for _, c := range s.cases {
 		b.Run(c.Name, func(b *testing.B) {
-			unpin, err := pinThread(BenchCPU)
-			require.NoError(b, err)
-			defer unpin()
+			// The sub-benchmark's goroutine is its own: the thread can go with it.
+			require.NoError(b, s.enter())
+			require.NoError(b, s.useHandoff(c))
 			prog := s.prog(c)
 			var (
 				kernel time.Duration
@@ -69,13 +65,15 @@ func TestXDPCost(t *testing.T) {
 	require.NoError(t, err)
 
 	want := map[string]loader.Action{
-		"syn-v4-redirect":     loader.ActionRedirect,
-		"syn-v6-redirect":     loader.ActionRedirect,
-		"ack1400-v4-redirect": loader.ActionRedirect,
-		"wl-drop-v4":          loader.ActionDrop,
-		"wl-drop-v6":          loader.ActionDrop,
-		"non-vip-v4-pass":     loader.ActionPass,
-		"floor":               loader.ActionPass,
+		"syn-v4-redirect":           loader.ActionRedirect,
+		"syn-v6-redirect":           loader.ActionRedirect,
+		"ack1400-v4-redirect":       loader.ActionRedirect,
+		"ack1400-v4-handoff-local":  loader.ActionRedirect,
+		"ack1400-v4-handoff-orphan": loader.ActionPass,
+		"wl-drop-v4":                loader.ActionDrop,
+		"wl-drop-v6":                loader.ActionDrop,
+		"non-vip-v4-pass":           loader.ActionPass,
+		"floor":                     loader.ActionPass,
 	}
 	require.Len(t, rs, len(want))
 	var floor XDPResult

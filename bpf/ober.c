@@ -15,6 +15,7 @@
 #include <linux/in6.h>
 #include <linux/ip.h>
 #include <linux/ipv6.h>
+#include <linux/tcp.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
@@ -146,6 +147,39 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ober_assigned SEC(".maps");
 
+/* The drain-handoff set (struct ober_handoff), swapped whole like the
+ * services. The template's one entry is only the inner map's shape. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__type(key, __u32);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct {
+		__uint(type, BPF_MAP_TYPE_ARRAY);
+		__uint(key_size, sizeof(__u32));
+		__uint(value_size, sizeof(struct ober_handoff));
+		__uint(max_entries, 1);
+	});
+} ober_handoff SEC(".maps");
+
+/*
+ * Non-zero on a CPU while its XDP program asks the kernel whether a flow
+ * has a socket. That lookup runs ober_sk_lookup when it reaches the
+ * listeners; the program then still picks the instance's listener (the
+ * SYN-cookie check needs it) but counts no connection, since none is made.
+ * The lookup runs to completion on the asking CPU, and in the packet path
+ * with bottom halves off, so no other packet's lookup sees the flag. (A
+ * BPF_PROG_TEST_RUN can be preempted in between: at worst a connection
+ * then goes uncounted.)
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ober_probing SEC(".maps");
+
 /* ---- shared helpers ------------------------------------------------ */
 
 #define ober_barrier_var(v) asm volatile("" : "+r"(v))
@@ -211,7 +245,9 @@ static __always_inline __u16 csum_fold(__u64 sum)
  * states) and passes what it learned as scalars to ober_decide, a global
  * function the verifier checks once, whatever state it is called from.
  * ober_decide does every table lookup itself, so one packet sees one
- * VIP/service table even while the loader swaps it.
+ * VIP/service table even while the loader swaps it. The drain handoff's
+ * two halves, ober_orphan (send) and ober_rx (receive), are global
+ * functions too, off the path of every other packet.
  */
 
 enum frag_kind {
@@ -228,6 +264,11 @@ enum frag_kind {
 #define META_EXTHDRS (1u << 19)
 #define META_BAD_L3 (1u << 20)  /* IP header fields make no sense */
 #define META_V4MAPPED (1u << 21) /* IPv6 with an IPv4-mapped address */
+#define META_ORPHANS (1u << 22)  /* decapsulated, and its handoff set has a draining node */
+
+/* TCP flags the handoff looks at. */
+#define TCPF_SYN 0x02
+#define TCPF_RST 0x04
 
 struct vlan_hdr {
 	__be16 tci;
@@ -360,12 +401,182 @@ static __always_inline int is_v4mapped(const __u32 *a)
 	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0xffff);
 }
 
+/* bpf_skc_lookup_tcp for the flow of a segment, with ober_probing set
+ * around it (see there). */
+static __always_inline struct bpf_sock *probe_socket(struct xdp_md *ctx, struct bpf_sock_tuple *tup, __u32 size)
+{
+	__u32 k = 0;
+	__u32 *probing = bpf_map_lookup_elem(&ober_probing, &k);
+	struct bpf_sock *sk;
+
+	if (probing)
+		*probing = 1;
+	sk = bpf_skc_lookup_tcp(ctx, tup, size, BPF_F_CURRENT_NETNS, 0);
+	if (probing)
+		*probing = 0;
+	return sk;
+}
+
+/*
+ * Drain handoff, sending side: is this TCP segment an orphan, and if so,
+ * on to a draining node with it. Returns -1 to let the caller carry on with
+ * the packet untouched (a connection here owns it, or the handoff set this
+ * packet sees has no draining node); otherwise the action, counted.
+ *
+ * rx is 0 for a packet that arrived directly. For one decapsulated here it
+ * holds the outer source it came with (low 32 bits), which it keeps when
+ * sent on, and where it goes should it be an orphan again (high 32 bits,
+ * 0: nowhere), both from the set the decapsulation saw.
+ */
+__attribute__((noinline)) int ober_orphan(struct xdp_md *ctx, __u32 meta, __u32 l3hlen, __u32 l4len, __u64 rx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u64 len = data_end - data;
+	__u32 l3off = meta & META_L3OFF_MASK;
+	int v6 = !!(meta & META_V6);
+	struct bpf_sock_tuple tup = {};
+	struct bpf_fib_lookup fib = {};
+	struct bpf_sock *sk;
+	__u32 k = 0, ilen, i;
+	__be32 src, target;
+	int local = 0;
+	__u64 sum = 0;
+	__u8 *ip, *l4, tos;
+	long rc;
+
+	/* Widened behind a barrier, as in ober_rx. */
+	__u64 hl = l3hlen;
+	ober_barrier_var(hl);
+	if (l3off > 14 + 4 * OBER_MAX_VLANS || hl > 0xfff)
+		return -1;
+	if (rx) {
+		src = (__be32)rx;
+		target = (__be32)(rx >> 32);
+	} else {
+		void *set = bpf_map_lookup_elem(&ober_handoff, &k);
+		struct ober_handoff *h = set ? bpf_map_lookup_elem(set, &k) : NULL;
+
+		/* The config flag said on; the set this packet sees decides. */
+		if (!h || !h->draining)
+			return -1;
+		src = h->self;
+		target = h->target;
+	}
+
+	ip = data + l3off;
+	l4 = ip + hl;
+	if ((void *)(l4 + 20) > data_end)
+		return -1; /* ober_decide checked all this: not reached */
+	/* A listener owns no flow, unless the segment completes one of its
+	 * SYN-cookie handshakes: that ACK must reach it here. */
+	if (v6) {
+		struct ipv6hdr *ip6 = (void *)ip;
+
+		if ((void *)(ip6 + 1) > data_end)
+			return -1;
+		__builtin_memcpy(tup.ipv6.saddr, &ip6->saddr, 16);
+		__builtin_memcpy(tup.ipv6.daddr, &ip6->daddr, 16);
+		tup.ipv6.sport = *(__be16 *)l4;
+		tup.ipv6.dport = *(__be16 *)(l4 + 2);
+		tos = (__u8)(ip[0] << 4 | ip[1] >> 4); /* the traffic class */
+		sk = probe_socket(ctx, &tup, sizeof(tup.ipv6));
+		if (sk) {
+			local = sk->state != BPF_TCP_LISTEN ||
+				bpf_tcp_check_syncookie(sk, ip6, sizeof(*ip6), (struct tcphdr *)l4, 20) == 0;
+			bpf_sk_release(sk);
+		}
+	} else {
+		struct iphdr *ip4 = (void *)ip;
+
+		if ((void *)(ip4 + 1) > data_end)
+			return -1;
+		tup.ipv4.saddr = ip4->saddr;
+		tup.ipv4.daddr = ip4->daddr;
+		tup.ipv4.sport = *(__be16 *)l4;
+		tup.ipv4.dport = *(__be16 *)(l4 + 2);
+		tos = ip4->tos;
+		sk = probe_socket(ctx, &tup, sizeof(tup.ipv4));
+		if (sk) {
+			local = sk->state != BPF_TCP_LISTEN ||
+				bpf_tcp_check_syncookie(sk, ip4, sizeof(*ip4), (struct tcphdr *)l4, 20) == 0;
+			bpf_sk_release(sk);
+		}
+	}
+	if (local)
+		return -1;
+
+	/* An orphan. The kernel would answer it with RST; a draining node
+	 * may still have its connection. */
+	if (!target)
+		return verdict(len, OBER_R_HANDOFF_NO_TARGET, XDP_PASS);
+	ilen = l3hlen + l4len; /* the inner packet: the IP packet as it came */
+	fib.family = AF_INET;
+	fib.l4_protocol = v6 ? IPPROTO_IPV6 : IPPROTO_IPIP;
+	fib.tot_len = ilen + 20;
+	fib.ifindex = ctx->ingress_ifindex;
+	fib.ipv4_src = src;
+	fib.ipv4_dst = target;
+	/* Checks the MTU before the neighbour: a packet too big is counted
+	 * too big even where the next hop is unresolved. */
+	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED)
+		return verdict(len, OBER_R_HANDOFF_TOO_BIG, XDP_PASS);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+		return verdict(len, OBER_R_HANDOFF_NO_ROUTE, XDP_PASS);
+
+	/* The new frame is Ethernet, the outer header, the inner packet, and
+	 * nothing after it: VLAN tags and Ethernet padding stay behind. The
+	 * head only fails to move without XDP's standard headroom; the packet
+	 * is then untouched, and unsendable. */
+	if (bpf_xdp_adjust_head(ctx, (int)l3off - 34))
+		return verdict(len, OBER_R_HANDOFF_NO_ROUTE, XDP_PASS);
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if ((__u64)(data_end - data) > 34 + ilen && bpf_xdp_adjust_tail(ctx, (int)(34 + ilen) - (int)(data_end - data)))
+		return verdict(len, OBER_R_MALFORMED, XDP_DROP);
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+
+	struct ethhdr *eth = data;
+	struct iphdr *oh = data + sizeof(*eth);
+	__u32 *w = (__u32 *)oh;
+	if ((void *)(oh + 1) > data_end)
+		return verdict(len, OBER_R_MALFORMED, XDP_DROP);
+	__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+	eth->h_proto = bpf_htons(ETH_P_IP);
+	*(__u8 *)oh = 0x45; /* version 4, 20 bytes */
+	/* DSCP as the inner packet's, ECN not-ECT: the decapsulation does not
+	 * carry congestion marks over (RFC 6040, compatibility mode). */
+	oh->tos = tos & 0xfc;
+	oh->tot_len = bpf_htons(ilen + 20);
+	oh->id = 0;
+	oh->frag_off = bpf_htons(0x4000); /* DF: the path must carry it whole */
+	oh->ttl = 64;
+	oh->protocol = v6 ? IPPROTO_IPV6 : IPPROTO_IPIP;
+	oh->check = 0;
+	oh->saddr = src;
+	oh->daddr = target;
+	for (i = 0; i < 5; i++)
+		sum += w[i];
+	oh->check = csum_fold(sum);
+	if (fib.ifindex == ctx->ingress_ifindex)
+		return verdict(len, OBER_R_HANDOFF_FORWARDED, XDP_TX);
+	return verdict(len, OBER_R_HANDOFF_FORWARDED, bpf_redirect(fib.ifindex, 0));
+}
+
 /*
  * Everything after parsing: is it for a VIP, may it enter, and where does
  * it go. l3hlen is the IP header's length with options or extension
  * headers; l4len the L4 bytes the IP header declares.
+ *
+ * rx is non-zero for a packet decapsulated by ober_rx (see ober_orphan).
+ * Such a packet is judged as if it had arrived itself, except that it
+ * must be well-formed and for a VIP or host address (else it is dropped),
+ * and that its delivery counts as handoff_received.
  */
-__attribute__((noinline)) int ober_decide(struct xdp_md *ctx, __u32 meta, __u32 l3hlen, __u32 l4len)
+__attribute__((noinline)) int ober_decide(struct xdp_md *ctx, __u32 meta, __u32 l3hlen, __u32 l4len, __u64 rx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -379,54 +590,65 @@ __attribute__((noinline)) int ober_decide(struct xdp_md *ctx, __u32 meta, __u32 
 	__u8 tcpflags = 0;
 	void *table;
 	__u8 *l4;
+	/* What a delivered packet counts as, and what a bad one gets. */
+	__u32 passed = rx ? OBER_R_HANDOFF_RECEIVED : OBER_R_PASS;
+	__u32 steered = rx ? OBER_R_HANDOFF_RECEIVED : OBER_R_STEERED;
+	int badpass = rx ? XDP_DROP : XDP_PASS;
 
 	if (l3off > 14 + 4 * OBER_MAX_VLANS)
-		return verdict(len, OBER_R_MALFORMED, XDP_PASS);
+		return verdict(len, OBER_R_MALFORMED, badpass);
 	if (v6) {
 		struct ipv6hdr *ip6 = data + l3off;
 
 		if ((void *)(ip6 + 1) > data_end)
-			return verdict(len, OBER_R_MALFORMED, XDP_PASS);
+			return verdict(len, OBER_R_MALFORMED, badpass);
 		__builtin_memcpy(daddr, &ip6->daddr, 16);
 		__builtin_memcpy(saddr, &ip6->saddr, 16);
 	} else {
 		struct iphdr *ip = data + l3off;
 
 		if ((void *)(ip + 1) > data_end)
-			return verdict(len, OBER_R_MALFORMED, XDP_PASS);
+			return verdict(len, OBER_R_MALFORMED, badpass);
 		daddr[2] = saddr[2] = bpf_htonl(0xffff);
 		daddr[3] = ip->daddr;
 		saddr[3] = ip->saddr;
 	}
 
+	/* A decapsulated packet is a well-formed one for an address this
+	 * program polices (a VIP or a host address), or nothing: handoff is no
+	 * way into the node's other addresses. Its destination is only worth
+	 * looking up once its header makes sense. */
+	if (rx && (meta & (META_BAD_L3 | META_V4MAPPED)))
+		return verdict(len, OBER_R_MALFORMED, XDP_DROP);
 	table = bpf_map_lookup_elem(&ober_services, &k);
 	if (!table)
-		return verdict(len, OBER_R_NOT_VIP, XDP_PASS);
+		return verdict(len, OBER_R_NOT_VIP, rx ? XDP_DROP : XDP_PASS);
 	struct ober_svc_val *vip = lookup_svc(table, daddr, 0, 0);
 	if (!vip)
-		return verdict(len, OBER_R_NOT_VIP, XDP_PASS);
+		return verdict(len, OBER_R_NOT_VIP, rx ? XDP_DROP : XDP_PASS);
 
 	/* From here on the packet is for a VIP or one of the node's addresses. */
 	int host = vip->flags & OBER_VIP_HOST;
 	/* A host address is the node's own: only listed services are policed. */
 	int fail = host ? XDP_PASS : XDP_DROP;
+	int bad = rx ? XDP_DROP : fail;
 
 	/* IPv4-mapped addresses never belong on the wire (RFC 4942 2.1.3); here
 	 * they would alias IPv4 VIPs and IPv4 whitelist entries. */
 	if (meta & META_V4MAPPED)
 		return verdict(len, OBER_R_MALFORMED, XDP_DROP);
 	if (meta & META_BAD_L3)
-		return verdict(len, OBER_R_MALFORMED, fail);
+		return verdict(len, OBER_R_MALFORMED, bad);
 	if (proto == (v6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP))
-		return verdict(len, OBER_R_PASS, XDP_PASS); /* PMTU, ping, NDP */
+		return verdict(len, passed, XDP_PASS); /* PMTU, ping, NDP */
 	if (frag == FRAG_LATER)
 		return verdict(len, OBER_R_FRAGMENT, fail);
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
-		return verdict(len, host ? OBER_R_PASS : OBER_R_NO_SERVICE, fail);
+		return verdict(len, host ? passed : OBER_R_NO_SERVICE, fail);
 
 	__u32 l4off = l3off + l3hlen;
 	if (l4off > 0xfff)
-		return verdict(len, OBER_R_MALFORMED, fail);
+		return verdict(len, OBER_R_MALFORMED, bad);
 	l4 = data + (l4off & 0xfff);
 	if ((void *)(l4 + 8) > data_end || l4len < 8)
 		goto short_l4;
@@ -435,14 +657,14 @@ __attribute__((noinline)) int ober_decide(struct xdp_md *ctx, __u32 meta, __u32 
 			goto short_l4;
 		__u32 doff = (__u32)(l4[12] >> 4) * 4;
 		if (doff < 20 || doff > l4len)
-			return verdict(len, OBER_R_MALFORMED, fail);
+			return verdict(len, OBER_R_MALFORMED, bad);
 		tcpflags = l4[13];
 	}
 	ports = *(__u32 *)l4;
 
 	struct ober_svc_val *svc = lookup_svc(table, daddr, (__be16)(ports >> 16), proto);
 	if (!svc)
-		return verdict(len, host ? OBER_R_PASS : OBER_R_NO_SERVICE, fail);
+		return verdict(len, host ? passed : OBER_R_NO_SERVICE, fail);
 
 	if (svc->flags & OBER_SVC_WHITELIST) {
 		__u32 wl = svc->whitelist;
@@ -474,14 +696,25 @@ __attribute__((noinline)) int ober_decide(struct xdp_md *ctx, __u32 meta, __u32 
 	if (frag == FRAG_FIRST)
 		return verdict(len, OBER_R_FRAGMENT, XDP_PASS);
 	if (!(svc->flags & OBER_SVC_DISPATCH))
-		return verdict(len, OBER_R_PASS, XDP_PASS);
+		return verdict(len, passed, XDP_PASS);
 
 	struct ober_config *cfg = bpf_map_lookup_elem(&ober_config, &k);
+	/* Drain handoff: only a segment in the middle of a flow can be an
+	 * orphan; a SYN starts a flow here and a RST for an unknown one is
+	 * answered by nobody. Off, this costs a flag test on a lookup the
+	 * steering makes anyway. */
+	if (proto == IPPROTO_TCP && !(tcpflags & (TCPF_SYN | TCPF_RST)) &&
+	    (rx ? (meta & META_ORPHANS) : (cfg && (cfg->flags & OBER_CFG_HANDOFF)))) {
+		int action = ober_orphan(ctx, meta, l3hlen, l4len, rx);
+
+		if (action >= 0)
+			return action;
+	}
 	if (!cfg || !(cfg->flags & OBER_CFG_STEER))
-		return verdict(len, OBER_R_PASS, XDP_PASS);
+		return verdict(len, passed, XDP_PASS);
 	void *mag = bpf_map_lookup_elem(&ober_maglev, &k);
 	if (!mag)
-		return verdict(len, OBER_R_PASS, XDP_PASS);
+		return verdict(len, passed, XDP_PASS);
 	if (v6)
 		hash = ober_hash_v6(saddr, daddr, ports, maglev_seed(mag));
 	else
@@ -489,7 +722,7 @@ __attribute__((noinline)) int ober_decide(struct xdp_md *ctx, __u32 meta, __u32 
 	inst = maglev_pick(mag, hash);
 	struct ober_instance *in = bpf_map_lookup_elem(&ober_instances, &inst);
 	if (!in || !(in->flags & OBER_INST_CPU))
-		return verdict(len, OBER_R_PASS, XDP_PASS);
+		return verdict(len, passed, XDP_PASS);
 
 	int action;
 	__u32 cpu = in->cpu;
@@ -499,34 +732,38 @@ __attribute__((noinline)) int ober_decide(struct xdp_md *ctx, __u32 meta, __u32 
 	} else {
 		action = bpf_redirect_map(&ober_cpumap, cpu, XDP_PASS);
 		if (action != XDP_REDIRECT)
-			return verdict(len, OBER_R_PASS, XDP_PASS); /* no cpumap entry */
+			return verdict(len, passed, XDP_PASS); /* no cpumap entry */
 	}
 	struct ober_counter *sc = bpf_map_lookup_elem(&ober_steered, &inst);
 	if (sc) {
 		sc->packets++;
 		sc->bytes += len;
 	}
-	return verdict(len, OBER_R_STEERED, action);
+	return verdict(len, steered, action);
 
 short_l4:
 	/* RFC 1858: a first fragment too short for the L4 header hides it. */
-	return verdict(len, frag == FRAG_FIRST ? OBER_R_FRAGMENT : OBER_R_MALFORMED, fail);
+	if (frag == FRAG_FIRST)
+		return verdict(len, OBER_R_FRAGMENT, fail);
+	return verdict(len, OBER_R_MALFORMED, bad);
 }
 
-static __always_inline int parse_v4(struct xdp_md *ctx, __u32 l3off)
+/* The parsers take what ober_decide needs to know of a decapsulated
+ * packet: its extra meta bits and rx (both 0 for any other). */
+static __always_inline int parse_v4(struct xdp_md *ctx, __u32 l3off, __u32 meta, __u64 rx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct iphdr *ip = data + l3off;
-	__u32 meta = l3off;
 
+	meta |= l3off;
 	if ((void *)(ip + 1) > data_end)
-		return verdict(data_end - data, OBER_R_MALFORMED, XDP_PASS);
+		return verdict(data_end - data, OBER_R_MALFORMED, rx ? XDP_DROP : XDP_PASS);
 
 	__u32 hlen = (__u32)ip->ihl * 4;
 	__u32 tot = bpf_ntohs(ip->tot_len);
 	if (ip->version != 4 || hlen < 20 || tot < hlen || (void *)ip + tot > data_end)
-		return ober_decide(ctx, meta | META_BAD_L3, 0, 0);
+		return ober_decide(ctx, meta | META_BAD_L3, 0, 0, rx);
 
 	__u16 fo = bpf_ntohs(ip->frag_off);
 	if (fo & 0x1fff)
@@ -534,25 +771,25 @@ static __always_inline int parse_v4(struct xdp_md *ctx, __u32 l3off)
 	else if (fo & 0x2000)
 		meta |= FRAG_FIRST << META_FRAG_SHIFT;
 	meta |= (__u32)ip->protocol << META_PROTO_SHIFT;
-	return ober_decide(ctx, meta, hlen, tot - hlen);
+	return ober_decide(ctx, meta, hlen, tot - hlen, rx);
 }
 
-static __always_inline int parse_v6(struct xdp_md *ctx, __u32 l3off)
+static __always_inline int parse_v6(struct xdp_md *ctx, __u32 l3off, __u32 meta, __u64 rx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct ipv6hdr *ip6 = data + l3off;
-	__u32 meta = l3off | META_V6;
 	int i;
 
+	meta |= l3off | META_V6;
 	if ((void *)(ip6 + 1) > data_end)
-		return verdict(data_end - data, OBER_R_MALFORMED, XDP_PASS);
+		return verdict(data_end - data, OBER_R_MALFORMED, rx ? XDP_DROP : XDP_PASS);
 	if (is_v4mapped((__u32 *)&ip6->daddr) || is_v4mapped((__u32 *)&ip6->saddr))
 		meta |= META_V4MAPPED;
 
 	__u32 end = 40 + (__u32)bpf_ntohs(ip6->payload_len);
 	if (ip6->version != 6 || (void *)ip6 + end > data_end)
-		return ober_decide(ctx, meta | META_BAD_L3, 0, 0);
+		return ober_decide(ctx, meta | META_BAD_L3, 0, 0, rx);
 
 	__u32 off = 40;
 	__u8 nh = ip6->nexthdr;
@@ -564,18 +801,20 @@ static __always_inline int parse_v6(struct xdp_md *ctx, __u32 l3off)
 		    nh != IPPROTO_FRAGMENT && nh != IPPROTO_AH)
 			break;
 		if (off > 1024 || off + 8 > end)
-			return ober_decide(ctx, meta | META_BAD_L3, 0, 0);
+			return ober_decide(ctx, meta | META_BAD_L3, 0, 0, rx);
 		h = (__u8 *)ip6 + (off & 0x7ff);
 		if ((void *)(h + 8) > data_end)
-			return ober_decide(ctx, meta | META_BAD_L3, 0, 0);
+			return ober_decide(ctx, meta | META_BAD_L3, 0, 0, rx);
 		meta |= META_EXTHDRS;
 		if (nh == IPPROTO_FRAGMENT) {
 			__u16 fo = bpf_ntohs(*(__be16 *)(h + 2));
 
 			len = 8;
 			if (fo & 0xfff8) {
-				/* A later fragment holds only data: no header follows. */
-				meta |= FRAG_LATER << META_FRAG_SHIFT;
+				/* A later fragment holds only data: no header follows.
+				 * It overrides a first-fragment header before it (one
+				 * is all RFC 8200 allows; this is what the model does). */
+				meta = (meta & ~(3u << META_FRAG_SHIFT)) | FRAG_LATER << META_FRAG_SHIFT;
 				nh = h[0];
 				off += len;
 				goto done;
@@ -592,12 +831,108 @@ static __always_inline int parse_v6(struct xdp_md *ctx, __u32 l3off)
 	}
 	if (nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING || nh == IPPROTO_DSTOPTS || nh == IPPROTO_FRAGMENT ||
 	    nh == IPPROTO_AH)
-		return ober_decide(ctx, meta | META_BAD_L3, 0, 0); /* chain too long */
+		return ober_decide(ctx, meta | META_BAD_L3, 0, 0, rx); /* chain too long */
 done:
 	if (off > end)
-		return ober_decide(ctx, meta | META_BAD_L3, 0, 0);
+		return ober_decide(ctx, meta | META_BAD_L3, 0, 0, rx);
 	meta |= (__u32)nh << META_PROTO_SHIFT;
-	return ober_decide(ctx, meta, off, end - off);
+	return ober_decide(ctx, meta, off, end - off, rx);
+}
+
+/* What ober_rx tells the entry point about a packet it decapsulated. */
+struct rx_info {
+	__u64 rx;     /* ober_decide's rx; 0: not decapsulated */
+	__u32 meta;   /* extra meta bits for ober_decide */
+	__be16 proto; /* the inner packet's ethertype */
+	__u16 _pad;
+};
+
+/*
+ * Drain handoff, receiving side: an IPv4 packet from one of the nodes to
+ * this one, carrying IPv4 (protocol 4) or IPv6 (41). The outer header goes
+ * and info says how to parse the inner packet, which is then judged as if
+ * it had arrived itself. (The entry point parses it, not this function:
+ * one call deeper, ober_decide and ober_orphan would overflow the 512
+ * bytes of stack a call chain may have.) Returns -1, info->rx set for a
+ * packet decapsulated; -1, the packet untouched and info->rx 0, for
+ * anything else (spoofed, fragmented, handoff off), which then takes the
+ * path it always took; or an action, counted.
+ */
+__attribute__((noinline)) int ober_rx(struct xdp_md *ctx, __u32 l3off, struct rx_info *info)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u8 l2[14 + 4 * OBER_MAX_VLANS];
+	struct ober_handoff *h;
+	__u32 k = 0, hlen, tot, meta, i;
+	int node = 0;
+	__be16 type;
+	__be32 src;
+	__u64 rx;
+	__u8 proto;
+	void *set;
+
+	/* Widened once, behind a barrier: clang would otherwise widen the
+	 * argument afresh for the pointer, without the bounds checked here. */
+	__u64 off = l3off;
+	ober_barrier_var(off);
+	if (off < 14 || off > 14 + 4 * OBER_MAX_VLANS)
+		return -1;
+	struct iphdr *ip = data + off;
+	if ((void *)(ip + 1) > data_end || data + sizeof(l2) > data_end)
+		return -1;
+	hlen = (__u32)ip->ihl * 4;
+	tot = bpf_ntohs(ip->tot_len);
+	proto = ip->protocol;
+	/* A fragment cannot be decapsulated alone: it goes on as any packet. */
+	if (ip->version != 4 || hlen < 20 || tot < hlen || (void *)ip + tot > data_end ||
+	    (ip->frag_off & bpf_htons(0x3fff)) || (proto != IPPROTO_IPIP && proto != IPPROTO_IPV6))
+		return -1;
+	set = bpf_map_lookup_elem(&ober_handoff, &k);
+	h = set ? bpf_map_lookup_elem(set, &k) : NULL;
+	src = ip->saddr;
+	if (!info || !h || !h->self || ip->daddr != h->self || src == h->self)
+		return -1;
+	for (i = 0; i < OBER_MAX_NODES; i++) {
+		if (i < h->nnodes && h->nodes[i] == src)
+			node = 1;
+	}
+	if (!node)
+		return -1;
+	rx = (__u64)src | (__u64)h->rx_target << 32;
+	meta = h->draining ? META_ORPHANS : 0;
+
+	/* Out with the outer header; the Ethernet header and VLAN tags stay,
+	 * the last type field now naming the inner protocol. */
+	type = proto == IPPROTO_IPIP ? bpf_htons(ETH_P_IP) : bpf_htons(ETH_P_IPV6);
+	__builtin_memcpy(l2, data, sizeof(l2));
+	/* Cannot fail: the frame keeps at least its Ethernet header. */
+	if (bpf_xdp_adjust_head(ctx, (int)hlen))
+		return verdict(data_end - data, OBER_R_MALFORMED, XDP_DROP);
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (data + l3off > data_end || data + 14 > data_end)
+		return verdict(data_end - data, OBER_R_MALFORMED, XDP_DROP);
+	__builtin_memcpy(data, l2, 12);
+	if (l3off == 14) {
+		*(__be16 *)(data + 12) = type;
+	} else {
+		if (data + 18 > data_end)
+			return verdict(data_end - data, OBER_R_MALFORMED, XDP_DROP);
+		__builtin_memcpy(data + 12, l2 + 12, 4);
+		if (l3off == 18) {
+			*(__be16 *)(data + 16) = type;
+		} else {
+			if (data + 22 > data_end)
+				return verdict(data_end - data, OBER_R_MALFORMED, XDP_DROP);
+			__builtin_memcpy(data + 16, l2 + 16, 4);
+			*(__be16 *)(data + 20) = type;
+		}
+	}
+	info->rx = rx;
+	info->meta = meta;
+	info->proto = type;
+	return -1;
 }
 
 SEC("xdp")
@@ -623,10 +958,27 @@ int ober_xdp(struct xdp_md *ctx)
 		proto = vh->proto;
 		l3off += sizeof(*vh);
 	}
-	if (proto == bpf_htons(ETH_P_IP))
-		return parse_v4(ctx, l3off);
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = data + l3off;
+
+		/* Drain handoff traffic from another node; the test is all it
+		 * costs every other packet. */
+		if ((void *)(ip + 1) <= data_end && (ip->protocol == IPPROTO_IPIP || ip->protocol == IPPROTO_IPV6)) {
+			struct rx_info info = {};
+			int action = ober_rx(ctx, l3off, &info);
+
+			if (action >= 0)
+				return action;
+			if (info.rx) {
+				if (info.proto == bpf_htons(ETH_P_IP))
+					return parse_v4(ctx, l3off, info.meta, info.rx);
+				return parse_v6(ctx, l3off, info.meta, info.rx);
+			}
+		}
+		return parse_v4(ctx, l3off, 0, 0);
+	}
 	if (proto == bpf_htons(ETH_P_IPV6))
-		return parse_v6(ctx, l3off);
+		return parse_v6(ctx, l3off, 0, 0);
 	return verdict(data_end - data, OBER_R_NOT_VIP, XDP_PASS);
 }
 
@@ -634,7 +986,13 @@ int ober_xdp(struct xdp_md *ctx)
 
 static __always_inline void count_assign(__u32 idx, int fallback)
 {
-	struct ober_assign *a = bpf_map_lookup_elem(&ober_assigned, &idx);
+	__u32 k = 0;
+	__u32 *probing = bpf_map_lookup_elem(&ober_probing, &k);
+	struct ober_assign *a;
+
+	if (probing && *probing)
+		return; /* the XDP program's orphan check, not a connection */
+	a = bpf_map_lookup_elem(&ober_assigned, &idx);
 
 	if (a) {
 		a->flows++;

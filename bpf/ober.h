@@ -32,8 +32,13 @@
 #define OBER_MAX_EXTHDRS 6
 #define OBER_MAX_VLANS 2
 
+/* Nodes of a cluster sharing the VIPs, for the drain handoff; one bit
+ * each in ober_handoff.draining. */
+#define OBER_MAX_NODES 16
+
 /* ober_config.flags */
-#define OBER_CFG_STEER 0x1 /* redirect flows to their instance's CPU */
+#define OBER_CFG_STEER 0x1   /* redirect flows to their instance's CPU */
+#define OBER_CFG_HANDOFF 0x2 /* some node drains: look for orphaned segments */
 
 /* ober_svc_val.flags on a service entry (proto != 0). */
 #define OBER_SVC_WHITELIST 0x1 /* only sources in whitelist `wl` may enter */
@@ -56,12 +61,22 @@ enum ober_reason {
 	OBER_R_WL_REJECT = 5,  /* as above, answered with a TCP RST */
 	OBER_R_FRAGMENT = 6,   /* IP fragment, see README "Fragments" */
 	OBER_R_MALFORMED = 7,  /* bad or truncated headers */
-	OBER_R_MAX = 8,
+	/* Drain handoff, see struct ober_handoff. */
+	OBER_R_HANDOFF_FORWARDED = 8,  /* orphan sent to a draining node (TX, redirect) */
+	OBER_R_HANDOFF_RECEIVED = 9,   /* decapsulated from a node and delivered */
+	OBER_R_HANDOFF_NO_TARGET = 10, /* orphan, no draining node to send it to: pass */
+	OBER_R_HANDOFF_NO_ROUTE = 11,  /* orphan, the FIB has no route or neighbour: pass */
+	OBER_R_HANDOFF_TOO_BIG = 12,   /* orphan, encapsulated it exceeds the MTU: pass */
+	OBER_R_MAX = 13,
 };
+/* Counter rows kept for reasons, more than there are: a new reason must
+ * not change the size of the pinned counter map, which would make every
+ * node's pins incompatible with the upgrade. */
+#define OBER_R_SLOTS 16
 
 /* XDP actions are 0..4 (ABORTED, DROP, PASS, TX, REDIRECT). */
 #define OBER_ACTIONS 5
-#define OBER_COUNTER_KEYS (OBER_R_MAX * OBER_ACTIONS)
+#define OBER_COUNTER_KEYS (OBER_R_SLOTS * OBER_ACTIONS)
 
 struct ober_config {
 	__u32 flags;
@@ -116,6 +131,29 @@ struct ober_assign {
 };
 /* ober_assigned has one extra row counting lookups that found no socket. */
 #define OBER_ASSIGN_NONE OBER_MAX_INSTANCES
+
+/*
+ * Drain handoff. Nodes announce the same VIPs; when one drains, the
+ * routers move its flows to the others, whose kernels would answer them
+ * with RST. Instead a node sends such an orphan (a TCP segment for a
+ * dispatched service, without SYN or RST, matching no connection here) to
+ * a draining node inside an IPv4 header, and a node decapsulates what its
+ * peers send it and delivers it to its own socket.
+ *
+ * The forward targets depend only on this entry, so the loader works them
+ * out (loader/handoff.go) and the program does no search per packet.
+ * Addresses are IPv4 in network order; 0 is none. One entry, swapped
+ * whole, so a packet sees one consistent set.
+ */
+struct ober_handoff {
+	__be32 self;      /* outer source of what we send, outer destination we take; 0: off */
+	__be32 target;    /* where an orphan that arrived directly goes */
+	__be32 rx_target; /* where an orphan we decapsulated goes: a node after self */
+	__u16 draining;   /* bit i: nodes[i] drains */
+	__u8 nnodes;      /* entries of nodes[] in use */
+	__u8 _pad;
+	__be32 nodes[OBER_MAX_NODES]; /* every node, in the same order on all of them */
+};
 
 /* Book-keeping for the Go side only; the programs never read it. */
 struct ober_wl_meta {

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"testing"
 
@@ -15,8 +16,13 @@ import (
 
 // packetGen makes frames aimed at the interesting parts of the test site:
 // mostly well-formed and addressed to its VIPs, services and whitelists,
-// then often mutated (bytes flipped, cut short, padded with junk).
-type packetGen struct{ rng *rand.Rand }
+// then often mutated (bytes flipped, cut short, padded with junk). Given
+// a handoff lab it also makes segments of the lab's flows, which have a
+// socket, and packets from (or as if from) the lab's nodes to it.
+type packetGen struct {
+	rng *rand.Rand
+	lab *handoffLab
+}
 
 func (g packetGen) pick(n int) int { return g.rng.IntN(n) }
 
@@ -74,7 +80,18 @@ func (g packetGen) spec() packet.Spec {
 		s.DstPort = uint16(g.rng.Uint32())
 	}
 	s.SrcPort = uint16(g.rng.Uint32())
+	if g.lab != nil && s.Proto == packet.ProtoTCP && g.pick(6) == 0 {
+		f := g.lab.flows[g.pick(len(g.lab.flows))]
+		s.Src, s.SrcPort, s.Dst, s.DstPort = f.Remote.Addr(), f.Remote.Port(), f.Local.Addr(), f.Local.Port()
+	}
 	s.Flags = byte(g.rng.Uint32())
+	if g.lab != nil && g.pick(2) == 0 {
+		s.DstPort = portHTTPS // dispatched, for everyone
+	}
+	if g.lab != nil && g.pick(2) == 0 {
+		// Segments in the middle of a flow: orphans, where no socket has them.
+		s.Flags = []byte{packet.ACK, packet.ACK | packet.PSH, packet.FIN | packet.ACK, packet.ACK | 0x20}[g.pick(4)]
+	}
 	s.Seq, s.Ack = g.rng.Uint32(), g.rng.Uint32()
 	for n := []int{0, 0, 0, 0, 0, 0, 1, 1, 2, 3}[g.pick(10)]; n > 0; n-- {
 		tpid := []uint16{0x8100, 0x88a8}[g.pick(2)]
@@ -99,6 +116,9 @@ func (g packetGen) spec() packet.Spec {
 		s.TCPOptions = g.bytes(40)
 	}
 	s.Payload = g.bytes(200)
+	if g.lab != nil && g.pick(3) == 0 {
+		s.Payload = append(g.bytes(800), g.bytes(500)...) // too big, or not, behind a small MTU
+	}
 	if len(s.ExtHdrs) > 0 && g.pick(4) == 0 {
 		s.Proto = 59 // no next header: the chain ends the packet
 		s.Payload = nil
@@ -106,8 +126,45 @@ func (g packetGen) spec() packet.Spec {
 	return s
 }
 
+// outer puts s in an outer IPv4 header as a node would, or nearly so: from
+// a node or not, to the lab or not, the protocol matching or not.
+func (g packetGen) outer(s packet.Spec) packet.Spec {
+	inner := ipPacket(s)
+	proto := uint8(ipprotoIPIP)
+	if inner[0]>>4 == 6 {
+		proto = ipprotoIPv6
+	}
+	switch g.pick(12) {
+	case 0:
+		proto ^= ipprotoIPIP ^ ipprotoIPv6
+	case 1:
+		proto = uint8(g.pick(256))
+	}
+	o := packet.Spec{
+		Src:     g.addr(false, append(slices.Clone(labNodes), labStranger, labSelf)...),
+		Dst:     g.addr(false, labSelf, labSelf, labSelf, labTX, vip4),
+		Proto:   proto,
+		Payload: inner,
+		VLANs:   s.VLANs,
+	}
+	if g.pick(8) == 0 {
+		o.IPOptions = g.bytes(16)
+	}
+	if g.pick(12) == 0 {
+		o.Frag = &packet.Frag{More: g.pick(2) == 0, Offset: uint16(g.pick(2) * g.pick(100))}
+	}
+	if g.pick(10) == 0 {
+		o.Payload = inner[:g.pick(len(inner)+1)]
+	}
+	return o
+}
+
 func (g packetGen) frame() []byte {
-	b := g.spec().Bytes()
+	s := g.spec()
+	if g.lab != nil && g.pick(4) == 0 {
+		s = g.outer(s)
+	}
+	b := s.Bytes()
 	if len(b) > 1400 {
 		b = b[:1400]
 	}
@@ -145,6 +202,30 @@ func diffState(t testing.TB, d *Dataplane, variant int) {
 	}
 }
 
+// diffVariant is one state of the tables the differential runs under.
+type diffVariant struct {
+	name    string
+	state   int // diffState's variant
+	handoff Handoff
+}
+
+// diffVariants cover each way the steering and the handoff can be set up,
+// the handoff's reaching every answer the lab's FIB gives.
+func diffVariants() []diffVariant {
+	ho := func(draining ...netip.Addr) Handoff {
+		return Handoff{Self: labSelf, Nodes: labNodes, Draining: draining}
+	}
+	return []diffVariant{
+		{"steering, handoff off", 0, Handoff{}},
+		{"dead instance, serving: orphans to labTX (XDP_TX)", 1, ho(labTX)},
+		{"steering off, draining: orphans to labRedirect (redirect)", 2, ho(labSelf, labRedirect)},
+		{"serving: orphans unroutable, decapsulated ones to an unresolved neighbour", 0, ho(labNoRoute, labUnresolved)},
+		{"orphans to a node behind a small MTU", 0, ho(labSmall)},
+		{"draining last: no target", 0, ho(labNoRoute, labSelf)},
+		{"nobody drains: decapsulation only", 0, ho()},
+	}
+}
+
 func diffPackets() int {
 	if n, err := strconv.Atoi(os.Getenv("OBER_DIFF_PACKETS")); err == nil && n > 0 {
 		return n
@@ -155,60 +236,73 @@ func diffPackets() int {
 // TestXDPDifferential runs random and mutated frames through the XDP
 // program and the Go model and requires identical verdicts, reasons,
 // instances and output bytes. OBER_DIFF_PACKETS overrides the count.
+//
+// It runs in the handoff lab, so that the handoff's socket and FIB lookups
+// have answers the model is told; with handoff off they are never made.
 func TestXDPDifferential(t *testing.T) {
 	total := diffPackets()
-	variants := 3
+	lab := newHandoffLab(t)
+	variants := diffVariants()
 	seed := uint64(0x0be7)
 	seen := map[string]int{}
-	for v := 0; v < variants; v++ {
+	for v, dv := range variants {
 		d := openTestDataplane(t)
-		diffState(t, d, v)
-		model := NewModel(mustSnapshot(t, d))
-		g := packetGen{rng: rand.New(rand.NewPCG(seed, uint64(v)))}
-		onCPU(t, 0, func() {
-			r := newXDPRunner(t, d)
-			for i := 0; i < total/variants; i++ {
-				pkt := g.frame()
-				want := model.XDP(pkt, 0)
-				got, err := r.run(pkt)
-				require.NoError(t, err, "variant %d packet %d: %x", v, i, pkt)
-				if got.Action != want.Action || got.Reason != want.Reason || got.Instance != want.Instance ||
-					string(got.Out) != string(want.Out) {
-					t.Fatalf("variant %d packet %d differs:\n  bpf   %s/%s instance %d\n  model %s\n  packet %x\n  bpf out   %x\n  model out %x",
-						v, i, got.Reason, got.Action, int32(got.Instance), want, pkt, got.Out, want.Out)
-				}
-				seen[fmt.Sprintf("%s/%s", want.Reason, want.Action)]++
+		diffState(t, d, dv.state)
+		require.NoError(t, d.SetHandoff(dv.handoff))
+		model := lab.model(t, d)
+		g := packetGen{rng: rand.New(rand.NewPCG(seed, uint64(v))), lab: lab}
+		r := lab.runner(t, d)
+		for i := 0; i < total/len(variants); i++ {
+			pkt := g.frame()
+			want := model.XDP(pkt, 0)
+			got, err := lab.run(r, pkt)
+			require.NoError(t, err, "variant %d packet %d: %x", v, i, pkt)
+			if got.Action != want.Action || got.Reason != want.Reason || got.Instance != want.Instance ||
+				string(got.Out) != string(want.Out) {
+				t.Fatalf("variant %d (%s) packet %d differs:\n  bpf   %s/%s instance %d\n  model %s\n  packet %x\n  bpf out   %x\n  model out %x",
+					v, dv.name, i, got.Reason, got.Action, int32(got.Instance), want, pkt, got.Out, want.Out)
 			}
-		})
+			seen[fmt.Sprintf("%s/%s", want.Reason, want.Action)]++
+		}
 	}
 	t.Logf("%d packets, verdicts: %v", total, seen)
 	// A generator that never reached a verdict would make agreement cheap.
 	for _, k := range []string{"not_vip/pass", "passed/pass", "steered/redirect", "steered/pass", "no_service/drop",
-		"whitelist_drop/drop", "whitelist_reject/tx", "fragment/drop", "fragment/pass", "malformed/drop", "malformed/pass"} {
+		"whitelist_drop/drop", "whitelist_reject/tx", "fragment/drop", "fragment/pass", "malformed/drop", "malformed/pass",
+		"not_vip/drop", "handoff_forwarded/tx", "handoff_forwarded/redirect", "handoff_received/pass",
+		"handoff_received/redirect", "handoff_no_target/pass", "handoff_no_route/pass", "handoff_too_big/pass"} {
 		require.Greater(t, seen[k], 50, "verdict %s barely exercised", k)
 	}
 }
 
-// FuzzXDP holds the program and the model together on arbitrary input.
-// Seeded with the fixtures; `make fuzz` runs it for longer.
+// FuzzXDP holds the program and the model together on arbitrary input,
+// with handoff on: the node serves, labTX drains. It runs in a handoff lab
+// of its own thread (a fuzz worker's cleanups never run). Seeded with the
+// fixtures and frames of the handoff generator; `make fuzz` runs it for
+// longer.
 func FuzzXDP(f *testing.F) {
 	for _, fx := range fixtures() {
 		f.Add(fx.pkt)
 	}
 	d := openUnpinnedDataplane(f)
-	model := NewModel(mustSnapshot(f, d))
+	lab := newPrivateHandoffLab(f)
+	require.NoError(f, d.SetHandoff(Handoff{Self: labSelf, Nodes: labNodes, Draining: []netip.Addr{labTX, labSmall}}))
+	g := packetGen{rng: rand.New(rand.NewPCG(0xf0, 0x22)), lab: lab}
+	for i := 0; i < 64; i++ {
+		f.Add(g.frame())
+	}
+	model := lab.model(f, d)
+	r := lab.runner(f, d)
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		if len(pkt) < 14 || len(pkt) > 1500 {
 			return // BPF_PROG_TEST_RUN takes a whole Ethernet header, within a page
 		}
 		want := model.XDP(pkt, 0)
-		onCPU(t, 0, func() {
-			got, err := newXDPRunner(t, d).run(pkt)
-			require.NoError(t, err)
-			require.Equal(t, want.Action, got.Action, "action for %x", pkt)
-			require.Equal(t, want.Reason, got.Reason, "reason for %x", pkt)
-			require.Equal(t, want.Instance, got.Instance, "instance for %x", pkt)
-			require.Equal(t, want.Out, got.Out, "output for %x", pkt)
-		})
+		got, err := lab.run(r, pkt)
+		require.NoError(t, err)
+		require.Equal(t, want.Action, got.Action, "action for %x", pkt)
+		require.Equal(t, want.Reason, got.Reason, "reason for %x", pkt)
+		require.Equal(t, want.Instance, got.Instance, "instance for %x", pkt)
+		require.Equal(t, want.Out, got.Out, "output for %x", pkt)
 	})
 }

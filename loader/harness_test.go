@@ -187,6 +187,9 @@ type xdpRunner struct {
 	t    testing.TB
 	d    *Dataplane
 	prev *Counters
+	// ifindex, when set, is the interface the packets arrive on: it must
+	// be in the calling thread's namespace.
+	ifindex int
 }
 
 func newXDPRunner(t testing.TB, d *Dataplane) *xdpRunner {
@@ -199,6 +202,9 @@ func newXDPRunner(t testing.TB, d *Dataplane) *xdpRunner {
 func (r *xdpRunner) run(pkt []byte) (xdpResult, error) {
 	out := make([]byte, len(pkt)+256)
 	opts := &ebpf.RunOptions{Data: pkt, DataOut: out}
+	if r.ifindex != 0 {
+		opts.Context = xdpMD{DataEnd: uint32(len(pkt)), IngressIfindex: uint32(r.ifindex)}
+	}
 	ret, err := r.d.XDPProgram().Run(opts)
 	if err != nil {
 		return xdpResult{}, err

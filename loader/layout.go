@@ -15,6 +15,8 @@ const (
 	MaxWhitelistEntries = 1 << 20
 	MaglevMaxSize       = 16777213
 	MaglevDefaultSize   = 65537
+	// MaxNodes is how many nodes a drain-handoff cluster may have.
+	MaxNodes = 16
 	// NoInstance in a Maglev slot means no live instance serves the flow.
 	NoInstance uint32 = 0xffffffff
 
@@ -22,8 +24,10 @@ const (
 	maxVLANs     = 2
 	maxExtHdrs   = 6
 	numActions   = 5
+	reasonSlots  = 16 // counter rows kept for reasons (OBER_R_SLOTS)
 
 	cfgSteer       = 0x1
+	cfgHandoff     = 0x2
 	svcWhitelist   = 0x1
 	svcReject      = 0x2
 	svcDispatch    = 0x4
@@ -45,12 +49,27 @@ const (
 	ReasonWhitelistReject
 	ReasonFragment
 	ReasonMalformed
+	// ReasonHandoffForwarded: an orphaned segment went to a draining node
+	// (XDP_TX or a redirect).
+	ReasonHandoffForwarded
+	// ReasonHandoffReceived: a node sent it here; decapsulated, delivered.
+	ReasonHandoffReceived
+	// ReasonHandoffNoTarget: an orphan with no draining node to go to
+	// passes to the kernel, which answers it with RST.
+	ReasonHandoffNoTarget
+	// ReasonHandoffNoRoute: an orphan whose target the FIB cannot reach
+	// (no route, no neighbour entry) passes to the kernel.
+	ReasonHandoffNoRoute
+	// ReasonHandoffTooBig: an orphan that would exceed the route's MTU
+	// once encapsulated passes to the kernel.
+	ReasonHandoffTooBig
 	numReasons
 )
 
 var reasonNames = [numReasons]string{
 	"not_vip", "passed", "steered", "no_service", "whitelist_drop",
 	"whitelist_reject", "fragment", "malformed",
+	"handoff_forwarded", "handoff_received", "handoff_no_target", "handoff_no_route", "handoff_too_big",
 }
 
 func (r Reason) String() string {
@@ -144,6 +163,18 @@ type svcVal struct {
 	Flags     uint16
 	Whitelist uint8
 	_         uint8
+}
+
+// handoffVal mirrors struct ober_handoff. Addresses are IPv4 as on the
+// wire; the zero address is none.
+type handoffVal struct {
+	Self     [4]byte
+	Target   [4]byte
+	RxTarget [4]byte
+	Draining uint16 // bit i: Nodes[i]
+	NNodes   uint8
+	_        uint8
+	Nodes    [MaxNodes][4]byte
 }
 
 // lpmKey mirrors struct ober_lpm_key.

@@ -31,10 +31,32 @@ func TestLayoutMatchesBPF(t *testing.T) {
 
 	require.EqualValues(t, MaxInstances, m["ober_instances"].MaxEntries)
 	require.EqualValues(t, MaxListeners*MaxInstances, m["ober_sockets"].MaxEntries)
-	require.EqualValues(t, int(numReasons)*numActions, m["ober_counters"].MaxEntries)
+	require.EqualValues(t, reasonSlots*numActions, m["ober_counters"].MaxEntries)
+	require.LessOrEqual(t, int(numReasons), reasonSlots, "enum ober_reason outgrew OBER_R_SLOTS")
 	require.EqualValues(t, MaxInstances, m["ober_steered"].MaxEntries)
 	require.EqualValues(t, MaxInstances+1, m["ober_assigned"].MaxEntries)
 	require.EqualValues(t, MaxWhitelists, m["ober_wl_meta"].MaxEntries)
+
+	ho := m["ober_handoff"]
+	require.EqualValues(t, 1, ho.MaxEntries)
+	require.EqualValues(t, 4, ho.InnerMap.KeySize)
+	require.EqualValues(t, binary.Size(handoffVal{}), ho.InnerMap.ValueSize, "struct ober_handoff")
+	require.EqualValues(t, 1, ho.InnerMap.MaxEntries)
+	require.EqualValues(t, 4, m["ober_probing"].ValueSize)
+}
+
+// TestReasonNames pins the counter numbering the metrics and the program
+// share: reasons are only ever appended.
+func TestReasonNames(t *testing.T) {
+	want := []string{"not_vip", "passed", "steered", "no_service", "whitelist_drop", "whitelist_reject",
+		"fragment", "malformed", "handoff_forwarded", "handoff_received", "handoff_no_target",
+		"handoff_no_route", "handoff_too_big"}
+	var got []string
+	for _, r := range Reasons() {
+		got = append(got, r.String())
+	}
+	require.Equal(t, want, got)
+	require.Equal(t, "reason(13)", Reason(13).String())
 }
 
 // TestJHashMatchesKernelJhash2 pins the hash to known values of the

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"slices"
 )
 
 // Snapshot is everything the programs read, as plain Go values. The
@@ -22,6 +23,8 @@ type Snapshot struct {
 	Instances  []Instance  `json:"instances"`
 	CPUMap     []int       `json:"cpumap"`
 	Sockets    []SocketRef `json:"sockets"`
+	// Handoff is the drain-handoff set, the empty one when off.
+	Handoff Handoff `json:"handoff"`
 }
 
 // Snapshot reads every table the programs consult.
@@ -55,6 +58,9 @@ func (d *Dataplane) Snapshot() (*Snapshot, error) {
 	if s.Sockets, err = d.Sockets(); err != nil {
 		return nil, err
 	}
+	if s.Handoff, err = d.Handoff(); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -62,6 +68,12 @@ func (d *Dataplane) Snapshot() (*Snapshot, error) {
 // the same tables it predicts the same verdict, reason, instance and
 // output bytes. It mirrors bpf/ober.c rule by rule; the differential
 // tests hold the two together.
+//
+// The drain handoff also asks the kernel two things the tables do not
+// hold: whether a flow has a socket, and how to reach a node. The model is
+// told the answers the kernel would give in the network namespace the
+// program runs in (Sockets, FIB, Ifindex); left unset, no flow has a
+// socket and no node has a route.
 type Model struct {
 	vips       map[[16]byte]VIP
 	svcs       map[svcKey]Service
@@ -72,6 +84,33 @@ type Model struct {
 	instCPU    map[uint32]int
 	cpumap     map[int]bool
 	sockets    map[uint32]bool
+	handoff    handoffPlan
+
+	// Sockets reports whether the kernel owns a TCP segment's flow
+	// (Remote is the segment's source): its socket lookup finds a socket
+	// other than a listener, or a listener that takes the segment as the
+	// last ACK of a SYN-cookie handshake.
+	Sockets func(SkTuple) bool
+	// FIB is bpf_fib_lookup of a node's address; ok is false when the
+	// lookup fails before its MTU check (no route; IPv4 forwarding off
+	// on the ingress interface).
+	FIB func(dst netip.Addr) (r FIBResult, ok bool)
+	// Ifindex is the interface the packets arrive on: a forward that
+	// leaves by it is an XDP_TX, by any other a redirect.
+	Ifindex int
+}
+
+// FIBResult is what bpf_fib_lookup finds for a route.
+type FIBResult struct {
+	// Ifindex is the egress interface.
+	Ifindex int
+	// MTU is the route's: a longer outer packet is too big. The kernel
+	// checks it before the neighbour.
+	MTU int
+	// Neighbour says the next hop's link address is known; SrcMAC and
+	// DstMAC are then the egress interface's and the next hop's.
+	Neighbour      bool
+	SrcMAC, DstMAC [6]byte
 }
 
 // NewModel builds a model over a snapshot.
@@ -85,6 +124,7 @@ func NewModel(s *Snapshot) *Model {
 		instCPU:  map[uint32]int{},
 		cpumap:   map[int]bool{},
 		sockets:  map[uint32]bool{},
+		handoff:  planHandoff(s.Handoff),
 	}
 	for _, v := range s.VIPs {
 		m.vips[addr16(v.Addr)] = v
@@ -132,8 +172,10 @@ func (d Decision) String() string {
 const (
 	ipprotoHopOpts  = 0
 	ipprotoICMP     = 1
+	ipprotoIPIP     = 4
 	ipprotoTCP      = 6
 	ipprotoUDP      = 17
+	ipprotoIPv6     = 41
 	ipprotoRouting  = 43
 	ipprotoFragment = 44
 	ipprotoAH       = 51
@@ -184,6 +226,11 @@ func (m *Model) XDP(pkt []byte, cpu int) Decision {
 		if len(pkt) < l3off+20 {
 			return dec(ReasonMalformed, ActionPass)
 		}
+		if ipp := pkt[l3off+9]; ipp == ipprotoIPIP || ipp == ipprotoIPv6 {
+			if d, ok := m.receive(pkt, l3off, cpu); ok {
+				return d
+			}
+		}
 		p = parseV4(pkt, l3off)
 	case 0x86dd:
 		if len(pkt) < l3off+40 {
@@ -193,7 +240,47 @@ func (m *Model) XDP(pkt []byte, cpu int) Decision {
 	default:
 		return dec(ReasonNotVIP, ActionPass)
 	}
-	return m.decide(pkt, p, cpu)
+	return m.decide(pkt, p, cpu, nil)
+}
+
+// received is what ober_rx learns of a packet it decapsulates.
+type received struct {
+	src     netip.Addr // the outer source, kept if it is sent on
+	target  netip.Addr // where it goes should it be an orphan here too
+	orphans bool       // the set has a draining node: look for orphans
+}
+
+// receive mirrors ober_rx and the parse of the inner packet after it. ok
+// is false for a packet that is not handoff traffic for this node.
+func (m *Model) receive(pkt []byte, l3off, cpu int) (Decision, bool) {
+	h := m.handoff
+	ip := pkt[l3off:]
+	hlen := int(ip[0]&0xf) * 4
+	tot := int(be16(ip[2:]))
+	proto := ip[9]
+	if ip[0]>>4 != 4 || hlen < 20 || tot < hlen || tot > len(ip) || be16(ip[6:])&0x3fff != 0 ||
+		(proto != ipprotoIPIP && proto != ipprotoIPv6) {
+		return Decision{}, false
+	}
+	src, dst := netip.AddrFrom4([4]byte(ip[12:16])), netip.AddrFrom4([4]byte(ip[16:20]))
+	if !h.self.IsValid() || dst != h.self || src == h.self || !h.isNode(src) {
+		return Decision{}, false
+	}
+	inner := slices.Concat(pkt[:l3off], pkt[l3off+hlen:])
+	rx := &received{src: src, target: h.rxTarget, orphans: h.on()}
+	malformed := Decision{Action: ActionDrop, Reason: ReasonMalformed, Instance: NoInstance, Out: inner}
+	if proto == ipprotoIPIP {
+		putBE16(inner[l3off-2:], 0x0800)
+		if len(inner) < l3off+20 {
+			return malformed, true
+		}
+		return m.decide(inner, parseV4(inner, l3off), cpu, rx), true
+	}
+	putBE16(inner[l3off-2:], 0x86dd)
+	if len(inner) < l3off+40 {
+		return malformed, true
+	}
+	return m.decide(inner, parseV6(inner, l3off), cpu, rx), true
 }
 
 func parseV4(pkt []byte, l3off int) parsed {
@@ -284,9 +371,14 @@ func parseV6(pkt []byte, l3off int) parsed {
 	return p
 }
 
-func (m *Model) decide(pkt []byte, p parsed, cpu int) Decision {
+// decide mirrors ober_decide; rx is nil but for a decapsulated packet.
+func (m *Model) decide(pkt []byte, p parsed, cpu int, rx *received) Decision {
 	dec := func(r Reason, a Action) Decision {
 		return Decision{Action: a, Reason: r, Instance: NoInstance, Out: pkt}
+	}
+	passed, steered, notVIP := ReasonPass, ReasonSteered, ActionPass
+	if rx != nil {
+		passed, steered, notVIP = ReasonHandoffReceived, ReasonHandoffReceived, ActionDrop
 	}
 	ip := pkt[p.l3off:]
 	var saddr, daddr [16]byte
@@ -296,45 +388,52 @@ func (m *Model) decide(pkt []byte, p parsed, cpu int) Decision {
 		saddr = netip.AddrFrom4([4]byte(ip[12:16])).As16()
 		daddr = netip.AddrFrom4([4]byte(ip[16:20])).As16()
 	}
+	if rx != nil && (p.badL3 || p.v4mapped) {
+		return dec(ReasonMalformed, ActionDrop)
+	}
 	vip, ok := m.vips[daddr]
 	if !ok {
-		return dec(ReasonNotVIP, ActionPass)
+		return dec(ReasonNotVIP, notVIP)
 	}
 	fail := ActionDrop
 	if vip.Host {
 		fail = ActionPass
 	}
+	bad := fail
+	if rx != nil {
+		bad = ActionDrop
+	}
 	if p.v4mapped {
 		return dec(ReasonMalformed, ActionDrop)
 	}
 	if p.badL3 {
-		return dec(ReasonMalformed, fail)
+		return dec(ReasonMalformed, bad)
 	}
 	icmp := uint8(ipprotoICMP)
 	if p.v6 {
 		icmp = ipprotoICMPv6
 	}
 	if p.proto == icmp {
-		return dec(ReasonPass, ActionPass)
+		return dec(passed, ActionPass)
 	}
 	if p.frag == fragLater {
 		return dec(ReasonFragment, fail)
 	}
 	if p.proto != ipprotoTCP && p.proto != ipprotoUDP {
 		if vip.Host {
-			return dec(ReasonPass, fail)
+			return dec(passed, fail)
 		}
 		return dec(ReasonNoService, fail)
 	}
 	l4off := p.l3off + p.l3hlen
 	if l4off > 0xfff {
-		return dec(ReasonMalformed, fail)
+		return dec(ReasonMalformed, bad)
 	}
 	shortL4 := func() Decision {
 		if p.frag == fragFirst {
 			return dec(ReasonFragment, fail)
 		}
-		return dec(ReasonMalformed, fail)
+		return dec(ReasonMalformed, bad)
 	}
 	if l4off+8 > len(pkt) || p.l4len < 8 {
 		return shortL4()
@@ -347,7 +446,7 @@ func (m *Model) decide(pkt []byte, p parsed, cpu int) Decision {
 		}
 		doff := int(l4[12]>>4) * 4
 		if doff < 20 || doff > p.l4len {
-			return dec(ReasonMalformed, fail)
+			return dec(ReasonMalformed, bad)
 		}
 		tcpflags = l4[13]
 	}
@@ -355,7 +454,7 @@ func (m *Model) decide(pkt []byte, p parsed, cpu int) Decision {
 	svc, ok := m.svcs[key]
 	if !ok {
 		if vip.Host {
-			return dec(ReasonPass, fail)
+			return dec(passed, fail)
 		}
 		return dec(ReasonNoService, fail)
 	}
@@ -370,23 +469,114 @@ func (m *Model) decide(pkt []byte, p parsed, cpu int) Decision {
 	if p.frag == fragFirst {
 		return dec(ReasonFragment, ActionPass)
 	}
-	if !svc.Dispatch || !m.steering || m.maglev == nil {
-		return dec(ReasonPass, ActionPass)
+	if !svc.Dispatch {
+		return dec(passed, ActionPass)
+	}
+	// The program's config flag is on exactly when the set has a
+	// draining node; orphan checks the set itself.
+	look := m.handoff.on()
+	if rx != nil {
+		look = rx.orphans
+	}
+	if p.proto == ipprotoTCP && tcpflags&(tcpSYN|tcpRST) == 0 && look {
+		if d, ok := m.orphan(pkt, p, rx); ok {
+			return d
+		}
+	}
+	if !m.steering || m.maglev == nil {
+		return dec(passed, ActionPass)
 	}
 	ports := binary.NativeEndian.Uint32(l4[:4])
 	inst := m.pick(m.flowHash(saddr, daddr, ports, p.v6))
 	icpu, ok := m.instCPU[inst]
 	if !ok {
-		return dec(ReasonPass, ActionPass)
+		return dec(passed, ActionPass)
 	}
-	d := dec(ReasonSteered, ActionRedirect)
+	d := dec(steered, ActionRedirect)
 	if icpu == cpu {
 		d.Action = ActionPass
 	} else if !m.cpumap[icpu] {
-		return dec(ReasonPass, ActionPass)
+		return dec(passed, ActionPass)
 	}
 	d.Instance = inst
 	return d
+}
+
+// TCP flags the handoff looks at.
+const (
+	tcpSYN = 0x02
+	tcpRST = 0x04
+)
+
+// orphan mirrors ober_orphan. ok is false when the segment is no orphan
+// (or the set has no draining node) and the packet goes on as before.
+func (m *Model) orphan(pkt []byte, p parsed, rx *received) (Decision, bool) {
+	h := m.handoff
+	src, target := h.self, h.target
+	if rx != nil {
+		src, target = rx.src, rx.target
+	} else if !h.on() {
+		return Decision{}, false
+	}
+	ip := pkt[p.l3off:]
+	l4 := pkt[p.l3off+p.l3hlen:]
+	var local, remote netip.Addr
+	var tos byte
+	if p.v6 {
+		remote, local = netip.AddrFrom16([16]byte(ip[8:24])), netip.AddrFrom16([16]byte(ip[24:40]))
+		tos = ip[0]<<4 | ip[1]>>4
+	} else {
+		remote, local = netip.AddrFrom4([4]byte(ip[12:16])), netip.AddrFrom4([4]byte(ip[16:20]))
+		tos = ip[1]
+	}
+	t := SkTuple{Proto: ProtoTCP, Remote: netip.AddrPortFrom(remote, be16(l4)), Local: netip.AddrPortFrom(local, be16(l4[2:]))}
+	if m.Sockets != nil && m.Sockets(t) {
+		return Decision{}, false
+	}
+	dec := func(r Reason, a Action) (Decision, bool) {
+		return Decision{Action: a, Reason: r, Instance: NoInstance, Out: pkt}, true
+	}
+	if !target.IsValid() {
+		return dec(ReasonHandoffNoTarget, ActionPass)
+	}
+	ilen := p.l3hlen + p.l4len
+	var fib FIBResult
+	ok := false
+	if m.FIB != nil {
+		fib, ok = m.FIB(target)
+	}
+	switch {
+	case !ok:
+		return dec(ReasonHandoffNoRoute, ActionPass)
+	case ilen+20 > fib.MTU:
+		return dec(ReasonHandoffTooBig, ActionPass)
+	case !fib.Neighbour:
+		return dec(ReasonHandoffNoRoute, ActionPass)
+	}
+	out := make([]byte, 14+20+ilen)
+	copy(out[0:6], fib.DstMAC[:])
+	copy(out[6:12], fib.SrcMAC[:])
+	putBE16(out[12:], 0x0800)
+	oh := out[14:34]
+	oh[0] = 0x45
+	oh[1] = tos & 0xfc
+	putBE16(oh[2:], uint16(ilen+20))
+	putBE16(oh[6:], 0x4000)
+	oh[8] = 64
+	oh[9] = ipprotoIPIP
+	if p.v6 {
+		oh[9] = ipprotoIPv6
+	}
+	s4, t4 := src.As4(), target.As4()
+	copy(oh[12:16], s4[:])
+	copy(oh[16:20], t4[:])
+	putBE16(oh[10:], ^fold(onesSum(oh)))
+	copy(out[34:], pkt[p.l3off:p.l3off+ilen])
+	d := Decision{Action: ActionRedirect, Reason: ReasonHandoffForwarded, Instance: NoInstance, Out: out}
+	if fib.Ifindex == m.Ifindex {
+		d.Action = ActionTX
+	}
+	return d, true
 }
 
 func (m *Model) whitelisted(id WhitelistID, saddr [16]byte, v6 bool) bool {

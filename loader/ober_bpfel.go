@@ -61,8 +61,10 @@ const (
 	oberMapOberConfig     = "ober_config"
 	oberMapOberCounters   = "ober_counters"
 	oberMapOberCpumap     = "ober_cpumap"
+	oberMapOberHandoff    = "ober_handoff"
 	oberMapOberInstances  = "ober_instances"
 	oberMapOberMaglev     = "ober_maglev"
+	oberMapOberProbing    = "ober_probing"
 	oberMapOberServices   = "ober_services"
 	oberMapOberSockets    = "ober_sockets"
 	oberMapOberSteered    = "ober_steered"
@@ -126,8 +128,10 @@ type oberMapSpecs struct {
 	OberConfig     *ebpf.MapSpec `ebpf:"ober_config"`
 	OberCounters   *ebpf.MapSpec `ebpf:"ober_counters"`
 	OberCpumap     *ebpf.MapSpec `ebpf:"ober_cpumap"`
+	OberHandoff    *ebpf.MapSpec `ebpf:"ober_handoff"`
 	OberInstances  *ebpf.MapSpec `ebpf:"ober_instances"`
 	OberMaglev     *ebpf.MapSpec `ebpf:"ober_maglev"`
+	OberProbing    *ebpf.MapSpec `ebpf:"ober_probing"`
 	OberServices   *ebpf.MapSpec `ebpf:"ober_services"`
 	OberSockets    *ebpf.MapSpec `ebpf:"ober_sockets"`
 	OberSteered    *ebpf.MapSpec `ebpf:"ober_steered"`
@@ -165,8 +169,10 @@ type oberMaps struct {
 	OberConfig     *ebpf.Map `ebpf:"ober_config"`
 	OberCounters   *ebpf.Map `ebpf:"ober_counters"`
 	OberCpumap     *ebpf.Map `ebpf:"ober_cpumap"`
+	OberHandoff    *ebpf.Map `ebpf:"ober_handoff"`
 	OberInstances  *ebpf.Map `ebpf:"ober_instances"`
 	OberMaglev     *ebpf.Map `ebpf:"ober_maglev"`
+	OberProbing    *ebpf.Map `ebpf:"ober_probing"`
 	OberServices   *ebpf.Map `ebpf:"ober_services"`
 	OberSockets    *ebpf.Map `ebpf:"ober_sockets"`
 	OberSteered    *ebpf.Map `ebpf:"ober_steered"`
@@ -180,8 +186,10 @@ func (m *oberMaps) Close() error {
 		m.OberConfig,
 		m.OberCounters,
 		m.OberCpumap,
+		m.OberHandoff,
 		m.OberInstances,
 		m.OberMaglev,
+		m.OberProbing,
 		m.OberServices,
 		m.OberSockets,
 		m.OberSteered,

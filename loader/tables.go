@@ -620,17 +620,31 @@ func (d *Dataplane) Sockets() ([]SocketRef, error) {
 // SetSteering switches CPU steering by the XDP program on or off. Off, the
 // program still polices but lets the NIC's RSS place flows.
 func (d *Dataplane) SetSteering(on bool) error {
-	cfg := oberOberConfig{}
-	if on {
-		cfg.Flags = cfgSteer
-	}
 	unlock, err := d.lock()
 	if err != nil {
 		return fmt.Errorf("set steering: %w", err)
 	}
 	defer unlock()
-	if err := d.maps.OberConfig.Update(uint32(0), cfg, ebpf.UpdateAny); err != nil {
+	if err := d.setConfigFlag(cfgSteer, on); err != nil {
 		return fmt.Errorf("set steering: %w", err)
+	}
+	return nil
+}
+
+// setConfigFlag sets or clears one flag of ober_config, keeping the
+// others. Called with the lock held.
+func (d *Dataplane) setConfigFlag(flag uint32, on bool) error {
+	var cfg oberOberConfig
+	if err := d.maps.OberConfig.Lookup(uint32(0), &cfg); err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	if on {
+		cfg.Flags |= flag
+	} else {
+		cfg.Flags &^= flag
+	}
+	if err := d.maps.OberConfig.Update(uint32(0), cfg, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("write config: %w", err)
 	}
 	return nil
 }
