@@ -30,8 +30,8 @@ func TestUsageErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"sync"}, "sync: give a list to set: --frontend-http LIST (an interactive mode comes in a later version)"},
-		{[]string{"sync", "--dry-run"}, "sync: give a list to set: --frontend-http LIST (an interactive mode comes in a later version)"},
+		{[]string{"sync"}, "sync: give a list to set: --frontend-http LIST, --routers LIST (an interactive mode comes in a later version)"},
+		{[]string{"sync", "--dry-run"}, "sync: give a list to set: --frontend-http LIST, --routers LIST (an interactive mode comes in a later version)"},
 		{[]string{"detach"}, "detach: give --iface IF or --all"},
 		{[]string{"detach", "--iface", "eth0", "--all"}, "detach: --iface and --all exclude each other"},
 		{[]string{"attach"}, `required flag(s) "iface" not set`},

@@ -76,6 +76,7 @@ that holds the interfaces (for example with ip netns exec).`,
 		newDetachCmd(a),
 		newSyncCmd(a),
 		newStatusCmd(a),
+		newTestCmd(a),
 		newVersionCmd(a, version),
 	)
 	return cmd

@@ -149,6 +149,34 @@ func printDaemon(w io.Writer, d *daemon.DaemonStatus) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d instances\n", b.Name, b.Address, onOff(b.Up, "up", "DOWN"), b.UpOn, b.CheckedBy)
 	}
 	fmt.Fprintln(tw)
+	if g := d.BGP; g != nil {
+		ann := fmt.Sprintf("announcing %s", strings.Join(g.Announced, ", "))
+		if !g.Announcing {
+			ann = "WITHDRAWN: " + g.NotAnnouncing
+		}
+		fmt.Fprintf(tw, "bgp	AS%d, router id %s, %s\n", g.ASN, g.RouterID, ann)
+		if g.LastWithdraw != nil {
+			fmt.Fprintf(tw, "\tlast withdraw %s: %s (%d in all)\n", g.LastWithdraw.Format(time.RFC3339Nano), g.LastWithdrawReason, g.Withdraws)
+		}
+		fmt.Fprintln(tw)
+		fmt.Fprintln(tw, "PEER\tASN\tSTATE\tBFD\tADVERTISED\tFLAPS\tLAST DOWN")
+		for _, p := range g.Peers {
+			state := p.State
+			if p.Since != nil {
+				state += " since " + p.Since.Format(time.RFC3339)
+			}
+			bfd := p.BFD
+			if bfd == "" {
+				bfd = "-"
+			}
+			last := "-"
+			if p.LastDown != nil {
+				last = p.LastDown.Format(time.RFC3339) + " " + p.LastError
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%d\t%s\n", p.Address, p.ASN, state, bfd, p.Advertised, p.Flaps, last)
+		}
+		fmt.Fprintln(tw)
+	}
 	return tw.Flush()
 }
 

@@ -21,6 +21,7 @@ var syncLists = []struct {
 	help string
 }{
 	{"frontend-http", loader.WhitelistFrontendHTTP, "clients allowed on plain-HTTP services"},
+	{"routers", loader.WhitelistRouters, "routers allowed to open BGP sessions (TCP 179) and send BFD (UDP 3784/4784) to the node"},
 }
 
 type syncFlags struct {
@@ -34,7 +35,7 @@ type syncFlags struct {
 func newSyncCmd(a *app) *cobra.Command {
 	f := &syncFlags{lists: make(map[string]*string)}
 	cmd := &cobra.Command{
-		Use:   "sync --frontend-http LIST [--allow-unresolved] [--allow-empty] [--dry-run]",
+		Use:   "sync [--frontend-http LIST] [--routers LIST] [--allow-unresolved] [--allow-empty] [--dry-run]",
 		Short: "Replace a whitelist with the addresses a hostlist names",
 		Long: `sync makes a whitelist hold exactly the addresses LIST names, and prints the
 change: "+ prefix" for each entry added, "- prefix" for each removed, then a
@@ -44,9 +45,16 @@ list is applied in one atomic swap, so no packet sees half of it. On any
 error (a bad entry, a name that does not resolve) the live list is left as it
 was. A list identical to the live one is not swapped again.
 
+The routers list guards the node's own addresses in ha.mode bgp: BGP and
+BFD packets from anyone else are dropped in XDP.
+
+The running daemon keeps a synced list until its next reload, which applies
+the lists of the configuration file again.
+
 An empty LIST would admit nobody; it is refused unless --allow-empty is given.
 sync needs a dataplane (see 'ober attach').`,
 		Example: `  ober sync --frontend-http 'client[01-40],10.8.0.0/16,2001:db8:c::/48'
+  ober sync --routers 'tor[1-2].rack7,10.0.7.1'
   ober sync --frontend-http 'client[01-40]' --allow-unresolved --dry-run
   ober sync --frontend-http '' --allow-empty`,
 		Args: cobra.NoArgs,

@@ -212,6 +212,9 @@ func (c *Config) ApplyDefaults() {
 	setDuration(&t.Drain, DefaultDrain)
 
 	setString(&c.HA.Mode, DefaultHAMode)
+	if c.HA.BGP != nil {
+		c.HA.BGP.applyDefaults()
+	}
 	setString(&c.API.Listen, DefaultAPIListen)
 	setString(&c.HAProxy.Binary, DefaultHAProxyBinary)
 }

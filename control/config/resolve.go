@@ -90,6 +90,9 @@ func (c *Config) Resolve(ctx context.Context, r addrlist.Resolver) (*Resolved, e
 	for i, l := range lists {
 		res.Whitelists[l.name] = addrlist.Normalize(wlOut[i])
 	}
+	if err := c.routersWhitelist(res); err != nil {
+		return nil, err
+	}
 	return res, nil
 }
 

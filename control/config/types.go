@@ -151,11 +151,12 @@ type Timeouts struct {
 	Drain Duration `yaml:"drain"`
 }
 
-// HA selects how the VIPs stay reachable. BGP and VRRP settings arrive
-// with their modes.
+// HA selects how the VIPs stay reachable.
 type HA struct {
 	// Mode is none (default), bgp or vrrp.
 	Mode string `yaml:"mode"`
+	// BGP is required for mode bgp and refused otherwise (bgp.go).
+	BGP *BGP `yaml:"bgp"`
 }
 
 // Whitelists hold the client lists enforced in XDP, in the syntax of

@@ -467,6 +467,7 @@ func (c *Config) validateHA(p *problems) {
 	default:
 		p.add("ha.mode", quote(c.HA.Mode), "must be none, bgp or vrrp")
 	}
+	c.validateBGP(p)
 }
 
 // whitelistLists pairs each whitelist's name with its YAML key and entries.

@@ -26,7 +26,9 @@ import (
 
 	"github.com/ober-ingress/ober/control/addrlist"
 	"github.com/ober-ingress/ober/control/api"
+	"github.com/ober-ingress/ober/control/bgp"
 	"github.com/ober-ingress/ober/control/config"
+	"github.com/ober-ingress/ober/control/handoff"
 	"github.com/ober-ingress/ober/control/haproxy"
 	"github.com/ober-ingress/ober/control/supervisor"
 	"github.com/ober-ingress/ober/loader"
@@ -57,6 +59,11 @@ type Daemon struct {
 	sup     *supervisor.Supervisor
 	version haproxy.Version
 	api     *api.Server
+	// changes wakes the announcer when the supervisor reports a change.
+	changes chan struct{}
+	speaker *bgp.Speaker
+	ann     *announcer
+	handoff *handoff.Handoff
 
 	mu          sync.Mutex
 	cur         *built
@@ -130,13 +137,13 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	d := &Daemon{opts: opts, log: opts.Logger, startedAt: time.Now()}
+	d := &Daemon{opts: opts, log: opts.Logger, startedAt: time.Now(), changes: make(chan struct{}, 1)}
 	cfg, err := config.Load(opts.ConfigPath)
 	if err != nil {
 		return err
 	}
-	if cfg.HA.Mode != "none" {
-		return fmt.Errorf("config %s: ha.mode: %q: not supported by this ober yet (use none)", opts.ConfigPath, cfg.HA.Mode)
+	if cfg.HA.Mode == config.HAModeVRRP {
+		return fmt.Errorf("config %s: ha.mode: %q: not supported by this ober yet (use none or bgp)", opts.ConfigPath, cfg.HA.Mode)
 	}
 	if err := os.MkdirAll(cfg.Node.RuntimeDir, 0o750); err != nil {
 		return fmt.Errorf("node.runtime_dir: %w", err)
@@ -200,6 +207,7 @@ func Run(ctx context.Context, opts Options) error {
 		MaglevSeed: seed,
 		MaglevPrev: prev,
 		Drain:      drainOf(cfg),
+		OnChange:   d.kick,
 	})
 	if err != nil {
 		return err
@@ -214,8 +222,39 @@ func Run(ctx context.Context, opts Options) error {
 		d.stopping = true
 		drain := drainOf(d.cfgOrNil())
 		d.mu.Unlock()
+		if d.handoff != nil {
+			// The other nodes learn first that this one drains, so the
+			// connections the routers move to them after the withdraw
+			// come back here.
+			hctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			if err := d.handoff.Drain(hctx, drain+routersConverge+time.Second); err != nil {
+				d.log.Warn("drain handoff: not every node acknowledged; their share of this node's connections will be reset", "err", err)
+			}
+			cancel()
+		}
+		if d.ann != nil {
+			// Routes first: the routers send new connections elsewhere
+			// while this node finishes what it has.
+			d.ann.withdraw("stopping")
+			time.Sleep(routersConverge)
+		}
 		d.log.Info("stopping: draining instances", "drain", drain)
 		d.sup.Stop(context.Background(), drain)
+		if d.handoff != nil {
+			hctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			if err := d.handoff.Done(hctx); err != nil {
+				d.log.Warn("drain handoff: end not acknowledged by every node (they forget this node when its drain time ends)", "err", err)
+			}
+			cancel()
+			d.handoff.Close()
+		}
+		if d.speaker != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			if err := d.speaker.Stop(sctx); err != nil {
+				d.log.Warn("bgp sessions not closed cleanly; the routers drop them with the process", "err", err)
+			}
+			cancel()
+		}
 	}
 	defer stop()
 	if err := d.sup.Apply(ctx, d.plan(b)); err != nil {
@@ -224,6 +263,11 @@ func Run(ctx context.Context, opts Options) error {
 	d.mu.Lock()
 	d.cur, d.generation, d.loadedAt, d.ready = b, 1, time.Now(), true
 	d.mu.Unlock()
+	if cfg.HA.Mode == config.HAModeBGP {
+		if err := d.startBGP(ctx, cfg); err != nil {
+			return err
+		}
+	}
 	d.log.Info("serving", "node", cfg.Node.Name, "vips", len(cfg.VIPs), "services", len(cfg.Services),
 		"instances", len(b.slots), "api", cfg.API.Listen)
 
@@ -247,6 +291,42 @@ func drainOf(cfg *config.Config) time.Duration {
 		return 30 * time.Second
 	}
 	return cfg.Timeouts.Drain.Duration
+}
+
+// kick tells the announcer to look at the node's health now. It never
+// blocks: one pending kick covers any number of changes.
+func (d *Daemon) kick() {
+	select {
+	case d.changes <- struct{}{}:
+	default:
+	}
+}
+
+// config is the configuration in force, nil before the first one serves.
+func (d *Daemon) config() *config.Config {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cfgOrNil()
+}
+
+// startBGP opens the router sessions and starts announcing once the node
+// is healthy.
+func (d *Daemon) startBGP(ctx context.Context, cfg *config.Config) error {
+	sc, err := SpeakerConfig(cfg)
+	if err != nil {
+		return err
+	}
+	if err := d.startHandoff(cfg); err != nil {
+		return err
+	}
+	d.speaker, err = bgp.Start(ctx, sc, d.log.With("part", "bgp"))
+	if err != nil {
+		return fmt.Errorf("ha.bgp: %w", err)
+	}
+	d.log.Info("bgp started", "asn", sc.ASN, "router_id", sc.RouterID, "peers", len(sc.Peers))
+	d.ann = &announcer{d: d, sp: d.speaker}
+	go d.ann.run(ctx, d.changes)
+	return nil
 }
 
 func (d *Daemon) cfgOrNil() *config.Config {
@@ -349,6 +429,12 @@ func (d *Daemon) reload(ctx context.Context) (err error) {
 	d.generation++
 	d.loadedAt = time.Now()
 	d.mu.Unlock()
+	if d.speaker != nil {
+		if err := d.speaker.SetPeers(ctx, speakerPeers(cfg.HA.BGP)); err != nil {
+			d.log.Error("bgp peers after reload", "err", err)
+		}
+		d.kick()
+	}
 	d.log.Info("configuration reloaded", "generation", d.generation)
 	return nil
 }
@@ -367,6 +453,11 @@ func immutable(old, cfg *config.Config) error {
 	same("api.listen", old.API.Listen, cfg.API.Listen)
 	same("haproxy.binary", old.HAProxy.Binary, cfg.HAProxy.Binary)
 	same("ha.mode", old.HA.Mode, cfg.HA.Mode)
+	if old.HA.BGP != nil && cfg.HA.BGP != nil {
+		same("ha.bgp.asn", fmt.Sprint(old.HA.BGP.ASN), fmt.Sprint(cfg.HA.BGP.ASN))
+		same("ha.bgp.router_id", old.HA.BGP.RouterID.String(), cfg.HA.BGP.RouterID.String())
+		same("ha.bgp.listen_port", fmt.Sprint(old.HA.BGP.ListenPort), fmt.Sprint(cfg.HA.BGP.ListenPort))
+	}
 	return errors.Join(errs...)
 }
 

@@ -25,6 +25,10 @@ type collector struct {
 	wlEntries, wlGen       *prometheus.Desc
 	attached, configGen    *prometheus.Desc
 	healthy, instanceSlots *prometheus.Desc
+	bgpUp, bgpBFDUp        *prometheus.Desc
+	bgpFlaps, bgpPrefixes  *prometheus.Desc
+	bgpAnnouncing          *prometheus.Desc
+	bgpWithdraws           *prometheus.Desc
 }
 
 func newCollector(d *Daemon) *collector {
@@ -51,13 +55,20 @@ func newCollector(d *Daemon) *collector {
 		configGen:     desc("config_generation", "Configuration generation in force (1 at start, +1 per applied reload)."),
 		healthy:       desc("healthy", "1 when /health answers 200."),
 		instanceSlots: desc("instances", "Configured HAProxy instances."),
+		bgpUp:         desc("bgp_session_up", "1 when the BGP session to the router is established.", "peer", "asn"),
+		bgpBFDUp:      desc("bgp_bfd_up", "1 when the BFD session to the router is up (only peers with BFD).", "peer"),
+		bgpFlaps:      desc("bgp_session_flaps_total", "Times the established BGP session to the router went down.", "peer"),
+		bgpPrefixes:   desc("bgp_announced_prefixes", "VIP prefixes the node announces to its routers (0 while withdrawn)."),
+		bgpAnnouncing: desc("bgp_announcing", "1 while the node announces its VIPs."),
+		bgpWithdraws:  desc("bgp_withdraws_total", "Times the node withdrew its VIPs (unhealthy or stopping)."),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.packets, c.bytes, c.flows, c.fallbacks, c.steered, c.unassigned,
 		c.instUp, c.instConns, c.instRestarts, c.backendUp, c.reloads, c.reloadFails, c.wlEntries, c.wlGen,
-		c.attached, c.configGen, c.healthy, c.instanceSlots} {
+		c.attached, c.configGen, c.healthy, c.instanceSlots,
+		c.bgpUp, c.bgpBFDUp, c.bgpFlaps, c.bgpPrefixes, c.bgpAnnouncing, c.bgpWithdraws} {
 		ch <- d
 	}
 }
@@ -120,6 +131,19 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ok, _ := d.health(context.Background())
 	gauge(c.healthy, b2f(ok))
+	if d.speaker != nil {
+		st := d.speaker.Status(context.Background())
+		for _, p := range st.Peers {
+			gauge(c.bgpUp, b2f(p.Up()), p.Address, strconv.FormatUint(uint64(p.ASN), 10))
+			counter(c.bgpFlaps, float64(p.Flaps), p.Address)
+			if p.BFD != "" {
+				gauge(c.bgpBFDUp, b2f(p.BFD == "up"), p.Address)
+			}
+		}
+		gauge(c.bgpPrefixes, float64(len(st.Announced)))
+		gauge(c.bgpAnnouncing, b2f(len(st.Announced) > 0))
+		counter(c.bgpWithdraws, float64(st.Withdraws))
+	}
 }
 
 func b2f(b bool) float64 {

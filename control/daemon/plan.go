@@ -151,6 +151,9 @@ func build(ctx context.Context, cfg *config.Config, r resolver, v haproxy.Versio
 		b.frontends = append(b.frontends, fe)
 	}
 	b.ids = alloc.got
+	if err := routerServices(cfg, b); err != nil {
+		return nil, err
+	}
 	if err := loader.ValidateServices(b.vips, b.services); err != nil {
 		return nil, err
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ober-ingress/ober/control/bgp"
 	"github.com/ober-ingress/ober/control/dataplane"
 	"github.com/ober-ingress/ober/control/supervisor"
 	"github.com/ober-ingress/ober/loader"
@@ -33,6 +34,20 @@ type DaemonStatus struct {
 	Config    ConfigStatus    `json:"config"`
 	HAProxy   HAProxyStatus   `json:"haproxy"`
 	Backends  []BackendStatus `json:"backends"`
+	// BGP is set in ha.mode bgp.
+	BGP *BGPStatus `json:"bgp,omitempty"`
+}
+
+// BGPStatus is the speaker's state and whether the node announces.
+type BGPStatus struct {
+	bgp.Status
+	Announcing bool `json:"announcing"`
+	// NotAnnouncing says why the routes are withdrawn (the failing health
+	// check, the hold-down, stopping).
+	NotAnnouncing string `json:"not_announcing,omitempty"`
+	// Draining lists the nodes of ha.bgp.handoff now draining (this one
+	// included), whose orphaned connections the dataplane hands back.
+	Draining []string `json:"handoff_draining,omitempty"`
 }
 
 // HealthStatus is /health's answer.
@@ -113,6 +128,19 @@ func (d *Daemon) daemonStatus(ctx context.Context) *DaemonStatus {
 		ds.HAProxy.Instances = st.Instances
 		ds.Backends = backends(b, st)
 	}
+	if d.speaker != nil {
+		bs := &BGPStatus{Status: d.speaker.Status(ctx)}
+		bs.Announcing = len(bs.Announced) > 0
+		if !bs.Announcing && d.ann != nil {
+			bs.NotAnnouncing = d.ann.notAnnouncedReason()
+		}
+		if d.handoff != nil {
+			for _, a := range d.handoff.Draining() {
+				bs.Draining = append(bs.Draining, a.String())
+			}
+		}
+		ds.BGP = bs
+	}
 	return ds
 }
 
@@ -146,6 +174,13 @@ func backends(b *built, st supervisor.Status) []BackendStatus {
 // health is /health: the node serves when the dataplane is attached, an
 // instance is healthy and a backend is up.
 func (d *Daemon) health(context.Context) (bool, string) {
+	return d.healthFor(1, true)
+}
+
+// healthFor is the node's health with a policy: at least minInstances
+// healthy instances and, with needBackend, a backend up. The routes are
+// announced on it (ha.bgp.announce_when).
+func (d *Daemon) healthFor(minInstances int, needBackend bool) (bool, string) {
 	d.mu.Lock()
 	ready, stopping, b := d.ready, d.stopping, d.cur
 	d.mu.Unlock()
@@ -172,8 +207,13 @@ func (d *Daemon) health(context.Context) (bool, string) {
 		return false, "dataplane: sk_lookup not attached"
 	}
 	st := d.sup.Status()
-	if st.Healthy() == 0 {
+	if h := st.Healthy(); h == 0 {
 		return false, fmt.Sprintf("no healthy HAProxy instance (of %d)", len(st.Instances))
+	} else if h < minInstances {
+		return false, fmt.Sprintf("%d healthy HAProxy instances of %d, fewer than the %d required", h, len(st.Instances), minInstances)
+	}
+	if !needBackend {
+		return true, ""
 	}
 	bs := backends(b, st)
 	checked := false

@@ -115,6 +115,12 @@ func (s *Supervisor) probe(p *proc) {
 	if sl == nil || sl.cur != p {
 		return
 	}
+	before, upBefore := sl.state, upCount(p.backends)
+	defer func() {
+		if sl.state != before || upCount(p.backends) != upBefore {
+			s.changed()
+		}
+	}()
 	if err != nil {
 		p.failed++
 		sl.state = StateUnhealthy
@@ -140,4 +146,14 @@ func (s *Supervisor) probe(p *proc) {
 			Name: b.Name, Up: b.Up, Status: b.Status, CheckStatus: b.CheckStatus, Connections: b.CurConns,
 		})
 	}
+}
+
+func upCount(bs []BackendState) int {
+	n := 0
+	for _, b := range bs {
+		if b.Up {
+			n++
+		}
+	}
+	return n
 }

@@ -96,6 +96,12 @@ type Options struct {
 	// Backoff is the first restart delay, doubled per quick crash up to
 	// MaxBackoff; defaults 100ms and 10s.
 	Backoff, MaxBackoff time.Duration
+	// OnChange is called whenever an instance's state or its view of the
+	// backends may have changed (an exit is reported the moment the
+	// process is reaped), so that the daemon can withdraw routes at once
+	// instead of polling. It is called with the supervisor's lock held:
+	// it must not block or call the supervisor.
+	OnChange func()
 }
 
 // State is an instance's condition.
@@ -138,6 +144,17 @@ type slot struct {
 	backoff  time.Duration
 	lastExit string
 	timer    *time.Timer
+	// kept are the listeners of an instance that died, handed to its
+	// restart: connections the kernel queued on them between the death
+	// and its notice are served late instead of reset.
+	kept map[uint32]*net.TCPListener
+}
+
+func (sl *slot) closeKept() {
+	for _, l := range sl.kept {
+		l.Close()
+	}
+	sl.kept = nil
 }
 
 type proc struct {
@@ -230,7 +247,7 @@ func (s *Supervisor) Apply(ctx context.Context, plan Plan) error {
 	errs := make([]error, len(plan.Slots))
 	var wg sync.WaitGroup
 	for i, sl := range plan.Slots {
-		wg.Go(func() { procs[i], errs[i] = s.startProc(ctx, &plan, sl, gen) })
+		wg.Go(func() { procs[i], errs[i] = s.startProc(ctx, &plan, sl, gen, nil) })
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
@@ -278,6 +295,7 @@ func (s *Supervisor) Apply(ctx context.Context, plan Plan) error {
 			sl.timer.Stop()
 			sl.timer = nil
 		}
+		sl.closeKept()
 		if sl.cur != nil {
 			retire = append(retire, sl.cur)
 		}
@@ -325,8 +343,15 @@ func (s *Supervisor) Apply(ctx context.Context, plan Plan) error {
 		s.stale = nil
 		go s.retireStale(stale)
 	}
+	s.changed()
 	s.log.Info("generation serving", "generation", gen, "instances", len(procs), "retired", len(retire))
 	return nil
+}
+
+func (s *Supervisor) changed() {
+	if s.opts.OnChange != nil {
+		s.opts.OnChange()
+	}
 }
 
 // install puts p's sockets into the sockmap, replacing what was there.
@@ -386,9 +411,10 @@ func (s *Supervisor) rebuildMaglev() {
 	s.table = table
 }
 
-// startProc starts one instance of plan on fresh sockets and waits until
-// its runtime socket answers.
-func (s *Supervisor) startProc(ctx context.Context, plan *Plan, sl Slot, gen uint64) (*proc, error) {
+// startProc starts one instance of plan and waits until its runtime
+// socket answers. Its listeners are fresh, or taken from reuse (a dead
+// predecessor's) where the ID matches; startProc owns reuse.
+func (s *Supervisor) startProc(ctx context.Context, plan *Plan, sl Slot, gen uint64, reuse map[uint32]*net.TCPListener) (*proc, error) {
 	p := &proc{
 		slot:  sl,
 		gen:   gen,
@@ -409,10 +435,19 @@ func (s *Supervisor) startProc(ctx context.Context, plan *Plan, sl Slot, gen uin
 			f.Close()
 		}
 	}()
+	defer func() {
+		for _, l := range reuse {
+			l.Close()
+		}
+	}()
 	for i, l := range plan.Listeners {
-		tl, err := listen(ctx, l.Family)
-		if err != nil {
-			return fail(err)
+		tl, ok := reuse[l.ID]
+		delete(reuse, l.ID)
+		if !ok {
+			var err error
+			if tl, err = listen(ctx, l.Family); err != nil {
+				return fail(err)
+			}
 		}
 		p.socks[l.ID] = tl
 		f, err := tl.File()
@@ -548,11 +583,17 @@ func (s *Supervisor) exited(p *proc) {
 		s.clearSocket(id, p.slot.Index)
 	}
 	p.live = false
-	s.closeSockets(p)
+	if s.stopping {
+		s.closeSockets(p)
+	} else {
+		sl.closeKept()
+		sl.kept = p.socks
+	}
 	sl.cur = nil
 	sl.state = StateDown
 	sl.lastExit = exitText(p.exitErr)
 	s.rebuildMaglev()
+	s.changed()
 	if s.stopping {
 		sl.state = StateStopped
 		return
@@ -579,9 +620,11 @@ func (s *Supervisor) restart(idx int, gen uint64) {
 	sl.state = StateStarting
 	plan := s.plan
 	slotCopy := sl.Slot
+	kept := sl.kept
+	sl.kept = nil
 	s.mu.Unlock()
 
-	p, err := s.startProc(context.Background(), plan, slotCopy, gen)
+	p, err := s.startProc(context.Background(), plan, slotCopy, gen, kept)
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -614,6 +657,7 @@ func (s *Supervisor) restart(idx int, gen uint64) {
 	s.restarts++
 	p.live = true
 	s.rebuildMaglev()
+	s.changed()
 	s.log.Info("instance back in service", "instance", idx, "pid", p.cmd.pid)
 }
 
@@ -631,6 +675,7 @@ func (s *Supervisor) Stop(ctx context.Context, drain time.Duration) {
 		if sl.timer != nil {
 			sl.timer.Stop()
 		}
+		sl.closeKept()
 		if sl.cur != nil {
 			for id := range sl.cur.socks {
 				s.clearSocket(id, sl.Index)

@@ -78,7 +78,7 @@ type Site struct {
 	Bin                    string
 	cmd                    *exec.Cmd
 	done                   chan struct{}
-	log                    *syncBuffer
+	log                    *LogBuffer
 	clientDial, nodeDialer *Dialer
 }
 
@@ -86,7 +86,7 @@ type Site struct {
 func New(t testing.TB, bin string, queues int) *Site {
 	t.Helper()
 	netnstest.RequireRoot(t)
-	s := &Site{t: t, Bin: bin, Dir: t.TempDir(), log: &syncBuffer{}}
+	s := &Site{t: t, Bin: bin, Dir: t.TempDir(), log: &LogBuffer{}}
 	s.Root = netnstest.BPFFS(t) + "/ober"
 	s.Client, s.Node, s.Backend = netnstest.New(t, "cli"), netnstest.New(t, "node"), netnstest.New(t, "be")
 	netnstest.Veth(t, s.Client, "veth-c", s.Node, "veth-n", queues)
@@ -275,14 +275,18 @@ func (s *Site) Signal(sig os.Signal) { _ = s.cmd.Process.Signal(sig) }
 // Log returns what ober wrote so far.
 func (s *Site) Log() string { return s.log.String() }
 
-// apiClient talks to the daemon's API inside the node namespace.
-func (s *Site) apiClient() *http.Client {
-	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: s.nodeDialer.DialContext, DisableKeepAlives: true}}
+// API is a client of a daemon's health, status and metrics API on its
+// default address, dialled inside the node's namespace.
+type API struct{ Dialer *Dialer }
+
+func (a API) get(path string) (*http.Response, error) {
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: a.Dialer.DialContext, DisableKeepAlives: true}}
+	return c.Get("http://127.0.0.1:8404" + path)
 }
 
 // Health returns /health's status code and body.
-func (s *Site) Health() (int, string, error) {
-	resp, err := s.apiClient().Get("http://127.0.0.1:8404/health")
+func (a API) Health() (int, string, error) {
+	resp, err := a.get("/health")
 	if err != nil {
 		return 0, "", err
 	}
@@ -292,30 +296,51 @@ func (s *Site) Health() (int, string, error) {
 }
 
 // Status returns the daemon's /status.
-func (s *Site) Status() *daemon.Status {
-	s.t.Helper()
-	resp, err := s.apiClient().Get("http://127.0.0.1:8404/status")
+func (a API) Status() (*daemon.Status, error) {
+	resp, err := a.get("/status")
 	if err != nil {
-		s.t.Fatalf("GET /status: %v", err)
+		return nil, err
 	}
 	defer resp.Body.Close()
 	var st daemon.Status
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		s.t.Fatalf("decode /status: %v", err)
+		return nil, fmt.Errorf("decode /status: %w", err)
 	}
-	return &st
+	return &st, nil
+}
+
+// Metrics returns /metrics as text.
+func (a API) Metrics() (string, error) {
+	resp, err := a.get("/metrics")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+// Health returns /health's status code and body.
+func (s *Site) Health() (int, string, error) { return API{s.nodeDialer}.Health() }
+
+// Status returns the daemon's /status.
+func (s *Site) Status() *daemon.Status {
+	s.t.Helper()
+	st, err := API{s.nodeDialer}.Status()
+	if err != nil {
+		s.t.Fatalf("GET /status: %v", err)
+	}
+	return st
 }
 
 // Metrics returns /metrics as text.
 func (s *Site) Metrics() string {
 	s.t.Helper()
-	resp, err := s.apiClient().Get("http://127.0.0.1:8404/metrics")
+	m, err := API{s.nodeDialer}.Metrics()
 	if err != nil {
 		s.t.Fatalf("GET /metrics: %v", err)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
+	return m
 }
 
 // CertPool trusts the node's self-signed certificate.
@@ -430,18 +455,20 @@ func (d *Dialer) DialFrom(ctx context.Context, network, addr string, local *net.
 	return res.c, res.err
 }
 
-type syncBuffer struct {
+// LogBuffer collects a process's output for failure messages; it may be
+// written and read at once.
+type LogBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *LogBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *LogBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()

@@ -1,0 +1,543 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ober-ingress/ober/internal/ecmptest"
+	"github.com/ober-ingress/ober/internal/netnstest"
+	"github.com/ober-ingress/ober/internal/routertest"
+)
+
+// fetch is one request on a new connection from the client through the
+// router to the VIP.
+type fetch struct {
+	start, end time.Time
+	node       string // from X-Served-By "<node>/<instance>"
+	err        error
+}
+
+// fetchVIP opens a TLS connection to vip:443 from the client namespace,
+// sends one GET and reads the whole answer. Any HTTP answer from the
+// backend counts (the S3 server refuses the unsigned request with 403);
+// what fails is a connection that breaks or an answer HAProxy makes up.
+func fetchVIP(ctx context.Context, s *ecmptest.Site, vip netip.Addr, path string) fetch {
+	f := fetch{start: time.Now()}
+	defer func() { f.end = time.Now() }()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	raw, err := s.ClientDialer().DialContext(ctx, "tcp", netip.AddrPortFrom(vip, 443).String())
+	if err != nil {
+		f.err = err
+		return f
+	}
+	defer raw.Close()
+	_ = raw.SetDeadline(time.Now().Add(10 * time.Second))
+	c := tls.Client(raw, s.TLSConfig())
+	if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: s3.ecmp.test\r\nConnection: close\r\n\r\n", path); err != nil {
+		f.err = err
+		return f
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		f.err = err
+		return f
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		f.err = err
+		return f
+	}
+	if resp.StatusCode >= 500 {
+		f.err = fmt.Errorf("status %s", resp.Status)
+	}
+	f.node, _, _ = strings.Cut(resp.Header.Get("X-Served-By"), "/")
+	if f.node == "" && f.err == nil {
+		f.err = fmt.Errorf("no X-Served-By in %s answer", resp.Status)
+	}
+	return f
+}
+
+// loadECMP runs workers making one request per new connection until stop
+// is closed (bounded to a minute and 20000 requests).
+func loadECMP(ctx context.Context, s *ecmptest.Site, workers int, stop <-chan struct{}) []fetch {
+	var mu sync.Mutex
+	var out []fetch
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(time.Minute)
+	for range workers {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				mu.Lock()
+				n := len(out)
+				mu.Unlock()
+				if n >= 20000 || time.Now().After(deadline) {
+					return
+				}
+				f := fetchVIP(ctx, s, ecmptest.VIP4, "/")
+				mu.Lock()
+				out = append(out, f)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+func byNode(fs []fetch) map[string]int {
+	m := map[string]int{}
+	for _, f := range fs {
+		if f.err == nil {
+			m[f.node]++
+		}
+	}
+	return m
+}
+
+func failures(fs []fetch) []fetch {
+	var out []fetch
+	for _, f := range fs {
+		if f.err != nil {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// killInstances kills every HAProxy instance of n at once, returning the
+// moment of the first kill.
+func killInstances(t *testing.T, n *ecmptest.Node) time.Time {
+	t.Helper()
+	pids, err := n.InstancePIDs()
+	require.NoError(t, err)
+	require.NotEmpty(t, pids)
+	at := time.Now()
+	for _, pid := range pids {
+		require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
+	}
+	return at
+}
+
+// without says whether the nexthop set lacks every address of n.
+func without(n *ecmptest.Node) func([]netip.Addr) bool {
+	return func(nh []netip.Addr) bool {
+		return len(nh) > 0 && !slices.Contains(nh, n.Addr) && !slices.Contains(nh, n.Addr6)
+	}
+}
+
+func nexthopsWith(n *ecmptest.Node, count int) func([]netip.Addr) bool {
+	return func(nh []netip.Addr) bool {
+		return len(nh) == count && (slices.Contains(nh, n.Addr) || slices.Contains(nh, n.Addr6))
+	}
+}
+
+func metricValue(t *testing.T, text, series string) string {
+	t.Helper()
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`)
+	m := re.FindStringSubmatch(text)
+	require.NotNil(t, m, "metric %s missing", series)
+	return m[1]
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2]
+}
+
+// TestBGPECMP: three nodes announce the VIPs to a real router, which
+// installs one multipath route per VIP; clients' connections spread over
+// the three nodes; `ober test` checks the sessions without announcing.
+func TestBGPECMP(t *testing.T) {
+	for _, kind := range []routertest.Kind{routertest.BIRD, routertest.FRR} {
+		t.Run(string(kind), func(t *testing.T) {
+			s := ecmptest.New(t, oberBin, ecmptest.Params{Router: kind})
+
+			// ober test before anything runs: a session opens, nothing is
+			// announced.
+			out, code := oberIn(t, s.Nodes[0].NS, "--config", s.Nodes[0].ConfigPath, "test", "--timeout", "20s")
+			t.Logf("ober test:\n%s", out)
+			require.Equal(t, 0, code, out)
+			require.Regexp(t, `ok +bgp 10\.99\.1\.1 +AS65000 established in .*, router id 10\.99\.1\.1; offers .*multiprotocol`, out)
+			require.Regexp(t, `ok +bgp fd99:1::1 +AS65000 established`, out)
+			nh, err := s.R.Nexthops(ecmptest.Prefix4)
+			require.NoError(t, err)
+			require.Empty(t, nh, "ober test announced something")
+
+			// A wrong AS number: the router refuses, ober test says so.
+			bad := s.Config(s.Nodes[0], "")
+			bad = strings.Replace(bad, "asn: 65010", "asn: 65011", 1)
+			badPath := s.Nodes[0].Dir + "/bad.yaml"
+			require.NoError(t, os.WriteFile(badPath, []byte(bad), 0o600))
+			out, code = oberIn(t, s.Nodes[0].NS, "--config", badPath, "test", "--timeout", "5s")
+			t.Logf("ober test, wrong AS:\n%s", out)
+			require.Equal(t, 1, code, out)
+			require.Contains(t, out, "FAIL bgp 10.99.1.1")
+			require.Contains(t, out, "checks failed")
+
+			s.StartNodes()
+			nh4, _ := s.R.Nexthops(ecmptest.Prefix4)
+			nh6, _ := s.R.Nexthops(ecmptest.Prefix6)
+			t.Logf("router %s: %s via %v; %s via %v", kind, ecmptest.Prefix4, nh4, ecmptest.Prefix6, nh6)
+
+			var fs []fetch
+			for range 90 {
+				fs = append(fs, fetchVIP(context.Background(), s, ecmptest.VIP4, "/"))
+			}
+			for range 30 {
+				fs = append(fs, fetchVIP(context.Background(), s, ecmptest.VIP6, "/"))
+			}
+			require.Empty(t, failures(fs))
+			spread := byNode(fs)
+			t.Logf("120 connections served by %v", spread)
+			for _, n := range s.Nodes {
+				require.NotZero(t, spread[n.Name], "%s got no connection: ECMP does not spread", n.Name)
+			}
+
+			m, err := s.Nodes[0].Metrics()
+			require.NoError(t, err)
+			require.Equal(t, "1", metricValue(t, m, `ober_bgp_session_up{asn="65000",peer="10.99.1.1"}`))
+			require.Equal(t, "1", metricValue(t, m, `ober_bgp_session_up{asn="65000",peer="fd99:1::1"}`))
+			require.Equal(t, "2", metricValue(t, m, `ober_bgp_announced_prefixes`))
+			st, err := s.Nodes[0].Status()
+			require.NoError(t, err)
+			require.NotNil(t, st.Daemon.BGP)
+			require.True(t, st.Daemon.BGP.Announcing)
+			require.Equal(t, []string{"10.99.0.100/32", "fd99::100/128"}, st.Daemon.BGP.Announced)
+
+			// ober test while the daemon runs reports its sessions.
+			out, code = oberIn(t, s.Nodes[0].NS, "--config", s.Nodes[0].ConfigPath, "test")
+			require.Equal(t, 0, code, out)
+			require.Contains(t, out, "established in the running daemon")
+		})
+	}
+}
+
+// TestBGPInstancesKilled: every HAProxy instance of a node dies; the
+// node's route leaves the router's table at once while new connections
+// keep succeeding; the route comes back only after the hold-down.
+func TestBGPInstancesKilled(t *testing.T) {
+	s := ecmptest.New(t, oberBin, ecmptest.Params{HoldDown: 2 * time.Second})
+	s.StartNodes()
+	victim := s.Nodes[1]
+	var total, detect, withdraw []time.Duration
+	for round := range 3 {
+		w := s.R.Watch(t, ecmptest.Prefix4)
+		stop := make(chan struct{})
+		var fs []fetch
+		done := make(chan struct{})
+		go func() { fs = loadECMP(context.Background(), s, 4, stop); close(done) }()
+		time.Sleep(500 * time.Millisecond)
+		killed := killInstances(t, victim)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		gone, nh, err := w.Until(ctx, killed, without(victim))
+		cancel()
+		require.NoError(t, err, "route via %s still there", victim.Name)
+		// New connections keep coming for a while after the withdraw;
+		// the load stops before the hold-down ends.
+		time.Sleep(time.Second)
+		close(stop)
+		<-done
+
+		st, err := victim.Status()
+		require.NoError(t, err)
+		wd := *st.Daemon.BGP.LastWithdraw
+		require.Contains(t, st.Daemon.BGP.LastWithdrawReason, "no healthy HAProxy instance")
+		total, detect, withdraw = append(total, gone.Sub(killed)), append(detect, wd.Sub(killed)), append(withdraw, gone.Sub(wd))
+		t.Logf("round %d: route via %s gone %v after the kill (exit seen and withdrawn after %v, at the router %v later); now via %v",
+			round, victim.Name, gone.Sub(killed), wd.Sub(killed), gone.Sub(wd), nh)
+
+		// Connections that began before the kernel had finished the
+		// instances could still be queued to them (and reset when the
+		// restarted instance took the socket over, seen under load);
+		// those that began once the node was known dead must all work.
+		var window, windowFailed, after int
+		for _, f := range fs {
+			switch {
+			case f.start.Before(killed):
+				if f.err != nil {
+					t.Logf("  in flight at the kill, failed: %v", f.err)
+				}
+			case f.start.Before(wd):
+				window++
+				if f.err != nil {
+					windowFailed++
+					t.Logf("  new connection at +%v, before the death was known, failed: %v", f.start.Sub(killed), f.err)
+				}
+			default:
+				after++
+				require.NoError(t, f.err, "new connection at +%v failed", f.start.Sub(killed))
+			}
+		}
+		t.Logf("round %d: %d requests; %d began before the death was known (%d failed), %d after (0 failed); served by %v",
+			round, len(fs), window, windowFailed, after, byNode(fs))
+		require.NotZero(t, after)
+
+		// Hysteresis: the instances are back within a second, the route
+		// only once they stayed healthy for the hold-down.
+		ctx, cancel = context.WithTimeout(context.Background(), 15*time.Second)
+		back, _, err := w.Until(ctx, gone, nexthopsWith(victim, 3))
+		cancel()
+		require.NoError(t, err, "route via %s did not come back", victim.Name)
+		t.Logf("round %d: route back %v after the withdraw (hold-down 2s)", round, back.Sub(gone))
+		require.GreaterOrEqual(t, back.Sub(gone), 2*time.Second, "re-announced before the hold-down")
+	}
+	t.Logf("HAProxy killed -> route gone at the router: %v (median %v); exit seen: %v; withdraw to router: %v (median %v)",
+		total, median(total), detect, withdraw, median(withdraw))
+	require.Less(t, median(withdraw), 50*time.Millisecond, "withdraw target: 50ms from the moment the death is known")
+	require.Less(t, median(total), 500*time.Millisecond)
+	st, err := victim.Status()
+	require.NoError(t, err)
+	require.Equal(t, uint64(3), st.Daemon.BGP.Withdraws)
+}
+
+// TestBGPOberKilled: ober itself dies (kill -9). Its instances keep
+// serving, but its BGP sessions close with the process, so the routers
+// drop its routes at once instead of keeping them until a hold timer.
+func TestBGPOberKilled(t *testing.T) {
+	s := ecmptest.New(t, oberBin, ecmptest.Params{HoldTime: 9 * time.Second})
+	s.StartNodes()
+	victim := s.Nodes[1]
+	w := s.R.Watch(t, ecmptest.Prefix4)
+	killed := time.Now()
+	victim.Kill()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	gone, _, err := w.Until(ctx, killed, without(victim))
+	cancel()
+	require.NoError(t, err)
+	t.Logf("ober killed: route via %s gone %v later (hold time 9s)", victim.Name, gone.Sub(killed))
+	require.Less(t, gone.Sub(killed), time.Second, "the route stayed until a timer")
+
+	// A new ober takes the node back (its instances were left running).
+	victim.Start()
+	s.WaitPaths(3, 30*time.Second)
+}
+
+// TestBGPLinkCut: the node's cable is cut on its side, behind the switch;
+// with BFD at 100ms x 3 the router drops the path in under 500ms, without
+// BFD at the hold time.
+func TestBGPLinkCut(t *testing.T) {
+	for _, bfd := range []bool{true, false} {
+		t.Run(fmt.Sprintf("bfd=%v", bfd), func(t *testing.T) {
+			s := ecmptest.New(t, oberBin, ecmptest.Params{BFD: bfd, HoldTime: 3 * time.Second})
+			s.StartNodes()
+			var took []time.Duration
+			rounds := 3
+			if !bfd {
+				rounds = 1
+			}
+			// Each round cuts another node: GoBGP 4.8 resets a session
+			// whose BFD expires while still coming up, so after a link
+			// flap a node can take tens of seconds to return (README,
+			// failure table); the return is logged, not required.
+			for round := range rounds {
+				victim := s.Nodes[2-round]
+				if bfd {
+					require.Eventually(t, func() bool {
+						sess, err := s.R.Sessions(context.Background())
+						return err == nil && sess[victim.Addr].BFD == "Up" && sess[victim.Addr].State == "Established"
+					}, 30*time.Second, 50*time.Millisecond, "BFD session with %s not up", victim.Name)
+				}
+				w := s.R.Watch(t, ecmptest.Prefix4)
+				cut := time.Now()
+				victim.LinkDown()
+				ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+				gone, _, err := w.Until(ctx, cut, without(victim))
+				cancel()
+				require.NoError(t, err)
+				took = append(took, gone.Sub(cut))
+				t.Logf("round %d: path via %s gone %v after the link went down", round, victim.Name, gone.Sub(cut))
+				victim.LinkUp()
+				ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+				back, _, err := w.Until(ctx, gone, func(nh []netip.Addr) bool { return slices.Contains(nh, victim.Addr) })
+				cancel()
+				if err == nil {
+					t.Logf("round %d: path via %s back %v after the link came up", round, victim.Name, back.Sub(gone))
+				} else {
+					t.Logf("round %d: path via %s not back within 10s of the link coming up", round, victim.Name)
+				}
+			}
+			if bfd {
+				t.Logf("link cut with BFD 100ms x 3: %v (median %v)", took, median(took))
+				require.Less(t, median(took), 500*time.Millisecond)
+			} else {
+				t.Logf("link cut without BFD (hold time 3s): %v", took)
+				require.Greater(t, took[0], 2*time.Second, "gone before the hold time: something else noticed")
+				require.Less(t, took[0], 5*time.Second)
+			}
+		})
+	}
+}
+
+// TestBGPGracefulStop: `ober stop` (SIGTERM) tells the other nodes it
+// drains, withdraws, then drains; connections under way finish (their
+// packets, moved by the routers, are handed back) and new ones land on
+// the other nodes.
+func TestBGPGracefulStop(t *testing.T) {
+	for _, handoff := range []bool{true, false} {
+		t.Run(fmt.Sprintf("handoff=%v", handoff), func(t *testing.T) { gracefulStop(t, handoff) })
+	}
+}
+
+// gracefulStop stops the middle node under load with slow downloads in
+// flight. With handoff every request succeeds; without it the stopping
+// node's connections are reset when the routers move them, which is what
+// handoff is for (the failures are counted and required, so this half
+// shows the other half means something).
+func gracefulStop(t *testing.T, handoff bool) {
+	s := ecmptest.New(t, oberBin, ecmptest.Params{Drain: 5 * time.Second, Handoff: handoff})
+	s.StartNodes()
+	// The router hashes flows over its next hops in order (Linux's
+	// hash-threshold ECMP): taking out the middle one moves only that
+	// node's flows; taking out an end one also moves some of the
+	// middle node's to the other end, which no node can hand back
+	// (README, "BGP mode").
+	victim := s.Nodes[1]
+	w := s.R.Watch(t, ecmptest.Prefix4)
+	stop := make(chan struct{})
+	var fs []fetch
+	done := make(chan struct{})
+	go func() { fs = loadECMP(context.Background(), s, 6, stop); close(done) }()
+
+	// Slow downloads in flight when the node stops: each takes about
+	// 2s, well within the drain time.
+	slow := make(chan fetch, 16)
+	var slowWG sync.WaitGroup
+	for range 12 {
+		slowWG.Go(func() { slow <- fetchVIP(context.Background(), s, ecmptest.VIP4, ecmptest.SlowPath) })
+	}
+	time.Sleep(700 * time.Millisecond)
+	stopped := time.Now()
+	victim.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	gone, _, err := w.Until(ctx, stopped, without(victim))
+	cancel()
+	require.NoError(t, err)
+	t.Logf("graceful stop: route via %s gone %v after SIGTERM", victim.Name, gone.Sub(stopped))
+	require.NoError(t, victim.Wait(30*time.Second))
+	t.Logf("ober on %s exited %v after SIGTERM", victim.Name, time.Since(stopped))
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	<-done
+	slowWG.Wait()
+	close(slow)
+	forwarded := 0
+	for _, n := range s.Nodes {
+		if n == victim {
+			continue
+		}
+		m, err := n.Metrics()
+		require.NoError(t, err)
+		re := regexp.MustCompile(`(?m)^ober_dataplane_packets_total\{action="tx",reason="handoff_forwarded"\} (\d+)$`)
+		if v := re.FindStringSubmatch(m); v != nil {
+			c, _ := strconv.Atoi(v[1])
+			forwarded += c
+			t.Logf("%s handed %d segments back to %s", n.Name, c, victim.Name)
+		}
+	}
+	var slowNodes []string
+	slowFailed := 0
+	for f := range slow {
+		if f.err != nil {
+			slowFailed++
+			continue
+		}
+		slowNodes = append(slowNodes, f.node)
+	}
+	fails := failures(fs)
+	t.Logf("%d requests during the stop, %d failed, served by %v; slow downloads: %d failed, the others served by %v",
+		len(fs), len(fails), byNode(fs), slowFailed, slowNodes)
+	if !handoff {
+		require.NotZero(t, slowFailed+len(fails), "without handoff the stopping node's moved connections should break")
+		return
+	}
+	for _, f := range fails {
+		t.Logf("  failed at %+v: %v", f.start.Sub(stopped), f.err)
+	}
+	require.Empty(t, fails)
+	require.Zero(t, slowFailed, "a long request in flight during the stop failed")
+	require.Contains(t, slowNodes, victim.Name, "no slow download was on the stopping node; the test shows nothing")
+	require.NotZero(t, forwarded, "no segment was handed back")
+}
+
+// TestBGPRoutersWhitelist: a router that is not on the routers whitelist
+// cannot even open the TCP connection of a BGP session (XDP drops its
+// SYN); once `ober sync --routers` admits it, the node answers.
+func TestBGPRoutersWhitelist(t *testing.T) {
+	s := ecmptest.New(t, oberBin, ecmptest.Params{})
+	s.StartNodes()
+	n := s.Nodes[0]
+	dial := func() error {
+		var err error
+		doErr := s.Rogue.Do(func() error {
+			d := net.Dialer{Timeout: 2 * time.Second}
+			c, e := d.Dial("tcp4", netip.AddrPortFrom(n.Addr, 179).String())
+			if e == nil {
+				c.Close()
+			}
+			err = e
+			return nil
+		})
+		require.NoError(t, doErr)
+		return err
+	}
+	before, err := n.Metrics()
+	require.NoError(t, err)
+	err = dial()
+	require.Error(t, err, "the rogue router reached the BGP port")
+	require.ErrorContains(t, err, "timeout", "dropped silently, not refused")
+	after, err := n.Metrics()
+	require.NoError(t, err)
+	// A verdict that never happened has no series yet.
+	drops := func(m string) string {
+		re := regexp.MustCompile(`(?m)^ober_dataplane_packets_total\{action="drop",reason="whitelist_drop"\} (\S+)$`)
+		if v := re.FindStringSubmatch(m); v != nil {
+			return v[1]
+		}
+		return "0"
+	}
+	require.NotEqual(t, drops(before), drops(after), "the drop was not XDP's")
+
+	// The configured router still has its session.
+	sess, err := s.R.Sessions(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, "Established", sess[n.Addr].State)
+
+	out, code := oberIn(t, n.NS, "--bpffs-root", n.Root, "sync", "--routers", "10.99.1.1,fd99:1::1,10.99.1.30")
+	require.Equal(t, 0, code, out)
+	require.Contains(t, out, "+ 10.99.1.30/32")
+	require.NoError(t, dial(), "admitted by ober sync --routers, yet not answered")
+}
+
+// oberIn runs the ober binary in a namespace and returns its combined
+// output and exit code.
+func oberIn(t *testing.T, ns *netnstest.NS, args ...string) (string, int) {
+	t.Helper()
+	res, err := runOber(context.Background(), ns, args...)
+	require.NoError(t, err)
+	return res.stdout + res.stderr, res.code
+}

@@ -1,0 +1,131 @@
+package config
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// bgpConfig is baseConfig in ha.mode bgp with two routers.
+func bgpConfig() *Config {
+	c := baseConfig()
+	c.HA.Mode = HAModeBGP
+	c.HA.BGP = &BGP{ASN: 65010, Peers: []BGPPeer{
+		{Address: addr("10.9.0.1"), ASN: 65000, BFD: BFD{Enabled: true}},
+		{Address: addr("fd09::1"), ASN: 65000},
+	}}
+	c.ApplyDefaults()
+	return c
+}
+
+func TestBGPDefaults(t *testing.T) {
+	c := bgpConfig()
+	require.NoError(t, c.Validate())
+	b := c.HA.BGP
+	require.Equal(t, 179, b.ListenPort)
+	p := b.Peers[0]
+	require.Equal(t, uint16(179), p.Port)
+	require.Equal(t, DefaultBGPHoldTime, p.HoldTime.Duration)
+	require.Equal(t, DefaultBGPHoldTime/3, p.Keepalive.Duration)
+	require.Equal(t, DefaultBFDInterval, p.BFD.Interval.Duration)
+	require.Equal(t, 3, p.BFD.Multiplier)
+	require.Zero(t, b.Peers[1].BFD.Interval.Duration, "BFD timers only where BFD is on")
+	require.Equal(t, 1, b.AnnounceWhen.MinInstances)
+	require.True(t, *b.AnnounceWhen.BackendUp)
+	require.Equal(t, DefaultHoldDown, b.HoldDown.Duration)
+}
+
+func TestValidateBGP(t *testing.T) {
+	med := uint32(5)
+	tests := []struct {
+		name   string
+		mutate func(c *Config)
+		want   string
+	}{
+		{"bgp mode without settings", func(c *Config) { c.HA.BGP = nil },
+			`ha.bgp: required for ha.mode bgp (asn and peers at least)`},
+		{"settings without bgp mode", func(c *Config) { c.HA.Mode = HAModeNone },
+			`ha.bgp: set, but ha.mode is none; set ha.mode: bgp or remove ha.bgp`},
+		{"no asn", func(c *Config) { c.HA.BGP.ASN = 0 },
+			`ha.bgp.asn: 0: an AS number 1-4294967294 is required`},
+		{"as_trans", func(c *Config) { c.HA.BGP.Peers[1].ASN = 23456 },
+			`ha.bgp.peers[1].asn: 23456: 23456 is AS_TRANS (RFC 6793), not a real AS`},
+		{"router id v6", func(c *Config) { c.HA.BGP.RouterID = addr("fd00::9") },
+			`ha.bgp.router_id: fd00::9: must be an IPv4 address`},
+		{"no peers", func(c *Config) { c.HA.BGP.Peers = nil },
+			`ha.bgp.peers: at least one peer is required`},
+		{"duplicate peer", func(c *Config) { c.HA.BGP.Peers[1].Address = addr("10.9.0.1") },
+			`ha.bgp.peers[1].address: 10.9.0.1: duplicate of ha.bgp.peers[0]`},
+		{"peer is a vip", func(c *Config) { c.HA.BGP.Peers[0].Address = addr("10.0.0.1") },
+			`ha.bgp.peers[0].address: 10.0.0.1: is one of the VIPs`},
+		{"short hold time", func(c *Config) { c.HA.BGP.Peers[0].HoldTime.Duration = 2e9 },
+			`ha.bgp.peers[0].hold_time: 2s: must be 0s or whole seconds from 3s to 65535s (RFC 4271)`},
+		{"keepalive above hold", func(c *Config) { c.HA.BGP.Peers[0].Keepalive.Duration = 9e9 },
+			`ha.bgp.peers[0].keepalive: 9s: must be shorter than hold_time 9s`},
+		{"bfd with multihop", func(c *Config) { c.HA.BGP.Peers[0].Multihop = 2 },
+			`ha.bgp.peers[0].bfd.enabled: true: BFD is single-hop only; it cannot run with multihop 2`},
+		{"bfd interval", func(c *Config) { c.HA.BGP.Peers[0].BFD.Interval.Duration = 5e6 },
+			`ha.bgp.peers[0].bfd.interval: 5ms: must be whole milliseconds from 10ms to 60s`},
+		{"passive without listener", func(c *Config) { c.HA.BGP.ListenPort = -1; c.HA.BGP.Peers[1].Passive = true },
+			`ha.bgp.peers[1].passive: true: needs ha.bgp.listen_port (it is -1: nothing accepts the router's connection)`},
+		{"community", func(c *Config) { c.HA.BGP.Communities = []string{"65000:70000"} },
+			`ha.bgp.communities[0]: "65000:70000": must be asn:value with each 0-65535, or one of blackhole, graceful-shutdown, no-advertise, no-export, no-export-subconfed`},
+		{"large community", func(c *Config) {
+			c.HA.BGP.VIPs = []BGPVIP{{VIP: addr("10.0.0.1"), LargeCommunities: []string{"1:2"}, MED: &med}}
+		},
+			`ha.bgp.vips[0].large_communities[0]: "1:2": must be global:local1:local2 with each 0-4294967295`},
+		{"vip override of no vip", func(c *Config) { c.HA.BGP.VIPs = []BGPVIP{{VIP: addr("10.0.0.7")}} },
+			`ha.bgp.vips[0].vip: 10.0.0.7: is not in vips`},
+		{"min instances", func(c *Config) { c.HA.BGP.AnnounceWhen.MinInstances = 9 },
+			`ha.bgp.announce_when.min_instances: 9: must be 1 to instances.count (2)`},
+		{"handoff v6", func(c *Config) { c.HA.BGP.Handoff.Nodes = []Addr{addr("10.9.0.11"), addr("fd09::12")} },
+			`ha.bgp.handoff.nodes[1]: fd09::12: must be a node's unicast IPv4 address (handoff tunnels are IPv4)`},
+		{"handoff alone", func(c *Config) { c.HA.BGP.Handoff.Nodes = []Addr{addr("10.9.0.11")} },
+			`ha.bgp.handoff.nodes: 10.9.0.11: one node has nobody to hand off to; list every node or none`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := bgpConfig()
+			tt.mutate(c)
+			require.EqualError(t, c.Validate(), tt.want)
+		})
+	}
+}
+
+func TestParseCommunity(t *testing.T) {
+	v, err := ParseCommunity("65000:100")
+	require.NoError(t, err)
+	require.Equal(t, uint32(65000<<16|100), v)
+	v, err = ParseCommunity("no-export")
+	require.NoError(t, err)
+	require.Equal(t, uint32(0xFFFFFF01), v)
+	l, err := ParseLargeCommunity("4200000000:1:2")
+	require.NoError(t, err)
+	require.Equal(t, [3]uint32{4200000000, 1, 2}, l)
+}
+
+// The routers whitelist defaults to the peers, and a list that leaves a
+// peer out is refused: XDP would drop that router's BGP and BFD.
+func TestRoutersWhitelist(t *testing.T) {
+	c := bgpConfig()
+	c.Backends.Servers = c.Backends.Servers[1:] // no names to resolve
+	res, err := c.Resolve(context.Background(), nil)
+	require.NoError(t, err)
+	require.Equal(t, []netip.Prefix{netip.MustParsePrefix("10.9.0.1/32"), netip.MustParsePrefix("fd09::1/128")},
+		res.Whitelists[WhitelistRouters])
+
+	c.Whitelists.Routers = []string{"10.9.0.0/24"}
+	_, err = c.Resolve(context.Background(), nil)
+	require.EqualError(t, err, `ha.bgp.peers[1].address: fd09::1: is not in whitelists.routers: XDP would drop its BGP and BFD packets (add it, or leave the list empty to admit exactly the peers)`)
+}
+
+func TestBGPExampleLoads(t *testing.T) {
+	c, err := load("testdata/bgp.yaml", nodeA())
+	require.NoError(t, err)
+	b := c.HA.BGP
+	require.Len(t, b.Peers, 3)
+	require.Equal(t, DefaultBFDInterval/3, b.Peers[0].BFD.Interval.Duration)
+	require.Equal(t, uint32(50), *b.VIPs[0].MED)
+}
