@@ -867,7 +867,7 @@ __attribute__((noinline)) int ober_rx(struct xdp_md *ctx, __u32 l3off, struct rx
 	__u32 k = 0, hlen, tot, meta, i;
 	int node = 0;
 	__be16 type;
-	__be32 src;
+	__be32 src, target = 0;
 	__u64 rx;
 	__u8 proto;
 	void *set;
@@ -893,13 +893,17 @@ __attribute__((noinline)) int ober_rx(struct xdp_md *ctx, __u32 l3off, struct rx
 	src = ip->saddr;
 	if (!info || !h || !h->self || ip->daddr != h->self || src == h->self)
 		return -1;
+	/* Where it goes on depends on where its chain started: the index of
+	 * the outer source among the nodes. */
 	for (i = 0; i < OBER_MAX_NODES; i++) {
-		if (i < h->nnodes && h->nodes[i] == src)
+		if (i < h->nnodes && h->nodes[i] == src) {
 			node = 1;
+			target = h->rx_targets[i];
+		}
 	}
 	if (!node)
 		return -1;
-	rx = (__u64)src | (__u64)h->rx_target << 32;
+	rx = (__u64)src | (__u64)target << 32;
 	meta = h->draining ? META_ORPHANS : 0;
 
 	/* Out with the outer header; the Ethernet header and VLAN tags stay,

@@ -141,18 +141,24 @@ struct ober_assign {
  * peers send it and delivers it to its own socket.
  *
  * The forward targets depend only on this entry, so the loader works them
- * out (loader/handoff.go) and the program does no search per packet.
- * Addresses are IPv4 in network order; 0 is none. One entry, swapped
- * whole, so a packet sees one consistent set.
+ * out (loader/handoff.go) and the program does no search per packet: an
+ * orphan that arrived directly goes to target; one decapsulated goes to
+ * rx_targets[o], o the index in nodes[] of the outer source it came with
+ * (the search ober_rx makes anyway to accept it), since where a chain may
+ * go on depends on where it started. Addresses are IPv4 in network
+ * order; 0 is none. One entry, swapped whole, so a packet sees one
+ * consistent set.
  */
 struct ober_handoff {
-	__be32 self;      /* outer source of what we send, outer destination we take; 0: off */
-	__be32 target;    /* where an orphan that arrived directly goes */
-	__be32 rx_target; /* where an orphan we decapsulated goes: a node after self */
-	__u16 draining;   /* bit i: nodes[i] drains */
-	__u8 nnodes;      /* entries of nodes[] in use */
+	__be32 self;    /* outer source of what we send, outer destination we take; 0: off */
+	__be32 target;  /* where an orphan that arrived directly goes */
+	__u16 draining; /* bit i: nodes[i] drains */
+	__u8 nnodes;    /* entries of nodes[] in use */
 	__u8 _pad;
 	__be32 nodes[OBER_MAX_NODES]; /* every node, in the same order on all of them */
+	/* Where an orphan decapsulated from nodes[i] goes: a node strictly
+	 * between self and nodes[i], walking nodes[] cyclically from self. */
+	__be32 rx_targets[OBER_MAX_NODES];
 };
 
 /* Book-keeping for the Go side only; the programs never read it. */

@@ -219,9 +219,11 @@ func diffVariants() []diffVariant {
 		{"steering, handoff off", 0, Handoff{}},
 		{"dead instance, serving: orphans to labTX (XDP_TX)", 1, ho(labTX)},
 		{"steering off, draining: orphans to labRedirect (redirect)", 2, ho(labSelf, labRedirect)},
-		{"serving: orphans unroutable, decapsulated ones to an unresolved neighbour", 0, ho(labNoRoute, labUnresolved)},
+		{"serving: orphans round the end to an unroutable node, decapsulated ones nowhere", 0, ho(labNoRoute)},
+		{"serving: orphans to an unresolved neighbour, decapsulated ones but from labTX too", 0, ho(labUnresolved)},
 		{"orphans to a node behind a small MTU", 0, ho(labSmall)},
-		{"draining last: no target", 0, ho(labNoRoute, labSelf)},
+		{"draining alone: no target", 0, ho(labSelf)},
+		{"all drain: to labTX, decapsulated ones but from labTX too", 0, ho(labNodes...)},
 		{"nobody drains: decapsulation only", 0, ho()},
 	}
 }

@@ -22,15 +22,21 @@ import (
 // node's host addresses, or it is dropped); what it delivers goes to its
 // own sockets.
 //
-// Where an orphan goes: from a node that is not draining, to the first
-// draining node in Nodes order; from a draining node, to the next draining
-// node after itself; with none, it passes to the kernel (and is counted).
-// A decapsulated packet that is an orphan here too goes on, keeping the
-// outer source it came with, to the next draining node after Self, which
-// on a draining node is the same rule; with none it passes to the kernel.
-// Every such hop moves forward in Nodes, so a chain ends within
-// len(Nodes) hops even while the nodes disagree about who drains. That is
-// why Nodes must be in the same order on every node.
+// Where an orphan goes: walking Nodes cyclically from the node after Self
+// (after the last node comes the first), to the first draining node other
+// than Self; with none, it passes to the kernel (and is counted). A
+// decapsulated packet that is an orphan here too goes on, keeping the
+// outer source O it came with, by the same walk, which stops when it
+// reaches O: only a draining node strictly between Self and O in the
+// cyclic order Self+1, Self+2, ..., O-1 will do; with none it passes to
+// the kernel. So a chain started at O goes round Nodes at most once: it
+// visits each node at most once, O never again, and ends within
+// len(Nodes)-1 hops, even while the nodes disagree about who drains (see
+// planHandoff). That is why Nodes must be in the same order on every
+// node. Going round, not only forward, matters because the routers may
+// move a flow to a node either side of its owner in Nodes order; while
+// any node drains, the control plane may mark every node draining, so
+// that an orphan tries the others in turn until one owns it.
 //
 // The path between nodes must carry the client's packets plus the 20
 // bytes of the outer header without fragmenting them (the outer header
@@ -111,11 +117,23 @@ type handoffPlan struct {
 	self     netip.Addr
 	nodes    []netip.Addr
 	draining []bool // by index in nodes
-	// target is where an orphan that arrived directly goes; rxTarget where
-	// a decapsulated one goes (a node after self). Invalid: nowhere.
-	target, rxTarget netip.Addr
+	// target is where an orphan that arrived directly goes; rxTargets[o]
+	// where one decapsulated from nodes[o] goes (none for self). Invalid:
+	// nowhere.
+	target    netip.Addr
+	rxTargets []netip.Addr
 }
 
+// planHandoff works out the targets. Why a chain ends: number the nodes
+// by their cyclic distance from the chain's origin O, d(i) = (i-o) mod N
+// for N nodes, so O is 0 and every other node is in 1..N-1. The first hop
+// goes from O to some node X1, d(X1) >= 1. A node X that sends the packet
+// on picks a node strictly between X and O in the walk X+1, ..., O-1:
+// exactly the nodes i with d(X) < d(i) <= N-1. So d grows strictly along
+// the chain and stays within 1..N-1, whatever each node thinks drains
+// (each choice depends only on the node's own index, O and Nodes, which
+// is the same everywhere): no node is visited twice, O is never visited
+// again, and there are at most N-1 hops.
 func planHandoff(h Handoff) handoffPlan {
 	p := handoffPlan{self: h.Self, nodes: h.Nodes, draining: make([]bool, len(h.Nodes))}
 	self := -1
@@ -132,26 +150,41 @@ func planHandoff(h Handoff) handoffPlan {
 	if self < 0 {
 		return p // off
 	}
-	// From a draining node onwards, never back; from any other, to the
-	// first draining node.
-	start := 0
-	if p.draining[self] {
-		start = self + 1
+	// An orphan that arrived here starts its chain here: the walk goes
+	// round to self.
+	p.target = p.nextDraining(self, self)
+	p.rxTargets = make([]netip.Addr, len(h.Nodes))
+	for o := range h.Nodes {
+		if o != self {
+			p.rxTargets[o] = p.nextDraining(self, o)
+		}
 	}
-	p.target = p.firstDraining(start, self)
-	// A decapsulated orphan goes forward only. Here, where self drains,
-	// that is the same node; where it does not (another node thinks it
-	// does), that is the only way the chain is sure to end.
-	p.rxTarget = p.firstDraining(self+1, self)
 	return p
 }
 
-// firstDraining is the first draining node from index i on, other than
-// index self; invalid when there is none.
-func (p handoffPlan) firstDraining(i, self int) netip.Addr {
-	for ; i < len(p.nodes); i++ {
-		if p.draining[i] && i != self {
+// nextDraining is the first draining node walking the nodes cyclically
+// from the one after index self, stopping at index stop (not taken);
+// invalid when there is none.
+func (p handoffPlan) nextDraining(self, stop int) netip.Addr {
+	n := len(p.nodes)
+	for k := 1; k < n; k++ {
+		i := (self + k) % n
+		if i == stop {
+			break
+		}
+		if p.draining[i] {
 			return p.nodes[i]
+		}
+	}
+	return netip.Addr{}
+}
+
+// rxTarget is where an orphan decapsulated from src goes; invalid when
+// nowhere (or src is no node).
+func (p handoffPlan) rxTarget(src netip.Addr) netip.Addr {
+	for i, n := range p.nodes {
+		if n == src && i < len(p.rxTargets) {
+			return p.rxTargets[i]
 		}
 	}
 	return netip.Addr{}
@@ -183,9 +216,12 @@ func as4(a netip.Addr) [4]byte {
 }
 
 func (p handoffPlan) value() handoffVal {
-	v := handoffVal{Self: as4(p.self), Target: as4(p.target), RxTarget: as4(p.rxTarget), NNodes: uint8(len(p.nodes))}
+	v := handoffVal{Self: as4(p.self), Target: as4(p.target), NNodes: uint8(len(p.nodes))}
 	for i, n := range p.nodes {
 		v.Nodes[i] = n.As4()
+		if i < len(p.rxTargets) {
+			v.RxTargets[i] = as4(p.rxTargets[i])
+		}
 		if p.draining[i] {
 			v.Draining |= 1 << i
 		}

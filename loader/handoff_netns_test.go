@@ -233,7 +233,9 @@ func totalAssigned(c *Counters) uint64 {
 // VIP's route to node B, as the routers do when A withdraws it.
 // Without handoff B answers the connection with RST. With handoff (A
 // draining, on both nodes) B sends A the connection's segments and the
-// connection carries on, both ways, to a clean close; a segment too big
+// connection carries on, both ways, to a clean close; so it does with
+// every node marked draining, whether the owner comes before the node the
+// route moved to in Nodes (round the end) or after it; a segment too big
 // for the node-to-node path once encapsulated goes to B's kernel instead.
 func TestHandoffTraffic(t *testing.T) {
 	s := newDrainSite(t)
@@ -247,9 +249,9 @@ func TestHandoffTraffic(t *testing.T) {
 		require.ErrorIs(t, err, syscall.ECONNRESET, "B's kernel answers A's connection with RST")
 	})
 
-	drain := func(t *testing.T) {
+	drainSome := func(t *testing.T, draining []netip.Addr) {
 		for _, n := range []*drainNode{s.a, s.b} {
-			require.NoError(t, n.d.SetHandoff(Handoff{Self: n.addr, Nodes: drainNodes, Draining: []netip.Addr{drainA}}))
+			require.NoError(t, n.d.SetHandoff(Handoff{Self: n.addr, Nodes: drainNodes, Draining: draining}))
 		}
 		t.Cleanup(func() {
 			for _, n := range []*drainNode{s.a, s.b} {
@@ -257,6 +259,7 @@ func TestHandoffTraffic(t *testing.T) {
 			}
 		})
 	}
+	drain := func(t *testing.T) { drainSome(t, []netip.Addr{drainA}) }
 
 	t.Run("with handoff the moved connection carries on", func(t *testing.T) {
 		drain(t)
@@ -295,6 +298,50 @@ func TestHandoffTraffic(t *testing.T) {
 			require.Zero(t, sumReason(bAfter, r)-sumReason(bBefore, r), "B: %s", r)
 		}
 	})
+
+	// Every node marked draining, as the control plane does while any one
+	// drains. Nodes is [A, B]: B's orphans reach A only round the end of
+	// Nodes, A's reach B going forward. Either way the connection lives,
+	// and what one node sends the other is never sent back.
+	for _, c := range []struct {
+		name          string
+		owner, moveTo *drainNode
+	}{
+		{"all drain: the owner before the receiver, round the end", s.a, s.b},
+		{"all drain: the owner after the receiver", s.b, s.a},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			drainSome(t, drainNodes)
+			owner, recv := c.owner, c.moveTo
+			s.routeTo(t, owner)
+			conn, client := s.connect(t, owner)
+			defer conn.Close()
+			require.NoError(t, exchange(conn, 4), "before the move")
+			oBefore, rBefore := owner.counters(t), recv.counters(t)
+
+			s.routeTo(t, recv)
+			require.NoError(t, exchange(conn, 40), "after the move")
+			require.NoError(t, conn.(*net.TCPConn).CloseWrite())
+			conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			rest, err := io.ReadAll(conn)
+			require.NoError(t, err, "the client reads %s's FIN, not a RST", owner.name)
+			require.Empty(t, rest)
+			require.NoError(t, owner.closedWith(t, client))
+			require.False(t, recv.hasAccepted(client), "%s never served the moved connection", recv.name)
+
+			oAfter, rAfter := owner.counters(t), recv.counters(t)
+			fwd := rAfter.Get(ReasonHandoffForwarded, ActionTX).Packets - rBefore.Get(ReasonHandoffForwarded, ActionTX).Packets
+			rcvd := sumReason(oAfter, ReasonHandoffReceived) - sumReason(oBefore, ReasonHandoffReceived)
+			t.Logf("%s forwarded %d segments, %s received %d", recv.name, fwd, owner.name, rcvd)
+			require.GreaterOrEqual(t, fwd, uint64(40))
+			require.Equal(t, fwd, rcvd)
+			require.Zero(t, sumReason(oAfter, ReasonHandoffForwarded)-sumReason(oBefore, ReasonHandoffForwarded),
+				"%s sends nothing back", owner.name)
+			for _, r := range []Reason{ReasonHandoffNoTarget, ReasonHandoffNoRoute, ReasonHandoffTooBig} {
+				require.Zero(t, sumReason(rAfter, r)-sumReason(rBefore, r), "%s: %s", recv.name, r)
+			}
+		})
+	}
 
 	t.Run("too big for the nodes' path", func(t *testing.T) {
 		drain(t)

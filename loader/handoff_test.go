@@ -71,25 +71,32 @@ func TestValidateHandoff(t *testing.T) {
 	}
 }
 
-// TestHandoffTargets pins the forward rule: from a node that serves, to
-// the first draining node; from a draining one, to the next after it;
-// a decapsulated orphan only ever forward.
+// TestHandoffTargets pins the forward rule: walking Nodes cyclically
+// from the node after self, to the first draining one; a decapsulated
+// orphan the same, but only to a node strictly between self and its
+// origin.
 func TestHandoffTargets(t *testing.T) {
 	n := addrs("10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5")
-	none := netip.Addr{}
+	const x = -1 // none
 	for _, c := range []struct {
-		self             int
-		draining         []int
-		target, rxTarget netip.Addr
+		name     string
+		self     int
+		draining []int
+		target   int
+		rx       [5]int // by origin; self's is never used and stays none
 	}{
-		{0, nil, none, none},
-		{0, []int{3}, n[3], n[3]},
-		{4, []int{1, 3}, n[1], none}, // nothing after the last node
-		{2, []int{1, 3}, n[1], n[3]}, // serving: the first; decapsulated: forward only
-		{1, []int{1, 3}, n[3], n[3]}, // draining: the next after itself
-		{3, []int{1, 3}, none, none}, // the last draining node keeps its orphans
-		{1, []int{0, 1}, none, none}, // never back to an earlier draining node
-		{0, []int{0, 1, 2, 3, 4}, n[1], n[1]},
+		{"nobody drains", 0, nil, x, [5]int{x, x, x, x, x}},
+		{"one drains", 0, []int{3}, 3, [5]int{x, x, x, x, 3}},
+		{"the last node wraps to the first", 4, []int{1, 3}, 1, [5]int{x, x, 1, 1, x}},
+		{"serving, the next after self", 2, []int{1, 3}, 3, [5]int{3, 3, x, x, 3}},
+		{"draining, the next after self", 1, []int{1, 3}, 3, [5]int{3, x, x, x, 3}},
+		{"the last draining node wraps", 3, []int{1, 3}, 1, [5]int{x, x, 1, x, x}},
+		{"back to an earlier node, round the end", 1, []int{0, 1}, 0, [5]int{x, x, x, x, x}},
+		{"self the only draining node", 2, []int{2}, x, [5]int{x, x, x, x, x}},
+		{"never to the origin or beyond", 3, []int{0, 1, 4}, 4, [5]int{4, 4, 4, x, x}},
+		{"origin bound, wrapped", 4, []int{0, 1, 2}, 0, [5]int{x, 0, 0, 0, x}},
+		{"all drain", 0, []int{0, 1, 2, 3, 4}, 1, [5]int{x, x, 1, 1, 1}},
+		{"all drain, from the last", 4, []int{0, 1, 2, 3, 4}, 0, [5]int{x, 0, 0, 0, x}},
 	} {
 		h := Handoff{Self: n[c.self], Nodes: n}
 		for _, i := range c.draining {
@@ -97,45 +104,97 @@ func TestHandoffTargets(t *testing.T) {
 		}
 		require.NoError(t, ValidateHandoff(h))
 		p := planHandoff(h)
-		require.Equal(t, c.target, p.target, "self %d draining %v: target", c.self, c.draining)
-		require.Equal(t, c.rxTarget, p.rxTarget, "self %d draining %v: decapsulated target", c.self, c.draining)
+		at := func(i int) netip.Addr {
+			if i == x {
+				return netip.Addr{}
+			}
+			return n[i]
+		}
+		require.Equal(t, at(c.target), p.target, "%s: target", c.name)
+		for o, want := range c.rx {
+			require.Equal(t, at(want), p.rxTarget(n[o]), "%s: decapsulated from node %d", c.name, o)
+		}
+		// What the program gets: the same, by index.
+		v := p.value()
+		require.Equal(t, as4(at(c.target)), v.Target, c.name)
+		for o, want := range c.rx {
+			require.Equal(t, as4(at(want)), v.RxTargets[o], "%s: rx_targets[%d]", c.name, o)
+		}
 	}
-	require.Equal(t, handoffPlan{}.target, planHandoff(Handoff{}).target)
+
+	// Rings where every node drains, as the control plane marks them
+	// while any one does: each node sends on to the next, round the end,
+	// and a decapsulated orphan stops before its origin.
+	for _, size := range []int{2, 3, MaxNodes} {
+		var ring []netip.Addr
+		for i := 0; i < size; i++ {
+			ring = append(ring, netip.AddrFrom4([4]byte{10, 1, 0, byte(i + 1)}))
+		}
+		for s := range ring {
+			p := planHandoff(Handoff{Self: ring[s], Nodes: ring, Draining: ring})
+			next := ring[(s+1)%size]
+			require.Equal(t, next, p.target, "ring of %d, self %d: target", size, s)
+			for o := range ring {
+				want := next
+				if o == s || o == (s+1)%size {
+					want = netip.Addr{}
+				}
+				require.Equal(t, want, p.rxTarget(ring[o]), "ring of %d, self %d: from %d", size, s, o)
+			}
+		}
+	}
+
+	off := planHandoff(Handoff{})
+	require.False(t, off.target.IsValid())
+	require.Equal(t, handoffVal{}, off.value())
+	require.False(t, off.rxTarget(n[0]).IsValid())
 }
 
 // TestHandoffChainEnds follows an orphan from node to node while every
 // node has its own idea of who drains, as during a change: the chain
-// always ends, within as many hops as there are nodes.
+// always ends, within len(Nodes)-1 hops, and never visits a node twice
+// (its origin included).
 func TestHandoffChainEnds(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 7))
-	var nodes []netip.Addr
-	for i := 0; i < MaxNodes; i++ {
-		nodes = append(nodes, netip.AddrFrom4([4]byte{10, 0, 0, byte(i + 1)}))
-	}
 	longest := 0
-	for round := 0; round < 2000; round++ {
+	for round := 0; round < 4000; round++ {
+		size := 2 + rng.IntN(MaxNodes-1)
+		if round%2 == 0 {
+			size = MaxNodes
+		}
+		var nodes []netip.Addr
+		for i := 0; i < size; i++ {
+			nodes = append(nodes, netip.AddrFrom4([4]byte{10, 0, 0, byte(i + 1)}))
+		}
+		// Every node its own view; some rounds lean to all draining, as
+		// the control plane marks them.
+		odds := 1 + rng.IntN(4)
 		plans := map[netip.Addr]handoffPlan{}
 		for _, self := range nodes {
 			h := Handoff{Self: self, Nodes: nodes}
 			for _, n := range nodes {
-				if rng.IntN(4) == 0 {
+				if rng.IntN(odds+1) != 0 {
 					h.Draining = append(h.Draining, n)
 				}
 			}
 			plans[self] = planHandoff(h)
 		}
-		at := nodes[rng.IntN(len(nodes))]
-		next := plans[at].target // it arrived directly at its first node
+		origin := nodes[rng.IntN(len(nodes))]
+		seen := map[netip.Addr]bool{origin: true}
+		next := plans[origin].target // it arrived directly at its first node
 		hops := 0
 		for next.IsValid() {
 			hops++
-			require.LessOrEqual(t, hops, len(nodes), "round %d: the chain does not end", round)
-			at, next = next, plans[next].rxTarget
+			require.LessOrEqual(t, hops, len(nodes)-1, "round %d: the chain goes on too long", round)
+			require.False(t, seen[next], "round %d: hop %d visits %s again", round, hops, next)
+			seen[next] = true
+			// The outer source stays the origin's.
+			next = plans[next].rxTarget(origin)
 		}
 		longest = max(longest, hops)
 	}
 	t.Logf("longest chain: %d hops", longest)
-	require.Greater(t, longest, 3, "the rounds should have made some long chains")
+	require.Equal(t, MaxNodes-1, longest, "the rounds should have made chains round the whole ring")
 }
 
 func TestSetHandoff(t *testing.T) {
@@ -331,7 +390,7 @@ func TestXDPHandoffFixtures(t *testing.T) {
 			fx("icmp inside", encap(labTX, labSelf, packet.Spec{Src: client4, Dst: vip4, Proto: packet.ProtoICMP}), ReasonHandoffReceived, ActionPass, decapped(14)),
 			fx("host address inside", encap(labTX, labSelf, tcp(stranger4, 1, host4, 22, packet.ACK)), ReasonHandoffReceived, ActionPass, decapped(14)),
 			// Orphaned here too: on, keeping the outer source, to the first
-			// draining node after self.
+			// draining node after self and before the origin, round the end.
 			fx("orphan inside", encap(labNoRoute, labSelf, orphan4), ReasonHandoffForwarded, ActionTX, refwd(labNoRoute, labTX)),
 			fx("v6 orphan inside", encap(labNoRoute, labSelf, orphan6), ReasonHandoffForwarded, ActionTX, refwd(labNoRoute, labTX)),
 			// Bad inside: dropped.
@@ -356,12 +415,45 @@ func TestXDPHandoffFixtures(t *testing.T) {
 			fx("v6 orphan", orphan6, ReasonHandoffForwarded, ActionRedirect, fwdTo(labSelf, labRedirect, 14)),
 			fx("local flow", onFlow(local4), ReasonSteered, 0, nil),
 			fx("from a node, for a local flow", encap(labTX, labSelf, onFlow(local4)), ReasonHandoffReceived, 0, decapped(14)),
-			fx("orphan inside goes on", encap(labTX, labSelf, orphan4), ReasonHandoffForwarded, ActionRedirect, refwd(labTX, labRedirect)),
+			fx("orphan inside goes on", encap(labSmall, labSelf, orphan4), ReasonHandoffForwarded, ActionRedirect, refwd(labSmall, labRedirect)),
+			// From the node right after self: nothing lies between them.
+			fx("orphan inside from the next node stops", encap(labTX, labSelf, orphan4), ReasonHandoffNoTarget, ActionPass, decapped(14)),
 		}},
-		{name: "self drains last", draining: []netip.Addr{labNoRoute, labSelf}, fixtures: []handoffFixture{
+		{name: "self drains alone", draining: []netip.Addr{labSelf}, fixtures: []handoffFixture{
 			fx("orphan", orphan4, ReasonHandoffNoTarget, ActionPass, nil),
 			fx("orphan inside", encap(labTX, labSelf, orphan4), ReasonHandoffNoTarget, ActionPass, decapped(14)),
 			fx("from a node, for a local flow", encap(labTX, labSelf, onFlow(local6)), ReasonHandoffReceived, 0, decapped(14)),
+		}},
+		{name: "self drains, the other draining node before it", draining: []netip.Addr{labNoRoute, labSelf}, fixtures: []handoffFixture{
+			// Round the end to labNoRoute, which the FIB cannot reach.
+			fx("orphan", orphan4, ReasonHandoffNoRoute, ActionPass, nil),
+			// The walk from self to the origin: labNoRoute lies beyond it.
+			fx("orphan inside from after self", encap(labSmall, labSelf, orphan4), ReasonHandoffNoTarget, ActionPass, decapped(14)),
+			// Never back to the origin, draining though it is.
+			fx("orphan inside from that node", encap(labNoRoute, labSelf, orphan6), ReasonHandoffNoTarget, ActionPass, decapped(14)),
+		}},
+		// Self third of four, the only draining node first: round the end.
+		{name: "round the end", nodes: []netip.Addr{labTX, labRedirect, labSelf, labSmall}, draining: []netip.Addr{labTX}, fixtures: []handoffFixture{
+			fx("v4 orphan wraps to the first node", orphan4, ReasonHandoffForwarded, ActionTX, fwdTo(labSelf, labTX, 14)),
+			fx("v6 orphan wraps to the first node", orphan6, ReasonHandoffForwarded, ActionTX, fwdTo(labSelf, labTX, 14)),
+			fx("orphan inside from before self wraps", encap(labRedirect, labSelf, orphan4), ReasonHandoffForwarded, ActionTX, refwd(labRedirect, labTX)),
+			fx("tagged v6 orphan inside wraps", encap(labRedirect, labSelf, with(orphan6, func(s *packet.Spec) { s.VLANs = vlan })), ReasonHandoffForwarded, ActionTX, func(t *testing.T, name string, pkt, out []byte) {
+				checkEncap(t, name, pkt, 18+20, out, labRedirect, labTX, lab.fib[labTX])
+			}),
+			// The origin bound: from the node after self, the walk stops at
+			// once; from labTX, it stops before coming back to it.
+			fx("orphan inside from the next node stops", encap(labSmall, labSelf, orphan4), ReasonHandoffNoTarget, ActionPass, decapped(14)),
+			fx("orphan inside from the draining node stops", encap(labTX, labSelf, orphan4), ReasonHandoffNoTarget, ActionPass, decapped(14)),
+			fx("from a node, for a local flow", encap(labSmall, labSelf, onFlow(local4)), ReasonHandoffReceived, 0, decapped(14)),
+		}},
+		// Every node marked draining, as the control plane does while any
+		// one drains: each sends on to the next.
+		{name: "all drain", draining: labNodes, fixtures: []handoffFixture{
+			fx("orphan to the next node", orphan4, ReasonHandoffForwarded, ActionTX, fwdTo(labSelf, labTX, 14)),
+			fx("orphan inside from before self", encap(labNoRoute, labSelf, orphan4), ReasonHandoffForwarded, ActionTX, refwd(labNoRoute, labTX)),
+			fx("orphan inside from after the next", encap(labUnresolved, labSelf, orphan6), ReasonHandoffForwarded, ActionTX, refwd(labUnresolved, labTX)),
+			fx("orphan inside from the next node stops", encap(labTX, labSelf, orphan4), ReasonHandoffNoTarget, ActionPass, decapped(14)),
+			fx("local flow", onFlow(local4), ReasonSteered, 0, nil),
 		}},
 		{name: "draining node unroutable", draining: []netip.Addr{labNoRoute}, fixtures: []handoffFixture{
 			fx("orphan", orphan4, ReasonHandoffNoRoute, ActionPass, nil),
@@ -369,7 +461,8 @@ func TestXDPHandoffFixtures(t *testing.T) {
 		}},
 		{name: "draining node unresolved", draining: []netip.Addr{labUnresolved}, fixtures: []handoffFixture{
 			fx("orphan", orphan6, ReasonHandoffNoRoute, ActionPass, nil),
-			fx("orphan inside", encap(labTX, labSelf, orphan6), ReasonHandoffNoRoute, ActionPass, decapped(14)),
+			fx("orphan inside", encap(labRedirect, labSelf, orphan6), ReasonHandoffNoRoute, ActionPass, decapped(14)),
+			fx("orphan inside from the next node", encap(labTX, labSelf, orphan6), ReasonHandoffNoTarget, ActionPass, decapped(14)),
 		}},
 		{name: "draining node behind a small mtu", draining: []netip.Addr{labSmall}, fixtures: []handoffFixture{
 			fx("fits", big(labSmallMTU-20-20-20), ReasonHandoffForwarded, ActionRedirect, fwdTo(labSelf, labSmall, 14)),

@@ -168,13 +168,13 @@ type svcVal struct {
 // handoffVal mirrors struct ober_handoff. Addresses are IPv4 as on the
 // wire; the zero address is none.
 type handoffVal struct {
-	Self     [4]byte
-	Target   [4]byte
-	RxTarget [4]byte
-	Draining uint16 // bit i: Nodes[i]
-	NNodes   uint8
-	_        uint8
-	Nodes    [MaxNodes][4]byte
+	Self      [4]byte
+	Target    [4]byte
+	Draining  uint16 // bit i: Nodes[i]
+	NNodes    uint8
+	_         uint8
+	Nodes     [MaxNodes][4]byte
+	RxTargets [MaxNodes][4]byte // by the outer source's index in Nodes
 }
 
 // lpmKey mirrors struct ober_lpm_key.

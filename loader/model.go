@@ -267,7 +267,7 @@ func (m *Model) receive(pkt []byte, l3off, cpu int) (Decision, bool) {
 		return Decision{}, false
 	}
 	inner := slices.Concat(pkt[:l3off], pkt[l3off+hlen:])
-	rx := &received{src: src, target: h.rxTarget, orphans: h.on()}
+	rx := &received{src: src, target: h.rxTarget(src), orphans: h.on()}
 	malformed := Decision{Action: ActionDrop, Reason: ReasonMalformed, Instance: NoInstance, Out: inner}
 	if proto == ipprotoIPIP {
 		putBE16(inner[l3off-2:], 0x0800)

@@ -204,6 +204,18 @@ func TestBGPECMP(t *testing.T) {
 			nh6, _ := s.R.Nexthops(ecmptest.Prefix6)
 			t.Logf("router %s: %s via %v; %s via %v", kind, ecmptest.Prefix4, nh4, ecmptest.Prefix6, nh6)
 
+			// The attributes arrive: the node-wide community, and the MED
+			// of the IPv6 VIP's override.
+			if kind == routertest.BIRD {
+				out4, err := s.R.Birdc(context.Background(), "show", "route", "for", ecmptest.Prefix4.String(), "all")
+				require.NoError(t, err)
+				require.Contains(t, out4, "BGP.community: (65010,100)")
+				out6, err := s.R.Birdc(context.Background(), "show", "route", "for", ecmptest.Prefix6.String(), "all")
+				require.NoError(t, err)
+				require.Contains(t, out6, "BGP.med: 50")
+				require.Contains(t, out6, "BGP.community: (65010,100)")
+			}
+
 			var fs []fetch
 			for range 90 {
 				fs = append(fs, fetchVIP(context.Background(), s, ecmptest.VIP4, "/"))
@@ -241,7 +253,7 @@ func TestBGPECMP(t *testing.T) {
 // node's route leaves the router's table at once while new connections
 // keep succeeding; the route comes back only after the hold-down.
 func TestBGPInstancesKilled(t *testing.T) {
-	s := ecmptest.New(t, oberBin, ecmptest.Params{HoldDown: 2 * time.Second})
+	s := ecmptest.New(t, oberBin, ecmptest.Params{HoldDown: 2 * time.Second, Handoff: true})
 	s.StartNodes()
 	victim := s.Nodes[1]
 	var total, detect, withdraw []time.Duration
@@ -257,11 +269,20 @@ func TestBGPInstancesKilled(t *testing.T) {
 		gone, nh, err := w.Until(ctx, killed, without(victim))
 		cancel()
 		require.NoError(t, err, "route via %s still there", victim.Name)
-		// New connections keep coming for a while after the withdraw;
-		// the load stops before the hold-down ends.
+
+		// Hysteresis: the instances are back within a second, the route
+		// only once they stayed healthy for the hold-down. The load goes
+		// on through the return: the connections the routers then move
+		// to the returning node are handed back (joining).
+		ctx, cancel = context.WithTimeout(context.Background(), 15*time.Second)
+		back, _, err := w.Until(ctx, gone, nexthopsWith(victim, 3))
+		cancel()
+		require.NoError(t, err, "route via %s did not come back", victim.Name)
 		time.Sleep(time.Second)
 		close(stop)
 		<-done
+		t.Logf("round %d: route back %v after the withdraw (hold-down 2s)", round, back.Sub(gone))
+		require.GreaterOrEqual(t, back.Sub(gone), 2*time.Second, "re-announced before the hold-down")
 
 		st, err := victim.Status()
 		require.NoError(t, err)
@@ -272,9 +293,9 @@ func TestBGPInstancesKilled(t *testing.T) {
 			round, victim.Name, gone.Sub(killed), wd.Sub(killed), gone.Sub(wd), nh)
 
 		// Connections that began before the kernel had finished the
-		// instances could still be queued to them (and reset when the
-		// restarted instance took the socket over, seen under load);
-		// those that began once the node was known dead must all work.
+		// instances could still be queued to them (and some were reset,
+		// seen under load); those that began once the node was known
+		// dead must all work, through the withdraw and the return.
 		var window, windowFailed, after int
 		for _, f := range fs {
 			switch {
@@ -290,21 +311,12 @@ func TestBGPInstancesKilled(t *testing.T) {
 				}
 			default:
 				after++
-				require.NoError(t, f.err, "new connection at +%v failed", f.start.Sub(killed))
+				require.NoError(t, f.err, "new connection at +%v failed (route back at +%v)", f.start.Sub(killed), back.Sub(killed))
 			}
 		}
 		t.Logf("round %d: %d requests; %d began before the death was known (%d failed), %d after (0 failed); served by %v",
 			round, len(fs), window, windowFailed, after, byNode(fs))
 		require.NotZero(t, after)
-
-		// Hysteresis: the instances are back within a second, the route
-		// only once they stayed healthy for the hold-down.
-		ctx, cancel = context.WithTimeout(context.Background(), 15*time.Second)
-		back, _, err := w.Until(ctx, gone, nexthopsWith(victim, 3))
-		cancel()
-		require.NoError(t, err, "route via %s did not come back", victim.Name)
-		t.Logf("round %d: route back %v after the withdraw (hold-down 2s)", round, back.Sub(gone))
-		require.GreaterOrEqual(t, back.Sub(gone), 2*time.Second, "re-announced before the hold-down")
 	}
 	t.Logf("HAProxy killed -> route gone at the router: %v (median %v); exit seen: %v; withdraw to router: %v (median %v)",
 		total, median(total), detect, withdraw, median(withdraw))
@@ -313,6 +325,34 @@ func TestBGPInstancesKilled(t *testing.T) {
 	st, err := victim.Status()
 	require.NoError(t, err)
 	require.Equal(t, uint64(3), st.Daemon.BGP.Withdraws)
+}
+
+// TestBGPAnnouncePolicy: with announce_when.min_instances 2, losing one
+// of two instances already withdraws; the route returns after the
+// hold-down once the instance is back.
+func TestBGPAnnouncePolicy(t *testing.T) {
+	s := ecmptest.New(t, oberBin, ecmptest.Params{MinInstances: 2, HoldDown: time.Second})
+	s.StartNodes()
+	victim := s.Nodes[2]
+	pids, err := victim.InstancePIDs()
+	require.NoError(t, err)
+	w := s.R.Watch(t, ecmptest.Prefix4)
+	killed := time.Now()
+	require.NoError(t, syscall.Kill(pids[0], syscall.SIGKILL))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	gone, _, err := w.Until(ctx, killed, without(victim))
+	cancel()
+	require.NoError(t, err, "one instance of two lost, yet still announced")
+	st, err := victim.Status()
+	require.NoError(t, err)
+	require.Contains(t, st.Daemon.BGP.LastWithdrawReason, "fewer than the 2 required")
+	t.Logf("one of two instances killed: route gone %v later (%s)", gone.Sub(killed), st.Daemon.BGP.LastWithdrawReason)
+	ctx, cancel = context.WithTimeout(context.Background(), 15*time.Second)
+	back, _, err := w.Until(ctx, gone, nexthopsWith(victim, 3))
+	cancel()
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, back.Sub(gone), time.Second)
+	t.Logf("back %v after the withdraw (hold-down 1s)", back.Sub(gone))
 }
 
 // TestBGPOberKilled: ober itself dies (kill -9). Its instances keep
@@ -412,11 +452,10 @@ func gracefulStop(t *testing.T, handoff bool) {
 	s := ecmptest.New(t, oberBin, ecmptest.Params{Drain: 5 * time.Second, Handoff: handoff})
 	s.StartNodes()
 	// The router hashes flows over its next hops in order (Linux's
-	// hash-threshold ECMP): taking out the middle one moves only that
-	// node's flows; taking out an end one also moves some of the
-	// middle node's to the other end, which no node can hand back
-	// (README, "BGP mode").
-	victim := s.Nodes[1]
+	// hash-threshold ECMP): taking out the first one moves its flows
+	// and some of the second node's, which must find their way back
+	// to nodes before them in handoff order too.
+	victim := s.Nodes[0]
 	w := s.R.Watch(t, ecmptest.Prefix4)
 	stop := make(chan struct{})
 	var fs []fetch

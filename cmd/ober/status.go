@@ -155,6 +155,9 @@ func printDaemon(w io.Writer, d *daemon.DaemonStatus) error {
 			ann = "WITHDRAWN: " + g.NotAnnouncing
 		}
 		fmt.Fprintf(tw, "bgp	AS%d, router id %s, %s\n", g.ASN, g.RouterID, ann)
+		for _, h := range g.Handoff {
+			fmt.Fprintf(tw, "\thandoff: %s %s until %s\n", h.Node, h.State, h.Until.Format(time.RFC3339))
+		}
 		if g.LastWithdraw != nil {
 			fmt.Fprintf(tw, "\tlast withdraw %s: %s (%d in all)\n", g.LastWithdraw.Format(time.RFC3339Nano), g.LastWithdrawReason, g.Withdraws)
 		}

@@ -122,7 +122,7 @@ func runTests(ctx context.Context, a *app, timeout time.Duration) []testCheck {
 				c.Detail = fmt.Sprintf("AS%d established in %s, router id %s; offers %s", r.ASN,
 					r.Took.Round(time.Millisecond), r.RouterID, strings.Join(r.Capabilities, ", "))
 			} else {
-				c.Detail = fmt.Sprintf("AS%d %s: %s", r.ASN, r.State, r.Error)
+				c.Detail = fmt.Sprintf("AS%d %s: %s (check the address, ha.bgp.asn, the peer's asn and password, and the router's neighbor entry for this node)", r.ASN, r.State, r.Error)
 			}
 			out[i] = c
 		})

@@ -98,6 +98,10 @@ type Handoff struct {
 	// Port is the UDP port nodes tell each other about drains on;
 	// default 4793.
 	Port uint16 `yaml:"port"`
+	// JoinWindow is how long after a node (re-)announces the nodes keep
+	// handing back the connections the routers moved to it; default 60s,
+	// which should cover the longest transfer worth keeping.
+	JoinWindow Duration `yaml:"join_window"`
 }
 
 // BGP defaults and limits.
@@ -109,6 +113,7 @@ const (
 	DefaultBFDMultiplier   = 3
 	DefaultHoldDown        = 5 * time.Second
 	DefaultHandoffPort     = 4793
+	DefaultJoinWindow      = 60 * time.Second
 	DefaultMinInstances    = 1
 
 	MinBFDInterval  = 10 * time.Millisecond
@@ -143,6 +148,7 @@ func (b *BGP) applyDefaults() {
 	if b.Handoff.Port == 0 {
 		b.Handoff.Port = DefaultHandoffPort
 	}
+	setDuration(&b.Handoff.JoinWindow, DefaultJoinWindow)
 }
 
 func (c *Config) validateBGP(p *problems) {
@@ -263,6 +269,9 @@ func (c *Config) validateBGP(p *problems) {
 		default:
 			seenNode[n.Addr] = i
 		}
+	}
+	if w := b.Handoff.JoinWindow.Duration; w < 0 || w > time.Hour {
+		p.add("ha.bgp.handoff.join_window", fmtDuration(w), "must be 0s to 1h")
 	}
 	if len(b.Handoff.Nodes) > MaxHandoffNodes {
 		p.add("ha.bgp.handoff.nodes", strconv.Itoa(len(b.Handoff.Nodes))+" nodes", "at most %d", MaxHandoffNodes)

@@ -226,6 +226,15 @@ func (a *announcer) evaluate() {
 			return
 		}
 	}
+	if !a.announced && a.d.handoff != nil && cfg.HA.BGP.Handoff.JoinWindow.Duration > 0 {
+		// The routers will move some of the other nodes' connections
+		// here; they hand them back from before the first of them moves.
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		if err := a.d.handoff.Join(ctx, cfg.HA.BGP.Handoff.JoinWindow.Duration); err != nil {
+			a.d.log.Warn("drain handoff: join not acknowledged by every node; connections moved to this node from them will be reset", "err", err)
+		}
+		cancel()
+	}
 	// Announce is a diff: unchanged routes send nothing.
 	if err := a.sp.Announce(routes(cfg)); err != nil {
 		a.d.log.Error("bgp announce", "err", err)
@@ -286,8 +295,16 @@ func (d *Daemon) startHandoff(cfg *config.Config) error {
 			return fmt.Errorf("ha.bgp.handoff: IPv4 forwarding is off on %s; the dataplane hands connections to other nodes through it (sysctl -w net.ipv4.conf.%s.forwarding=1)", iface, iface)
 		}
 	}
-	apply := func(draining []netip.Addr) error {
-		return d.dp.SetHandoff(loader.Handoff{Self: self, Nodes: nodes, Draining: draining})
+	// While any node drains or joins, every node is a target: the
+	// routers move connections between the other nodes too, and a
+	// segment nobody here owns goes around the nodes until its owner
+	// takes it.
+	apply := func(inTransition []netip.Addr) error {
+		h := loader.Handoff{Self: self, Nodes: nodes}
+		if len(inTransition) > 0 {
+			h.Draining = nodes
+		}
+		return d.dp.SetHandoff(h)
 	}
 	d.handoff, err = handoff.Start(handoff.Options{Self: self, Nodes: nodes, Port: ho.Port, Apply: apply, Logger: d.log.With("part", "handoff")})
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ober-ingress/ober/control/bgp"
 	"github.com/ober-ingress/ober/control/dataplane"
+	"github.com/ober-ingress/ober/control/handoff"
 	"github.com/ober-ingress/ober/control/supervisor"
 	"github.com/ober-ingress/ober/loader"
 )
@@ -45,9 +46,10 @@ type BGPStatus struct {
 	// NotAnnouncing says why the routes are withdrawn (the failing health
 	// check, the hold-down, stopping).
 	NotAnnouncing string `json:"not_announcing,omitempty"`
-	// Draining lists the nodes of ha.bgp.handoff now draining (this one
-	// included), whose orphaned connections the dataplane hands back.
-	Draining []string `json:"handoff_draining,omitempty"`
+	// Handoff lists the nodes of ha.bgp.handoff now draining or joining
+	// (this one included): while there are any, the dataplanes hand
+	// moved connections back to their owners.
+	Handoff []handoff.Transition `json:"handoff,omitempty"`
 }
 
 // HealthStatus is /health's answer.
@@ -135,9 +137,7 @@ func (d *Daemon) daemonStatus(ctx context.Context) *DaemonStatus {
 			bs.NotAnnouncing = d.ann.notAnnouncedReason()
 		}
 		if d.handoff != nil {
-			for _, a := range d.handoff.Draining() {
-				bs.Draining = append(bs.Draining, a.String())
-			}
+			bs.Handoff = d.handoff.InTransition()
 		}
 		ds.BGP = bs
 	}

@@ -1,20 +1,25 @@
-// Package handoff tells the other ober nodes when this one drains, so
-// that they forward the draining node's connections back to it.
+// Package handoff tells the other ober nodes when the routers are about
+// to move connections between nodes, so that their dataplanes hand each
+// moved connection back to the node that owns it.
 //
-// When a node withdraws its routes, the routers rehash its established
-// connections onto the other nodes, whose kernels would answer them with
-// a RST. With handoff, the dataplane of every node forwards such
-// segments (no SYN, no local socket) to the draining nodes, which
-// deliver them to their own sockets (loader.Handoff). This package is
-// the small protocol that keeps every node's list of draining nodes:
-// a draining node sends a notice to each peer over UDP before it
-// withdraws and waits for their acknowledgements; a notice carries a
-// deadline, so a node that dies while draining is forgotten when its
-// drain would have ended anyway.
+// ECMP routers move established connections whenever a node's route
+// comes or goes: a draining node's connections go to the others, and
+// (Linux's hash-threshold ECMP, most routers) some of the other nodes'
+// connections move between them too; an announced node draws some of
+// everyone's. The kernel of the node a connection lands on would reset
+// it. While any node is in such a transition, every node's dataplane
+// passes a segment that no local socket owns around the other nodes
+// (loader.Handoff) until its owner takes it.
+//
+// This package is the small protocol that keeps every node's list of
+// nodes in transition: before it withdraws (drains) or announces (joins),
+// a node sends a notice to each peer over UDP and waits for their
+// acknowledgements. A notice carries a deadline, so a node that dies
+// mid-transition is forgotten when its transition would have ended.
 //
 // Notices are accepted only from the configured node addresses. A forged
-// notice can at most make peers forward connections they would have
-// reset to a configured node.
+// notice can at most make peers pass around connections they would have
+// reset.
 package handoff
 
 import (
@@ -38,9 +43,9 @@ type Options struct {
 	Nodes []netip.Addr
 	// Port is the UDP port of every node's notices.
 	Port uint16
-	// Apply gets the draining nodes (in Nodes order, Self included when
-	// it drains) each time the set changes. It programs the dataplane.
-	Apply  func(draining []netip.Addr) error
+	// Apply gets the nodes in transition (in Nodes order, Self included)
+	// each time the set changes. It programs the dataplane.
+	Apply  func(inTransition []netip.Addr) error
 	Logger *slog.Logger
 }
 
@@ -48,8 +53,8 @@ type Options struct {
 type notice struct {
 	V     int    `json:"v"`
 	Node  string `json:"node"`
-	State string `json:"state"` // "draining" or "serving"
-	// Until is the end of the drain (Unix ms).
+	State string `json:"state"` // "draining", "joining" or "serving"
+	// Until is the end of the transition (Unix ms).
 	Until int64  `json:"until,omitempty"`
 	Seq   uint64 `json:"seq"`
 	Ack   bool   `json:"ack,omitempty"`
@@ -57,6 +62,7 @@ type notice struct {
 
 const (
 	stateDraining = "draining"
+	stateJoining  = "joining"
 	stateServing  = "serving"
 	// retries and retryGap bound how long Drain waits for the peers.
 	retries  = 4
@@ -69,13 +75,13 @@ type Handoff struct {
 	log  *slog.Logger
 	conn *net.UDPConn
 
-	mu       sync.Mutex
-	draining map[netip.Addr]time.Time // node -> end of its drain
-	seq      uint64
-	acks     map[uint64]map[netip.Addr]bool
-	ackCh    chan struct{}
-	closed   chan struct{}
-	done     sync.WaitGroup
+	mu      sync.Mutex
+	transit map[netip.Addr]transition
+	seq     uint64
+	acks    map[uint64]map[netip.Addr]bool
+	ackCh   chan struct{}
+	closed  chan struct{}
+	done    sync.WaitGroup
 }
 
 // Start listens for the peers' notices on Self:Port.
@@ -92,10 +98,10 @@ func Start(opts Options) (*Handoff, error) {
 	}
 	h := &Handoff{
 		opts: opts, log: opts.Logger, conn: conn,
-		draining: map[netip.Addr]time.Time{},
-		acks:     map[uint64]map[netip.Addr]bool{},
-		ackCh:    make(chan struct{}, 1),
-		closed:   make(chan struct{}),
+		transit: map[netip.Addr]transition{},
+		acks:    map[uint64]map[netip.Addr]bool{},
+		ackCh:   make(chan struct{}, 1),
+		closed:  make(chan struct{}),
 	}
 	if err := h.apply(); err != nil {
 		conn.Close()
@@ -120,17 +126,36 @@ func (h *Handoff) Close() {
 	h.done.Wait()
 }
 
-// Draining lists the nodes draining now, in Nodes order.
-func (h *Handoff) Draining() []netip.Addr {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.drainingLocked()
+// transition is one node's state and its deadline.
+type transition struct {
+	state string
+	until time.Time
 }
 
-func (h *Handoff) drainingLocked() []netip.Addr {
+// Transition is a node in transition, for status.
+type Transition struct {
+	Node  string    `json:"node"`
+	State string    `json:"state"` // draining or joining
+	Until time.Time `json:"until"`
+}
+
+// InTransition lists the nodes draining or joining now, in Nodes order.
+func (h *Handoff) InTransition() []Transition {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []Transition
+	for _, n := range h.opts.Nodes {
+		if t, ok := h.transit[n]; ok {
+			out = append(out, Transition{Node: n.String(), State: t.state, Until: t.until})
+		}
+	}
+	return out
+}
+
+func (h *Handoff) activeLocked() []netip.Addr {
 	var out []netip.Addr
 	for _, n := range h.opts.Nodes {
-		if _, ok := h.draining[n]; ok {
+		if _, ok := h.transit[n]; ok {
 			out = append(out, n)
 		}
 	}
@@ -139,7 +164,7 @@ func (h *Handoff) drainingLocked() []netip.Addr {
 
 func (h *Handoff) apply() error {
 	h.mu.Lock()
-	d := h.drainingLocked()
+	d := h.activeLocked()
 	h.mu.Unlock()
 	if h.opts.Apply == nil {
 		return nil
@@ -150,27 +175,39 @@ func (h *Handoff) apply() error {
 	return nil
 }
 
-// Drain marks this node as draining for d: its own dataplane forwards
-// what it cannot serve to the other draining nodes, and every peer is
-// told to forward this node's connections to it. It returns once every
-// peer acknowledged or the retries ran out; the missing peers are named
-// in the error, which is worth a warning and no more.
+// Drain marks this node as draining for d and tells every peer before
+// the node withdraws: from then on the dataplanes pass connections that
+// no local socket owns around the nodes, so the ones the routers move
+// away from this node come back to it. It returns once every peer
+// acknowledged or the retries ran out; the silent peers are named in the
+// error, which is worth a warning and no more.
 func (h *Handoff) Drain(ctx context.Context, d time.Duration) error {
+	return h.begin(ctx, stateDraining, d)
+}
+
+// Join marks this node as joining for d and tells every peer before the
+// node announces: the routers then move some of the other nodes'
+// connections to it, and this node hands them back.
+func (h *Handoff) Join(ctx context.Context, d time.Duration) error {
+	return h.begin(ctx, stateJoining, d)
+}
+
+func (h *Handoff) begin(ctx context.Context, state string, d time.Duration) error {
 	until := time.Now().Add(d)
 	h.mu.Lock()
-	h.draining[h.opts.Self] = until
+	h.transit[h.opts.Self] = transition{state: state, until: until}
 	h.mu.Unlock()
 	if err := h.apply(); err != nil {
 		return err
 	}
-	return h.announce(ctx, notice{State: stateDraining, Until: until.UnixMilli()})
+	return h.announce(ctx, notice{State: state, Until: until.UnixMilli()})
 }
 
-// Done tells the peers this node no longer needs its connections
-// forwarded (its instances have finished).
+// Done tells the peers this node's transition is over (its instances have
+// finished draining).
 func (h *Handoff) Done(ctx context.Context) error {
 	h.mu.Lock()
-	delete(h.draining, h.opts.Self)
+	delete(h.transit, h.opts.Self)
 	h.mu.Unlock()
 	if err := h.apply(); err != nil {
 		return err
@@ -268,14 +305,14 @@ func (h *Handoff) receive() {
 			continue
 		}
 		h.mu.Lock()
-		_, was := h.draining[src]
+		_, was := h.transit[src]
 		switch n.State {
-		case stateDraining:
-			h.draining[src] = time.UnixMilli(n.Until)
+		case stateDraining, stateJoining:
+			h.transit[src] = transition{state: n.State, until: time.UnixMilli(n.Until)}
 		case stateServing:
-			delete(h.draining, src)
+			delete(h.transit, src)
 		}
-		_, is := h.draining[src]
+		_, is := h.transit[src]
 		h.mu.Unlock()
 		if was != is {
 			h.log.Info("peer node "+n.State, "node", src)
@@ -288,8 +325,9 @@ func (h *Handoff) receive() {
 	}
 }
 
-// expire forgets peers whose drain deadline passed: a node that died
-// while draining must not keep the others forwarding to it.
+// expire forgets transitions whose deadline passed: a node that died
+// while draining must not keep the others forwarding to it, and a join
+// ends by itself.
 func (h *Handoff) expire() {
 	defer h.done.Done()
 	tick := time.NewTicker(250 * time.Millisecond)
@@ -303,9 +341,11 @@ func (h *Handoff) expire() {
 		now := time.Now()
 		changed := false
 		h.mu.Lock()
-		for n, until := range h.draining {
-			if n != h.opts.Self && now.After(until) {
-				delete(h.draining, n)
+		for n, t := range h.transit {
+			// This node's own drain lasts until Done: its instances
+			// may outlive the estimate.
+			if now.After(t.until) && (n != h.opts.Self || t.state == stateJoining) {
+				delete(h.transit, n)
 				changed = true
 			}
 		}

@@ -107,10 +107,31 @@ func TestDrainNamesSilentPeers(t *testing.T) {
 	t.Cleanup(h.Close)
 	err = h.Drain(context.Background(), time.Second)
 	require.ErrorContains(t, err, "127.0.0.42")
-	require.Equal(t, nodes[:1], h.Draining(), "the node drains even when a peer does not answer")
+	require.Equal(t, []string{"127.0.0.41"}, nodeNames(h.InTransition()), "the node drains even when a peer does not answer")
 }
 
 func TestSelfMustBeANode(t *testing.T) {
 	_, err := Start(Options{Self: netip.MustParseAddr("127.0.0.51"), Nodes: []netip.Addr{netip.MustParseAddr("127.0.0.52")}, Port: 1})
 	require.ErrorContains(t, err, "127.0.0.51 is not among the nodes")
+}
+
+func nodeNames(ts []Transition) []string {
+	var out []string
+	for _, t := range ts {
+		out = append(out, t.Node)
+	}
+	return out
+}
+
+func TestJoinEndsByItself(t *testing.T) {
+	hs, as := cluster(t, freePort(t), "127.0.0.61", "127.0.0.62")
+	require.NoError(t, hs[1].Join(context.Background(), 300*time.Millisecond))
+	for i, ap := range as {
+		require.Equal(t, []netip.Addr{netip.MustParseAddr("127.0.0.62")}, ap.last(), "node %d", i)
+	}
+	require.Equal(t, "joining", hs[0].InTransition()[0].State)
+	for i, ap := range as {
+		require.Eventually(t, func() bool { return len(ap.last()) == 0 }, 3*time.Second, 20*time.Millisecond,
+			"node %d still sees the join after its deadline", i)
+	}
 }

@@ -83,6 +83,8 @@ type Params struct {
 	Handoff bool
 	// Instances per node; default 2.
 	Instances int
+	// MinInstances is ha.bgp.announce_when.min_instances; default 1.
+	MinInstances int
 	// Extra is YAML appended to every node's configuration.
 	Extra string
 }
@@ -293,7 +295,13 @@ ha:
   bgp:
     asn: {{.NodeASN}}
     hold_down: {{.HoldDown}}
+{{- if .MinInstances}}
+    announce_when: {min_instances: {{.MinInstances}}}
+{{- end}}
     communities: ["65010:100"]
+    vips:
+      - vip: {{.VIP6}}
+        med: 50
     peers:
       - address: {{.Router4}}
         asn: {{.RouterASN}}
@@ -318,7 +326,7 @@ func (s *Site) Config(n *Node, extra string) string {
 		"Name": n.Name, "Iface": n.Iface, "Root": n.Root, "Dir": n.Dir, "VIP4": VIP4, "VIP6": VIP6,
 		"Cert": s.Cert, "Key": s.Key, "Backend": BackendAddr, "Instances": s.P.Instances, "Drain": s.P.Drain,
 		"NodeASN": NodeASN, "RouterASN": RouterASN, "Router4": RouterAddr, "Router6": RouterAddr6,
-		"Hold": s.P.HoldTime, "BFD": s.P.BFD, "HoldDown": s.P.HoldDown, "Handoff": s.P.Handoff,
+		"Hold": s.P.HoldTime, "BFD": s.P.BFD, "HoldDown": s.P.HoldDown, "Handoff": s.P.Handoff, "MinInstances": s.P.MinInstances,
 		"Extra": s.P.Extra + extra,
 	})
 	if err != nil {
