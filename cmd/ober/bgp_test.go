@@ -241,6 +241,11 @@ func TestBGPECMP(t *testing.T) {
 			require.True(t, st.Daemon.BGP.Announcing)
 			require.Equal(t, []string{"10.99.0.100/32", "fd99::100/128"}, st.Daemon.BGP.Announced)
 
+			// ober status shows the speaker and its sessions.
+			res := ober(t, s.Nodes[0].NS, 0, "--config", s.Nodes[0].ConfigPath, "--bpffs-root", s.Nodes[0].Root, "status")
+			require.Regexp(t, `bgp +AS65010, router id 10\.99\.1\.11, announcing 10\.99\.0\.100/32, fd99::100/128`, res.stdout)
+			require.Regexp(t, `(?m)^10\.99\.1\.1 +65000 +established since`, res.stdout)
+
 			// ober test while the daemon runs reports its sessions.
 			out, code = oberIn(t, s.Nodes[0].NS, "--config", s.Nodes[0].ConfigPath, "test")
 			require.Equal(t, 0, code, out)
@@ -325,6 +330,61 @@ func TestBGPInstancesKilled(t *testing.T) {
 	st, err := victim.Status()
 	require.NoError(t, err)
 	require.Equal(t, uint64(3), st.Daemon.BGP.Withdraws)
+}
+
+// TestBGPPassword: with TCP MD5 on both sides the sessions come up; a
+// node with the wrong key gets no session (the router drops its
+// unsigned SYNs), and ober test says so.
+func TestBGPPassword(t *testing.T) {
+	s := ecmptest.New(t, oberBin, ecmptest.Params{Password: "rack7-md5-key"})
+	n := s.Nodes[0]
+	bad := strings.ReplaceAll(s.Config(n, ""), "password: rack7-md5-key", "password: wrong-key")
+	badPath := n.Dir + "/bad.yaml"
+	require.NoError(t, os.WriteFile(badPath, []byte(bad), 0o600))
+	out, code := oberIn(t, n.NS, "--config", badPath, "test", "--timeout", "4s")
+	t.Logf("ober test, wrong key:\n%s", out)
+	require.Equal(t, 1, code, out)
+	require.Contains(t, out, "FAIL bgp 10.99.1.1")
+
+	s.StartNodes()
+	sess, err := s.R.Sessions(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, "Established", sess[n.Addr].State)
+}
+
+// TestBGPReloadPeers: a reload that drops the IPv6 peer closes that
+// session (the IPv6 VIP leaves the router's table via this node) and
+// leaves the IPv4 one alone.
+func TestBGPReloadPeers(t *testing.T) {
+	s := ecmptest.New(t, oberBin, ecmptest.Params{})
+	s.StartNodes()
+	n := s.Nodes[0]
+	cfg := s.Config(n, "")
+	i := strings.Index(cfg, "      - address: fd99:1::1\n")
+	require.GreaterOrEqual(t, i, 0)
+	j := strings.Index(cfg[i:], "multiplier: 3}\n")
+	require.GreaterOrEqual(t, j, 0)
+	n.WriteConfig(cfg[:i] + cfg[i+j+len("multiplier: 3}\n"):])
+	w6 := s.R.Watch(t, ecmptest.Prefix6)
+	w4 := s.R.Watch(t, ecmptest.Prefix4)
+	reloaded := time.Now()
+	n.Reload()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	gone, _, err := w6.Until(ctx, reloaded, without(n))
+	cancel()
+	require.NoError(t, err, "the IPv6 session stayed")
+	t.Logf("IPv6 path via %s gone %v after the reload", n.Name, gone.Sub(reloaded))
+	nh4, err := s.R.Nexthops(ecmptest.Prefix4)
+	require.NoError(t, err)
+	require.Contains(t, nh4, n.Addr, "the IPv4 session was touched")
+	ctx, cancel = context.WithTimeout(context.Background(), time.Second)
+	_, _, err = w4.Until(ctx, reloaded, without(n))
+	cancel()
+	require.Error(t, err, "the IPv4 path via %s went away during the reload: %s", n.Name, w4.History())
+	st, err := n.Status()
+	require.NoError(t, err)
+	require.Len(t, st.Daemon.BGP.Peers, 1)
+	require.Equal(t, uint64(2), st.Daemon.Config.Generation)
 }
 
 // TestBGPAnnouncePolicy: with announce_when.min_instances 2, losing one

@@ -71,7 +71,9 @@ func Probe(ctx context.Context, cfg Config, peer Peer, log *slog.Logger) ProbeRe
 		select {
 		case <-ctx.Done():
 			if res.Error == "" {
-				res.Error = "not established before the timeout (state " + res.State + ")"
+				res.Error = "no session before the timeout: the router did not answer (state " + res.State + ")"
+			} else {
+				res.Error = "no session before the timeout; last refusal: " + res.Error
 			}
 			return res
 		case <-tick.C:

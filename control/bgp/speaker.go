@@ -223,7 +223,9 @@ func (s *Speaker) peerEvent(ev *apiutil.WatchEventMessage_PeerEvent, at time.Tim
 		s.changes[addr] = c
 	}
 	up := st == "established"
-	if msg := peerError(ev); msg != "" {
+	// A session attempt ends in idle; the reason on other transitions
+	// is just what moved the state machine on.
+	if msg := peerError(ev); msg != "" && st == "idle" {
 		c.lastError = msg
 	}
 	wentDown := false

@@ -75,7 +75,10 @@ type Daemon struct {
 	addedVIPs   []netip.Prefix
 	ready       bool
 	stopping    bool
-	startedAt   time.Time
+	// backendsUp is the last backend verdict of a health check that had
+	// results.
+	backendsUp bool
+	startedAt  time.Time
 }
 
 // CheckResult is what `ober run --check` reports.

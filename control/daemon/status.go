@@ -219,12 +219,32 @@ func (d *Daemon) healthFor(minInstances int, needBackend bool) (bool, string) {
 	checked := false
 	for _, x := range bs {
 		if x.Up {
+			d.setBackendsUp(true)
 			return true, ""
 		}
 		checked = checked || x.CheckedBy > 0
 	}
 	if !checked {
+		// A reload's new instances have not checked the backends yet:
+		// the last verdict stands, so a reload neither fails /health
+		// nor withdraws the routes.
+		if d.backendsWereUp() {
+			return true, ""
+		}
 		return false, "backends: no health check result yet"
 	}
+	d.setBackendsUp(false)
 	return false, fmt.Sprintf("no backend up (all %d failing their health checks)", len(bs))
+}
+
+func (d *Daemon) setBackendsUp(up bool) {
+	d.mu.Lock()
+	d.backendsUp = up
+	d.mu.Unlock()
+}
+
+func (d *Daemon) backendsWereUp() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.backendsUp
 }

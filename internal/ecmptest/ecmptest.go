@@ -83,6 +83,8 @@ type Params struct {
 	Handoff bool
 	// Instances per node; default 2.
 	Instances int
+	// Password is the TCP MD5 key of every session, on both sides.
+	Password string
 	// MinInstances is ha.bgp.announce_when.min_instances; default 1.
 	MinInstances int
 	// Extra is YAML appended to every node's configuration.
@@ -226,8 +228,8 @@ func New(t testing.TB, bin string, p Params) *Site {
 	var neighbors []routertest.Neighbor
 	for _, n := range s.Nodes {
 		neighbors = append(neighbors,
-			routertest.Neighbor{Addr: n.Addr, ASN: NodeASN, BFD: p.BFD},
-			routertest.Neighbor{Addr: n.Addr6, ASN: NodeASN, BFD: p.BFD})
+			routertest.Neighbor{Addr: n.Addr, ASN: NodeASN, BFD: p.BFD, Password: p.Password},
+			routertest.Neighbor{Addr: n.Addr6, ASN: NodeASN, BFD: p.BFD, Password: p.Password})
 	}
 	s.R = routertest.Start(t, s.Router, routertest.Config{
 		Kind: p.Router, ASN: RouterASN, RouterID: RouterAddr, Neighbors: neighbors,
@@ -307,11 +309,17 @@ ha:
         asn: {{.RouterASN}}
         hold_time: {{.Hold}}
         connect_retry: 1s
+{{- if .Password}}
+        password: {{.Password}}
+{{- end}}
         bfd: {enabled: {{.BFD}}, interval: 100ms, multiplier: 3}
       - address: {{.Router6}}
         asn: {{.RouterASN}}
         hold_time: {{.Hold}}
         connect_retry: 1s
+{{- if .Password}}
+        password: {{.Password}}
+{{- end}}
         bfd: {enabled: {{.BFD}}, interval: 100ms, multiplier: 3}
 {{- if .Handoff}}
     handoff:
@@ -326,7 +334,7 @@ func (s *Site) Config(n *Node, extra string) string {
 		"Name": n.Name, "Iface": n.Iface, "Root": n.Root, "Dir": n.Dir, "VIP4": VIP4, "VIP6": VIP6,
 		"Cert": s.Cert, "Key": s.Key, "Backend": BackendAddr, "Instances": s.P.Instances, "Drain": s.P.Drain,
 		"NodeASN": NodeASN, "RouterASN": RouterASN, "Router4": RouterAddr, "Router6": RouterAddr6,
-		"Hold": s.P.HoldTime, "BFD": s.P.BFD, "HoldDown": s.P.HoldDown, "Handoff": s.P.Handoff, "MinInstances": s.P.MinInstances,
+		"Hold": s.P.HoldTime, "BFD": s.P.BFD, "HoldDown": s.P.HoldDown, "Handoff": s.P.Handoff, "MinInstances": s.P.MinInstances, "Password": s.P.Password,
 		"Extra": s.P.Extra + extra,
 	})
 	if err != nil {
@@ -455,6 +463,9 @@ func (n *Node) Kill() {
 	<-rc.done
 }
 
+// Reload sends SIGHUP: ober applies its configuration file again.
+func (n *Node) Reload() { _ = syscall.Kill(n.current().pid, syscall.SIGHUP) }
+
 // Log is what this node's ober wrote so far.
 func (n *Node) Log() string { return n.current().log.String() }
 
@@ -485,8 +496,13 @@ func (n *Node) InstancePIDs() ([]int, error) {
 // LinkDown cuts the node's cable on the node's side.
 func (n *Node) LinkDown() { n.NS.IP(n.site.t, "link", "set", n.Iface, "down") }
 
-// LinkUp puts it back.
-func (n *Node) LinkUp() { n.NS.IP(n.site.t, "link", "set", n.Iface, "up") }
+// LinkUp puts it back, with the default routes the kernel removed with
+// the link (a host's network manager would restore them).
+func (n *Node) LinkUp() {
+	n.NS.IP(n.site.t, "link", "set", n.Iface, "up")
+	n.NS.IP(n.site.t, "route", "replace", "default", "via", RouterAddr.String())
+	n.NS.IP(n.site.t, "-6", "route", "replace", "default", "via", RouterAddr6.String())
+}
 
 // ClientDialer dials from the client namespace.
 func (s *Site) ClientDialer() *nodetest.Dialer { return s.clientDial }

@@ -76,6 +76,9 @@ func (r *Router) birdConfig() string {
 		if n.Passive {
 			b.WriteString("\tpassive on;\n")
 		}
+		if n.Password != "" {
+			fmt.Fprintf(&b, "\tpassword %q;\n", n.Password)
+		}
 		if n.BFD {
 			b.WriteString("\tbfd on;\n")
 		}

@@ -94,6 +94,9 @@ exit
 		if n.Passive {
 			fmt.Fprintf(&b, " neighbor %s passive\n", a)
 		}
+		if n.Password != "" {
+			fmt.Fprintf(&b, " neighbor %s password %s\n", a, n.Password)
+		}
 		if n.BFD {
 			fmt.Fprintf(&b, " neighbor %s bfd\n neighbor %s bfd profile %s\n", a, a, bfdProfile)
 		}

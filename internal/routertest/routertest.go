@@ -52,6 +52,8 @@ type Neighbor struct {
 	ASN     uint32
 	BFD     bool // single-hop BFD on this session
 	Passive bool // the router only waits for the node to connect
+	// Password turns on TCP MD5 signatures (RFC 2385) on the session.
+	Password string
 }
 
 // Config describes the router. A neighbor's address family picks the
