@@ -149,6 +149,17 @@ func without(n *ecmptest.Node) func([]netip.Addr) bool {
 	}
 }
 
+// waitGone waits until the router's route via n is gone (the first change
+// at or after since) and returns when that was seen.
+func waitGone(t *testing.T, w *routertest.Watch, since time.Time, n *ecmptest.Node, timeout time.Duration) (time.Time, []netip.Addr) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	gone, nh, err := w.Until(ctx, since, without(n))
+	require.NoError(t, err, "route via %s still there after %v: %s", n.Name, timeout, w.History())
+	return gone, nh
+}
+
 func nexthopsWith(n *ecmptest.Node, count int) func([]netip.Addr) bool {
 	return func(nh []netip.Addr) bool {
 		return len(nh) == count && (slices.Contains(nh, n.Addr) || slices.Contains(nh, n.Addr6))
@@ -270,16 +281,13 @@ func TestBGPInstancesKilled(t *testing.T) {
 		go func() { fs = loadECMP(context.Background(), s, 4, stop); close(done) }()
 		time.Sleep(500 * time.Millisecond)
 		killed := killInstances(t, victim)
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		gone, nh, err := w.Until(ctx, killed, without(victim))
-		cancel()
-		require.NoError(t, err, "route via %s still there", victim.Name)
+		gone, nh := waitGone(t, w, killed, victim, 5*time.Second)
 
 		// Hysteresis: the instances are back within a second, the route
 		// only once they stayed healthy for the hold-down. The load goes
 		// on through the return: the connections the routers then move
 		// to the returning node are handed back (joining).
-		ctx, cancel = context.WithTimeout(context.Background(), 15*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		back, _, err := w.Until(ctx, gone, nexthopsWith(victim, 3))
 		cancel()
 		require.NoError(t, err, "route via %s did not come back", victim.Name)
@@ -369,15 +377,12 @@ func TestBGPReloadPeers(t *testing.T) {
 	w4 := s.R.Watch(t, ecmptest.Prefix4)
 	reloaded := time.Now()
 	n.Reload()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	gone, _, err := w6.Until(ctx, reloaded, without(n))
-	cancel()
-	require.NoError(t, err, "the IPv6 session stayed")
+	gone, _ := waitGone(t, w6, reloaded, n, 10*time.Second)
 	t.Logf("IPv6 path via %s gone %v after the reload", n.Name, gone.Sub(reloaded))
 	nh4, err := s.R.Nexthops(ecmptest.Prefix4)
 	require.NoError(t, err)
 	require.Contains(t, nh4, n.Addr, "the IPv4 session was touched")
-	ctx, cancel = context.WithTimeout(context.Background(), time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	_, _, err = w4.Until(ctx, reloaded, without(n))
 	cancel()
 	require.Error(t, err, "the IPv4 path via %s went away during the reload: %s", n.Name, w4.History())
@@ -399,15 +404,12 @@ func TestBGPAnnouncePolicy(t *testing.T) {
 	w := s.R.Watch(t, ecmptest.Prefix4)
 	killed := time.Now()
 	require.NoError(t, syscall.Kill(pids[0], syscall.SIGKILL))
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	gone, _, err := w.Until(ctx, killed, without(victim))
-	cancel()
-	require.NoError(t, err, "one instance of two lost, yet still announced")
+	gone, _ := waitGone(t, w, killed, victim, 5*time.Second)
 	st, err := victim.Status()
 	require.NoError(t, err)
 	require.Contains(t, st.Daemon.BGP.LastWithdrawReason, "fewer than the 2 required")
 	t.Logf("one of two instances killed: route gone %v later (%s)", gone.Sub(killed), st.Daemon.BGP.LastWithdrawReason)
-	ctx, cancel = context.WithTimeout(context.Background(), 15*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	back, _, err := w.Until(ctx, gone, nexthopsWith(victim, 3))
 	cancel()
 	require.NoError(t, err)
@@ -425,10 +427,7 @@ func TestBGPOberKilled(t *testing.T) {
 	w := s.R.Watch(t, ecmptest.Prefix4)
 	killed := time.Now()
 	victim.Kill()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	gone, _, err := w.Until(ctx, killed, without(victim))
-	cancel()
-	require.NoError(t, err)
+	gone, _ := waitGone(t, w, killed, victim, 15*time.Second)
 	t.Logf("ober killed: route via %s gone %v later (hold time 9s)", victim.Name, gone.Sub(killed))
 	require.Less(t, gone.Sub(killed), time.Second, "the route stayed until a timer")
 
@@ -465,14 +464,11 @@ func TestBGPLinkCut(t *testing.T) {
 				w := s.R.Watch(t, ecmptest.Prefix4)
 				cut := time.Now()
 				victim.LinkDown()
-				ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-				gone, _, err := w.Until(ctx, cut, without(victim))
-				cancel()
-				require.NoError(t, err)
+				gone, _ := waitGone(t, w, cut, victim, 15*time.Second)
 				took = append(took, gone.Sub(cut))
 				t.Logf("round %d: path via %s gone %v after the link went down", round, victim.Name, gone.Sub(cut))
 				victim.LinkUp()
-				ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				back, _, err := w.Until(ctx, gone, func(nh []netip.Addr) bool { return slices.Contains(nh, victim.Addr) })
 				cancel()
 				if err == nil {
@@ -532,10 +528,7 @@ func gracefulStop(t *testing.T, handoff bool) {
 	time.Sleep(700 * time.Millisecond)
 	stopped := time.Now()
 	victim.Stop()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	gone, _, err := w.Until(ctx, stopped, without(victim))
-	cancel()
-	require.NoError(t, err)
+	gone, _ := waitGone(t, w, stopped, victim, 5*time.Second)
 	t.Logf("graceful stop: route via %s gone %v after SIGTERM", victim.Name, gone.Sub(stopped))
 	require.NoError(t, victim.Wait(30*time.Second))
 	t.Logf("ober on %s exited %v after SIGTERM", victim.Name, time.Since(stopped))

@@ -305,22 +305,16 @@ ha:
       - vip: {{.VIP6}}
         med: 50
     peers:
-      - address: {{.Router4}}
-        asn: {{.RouterASN}}
-        hold_time: {{.Hold}}
+{{- range .Routers}}
+      - address: {{.}}
+        asn: {{$.RouterASN}}
+        hold_time: {{$.Hold}}
         connect_retry: 1s
-{{- if .Password}}
-        password: {{.Password}}
+{{- if $.Password}}
+        password: {{$.Password}}
 {{- end}}
-        bfd: {enabled: {{.BFD}}, interval: 100ms, multiplier: 3}
-      - address: {{.Router6}}
-        asn: {{.RouterASN}}
-        hold_time: {{.Hold}}
-        connect_retry: 1s
-{{- if .Password}}
-        password: {{.Password}}
+        bfd: {enabled: {{$.BFD}}, interval: 100ms, multiplier: 3}
 {{- end}}
-        bfd: {enabled: {{.BFD}}, interval: 100ms, multiplier: 3}
 {{- if .Handoff}}
     handoff:
       nodes: [10.99.1.11, 10.99.1.12, 10.99.1.13]
@@ -333,7 +327,7 @@ func (s *Site) Config(n *Node, extra string) string {
 	err := configTmpl.Execute(&b, map[string]any{
 		"Name": n.Name, "Iface": n.Iface, "Root": n.Root, "Dir": n.Dir, "VIP4": VIP4, "VIP6": VIP6,
 		"Cert": s.Cert, "Key": s.Key, "Backend": BackendAddr, "Instances": s.P.Instances, "Drain": s.P.Drain,
-		"NodeASN": NodeASN, "RouterASN": RouterASN, "Router4": RouterAddr, "Router6": RouterAddr6,
+		"NodeASN": NodeASN, "RouterASN": RouterASN, "Routers": []netip.Addr{RouterAddr, RouterAddr6},
 		"Hold": s.P.HoldTime, "BFD": s.P.BFD, "HoldDown": s.P.HoldDown, "Handoff": s.P.Handoff, "MinInstances": s.P.MinInstances, "Password": s.P.Password,
 		"Extra": s.P.Extra + extra,
 	})
