@@ -137,7 +137,13 @@ func (lab *handoffLab) build() ([]net.Listener, []net.Conn, error) {
 		return nil, nil, err
 	}
 	for _, a := range []string{vip4.String() + "/32", client4.String() + "/32", vip6.String() + "/128", client6.String() + "/128"} {
-		if err := netlink.AddrAdd(lo, &netlink.Addr{IPNet: mustIPNet(a)}); err != nil {
+		// Without NODAD an IPv6 address is tentative until the kernel's
+		// DAD work has run, and binding it fails meanwhile (seen in CI).
+		addr := &netlink.Addr{IPNet: mustIPNet(a)}
+		if addr.IP.To4() == nil {
+			addr.Flags = unix.IFA_F_NODAD
+		}
+		if err := netlink.AddrAdd(lo, addr); err != nil {
 			return nil, nil, fmt.Errorf("address %s: %w", a, err)
 		}
 	}
