@@ -520,9 +520,9 @@ func gracefulStop(t *testing.T, handoff bool) {
 
 	// Slow downloads in flight when the node stops: each takes about
 	// 2s, well within the drain time.
-	slow := make(chan fetch, 16)
+	slow := make(chan fetch, 24)
 	var slowWG sync.WaitGroup
-	for range 12 {
+	for range 18 {
 		slowWG.Go(func() { slow <- fetchVIP(context.Background(), s, ecmptest.VIP4, ecmptest.SlowPath) })
 	}
 	time.Sleep(700 * time.Millisecond)
