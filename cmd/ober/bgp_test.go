@@ -79,33 +79,7 @@ func fetchVIP(ctx context.Context, s *ecmptest.Site, vip netip.Addr, path string
 // loadECMP runs workers making one request per new connection until stop
 // is closed (bounded to a minute and 20000 requests).
 func loadECMP(ctx context.Context, s *ecmptest.Site, workers int, stop <-chan struct{}) []fetch {
-	var mu sync.Mutex
-	var out []fetch
-	var wg sync.WaitGroup
-	deadline := time.Now().Add(time.Minute)
-	for range workers {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				mu.Lock()
-				n := len(out)
-				mu.Unlock()
-				if n >= 20000 || time.Now().After(deadline) {
-					return
-				}
-				f := fetchVIP(ctx, s, ecmptest.VIP4, "/")
-				mu.Lock()
-				out = append(out, f)
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	return out
+	return repeat(workers, 20000, stop, func(int, int) fetch { return fetchVIP(ctx, s, ecmptest.VIP4, "/") })
 }
 
 func byNode(fs []fetch) map[string]int {

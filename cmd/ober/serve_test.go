@@ -230,16 +230,26 @@ func fetchServedBy(ctx context.Context, s *nodetest.Site, port uint16) (int, err
 // loadNew runs workers making new connections until stop is closed or the
 // bounds are hit.
 func loadNew(ctx context.Context, s *nodetest.Site, workers int, stop <-chan struct{}) []attempt {
+	return repeat(workers, 50000, stop, func(w, i int) attempt {
+		// Each worker owns a band of source ports, so the flow (and
+		// its Maglev prediction) of every attempt is known.
+		port := uint16(20000 + w*2000 + i%2000)
+		a := attempt{start: time.Now(), port: port}
+		a.instance, a.err = fetchServedBy(ctx, s, port)
+		a.end = time.Now()
+		return a
+	})
+}
+
+// repeat runs workers, each calling try (with its number and a count)
+// until stop is closed, a minute has passed or max results are in.
+func repeat[T any](workers, max int, stop <-chan struct{}, try func(worker, i int) T) []T {
 	var mu sync.Mutex
-	var out []attempt
+	var out []T
 	var wg sync.WaitGroup
-	const maxAttempts = 50000
 	deadline := time.Now().Add(time.Minute)
 	for w := range workers {
 		wg.Go(func() {
-			// Each worker owns a band of source ports, so the flow (and
-			// its Maglev prediction) of every attempt is known.
-			base := 20000 + w*2000
 			for i := 0; ; i++ {
 				select {
 				case <-stop:
@@ -249,15 +259,12 @@ func loadNew(ctx context.Context, s *nodetest.Site, workers int, stop <-chan str
 				mu.Lock()
 				n := len(out)
 				mu.Unlock()
-				if n >= maxAttempts || time.Now().After(deadline) {
+				if n >= max || time.Now().After(deadline) {
 					return
 				}
-				port := uint16(base + i%2000)
-				a := attempt{start: time.Now(), port: port}
-				a.instance, a.err = fetchServedBy(ctx, s, port)
-				a.end = time.Now()
+				r := try(w, i)
 				mu.Lock()
-				out = append(out, a)
+				out = append(out, r)
 				mu.Unlock()
 			}
 		})

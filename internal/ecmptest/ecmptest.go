@@ -23,8 +23,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"log/slog"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -213,17 +211,8 @@ func New(t testing.TB, bin string, p Params) *Site {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.S3 = s3server.New(s3server.Options{Credentials: map[string]string{nodetest.AccessKey: nodetest.SecretKey}, MaxObjectSize: 1 << 30})
-	var ln net.Listener
-	if err := s.Backend.Do(func() (err error) {
-		ln, err = net.Listen("tcp4", BackendAddr.String())
-		return err
-	}); err != nil {
-		t.Fatalf("backend listen: %v", err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(s.serve), ErrorLog: slog.NewLogLogger(slog.DiscardHandler, slog.LevelError)}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	s.S3 = nodetest.NewS3()
+	nodetest.Serve(t, s.Backend, BackendAddr, http.HandlerFunc(s.serve))
 
 	var neighbors []routertest.Neighbor
 	for _, n := range s.Nodes {

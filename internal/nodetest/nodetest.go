@@ -69,6 +69,26 @@ type Params struct {
 	HealthInterval time.Duration
 }
 
+// NewS3 is the signature-checking S3 server with the site's credentials.
+func NewS3() *s3server.Server {
+	return s3server.New(s3server.Options{Credentials: map[string]string{AccessKey: SecretKey}, MaxObjectSize: 1 << 30})
+}
+
+// Serve serves h over plain HTTP on addr inside ns until the test ends.
+func Serve(t testing.TB, ns *netnstest.NS, addr netip.AddrPort, h http.Handler) {
+	t.Helper()
+	var ln net.Listener
+	if err := ns.Do(func() (err error) {
+		ln, err = net.Listen("tcp", addr.String())
+		return err
+	}); err != nil {
+		t.Fatalf("listen %s in %s: %v", addr, ns.Name, err)
+	}
+	srv := &http.Server{Handler: h, ErrorLog: slog.NewLogLogger(slog.DiscardHandler, slog.LevelError)}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+}
+
 // Site is the running site.
 type Site struct {
 	t                      testing.TB
@@ -98,17 +118,8 @@ func New(t testing.TB, bin string, queues int) *Site {
 	s.Backend.IP(t, "addr", "add", BackendAddr.Addr().String()+"/24", "dev", "veth-b")
 	s.Backend.IP(t, "route", "add", "default", "via", NodeBack.String())
 
-	s.S3 = s3server.New(s3server.Options{Credentials: map[string]string{AccessKey: SecretKey}, MaxObjectSize: 1 << 30})
-	var ln net.Listener
-	if err := s.Backend.Do(func() (err error) {
-		ln, err = net.Listen("tcp4", BackendAddr.String())
-		return err
-	}); err != nil {
-		t.Fatalf("backend listen: %v", err)
-	}
-	srv := &http.Server{Handler: s.S3, ErrorLog: slog.NewLogLogger(slog.DiscardHandler, slog.LevelError)}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	s.S3 = NewS3()
+	Serve(t, s.Backend, BackendAddr, s.S3)
 
 	s.clientDial = NewDialer(t, s.Client, 8)
 	s.nodeDialer = NewDialer(t, s.Node, 2)
