@@ -20,10 +20,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"text/template"
 	"time"
 
