@@ -1,0 +1,115 @@
+package bench
+
+import "time"
+
+// Report is one run of the bench harness, as written to its JSON file.
+// Field names are stable: scripts compare runs by them.
+type Report struct {
+	Version  string    `json:"version"` // ober's version
+	Started  time.Time `json:"started"`
+	Seconds  float64   `json:"seconds"` // wall time of the whole run
+	Quick    bool      `json:"quick"`
+	Machine  Machine   `json:"machine"`
+	Crypto   Crypto    `json:"crypto"`
+	Settings Settings  `json:"settings"`
+	// Throughput: large-object GET and PUT over HTTPS, per target,
+	// object size and connection count.
+	Throughput []Throughput `json:"throughput"`
+	// Handshakes: new TLS connections per second (one request each).
+	Handshakes []Handshakes `json:"handshakes"`
+	// Small: 4 KiB GETs on keep-alive connections.
+	Small []Small `json:"small"`
+	// XDP: ns per packet of ober's program and of an empty one.
+	XDP []XDPPoint `json:"xdp"`
+}
+
+// Machine is what the figures were measured on.
+type Machine struct {
+	CPUModel string   `json:"cpu_model"`
+	Cores    int      `json:"cores"` // online logical CPUs
+	Kernel   string   `json:"kernel"`
+	HAProxy  string   `json:"haproxy"` // version line
+	OpenSSL  string   `json:"openssl"` // version line
+	Flags    []string `json:"flags"`   // of interest: aes, avx2, vaes, ...
+}
+
+// Crypto is the machine's crypto ceiling, from `openssl speed`.
+type Crypto struct {
+	Cipher string `json:"cipher"` // aes-128-gcm
+	// BlockBytes is the buffer size of the figure (16384: TLS records).
+	BlockBytes int `json:"block_bytes"`
+	// GBpsPerCore is one process's encryption rate in GB/s (10^9 B/s).
+	GBpsPerCore float64 `json:"gbps_per_core"`
+	// GBpsMachine is GBpsPerCore times Cores: the ceiling on what this
+	// machine could encrypt if it did nothing else.
+	GBpsMachine float64 `json:"gbps_machine"`
+	Command     string  `json:"command"`
+}
+
+// Settings are the knobs of the run.
+type Settings struct {
+	Instances   []int `json:"instances"`    // ober instance counts measured
+	ObjectBytes []int `json:"object_bytes"` // large-object sizes
+	Conns       []int `json:"conns"`        // connection counts of the sweep
+	// BytesPerPoint bounds the data moved per throughput point.
+	BytesPerPoint int64   `json:"bytes_per_point"`
+	PointSeconds  float64 `json:"point_seconds"` // time bound per point
+	SmallBytes    int     `json:"small_bytes"`
+	XDPPackets    int     `json:"xdp_packets"`
+}
+
+// Targets of the HTTP figures.
+const (
+	TargetOber    = "ober"    // VIP through XDP, sk_lookup, per-CPU HAProxy instances
+	TargetHAProxy = "haproxy" // the same HAProxy build, one process, same thread count, no XDP
+)
+
+// Throughput is one point of the large-object sweep.
+type Throughput struct {
+	Op          string  `json:"op"` // GET or PUT
+	Target      string  `json:"target"`
+	Instances   int     `json:"instances"` // ober instances, or HAProxy threads
+	ObjectBytes int     `json:"object_bytes"`
+	Conns       int     `json:"conns"`
+	Objects     int     `json:"objects"` // transfers completed
+	Bytes       int64   `json:"bytes"`
+	Seconds     float64 `json:"seconds"`
+	GBps        float64 `json:"gbps"` // 10^9 bytes per second
+	// OfCrypto is GBps as a fraction of Crypto.GBpsMachine.
+	OfCrypto float64 `json:"of_crypto"`
+	Errors   int     `json:"errors"`
+}
+
+// Handshakes is the new-connection rate of one target.
+type Handshakes struct {
+	Target         string  `json:"target"`
+	Instances      int     `json:"instances"`
+	Conns          int     `json:"conns"` // concurrent clients
+	Handshakes     int     `json:"handshakes"`
+	Seconds        float64 `json:"seconds"`
+	ConnsPerSecond float64 `json:"conns_per_second"`
+	Errors         int     `json:"errors"`
+}
+
+// Small is the small-request rate and latency of one target.
+type Small struct {
+	Target            string  `json:"target"`
+	Instances         int     `json:"instances"`
+	Conns             int     `json:"conns"`
+	Bytes             int     `json:"bytes"` // object size
+	Requests          int     `json:"requests"`
+	Seconds           float64 `json:"seconds"`
+	RequestsPerSecond float64 `json:"requests_per_second"`
+	P50Ms             float64 `json:"p50_ms"`
+	P99Ms             float64 `json:"p99_ms"`
+	Errors            int     `json:"errors"`
+}
+
+// XDPPoint is one packet path's cost.
+type XDPPoint struct {
+	Case        string  `json:"case"`
+	Action      string  `json:"action"`
+	NsPerPacket float64 `json:"ns_per_packet"` // ober's program, mean of repeat=1 runs
+	EmptyNs     float64 `json:"empty_ns"`      // the empty program, same frame, same method
+	OverEmptyNs float64 `json:"over_empty_ns"`
+}

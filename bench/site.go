@@ -1,0 +1,451 @@
+package bench
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"text/template"
+	"time"
+
+	"github.com/ober-ingress/ober/control/daemon"
+	"github.com/ober-ingress/ober/control/haproxy"
+	"github.com/ober-ingress/ober/control/supervisor"
+	"github.com/ober-ingress/ober/internal/netsite"
+)
+
+// The lean bench topology: a client, one node, one backend.
+//
+//	client 10.96.1.1 --veth (N queues, XDP)-- 10.96.1.254 node, VIP 10.96.0.100
+//	client 10.96.3.1 --veth (N queues)------- 10.96.3.254 node, baseline HAProxy
+//	                                           10.96.2.254 node --veth-- 10.96.2.1:9000 backend
+//
+// The two client links are alike but for ober's XDP program, so the two
+// targets differ only in what ober adds: XDP steering, sk_lookup and one
+// single-threaded HAProxy per CPU against one HAProxy with as many
+// threads.
+var (
+	vip         = netip.MustParseAddr("10.96.0.100")
+	clientAddr  = netip.MustParseAddr("10.96.1.1")
+	nodeFront   = netip.MustParseAddr("10.96.1.254")
+	baseClient  = netip.MustParseAddr("10.96.3.1")
+	baseNode    = netip.MustParseAddr("10.96.3.254")
+	nodeBack    = netip.MustParseAddr("10.96.2.254")
+	backendAddr = netip.MustParseAddrPort("10.96.2.1:9000")
+)
+
+// topology is the running bench site.
+type topology struct {
+	site                  *netsite.Site
+	client, node, backend *netsite.NS
+	bin, root             string
+	queues                int
+	backendLn             net.Listener
+	backendSrv            *http.Server
+	// received counts bytes the backend read from PUT bodies.
+	received atomic.Int64
+	dial     *netsite.Dialer
+	nodeDial *netsite.Dialer
+	tls      *tls.Config
+
+	oberPID, basePID int
+	baseLn           *os.File
+}
+
+// buildTopology makes the namespaces, links and the backend. queues is
+// the number of queues of the client links (at least the instances).
+func buildTopology(ctx context.Context, dir, prefix, bin string, queues int) (t *topology, err error) {
+	site, err := netsite.Open(dir, prefix)
+	if err != nil {
+		return nil, err
+	}
+	t = &topology{site: site, bin: bin, queues: queues}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, t.close())
+		}
+	}()
+	for _, role := range []struct {
+		ns   **netsite.NS
+		name string
+	}{{&t.client, "client"}, {&t.node, "node"}, {&t.backend, "backend"}} {
+		if *role.ns, err = site.Namespace(ctx, role.name); err != nil {
+			return t, err
+		}
+	}
+	if t.root, err = site.BPFFS(); err != nil {
+		return t, err
+	}
+	q := max(queues, 1)
+	steps := []func() error{
+		func() error { return netsite.Veth(ctx, t.client, "veth-c", t.node, "veth-n", q) },
+		func() error { return netsite.Veth(ctx, t.client, "veth-c2", t.node, "veth-n2", q) },
+		func() error { return netsite.Veth(ctx, t.backend, "veth-b", t.node, "veth-nb", q) },
+		func() error { return t.client.IP(ctx, "addr", "add", clientAddr.String()+"/24", "dev", "veth-c") },
+		func() error { return t.client.IP(ctx, "addr", "add", baseClient.String()+"/24", "dev", "veth-c2") },
+		func() error {
+			return t.client.IP(ctx, "route", "add", vip.String()+"/32", "via", nodeFront.String())
+		},
+		func() error { return t.node.IP(ctx, "addr", "add", nodeFront.String()+"/24", "dev", "veth-n") },
+		func() error { return t.node.IP(ctx, "addr", "add", baseNode.String()+"/24", "dev", "veth-n2") },
+		func() error { return t.node.IP(ctx, "addr", "add", nodeBack.String()+"/24", "dev", "veth-nb") },
+		func() error {
+			return t.backend.IP(ctx, "addr", "add", backendAddr.Addr().String()+"/24", "dev", "veth-b")
+		},
+		func() error { return t.backend.IP(ctx, "route", "add", "default", "via", nodeBack.String()) },
+	}
+	for _, step := range steps {
+		if err := step(); err != nil {
+			return t, fmt.Errorf("bench topology: %w", err)
+		}
+	}
+	if t.backendLn, err = t.backend.Listen(backendAddr.String()); err != nil {
+		return t, err
+	}
+	t.backendSrv = &http.Server{Handler: http.HandlerFunc(t.serveBackend),
+		ErrorLog: slog.NewLogLogger(slog.DiscardHandler, slog.LevelError)}
+	go func() { _ = t.backendSrv.Serve(t.backendLn) }()
+	if t.dial, err = netsite.NewDialer(t.client, 32); err != nil {
+		return t, err
+	}
+	if t.nodeDial, err = netsite.NewDialer(t.node, 1); err != nil {
+		return t, err
+	}
+	return t, nil
+}
+
+// chunk is what the backend sends: its content does not matter to TLS's
+// cost, and one shared buffer keeps the backend's own work small.
+var chunk = make([]byte, 1<<20)
+
+// serveBackend stands in for an S3 server: GET /bench/N answers N bytes,
+// PUT /bench/... reads and drops the body, anything else answers 200 (the
+// health checks). It does the least work a storage could, so that the
+// figures are the ingress's.
+func (t *topology) serveBackend(w http.ResponseWriter, r *http.Request) {
+	rest, ok := strings.CutPrefix(r.URL.Path, "/bench/")
+	switch {
+	case ok && r.Method == http.MethodPut:
+		n, err := io.CopyBuffer(countingDiscard{&t.received}, r.Body, make([]byte, 256<<10))
+		if err != nil {
+			return
+		}
+		w.Header().Set("ETag", strconv.FormatInt(n, 10))
+		w.WriteHeader(http.StatusOK)
+	case ok && r.Method == http.MethodGet:
+		n, err := strconv.ParseInt(rest, 10, 64)
+		if err != nil || n < 0 {
+			http.Error(w, "bad size", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+		w.Header().Set("Content-Type", "application/octet-stream")
+		for n > 0 {
+			k := min(n, int64(len(chunk)))
+			if _, err := w.Write(chunk[:k]); err != nil {
+				return
+			}
+			n -= k
+		}
+	default:
+		w.WriteHeader(http.StatusOK)
+	}
+}
+
+type countingDiscard struct{ n *atomic.Int64 }
+
+func (c countingDiscard) Write(p []byte) (int, error) {
+	c.n.Add(int64(len(p)))
+	return len(p), nil
+}
+
+var nodeConfig = template.Must(template.New("cfg").Parse(`# written by ober bench
+node:
+  name: bench
+  interfaces: [veth-n]
+  xdp_mode: native
+  bpffs_root: {{.Root}}/ober
+  runtime_dir: {{.Dir}}/node/run
+  state_dir: {{.Dir}}/node/state
+vips: [{{.VIP}}]
+services:
+  - name: https
+    port: 443
+    mode: tls
+    tls:
+      self_signed: true
+backends:
+  servers:
+    - name: s3a
+      address: {{.Backend}}
+  health:
+    path: /
+    interval: 1s
+    fall: 2
+    rise: 1
+instances:
+  count: {{.Instances}}
+  cpus: [{{.CPUs}}]
+timeouts:
+  drain: 1s
+`))
+
+// startOber runs `ober run` on the node with n instances, pinned round
+// robin over the CPUs, and waits until it is healthy.
+func (t *topology) startOber(ctx context.Context, n int) error {
+	cpus := make([]string, n)
+	for i := range cpus {
+		cpus[i] = strconv.Itoa(i % runtime.NumCPU())
+	}
+	var b strings.Builder
+	if err := nodeConfig.Execute(&b, map[string]any{
+		"Root": t.root, "Dir": t.site.Dir, "VIP": vip, "Backend": backendAddr,
+		"Instances": n, "CPUs": strings.Join(cpus, ", "),
+	}); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Join(t.site.Dir, "node"), 0o700); err != nil {
+		return err
+	}
+	cfg := filepath.Join(t.site.Dir, "node", "ober.yaml")
+	if err := os.WriteFile(cfg, []byte(b.String()), 0o600); err != nil {
+		return err
+	}
+	logPath := filepath.Join(t.site.Dir, "node", "ober.log")
+	pid, err := t.site.Spawn(t.node, "ober run", logPath, t.bin, "run", "--config", cfg)
+	if err != nil {
+		return err
+	}
+	t.oberPID = pid
+	deadline := time.Now().Add(45 * time.Second)
+	for {
+		st, err := t.status(ctx)
+		if err == nil && st.Healthy(n) {
+			break
+		}
+		if !netsite.Alive(pid) {
+			return fmt.Errorf("ober run exited during start:\n%s", tail(logPath, 20))
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("ober run not healthy with %d instances after 45s (%v):\n%s", n, err, tail(logPath, 20))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if t.tls == nil {
+		pems, _ := filepath.Glob(filepath.Join(t.site.Dir, "node", "run", "tls", "https-*.pem"))
+		if len(pems) != 1 {
+			return fmt.Errorf("the node's certificate bundle: found %v", pems)
+		}
+		pem, err := os.ReadFile(pems[0])
+		if err != nil {
+			return err
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("no certificate in %s", pems[0])
+		}
+		// Both targets present ober's certificate for the VIP.
+		t.tls = &tls.Config{RootCAs: pool, ServerName: vip.String(), NextProtos: []string{"http/1.1"}}
+	}
+	return nil
+}
+
+// nodeStatus is what startOber waits for.
+type nodeStatus struct{ *daemon.Status }
+
+// Healthy: every instance is healthy and the node says it is.
+func (s nodeStatus) Healthy(n int) bool {
+	ins := s.Daemon.HAProxy.Instances
+	return len(ins) == n && s.Daemon.Health.OK &&
+		!slices.ContainsFunc(ins, func(in supervisor.InstanceStatus) bool { return in.State != supervisor.StateHealthy })
+}
+
+func (t *topology) status(ctx context.Context) (nodeStatus, error) {
+	c := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DialContext: t.nodeDial.DialContext, DisableKeepAlives: true}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:8404/status", nil)
+	if err != nil {
+		return nodeStatus{}, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return nodeStatus{}, err
+	}
+	defer resp.Body.Close()
+	var st daemon.Status
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return nodeStatus{}, fmt.Errorf("decode /status: %w", err)
+	}
+	return nodeStatus{&st}, nil
+}
+
+// stopOber stops the node's ober (SIGTERM, a graceful stop) and waits.
+func (t *topology) stopOber() error {
+	if t.oberPID == 0 {
+		return nil
+	}
+	pid := t.oberPID
+	t.oberPID = 0
+	return stopPID(pid, "ober run", 30*time.Second)
+}
+
+func stopPID(pid int, name string, grace time.Duration) error {
+	_ = syscall.Kill(pid, syscall.SIGTERM)
+	deadline := time.Now().Add(grace)
+	for netsite.Alive(pid) {
+		if time.Now().After(deadline) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			return fmt.Errorf("%s (pid %d) did not stop within %v: killed", name, pid, grace)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return nil
+}
+
+// startBaseline runs one HAProxy process with threads threads, rendered
+// by ober's renderer from the same certificate, backend and timeouts, on
+// the second client link (no XDP, no sk_lookup).
+func (t *topology) startBaseline(ctx context.Context, threads int) error {
+	ln, err := t.node.Listen(baseNode.String() + ":443")
+	if err != nil {
+		return err
+	}
+	f, err := ln.(*net.TCPListener).File()
+	ln.Close()
+	if err != nil {
+		return err
+	}
+	t.baseLn = f
+	pems, _ := filepath.Glob(filepath.Join(t.site.Dir, "node", "run", "tls", "https-*.pem"))
+	if len(pems) != 1 {
+		return fmt.Errorf("the node's certificate bundle: found %v", pems)
+	}
+	v, err := haproxy.DetectVersion(ctx, "haproxy")
+	if err != nil {
+		return err
+	}
+	dir := filepath.Join(t.site.Dir, "baseline")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	in := haproxy.Instance{
+		Index: 0, Node: "baseline", StatsSocket: filepath.Join(dir, "stats.sock"), Threads: threads, CPU: 0,
+		Frontends: []haproxy.Frontend{{Name: "https", Mode: "tls", Port: 443, PEM: pems[0], Binds: []haproxy.Bind{{FD: 3, Family: 4}}}},
+		Servers:   []haproxy.Server{{Name: "s3a", Addr: backendAddr, Weight: 100}},
+		Balance:   "leastconn",
+		Health:    haproxy.HealthCheck{Path: "/", Interval: time.Second, Fall: 2, Rise: 1},
+		Timeouts: haproxy.Timeouts{Connect: 5 * time.Second, Client: 5 * time.Minute, Server: 5 * time.Minute,
+			HTTPRequest: 30 * time.Second, HTTPKeepAlive: time.Minute},
+		MaxConn: 5000,
+		Version: v,
+	}
+	text, err := haproxy.Render(in)
+	if err != nil {
+		return err
+	}
+	cfg := filepath.Join(dir, "haproxy.cfg")
+	if err := os.WriteFile(cfg, text, 0o600); err != nil {
+		return err
+	}
+	logPath := filepath.Join(dir, "haproxy.log")
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command("ip", "netns", "exec", t.node.Name, "haproxy", "-f", cfg, "-db")
+	cmd.ExtraFiles = []*os.File{f}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start baseline haproxy: %w", err)
+	}
+	go func() { _ = cmd.Wait() }()
+	t.basePID = cmd.Process.Pid
+	if err := t.site.Ledger.Process(t.basePID, "baseline haproxy"); err != nil {
+		return err
+	}
+	rt := haproxy.Runtime{Path: in.StatsSocket, Timeout: time.Second}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		rows, err := rt.Stat(ctx)
+		if err == nil && slices.ContainsFunc(haproxy.ServerStates(rows), func(st haproxy.ServerState) bool { return st.Up }) {
+			return nil
+		}
+		if !netsite.Alive(t.basePID) {
+			return fmt.Errorf("baseline haproxy exited:\n%s", tail(logPath, 20))
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("baseline haproxy not ready after 20s (%v):\n%s", err, tail(logPath, 20))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (t *topology) stopBaseline() error {
+	if t.baseLn != nil {
+		t.baseLn.Close()
+		t.baseLn = nil
+	}
+	if t.basePID == 0 {
+		return nil
+	}
+	pid := t.basePID
+	t.basePID = 0
+	return stopPID(pid, "baseline haproxy", 10*time.Second)
+}
+
+// addr is the HTTPS address of a target.
+func addr(target string) string {
+	if target == TargetOber {
+		return vip.String() + ":443"
+	}
+	return baseNode.String() + ":443"
+}
+
+// close stops what the bench started and removes the site.
+func (t *topology) close() error {
+	var errs []error
+	errs = append(errs, t.stopBaseline(), t.stopOber())
+	if t.backendSrv != nil {
+		t.backendSrv.Close()
+	}
+	if t.dial != nil {
+		t.dial.Close()
+	}
+	if t.nodeDial != nil {
+		t.nodeDial.Close()
+	}
+	_, err := netsite.Teardown(t.site.Dir, t.site.Prefix, 10*time.Second)
+	errs = append(errs, err)
+	return errors.Join(errs...)
+}
+
+// tail is the last n lines of a log file, for error messages.
+func tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Sprintf("(no log: %v)", err)
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
