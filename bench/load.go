@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,6 +54,8 @@ func (t *topology) throughput(ctx context.Context, target, op string, size int64
 	var objects, failures atomic.Int64
 	var firstErr error
 	var errOnce sync.Once
+	pids := t.haproxyPIDs(target)
+	cpu0 := cpuSeconds(pids)
 	start := time.Now()
 	var wg sync.WaitGroup
 	for range conns {
@@ -71,6 +76,7 @@ func (t *topology) throughput(ctx context.Context, target, op string, size int64
 	}
 	<-wctx.Done()
 	elapsed := time.Since(start)
+	cpu := cpuSeconds(pids) - cpu0
 	// Bytes delivered by the end of the window: for GET what the client
 	// read, for PUT what the backend read.
 	delivered := got.Load()
@@ -85,6 +91,10 @@ func (t *topology) throughput(ctx context.Context, target, op string, size int64
 		Op: op, Target: target, ObjectBytes: int(size), Conns: conns,
 		Objects: int(objects.Load()), Bytes: delivered, Seconds: elapsed.Seconds(),
 		GBps: float64(delivered) / elapsed.Seconds() / 1e9, Errors: int(failures.Load()),
+		HAProxyCPUSeconds: cpu,
+	}
+	if cpu > 0 {
+		p.GBPerCPUSecond = float64(delivered) / cpu / 1e9
 	}
 	if p.Bytes == 0 {
 		return p, fmt.Errorf("%s %s %d B x %d conns: nothing delivered in %v (first error: %v)", op, target, size, conns, window, firstErr)
@@ -242,4 +252,38 @@ func (t *topology) small(ctx context.Context, target string, size, conns int, wi
 	s.P50Ms = float64(all[len(all)/2]) / 1e6
 	s.P99Ms = float64(all[len(all)*99/100]) / 1e6
 	return s, nil
+}
+
+// haproxyPIDs are the HAProxy processes serving target.
+func (t *topology) haproxyPIDs(target string) []int {
+	if target == TargetHAProxy {
+		return []int{t.basePID}
+	}
+	return t.instancePIDs
+}
+
+// cpuSeconds sums the user and system time of pids (fields 14 and 15 of
+// /proc/PID/stat, in clock ticks of 1/100 s on Linux).
+func cpuSeconds(pids []int) float64 {
+	var ticks uint64
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		// f[0] is field 3; utime is field 14, stime 15.
+		if len(f) < 13 {
+			continue
+		}
+		u, _ := strconv.ParseUint(f[11], 10, 64)
+		st, _ := strconv.ParseUint(f[12], 10, 64)
+		ticks += u + st
+	}
+	return float64(ticks) / 100
 }

@@ -78,6 +78,12 @@ type Throughput struct {
 	// OfCrypto is GBps as a fraction of Crypto.GBpsMachine.
 	OfCrypto float64 `json:"of_crypto"`
 	Errors   int     `json:"errors"`
+	// HAProxyCPUSeconds is the CPU time (user and system) the target's
+	// HAProxy processes used in the window, and GBPerCPUSecond the bytes
+	// moved per such second: the per-core figure that scales to a larger
+	// machine, where the client and backend do not share the node's CPUs.
+	HAProxyCPUSeconds float64 `json:"haproxy_cpu_seconds"`
+	GBPerCPUSecond    float64 `json:"gb_per_cpu_second"`
 }
 
 // Handshakes is the new-connection rate of one target.

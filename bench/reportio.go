@@ -406,15 +406,18 @@ func (r *Report) WriteText(w io.Writer) error {
 			return cmp.Or(cmp.Compare(opOrder(a.op), opOrder(b.op)), cmp.Compare(a.op, b.op),
 				cmp.Compare(a.objectBytes, b.objectBytes), cmp.Compare(a.instances, b.instances), cmp.Compare(a.conns, b.conns))
 		})
-	p("\nthroughput over HTTPS, GB/s (10^9 B/s); instances: ober instances, or HAProxy threads\n")
-	p("op\tsize\tinstances\tconns\tober\thaproxy\tober/haproxy\tober of crypto\terrors ober\terrors haproxy\t\n")
+	p("\nthroughput over HTTPS, GB/s (10^9 B/s); instances: ober instances, or HAProxy threads;\n" +
+		"GB/cpu-s: bytes moved per CPU second of the target's HAProxy processes\n")
+	p("op\tsize\tinstances\tconns\tober\thaproxy\tober/haproxy\tober of crypto\tober GB/cpu-s\thaproxy GB/cpu-s\terrors ober\terrors haproxy\t\n")
 	for _, k := range tkeys {
 		tpairs[k].rows(func(o, h *Throughput) {
 			gbps := func(t *Throughput) float64 { return t.GBps }
-			p("%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t\n", k.op, sizeLabel(k.objectBytes), k.instances, k.conns,
+			perCPU := func(t *Throughput) float64 { return t.GBPerCPUSecond }
+			p("%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", k.op, sizeLabel(k.objectBytes), k.instances, k.conns,
 				cell(o, "%.2f", gbps), cell(h, "%.2f", gbps),
 				ratio(get(o, gbps), get(h, gbps), o != nil && h != nil),
 				cell(o, "%.0f%%", func(t *Throughput) float64 { return 100 * t.OfCrypto }),
+				cell(o, "%.2f", perCPU), cell(h, "%.2f", perCPU),
 				cell(o, "%.0f", func(t *Throughput) float64 { return float64(t.Errors) }),
 				cell(h, "%.0f", func(t *Throughput) float64 { return float64(t.Errors) }))
 		})

@@ -65,6 +65,7 @@ type topology struct {
 	tls      *tls.Config
 
 	oberPID, basePID int
+	instancePIDs     []int
 	baseLn           *os.File
 }
 
@@ -109,6 +110,30 @@ func buildTopology(ctx context.Context, dir, prefix, bin string, queues int) (t 
 			return t.backend.IP(ctx, "addr", "add", backendAddr.Addr().String()+"/24", "dev", "veth-b")
 		},
 		func() error { return t.backend.IP(ctx, "route", "add", "default", "via", nodeBack.String()) },
+	}
+	// netsite.Veth switches checksum offload off, which XDP needs only
+	// on frames it receives: from the client into the node. The other
+	// directions get their offloads back (TSO needs tx checksumming), as
+	// a real NIC would have them; without, every 1448-byte segment the
+	// node sends is a trip through the stack of its own and the figures
+	// would be the test link's, not HAProxy's.
+	for _, end := range []struct {
+		ns    *netsite.NS
+		iface string
+	}{{t.node, "veth-n"}, {t.node, "veth-n2"}, {t.node, "veth-nb"}, {t.backend, "veth-b"}} {
+		steps = append(steps, func() error {
+			_, err := end.ns.Run(ctx, "ethtool", "-K", end.iface, "tx", "on", "tso", "on", "gso", "on")
+			return err
+		})
+	}
+	for _, end := range []struct {
+		ns    *netsite.NS
+		iface string
+	}{{t.node, "veth-nb"}, {t.client, "veth-c"}, {t.client, "veth-c2"}} {
+		steps = append(steps, func() error {
+			_, err := end.ns.Run(ctx, "ethtool", "-K", end.iface, "rx", "on")
+			return err
+		})
 	}
 	for _, step := range steps {
 		if err := step(); err != nil {
@@ -237,6 +262,10 @@ func (t *topology) startOber(ctx context.Context, n int) error {
 	for {
 		st, err := t.status(ctx)
 		if err == nil && st.Healthy(n) {
+			t.instancePIDs = t.instancePIDs[:0]
+			for _, in := range st.Daemon.HAProxy.Instances {
+				t.instancePIDs = append(t.instancePIDs, in.PID)
+			}
 			break
 		}
 		if !netsite.Alive(pid) {
