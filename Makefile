@@ -41,10 +41,11 @@ lint:
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzXDP -fuzztime 60s ./loader/
 
-bench:
-	$(GO) test -run '^$$' -bench XDP -benchtime 200000x ./bench/
-	$(GO) test -run '^$$' -bench 'HTTPS/small' -benchtime 3s ./bench/
-	$(GO) test -run '^$$' -bench 'HTTPS/large' -benchtime 128x ./bench/
+# The bench harness (BENCHMARKS.md): about 12 minutes on 2 CPUs, writes
+# bench-results/bench.json and bench.svg. `bin/ober bench --quick` takes
+# about one.
+bench: build
+	$(BIN) bench --out bench-results
 
 # The lab (routers, three ober nodes, S3 backends, a client, in network
 # namespaces) arrives with the lab issue. Until then this shows one node:
