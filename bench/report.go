@@ -48,14 +48,15 @@ type Crypto struct {
 
 // Settings are the knobs of the run.
 type Settings struct {
-	Instances   []int `json:"instances"`    // ober instance counts measured
-	ObjectBytes []int `json:"object_bytes"` // large-object sizes
-	Conns       []int `json:"conns"`        // connection counts of the sweep
-	// BytesPerPoint bounds the data moved per throughput point.
-	BytesPerPoint int64   `json:"bytes_per_point"`
-	PointSeconds  float64 `json:"point_seconds"` // time bound per point
-	SmallBytes    int     `json:"small_bytes"`
-	XDPPackets    int     `json:"xdp_packets"`
+	Instances    []int   `json:"instances"`     // ober instance counts measured
+	ObjectBytes  []int   `json:"object_bytes"`  // large-object sizes
+	Conns        []int   `json:"conns"`         // connection counts of the sweep
+	PointSeconds float64 `json:"point_seconds"` // window of each throughput point
+	RateSeconds  float64 `json:"rate_seconds"`  // window of the handshake and small figures
+	SmallBytes   int     `json:"small_bytes"`
+	// Steering is ober's instances.steering in this run.
+	Steering   bool `json:"steering"`
+	XDPPackets int  `json:"xdp_packets"`
 }
 
 // Targets of the HTTP figures.

@@ -231,7 +231,7 @@ func plausibleReport() *Report {
 		},
 		Settings: Settings{
 			Instances: []int{2}, ObjectBytes: []int{64 << 20}, Conns: []int{1, 2, 4, 8},
-			BytesPerPoint: 8 << 30, PointSeconds: 10, SmallBytes: 4096, XDPPackets: 10000,
+			PointSeconds: 10, RateSeconds: 5, SmallBytes: 4096, XDPPackets: 10000,
 		},
 	}
 	for _, op := range []string{"GET", "PUT"} {

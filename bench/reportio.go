@@ -385,6 +385,9 @@ func (r *Report) WriteText(w io.Writer) error {
 	if r.Quick {
 		head += ", quick"
 	}
+	if !r.Settings.Steering {
+		head += ", ober's steering off"
+	}
 	p("%s\n", head)
 	m := r.Machine
 	p("machine: %s, %d CPUs, kernel %s; %s; %s; flags: %s\n",

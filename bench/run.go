@@ -43,6 +43,9 @@ type Options struct {
 	// XDPPackets per case and program; default DefaultXDPPackets (quick
 	// 5000).
 	XDPPackets int
+	// NoSteering runs ober with instances.steering off: sk_lookup alone
+	// dispatches, XDP redirects nothing.
+	NoSteering bool
 	// Version is ober's version, recorded in the report.
 	Version string
 	// Progress receives a line per step; nil for none.
@@ -165,7 +168,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	}
 
 	rep = &Report{Version: o.Version, Started: start.UTC(), Quick: o.Quick, Settings: Settings{
-		Instances: o.Instances, ObjectBytes: o.ObjectBytes, Conns: o.Conns, PointSeconds: o.Window.Seconds(),
+		Instances: o.Instances, ObjectBytes: o.ObjectBytes, Conns: o.Conns, PointSeconds: o.Window.Seconds(), RateSeconds: o.RateWindow.Seconds(), Steering: !o.NoSteering,
 		SmallBytes: smallBytes, XDPPackets: o.XDPPackets,
 	}}
 	rep.Machine = ReadMachine(ctx)
@@ -181,6 +184,9 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		rep.Crypto.GBpsPerCore, rep.Crypto.GBpsMachine, rep.Machine.Cores)
 
 	t, err := buildTopology(ctx, o.Dir, o.Prefix, o.Bin, slicesMax(o.Instances))
+	if t != nil {
+		t.noSteering = o.NoSteering
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -206,7 +212,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 
 	point := 0
 	for _, n := range o.Instances {
-		say("node: ober with %d instance(s); baseline: one HAProxy with %d thread(s)", n, n)
+		say("node: ober with %d instance(s), steering %v; baseline: one HAProxy with %d thread(s)", n, !o.NoSteering, n)
 		if err := t.startOber(ctx, n); err != nil {
 			return nil, err
 		}

@@ -64,6 +64,7 @@ type topology struct {
 	nodeDial *netsite.Dialer
 	tls      *tls.Config
 
+	noSteering       bool
 	oberPID, basePID int
 	instancePIDs     []int
 	baseLn           *os.File
@@ -227,6 +228,7 @@ backends:
 instances:
   count: {{.Instances}}
   cpus: [{{.CPUs}}]
+  steering: {{.Steering}}
 timeouts:
   drain: 1s
 `))
@@ -241,7 +243,7 @@ func (t *topology) startOber(ctx context.Context, n int) error {
 	var b strings.Builder
 	if err := nodeConfig.Execute(&b, map[string]any{
 		"Root": t.root, "Dir": t.site.Dir, "VIP": vip, "Backend": backendAddr,
-		"Instances": n, "CPUs": strings.Join(cpus, ", "),
+		"Instances": n, "CPUs": strings.Join(cpus, ", "), "Steering": !t.noSteering,
 	}); err != nil {
 		return err
 	}

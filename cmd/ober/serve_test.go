@@ -289,12 +289,21 @@ func tuple(port uint16) loader.SkTuple {
 }
 
 // TestServeMaglevPrediction: every connection is served by the instance
-// the Maglev model predicts from the pinned tables.
+// the Maglev model predicts from the pinned tables, with XDP steering
+// (packets redirected to the instance's CPU) and without it (sk_lookup
+// alone dispatches; nothing is redirected).
 func TestServeMaglevPrediction(t *testing.T) {
+	for _, steering := range []bool{true, false} {
+		t.Run(fmt.Sprintf("steering=%v", steering), func(t *testing.T) { testMaglevPrediction(t, steering) })
+	}
+}
+
+func testMaglevPrediction(t *testing.T, steering bool) {
 	s := nodetest.New(t, oberBin, 2)
-	s.WriteConfig(s.Config(nodetest.Params{ServedByHeader: true}))
+	s.WriteConfig(s.Config(nodetest.Params{ServedByHeader: true, NoSteering: !steering}))
 	s.Start()
 	m := model(t, s)
+	require.Equal(t, steering, s.Status().Steering, "the dataplane's steering flag")
 	seen := map[int]int{}
 	for port := uint16(30000); port < 30080; port++ {
 		got, err := fetchServedBy(context.Background(), s, port)
@@ -311,6 +320,15 @@ func TestServeMaglevPrediction(t *testing.T) {
 		require.Zero(t, a.Fallback)
 	}
 	require.GreaterOrEqual(t, flows, uint64(80))
+	var steered uint64
+	for _, c := range st.Counters.Steered {
+		steered += c.Packets
+	}
+	if steering {
+		require.NotZero(t, steered, "steering on: packets go through the cpumap")
+	} else {
+		require.Zero(t, steered, "steering off: no packet is redirected")
+	}
 }
 
 // TestServeInstanceKilled kills one instance under load: only flows of

@@ -202,6 +202,10 @@ func (c *Config) ApplyDefaults() {
 		}
 	}
 	setInt(&in.MaxConn, DefaultMaxConn)
+	if in.Steering == nil {
+		on := true
+		in.Steering = &on
+	}
 
 	t := &c.Timeouts
 	setDuration(&t.Connect, DefaultConnect)

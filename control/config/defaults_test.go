@@ -51,7 +51,7 @@ backends:
 			},
 			Health: HealthCheck{Path: "/", Interval: dur(DefaultHealthInterval), Fall: 3, Rise: 2},
 		},
-		Instances: Instances{Count: 2, CPUs: []int{0, 1}, MaxConn: 20000},
+		Instances: Instances{Count: 2, CPUs: []int{0, 1}, MaxConn: 20000, Steering: new(true)},
 		Timeouts: Timeouts{
 			Connect:       dur(DefaultConnect),
 			Client:        dur(DefaultClient),

@@ -135,6 +135,10 @@ type Instances struct {
 	CPUs []int `yaml:"cpus"`
 	// MaxConn per instance; default 20000.
 	MaxConn int `yaml:"maxconn"`
+	// Steering has XDP redirect each packet of a dispatched service to
+	// its instance's CPU; default true. Off, packets are processed on the
+	// CPU the NIC's RSS chose and sk_lookup alone picks the instance.
+	Steering *bool `yaml:"steering"`
 }
 
 // Timeouts bound each phase of a connection. HAProxy's client and server

@@ -355,7 +355,7 @@ func (d *Daemon) plan(b *built) supervisor.Plan {
 			if err := d.dp.SetServices(b.vips, b.services); err != nil {
 				return err
 			}
-			return d.dp.SetSteering(true)
+			return d.dp.SetSteering(*b.cfg.Instances.Steering)
 		},
 	}
 }

@@ -67,6 +67,8 @@ type Params struct {
 	ExtraServices string
 	// HealthInterval of the backend checks; default 200ms.
 	HealthInterval time.Duration
+	// NoSteering sets instances.steering to false.
+	NoSteering bool
 }
 
 // NewS3 is the signature-checking S3 server with the site's credentials.
@@ -156,6 +158,9 @@ services:
 instances:
   count: {{.Instances}}
   cpus: [{{.CPUs}}]
+{{- if .NoSteering}}
+  steering: false
+{{- end}}
 timeouts:
   drain: {{.Drain}}
 whitelists:
@@ -184,6 +189,7 @@ func (s *Site) Config(p Params) string {
 		"Root": s.Root, "Dir": s.Dir, "VIP": VIP, "Backend": BackendAddr, "Client": ClientAddr,
 		"HealthInterval": p.HealthInterval, "Instances": p.Instances, "CPUs": strings.Join(cpus, ", "),
 		"Drain": p.Drain, "ServedBy": p.ServedByHeader, "Extra": p.Extra, "ExtraServices": p.ExtraServices,
+		"NoSteering": p.NoSteering,
 	})
 	if err != nil {
 		panic(err)
