@@ -526,3 +526,18 @@ func TestWriteErrors(t *testing.T) {
 		require.ErrorContains(t, r.WriteText(&failingWriter{after: after}), "disk full", "failing after %d bytes", after)
 	}
 }
+
+// The results BENCHMARKS.md quotes are real reports: they read back and
+// pass the same plausibility check as a fresh run.
+func TestCommittedResults(t *testing.T) {
+	files, err := filepath.Glob("../docs/bench/*.json")
+	require.NoError(t, err)
+	require.NotEmpty(t, files, "docs/bench holds the latest full runs")
+	for _, f := range files {
+		r, err := ReadReport(f)
+		require.NoError(t, err, f)
+		require.NoError(t, r.Check(), f)
+		require.False(t, r.Quick, "%s: BENCHMARKS.md quotes full runs", f)
+		require.Equal(t, []int{1, 2}, r.Settings.Instances, f)
+	}
+}
