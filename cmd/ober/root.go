@@ -78,6 +78,7 @@ that holds the interfaces (for example with ip netns exec).`,
 		newStatusCmd(a),
 		newTestCmd(a),
 		newVersionCmd(a, version),
+		newLabCmd(a),
 		newBenchCmd(a, version),
 	)
 	return cmd

@@ -112,10 +112,16 @@ osd data = {{.Dir}}/osd/$cluster-$id
 osd objectstore = memstore
 memstore device bytes = {{.Memory}}
 keyring = {{.Dir}}/keyring
+# The lab places the OSD in the CRUSH map itself (see Start).
+osd crush update on start = false
+osd class update on start = false
 {{range .Gateways}}
 [client.{{.Name}}]
 rgw frontends = beast endpoint={{.Listen}}
 rgw data = {{$.Dir}}/rgw/{{.Name}}
+# Errors only: at level 1 every request, health checks included, is
+# logged, hundreds of megabytes a day behind a load balancer.
+debug rgw = 0/5
 {{end}}`))
 
 // Start makes the cluster and its gateways and returns once every
@@ -172,10 +178,27 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	if err := c.daemon(ctx, o.NS, "mon.a", "ceph-mon", "-c", c.conf, "-i", "a"); err != nil {
 		return nil, err
 	}
-	if err := c.run(ctx, o.NS, "ceph", "-c", c.conf, "osd", "create"); err != nil {
+	// The OSD's id and UUID are given rather than left to the monitor
+	// and to mkfs, so that the monitor's record and the store agree.
+	osdUUID, err := os.ReadFile("/proc/sys/kernel/random/uuid")
+	if err != nil {
 		return nil, err
 	}
-	if err := c.run(ctx, o.NS, "ceph-osd", "-c", c.conf, "-i", "0", "--mkfs"); err != nil {
+	uuid := strings.TrimSpace(string(osdUUID))
+	// The OSD is put in the CRUSH map here, by the CLI, not by the OSD at
+	// start: Ceph 16's OSD sends those commands before its monitor client
+	// has the monitor map, at times with a zero fsid, and the monitor then
+	// refuses them ("wrong fsid") and the OSD exits (seen in 1 of 5
+	// starts under load).
+	for _, args := range [][]string{
+		{"osd", "create", uuid, "0"},
+		{"osd", "crush", "add", "osd.0", "1.0", "host=lab", "root=default"},
+	} {
+		if err := c.run(ctx, o.NS, append([]string{"ceph", "-c", c.conf}, args...)...); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.run(ctx, o.NS, "ceph-osd", "-c", c.conf, "-i", "0", "--mkfs", "--osd-uuid", uuid); err != nil {
 		return nil, err
 	}
 	if err := c.daemon(ctx, o.NS, "osd.0", "ceph-osd", "-c", c.conf, "-i", "0"); err != nil {
@@ -216,7 +239,7 @@ func (c *Cluster) run(ctx context.Context, ns string, args ...string) error {
 // daemon starts a forking Ceph daemon and records it by its pid file.
 func (c *Cluster) daemon(ctx context.Context, ns, name string, args ...string) error {
 	if err := c.run(ctx, ns, args...); err != nil {
-		return err
+		return fmt.Errorf("%w\nthe end of its log:\n%s", err, c.logTail(name))
 	}
 	pidFile := filepath.Join(c.opts.Dir, "run", name+".pid")
 	deadline := time.Now().Add(20 * time.Second)

@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -54,11 +55,36 @@ func Open(dir, prefix string) (*Site, error) {
 	return &Site{Prefix: prefix, Dir: dir, Ledger: l}, nil
 }
 
-// Teardown removes the site whose files live in dir: its processes,
-// mounts, namespaces (also those with its prefix the ledger lacks) and
-// directories.
+// Teardown removes the site whose files live in dir: its processes
+// (the recorded ones and any other process living in one of its
+// namespaces), mounts, namespaces (also those with its prefix the ledger
+// lacks) and directories.
 func Teardown(dir, prefix string, grace time.Duration) (ledger.Report, error) {
-	return ledger.Teardown(filepath.Join(filepath.Clean(dir), LedgerFile), prefix, grace)
+	dir = filepath.Clean(dir)
+	st, serr := stopProcesses(dir, prefix, grace)
+	rep, err := ledger.Teardown(filepath.Join(dir, LedgerFile), prefix, grace)
+	// The ledger finds the processes stopped above gone; say who was
+	// killed and who had ended before.
+	killed := map[string]bool{}
+	for _, k := range st.killed {
+		killed[k] = true
+	}
+	gone := st.gone
+	for _, g := range rep.Gone {
+		if !killed[g] && !slices.Contains(gone, g) {
+			gone = append(gone, g)
+		}
+	}
+	// A process stopped above may still be a zombie when the ledger
+	// looks (its start time still matches), and be listed again.
+	all := st.killed
+	for _, k := range rep.Killed {
+		if !killed[k] {
+			all = append(all, k)
+		}
+	}
+	rep.Killed, rep.Gone = all, gone
+	return rep, errors.Join(serr, err)
 }
 
 // NS is a namespace of a site.
@@ -184,6 +210,10 @@ func (s *Site) Spawn(ns *NS, name, logPath string, argv ...string) (int, error) 
 	}
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// Not the caller's working directory: the process may outlive the
+	// caller by days and should not pin a directory that is not the
+	// site's.
+	cmd.Dir = s.Dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		return 0, fmt.Errorf("start %s: %w", name, err)

@@ -1,0 +1,82 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ober-ingress/ober/internal/cephlab"
+)
+
+// tools maps every program the lab runs to its Debian package.
+func tools() map[string]string {
+	m := map[string]string{
+		"ip": "iproute2", "ethtool": "ethtool", "haproxy": "haproxy",
+		"bird": "bird2", "birdc": "bird2",
+	}
+	for bin, pkg := range cephlab.Required {
+		m[bin] = pkg
+	}
+	return m
+}
+
+// Packages lists the Debian packages the lab needs.
+func Packages() []string {
+	var pkgs []string
+	for _, p := range tools() {
+		if !slices.Contains(pkgs, p) {
+			pkgs = append(pkgs, p)
+		}
+	}
+	slices.Sort(pkgs)
+	return pkgs
+}
+
+// MissingPackages lists the packages of the programs not on PATH.
+func MissingPackages() []string {
+	var missing []string
+	for bin, pkg := range tools() {
+		if _, err := exec.LookPath(bin); err != nil && !slices.Contains(missing, pkg) {
+			missing = append(missing, pkg)
+		}
+	}
+	slices.Sort(missing)
+	return missing
+}
+
+// ensurePackages checks that every program is there and, when install
+// is set, installs the packages of those that are not with apt-get.
+func ensurePackages(ctx context.Context, install bool, out io.Writer) error {
+	missing := MissingPackages()
+	if len(missing) == 0 {
+		return nil
+	}
+	cmdline := "apt-get install -y --no-install-recommends " + strings.Join(missing, " ")
+	if !install {
+		return fmt.Errorf("the lab needs Debian packages %s: run `%s` (or `ober lab up` without --no-install)",
+			strings.Join(missing, ", "), cmdline)
+	}
+	fmt.Fprintf(out, "installing missing Debian packages: %s\n", strings.Join(missing, " "))
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Minute)
+	defer cancel()
+	for _, args := range [][]string{
+		{"apt-get", "update", "-q"},
+		append([]string{"apt-get", "install", "-y", "-q", "--no-install-recommends"}, missing...),
+	} {
+		cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+		cmd.Stdout, cmd.Stderr = out, out
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("%s: %w", strings.Join(args, " "), err)
+		}
+	}
+	if still := MissingPackages(); len(still) > 0 {
+		return fmt.Errorf("still missing after apt-get install: programs of %s (is /usr/sbin on PATH?)", strings.Join(still, ", "))
+	}
+	return nil
+}
