@@ -5,13 +5,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/ober-ingress/ober/internal/procstat"
 )
 
 // The load generators. Each runs for a fixed window and stops by itself:
@@ -35,9 +34,48 @@ func (t *topology) transport(conns int, keepAlive bool) *http.Transport {
 	}
 }
 
-// stopped tells an error caused by the window's end from a real one.
-func stopped(ctx context.Context, err error) bool {
-	return err != nil && ctx.Err() != nil
+// tally is what the workers of one window did.
+type tally struct {
+	ok, failed int
+	first      error // the first failure, for the error message
+	elapsed    time.Duration
+}
+
+// runWindow runs conns workers, each calling do in a loop, for window.
+// A call that fails because the window ended is neither a success nor a
+// failure. atEnd runs the moment the window ends, before the workers have
+// wound down, to read what was delivered by then.
+func runWindow(ctx context.Context, conns int, window time.Duration, atEnd func(), do func(ctx context.Context, worker int) error) (tally, error) {
+	wctx, cancel := context.WithTimeout(ctx, window)
+	defer cancel()
+	var ok, failed atomic.Int64
+	var first error
+	var once sync.Once
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := range conns {
+		wg.Go(func() {
+			for wctx.Err() == nil {
+				err := do(wctx, w)
+				switch {
+				case err == nil:
+					ok.Add(1)
+				case wctx.Err() != nil:
+				default:
+					failed.Add(1)
+					once.Do(func() { first = err })
+				}
+			}
+		})
+	}
+	<-wctx.Done()
+	tl := tally{elapsed: time.Since(start)}
+	if atEnd != nil {
+		atEnd()
+	}
+	wg.Wait()
+	tl.ok, tl.failed, tl.first = int(ok.Load()), int(failed.Load()), first
+	return tl, ctx.Err()
 }
 
 // throughput moves objects of size bytes with op (GET or PUT) over conns
@@ -47,57 +85,41 @@ func (t *topology) throughput(ctx context.Context, target, op string, size int64
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr}
 	url := fmt.Sprintf("https://%s/bench/%d", addr(target), size)
-	wctx, cancel := context.WithTimeout(ctx, window)
-	defer cancel()
 	var got atomic.Int64
 	recv0 := t.received.Load()
-	var objects, failures atomic.Int64
-	var firstErr error
-	var errOnce sync.Once
 	pids := t.haproxyPIDs(target)
 	cpu0 := cpuSeconds(pids)
-	start := time.Now()
-	var wg sync.WaitGroup
-	for range conns {
-		wg.Go(func() {
-			buf := make([]byte, 256<<10)
-			for wctx.Err() == nil {
-				err := t.transfer(wctx, client, op, url, size, buf, &got)
-				switch {
-				case err == nil:
-					objects.Add(1)
-				case stopped(wctx, err):
-				default:
-					failures.Add(1)
-					errOnce.Do(func() { firstErr = err })
-				}
-			}
-		})
-	}
-	<-wctx.Done()
-	elapsed := time.Since(start)
-	cpu := cpuSeconds(pids) - cpu0
-	// Bytes delivered by the end of the window: for GET what the client
-	// read, for PUT what the backend read.
-	delivered := got.Load()
-	if op == http.MethodPut {
-		delivered = t.received.Load() - recv0
-	}
-	wg.Wait()
-	if err := ctx.Err(); err != nil {
+	var cpu float64
+	var delivered int64
+	bufs := make([][]byte, conns)
+	tl, err := runWindow(ctx, conns, window, func() {
+		cpu = cpuSeconds(pids) - cpu0
+		// Bytes delivered by the end of the window: for GET what the
+		// client read, for PUT what the backend read.
+		delivered = got.Load()
+		if op == http.MethodPut {
+			delivered = t.received.Load() - recv0
+		}
+	}, func(ctx context.Context, w int) error {
+		if bufs[w] == nil {
+			bufs[w] = make([]byte, 256<<10)
+		}
+		return t.transfer(ctx, client, op, url, size, bufs[w], &got)
+	})
+	if err != nil {
 		return Throughput{}, err
 	}
 	p := Throughput{
 		Op: op, Target: target, ObjectBytes: int(size), Conns: conns,
-		Objects: int(objects.Load()), Bytes: delivered, Seconds: elapsed.Seconds(),
-		GBps: float64(delivered) / elapsed.Seconds() / 1e9, Errors: int(failures.Load()),
+		Objects: tl.ok, Bytes: delivered, Seconds: tl.elapsed.Seconds(),
+		GBps: float64(delivered) / tl.elapsed.Seconds() / 1e9, Errors: tl.failed,
 		HAProxyCPUSeconds: cpu,
 	}
 	if cpu > 0 {
 		p.GBPerCPUSecond = float64(delivered) / cpu / 1e9
 	}
 	if p.Bytes == 0 {
-		return p, fmt.Errorf("%s %s %d B x %d conns: nothing delivered in %v (first error: %v)", op, target, size, conns, window, firstErr)
+		return p, fmt.Errorf("%s %s %d B x %d conns: nothing delivered in %v (first error: %v)", op, target, size, conns, window, tl.first)
 	}
 	return p, nil
 }
@@ -158,39 +180,17 @@ func (t *topology) handshakes(ctx context.Context, target string, conns int, win
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr}
 	url := fmt.Sprintf("https://%s/bench/0", addr(target))
-	wctx, cancel := context.WithTimeout(ctx, window)
-	defer cancel()
-	var done, failures, sink atomic.Int64
-	var firstErr error
-	var errOnce sync.Once
-	start := time.Now()
-	var wg sync.WaitGroup
-	for range conns {
-		wg.Go(func() {
-			for wctx.Err() == nil {
-				err := t.transfer(wctx, client, http.MethodGet, url, 0, nil, &sink)
-				switch {
-				case err == nil:
-					done.Add(1)
-				case stopped(wctx, err):
-				default:
-					failures.Add(1)
-					errOnce.Do(func() { firstErr = err })
-				}
-			}
-		})
-	}
-	<-wctx.Done()
-	elapsed := time.Since(start)
-	n := done.Load()
-	wg.Wait()
-	if err := ctx.Err(); err != nil {
+	var sink atomic.Int64
+	tl, err := runWindow(ctx, conns, window, nil, func(ctx context.Context, _ int) error {
+		return t.transfer(ctx, client, http.MethodGet, url, 0, nil, &sink)
+	})
+	if err != nil {
 		return Handshakes{}, err
 	}
-	h := Handshakes{Target: target, Conns: conns, Handshakes: int(n), Seconds: elapsed.Seconds(),
-		ConnsPerSecond: float64(n) / elapsed.Seconds(), Errors: int(failures.Load())}
-	if n == 0 {
-		return h, fmt.Errorf("handshakes %s: none completed in %v (first error: %v)", target, window, firstErr)
+	h := Handshakes{Target: target, Conns: conns, Handshakes: tl.ok, Seconds: tl.elapsed.Seconds(),
+		ConnsPerSecond: float64(tl.ok) / tl.elapsed.Seconds(), Errors: tl.failed}
+	if tl.ok == 0 {
+		return h, fmt.Errorf("handshakes %s: none completed in %v (first error: %v)", target, window, tl.first)
 	}
 	return h, nil
 }
@@ -202,53 +202,38 @@ func (t *topology) small(ctx context.Context, target string, size, conns int, wi
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr}
 	url := fmt.Sprintf("https://%s/bench/%d", addr(target), size)
+	var sink atomic.Int64
 	// Open the connections first: this figure is about requests, the
 	// handshakes have their own.
 	var warm sync.WaitGroup
 	for range conns {
-		warm.Go(func() { _ = t.transfer(ctx, client, http.MethodGet, url, int64(size), nil, new(atomic.Int64)) })
+		warm.Go(func() { _ = t.transfer(ctx, client, http.MethodGet, url, int64(size), nil, &sink) })
 	}
 	warm.Wait()
-	wctx, cancel := context.WithTimeout(ctx, window)
-	defer cancel()
 	lat := make([][]time.Duration, conns)
-	var failures atomic.Int64
-	var firstErr error
-	var errOnce sync.Once
-	start := time.Now()
-	var wg sync.WaitGroup
-	var sink atomic.Int64
-	for w := range conns {
-		wg.Go(func() {
-			buf := make([]byte, 64<<10)
-			for wctx.Err() == nil {
-				t0 := time.Now()
-				err := t.transfer(wctx, client, http.MethodGet, url, int64(size), buf, &sink)
-				switch {
-				case err == nil:
-					lat[w] = append(lat[w], time.Since(t0))
-				case stopped(wctx, err):
-				default:
-					failures.Add(1)
-					errOnce.Do(func() { firstErr = err })
-				}
-			}
-		})
-	}
-	<-wctx.Done()
-	elapsed := time.Since(start)
-	wg.Wait()
-	if err := ctx.Err(); err != nil {
+	bufs := make([][]byte, conns)
+	tl, err := runWindow(ctx, conns, window, nil, func(ctx context.Context, w int) error {
+		if bufs[w] == nil {
+			bufs[w] = make([]byte, 64<<10)
+		}
+		t0 := time.Now()
+		err := t.transfer(ctx, client, http.MethodGet, url, int64(size), bufs[w], &sink)
+		if err == nil {
+			lat[w] = append(lat[w], time.Since(t0))
+		}
+		return err
+	})
+	if err != nil {
 		return Small{}, err
 	}
 	all := slices.Concat(lat...)
-	s := Small{Target: target, Conns: conns, Bytes: size, Requests: len(all), Seconds: elapsed.Seconds(),
-		Errors: int(failures.Load())}
+	s := Small{Target: target, Conns: conns, Bytes: size, Requests: len(all), Seconds: tl.elapsed.Seconds(),
+		Errors: tl.failed}
 	if len(all) == 0 {
-		return s, fmt.Errorf("small %s: no request completed in %v (first error: %v)", target, window, firstErr)
+		return s, fmt.Errorf("small %s: no request completed in %v (first error: %v)", target, window, tl.first)
 	}
 	slices.Sort(all)
-	s.RequestsPerSecond = float64(len(all)) / elapsed.Seconds()
+	s.RequestsPerSecond = float64(len(all)) / tl.elapsed.Seconds()
 	s.P50Ms = float64(all[len(all)/2]) / 1e6
 	s.P99Ms = float64(all[len(all)*99/100]) / 1e6
 	return s, nil
@@ -262,28 +247,13 @@ func (t *topology) haproxyPIDs(target string) []int {
 	return t.instancePIDs
 }
 
-// cpuSeconds sums the user and system time of pids (fields 14 and 15 of
-// /proc/PID/stat, in clock ticks of 1/100 s on Linux).
+// cpuSeconds sums the user and system time of pids.
 func cpuSeconds(pids []int) float64 {
-	var ticks uint64
+	var sum float64
 	for _, pid := range pids {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			continue
+		if st, err := procstat.Read(pid); err == nil {
+			sum += st.CPUSeconds()
 		}
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		// f[0] is field 3; utime is field 14, stime 15.
-		if len(f) < 13 {
-			continue
-		}
-		u, _ := strconv.ParseUint(f[11], 10, 64)
-		st, _ := strconv.ParseUint(f[12], 10, 64)
-		ticks += u + st
 	}
-	return float64(ticks) / 100
+	return sum
 }

@@ -56,21 +56,9 @@ func newLab(t *testing.T, name string) (dir, prefix string) {
 	return dir, prefix
 }
 
-// runLab runs `ober lab args...` to its end.
+// runLab runs `ober lab args...` to its end (or ctx's deadline).
 func runLab(ctx context.Context, args ...string) (result, error) {
-	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, oberBin, append([]string{"lab"}, args...)...)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	res := result{stdout: stdout.String(), stderr: stderr.String()}
-	var exit *exec.ExitError
-	switch {
-	case errors.As(err, &exit):
-		res.code = exit.ExitCode()
-	case err != nil:
-		return res, fmt.Errorf("run ober lab %s: %w", strings.Join(args, " "), err)
-	}
-	return res, nil
+	return runOber(ctx, nil, append([]string{"lab"}, args...)...)
 }
 
 // hostView is what of the root namespace and the mount table a lab

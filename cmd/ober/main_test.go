@@ -53,11 +53,15 @@ func (r result) String() string {
 	return fmt.Sprintf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
 }
 
-// runOber runs the binary with args, inside ns when ns is not nil. It
-// fails only when the binary could not be run at all.
+// runOber runs the binary with args, inside ns when ns is not nil, for
+// at most a minute unless ctx has a deadline of its own. It fails only
+// when the binary could not be run at all.
 func runOber(ctx context.Context, ns *netnstest.NS, args ...string) (result, error) {
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+	}
 	var cmd *exec.Cmd
 	if ns != nil {
 		cmd = ns.Exec(ctx, oberBin, args...)

@@ -20,13 +20,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ober-ingress/ober/internal/procstat"
 )
 
 // Proc is a process the site started.
@@ -114,7 +115,7 @@ func removable(dir string) error {
 
 // Process records a process the site started.
 func (l *Ledger) Process(pid int, name string) error {
-	start, err := startTime(pid)
+	start, err := procstat.StartTime(pid)
 	if err != nil {
 		return fmt.Errorf("ledger: process %d (%s): %w", pid, name, err)
 	}
@@ -148,27 +149,6 @@ func (l *Ledger) saveLocked() error {
 		return fmt.Errorf("ledger %s: %w", l.path, err)
 	}
 	return nil
-}
-
-// startTime reads field 22 of /proc/PID/stat. The command name (field 2)
-// may hold spaces and parentheses, so fields are counted after its last
-// closing parenthesis.
-func startTime(pid int) (uint64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("unreadable /proc/%d/stat", pid)
-	}
-	f := strings.Fields(s[i+1:])
-	// f[0] is field 3 (state); field 22 is f[19].
-	if len(f) < 20 {
-		return 0, fmt.Errorf("short /proc/%d/stat", pid)
-	}
-	return strconv.ParseUint(f[19], 10, 64)
 }
 
 // Report says what Teardown removed and what it left alone.
@@ -206,7 +186,7 @@ func Teardown(path, prefix string, grace time.Duration) (Report, error) {
 	// namespaces and files in the directories.
 	var live []Proc
 	for _, p := range slices.Backward(rec.Procs) {
-		if st, err := startTime(p.PID); err != nil || st != p.Start {
+		if st, err := procstat.StartTime(p.PID); err != nil || st != p.Start {
 			rep.Gone = append(rep.Gone, fmt.Sprintf("%s (pid %d)", p.Name, p.PID))
 			continue
 		}
@@ -286,18 +266,7 @@ func Teardown(path, prefix string, grace time.Duration) (Report, error) {
 }
 
 func alive(p Proc) bool {
-	st, err := startTime(p.PID)
-	if err != nil || st != p.Start {
-		return false
-	}
+	st, err := procstat.Read(p.PID)
 	// A zombie has ended: only its parent's wait is missing.
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.PID))
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) && s[i+2] == 'Z' {
-		return false
-	}
-	return true
+	return err == nil && st.Start == p.Start && st.State != 'Z'
 }

@@ -29,6 +29,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ober-ingress/ober/internal/ledger"
+	"github.com/ober-ingress/ober/internal/procstat"
 )
 
 // Site is one site: its namespaces share Prefix, its files live in Dir.
@@ -231,15 +232,7 @@ func (s *Site) Spawn(ns *NS, name, logPath string, argv ...string) (int, error) 
 }
 
 // Alive reports whether pid is a running process (not a zombie).
-func Alive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i >= 0 && i+2 < len(s) && s[i+2] != 'Z'
-}
+func Alive(pid int) bool { return procstat.Alive(pid) }
 
 // Run runs a command with a 30 s bound and returns its output; the error
 // carries the command line and what it printed.

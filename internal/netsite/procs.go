@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/ober-ingress/ober/internal/ledger"
+	"github.com/ober-ingress/ober/internal/procstat"
 )
 
 // Record is what a site's ledger holds, read without opening the ledger
@@ -41,28 +41,8 @@ func ReadRecord(dir string) (*Record, error) {
 // a live process that started when the recorded one did (so a PID the
 // kernel has since given to another process does not count).
 func Running(p ledger.Proc) bool {
-	st, err := procStart(p.PID)
+	st, err := procstat.StartTime(p.PID)
 	return err == nil && st == p.Start && Alive(p.PID)
-}
-
-// procStart reads a process's start time, field 22 of /proc/PID/stat,
-// counting fields after the command name's last ')' (the name may hold
-// spaces and parentheses).
-func procStart(pid int) (uint64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("unreadable /proc/%d/stat", pid)
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 20 {
-		return 0, fmt.Errorf("short /proc/%d/stat", pid)
-	}
-	return strconv.ParseUint(f[19], 10, 64)
 }
 
 // comm is a process's command name, for reports.

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/ober-ingress/ober/internal/procstat"
 )
 
 // stopped is what stopProcesses did, in ledger.Report's words.
@@ -78,7 +80,7 @@ type target struct {
 }
 
 func (t target) running() bool {
-	s, err := procStart(t.pid)
+	s, err := procstat.StartTime(t.pid)
 	return err == nil && s == t.start && Alive(t.pid)
 }
 
@@ -167,7 +169,7 @@ func inNamespaces(names []string) ([]target, error) {
 		if !ok || !Alive(pid) {
 			continue
 		}
-		start, err := procStart(pid)
+		start, err := procstat.StartTime(pid)
 		if err != nil {
 			continue
 		}
