@@ -121,7 +121,30 @@ func (t *topology) throughput(ctx context.Context, target, op string, size int64
 	if p.Bytes == 0 {
 		return p, fmt.Errorf("%s %s %d B x %d conns: nothing delivered in %v (first error: %v)", op, target, size, conns, window, tl.first)
 	}
+	t.settle(ctx, pids)
 	return p, nil
+}
+
+// settle waits (up to 3 s) until pids are idle: the transfers a window
+// cut off end in HAProxy a little later, and that work must not fall in
+// the next point's window, which is the other target's.
+func (t *topology) settle(ctx context.Context, pids []int) {
+	const tick = 100 * time.Millisecond
+	deadline := time.Now().Add(3 * time.Second)
+	prev := cpuSeconds(pids)
+	for time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(tick):
+		}
+		now := cpuSeconds(pids)
+		// Under 5 % of a CPU per process: idle but for health checks.
+		if now-prev < 0.05*tick.Seconds()*float64(len(pids)) {
+			return
+		}
+		prev = now
+	}
 }
 
 // transfer does one GET or PUT, counting GET bytes as they arrive.
