@@ -180,6 +180,28 @@ func printDaemon(w io.Writer, d *daemon.DaemonStatus) error {
 		}
 		fmt.Fprintln(tw)
 	}
+	if v := d.VRRP; v != nil {
+		health := "healthy"
+		if v.Fault != "" {
+			health = "FAULT: " + v.Fault
+		}
+		fmt.Fprintf(tw, "vrrp	keepalived pid %d, %d restarts, %s\n", v.PID, v.Restarts, health)
+		fmt.Fprintln(tw)
+		fmt.Fprintln(tw, "VIP	VRID	PRIORITY	OWNER	STATE	HELD HERE	TRANSITIONS	SINCE")
+		for _, in := range v.Instances {
+			state := string(in.State)
+			if state == "" {
+				state = "unknown"
+			}
+			since := "-"
+			if !in.Since.IsZero() {
+				since = in.Since.Format(time.RFC3339)
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%d\t%s\n", in.VIP, in.VRID, in.Priority, in.Owner, state,
+				onOff(in.Held, "yes", "no"), in.Transitions, since)
+		}
+		fmt.Fprintln(tw)
+	}
 	return tw.Flush()
 }
 

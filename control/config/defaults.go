@@ -219,6 +219,7 @@ func (c *Config) ApplyDefaults() {
 	if c.HA.BGP != nil {
 		c.HA.BGP.applyDefaults()
 	}
+	c.applyVRRPDefaults()
 	setString(&c.API.Listen, DefaultAPIListen)
 	setString(&c.HAProxy.Binary, DefaultHAProxyBinary)
 }

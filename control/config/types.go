@@ -161,6 +161,8 @@ type HA struct {
 	Mode string `yaml:"mode"`
 	// BGP is required for mode bgp and refused otherwise (bgp.go).
 	BGP *BGP `yaml:"bgp"`
+	// VRRP is required for mode vrrp and refused otherwise (vrrp.go).
+	VRRP *VRRP `yaml:"vrrp"`
 }
 
 // Whitelists hold the client lists enforced in XDP, in the syntax of

@@ -468,6 +468,7 @@ func (c *Config) validateHA(p *problems) {
 		p.add("ha.mode", quote(c.HA.Mode), "must be none, bgp or vrrp")
 	}
 	c.validateBGP(p)
+	c.validateVRRP(p)
 }
 
 // whitelistLists pairs each whitelist's name with its YAML key and entries.

@@ -31,6 +31,7 @@ import (
 	"github.com/ober-ingress/ober/control/handoff"
 	"github.com/ober-ingress/ober/control/haproxy"
 	"github.com/ober-ingress/ober/control/supervisor"
+	"github.com/ober-ingress/ober/control/vrrp"
 	"github.com/ober-ingress/ober/loader"
 )
 
@@ -64,6 +65,9 @@ type Daemon struct {
 	speaker *bgp.Speaker
 	ann     *announcer
 	handoff *handoff.Handoff
+	// ka and tracker run in ha.mode vrrp.
+	ka      *vrrp.Keepalived
+	tracker *tracker
 
 	mu          sync.Mutex
 	cur         *built
@@ -144,9 +148,6 @@ func Run(ctx context.Context, opts Options) error {
 	cfg, err := config.Load(opts.ConfigPath)
 	if err != nil {
 		return err
-	}
-	if cfg.HA.Mode == config.HAModeVRRP {
-		return fmt.Errorf("config %s: ha.mode: %q: not supported by this ober yet (use none or bgp)", opts.ConfigPath, cfg.HA.Mode)
 	}
 	if err := os.MkdirAll(cfg.Node.RuntimeDir, 0o750); err != nil {
 		return fmt.Errorf("node.runtime_dir: %w", err)
@@ -241,6 +242,11 @@ func Run(ctx context.Context, opts Options) error {
 			d.ann.withdraw("stopping")
 			time.Sleep(routersConverge)
 		}
+		if d.tracker != nil {
+			// The VIPs first, the same way: the backups take them while
+			// this node finishes what it has.
+			d.tracker.release(time.Second)
+		}
 		d.log.Info("stopping: draining instances", "drain", drain)
 		d.sup.Stop(context.Background(), drain)
 		if d.handoff != nil {
@@ -250,6 +256,13 @@ func Run(ctx context.Context, opts Options) error {
 			}
 			cancel()
 			d.handoff.Close()
+		}
+		if d.ka != nil {
+			kctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if err := d.ka.Stop(kctx); err != nil {
+				d.log.Warn("keepalived not stopped cleanly", "err", err)
+			}
+			cancel()
 		}
 		if d.speaker != nil {
 			sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -266,8 +279,13 @@ func Run(ctx context.Context, opts Options) error {
 	d.mu.Lock()
 	d.cur, d.generation, d.loadedAt, d.ready = b, 1, time.Now(), true
 	d.mu.Unlock()
-	if cfg.HA.Mode == config.HAModeBGP {
+	switch cfg.HA.Mode {
+	case config.HAModeBGP:
 		if err := d.startBGP(ctx, cfg); err != nil {
+			return err
+		}
+	case config.HAModeVRRP:
+		if err := d.startVRRP(ctx, cfg); err != nil {
 			return err
 		}
 	}
@@ -393,6 +411,12 @@ func (d *Daemon) reload(ctx context.Context) (err error) {
 	if err := b.check(ctx); err != nil {
 		return fmt.Errorf("config %s: %w", d.opts.ConfigPath, err)
 	}
+	var kc vrrp.Config
+	if d.ka != nil {
+		if kc, err = VRRPConfig(cfg); err != nil {
+			return fmt.Errorf("config %s: %w", d.opts.ConfigPath, err)
+		}
+	}
 	attachedBefore := slices.Clone(d.attached)
 	addedBefore := slices.Clone(d.addedVIPs)
 	undo := func() {
@@ -435,6 +459,12 @@ func (d *Daemon) reload(ctx context.Context) (err error) {
 	if d.speaker != nil {
 		if err := d.speaker.SetPeers(ctx, speakerPeers(cfg.HA.BGP)); err != nil {
 			d.log.Error("bgp peers after reload", "err", err)
+		}
+		d.kick()
+	}
+	if d.ka != nil {
+		if err := d.ka.Reload(ctx, kc); err != nil {
+			d.log.Error("vrrp: keepalived keeps its previous configuration", "err", err)
 		}
 		d.kick()
 	}

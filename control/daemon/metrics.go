@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ober-ingress/ober/control/supervisor"
+	"github.com/ober-ingress/ober/control/vrrp"
 	"github.com/ober-ingress/ober/loader"
 )
 
@@ -29,6 +30,10 @@ type collector struct {
 	bgpFlaps, bgpPrefixes  *prometheus.Desc
 	bgpAnnouncing          *prometheus.Desc
 	bgpWithdraws           *prometheus.Desc
+	vrrpState, vrrpMaster  *prometheus.Desc
+	vrrpHeld, vrrpTrans    *prometheus.Desc
+	vrrpRestarts           *prometheus.Desc
+	vrrpHealthy            *prometheus.Desc
 }
 
 func newCollector(d *Daemon) *collector {
@@ -61,6 +66,12 @@ func newCollector(d *Daemon) *collector {
 		bgpPrefixes:   desc("bgp_announced_prefixes", "VIP prefixes the node announces to its routers (0 while withdrawn)."),
 		bgpAnnouncing: desc("bgp_announcing", "1 while the node announces its VIPs."),
 		bgpWithdraws:  desc("bgp_withdraws_total", "Times the node withdrew its VIPs (unhealthy or stopping)."),
+		vrrpState:     desc("vrrp_state", "1 for the VRRP state keepalived last reported for the VIP's instance (MASTER, BACKUP, FAULT, STOP, UNKNOWN).", "vip", "vrid", "state"),
+		vrrpMaster:    desc("vrrp_master", "1 while this node is the VIP's master.", "vip", "owner"),
+		vrrpHeld:      desc("vrrp_vip_held", "1 while the VIP's address is on this node's interface.", "vip"),
+		vrrpTrans:     desc("vrrp_transitions_total", "State changes keepalived reported for the VIP's instance.", "vip"),
+		vrrpRestarts:  desc("vrrp_keepalived_restarts_total", "Restarts of keepalived after it exited."),
+		vrrpHealthy:   desc("vrrp_healthy", "1 while the track file tells keepalived the node is healthy (0: fault, the VIPs go to the backups)."),
 	}
 }
 
@@ -68,7 +79,8 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.packets, c.bytes, c.flows, c.fallbacks, c.steered, c.unassigned,
 		c.instUp, c.instConns, c.instRestarts, c.backendUp, c.reloads, c.reloadFails, c.wlEntries, c.wlGen,
 		c.attached, c.configGen, c.healthy, c.instanceSlots,
-		c.bgpUp, c.bgpBFDUp, c.bgpFlaps, c.bgpPrefixes, c.bgpAnnouncing, c.bgpWithdraws} {
+		c.bgpUp, c.bgpBFDUp, c.bgpFlaps, c.bgpPrefixes, c.bgpAnnouncing, c.bgpWithdraws,
+		c.vrrpState, c.vrrpMaster, c.vrrpHeld, c.vrrpTrans, c.vrrpRestarts, c.vrrpHealthy} {
 		ch <- d
 	}
 }
@@ -143,6 +155,24 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.bgpPrefixes, float64(len(st.Announced)))
 		gauge(c.bgpAnnouncing, b2f(len(st.Announced) > 0))
 		counter(c.bgpWithdraws, float64(st.Withdraws))
+	}
+	if d.ka != nil {
+		st := d.ka.Status()
+		for _, in := range st.Instances {
+			vip := in.VIP.String()
+			state := string(in.State)
+			if state == "" {
+				state = "UNKNOWN"
+			}
+			for _, s := range []string{"MASTER", "BACKUP", "FAULT", "STOP", "UNKNOWN"} {
+				gauge(c.vrrpState, b2f(s == state), vip, strconv.Itoa(in.VRID), s)
+			}
+			gauge(c.vrrpMaster, b2f(in.State == vrrp.State("MASTER")), vip, in.Owner.String())
+			gauge(c.vrrpHeld, b2f(in.Held), vip)
+			counter(c.vrrpTrans, float64(in.Transitions), vip)
+		}
+		counter(c.vrrpRestarts, float64(st.Restarts))
+		gauge(c.vrrpHealthy, b2f(st.Healthy))
 	}
 }
 

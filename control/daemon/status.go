@@ -37,6 +37,8 @@ type DaemonStatus struct {
 	Backends  []BackendStatus `json:"backends"`
 	// BGP is set in ha.mode bgp.
 	BGP *BGPStatus `json:"bgp,omitempty"`
+	// VRRP is set in ha.mode vrrp.
+	VRRP *VRRPStatus `json:"vrrp,omitempty"`
 }
 
 // BGPStatus is the speaker's state and whether the node announces.
@@ -140,6 +142,15 @@ func (d *Daemon) daemonStatus(ctx context.Context) *DaemonStatus {
 			bs.Handoff = d.handoff.InTransition()
 		}
 		ds.BGP = bs
+	}
+	if d.ka != nil {
+		vs := &VRRPStatus{Status: d.ka.Status()}
+		if d.tracker != nil {
+			if ok, reason := d.tracker.state(); !ok {
+				vs.Fault = reason
+			}
+		}
+		ds.VRRP = vs
 	}
 	return ds
 }

@@ -18,6 +18,9 @@ import (
 // instance socket). In mode none and bgp ober owns these addresses; the
 // VRRP mode leaves them to keepalived.
 func (d *Daemon) ensureVIPs(cfg *config.Config) error {
+	if cfg.HA.Mode == config.HAModeVRRP {
+		return nil
+	}
 	link, err := netlink.LinkByName(cfg.Node.VIPInterface)
 	if err != nil {
 		return fmt.Errorf("node.vip_interface: %q: %w", cfg.Node.VIPInterface, err)
