@@ -19,7 +19,9 @@ func newLabCmd(a *app) *cobra.Command {
 BIRD router spreading the VIPs over three ober nodes by ECMP, the nodes
 (XDP, per-CPU HAProxy, BGP) behind a switch, two S3 backend hosts running
 Ceph RGW, and a client host. The VIPs are 10.99.0.100 and fd99::100
-(HTTPS), reachable from the client namespace.
+(HTTPS), reachable from the client namespace. With --ha vrrp the nodes
+run keepalived (VRRP) instead of BGP: three VIPs 10.99.1.101-103 on the
+nodes' segment, one owned by each node, published by DNS round robin.
 
 'lab up' builds it, prints where to point an S3 client and runs a short
 demo; 'lab status' reports on it; 'lab down' removes every namespace,
@@ -27,7 +29,8 @@ process and mount it made, also after a crash of 'lab up'. Nothing
 touches the root namespace's interfaces, routes or sysctls. Needs root.`,
 		Example: `  ober lab up
   ober lab status
-  ober lab down`,
+  ober lab down
+  ober lab up --ha vrrp`,
 		Args: cobra.NoArgs,
 	}
 	cmd.AddCommand(newLabUpCmd(a), newLabStatusCmd(a), newLabDownCmd(a))
@@ -48,10 +51,10 @@ func newLabUpCmd(a *app) *cobra.Command {
 		Use:   "up [--dir D] [--prefix P] [--ha bgp|vrrp] [--no-demo] [--no-install]",
 		Short: "Build the lab and run the demo",
 		Long: `up installs the Debian packages the lab needs when they are missing
-(` + strings.Join(lab.Packages(), ", ") + `; --no-install makes that an error),
-builds the lab, waits until the router has a three-way ECMP route to each VIP,
-and prints the S3 endpoint, the credentials, the CA file and commands to try
-from the client namespace.
+(` + strings.Join(lab.Packages(), ", ") + `, and ` + strings.Join(lab.VRRPPackages(), ", ") + `
+with --ha vrrp; --no-install makes that an error), builds the lab, waits until
+the router has a three-way ECMP route to each VIP, and prints the S3 endpoint,
+the credentials, the CA file and commands to try from the client namespace.
 
 The demo then uploads and downloads objects of 1 KiB, 1 MiB and 32 MiB
 through the VIP and checks each by SHA-256, shows which node and HAProxy
@@ -59,10 +62,22 @@ instance served each connection and the router's multipath route, kills
 every HAProxy instance of node2 under requests and times the route leaving
 and coming back. It takes under a minute; --no-demo skips it.
 
+--ha vrrp builds the site with the nodes in ha.mode vrrp (keepalived, no
+BGP, no BIRD): VIPs 10.99.1.101, .102 and .103 on the nodes' segment, VIP i
+owned by node i and backed up by the others (preempt delay 2s). up waits
+until each VIP is on its owner and prints the three endpoints and the DNS
+round robin records to publish. Its demo makes the transfers through each
+VIP in turn (served by its owner), shows which node holds which VIP and the
+VRRP states, then kills every HAProxy instance of node2 under requests to
+its VIP, sampling the nodes' addresses every 5 ms: the time until node3
+holds it, the requests' outcome, whether two nodes ever held a VIP, and
+node2 taking it back after the preempt delay.
+
 A lab already in --dir is an error: 'ober lab down' first. When building
 fails, up removes what it built and prints the end of the failing daemon's
-log. --ha vrrp (keepalived) arrives with the VRRP mode and is refused for now.`,
+log.`,
 		Example: `  ober lab up
+  ober lab up --ha vrrp
   ober lab up --no-demo
   ober lab up --dir /run/my-lab --prefix mylab-`,
 		Args: cobra.NoArgs,
@@ -78,7 +93,7 @@ log. --ha vrrp (keepalived) arrives with the VRRP mode and is refused for now.`,
 	f := cmd.Flags()
 	f.StringVar(&o.Dir, "dir", lab.DefaultDir, "the lab's directory (state, logs, configurations); removed whole by down")
 	f.StringVar(&o.Prefix, "prefix", lab.DefaultPrefix, "start of every namespace name")
-	f.StringVar(&o.HA, "ha", "bgp", "how the nodes share the VIPs: bgp (vrrp is not built yet)")
+	f.StringVar(&o.HA, "ha", "bgp", "how the nodes share the VIPs: bgp (ECMP from the router) or vrrp (keepalived, one VIP per node)")
 	f.BoolVar(&noDemo, "no-demo", false, "build the lab only")
 	f.BoolVar(&noInstall, "no-install", false, "fail instead of installing missing Debian packages")
 	return cmd
@@ -88,13 +103,17 @@ func newLabStatusCmd(a *app) *cobra.Command {
 	var dir string
 	cmd := &cobra.Command{
 		Use:   "status [--dir D]",
-		Short: "Report on the lab: namespaces, processes, nodes, the router's sessions and routes",
+		Short: "Report on the lab: namespaces, processes, nodes, the router's sessions and routes or the VIPs' holders",
 		Long: `status reports, for the lab in --dir: its namespaces, whether each process
 it started still runs, per node /health, the HAProxy instances and whether
 the node announces the VIPs, the router's BGP sessions (birdc show
-protocols) and its ECMP next hops, and the S3 endpoint. It works on a
-half-built or half-dead lab and lists what is missing. The exit code is 1
-when anything is wrong or there is no lab.`,
+protocols) and its ECMP next hops, and the S3 endpoint. In a VRRP lab
+(up --ha vrrp) it reports per node keepalived and the VRRP states instead
+of BGP, and which node holds each VIP (read from the nodes' interfaces):
+all is well only when each VIP is held by exactly one node, its owner when
+every node is healthy. It works on a half-built or half-dead lab and lists
+what is missing. The exit code is 1 when anything is wrong or there is no
+lab.`,
 		Example: `  ober lab status
   ober lab status --dir /run/my-lab`,
 		Args: cobra.NoArgs,

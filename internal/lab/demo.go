@@ -30,6 +30,9 @@ type demoObject struct {
 // multipath route, and a node losing its HAProxy instances under
 // requests. Every wait is bounded; it takes well under a minute.
 func runDemo(ctx context.Context, st *State, out io.Writer) error {
+	if st.HA == haVRRP {
+		return runVRRPDemo(ctx, st, out)
+	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
 	start := time.Now()
@@ -63,48 +66,14 @@ func runDemo(ctx context.Context, st *State, out io.Writer) error {
 // downloads each, comparing SHA-256; then one download over IPv6.
 func transfers(ctx context.Context, c *s3Client, st *State, d *netsite.Dialer, out io.Writer) ([]demoObject, error) {
 	fmt.Fprintf(out, "demo 1/4: S3 through %s (bucket %s), every request on a new connection\n", c.endpoint, demoBucket)
-	a, err := c.do(ctx, http.MethodPut, "/"+demoBucket, nil)
-	if err != nil {
-		return nil, fmt.Errorf("create bucket: %w", err)
+	if err := makeBucket(ctx, c, out); err != nil {
+		return nil, err
 	}
-	if a.status != http.StatusOK && !strings.Contains(a.body, "BucketAlreadyOwnedByYou") {
-		return nil, fmt.Errorf("create bucket: %d %s", a.status, a.body)
-	}
-	fmt.Fprintf(out, "  PUT /%s  %d  served by %s\n", demoBucket, a.status, a.servedBy)
-	// RGW makes its data pool on the first write: that one takes a
-	// second or two and would spoil the first transfer's figure.
-	readme := []byte("written by ober lab's demo\n")
-	a, err = c.do(ctx, http.MethodPut, "/"+demoBucket+"/README", readme)
-	if err != nil || a.status != http.StatusOK {
-		return nil, fmt.Errorf("first upload: %d %s %v", a.status, a.body, err)
-	}
-	fmt.Fprintf(out, "  PUT /%s/README in %s (the gateway's first write creates its data pool)  served by %s\n", demoBucket, ms(a.took), a.servedBy)
-	var objs []demoObject
-	for _, size := range []int{1 << 10, 1 << 20, 32 << 20} {
-		o := demoObject{name: "demo-" + sizeName(size), data: make([]byte, size)}
-		_, _ = rand.Read(o.data) // never fails (crypto/rand)
-		o.sum = sha256.Sum256(o.data)
-		path := "/" + demoBucket + "/" + o.name
-		a, err := c.do(ctx, http.MethodPut, path, o.data)
-		if err != nil {
-			return nil, fmt.Errorf("upload %s: %w", o.name, err)
+	objs := demoObjects()
+	for _, o := range objs {
+		if _, _, err := putGet(ctx, c, o, out); err != nil {
+			return nil, err
 		}
-		if a.status != http.StatusOK {
-			return nil, fmt.Errorf("upload %s: %d %s", o.name, a.status, a.body)
-		}
-		fmt.Fprintf(out, "  PUT %-14s %8s in %7s %s  served by %s\n", o.name, sizeName(size), ms(a.took), rate(size, a.took), a.servedBy)
-		g, err := c.do(ctx, http.MethodGet, path, nil)
-		if err != nil {
-			return nil, fmt.Errorf("download %s: %w", o.name, err)
-		}
-		if g.status != http.StatusOK {
-			return nil, fmt.Errorf("download %s: %d %s", o.name, g.status, g.body)
-		}
-		if g.sum != o.sum || g.size != int64(size) {
-			return nil, fmt.Errorf("download %s: %d bytes with sha256 %x, uploaded %d bytes with sha256 %x", o.name, g.size, g.sum, size, o.sum)
-		}
-		fmt.Fprintf(out, "  GET %-14s %8s in %7s %s  served by %-8s sha256 ok %s\n", o.name, sizeName(size), ms(g.took), rate(size, g.took), g.servedBy, hex.EncodeToString(g.sum[:])[:16])
-		objs = append(objs, o)
 	}
 	c6, err := newS3Client(st, d, st.Endpoints[1])
 	if err != nil {
@@ -120,6 +89,66 @@ func transfers(ctx context.Context, c *s3Client, st *State, d *netsite.Dialer, o
 	}
 	fmt.Fprintf(out, "  GET %-14s %8s over IPv6 (%s) served by %-8s sha256 ok %s\n", o.name, sizeName(len(o.data)), c6.endpoint, g.servedBy, hex.EncodeToString(g.sum[:])[:16])
 	return objs, nil
+}
+
+// makeBucket creates the demo's bucket and writes a first object.
+func makeBucket(ctx context.Context, c *s3Client, out io.Writer) error {
+	a, err := c.do(ctx, http.MethodPut, "/"+demoBucket, nil)
+	if err != nil {
+		return fmt.Errorf("create bucket: %w", err)
+	}
+	if a.status != http.StatusOK && !strings.Contains(a.body, "BucketAlreadyOwnedByYou") {
+		return fmt.Errorf("create bucket: %d %s", a.status, a.body)
+	}
+	fmt.Fprintf(out, "  PUT /%s  %d  served by %s\n", demoBucket, a.status, a.servedBy)
+	// RGW makes its data pool on the first write: that one takes a
+	// second or two and would spoil the first transfer's figure.
+	readme := []byte("written by ober lab's demo\n")
+	a, err = c.do(ctx, http.MethodPut, "/"+demoBucket+"/README", readme)
+	if err != nil || a.status != http.StatusOK {
+		return fmt.Errorf("first upload: %d %s %v", a.status, a.body, err)
+	}
+	fmt.Fprintf(out, "  PUT /%s/README in %s (the gateway's first write creates its data pool)  served by %s\n", demoBucket, ms(a.took), a.servedBy)
+	return nil
+}
+
+// demoObjects makes the demo's objects of 1 KiB, 1 MiB and 32 MiB of
+// random data.
+func demoObjects() []demoObject {
+	var objs []demoObject
+	for _, size := range []int{1 << 10, 1 << 20, 32 << 20} {
+		o := demoObject{name: "demo-" + sizeName(size), data: make([]byte, size)}
+		_, _ = rand.Read(o.data) // never fails (crypto/rand)
+		o.sum = sha256.Sum256(o.data)
+		objs = append(objs, o)
+	}
+	return objs
+}
+
+// putGet uploads o, downloads it and compares SHA-256, printing both.
+func putGet(ctx context.Context, c *s3Client, o demoObject, out io.Writer) (put, get answer, err error) {
+	size := len(o.data)
+	path := "/" + demoBucket + "/" + o.name
+	a, err := c.do(ctx, http.MethodPut, path, o.data)
+	if err != nil {
+		return a, answer{}, fmt.Errorf("upload %s: %w", o.name, err)
+	}
+	if a.status != http.StatusOK {
+		return a, answer{}, fmt.Errorf("upload %s: %d %s", o.name, a.status, a.body)
+	}
+	fmt.Fprintf(out, "  PUT %-14s %8s in %7s %s  served by %s\n", o.name, sizeName(size), ms(a.took), rate(size, a.took), a.servedBy)
+	g, err := c.do(ctx, http.MethodGet, path, nil)
+	if err != nil {
+		return a, g, fmt.Errorf("download %s: %w", o.name, err)
+	}
+	if g.status != http.StatusOK {
+		return a, g, fmt.Errorf("download %s: %d %s", o.name, g.status, g.body)
+	}
+	if g.sum != o.sum || g.size != int64(size) {
+		return a, g, fmt.Errorf("download %s: %d bytes with sha256 %x, uploaded %d bytes with sha256 %x", o.name, g.size, g.sum, size, o.sum)
+	}
+	fmt.Fprintf(out, "  GET %-14s %8s in %7s %s  served by %-8s sha256 ok %s\n", o.name, sizeName(size), ms(g.took), rate(size, g.took), g.servedBy, hex.EncodeToString(g.sum[:])[:16])
+	return a, g, nil
 }
 
 // spread opens a dozen connections and shows where each landed.

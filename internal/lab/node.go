@@ -18,7 +18,7 @@ import (
 	"github.com/ober-ingress/ober/internal/netsite"
 )
 
-var configTmpl = template.Must(template.New("cfg").Parse(`# written by ober lab (internal/lab): node {{.Name}} of the lab's BGP site
+var configTmpl = template.Must(template.New("cfg").Parse(`# written by ober lab (internal/lab): node {{.Name}} of the lab's {{.Mode}} site
 node:
   name: {{.Name}}
   interfaces: [{{.Iface}}]
@@ -26,7 +26,7 @@ node:
   bpffs_root: {{.Root}}
   runtime_dir: {{.Dir}}/run
   state_dir: {{.Dir}}/state
-vips: [{{.VIP4}}, {{.VIP6}}]
+vips: [{{.VIPs}}]
 services:
   - name: https
     port: 443
@@ -50,6 +50,13 @@ timeouts:
   drain: {{.Drain}}
 haproxy:
   served_by_header: true
+{{- if .VRRP}}
+ha:
+  mode: vrrp
+  vrrp:
+    nodes: [{{.VRRPNodes}}]
+    preempt_delay: {{.Preempt}}
+{{- else}}
 ha:
   mode: bgp
   bgp:
@@ -64,10 +71,11 @@ ha:
 {{- end}}
     handoff:
       nodes: [{{.Handoff}}]
+{{- end}}
 `))
 
-// nodeConfig renders node i's configuration.
-func nodeConfig(i int, dir, root, cert, key string) (string, error) {
+// nodeConfig renders node i's configuration for the lab's ha mode.
+func nodeConfig(ha string, i int, dir, root, cert, key string) (string, error) {
 	type be struct {
 		Name string
 		Addr netip.AddrPort
@@ -76,24 +84,31 @@ func nodeConfig(i int, dir, root, cert, key string) (string, error) {
 	for _, b := range backends {
 		bes = append(bes, be{b.role, b.listen()})
 	}
-	var handoff []string
+	// The node list doubles as the handoff peers (BGP) and as the
+	// VRRP ownership order: VIP i is owned by node i.
+	var nodes []string
 	for j := range nodeCount {
-		handoff = append(handoff, nodeHost(j).addr.String())
+		nodes = append(nodes, nodeHost(j).addr.String())
 	}
 	h := nodeHost(i)
+	mode, vips := "BGP", joinAddrs([]netip.Addr{VIP4, VIP6})
+	if ha == haVRRP {
+		mode, vips = "VRRP", joinAddrs(VRRPVIPs)
+	}
 	var b bytes.Buffer
 	err := configTmpl.Execute(&b, map[string]any{
-		"Name": h.role, "Iface": h.iface, "Root": root, "Dir": dir, "VIP4": VIP4, "VIP6": VIP6,
+		"Name": h.role, "Mode": mode, "Iface": h.iface, "Root": root, "Dir": dir, "VIPs": vips,
 		"Cert": cert, "Key": key, "Backends": bes, "Drain": drain, "NodeASN": NodeASN,
 		"HoldDown": holdDown, "Routers": []netip.Addr{RouterAddr, RouterAddr6}, "RouterASN": RouterASN,
-		"Hold": bgpHoldTime, "Handoff": strings.Join(handoff, ", "),
+		"Hold": bgpHoldTime, "Handoff": strings.Join(nodes, ", "),
+		"VRRP": ha == haVRRP, "VRRPNodes": strings.Join(nodes, ", "), "Preempt": preemptDelay,
 	})
 	return b.String(), err
 }
 
 // startNode writes node i's configuration and spawns `ober run` in its
 // namespace. It does not wait: waitHealthy does.
-func startNode(site *netsite.Site, ns *netsite.NS, i int, bin, bpffs, cert, key string) (NodeState, error) {
+func startNode(site *netsite.Site, ns *netsite.NS, ha string, i int, bin, bpffs, cert, key string) (NodeState, error) {
 	h := nodeHost(i)
 	dir := filepath.Join(site.Dir, h.role)
 	ns0 := NodeState{Name: h.role, NS: ns.Name, Addr: h.addr.String(), Addr6: h.addr6.String(),
@@ -101,7 +116,7 @@ func startNode(site *netsite.Site, ns *netsite.NS, i int, bin, bpffs, cert, key 
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return ns0, err
 	}
-	text, err := nodeConfig(i, dir, filepath.Join(bpffs, h.role), cert, key)
+	text, err := nodeConfig(ha, i, dir, filepath.Join(bpffs, h.role), cert, key)
 	if err != nil {
 		return ns0, err
 	}

@@ -13,7 +13,12 @@ import (
 	"github.com/ober-ingress/ober/internal/cephlab"
 )
 
-// tools maps every program the lab runs to its Debian package.
+// vrrpTools are the programs --ha vrrp runs besides tools; a BGP lab
+// does without them.
+var vrrpTools = map[string]string{"keepalived": "keepalived"}
+
+// tools maps every program the lab runs in any mode to its Debian
+// package.
 func tools() map[string]string {
 	m := map[string]string{
 		"ip": "iproute2", "ethtool": "ethtool", "haproxy": "haproxy",
@@ -25,7 +30,19 @@ func tools() map[string]string {
 	return m
 }
 
-// Packages lists the Debian packages the lab needs.
+// toolsFor adds the programs of the ha mode to tools.
+func toolsFor(ha string) map[string]string {
+	m := tools()
+	if ha == haVRRP {
+		for bin, pkg := range vrrpTools {
+			m[bin] = pkg
+		}
+	}
+	return m
+}
+
+// Packages lists the Debian packages the lab needs in BGP mode; VRRP
+// mode needs VRRPPackages too.
 func Packages() []string {
 	var pkgs []string
 	for _, p := range tools() {
@@ -37,10 +54,22 @@ func Packages() []string {
 	return pkgs
 }
 
-// MissingPackages lists the packages of the programs not on PATH.
-func MissingPackages() []string {
+// VRRPPackages lists the Debian packages --ha vrrp needs besides
+// Packages.
+func VRRPPackages() []string {
+	var pkgs []string
+	for _, p := range vrrpTools {
+		pkgs = append(pkgs, p)
+	}
+	slices.Sort(pkgs)
+	return pkgs
+}
+
+// MissingPackages lists the packages of the programs not on PATH that a
+// lab of the ha mode ("bgp" or "vrrp"; "" is bgp) runs.
+func MissingPackages(ha string) []string {
 	var missing []string
-	for bin, pkg := range tools() {
+	for bin, pkg := range toolsFor(ha) {
 		if _, err := exec.LookPath(bin); err != nil && !slices.Contains(missing, pkg) {
 			missing = append(missing, pkg)
 		}
@@ -51,8 +80,8 @@ func MissingPackages() []string {
 
 // ensurePackages checks that every program is there and, when install
 // is set, installs the packages of those that are not with apt-get.
-func ensurePackages(ctx context.Context, install bool, out io.Writer) error {
-	missing := MissingPackages()
+func ensurePackages(ctx context.Context, ha string, install bool, out io.Writer) error {
+	missing := MissingPackages(ha)
 	if len(missing) == 0 {
 		return nil
 	}
@@ -75,7 +104,7 @@ func ensurePackages(ctx context.Context, install bool, out io.Writer) error {
 			return fmt.Errorf("%s: %w", strings.Join(args, " "), err)
 		}
 	}
-	if still := MissingPackages(); len(still) > 0 {
+	if still := MissingPackages(ha); len(still) > 0 {
 		return fmt.Errorf("still missing after apt-get install: programs of %s (is /usr/sbin on PATH?)", strings.Join(still, ", "))
 	}
 	return nil

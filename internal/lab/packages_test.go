@@ -37,23 +37,23 @@ func fakePath(t *testing.T, fail bool) (dir, log string) {
 // without --install; with it, apt-get installs exactly that package.
 func TestEnsurePackages(t *testing.T) {
 	_, log := fakePath(t, false)
-	require.Equal(t, []string{"bird2"}, MissingPackages())
+	require.Equal(t, []string{"bird2"}, MissingPackages(haBGP))
 
 	var out bytes.Buffer
-	err := ensurePackages(context.Background(), false, &out)
+	err := ensurePackages(context.Background(), haBGP, false, &out)
 	require.EqualError(t, err, "the lab needs Debian packages bird2: run `apt-get install -y --no-install-recommends bird2` (or `ober lab up` without --no-install)")
 	_, statErr := os.Stat(log)
 	require.True(t, os.IsNotExist(statErr), "apt-get ran without --install")
 
-	require.NoError(t, ensurePackages(context.Background(), true, &out))
+	require.NoError(t, ensurePackages(context.Background(), haBGP, true, &out))
 	require.Contains(t, out.String(), "installing missing Debian packages: bird2")
 	calls, err := os.ReadFile(log)
 	require.NoError(t, err)
 	require.Equal(t, "update -q\ninstall -y -q --no-install-recommends bird2\n", string(calls))
-	require.Empty(t, MissingPackages())
+	require.Empty(t, MissingPackages(haBGP))
 
 	// Nothing missing: apt-get is not run again.
-	require.NoError(t, ensurePackages(context.Background(), true, &out))
+	require.NoError(t, ensurePackages(context.Background(), haBGP, true, &out))
 	calls, _ = os.ReadFile(log)
 	require.Equal(t, 2, strings.Count(string(calls), "\n"))
 }
@@ -61,7 +61,7 @@ func TestEnsurePackages(t *testing.T) {
 func TestEnsurePackagesAptFails(t *testing.T) {
 	fakePath(t, true)
 	var out bytes.Buffer
-	err := ensurePackages(context.Background(), true, &out)
+	err := ensurePackages(context.Background(), haBGP, true, &out)
 	require.ErrorContains(t, err, "apt-get update -q: exit status 100")
 	require.Contains(t, out.String(), "Unable to locate package bird2")
 }

@@ -16,6 +16,12 @@
 //
 // The VIPs are 10.99.0.100 and fd99::100 (HTTPS on 443); the segment
 // also carries IPv6 (fd99:1::/64, the client fd99:2::2).
+//
+// With --ha vrrp the nodes run keepalived instead of BGP and BIRD does
+// not run: the VIPs are 10.99.1.101-103 on the nodes' segment, VIP i
+// owned by node i and backed up by the others, and the router reaches
+// them as directly connected hosts. Clients spread over them by DNS
+// round robin.
 package lab
 
 import (
@@ -26,6 +32,12 @@ import (
 
 // Addresses of the site.
 var (
+	// VRRPVIPs are the VIPs of --ha vrrp, on the nodes' segment, which
+	// the router reaches directly: VIP i is owned by node i.
+	VRRPVIPs = []netip.Addr{
+		netip.MustParseAddr("10.99.1.101"), netip.MustParseAddr("10.99.1.102"), netip.MustParseAddr("10.99.1.103"),
+	}
+
 	VIP4        = netip.MustParseAddr("10.99.0.100")
 	VIP6        = netip.MustParseAddr("fd99::100")
 	RouterAddr  = netip.MustParseAddr("10.99.1.1")
@@ -48,6 +60,15 @@ const (
 	bgpHoldTime = 3 * time.Second // the least BGP allows
 	holdDown    = 2 * time.Second // ha.bgp.hold_down
 	drain       = 2 * time.Second // timeouts.drain: lab down waits this long per node
+	// ha.vrrp.preempt_delay: short, so that the demo shows the owner
+	// taking its VIP back, long enough to show that it waits.
+	preemptDelay = 2 * time.Second
+)
+
+// The ways the nodes share the VIPs (--ha).
+const (
+	haBGP  = "bgp"
+	haVRRP = "vrrp"
 )
 
 // segmentMTU is the MTU of the nodes' segment: a client's full-size

@@ -25,13 +25,15 @@ var ErrNoLab = errors.New("no lab")
 type State struct {
 	Prefix  string    `json:"prefix"`
 	Dir     string    `json:"dir"`
-	HA      string    `json:"ha"`
+	HA      string    `json:"ha"` // bgp or vrrp: how status and the demo read the lab
 	Started time.Time `json:"started"`
 	// Ready is set once every node announces and the router spreads the
-	// VIPs over all of them.
+	// VIPs over all of them (BGP), or every VIP is on its owner (VRRP).
 	Ready bool `json:"ready"`
 
-	Endpoints []string `json:"endpoints"` // https://10.99.0.100, https://[fd99::100]
+	// Endpoints are https://10.99.0.100 and https://[fd99::100] (BGP),
+	// or one per VIP, https://10.99.1.101 to .103 (VRRP).
+	Endpoints []string `json:"endpoints"`
 	AccessKey string   `json:"access_key"`
 	SecretKey string   `json:"secret_key"`
 	CA        string   `json:"ca"` // the VIPs' self-signed certificate

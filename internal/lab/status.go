@@ -26,8 +26,11 @@ type Report struct {
 	Nodes      []NodeReport
 	// Protocols is `birdc show protocols`, or why it could not be had.
 	Protocols string
-	// Nexthops are the router's ECMP next hops per VIP.
+	// Nexthops are the router's ECMP next hops per VIP (BGP mode).
 	Nexthops map[netip.Prefix][]netip.Addr
+	// Holders maps every VIP to the nodes whose interface holds it
+	// (VRRP mode).
+	Holders  map[netip.Addr][]string
 	Problems []string
 }
 
@@ -47,7 +50,14 @@ type NodeReport struct {
 	InstancesAll int
 	PIDs         []int
 	Announcing   bool
-	Why          string // why not announcing, or why there is no answer
+	// VRRP is the node's keepalived and VRRP states (VRRP mode); "" when
+	// /status has none.
+	VRRP string
+	// VRRPUp is whether keepalived runs and the node is not in fault.
+	VRRPUp bool
+	// Held lists the VIPs on the node's interface (VRRP mode).
+	Held []netip.Addr
+	Why  string // why not announcing, or why there is no answer
 }
 
 // Healthy counts the nodes whose /health answers 200.
@@ -97,12 +107,20 @@ func Status(ctx context.Context, dir string) (*Report, error) {
 	if !st.Ready {
 		r.Problems = append(r.Problems, "not ready: `ober lab up` is still building it, or died while it did")
 	}
+	vrrp := st.HA == haVRRP
 	for _, n := range st.Nodes {
 		nr := nodeReport(ctx, n, r.Namespaces[n.NS])
-		if nr.Health != http.StatusOK || !nr.Announcing {
+		switch {
+		case vrrp && (nr.Health != http.StatusOK || !nr.VRRPUp):
+			r.Problems = append(r.Problems, fmt.Sprintf("%s: %s", n.Name, nr.vrrpSummary()))
+		case !vrrp && (nr.Health != http.StatusOK || !nr.Announcing):
 			r.Problems = append(r.Problems, fmt.Sprintf("%s: %s", n.Name, nr.summary()))
 		}
 		r.Nodes = append(r.Nodes, nr)
+	}
+	if vrrp {
+		r.holdersReport()
+		return r, nil
 	}
 	r.routerReport(ctx)
 	return r, nil
@@ -141,6 +159,10 @@ func nodeReport(ctx context.Context, n NodeState, nsExists bool) NodeReport {
 			nr.PIDs = append(nr.PIDs, in.PID)
 		}
 	}
+	if v := st.Daemon.VRRP; v != nil {
+		nr.VRRP = vrrpStates(v)
+		nr.VRRPUp = v.PID != 0 && v.Fault == ""
+	}
 	if b := st.Daemon.BGP; b != nil {
 		nr.Announcing = b.Announcing
 		if !b.Announcing {
@@ -168,6 +190,72 @@ func (nr NodeReport) summary() string {
 		s += ", " + nr.Why
 	}
 	return s
+}
+
+func (nr NodeReport) vrrpSummary() string {
+	if nr.Health == 0 {
+		return nr.Why
+	}
+	s := fmt.Sprintf("health %d", nr.Health)
+	if nr.Health != http.StatusOK && nr.HealthBody != "" {
+		s += " (" + nr.HealthBody + ")"
+	}
+	s += fmt.Sprintf(", %d/%d instances healthy", nr.Instances, nr.InstancesAll)
+	if len(nr.PIDs) > 0 {
+		s += " (pids " + joinInts(nr.PIDs) + ")"
+	}
+	switch {
+	case nr.VRRP != "":
+		s += "; " + nr.VRRP
+	case nr.Why != "":
+		s += ", " + nr.Why
+	default:
+		s += ", no VRRP in /status"
+	}
+	return s
+}
+
+// holdersReport reads which node holds which VIP from the nodes'
+// interfaces: each VIP must be held by exactly one node, its owner when
+// every node is healthy.
+func (r *Report) holdersReport() {
+	st := r.State
+	for _, n := range st.Nodes {
+		if !r.Namespaces[n.NS] {
+			// Without every node's namespace the holders are unknown;
+			// the missing namespace is a problem already.
+			return
+		}
+	}
+	if len(st.Nodes) != nodeCount {
+		return
+	}
+	v, err := openHolderView(st)
+	if err != nil {
+		r.Problems = append(r.Problems, err.Error())
+		return
+	}
+	defer v.Close()
+	h, err := v.holders()
+	if err != nil {
+		r.Problems = append(r.Problems, err.Error())
+		return
+	}
+	r.Holders = h
+	for i := range r.Nodes {
+		r.Nodes[i].Held, _ = v.heldBy(i)
+	}
+	allHealthy := r.Healthy() == nodeCount
+	for i, vip := range VRRPVIPs {
+		switch hs := h[vip]; {
+		case len(hs) == 0:
+			r.Problems = append(r.Problems, fmt.Sprintf("%s is held by no node", vip))
+		case len(hs) > 1:
+			r.Problems = append(r.Problems, fmt.Sprintf("%s is held by %d nodes at once: %s", vip, len(hs), strings.Join(hs, ", ")))
+		case allHealthy && hs[0] != ownerOf(i):
+			r.Problems = append(r.Problems, fmt.Sprintf("%s is held by %s, not by its owner %s, though all nodes are healthy", vip, hs[0], ownerOf(i)))
+		}
+	}
 }
 
 func (r *Report) routerReport(ctx context.Context) {
@@ -238,6 +326,53 @@ func (r *Report) Print(w io.Writer) {
 	for _, p := range r.Procs {
 		fmt.Fprintf(w, "  %-16s pid %-8d %s\n", p.Name, p.PID, onOff(p.Running, "running", "DEAD"))
 	}
+	if st.HA == haVRRP {
+		r.printVRRP(w)
+	} else {
+		r.printBGP(w)
+	}
+	if st.AccessKey != "" {
+		fmt.Fprintln(w)
+		PrintAccess(w, st)
+	}
+	fmt.Fprintln(w)
+	if len(r.Problems) == 0 {
+		fmt.Fprintln(w, "all well")
+		return
+	}
+	fmt.Fprintf(w, "problems (%d):\n", len(r.Problems))
+	for _, p := range r.Problems {
+		fmt.Fprintf(w, "  - %s\n", p)
+	}
+	logs := []string{filepath.Join(st.Dir, "node*", "ober.log")}
+	if st.HA != haVRRP {
+		logs = append(logs, filepath.Join(st.Dir, "router", "bird.log"))
+	}
+	logs = append(logs, filepath.Join(st.Dir, "ceph", "log"))
+	fmt.Fprintf(w, "logs: %s\n", strings.Join(logs, ", "))
+}
+
+// printVRRP writes the nodes' VRRP part and who holds which VIP.
+func (r *Report) printVRRP(w io.Writer) {
+	fmt.Fprintf(w, "\nnodes (VRRP): %d of %d healthy\n", r.Healthy(), len(r.Nodes))
+	for _, n := range r.Nodes {
+		fmt.Fprintf(w, "  %-6s holds %-12s %s\n", n.Name, addrsOrNone(n.Held), n.vrrpSummary())
+	}
+	if r.Holders != nil {
+		fmt.Fprintf(w, "\nVIPs (from the nodes' interfaces; no BGP, the router %s reaches them on its connected segment):\n", r.State.Router.NS)
+		for i, vip := range VRRPVIPs {
+			who := "NO NODE"
+			if hs := r.Holders[vip]; len(hs) > 0 {
+				who = strings.Join(hs, " AND ")
+			}
+			fmt.Fprintf(w, "  %-12s held by %-8s (owner %s)\n", vip, who, ownerOf(i))
+		}
+	}
+}
+
+// printBGP writes the nodes' BGP part and the router's.
+func (r *Report) printBGP(w io.Writer) {
+	st := r.State
 	announcing := 0
 	for _, n := range r.Nodes {
 		if n.Announcing {
@@ -265,21 +400,6 @@ func (r *Report) Print(w io.Writer) {
 			fmt.Fprintf(w, "  ECMP %-15s %d next hops: %s\n", p.Addr(), len(nh), joinAddrs(nh))
 		}
 	}
-	if st.AccessKey != "" {
-		fmt.Fprintln(w)
-		PrintAccess(w, st)
-	}
-	fmt.Fprintln(w)
-	if len(r.Problems) == 0 {
-		fmt.Fprintln(w, "all well")
-		return
-	}
-	fmt.Fprintf(w, "problems (%d):\n", len(r.Problems))
-	for _, p := range r.Problems {
-		fmt.Fprintf(w, "  - %s\n", p)
-	}
-	fmt.Fprintf(w, "logs: %s, %s, %s\n", filepath.Join(st.Dir, "node*", "ober.log"),
-		filepath.Join(st.Dir, "router", "bird.log"), filepath.Join(st.Dir, "ceph", "log"))
 }
 
 func onOff(b bool, on, off string) string {

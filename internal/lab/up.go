@@ -71,7 +71,7 @@ func (o Options) withDefaults() (Options, error) {
 		o.Prefix = DefaultPrefix
 	}
 	if o.HA == "" {
-		o.HA = "bgp"
+		o.HA = haBGP
 	}
 	if o.Out == nil {
 		o.Out = io.Discard
@@ -84,9 +84,7 @@ func (o Options) withDefaults() (Options, error) {
 		o.Bin = bin
 	}
 	switch o.HA {
-	case "bgp":
-	case "vrrp":
-		return o, errors.New("--ha vrrp: the VRRP mode (keepalived) arrives with issue 6 and is not built yet; use --ha bgp")
+	case haBGP, haVRRP:
 	default:
 		return o, fmt.Errorf("--ha %q: want bgp or vrrp", o.HA)
 	}
@@ -94,7 +92,7 @@ func (o Options) withDefaults() (Options, error) {
 }
 
 // Up builds the lab, waits until the router spreads both VIPs over the
-// three nodes, prints where to point an S3 client and, with o.Demo, runs
+// three nodes (BGP) or every VIP is on its owner (VRRP), prints where to point an S3 client and, with o.Demo, runs
 // the demo. A failure while building removes everything built so far; a
 // failing demo leaves the lab up for a look.
 func Up(ctx context.Context, o Options) (*State, error) {
@@ -105,7 +103,7 @@ func Up(ctx context.Context, o Options) (*State, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("the lab needs root (network namespaces, BPF)")
 	}
-	if err := ensurePackages(ctx, o.Install, o.Out); err != nil {
+	if err := ensurePackages(ctx, o.HA, o.Install, o.Out); err != nil {
 		return nil, err
 	}
 	if err := checkFree(o.Dir, o.Prefix); err != nil {
@@ -174,10 +172,17 @@ func build(ctx context.Context, o Options, p progress) (*State, error) {
 		return nil, err
 	}
 	access, secret := randomKey(20, upperAlnum), randomKey(40, alnum)
+	vips := []netip.Addr{VIP4, VIP6}
+	endpoints := []string{"https://" + VIP4.String(), "https://[" + VIP6.String() + "]"}
+	if o.HA == haVRRP {
+		vips, endpoints = VRRPVIPs, nil
+		for _, v := range VRRPVIPs {
+			endpoints = append(endpoints, "https://"+v.String())
+		}
+	}
 	st := &State{
 		Prefix: o.Prefix, Dir: o.Dir, HA: o.HA, Started: time.Now().UTC(),
-		Endpoints: []string{"https://" + VIP4.String(), "https://[" + VIP6.String() + "]"},
-		AccessKey: access, SecretKey: secret,
+		Endpoints: endpoints, AccessKey: access, SecretKey: secret,
 	}
 	if err := st.save(); err != nil {
 		return nil, err
@@ -195,24 +200,31 @@ func build(ctx context.Context, o Options, p progress) (*State, error) {
 	if err != nil {
 		return nil, err
 	}
-	cert, key, err := certs.SelfSigned(filepath.Join(o.Dir, "tls"), []string{"s3.ober.lab"}, []netip.Addr{VIP4, VIP6})
+	cert, key, err := certs.SelfSigned(filepath.Join(o.Dir, "tls"), []string{"s3.ober.lab"}, vips)
 	if err != nil {
 		return nil, fmt.Errorf("TLS certificate: %w", err)
 	}
 	st.CA = cert
 
-	if err := startRouter(ctx, site, t.router, &st.Router); err != nil {
-		return nil, fmt.Errorf("router: %w", err)
+	if o.HA == haVRRP {
+		// The VIPs live on the router's connected segment: it finds
+		// them by ARP, and the GARPs of a new master move them.
+		st.Router.NS = t.router.Name
+		p.printf("router: %s routes the client's subnet to the nodes' segment directly (no BGP, no BIRD in VRRP mode)", t.router.Name)
+	} else {
+		if err := startRouter(ctx, site, t.router, &st.Router); err != nil {
+			return nil, fmt.Errorf("router: %w", err)
+		}
+		p.printf("router: BIRD up in %s, sessions to the 3 nodes over IPv4 and IPv6", t.router.Name)
 	}
 	if err := st.save(); err != nil {
 		return nil, err
 	}
-	p.printf("router: BIRD up in %s, sessions to the 3 nodes over IPv4 and IPv6", t.router.Name)
 
 	// The nodes start while Ceph does: they come up unhealthy (no
 	// backend) and announce once the gateways answer their checks.
 	for i, ns := range t.nodes {
-		n, err := startNode(site, ns, i, o.Bin, bpffs, cert, key)
+		n, err := startNode(site, ns, o.HA, i, o.Bin, bpffs, cert, key)
 		st.Nodes = append(st.Nodes, n)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", n.Name, err)
@@ -236,6 +248,17 @@ func build(ctx context.Context, o Options, p progress) (*State, error) {
 	}
 	p.printf("nodes: all 3 healthy (HAProxy instances up, backends up)")
 
+	if o.HA == haVRRP {
+		if err := waitOwners(ctx, st, 60*time.Second); err != nil {
+			return nil, err
+		}
+		st.Ready = true
+		if err := st.save(); err != nil {
+			return nil, err
+		}
+		p.printf("VRRP: each VIP on its owner: %s", ownersLine())
+		return st, nil
+	}
 	f, err := openFIB(t.router.Name)
 	if err != nil {
 		return nil, err
@@ -296,10 +319,22 @@ func randomKey(n int, chars string) string {
 
 // PrintAccess tells where to point an S3 client.
 func PrintAccess(w io.Writer, st *State) {
-	fmt.Fprintf(w, "S3 endpoint:  %s\n", strings.Join(st.Endpoints, "  "))
+	if st.HA == haVRRP {
+		fmt.Fprintf(w, "S3 endpoints: %s  (VRRP: one VIP per node)\n", strings.Join(st.Endpoints, "  "))
+	} else {
+		fmt.Fprintf(w, "S3 endpoint:  %s\n", strings.Join(st.Endpoints, "  "))
+	}
 	fmt.Fprintf(w, "access key:   %s\n", st.AccessKey)
 	fmt.Fprintf(w, "secret key:   %s\n", st.SecretKey)
 	fmt.Fprintf(w, "CA file:      %s\n", st.CA)
+	if st.HA == haVRRP {
+		// Without ECMP, clients spread over the nodes by name: each VIP
+		// stays reachable as it moves to a backup node.
+		fmt.Fprintf(w, "\nPublish the three VIPs under one name, DNS round robin (the certificate names s3.ober.lab):\n\n")
+		for _, e := range st.Endpoints {
+			fmt.Fprintf(w, "  s3.ober.lab.  60  IN  A  %s\n", strings.TrimPrefix(e, "https://"))
+		}
+	}
 	fmt.Fprintf(w, "\nThe VIPs are routed inside the lab: reach them from the client namespace %s:\n\n", st.Client)
 	fmt.Fprintf(w, "  ip netns exec %s curl -si --cacert %s %s/ | head -20\n", st.Client, st.CA, st.Endpoints[0])
 	fmt.Fprintf(w, "  export AWS_ACCESS_KEY_ID=%s AWS_SECRET_ACCESS_KEY=%s AWS_DEFAULT_REGION=us-east-1\n", st.AccessKey, st.SecretKey)
