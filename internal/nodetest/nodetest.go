@@ -490,3 +490,140 @@ func (b *LogBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.b.String()
 }
+
+// Ober is `ober run` in a namespace, as the multi-node sites (ecmptest,
+// vrrptest) start, stop, kill and ask it.
+type Ober struct {
+	t    testing.TB
+	Name string
+	NS   *netnstest.NS
+	Bin  string
+
+	mu   sync.Mutex
+	cmd  *oberCmd
+	dial *Dialer
+}
+
+type oberCmd struct {
+	pid  int
+	done chan struct{}
+	log  *LogBuffer
+}
+
+// NewOber prepares name's ober in ns; Start runs it.
+func NewOber(t testing.TB, name string, ns *netnstest.NS, bin string) *Ober {
+	return &Ober{t: t, Name: name, NS: ns, Bin: bin, dial: NewDialer(t, ns, 2)}
+}
+
+// Start runs `ober run --config configPath` and waits until /health
+// answers 200. The process is stopped at cleanup; its log is shown when
+// the test failed.
+func (o *Ober) Start(configPath string) {
+	t := o.t
+	t.Helper()
+	cmd := o.NS.Exec(context.Background(), o.Bin, "run", "--config", configPath, "--log-level", "debug")
+	log := &LogBuffer{}
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("%s: start ober: %v", o.Name, err)
+	}
+	rc := &oberCmd{pid: cmd.Process.Pid, done: make(chan struct{}), log: log}
+	go func() { _ = cmd.Wait(); close(rc.done) }()
+	o.mu.Lock()
+	o.cmd = rc
+	o.mu.Unlock()
+	t.Cleanup(func() {
+		rc.stop(time.Minute)
+		if t.Failed() {
+			t.Logf("%s: ober's log:\n%s", o.Name, log.String())
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, body, err := o.Health()
+		if err == nil && code == http.StatusOK {
+			return
+		}
+		select {
+		case <-rc.done:
+			t.Fatalf("%s: ober run exited during start\n%s", o.Name, log.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not healthy after 30s (last: %d %q %v)\n%s", o.Name, code, body, err, log.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// stop sends SIGTERM and waits, killing after wait.
+func (rc *oberCmd) stop(wait time.Duration) {
+	select {
+	case <-rc.done:
+		return
+	default:
+	}
+	_ = syscall.Kill(rc.pid, syscall.SIGTERM)
+	select {
+	case <-rc.done:
+	case <-time.After(wait):
+		_ = syscall.Kill(rc.pid, syscall.SIGKILL)
+		<-rc.done
+	}
+}
+
+func (o *Ober) current() *oberCmd {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.cmd
+}
+
+// Stop sends SIGTERM (a graceful stop) and returns at once; Wait waits.
+func (o *Ober) Stop() { _ = syscall.Kill(o.current().pid, syscall.SIGTERM) }
+
+// Wait waits up to timeout for ober to exit.
+func (o *Ober) Wait(timeout time.Duration) error {
+	select {
+	case <-o.current().done:
+		return nil
+	case <-time.After(timeout):
+		return fmt.Errorf("%s: ober still running after %v", o.Name, timeout)
+	}
+}
+
+// Kill kills ober with SIGKILL, as a crash would, and waits for it.
+func (o *Ober) Kill() {
+	rc := o.current()
+	_ = syscall.Kill(rc.pid, syscall.SIGKILL)
+	<-rc.done
+}
+
+// Reload sends SIGHUP: ober applies its configuration file again.
+func (o *Ober) Reload() { _ = syscall.Kill(o.current().pid, syscall.SIGHUP) }
+
+// Log is what ober wrote so far.
+func (o *Ober) Log() string { return o.current().log.String() }
+
+// Health returns /health's status code and body.
+func (o *Ober) Health() (int, string, error) { return API{Dialer: o.dial}.Health() }
+
+// Status returns the daemon's /status.
+func (o *Ober) Status() (*daemon.Status, error) { return API{Dialer: o.dial}.Status() }
+
+// Metrics returns /metrics as text.
+func (o *Ober) Metrics() (string, error) { return API{Dialer: o.dial}.Metrics() }
+
+// InstancePIDs are the PIDs of the node's HAProxy instances.
+func (o *Ober) InstancePIDs() ([]int, error) {
+	st, err := o.Status()
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	for _, in := range st.Daemon.HAProxy.Instances {
+		if in.PID != 0 {
+			out = append(out, in.PID)
+		}
+	}
+	return out, nil
+}

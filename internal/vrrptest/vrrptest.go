@@ -14,17 +14,13 @@ package vrrptest
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"sync"
-	"syscall"
 	"testing"
 	"text/template"
 	"time"
@@ -32,7 +28,6 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/ober-ingress/ober/control/certs"
-	"github.com/ober-ingress/ober/control/daemon"
 	"github.com/ober-ingress/ober/internal/netnstest"
 	"github.com/ober-ingress/ober/internal/nodetest"
 	"github.com/ober-ingress/ober/internal/routertest"
@@ -82,16 +77,9 @@ type Node struct {
 	ConfigPath string
 	Root       string
 	nl         *netlink.Handle
-
-	mu   sync.Mutex
-	cmd  *runningCmd
-	dial *nodetest.Dialer
-}
-
-type runningCmd struct {
-	pid  int
-	done chan struct{}
-	log  *nodetest.LogBuffer
+	// Ober is the node's `ober run`: Stop, Wait, Kill, Log, Health,
+	// Status, Metrics, InstancePIDs.
+	*nodetest.Ober
 }
 
 // New builds the namespaces and the backend and writes every node's
@@ -136,7 +124,7 @@ func New(t testing.TB, bin string, p Params) *Site {
 		}
 		t.Cleanup(h.Close)
 		n.nl = h
-		n.dial = nodetest.NewDialer(t, n.NS, 2)
+		n.Ober = nodetest.NewOber(t, n.Name, n.NS, bin)
 		s.Nodes = append(s.Nodes, n)
 	}
 	var err error
@@ -296,115 +284,9 @@ func (n *Node) HeldVIPs() []netip.Addr {
 	return out
 }
 
-// Start runs `ober run` in the node and waits until /health answers 200.
-func (n *Node) Start() {
-	t := n.site.t
-	t.Helper()
-	cmd := n.NS.Exec(context.Background(), n.site.Bin, "run", "--config", n.ConfigPath, "--log-level", "debug")
-	log := &nodetest.LogBuffer{}
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("%s: start ober: %v", n.Name, err)
-	}
-	rc := &runningCmd{pid: cmd.Process.Pid, done: make(chan struct{}), log: log}
-	go func() { _ = cmd.Wait(); close(rc.done) }()
-	n.mu.Lock()
-	n.cmd = rc
-	n.mu.Unlock()
-	t.Cleanup(func() {
-		n.stop(rc, time.Minute)
-		if t.Failed() {
-			t.Logf("%s: ober's log:\n%s", n.Name, log.String())
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		code, body, err := n.Health()
-		if err == nil && code == http.StatusOK {
-			return
-		}
-		select {
-		case <-rc.done:
-			t.Fatalf("%s: ober run exited during start\n%s", n.Name, log.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not healthy after 30s (last: %d %q %v)\n%s", n.Name, code, body, err, log.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func (n *Node) stop(rc *runningCmd, wait time.Duration) {
-	if rc == nil {
-		return
-	}
-	select {
-	case <-rc.done:
-		return
-	default:
-	}
-	_ = syscall.Kill(rc.pid, syscall.SIGTERM)
-	select {
-	case <-rc.done:
-	case <-time.After(wait):
-		_ = syscall.Kill(rc.pid, syscall.SIGKILL)
-		<-rc.done
-	}
-}
-
-func (n *Node) current() *runningCmd {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.cmd
-}
-
-// Stop sends SIGTERM (a graceful stop) and returns at once.
-func (n *Node) Stop() { _ = syscall.Kill(n.current().pid, syscall.SIGTERM) }
-
-// Wait waits up to timeout for ober to exit.
-func (n *Node) Wait(timeout time.Duration) error {
-	select {
-	case <-n.current().done:
-		return nil
-	case <-time.After(timeout):
-		return fmt.Errorf("%s: ober still running after %v", n.Name, timeout)
-	}
-}
-
-// Kill kills ober with SIGKILL and waits for it.
-func (n *Node) Kill() {
-	rc := n.current()
-	_ = syscall.Kill(rc.pid, syscall.SIGKILL)
-	<-rc.done
-}
-
-// Log is what this node's ober wrote so far.
-func (n *Node) Log() string { return n.current().log.String() }
-
-// Health returns /health's status code and body.
-func (n *Node) Health() (int, string, error) { return nodetest.API{Dialer: n.dial}.Health() }
-
-// Status returns the daemon's /status.
-func (n *Node) Status() (*daemon.Status, error) { return nodetest.API{Dialer: n.dial}.Status() }
-
-// Metrics returns /metrics as text.
-func (n *Node) Metrics() (string, error) { return nodetest.API{Dialer: n.dial}.Metrics() }
-
-// InstancePIDs are the PIDs of the node's HAProxy instances.
-func (n *Node) InstancePIDs() ([]int, error) {
-	st, err := n.Status()
-	if err != nil {
-		return nil, err
-	}
-	var out []int
-	for _, in := range st.Daemon.HAProxy.Instances {
-		if in.PID != 0 {
-			out = append(out, in.PID)
-		}
-	}
-	return out, nil
-}
+// Start runs `ober run` with the node's configuration and waits until
+// it is healthy.
+func (n *Node) Start() { n.Ober.Start(n.ConfigPath) }
 
 // KeepalivedPID is the PID of the node's keepalived.
 func (n *Node) KeepalivedPID() (int, error) {
