@@ -28,6 +28,7 @@ import (
 	"github.com/ober-ingress/ober/control/haproxy"
 	"github.com/ober-ingress/ober/control/supervisor"
 	"github.com/ober-ingress/ober/internal/netsite"
+	"github.com/ober-ingress/ober/internal/procstat"
 )
 
 // The lean bench topology: a client, one node, one backend.
@@ -270,7 +271,7 @@ func (t *topology) startOber(ctx context.Context, n int) error {
 			}
 			break
 		}
-		if !netsite.Alive(pid) {
+		if !procstat.Alive(pid) {
 			return fmt.Errorf("ober run exited during start:\n%s", tail(logPath, 20))
 		}
 		if time.Now().After(deadline) {
@@ -342,7 +343,7 @@ func (t *topology) stopOber() error {
 func stopPID(pid int, name string, grace time.Duration) error {
 	_ = syscall.Kill(pid, syscall.SIGTERM)
 	deadline := time.Now().Add(grace)
-	for netsite.Alive(pid) {
+	for procstat.Alive(pid) {
 		if time.Now().After(deadline) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 			return fmt.Errorf("%s (pid %d) did not stop within %v: killed", name, pid, grace)
@@ -422,7 +423,7 @@ func (t *topology) startBaseline(ctx context.Context, threads int) error {
 		if err == nil && slices.ContainsFunc(haproxy.ServerStates(rows), func(st haproxy.ServerState) bool { return st.Up }) {
 			return nil
 		}
-		if !netsite.Alive(t.basePID) {
+		if !procstat.Alive(t.basePID) {
 			return fmt.Errorf("baseline haproxy exited:\n%s", tail(logPath, 20))
 		}
 		if time.Now().After(deadline) {

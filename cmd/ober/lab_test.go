@@ -21,6 +21,7 @@ import (
 	"github.com/ober-ingress/ober/internal/lab"
 	"github.com/ober-ingress/ober/internal/netnstest"
 	"github.com/ober-ingress/ober/internal/netsite"
+	"github.com/ober-ingress/ober/internal/procstat"
 )
 
 // requireLab fails the test, naming what to install, when the lab of
@@ -59,6 +60,49 @@ func newLab(t *testing.T, name string) (dir, prefix string) {
 // runLab runs `ober lab args...` to its end (or ctx's deadline).
 func runLab(ctx context.Context, args ...string) (result, error) {
 	return runOber(ctx, nil, append([]string{"lab"}, args...)...)
+}
+
+// labUp runs `ober lab up` with args and requires it to succeed.
+func labUp(ctx context.Context, t *testing.T, args ...string) result {
+	t.Helper()
+	start := time.Now()
+	res, err := runLab(ctx, append([]string{"up"}, args...)...)
+	require.NoError(t, err)
+	t.Logf("ober lab up %s took %v:\n%s", strings.Join(args, " "), time.Since(start).Round(100*time.Millisecond), res.stdout)
+	require.Zero(t, res.code, "ober lab up:\n%s", res)
+	return res
+}
+
+// requireTally finds the demo's request tally: some requests succeeded.
+func requireTally(t *testing.T, stdout string) []string {
+	t.Helper()
+	reqs := failoverReqs.FindStringSubmatch(stdout)
+	require.NotNil(t, reqs, "no request tally:\n%s", stdout)
+	okReqs, _ := strconv.Atoi(reqs[1])
+	require.Positive(t, okReqs)
+	return reqs
+}
+
+// requireAWSExample runs the aws-cli example lab up printed for endpoint.
+func requireAWSExample(ctx context.Context, t *testing.T, stdout, prefix, endpoint string) {
+	t.Helper()
+	require.Contains(t, stdout, "ip netns exec "+prefix+"client aws --endpoint-url "+endpoint)
+	aws, err := exec.LookPath("aws")
+	require.NoError(t, err, "the lab's printed example uses the AWS CLI: install it with `apt-get install awscli`")
+	awsExample(ctx, t, aws, stdout, prefix)
+}
+
+// labDown runs `ober lab down` and requires that nothing is left.
+func labDown(ctx context.Context, t *testing.T, before hostView, dir, prefix string) {
+	t.Helper()
+	rec, err := netsite.ReadRecord(dir)
+	require.NoError(t, err)
+	start := time.Now()
+	down, err := runLab(ctx, "down", "--dir", dir)
+	require.NoError(t, err)
+	t.Logf("ober lab down took %v:\n%s", time.Since(start).Round(100*time.Millisecond), down.stdout)
+	require.Zero(t, down.code, "ober lab down:\n%s", down)
+	requireNothingLeft(t, before, dir, prefix, rec)
 }
 
 // hostView is what of the root namespace and the mount table a lab
@@ -148,7 +192,7 @@ func processesIn(dir string) []string {
 	var out []string
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() || !netsite.Alive(pid) {
+		if err != nil || pid == os.Getpid() || !procstat.Alive(pid) {
 			continue
 		}
 		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
@@ -179,26 +223,16 @@ func TestLabUpDemoDown(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 
-	start := time.Now()
-	res, err := runLab(ctx, "up", "--dir", dir, "--prefix", prefix, "--no-install")
-	require.NoError(t, err)
-	t.Logf("ober lab up (with the demo) took %v:\n%s", time.Since(start).Round(100*time.Millisecond), res.stdout)
-	require.Zero(t, res.code, "ober lab up:\n%s", res)
+	res := labUp(ctx, t, "--dir", dir, "--prefix", prefix, "--no-install")
 	require.GreaterOrEqual(t, strings.Count(res.stdout, "sha256 ok"), 4, "three sizes over IPv4 and one over IPv6, each checked")
 	gone := failoverGone.FindStringSubmatch(res.stdout)
 	back := failoverBack.FindStringSubmatch(res.stdout)
-	reqs := failoverReqs.FindStringSubmatch(res.stdout)
 	require.NotNil(t, gone, "the route did not go down to 2 next hops:\n%s", res.stdout)
 	require.NotNil(t, back, "the route did not come back to 3 next hops:\n%s", res.stdout)
-	require.NotNil(t, reqs, "no request tally:\n%s", res.stdout)
-	okReqs, _ := strconv.Atoi(reqs[1])
-	require.Positive(t, okReqs)
+	reqs := requireTally(t, res.stdout)
 	t.Logf("failover: route gone %s ms after the kill, back %s s after the withdraw; requests %s OK, %s failed",
 		gone[1], back[1], reqs[1], reqs[2])
-	require.Contains(t, res.stdout, "ip netns exec "+prefix+"client aws --endpoint-url https://10.99.0.100")
-	aws, err := exec.LookPath("aws")
-	require.NoError(t, err, "the lab's printed example uses the AWS CLI: install it with `apt-get install awscli`")
-	awsExample(ctx, t, aws, res.stdout, prefix)
+	requireAWSExample(ctx, t, res.stdout, prefix, "https://10.99.0.100")
 
 	// A second lab in the same place is refused, and changes nothing.
 	again, err := runLab(ctx, "up", "--dir", dir, "--prefix", prefix, "--no-install")
@@ -213,17 +247,10 @@ func TestLabUpDemoDown(t *testing.T) {
 	require.Contains(t, st.stdout, "3 next hops: 10.99.1.11, 10.99.1.12, 10.99.1.13")
 	require.Contains(t, st.stdout, "all well")
 
-	rec, err := netsite.ReadRecord(dir)
-	require.NoError(t, err)
-	start = time.Now()
-	down, err := runLab(ctx, "down", "--dir", dir)
-	require.NoError(t, err)
-	t.Logf("ober lab down took %v:\n%s", time.Since(start).Round(100*time.Millisecond), down.stdout)
-	require.Zero(t, down.code, "ober lab down:\n%s", down)
-	requireNothingLeft(t, before, dir, prefix, rec)
+	labDown(ctx, t, before, dir, prefix)
 
 	// Down again: nothing to do, and no error.
-	down, err = runLab(ctx, "down", "--dir", dir)
+	down, err := runLab(ctx, "down", "--dir", dir)
 	require.NoError(t, err)
 	require.Zero(t, down.code, "second ober lab down:\n%s", down)
 	require.Contains(t, down.stdout, "nothing to remove")
@@ -250,11 +277,7 @@ func TestLabVRRP(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 
-	start := time.Now()
-	res, err := runLab(ctx, "up", "--ha", "vrrp", "--dir", dir, "--prefix", prefix, "--no-install")
-	require.NoError(t, err)
-	t.Logf("ober lab up --ha vrrp (with the demo) took %v:\n%s", time.Since(start).Round(100*time.Millisecond), res.stdout)
-	require.Zero(t, res.code, "ober lab up --ha vrrp:\n%s", res)
+	res := labUp(ctx, t, "--ha", "vrrp", "--dir", dir, "--prefix", prefix, "--no-install")
 	require.Contains(t, res.stdout, "S3 endpoints: https://10.99.1.101  https://10.99.1.102  https://10.99.1.103")
 	for _, v := range []string{"10.99.1.101", "10.99.1.102", "10.99.1.103"} {
 		require.Contains(t, res.stdout, "s3.ober.lab.  60  IN  A  "+v, "the DNS round robin to publish")
@@ -266,12 +289,9 @@ func TestLabVRRP(t *testing.T) {
 	require.Contains(t, res.stdout, "each VIP on its owner alone")
 	took := vrrpTakeover.FindStringSubmatch(res.stdout)
 	back := vrrpBack.FindStringSubmatch(res.stdout)
-	reqs := failoverReqs.FindStringSubmatch(res.stdout)
 	require.NotNil(t, took, "node3 did not take node2's VIP:\n%s", res.stdout)
 	require.NotNil(t, back, "node2 did not take its VIP back:\n%s", res.stdout)
-	require.NotNil(t, reqs, "no request tally:\n%s", res.stdout)
-	okReqs, _ := strconv.Atoi(reqs[1])
-	require.Positive(t, okReqs)
+	reqs := requireTally(t, res.stdout)
 	backS, err := strconv.ParseFloat(back[1], 64)
 	require.NoError(t, err)
 	// The preempt delay (2s) runs from keepalived seeing the node
@@ -281,10 +301,7 @@ func TestLabVRRP(t *testing.T) {
 	require.NotContains(t, res.stdout, "TWO HOLDERS")
 	t.Logf("VRRP failover: node3 took 10.99.1.102 %s ms after the kill; node2 back %s s after its restart; requests %s OK, %s failed",
 		took[1], back[1], reqs[1], reqs[2])
-	require.Contains(t, res.stdout, "ip netns exec "+prefix+"client aws --endpoint-url https://10.99.1.101")
-	aws, err := exec.LookPath("aws")
-	require.NoError(t, err, "the lab's printed example uses the AWS CLI: install it with `apt-get install awscli`")
-	awsExample(ctx, t, aws, res.stdout, prefix)
+	requireAWSExample(ctx, t, res.stdout, prefix, "https://10.99.1.101")
 
 	st, err := runLab(ctx, "status", "--dir", dir)
 	require.NoError(t, err)
@@ -296,13 +313,7 @@ func TestLabVRRP(t *testing.T) {
 	}
 	require.Contains(t, st.stdout, "all well")
 
-	rec, err := netsite.ReadRecord(dir)
-	require.NoError(t, err)
-	down, err := runLab(ctx, "down", "--dir", dir)
-	require.NoError(t, err)
-	t.Logf("ober lab down:\n%s", down.stdout)
-	require.Zero(t, down.code, "ober lab down:\n%s", down)
-	requireNothingLeft(t, before, dir, prefix, rec)
+	labDown(ctx, t, before, dir, prefix)
 }
 
 // TestLabDownAfterCrash: `ober lab down` removes everything also when

@@ -4,23 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"net/netip"
 	"slices"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/ober-ingress/ober/control/supervisor"
 )
-
-// request is one request of the failover's load.
-type request struct {
-	start time.Time
-	node  string
-	err   error
-}
 
 // failover kills every HAProxy instance of node2 while clients keep
 // making requests, and times the router's route leaving and returning.
@@ -36,67 +26,20 @@ func failover(ctx context.Context, c *s3Client, st *State, o demoObject, out io.
 		return err
 	}
 	defer f.Close()
-	vs, err := api.status(ctx)
+	pids, err := instancePIDs(ctx, api, victim.Name)
 	if err != nil {
-		return fmt.Errorf("%s: %w", victim.Name, err)
-	}
-	var pids []int
-	for _, in := range vs.Daemon.HAProxy.Instances {
-		if in.PID != 0 {
-			pids = append(pids, in.PID)
-		}
-	}
-	if len(pids) == 0 {
-		return fmt.Errorf("%s has no running HAProxy instance", victim.Name)
+		return err
 	}
 	victimAddr := netip.MustParseAddr(victim.Addr)
 	fmt.Fprintf(out, "\ndemo 4/4: kill -9 every HAProxy instance of %s (pids %s) while 4 clients make requests, each on a new connection\n",
 		victim.Name, joinInts(pids))
 
-	stop := make(chan struct{})
-	var (
-		mu   sync.Mutex
-		reqs []request
-		wg   sync.WaitGroup
-	)
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for n := 0; n < 20000; n++ {
-				select {
-				case <-stop:
-					return
-				case <-ctx.Done():
-					return
-				default:
-				}
-				r := request{start: time.Now()}
-				rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				a, err := c.do(rctx, http.MethodGet, "/"+demoBucket+"/"+o.name, nil)
-				cancel()
-				switch {
-				case err != nil:
-					r.err = err
-				case a.status != http.StatusOK || a.sum != o.sum:
-					r.err = fmt.Errorf("%d %s", a.status, a.body)
-				}
-				r.node, _, _ = strings.Cut(a.servedBy, "/")
-				mu.Lock()
-				reqs = append(reqs, r)
-				mu.Unlock()
-			}
-		}()
-	}
-	stopLoad := sync.OnceFunc(func() { close(stop); wg.Wait() })
-	defer stopLoad()
-
+	load := startLoad(ctx, c, o, 4, 5*time.Second)
+	defer load.Stop()
 	time.Sleep(500 * time.Millisecond)
-	killed := time.Now()
-	for _, pid := range pids {
-		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-			return fmt.Errorf("kill %s's instance %d: %w", victim.Name, pid, err)
-		}
+	killed, err := killAll(victim.Name, pids)
+	if err != nil {
+		return err
 	}
 	gone, nh, err := f.waitNexthops(ctx, Prefix4, 10*time.Second, func(nh []netip.Addr) bool {
 		return len(nh) == nodeCount-1 && !slices.Contains(nh, victimAddr)
@@ -124,7 +67,7 @@ func failover(ctx context.Context, c *s3Client, st *State, o demoObject, out io.
 		VIP4, back.Sub(gone).Seconds(), holdDown, joinAddrs(nh))
 	// A little traffic over the returned node, then the tally.
 	time.Sleep(time.Second)
-	stopLoad()
+	reqs := load.Stop()
 	if _, _, err := f.waitNexthops(ctx, Prefix6, 10*time.Second, func(nh []netip.Addr) bool { return len(nh) == nodeCount }); err != nil {
 		return fmt.Errorf("the IPv6 route via %s did not come back: %w", victim.Name, err)
 	}

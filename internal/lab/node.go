@@ -16,6 +16,7 @@ import (
 
 	"github.com/ober-ingress/ober/control/daemon"
 	"github.com/ober-ingress/ober/internal/netsite"
+	"github.com/ober-ingress/ober/internal/procstat"
 )
 
 var configTmpl = template.Must(template.New("cfg").Parse(`# written by ober lab (internal/lab): node {{.Name}} of the lab's {{.Mode}} site
@@ -199,7 +200,7 @@ func waitHealthy(ctx context.Context, n NodeState, timeout time.Duration) error 
 		if err == nil && code == http.StatusOK {
 			return nil
 		}
-		if !netsite.Alive(n.PID) {
+		if !procstat.Alive(n.PID) {
 			return fmt.Errorf("%s: ober exited during start; the end of %s:\n%s", n.Name, n.Log, tail(n.Log, 20))
 		}
 		select {

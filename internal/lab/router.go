@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ober-ingress/ober/internal/netsite"
+	"github.com/ober-ingress/ober/internal/procstat"
 )
 
 // birdConfig is the router's BIRD configuration: one eBGP session per
@@ -98,7 +99,7 @@ func startRouter(ctx context.Context, site *netsite.Site, ns *netsite.NS, rs *Ro
 		if err == nil && strings.Contains(s, "Daemon is up and running") {
 			return nil
 		}
-		if !netsite.Alive(pid) {
+		if !procstat.Alive(pid) {
 			return fmt.Errorf("BIRD exited during start:\n%s", tail(out, 20))
 		}
 		select {

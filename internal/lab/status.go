@@ -172,9 +172,11 @@ func nodeReport(ctx context.Context, n NodeState, nsExists bool) NodeReport {
 	return nr
 }
 
-func (nr NodeReport) summary() string {
+// base is the part of a node's line common to both modes: health and
+// instances; ok is false when the node did not answer (base is why).
+func (nr NodeReport) base() (string, bool) {
 	if nr.Health == 0 {
-		return nr.Why
+		return nr.Why, false
 	}
 	s := fmt.Sprintf("health %d", nr.Health)
 	if nr.Health != http.StatusOK && nr.HealthBody != "" {
@@ -184,27 +186,25 @@ func (nr NodeReport) summary() string {
 	if len(nr.PIDs) > 0 {
 		s += " (pids " + joinInts(nr.PIDs) + ")"
 	}
-	if nr.Announcing {
+	return s, true
+}
+
+func (nr NodeReport) summary() string {
+	s, ok := nr.base()
+	switch {
+	case !ok:
+	case nr.Announcing:
 		s += ", BGP announcing"
-	} else if nr.Why != "" {
+	case nr.Why != "":
 		s += ", " + nr.Why
 	}
 	return s
 }
 
 func (nr NodeReport) vrrpSummary() string {
-	if nr.Health == 0 {
-		return nr.Why
-	}
-	s := fmt.Sprintf("health %d", nr.Health)
-	if nr.Health != http.StatusOK && nr.HealthBody != "" {
-		s += " (" + nr.HealthBody + ")"
-	}
-	s += fmt.Sprintf(", %d/%d instances healthy", nr.Instances, nr.InstancesAll)
-	if len(nr.PIDs) > 0 {
-		s += " (pids " + joinInts(nr.PIDs) + ")"
-	}
+	s, ok := nr.base()
 	switch {
+	case !ok:
 	case nr.VRRP != "":
 		s += "; " + nr.VRRP
 	case nr.Why != "":

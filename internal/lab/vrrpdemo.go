@@ -4,11 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"net/netip"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/ober-ingress/ober/control/daemon"
@@ -244,18 +242,9 @@ func vrrpFailover(ctx context.Context, c *s3Client, st *State, o demoObject, out
 		return err
 	}
 	defer api.Close()
-	vs, err := api.status(ctx)
+	pids, err := instancePIDs(ctx, api, victim.Name)
 	if err != nil {
-		return fmt.Errorf("%s: %w", victim.Name, err)
-	}
-	var pids []int
-	for _, in := range vs.Daemon.HAProxy.Instances {
-		if in.PID != 0 {
-			pids = append(pids, in.PID)
-		}
-	}
-	if len(pids) == 0 {
-		return fmt.Errorf("%s has no running HAProxy instance", victim.Name)
+		return err
 	}
 	v, err := openHolderView(st)
 	if err != nil {
@@ -267,50 +256,12 @@ func vrrpFailover(ctx context.Context, c *s3Client, st *State, o demoObject, out
 
 	sp := startVIPSampler(v)
 	defer sp.Stop()
-	stop := make(chan struct{})
-	var (
-		mu   sync.Mutex
-		reqs []request
-		wg   sync.WaitGroup
-	)
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for n := 0; n < 20000; n++ {
-				select {
-				case <-stop:
-					return
-				case <-ctx.Done():
-					return
-				default:
-				}
-				r := request{start: time.Now()}
-				rctx, cancel := context.WithTimeout(ctx, requestTimeout)
-				a, err := c.do(rctx, http.MethodGet, "/"+demoBucket+"/"+o.name, nil)
-				cancel()
-				switch {
-				case err != nil:
-					r.err = err
-				case a.status != http.StatusOK || a.sum != o.sum:
-					r.err = fmt.Errorf("%d %s", a.status, a.body)
-				}
-				r.node, _, _ = strings.Cut(a.servedBy, "/")
-				mu.Lock()
-				reqs = append(reqs, r)
-				mu.Unlock()
-			}
-		}()
-	}
-	stopLoad := sync.OnceFunc(func() { close(stop); wg.Wait() })
-	defer stopLoad()
-
+	load := startLoad(ctx, c, o, 4, requestTimeout)
+	defer load.Stop()
 	time.Sleep(500 * time.Millisecond)
-	killed := time.Now()
-	for _, pid := range pids {
-		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-			return fmt.Errorf("kill %s's instance %d: %w", victim.Name, pid, err)
-		}
+	killed, err := killAll(victim.Name, pids)
+	if err != nil {
+		return err
 	}
 	took, err := sp.waitFirst(ctx, killed, vip, backup.Name, 10*time.Second)
 	if err != nil {
@@ -334,7 +285,7 @@ func vrrpFailover(ctx context.Context, c *s3Client, st *State, o demoObject, out
 		victim.Name, vip, back.Sub(restarted).Seconds(), preemptDelay)
 	// A little traffic over the returned owner, then the tally.
 	time.Sleep(time.Second)
-	stopLoad()
+	reqs := load.Stop()
 	sp.Stop()
 
 	var ok, failed, failedBefore, failedAfterBack int

@@ -29,7 +29,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ober-ingress/ober/internal/ledger"
-	"github.com/ober-ingress/ober/internal/procstat"
 )
 
 // Site is one site: its namespaces share Prefix, its files live in Dir.
@@ -230,9 +229,6 @@ func (s *Site) Spawn(ns *NS, name, logPath string, argv ...string) (int, error) 
 	go func() { _ = cmd.Wait() }()
 	return pid, nil
 }
-
-// Alive reports whether pid is a running process (not a zombie).
-func Alive(pid int) bool { return procstat.Alive(pid) }
 
 // Run runs a command with a 30 s bound and returns its output; the error
 // carries the command line and what it printed.

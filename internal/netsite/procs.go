@@ -42,7 +42,7 @@ func ReadRecord(dir string) (*Record, error) {
 // kernel has since given to another process does not count).
 func Running(p ledger.Proc) bool {
 	st, err := procstat.StartTime(p.PID)
-	return err == nil && st == p.Start && Alive(p.PID)
+	return err == nil && st == p.Start && procstat.Alive(p.PID)
 }
 
 // comm is a process's command name, for reports.

@@ -81,7 +81,7 @@ type target struct {
 
 func (t target) running() bool {
 	s, err := procstat.StartTime(t.pid)
-	return err == nil && s == t.start && Alive(t.pid)
+	return err == nil && s == t.start && procstat.Alive(t.pid)
 }
 
 // terminate sends SIGTERM to every target, waits up to grace for them to
@@ -166,7 +166,7 @@ func inNamespaces(names []string) ([]target, error) {
 			continue
 		}
 		ns, ok := inodes[ino]
-		if !ok || !Alive(pid) {
+		if !ok || !procstat.Alive(pid) {
 			continue
 		}
 		start, err := procstat.StartTime(pid)
