@@ -80,6 +80,7 @@ that holds the interfaces (for example with ip netns exec).`,
 		newVersionCmd(a, version),
 		newLabCmd(a),
 		newBenchCmd(a, version),
+		newDoctorCmd(a),
 	)
 	return cmd
 }
