@@ -12,7 +12,6 @@ import (
 
 	"github.com/ober-ingress/ober/control/dataplane"
 	"github.com/ober-ingress/ober/internal/netnstest"
-	"github.com/ober-ingress/ober/loader"
 )
 
 // runInProcess runs one command line through run, as main does.
@@ -30,8 +29,6 @@ func TestUsageErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"sync"}, "sync: give a list to set: --frontend-http LIST, --routers LIST (an interactive mode comes in a later version)"},
-		{[]string{"sync", "--dry-run"}, "sync: give a list to set: --frontend-http LIST, --routers LIST (an interactive mode comes in a later version)"},
 		{[]string{"detach"}, "detach: give --iface IF or --all"},
 		{[]string{"detach", "--iface", "eth0", "--all"}, "detach: --iface and --all exclude each other"},
 		{[]string{"attach"}, `required flag(s) "iface" not set`},
@@ -177,67 +174,6 @@ func TestCommandsNeedADataplane(t *testing.T) {
 		require.Empty(t, res.stdout, "%v", args)
 	}
 	requireNoPins(t, filepath.Dir(s.root))
-}
-
-func TestSync(t *testing.T) {
-	s := newSite(t, 1)
-	hostsFile(t, s.srv, "10.99.1.1 cli1", "10.99.1.2 cli2", "10.99.1.3 cli3", "2001:db8:1::3 cli3")
-	d, err := loader.Open(loader.Options{Root: s.root})
-	require.NoError(t, err)
-	require.NoError(t, d.Close())
-
-	requireList := func(entries int, gen uint64) {
-		t.Helper()
-		st := status(t, s.srv, s.root)
-		require.Len(t, st.Whitelists, 1)
-		require.Equal(t, "frontend-http", st.Whitelists[0].Name)
-		require.Equal(t, entries, st.Whitelists[0].Entries)
-		require.Equal(t, gen, st.Whitelists[0].Generation)
-	}
-
-	res := s.ober(t, 0, "sync", "--frontend-http", "cli[1-2],10.20.0.0/16,10.20.3.4")
-	require.Equal(t, "+ 10.20.0.0/16\n+ 10.99.1.1/32\n+ 10.99.1.2/32\nfrontend-http: 3 entries, generation 0 -> 1\n", res.stdout)
-	requireList(3, 1)
-
-	res = s.ober(t, 0, "sync", "--frontend-http", "cli[2-3]")
-	require.Equal(t, "+ 10.99.1.3/32\n+ 2001:db8:1::3/128\n- 10.20.0.0/16\n- 10.99.1.1/32\n"+
-		"frontend-http: 3 entries, generation 1 -> 2\n", res.stdout)
-
-	res = s.ober(t, 0, "sync", "--frontend-http", "cli3, 10.99.1.2")
-	require.Equal(t, "no change\nfrontend-http: 3 entries, generation 2\n", res.stdout)
-	requireList(3, 2)
-
-	res = s.ober(t, 0, "sync", "--frontend-http", "cli1", "--dry-run")
-	require.Equal(t, "+ 10.99.1.1/32\n- 10.99.1.2/32\n- 10.99.1.3/32\n- 2001:db8:1::3/128\n"+
-		"frontend-http: 1 entry, generation 2 (dry run: nothing applied)\n", res.stdout)
-	requireList(3, 2)
-
-	// Errors name the entry and change nothing.
-	res = s.ober(t, 1, "sync", "--frontend-http", "cli1,no-such-host.invalid")
-	require.Contains(t, res.stderr, `ober: sync frontend-http: 1 of 2 host names did not resolve: "no-such-host.invalid"`)
-	require.Contains(t, res.stderr, "(pass --allow-unresolved to leave such names out)")
-	res = s.ober(t, 1, "sync", "--frontend-http", "cli1,10.0.0.5/24")
-	require.Contains(t, res.stderr, `"10.0.0.5/24" has host bits set (did you mean 10.0.0.0/24?)`)
-	res = s.ober(t, 1, "sync", "--frontend-http", "cli[1-")
-	require.Contains(t, res.stderr, `hostlist "cli[1-": offset 3: unclosed "["`)
-	res = s.ober(t, 1, "sync", "--frontend-http", "")
-	require.Equal(t, "ober: sync frontend-http: the new list is empty and would admit nobody "+
-		"(pass --allow-empty to empty it on purpose)\n", res.stderr)
-	requireList(3, 2)
-
-	res = s.ober(t, 0, "sync", "--frontend-http", "cli1,no-such-host.invalid", "--allow-unresolved")
-	require.Regexp(t, `^\+ 10\.99\.1\.1/32
-- 10\.99\.1\.2/32
-- 10\.99\.1\.3/32
-- 2001:db8:1::3/128
-\? no-such-host\.invalid left out: .+
-frontend-http: 1 entry, generation 2 -> 3
-$`, res.stdout)
-	requireList(1, 3)
-
-	res = s.ober(t, 0, "sync", "--frontend-http", "", "--allow-empty")
-	require.Equal(t, "- 10.99.1.1/32\nfrontend-http: 0 entries, generation 3 -> 4\n", res.stdout)
-	requireList(0, 4)
 }
 
 // ip netns exec gives commands a fresh /sys without the host's bpffs. With

@@ -63,13 +63,15 @@ that holds the interfaces (for example with ip netns exec).`,
 		}
 		return fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())
 	})
-	// The generated completion commands carry no examples and no tests;
-	// completion comes back when it is wired up on purpose.
+	// newCompletionCmd replaces cobra's generated one, which has no examples.
 	cmd.CompletionOptions.DisableDefaultCmd = true
 	pf := cmd.PersistentFlags()
 	pf.StringVar(&a.root, "bpffs-root", loader.DefaultRoot, "directory in bpffs where the dataplane is pinned")
 	pf.StringVar(&a.configPath, "config", config.DefaultPath, "ober's configuration file")
 	pf.StringVar(&a.logLevel, "log-level", "warn", "log level on stderr: debug, info, warn or error")
+	completeWords(cmd, "log-level", "debug", "info", "warn", "error")
+	_ = cmd.MarkPersistentFlagFilename("config", "yaml", "yml")
+	_ = cmd.MarkPersistentFlagDirname("bpffs-root")
 	cmd.AddCommand(
 		newRunCmd(a, version),
 		newAttachCmd(a),
@@ -78,9 +80,18 @@ that holds the interfaces (for example with ip netns exec).`,
 		newStatusCmd(a),
 		newTestCmd(a),
 		newVersionCmd(a, version),
+		newUpgradeCmd(a, version),
 		newLabCmd(a),
 		newBenchCmd(a, version),
+		newCompletionCmd(a),
 		newDoctorCmd(a),
+		newBootstrapCmd(a),
+		newUninstallCmd(a),
+		newConfigCmd(a),
+		newStartCmd(a),
+		newStopCmd(a),
+		newRestartCmd(a),
+		newLogsCmd(a),
 	)
 	return cmd
 }

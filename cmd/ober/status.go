@@ -26,18 +26,23 @@ func newStatusCmd(a *app) *cobra.Command {
 		Use:   "status [--json] [--api HOST:PORT]",
 		Short: "Show the node: daemon, instances, backends, dataplane tables and counters",
 		Long: `status asks the running daemon (GET /status on its API, api.listen of
---config unless --api is given) and prints its health, configuration
-generation, HAProxy instances and backends, then the dataplane's attachments,
-VIPs, services, whitelists, Maglev table, sockets and counters.
+--config unless --api is given) and prints the daemon (version, PID,
+uptime, health), the configuration's generation and the outcome of the last
+reload, the HAProxy instances and backends, the VIPs and whether this node
+holds them, the BGP sessions or VRRP states; then the dataplane: interfaces
+(XDP mode and program ID), VIPs, services, whitelists, Maglev table,
+sockets and counters.
 
 When no daemon answers, status reads the dataplane pinned under --bpffs-root
 directly and says that the daemon is not running.
 
---json prints one JSON object whose shape is stable (documented on
-daemon.Status): the dataplane's fields at the top level and the daemon's
-under "daemon" (null when it is not running). Fields are added, never renamed.`,
+--json prints one JSON object whose shape is stable, documented field by
+field in docs/status-json.md: the dataplane's fields at the top level and
+the daemon's under "daemon" (null when it is not running). Fields are
+added, never renamed or removed.`,
 		Example: `  ober status
   ober status --json | jq '.daemon.haproxy.instances'
+  ober status --json | jq -r '.daemon.vips[] | select(.held) | .vip'
   ober status --api 127.0.0.1:9404`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -122,11 +127,18 @@ func printDaemon(w io.Writer, d *daemon.DaemonStatus) error {
 	if !d.Health.OK {
 		health = "FAILING: " + d.Health.Reason
 	}
-	fmt.Fprintf(tw, "node\t%s (ober %s, pid %d, up since %s)\n", d.Node, d.Version, d.PID, d.StartedAt.Format(time.RFC3339))
+	fmt.Fprintf(tw, "node\t%s (ober %s, pid %d, up %s since %s)\n", d.Node, d.Version, d.PID,
+		time.Duration(d.UptimeSeconds)*time.Second, d.StartedAt.Format(time.RFC3339))
 	fmt.Fprintf(tw, "health\t%s\n", health)
 	fmt.Fprintf(tw, "config\t%s, generation %d, loaded %s\n", d.Config.Path, d.Config.Generation, d.Config.LoadedAt.Format(time.RFC3339))
-	if d.Config.LastReloadError != "" {
-		fmt.Fprintf(tw, "warning\tlast reload refused (running config unchanged): %s\n", d.Config.LastReloadError)
+	switch d.Config.LastReload {
+	case daemon.ReloadRefused:
+		fmt.Fprintf(tw, "reload\tREFUSED, the running configuration is unchanged (%d refused in all): %s\n",
+			d.Config.ReloadFailures, d.Config.LastReloadError)
+	case daemon.ReloadOK:
+		fmt.Fprintf(tw, "reload\tlast reload ok (%d refused in all)\n", d.Config.ReloadFailures)
+	default:
+		fmt.Fprintf(tw, "reload\tnone since start\n")
 	}
 	fmt.Fprintf(tw, "haproxy\t%s %s, %d reloads, %d restarts, %d draining\n", d.HAProxy.Binary, d.HAProxy.Version,
 		d.HAProxy.Reloads, d.HAProxy.Restarts, d.HAProxy.Draining)
@@ -149,6 +161,13 @@ func printDaemon(w io.Writer, d *daemon.DaemonStatus) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d instances\n", b.Name, b.Address, onOff(b.Up, "up", "DOWN"), b.UpOn, b.CheckedBy)
 	}
 	fmt.Fprintln(tw)
+	if len(d.VIPs) > 0 {
+		fmt.Fprintln(tw, "VIP\tHELD HERE\tSTATE")
+		for _, v := range d.VIPs {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", v.VIP, onOff(v.Held, "yes", "no"), v.State)
+		}
+		fmt.Fprintln(tw)
+	}
 	if g := d.BGP; g != nil {
 		ann := fmt.Sprintf("announcing %s", strings.Join(g.Announced, ", "))
 		if !g.Announcing {
@@ -230,6 +249,7 @@ func onOff(b bool, on, off string) string {
 
 func statusHeader(w io.Writer, st *dataplane.StatusReport) {
 	fmt.Fprintf(w, "dataplane\t%s\n", st.Root)
+	fmt.Fprintf(w, "xdp\t%s\n", xdpPrograms(st.Attachments))
 	fmt.Fprintf(w, "sk_lookup\t%s\n", onOff(st.SkLookupAttached, "attached", "not attached"))
 	fmt.Fprintf(w, "steering\t%s\n", onOff(st.Steering, "on", "off"))
 	if st.Maglev == nil {
@@ -242,6 +262,32 @@ func statusHeader(w io.Writer, st *dataplane.StatusReport) {
 	for _, name := range st.UnsetWhitelists() {
 		fmt.Fprintf(w, "warning\twhitelist %s is enforced by a service but was never set: it admits nobody\n", name)
 	}
+}
+
+// xdpPrograms names the XDP programs running on the attached interfaces
+// by the kernel's program ID (bpftool prog show id N): one ID for every
+// interface, unless an interface runs another ober's program.
+func xdpPrograms(atts []dataplane.AttachmentStatus) string {
+	if len(atts) == 0 {
+		return "no interface attached"
+	}
+	var ids []uint32
+	on := map[uint32][]string{}
+	for _, a := range atts {
+		if _, ok := on[a.ProgramID]; !ok {
+			ids = append(ids, a.ProgramID)
+		}
+		on[a.ProgramID] = append(on[a.ProgramID], a.Iface)
+	}
+	parts := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if id == 0 {
+			parts = append(parts, "no program visible on "+strings.Join(on[id], ", "))
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("program id %d on %s", id, strings.Join(on[id], ", ")))
+	}
+	return strings.Join(parts, "; ")
 }
 
 func statusInterfaces(w io.Writer, st *dataplane.StatusReport) {

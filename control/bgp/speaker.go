@@ -48,6 +48,11 @@ type Peer struct {
 	// BFD, when set, runs single-hop BFD on the session: a BFD timeout
 	// resets the session at once instead of waiting for the hold timer.
 	BFD *BFD
+	// GracefulRestart, when not 0, advertises the graceful restart
+	// capability (RFC 4724) with this restart time (whole seconds): the
+	// router keeps the node's routes that long after the session ends
+	// without a NOTIFICATION (StopForRestart).
+	GracefulRestart time.Duration
 }
 
 // BFD timers: the node sends every Interval and declares the session down
@@ -65,6 +70,18 @@ type Config struct {
 	// the speaker only connects out.
 	ListenPort int32
 	Peers      []Peer
+	// Restarting starts the sessions as a restarting speaker (the R bit
+	// of RFC 4724): an earlier speaker of this node left with
+	// StopForRestart and the routers hold its routes as stale. Updates
+	// are deferred until every graceful restart peer sent its End-of-RIB
+	// (or the restart time passed), then the routes and an End-of-RIB
+	// go out together, so the routers swap stale for fresh without a gap.
+	Restarting bool
+	// Initial routes are in the table before the first session opens.
+	// A restarting speaker sends its End-of-RIB as soon as it has the
+	// routers' own; routes announced after that would leave a gap in
+	// which the routers, their graceful restart over, have none.
+	Initial []Route
 }
 
 // Route is one prefix with the attributes it is announced with.
@@ -163,8 +180,12 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Speaker, error) 
 		_ = s.Stop(ctx)
 		return nil, fmt.Errorf("bgp watch peers: %w", err)
 	}
+	if err := s.Announce(cfg.Initial); err != nil {
+		_ = s.Stop(ctx)
+		return nil, err
+	}
 	for _, p := range cfg.Peers {
-		if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: apiPeer(p)}); err != nil {
+		if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: apiPeer(p, cfg.Restarting)}); err != nil {
 			_ = s.Stop(ctx)
 			return nil, fmt.Errorf("bgp peer %s: %w", p.Address, err)
 		}
@@ -172,7 +193,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Speaker, error) 
 	return s, nil
 }
 
-func apiPeer(p Peer) *api.Peer {
+func apiPeer(p Peer, restarting bool) *api.Peer {
 	fam := &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}
 	if p.Address.Is6() {
 		fam = &api.Family{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST}
@@ -194,6 +215,19 @@ func apiPeer(p Peer) *api.Peer {
 		}},
 		Transport: &api.Transport{PassiveMode: p.Passive, RemotePort: uint32(p.Port)},
 		AfiSafis:  []*api.AfiSafi{{Config: &api.AfiSafiConfig{Family: fam, Enabled: true}}},
+	}
+	if p.GracefulRestart > 0 {
+		secs := uint32(p.GracefulRestart / time.Second)
+		ap.GracefulRestart = &api.GracefulRestart{
+			Enabled:     true,
+			RestartTime: secs,
+			// A restarting speaker waits this long for the routers'
+			// End-of-RIB before it sends its routes anyway; the routers
+			// hold the stale ones no longer than the restart time.
+			DeferralTime:    secs,
+			LocalRestarting: restarting,
+		}
+		ap.AfiSafis[0].MpGracefulRestart = &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}}
 	}
 	if p.Multihop > 0 {
 		ap.EbgpMultihop = &api.EbgpMultihop{Enabled: true, MultihopTtl: uint32(p.Multihop)}
@@ -290,7 +324,7 @@ func (s *Speaker) SetPeers(ctx context.Context, peers []Peer) error {
 	}
 	for a, p := range want {
 		if q, ok := was[a]; !ok || !samePeer(p, q) {
-			if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: apiPeer(p)}); err != nil {
+			if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: apiPeer(p, false)}); err != nil {
 				errs = append(errs, fmt.Errorf("bgp peer %s: %w", a, err))
 			}
 		}
@@ -414,6 +448,29 @@ func toPath(r Route) (*apiutil.Path, error) {
 		attrs = append(attrs, bgppkt.NewPathAttributeLargeCommunities(lc))
 	}
 	return &apiutil.Path{Family: fam, Nlri: nlri, Attrs: attrs}, nil
+}
+
+// StopForRestart ends the speaker for a restart of ober. Sessions that
+// negotiated graceful restart close without a NOTIFICATION, so their
+// routers keep the node's routes as stale for the restart time while the
+// next speaker starts (Config.Restarting); a NOTIFICATION would make them
+// flush at once (RFC 4724; BIRD does, and GoBGP does not negotiate the
+// RFC 8538 N bit here). The other sessions get a Cease, as in Stop. BFD
+// is not stopped: it ends with the process, after the sessions.
+func (s *Speaker) StopForRestart(ctx context.Context) error {
+	done := make(chan error, 1)
+	go func() {
+		done <- s.srv.StopBgp(context.Background(), &api.StopBgpRequest{AllowGracefulRestart: true})
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("bgp stop for restart: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("bgp stop for restart: %w", ctx.Err())
+	}
 }
 
 // Stop closes every session with a Cease notification (the routers drop

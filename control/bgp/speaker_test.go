@@ -99,7 +99,7 @@ func TestPeerConfig(t *testing.T) {
 	p := Peer{Address: netip.MustParseAddr("2001:db8::1"), ASN: 65000, Port: 1179, Password: "k",
 		HoldTime: 9 * time.Second, Keepalive: 3 * time.Second, ConnectRetry: 5 * time.Second,
 		Passive: true, BFD: &BFD{Interval: 100 * time.Millisecond, Multiplier: 3}}
-	a := apiPeer(p)
+	a := apiPeer(p, false)
 	require.Equal(t, "2001:db8::1", a.Conf.NeighborAddress)
 	require.Equal(t, "k", a.Conf.AuthPassword)
 	require.Equal(t, uint64(9), a.Timers.Config.HoldTime)
@@ -113,7 +113,7 @@ func TestPeerConfig(t *testing.T) {
 	require.Nil(t, a.EbgpMultihop)
 
 	p.Multihop, p.BFD = 4, nil
-	a = apiPeer(p)
+	a = apiPeer(p, false)
 	require.Equal(t, uint32(4), a.EbgpMultihop.MultihopTtl)
 	require.Nil(t, a.Bfd)
 
@@ -121,4 +121,25 @@ func TestPeerConfig(t *testing.T) {
 	require.True(t, samePeer(p, q))
 	q.BFD = &BFD{Interval: time.Second, Multiplier: 3}
 	require.False(t, samePeer(p, q))
+}
+
+// Graceful restart goes on the session only when asked for, with the
+// capability for the session's family, and the restarting bit only on
+// the first sessions of a speaker that follows a handover.
+func TestPeerGracefulRestart(t *testing.T) {
+	p := Peer{Address: netip.MustParseAddr("10.9.0.1"), ASN: 65000}
+	require.Nil(t, apiPeer(p, true).GracefulRestart, "off unless configured")
+
+	p.GracefulRestart = 30 * time.Second
+	a := apiPeer(p, false)
+	require.True(t, a.GracefulRestart.Enabled)
+	require.Equal(t, uint32(30), a.GracefulRestart.RestartTime)
+	require.False(t, a.GracefulRestart.LocalRestarting)
+	require.True(t, a.AfiSafis[0].MpGracefulRestart.Config.Enabled)
+	require.Equal(t, api.Family_AFI_IP, a.AfiSafis[0].Config.Family.Afi)
+	require.True(t, apiPeer(p, true).GracefulRestart.LocalRestarting)
+
+	q := p
+	q.GracefulRestart = 60 * time.Second
+	require.False(t, samePeer(p, q), "a new restart time re-opens the session")
 }

@@ -40,6 +40,24 @@ type BGP struct {
 	// Handoff keeps a draining node's connections alive after its
 	// withdraw (README "Drain handoff").
 	Handoff Handoff `yaml:"handoff"`
+	// GracefulRestart keeps the routes at the routers across a restart
+	// handover of ober (RFC 4724).
+	GracefulRestart GracefulRestart `yaml:"graceful_restart"`
+}
+
+// GracefulRestart is the RFC 4724 capability on every session. With it, a
+// restart handover (`ober restart`, SIGUSR2) ends the sessions without a
+// NOTIFICATION, the routers keep the node's routes for RestartTime, and
+// the next ober reconnects as a restarting speaker and refreshes them: the
+// node never leaves the routers' tables. The routers must be graceful
+// restart helpers (BIRD and FRR are by default).
+type GracefulRestart struct {
+	Enabled bool `yaml:"enabled"`
+	// RestartTime is how long a router keeps the routes of a node whose
+	// sessions ended without a NOTIFICATION (a handover, but also a
+	// crash of ober while its instances keep serving); default 30s,
+	// whole seconds up to 4095s (a 12-bit field of the capability).
+	RestartTime Duration `yaml:"restart_time"`
 }
 
 // BGPPeer is one router.
@@ -114,6 +132,8 @@ const (
 	DefaultHoldDown        = 5 * time.Second
 	DefaultHandoffPort     = 4793
 	DefaultJoinWindow      = 60 * time.Second
+	DefaultRestartTime     = 30 * time.Second
+	MaxRestartTime         = 4095 * time.Second
 	DefaultMinInstances    = 1
 
 	MinBFDInterval  = 10 * time.Millisecond
@@ -149,6 +169,9 @@ func (b *BGP) applyDefaults() {
 		b.Handoff.Port = DefaultHandoffPort
 	}
 	setDuration(&b.Handoff.JoinWindow, DefaultJoinWindow)
+	if b.GracefulRestart.Enabled {
+		setDuration(&b.GracefulRestart.RestartTime, DefaultRestartTime)
+	}
 }
 
 func (c *Config) validateBGP(p *problems) {
@@ -278,6 +301,13 @@ func (c *Config) validateBGP(p *problems) {
 	}
 	if len(b.Handoff.Nodes) == 1 {
 		p.add("ha.bgp.handoff.nodes", b.Handoff.Nodes[0].String(), "one node has nobody to hand off to; list every node or none")
+	}
+	gr := b.GracefulRestart
+	switch rt := gr.RestartTime.Duration; {
+	case !gr.Enabled && rt != 0:
+		p.add("ha.bgp.graceful_restart.restart_time", fmtDuration(rt), "set, but graceful_restart.enabled is false; enable it or remove restart_time")
+	case gr.Enabled && (rt < time.Second || rt > MaxRestartTime || rt%time.Second != 0):
+		p.add("ha.bgp.graceful_restart.restart_time", fmtDuration(rt), "must be whole seconds from 1s to 4095s (RFC 4724)")
 	}
 }
 

@@ -37,6 +37,25 @@ func TestBGPDefaults(t *testing.T) {
 	require.Equal(t, DefaultHoldDown, b.HoldDown.Duration)
 }
 
+// Graceful restart is off unless asked for: with it, a router keeps the
+// routes of a node whose ober died for the restart time.
+func TestBGPGracefulRestartDefaults(t *testing.T) {
+	c := bgpConfig()
+	require.False(t, c.HA.BGP.GracefulRestart.Enabled)
+	require.Zero(t, c.HA.BGP.GracefulRestart.RestartTime.Duration)
+
+	c = bgpConfig()
+	c.HA.BGP.GracefulRestart.Enabled = true
+	c.ApplyDefaults()
+	require.NoError(t, c.Validate())
+	require.Equal(t, DefaultRestartTime, c.HA.BGP.GracefulRestart.RestartTime.Duration)
+
+	c = bgpConfig()
+	c.HA.BGP.GracefulRestart = GracefulRestart{Enabled: true, RestartTime: Duration{4095e9}}
+	c.ApplyDefaults()
+	require.NoError(t, c.Validate())
+}
+
 func TestValidateBGP(t *testing.T) {
 	med := uint32(5)
 	tests := []struct {
@@ -84,6 +103,16 @@ func TestValidateBGP(t *testing.T) {
 			`ha.bgp.handoff.nodes[1]: fd09::12: must be a node's unicast IPv4 address (handoff tunnels are IPv4)`},
 		{"handoff alone", func(c *Config) { c.HA.BGP.Handoff.Nodes = []Addr{addr("10.9.0.11")} },
 			`ha.bgp.handoff.nodes: 10.9.0.11: one node has nobody to hand off to; list every node or none`},
+		{"restart time without graceful restart", func(c *Config) { c.HA.BGP.GracefulRestart.RestartTime.Duration = 30e9 },
+			`ha.bgp.graceful_restart.restart_time: 30s: set, but graceful_restart.enabled is false; enable it or remove restart_time`},
+		{"restart time too long", func(c *Config) {
+			c.HA.BGP.GracefulRestart = GracefulRestart{Enabled: true, RestartTime: Duration{4096e9}}
+		},
+			`ha.bgp.graceful_restart.restart_time: 1h8m16s: must be whole seconds from 1s to 4095s (RFC 4724)`},
+		{"restart time fraction", func(c *Config) {
+			c.HA.BGP.GracefulRestart = GracefulRestart{Enabled: true, RestartTime: Duration{1500e6}}
+		},
+			`ha.bgp.graceful_restart.restart_time: 1.5s: must be whole seconds from 1s to 4095s (RFC 4724)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

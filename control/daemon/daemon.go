@@ -8,6 +8,10 @@
 // generation of instances started. A reload (SIGHUP) goes through the
 // same checks and changes nothing unless they all pass; the running
 // generation keeps serving until its replacement is healthy.
+//
+// A restart (SIGUSR2) hands the node over to the next ober process: the
+// instances keep serving and the dataplane stays attached, and the next
+// process takes them over (handover.go).
 package daemon
 
 import (
@@ -30,6 +34,7 @@ import (
 	"github.com/ober-ingress/ober/control/config"
 	"github.com/ober-ingress/ober/control/handoff"
 	"github.com/ober-ingress/ober/control/haproxy"
+	"github.com/ober-ingress/ober/control/sdnotify"
 	"github.com/ober-ingress/ober/control/supervisor"
 	"github.com/ober-ingress/ober/control/vrrp"
 	"github.com/ober-ingress/ober/loader"
@@ -47,6 +52,15 @@ type Options struct {
 	Resolver resolver
 	// Reload delivers reload requests (SIGHUP).
 	Reload <-chan struct{}
+	// Restart delivers restart handover requests (SIGUSR2): Run returns
+	// ErrRestart, leaving the node serving for the next ober.
+	Restart <-chan struct{}
+	// Notifier tells the service manager about readiness, reloads and
+	// stops; nil sends nothing.
+	Notifier *sdnotify.Notifier
+	// Watchdog is the service manager's watchdog timeout; the main loop
+	// has it pinged twice per timeout while it answers. 0: no watchdog.
+	Watchdog time.Duration
 	// Version is ober's own version, reported in /status.
 	Version string
 }
@@ -83,6 +97,12 @@ type Daemon struct {
 	// results.
 	backendsUp bool
 	startedAt  time.Time
+
+	// notifyFailed keeps a broken notification socket to one warning.
+	notifyFailed bool
+	// handedOverAt is when the previous ober left in a restart handover;
+	// zero when it did not.
+	handedOverAt time.Time
 }
 
 // CheckResult is what `ober run --check` reports.
@@ -151,6 +171,11 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	if err := os.MkdirAll(cfg.Node.RuntimeDir, 0o750); err != nil {
 		return fmt.Errorf("node.runtime_dir: %w", err)
+	}
+	if d.handedOverAt, err = takeHandover(cfg); err != nil {
+		d.log.Warn("restart handover mark unreadable; starting as after a stop", "err", err)
+	} else if !d.handedOverAt.IsZero() {
+		d.log.Info("taking over after a restart handover", "left", time.Since(d.handedOverAt).Round(time.Millisecond))
 	}
 	d.version, err = haproxy.DetectVersion(ctx, cfg.HAProxy.Binary)
 	if err != nil {
@@ -222,6 +247,7 @@ func Run(ctx context.Context, opts Options) error {
 			return
 		}
 		stopped = true
+		d.notify(sdnotify.Stopping, sdnotify.Status("stopping: withdrawing, then draining the instances"))
 		d.mu.Lock()
 		d.stopping = true
 		drain := drainOf(d.cfgOrNil())
@@ -292,17 +318,39 @@ func Run(ctx context.Context, opts Options) error {
 	d.log.Info("serving", "node", cfg.Node.Name, "vips", len(cfg.VIPs), "services", len(cfg.Services),
 		"instances", len(b.slots), "api", cfg.API.Listen)
 
+	// The watchdog pinger asks this loop, so a loop that stops turning
+	// stops the pings and the service manager restarts ober.
+	ask := make(chan chan struct{})
+	if opts.Watchdog > 0 {
+		wctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go d.pingWatchdog(wctx, opts.Watchdog, ask)
+	}
+	ready := newReadiness(d)
+	defer ready.stop()
 	for {
 		select {
+		case <-ready.tick():
+			ready.check()
+		case reply := <-ask:
+			close(reply)
 		case <-ctx.Done():
 			stop()
 			return nil
 		case err := <-apiDone:
 			return fmt.Errorf("api server: %w", err)
 		case <-opts.Reload:
-			if err := d.reload(ctx); err != nil {
+			d.notify(sdnotify.Reloading, sdnotify.MonotonicUsec(), sdnotify.Status("reloading %s", opts.ConfigPath))
+			err := d.reload(ctx)
+			if err != nil {
 				d.log.Error("reload refused; the running configuration stays", "err", err)
 			}
+			ready.reloaded(err)
+		case <-opts.Restart:
+			// Nothing of stop runs: no withdraw, no drain.
+			stopped = true
+			d.handover()
+			return ErrRestart
 		}
 	}
 }
@@ -337,6 +385,27 @@ func (d *Daemon) startBGP(ctx context.Context, cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
+	sc.Peers = withGracefulRestart(cfg.HA.BGP, sc.Peers)
+	if gr := cfg.HA.BGP.GracefulRestart; gr.Enabled && !d.handedOverAt.IsZero() {
+		// Within the restart time the routers still hold the previous
+		// speaker's routes as stale: reconnect as the restarting speaker.
+		sc.Restarting = time.Since(d.handedOverAt) < gr.RestartTime.Duration
+	}
+	if sc.Restarting {
+		// The routers hold the previous speaker's routes as stale until
+		// this one's End-of-RIB, which goes out as soon as theirs are in:
+		// the routes must be in the table before the sessions open.
+		// Health first, though: a node not fit to announce lets them go.
+		w := cfg.HA.BGP.AnnounceWhen
+		wait := min(cfg.HA.BGP.GracefulRestart.RestartTime.Duration/2, readyWait)
+		ok, reason := d.waitHealthy(ctx, wait, func() (bool, string) { return d.healthFor(w.MinInstances, *w.BackendUp) })
+		if ok {
+			sc.Initial = routes(cfg)
+		} else {
+			d.log.Warn("bgp: not healthy after the restart; the routers drop the stale routes until the node announces again",
+				"waited", wait, "reason", reason)
+		}
+	}
 	if err := d.startHandoff(cfg); err != nil {
 		return err
 	}
@@ -344,8 +413,14 @@ func (d *Daemon) startBGP(ctx context.Context, cfg *config.Config) error {
 	if err != nil {
 		return fmt.Errorf("ha.bgp: %w", err)
 	}
-	d.log.Info("bgp started", "asn", sc.ASN, "router_id", sc.RouterID, "peers", len(sc.Peers))
+	d.log.Info("bgp started", "asn", sc.ASN, "router_id", sc.RouterID, "peers", len(sc.Peers), "restarting", sc.Restarting)
 	d.ann = &announcer{d: d, sp: d.speaker}
+	if len(sc.Initial) > 0 {
+		// Announced already, as the previous speaker did: a health change
+		// from here on withdraws, and no join is handed off (the routers
+		// moved no connection away from this node).
+		d.ann.announced, d.ann.ever = true, true
+	}
 	go d.ann.run(ctx, d.changes)
 	return nil
 }
@@ -457,7 +532,7 @@ func (d *Daemon) reload(ctx context.Context) (err error) {
 	d.loadedAt = time.Now()
 	d.mu.Unlock()
 	if d.speaker != nil {
-		if err := d.speaker.SetPeers(ctx, speakerPeers(cfg.HA.BGP)); err != nil {
+		if err := d.speaker.SetPeers(ctx, withGracefulRestart(cfg.HA.BGP, speakerPeers(cfg.HA.BGP))); err != nil {
 			d.log.Error("bgp peers after reload", "err", err)
 		}
 		d.kick()

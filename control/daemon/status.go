@@ -3,12 +3,16 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/ober-ingress/ober/control/bgp"
+	"github.com/ober-ingress/ober/control/config"
 	"github.com/ober-ingress/ober/control/dataplane"
 	"github.com/ober-ingress/ober/control/handoff"
 	"github.com/ober-ingress/ober/control/supervisor"
@@ -27,14 +31,20 @@ type Status struct {
 
 // DaemonStatus is the control process's part of Status.
 type DaemonStatus struct {
-	Node      string          `json:"node"`
-	Version   string          `json:"version"`
-	PID       int             `json:"pid"`
-	StartedAt time.Time       `json:"started_at"`
-	Health    HealthStatus    `json:"health"`
-	Config    ConfigStatus    `json:"config"`
-	HAProxy   HAProxyStatus   `json:"haproxy"`
-	Backends  []BackendStatus `json:"backends"`
+	Node      string    `json:"node"`
+	Version   string    `json:"version"`
+	PID       int       `json:"pid"`
+	StartedAt time.Time `json:"started_at"`
+	// UptimeSeconds is the time since StartedAt when the status was
+	// taken, so that a script needs no clock of its own.
+	UptimeSeconds int64           `json:"uptime_seconds"`
+	Health        HealthStatus    `json:"health"`
+	Config        ConfigStatus    `json:"config"`
+	HAProxy       HAProxyStatus   `json:"haproxy"`
+	Backends      []BackendStatus `json:"backends"`
+	// VIPs lists every configured VIP and whether this node takes its
+	// traffic now.
+	VIPs []VIPHeldStatus `json:"vips"`
 	// BGP is set in ha.mode bgp.
 	BGP *BGPStatus `json:"bgp,omitempty"`
 	// VRRP is set in ha.mode vrrp.
@@ -69,6 +79,31 @@ type ConfigStatus struct {
 	// configuration of Generation is still the one in force.
 	LastReloadError string `json:"last_reload_error,omitempty"`
 	ReloadFailures  uint64 `json:"reload_failures"`
+	// LastReload is the outcome of the latest reload: none (the
+	// configuration is the one the daemon started with, and no reload was
+	// refused), ok, or refused (LastReloadError says why).
+	LastReload string `json:"last_reload"`
+}
+
+// The values of ConfigStatus.LastReload.
+const (
+	ReloadNone    = "none"
+	ReloadOK      = "ok"
+	ReloadRefused = "refused"
+)
+
+// VIPHeldStatus is one VIP on this node.
+type VIPHeldStatus struct {
+	VIP netip.Addr `json:"vip"`
+	// Held is true when the node takes the VIP's traffic now: the address
+	// is on the node and, in ha.mode bgp, announced; in ha.mode vrrp, the
+	// node is its master.
+	Held bool `json:"held"`
+	// State says how: "local" (ha.mode none: the address is on
+	// node.vip_interface), "missing" (it should be but is not),
+	// "announced" or "withdrawn" (bgp), or the VRRP state (master,
+	// backup, fault, unknown).
+	State string `json:"state"`
 }
 
 // HAProxyStatus describes the instances.
@@ -118,7 +153,18 @@ func (d *Daemon) daemonStatus(ctx context.Context) *DaemonStatus {
 		},
 		HAProxy: HAProxyStatus{Version: d.version.String()},
 	}
+	switch {
+	case d.reloadErr != "":
+		ds.Config.LastReload = ReloadRefused
+	case d.generation > 1:
+		ds.Config.LastReload = ReloadOK
+	default:
+		ds.Config.LastReload = ReloadNone
+	}
 	d.mu.Unlock()
+	if !ds.StartedAt.IsZero() {
+		ds.UptimeSeconds = int64(time.Since(ds.StartedAt).Seconds())
+	}
 	if b != nil {
 		ds.Node = b.cfg.Node.Name
 		ds.HAProxy.Binary = b.cfg.HAProxy.Binary
@@ -152,7 +198,71 @@ func (d *Daemon) daemonStatus(ctx context.Context) *DaemonStatus {
 		}
 		ds.VRRP = vs
 	}
+	ds.VIPs = vipsHeld(b, ds)
 	return ds
+}
+
+// vipsHeld says for every configured VIP whether the node takes its
+// traffic: the address on the node, announced in ha.mode bgp; in ha.mode
+// vrrp keepalived's view.
+func vipsHeld(b *built, ds *DaemonStatus) []VIPHeldStatus {
+	out := []VIPHeldStatus{}
+	if b == nil {
+		return out
+	}
+	cfg := b.cfg
+	if v := ds.VRRP; v != nil {
+		for _, vip := range cfg.VIPs {
+			s := VIPHeldStatus{VIP: vip.Addr, State: "unknown"}
+			for _, in := range v.Instances {
+				if in.VIP == vip.Addr.Unmap() {
+					s.Held = in.Held
+					if in.State != "" {
+						s.State = strings.ToLower(string(in.State))
+					}
+				}
+			}
+			out = append(out, s)
+		}
+		return out
+	}
+	onLink := addrsOn(cfg.Node.VIPInterface)
+	for _, vip := range cfg.VIPs {
+		s := VIPHeldStatus{VIP: vip.Addr, Held: onLink[vip.Addr.Unmap()], State: "local"}
+		switch {
+		case !s.Held:
+			s.State = "missing"
+		case cfg.HA.Mode == config.HAModeBGP && ds.BGP != nil:
+			p := netip.PrefixFrom(vip.Addr, vip.Addr.BitLen()).String()
+			if slices.Contains(ds.BGP.Announced, p) {
+				s.State = "announced"
+			} else {
+				s.State, s.Held = "withdrawn", false
+			}
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// addrsOn is the set of addresses on iface; empty when it cannot be read
+// (the VIPs are then reported missing, which is what they are to clients).
+func addrsOn(iface string) map[netip.Addr]bool {
+	set := map[netip.Addr]bool{}
+	link, err := netlink.LinkByName(iface)
+	if err != nil {
+		return set
+	}
+	addrs, err := netlink.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return set
+	}
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok {
+			set[ip.Unmap()] = true
+		}
+	}
+	return set
 }
 
 // backends folds the instances' views of each backend server.

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"slices"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/ober-ingress/ober/loader"
 )
 
@@ -15,7 +17,7 @@ import (
 //
 //	{
 //	  "root": "/sys/fs/bpf/ober",
-//	  "attachments": [{"iface": "eth1", "ifindex": 3, "mode": "native"}],
+//	  "attachments": [{"iface": "eth1", "ifindex": 3, "mode": "native", "program_id": 57}],
 //	  "sk_lookup_attached": true,
 //	  "steering": true,
 //	  "vips": [{"addr": "192.0.2.10", "host": false}],
@@ -40,7 +42,9 @@ import (
 // Field notes:
 //   - attachments: the pinned XDP links. ifindex and mode are looked up
 //     in the caller's network namespace; ifindex 0 and mode "unknown" mean
-//     the interface is not visible there (or is gone).
+//     the interface is not visible there (or is gone). program_id is the
+//     kernel's ID of the XDP program on the interface (bpftool prog show
+//     id N), 0 when there is none or it cannot be read.
 //   - whitelists: only lists that were ever set; a service that enforces
 //     a list missing here admits nobody. whitelist in services is the
 //     list's name, also when enforce_whitelist is false.
@@ -67,9 +71,10 @@ type StatusReport struct {
 
 // AttachmentStatus is one interface running the XDP program.
 type AttachmentStatus struct {
-	Iface   string `json:"iface"`
-	Ifindex int    `json:"ifindex"`
-	Mode    string `json:"mode"`
+	Iface     string `json:"iface"`
+	Ifindex   int    `json:"ifindex"`
+	Mode      string `json:"mode"`
+	ProgramID uint32 `json:"program_id"`
 }
 
 // VIPStatus is one policed address.
@@ -196,11 +201,21 @@ func (s *StatusReport) readAttachments(d *loader.Dataplane) error {
 		if mode == "" {
 			mode = "unknown"
 		}
-		s.Attachments = append(s.Attachments, AttachmentStatus{Iface: a.Iface, Ifindex: a.Ifindex, Mode: mode})
+		s.Attachments = append(s.Attachments, AttachmentStatus{Iface: a.Iface, Ifindex: a.Ifindex, Mode: mode, ProgramID: xdpProgramID(a.Iface)})
 	}
 	s.SkLookupAttached = sk
 	s.Steering, err = d.Steering()
 	return err
+}
+
+// xdpProgramID is the ID of the XDP program the kernel runs on iface, 0
+// when none is visible from this network namespace.
+func xdpProgramID(iface string) uint32 {
+	l, err := netlink.LinkByName(iface)
+	if err != nil || l.Attrs().Xdp == nil || !l.Attrs().Xdp.Attached {
+		return 0
+	}
+	return l.Attrs().Xdp.ProgId
 }
 
 func (s *StatusReport) readServices(d *loader.Dataplane) error {

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ober-ingress/ober/control/addrlist"
@@ -150,9 +152,38 @@ func plan(ctx context.Context, id loader.WhitelistID, list string, opts SyncOpti
 
 // resolve parses list and looks its names up within the sync's timeout.
 func resolve(ctx context.Context, list string, opts SyncOptions) ([]netip.Prefix, []UnresolvedName, error) {
-	entries, err := addrlist.Parse(list)
+	l, err := ResolveList(ctx, list, opts)
 	if err != nil {
 		return nil, nil, err
+	}
+	return l.Prefixes, l.Unresolved, nil
+}
+
+// ResolvedList is a whitelist's text turned into prefixes.
+type ResolvedList struct {
+	// Prefixes are what the list names, in the order of its items; not
+	// normalized.
+	Prefixes []netip.Prefix
+	// Unresolved lists the names left out under AllowUnresolved.
+	Unresolved []UnresolvedName
+	// Sources maps the address of each resolved name to the names that
+	// gave it, so that a change can be shown with where it came from.
+	Sources map[netip.Prefix][]string
+}
+
+// ResolveList parses list, a Slurm hostlist of names, addresses and
+// CIDRs, and resolves its names within opts.Timeout. A name that does
+// not resolve fails it (an error matching ErrUnresolved that names every
+// such name) unless opts.AllowUnresolved; running out of time always
+// fails it. An empty or blank list is an empty ResolvedList.
+func ResolveList(ctx context.Context, list string, opts SyncOptions) (*ResolvedList, error) {
+	out := &ResolvedList{Sources: map[netip.Prefix][]string{}}
+	if strings.TrimSpace(list) == "" {
+		return out, nil
+	}
+	entries, err := addrlist.Parse(list)
+	if err != nil {
+		return nil, err
 	}
 	timeout := opts.Timeout
 	if timeout <= 0 {
@@ -160,18 +191,144 @@ func resolve(ctx context.Context, list string, opts SyncOptions) ([]netip.Prefix
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	prefixes, unresolved, err := addrlist.Resolve(ctx, opts.Resolver, entries, opts.AllowUnresolved)
+	r := &recorder{r: opts.Resolver, answers: map[string][]netip.Addr{}}
+	if r.r == nil {
+		r.r = net.DefaultResolver
+	}
+	prefixes, unresolved, err := addrlist.Resolve(ctx, r, entries, opts.AllowUnresolved)
 	if err != nil {
 		if len(unresolved) > 0 {
-			return nil, nil, resolveError{err}
+			return nil, resolveError{err}
 		}
-		return nil, nil, err
+		return nil, err
 	}
-	var out []UnresolvedName
+	out.Prefixes = prefixes
 	for _, u := range unresolved {
-		out = append(out, UnresolvedName{Host: u.Host, Error: u.Err.Error()})
+		out.Unresolved = append(out.Unresolved, UnresolvedName{Host: u.Host, Error: u.Err.Error()})
 	}
-	return prefixes, out, nil
+	failed := make(map[string]bool, len(unresolved))
+	for _, u := range unresolved {
+		failed[u.Host] = true
+	}
+	for _, e := range entries {
+		if e.Host == "" || failed[e.Host] {
+			continue
+		}
+		for _, a := range r.answer(e.Host) {
+			a = a.Unmap().WithZone("")
+			p := netip.PrefixFrom(a, a.BitLen())
+			if !slices.Contains(out.Sources[p], e.Host) {
+				out.Sources[p] = append(out.Sources[p], e.Host)
+			}
+		}
+	}
+	return out, nil
+}
+
+// recorder remembers what each name resolved to; addrlist.Resolve only
+// returns the union.
+type recorder struct {
+	r       addrlist.Resolver
+	mu      sync.Mutex
+	answers map[string][]netip.Addr
+}
+
+func (r *recorder) LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error) {
+	addrs, err := r.r.LookupNetIP(ctx, network, host)
+	if err == nil {
+		r.mu.Lock()
+		r.answers[host] = addrs
+		r.mu.Unlock()
+	}
+	return addrs, err
+}
+
+func (r *recorder) answer(host string) []netip.Addr {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []netip.Addr
+	for _, a := range r.answers[host] {
+		if a.IsValid() {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// Swap is one whitelist's new contents for SwapWhitelists.
+type Swap struct {
+	ID loader.WhitelistID
+	// Prefixes is the new list.
+	Prefixes []netip.Prefix
+	// Expect is the live list the change was planned and shown against;
+	// when the live list is no longer that, nothing is swapped, so that
+	// what was shown is what gets applied.
+	Expect []netip.Prefix
+}
+
+// Swapped is what SwapWhitelists did to one list.
+type Swapped struct {
+	ID            loader.WhitelistID
+	Before, After loader.WhitelistInfo
+	// Applied is true when the list was swapped; a list equal to the
+	// live one is not.
+	Applied bool
+	prev    []netip.Prefix
+}
+
+// ErrChanged matches a SwapWhitelists error caused by another writer
+// changing a list after it was read.
+var ErrChanged = errors.New("the live list changed meanwhile")
+
+// SwapWhitelists swaps each list in turn, each in one atomic step. If a
+// swap fails, the lists already swapped are put back before it returns,
+// so either every list changes or none. On success it returns undo, which
+// puts every swapped list back: for a caller whose next step (such as
+// saving the configuration) fails.
+func SwapWhitelists(d *loader.Dataplane, swaps []Swap, log *slog.Logger) ([]Swapped, func() error, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	done := make([]Swapped, 0, len(swaps))
+	undo := func() error {
+		var errs []error
+		for i := len(done) - 1; i >= 0; i-- {
+			s := done[i]
+			if !s.Applied {
+				continue
+			}
+			info, err := d.SetWhitelist(s.ID, s.prev)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("put back %s: %w", s.ID, err))
+				continue
+			}
+			log.Info("whitelist put back", "list", s.ID.String(), "entries", info.Entries, "generation", info.Generation)
+		}
+		return errors.Join(errs...)
+	}
+	for _, sw := range swaps {
+		s := Swapped{ID: sw.ID}
+		info, err := d.UpdateWhitelist(sw.ID, func(live []netip.Prefix, info loader.WhitelistInfo) ([]netip.Prefix, error) {
+			s.Before, s.prev = info, live
+			if !slices.Equal(addrlist.Normalize(live), addrlist.Normalize(sw.Expect)) {
+				return nil, fmt.Errorf("%s: %w (another sync or a daemon reload); run sync again", sw.ID, ErrChanged)
+			}
+			return sw.Prefixes, nil
+		})
+		if err != nil {
+			if uerr := undo(); uerr != nil {
+				return nil, nil, fmt.Errorf("%w; and putting back the lists already swapped failed: %v", err, uerr)
+			}
+			return nil, nil, err
+		}
+		s.After = info
+		s.Applied = info.Generation != s.Before.Generation
+		if s.Applied {
+			log.Info("whitelist swapped", "list", sw.ID.String(), "entries", info.Entries, "generation", info.Generation)
+		}
+		done = append(done, s)
+	}
+	return done, undo, nil
 }
 
 // resolveError marks a failure caused by names that did not resolve, so

@@ -241,3 +241,48 @@ func TestSyncResolveTimeout(t *testing.T) {
 	require.Less(t, time.Since(start), 5*time.Second)
 	requireLive(t, d, 1, "10.0.0.1/32")
 }
+
+// SwapWhitelists changes every list or none: a swap that cannot be done
+// puts back the ones before it, and undo puts back all of them.
+func TestSwapWhitelistsAllOrNothing(t *testing.T) {
+	d := openTestDataplane(t)
+	fe, rt := loader.WhitelistFrontendHTTP, loader.WhitelistRouters
+	_, err := d.SetWhitelist(fe, prefixes("10.0.0.1/32"))
+	require.NoError(t, err)
+	_, err = d.SetWhitelist(rt, prefixes("10.9.0.1/32"))
+	require.NoError(t, err)
+
+	// The second list is no longer what the change was planned against.
+	_, _, err = SwapWhitelists(d, []Swap{
+		{ID: fe, Prefixes: prefixes("10.0.0.2/32"), Expect: prefixes("10.0.0.1/32")},
+		{ID: rt, Prefixes: prefixes("10.9.0.2/32"), Expect: prefixes("10.9.0.7/32")},
+	}, quiet())
+	require.ErrorIs(t, err, ErrChanged)
+	requireLive(t, d, 3, "10.0.0.1/32") // swapped, then put back
+	live, _, err := d.Whitelist(rt)
+	require.NoError(t, err)
+	require.Equal(t, prefixes("10.9.0.1/32"), live)
+
+	done, undo, err := SwapWhitelists(d, []Swap{
+		{ID: fe, Prefixes: prefixes("10.0.0.2/32"), Expect: prefixes("10.0.0.1/32")},
+		{ID: rt, Prefixes: prefixes("10.9.0.1/32"), Expect: prefixes("10.9.0.1/32")},
+	}, quiet())
+	require.NoError(t, err)
+	require.True(t, done[0].Applied)
+	require.Equal(t, uint64(4), done[0].After.Generation)
+	require.False(t, done[1].Applied, "an equal list is not swapped")
+	requireLive(t, d, 4, "10.0.0.2/32")
+	require.NoError(t, undo())
+	requireLive(t, d, 5, "10.0.0.1/32")
+	_, info, err := d.Whitelist(rt)
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), info.Generation, "undo leaves a list it did not swap alone")
+}
+
+func TestResolveListNamesSources(t *testing.T) {
+	l, err := ResolveList(context.Background(), "web[1-2],dual,10.0.0.0/8", syncOpts())
+	require.NoError(t, err)
+	require.Equal(t, []string{"web1", "web2"}, l.Sources[netip.MustParsePrefix("10.0.0.2/32")])
+	require.Equal(t, []string{"dual"}, l.Sources[netip.MustParsePrefix("2001:db8::4/128")])
+	require.Empty(t, l.Sources[netip.MustParsePrefix("10.0.0.0/8")])
+}
