@@ -11,7 +11,6 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/ober-ingress/ober/control/install"
 )
@@ -126,11 +125,10 @@ func unwrapPathError(err error) error {
 // terminalConfirm asks yes/no questions on in when it is a terminal; nil
 // otherwise, and the command then wants -y.
 func terminalConfirm(in io.Reader, out io.Writer) func(string) (bool, error) {
-	f, ok := in.(*os.File)
-	if !ok || !term.IsTerminal(int(f.Fd())) {
+	if !isTerminal(in) {
 		return nil
 	}
-	r := bufio.NewReader(f)
+	r := bufio.NewReader(in)
 	return func(q string) (bool, error) {
 		fmt.Fprintf(out, "%s [y/N] ", q)
 		line, err := r.ReadString('\n')

@@ -8,15 +8,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/creack/pty"
 	"github.com/stretchr/testify/require"
 
 	"github.com/ober-ingress/ober/control/install"
@@ -438,45 +435,9 @@ func bsReadFile(t *testing.T, root, rel string) string {
 // answer; it returns the exit code and everything the terminal showed.
 func bsPrompted(t *testing.T, prompt, answer string, args ...string) (int, string) {
 	t.Helper()
-	cmd := exec.Command(oberBin, args...)
-	tty, err := pty.Start(cmd)
-	require.NoError(t, err, "start ober on a pseudo-terminal")
-	defer tty.Close()
-	var (
-		mu   sync.Mutex
-		seen bytes.Buffer
-	)
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := tty.Read(buf)
-			mu.Lock()
-			seen.Write(buf[:n])
-			mu.Unlock()
-			if err != nil {
-				return
-			}
-		}
-	}()
-	shown := func() string { mu.Lock(); defer mu.Unlock(); return seen.String() }
-	deadline := time.Now().Add(15 * time.Second)
-	for !strings.Contains(shown(), prompt) {
-		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			t.Fatalf("no prompt %q; the terminal shows:\n%s", prompt, shown())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	_, err = tty.Write([]byte(answer + "\r"))
-	require.NoError(t, err)
-	err = cmd.Wait()
-	var exit *exec.ExitError
-	if err != nil {
-		require.ErrorAs(t, err, &exit)
-		return exit.ExitCode(), shown()
-	}
-	return 0, shown()
+	tm := startTerminal(t, args...)
+	tm.answer(prompt, answer)
+	return tm.wait(), tm.output()
 }
 
 // On a terminal uninstall asks: no keeps everything, yes removes.

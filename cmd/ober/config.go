@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/ober-ingress/ober/control/config"
 	"github.com/ober-ingress/ober/control/daemon"
@@ -155,7 +154,7 @@ func runConfig(cmd *cobra.Command, a *app, f *configFlags) error {
 		return err
 	}
 	opts := wizard.Options{Path: a.configPath, Flags: flags, Out: a.out, Warn: a.errOut}
-	if !f.nonInteractive && term.IsTerminal(int(os.Stdin.Fd())) && writerIsTerminal(a.out) {
+	if !f.nonInteractive && isTerminal(os.Stdin) && isTerminal(a.out) {
 		opts.In = os.Stdin
 	}
 	plan, err := wizard.Prepare(ctx, opts)
@@ -245,10 +244,4 @@ func dryRunConfig(ctx context.Context, w io.Writer, plan *wizard.Plan) error {
 	}
 	fmt.Fprintln(w, "dry run: nothing written")
 	return nil
-}
-
-// writerIsTerminal reports whether w is a terminal.
-func writerIsTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
 }

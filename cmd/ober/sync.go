@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/ober-ingress/ober/control/addrlist"
 	"github.com/ober-ingress/ober/control/config"
@@ -160,7 +159,7 @@ func runSync(cmd *cobra.Command, a *app, f *syncFlags) error {
 		}
 	}
 	interactive := len(given) == 0
-	if interactive && !syncIsTerminal(cmd.InOrStdin()) {
+	if interactive && !isTerminal(cmd.InOrStdin()) {
 		return fmt.Errorf("give the lists to set: %s (or run sync on a terminal to be asked for them)", syncListFlags())
 	}
 	if f.hostsFile != "" {
@@ -234,12 +233,6 @@ func syncListFlags() string {
 		flags[i] = "--" + l.flag + " LIST"
 	}
 	return strings.Join(flags, ", ")
-}
-
-// syncIsTerminal reports whether r is a terminal one can ask questions on.
-func syncIsTerminal(r io.Reader) bool {
-	f, ok := r.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // loadConfig reads the configuration file. A missing file is fine only

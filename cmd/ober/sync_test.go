@@ -4,18 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
-	"github.com/creack/pty"
 	"github.com/stretchr/testify/require"
 
 	"github.com/ober-ingress/ober/control/addrlist"
@@ -521,87 +517,6 @@ func TestSyncLiveInXDP(t *testing.T) {
 	require.Equal(t, []string{"cli1", "cli3"}, e.loadConfig(t).Whitelists.FrontendHTTP)
 }
 
-// ptySession drives the binary through a pseudo-terminal.
-type ptySession struct {
-	t    *testing.T
-	tty  *os.File
-	cmd  *exec.Cmd
-	mu   sync.Mutex
-	out  bytes.Buffer
-	done chan struct{}
-}
-
-func startPTY(t *testing.T, args ...string) *ptySession {
-	t.Helper()
-	s := &ptySession{t: t, cmd: exec.Command(oberBin, args...), done: make(chan struct{})}
-	tty, err := pty.Start(s.cmd)
-	require.NoError(t, err)
-	s.tty = tty
-	go func() {
-		defer close(s.done)
-		buf := make([]byte, 4096)
-		for {
-			n, err := tty.Read(buf)
-			s.mu.Lock()
-			s.out.Write(buf[:n])
-			s.mu.Unlock()
-			if err != nil {
-				return
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		s.cmd.Process.Kill()
-		s.cmd.Wait()
-		tty.Close()
-	})
-	return s
-}
-
-// answer waits for prompt and types line.
-func (s *ptySession) answer(prompt, line string) {
-	s.t.Helper()
-	s.press(prompt, line+"\r")
-}
-
-// press waits for prompt and sends keys as they are.
-func (s *ptySession) press(prompt, keys string) {
-	s.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		s.mu.Lock()
-		got := s.out.String()
-		s.mu.Unlock()
-		if i := strings.LastIndex(got, prompt); i >= 0 && !strings.Contains(got[i:], "\n") {
-			break
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("no prompt %q; the terminal shows:\n%s", prompt, got)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	_, err := io.WriteString(s.tty, keys)
-	require.NoError(s.t, err)
-}
-
-// wait returns the exit code and everything the terminal showed.
-func (s *ptySession) wait() (int, string) {
-	s.t.Helper()
-	err := s.cmd.Wait()
-	select {
-	case <-s.done:
-	case <-time.After(5 * time.Second):
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := strings.ReplaceAll(s.out.String(), "\r\n", "\n")
-	if exit, ok := errors.AsType[*exec.ExitError](err); ok {
-		return exit.ExitCode(), out
-	}
-	require.NoError(s.t, err)
-	return 0, out
-}
-
 // On a terminal, sync asks for each list, shows the change, and applies
 // it only when told to.
 func TestSyncInteractive(t *testing.T) {
@@ -610,24 +525,24 @@ func TestSyncInteractive(t *testing.T) {
 	before := e.state(t)
 
 	// Declined: nothing changes.
-	s := startPTY(t, e.args()...)
+	s := startTerminal(t, e.args()...)
 	s.answer("routers [(empty)]: ", "")
 	s.answer("frontend-http [cli1]: ", "cli[2-3]")
 	s.answer("backend-http [(empty)]: ", "")
 	s.answer("Apply? [y/N] ", "")
-	code, out := s.wait()
+	code, out := s.wait(), s.output()
 	require.Equal(t, 0, code, out)
 	require.Contains(t, out, "+ 10.99.1.2/32 (cli2)\n+ 10.99.1.3/32 (cli3)\n+ 2001:db8:1::3/128 (cli3)\n"+
 		"- 10.99.1.1/32 (cli1)\nfrontend-http: 3 entries, generation 1 -> 2 once applied\nApply? [y/N] \nnothing applied\n")
 	require.Equal(t, before, e.state(t))
 
 	// Accepted: both lists given change, the one kept does not.
-	s = startPTY(t, e.args()...)
+	s = startTerminal(t, e.args()...)
 	s.answer("routers [(empty)]: ", "10.99.0.1")
 	s.answer("frontend-http [cli1]: ", "")
 	s.answer("backend-http [(empty)]: ", "cli[2-3]")
 	s.answer("Apply? [y/N] ", "y")
-	code, out = s.wait()
+	code, out = s.wait(), s.output()
 	require.Equal(t, 0, code, out)
 	require.Contains(t, out, "Apply? [y/N] y\nrouters: 1 entry, generation 0 -> 1\nbackend-http: 3 entries, generation 0 -> 1\n"+
 		"saved whitelists.routers, whitelists.backend_http in "+e.cfg+"\n")
@@ -641,20 +556,20 @@ func TestSyncInteractive(t *testing.T) {
 
 	// A bad answer is the same one-line error as a bad flag.
 	before = e.state(t)
-	s = startPTY(t, e.args()...)
+	s = startTerminal(t, e.args()...)
 	s.answer("routers [10.99.0.1]: ", "tor[1-")
 	s.answer("frontend-http [cli1]: ", "")
 	s.answer("backend-http [cli[2-3]]: ", "")
-	code, out = s.wait()
+	code, out = s.wait(), s.output()
 	require.Equal(t, 1, code, out)
 	require.True(t, strings.HasSuffix(out, "\nober: sync: --routers \"tor[1-\": hostlist \"tor[1-\": offset 3: unclosed \"[\"\n"), out)
 	require.Equal(t, before, e.state(t))
 
 	// Ctrl-C at a prompt ends it, changing nothing.
-	s = startPTY(t, e.args()...)
+	s = startTerminal(t, e.args()...)
 	s.answer("routers [10.99.0.1]: ", "10.99.0.2")
 	s.press("frontend-http [cli1]: ", "\x03")
-	code, out = s.wait()
+	code, out = s.wait(), s.output()
 	require.Equal(t, 1, code, out)
 	require.True(t, strings.HasSuffix(out, "\nober: sync: interrupted; nothing changed\n"), out)
 	require.Equal(t, before, e.state(t))

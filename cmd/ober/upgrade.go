@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/ober-ingress/ober/control/upgrade"
 )
@@ -143,7 +142,7 @@ func runUpgrade(ctx context.Context, a *app, version string, o upgradeOptions, s
 	if err != nil {
 		return 0, fmt.Errorf("--packages: %w", err)
 	}
-	if !o.check && !o.yes && !stdinIsTerminal(stdin) {
+	if !o.check && !o.yes && !isTerminal(stdin) {
 		return 0, errors.New("stdin is not a terminal, so there is no one to ask: pass -y to upgrade without asking, or --check to only look")
 	}
 	binary := o.binary
@@ -328,12 +327,6 @@ func printPlan(w io.Writer, p *upgradePlan) {
 	if p.manager == nil {
 		fmt.Fprintln(w, "haproxy, keepalived: not checked (no apt or dnf here, or --packages none)")
 	}
-}
-
-// stdinIsTerminal reports whether r is a terminal someone can answer on.
-func stdinIsTerminal(r io.Reader) bool {
-	f, ok := r.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // confirm asks question and reads one line: yes or y proceeds.

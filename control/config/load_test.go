@@ -140,7 +140,7 @@ func TestParseNullMeansDefault(t *testing.T) {
 // Parse and Load read this machine; a Config from parse keeps the
 // environment it was given, also in copies, and env is no YAML key.
 func TestEnvironment(t *testing.T) {
-	if h, err := os.Hostname(); err == nil && validName(h) {
+	if h, err := os.Hostname(); err == nil && ValidName(h) {
 		c, err := Parse([]byte(minimalYAML))
 		require.NoError(t, err)
 		require.Nil(t, c.env)

@@ -44,7 +44,7 @@ func (c *Config) validateNode(p *problems) {
 		if _, err := c.hostname(); err != nil {
 			p.add("node.name", "", "required: the host name cannot be read (%v)", err)
 		}
-	} else if !validName(n.Name) {
+	} else if !ValidName(n.Name) {
 		p.add("node.name", quote(n.Name), nameRule)
 	}
 
@@ -54,7 +54,7 @@ func (c *Config) validateNode(p *problems) {
 	seen := make(map[string]int)
 	for i, name := range n.Interfaces {
 		path := fmt.Sprintf("node.interfaces[%d]", i)
-		if !validInterfaceName(name) {
+		if !ValidInterfaceName(name) {
 			p.add(path, quote(name), interfaceRule)
 			continue
 		}
@@ -70,7 +70,7 @@ func (c *Config) validateNode(p *problems) {
 	default:
 		p.add("node.xdp_mode", quote(n.XDPMode), "must be auto, native or generic")
 	}
-	if n.VIPInterface != "" && !validInterfaceName(n.VIPInterface) {
+	if n.VIPInterface != "" && !ValidInterfaceName(n.VIPInterface) {
 		p.add("node.vip_interface", quote(n.VIPInterface), interfaceRule)
 	}
 	for _, d := range []struct{ key, dir string }{
@@ -92,9 +92,10 @@ const (
 	interfaceRule = `not a valid interface name (1-15 characters, no "/", ":" or whitespace)`
 )
 
-// validName reports whether s is usable as an HAProxy proxy or server
-// name, a log field and a header value: [a-zA-Z0-9_.-]+.
-func validName(s string) bool {
+// ValidName reports whether s is usable as an HAProxy proxy or server
+// name, a log field and a header value: [a-zA-Z0-9_.-]+. The wizard
+// checks answers with it before they reach the validator.
+func ValidName(s string) bool {
 	if s == "" {
 		return false
 	}
@@ -107,8 +108,8 @@ func validName(s string) bool {
 	return true
 }
 
-// validInterfaceName applies the kernel's rule (dev_valid_name).
-func validInterfaceName(s string) bool {
+// ValidInterfaceName applies the kernel's rule (dev_valid_name).
+func ValidInterfaceName(s string) bool {
 	if s == "" || len(s) > 15 || s == "." || s == ".." {
 		return false
 	}
@@ -182,7 +183,7 @@ func (c *Config) validateServices(p *problems) {
 		base := fmt.Sprintf("services[%d]", i)
 
 		if name := c.serviceName(i); name != "" {
-			if !validName(name) {
+			if !ValidName(name) {
 				p.add(base+".name", quote(name), nameRule)
 			} else if j, dup := names[name]; dup {
 				p.add(base+".name", quote(name), "already used by services[%d]", j)
@@ -303,7 +304,7 @@ func (c *Config) validateBackends(p *problems) {
 		if name == "" {
 			name = defaultServerName(i)
 		}
-		if !validName(name) {
+		if !ValidName(name) {
 			p.add(base+".name", quote(name), nameRule)
 		} else if j, dup := names[name]; dup {
 			p.add(base+".name", quote(name), "already used by backends.servers[%d]", j)

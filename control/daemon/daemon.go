@@ -283,13 +283,7 @@ func Run(ctx context.Context, opts Options) error {
 			cancel()
 			d.handoff.Close()
 		}
-		if d.ka != nil {
-			kctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			if err := d.ka.Stop(kctx); err != nil {
-				d.log.Warn("keepalived not stopped cleanly", "err", err)
-			}
-			cancel()
-		}
+		d.stopKeepalived()
 		if d.speaker != nil {
 			sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 			if err := d.speaker.Stop(sctx); err != nil {

@@ -59,13 +59,7 @@ func (d *Daemon) handover() {
 	if d.tracker != nil {
 		d.tracker.release(time.Second)
 	}
-	if d.ka != nil {
-		kctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if err := d.ka.Stop(kctx); err != nil {
-			d.log.Warn("keepalived not stopped cleanly", "err", err)
-		}
-		cancel()
-	}
+	d.stopKeepalived()
 	if d.speaker != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		if err := d.speaker.StopForRestart(sctx); err != nil {
@@ -106,4 +100,17 @@ func withGracefulRestart(bg *config.BGP, peers []bgp.Peer) []bgp.Peer {
 		peers[i].GracefulRestart = bg.GracefulRestart.RestartTime.Duration
 	}
 	return peers
+}
+
+// stopKeepalived ends keepalived, which releases what VIPs it still holds;
+// a stop and a restart handover both end it (it cannot outlive ober).
+func (d *Daemon) stopKeepalived() {
+	if d.ka == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := d.ka.Stop(ctx); err != nil {
+		d.log.Warn("keepalived not stopped cleanly", "err", err)
+	}
 }

@@ -17,10 +17,6 @@ import (
 	"github.com/ober-ingress/ober/control/haproxy"
 )
 
-// tlsLibRE matches the TLS library lines of `haproxy -vv`: "OpenSSL" up
-// to 3.0, "SSL library" since (which also covers AWS-LC and wolfSSL).
-var tlsLibRE = regexp.MustCompile(`(?m)^(Built with|Running on) (?:OpenSSL|SSL library) version : (.+)$`)
-
 // checkHAProxy runs `haproxy -vv`: the renderer targets 2.6 and newer,
 // and 2.6 before 2.6.14 crashes when an instance exits after a soft stop
 // (haproxy/haproxy#2114).
@@ -41,16 +37,9 @@ func checkHAProxy(ctx context.Context, env Env, cfg *config.Config) Result {
 		r.Status, r.Detail, r.Fix = Fail, err.Error(), "check that haproxy.binary is HAProxy"
 		return r
 	}
-	lib := "TLS library not reported"
-	if ms := tlsLibRE.FindAllStringSubmatch(string(out), -1); ms != nil {
-		// The library HAProxy runs on is what serves TLS; the one it
-		// was built with only matters when they differ.
-		lib = strings.TrimSpace(ms[len(ms)-1][2])
-		for _, m := range ms {
-			if m[1] == "Running on" {
-				lib = strings.TrimSpace(m[2])
-			}
-		}
+	lib := haproxy.TLSLibrary(string(out))
+	if lib == "" {
+		lib = "TLS library not reported"
 	}
 	switch {
 	case v.Supported() != nil:

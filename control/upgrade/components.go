@@ -31,22 +31,6 @@ type KeepalivedInfo struct {
 // `ober version` must not hang on a broken binary.
 const detectTimeout = 5 * time.Second
 
-// tlsLibraryRE matches `haproxy -vv`'s library lines: "OpenSSL version"
-// up to 2.x, "SSL library version" in 3.x (AWS-LC and wolfSSL too).
-var tlsLibraryRE = regexp.MustCompile(`(?m)^(Built with|Running on) (?:OpenSSL|SSL library) version : (.+)$`)
-
-// TLSLibrary returns the TLS library of `haproxy -vv` output: the one it
-// runs on, which serves TLS, else the one it was built with.
-func TLSLibrary(vv string) string {
-	lib := ""
-	for _, m := range tlsLibraryRE.FindAllStringSubmatch(vv, -1) {
-		if m[1] == "Running on" || lib == "" {
-			lib = strings.TrimSpace(m[2])
-		}
-	}
-	return lib
-}
-
 // DetectHAProxy runs `bin -vv`. A binary that is not there returns an
 // error wrapping exec.ErrNotFound.
 func DetectHAProxy(ctx context.Context, bin string) (*HAProxyInfo, error) {
@@ -71,7 +55,7 @@ func DetectHAProxy(ctx context.Context, bin string) (*HAProxyInfo, error) {
 	if f := strings.Fields(v.Raw); len(f) >= 3 {
 		ver = f[2]
 	}
-	return &HAProxyInfo{Binary: path, Version: ver, TLSLibrary: TLSLibrary(string(out))}, nil
+	return &HAProxyInfo{Binary: path, Version: ver, TLSLibrary: haproxy.TLSLibrary(string(out))}, nil
 }
 
 var keepalivedRE = regexp.MustCompile(`Keepalived v(\d+\.\d+(?:\.\d+)?)`)

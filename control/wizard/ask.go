@@ -228,7 +228,7 @@ func (s *session) askHA(ctx context.Context) error {
 
 func (s *session) askNode(ctx context.Context) error {
 	host, _ := s.o.Hostname()
-	if !validName(host) {
+	if !config.ValidName(host) {
 		host = ""
 	}
 	if _, err := s.ask(ctx, question{

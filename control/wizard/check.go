@@ -16,6 +16,7 @@ import (
 
 	"github.com/ober-ingress/ober/control/addrlist"
 	"github.com/ober-ingress/ober/control/certs"
+	"github.com/ober-ingress/ober/control/config"
 	"github.com/ober-ingress/ober/control/hostlist"
 )
 
@@ -49,35 +50,11 @@ func splitList(s string) []string {
 	return out
 }
 
-// validName is config's rule for names used in HAProxy and headers.
-func validName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '.' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
-
 func checkNodeName(s string) error {
-	if !validName(s) {
+	if !config.ValidName(s) {
 		return fmt.Errorf("not a node name (letters, digits, \".\", \"_\" and \"-\" only): %s", s)
 	}
 	return nil
-}
-
-// validInterfaceName is the kernel's rule (dev_valid_name).
-func validInterfaceName(s string) bool {
-	if s == "" || len(s) > 15 || s == "." || s == ".." {
-		return false
-	}
-	return !strings.ContainsFunc(s, func(r rune) bool {
-		return r == '/' || r == ':' || unicode.IsSpace(r) || unicode.IsControl(r)
-	})
 }
 
 func parseInterfaces(s string) ([]string, error) {
@@ -87,7 +64,7 @@ func parseInterfaces(s string) ([]string, error) {
 	}
 	seen := map[string]bool{}
 	for _, n := range list {
-		if !validInterfaceName(n) {
+		if !config.ValidInterfaceName(n) {
 			return nil, fmt.Errorf("not an interface name (1-15 characters, no \"/\", \":\" or blanks): %s", n)
 		}
 		if seen[n] {
@@ -99,7 +76,7 @@ func parseInterfaces(s string) ([]string, error) {
 }
 
 func checkInterface(s string) error {
-	if !validInterfaceName(s) {
+	if !config.ValidInterfaceName(s) {
 		return fmt.Errorf("not an interface name (1-15 characters, no \"/\", \":\" or blanks): %s", s)
 	}
 	return nil

@@ -307,7 +307,7 @@ func serverName(addr string, taken map[string]bool) string {
 		return ""
 	}
 	name, _, _ := strings.Cut(host, ".")
-	if !validName(name) || taken[name] {
+	if !config.ValidName(name) || taken[name] {
 		return ""
 	}
 	return name
