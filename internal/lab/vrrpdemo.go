@@ -207,21 +207,32 @@ func (sp *vipSampler) waitFirst(ctx context.Context, since time.Time, vip netip.
 	}
 }
 
-// doubles lists the samples in which a VIP had more than one holder.
-func (sp *vipSampler) doubles() (n int, first []string) {
+// doubles counts the VIPs held by more than one node in two samples in a
+// row: a real double holder. One sample alone may catch a handover in
+// passing, because a sample reads the nodes one after the other while the
+// new holder adds the VIP and the old one removes it; those are counted
+// apart, as passing.
+func (sp *vipSampler) doubles() (n, passing int, first []string) {
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
-	for _, x := range sp.hist {
+	for k, x := range sp.hist {
 		for vip, hs := range x.holders {
-			if len(hs) > 1 {
-				n++
-				if len(first) < 3 {
-					first = append(first, fmt.Sprintf("%s on %s at %s", vip, strings.Join(hs, "+"), x.at.Format("15:04:05.000")))
-				}
+			if len(hs) < 2 {
+				continue
+			}
+			prev := k > 0 && len(sp.hist[k-1].holders[vip]) > 1
+			next := k+1 < len(sp.hist) && len(sp.hist[k+1].holders[vip]) > 1
+			if !prev && !next {
+				passing++
+				continue
+			}
+			n++
+			if len(first) < 3 {
+				first = append(first, fmt.Sprintf("%s on %s at %s", vip, strings.Join(hs, "+"), x.at.Format("15:04:05.000")))
 			}
 		}
 	}
-	return n, first
+	return n, passing, first
 }
 
 func (sp *vipSampler) count() int {
@@ -324,9 +335,13 @@ func vrrpFailover(ctx context.Context, c *s3Client, st *State, o demoObject, out
 			fmt.Fprintf(out, "    ...\n")
 		}
 	}
-	if n, first := sp.doubles(); n > 0 {
+	switch n, passing, first := sp.doubles(); {
+	case n > 0:
 		fmt.Fprintf(out, "  TWO HOLDERS in %d of %d samples: %s\n", n, sp.count(), strings.Join(first, "; "))
-	} else {
+	case passing > 0:
+		fmt.Fprintf(out, "  no VIP on two nodes at once in any of %d samples (from before the kill to after the return), but for %d handover(s) caught in passing by one sample and gone %v later\n",
+			sp.count(), passing, sampleEvery)
+	default:
 		fmt.Fprintf(out, "  no VIP on two nodes at once in any of %d samples (from before the kill to after the return)\n", sp.count())
 	}
 	return nil
