@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -16,84 +15,25 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ober-ingress/ober/internal/netnstest"
+	"github.com/ober-ingress/ober/internal/vipwatch"
 	"github.com/ober-ingress/ober/internal/vrrptest"
 )
 
-// sampler records, every 5 ms, which nodes hold which VIP, counting a
-// node whose link is down as holding nothing (no frame reaches it).
-type sampler struct {
-	s    *vrrptest.Site
-	mu   sync.Mutex
-	hist []sample
-	stop chan struct{}
-	done chan struct{}
-}
-
-type sample struct {
-	at      time.Time
-	holders map[netip.Addr][]string
-}
-
-func startSampler(s *vrrptest.Site) *sampler {
-	sp := &sampler{s: s, stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(sp.done)
-		tick := time.NewTicker(5 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			h := map[netip.Addr][]string{}
-			for _, n := range s.Nodes {
-				if !n.LinkIsUp() {
-					continue
-				}
-				for _, v := range n.HeldVIPs() {
-					h[v] = append(h[v], n.Name)
-				}
+// startSampler records, every 5 ms, which nodes hold which VIP, counting
+// a node whose link is down as holding nothing (no frame reaches it).
+func startSampler(s *vrrptest.Site) *vipwatch.Sampler {
+	return vipwatch.Start(5*time.Millisecond, func() (map[netip.Addr][]string, error) {
+		h := map[netip.Addr][]string{}
+		for _, n := range s.Nodes {
+			if !n.LinkIsUp() {
+				continue
 			}
-			sp.mu.Lock()
-			sp.hist = append(sp.hist, sample{at: time.Now(), holders: h})
-			sp.mu.Unlock()
-			select {
-			case <-sp.stop:
-				return
-			case <-tick.C:
+			for _, v := range n.HeldVIPs() {
+				h[v] = append(h[v], n.Name)
 			}
 		}
-	}()
-	return sp
-}
-
-func (sp *sampler) Stop() { close(sp.stop); <-sp.done }
-
-// first returns the time of the first sample at or after since where
-// cond holds for vip's holders.
-func (sp *sampler) first(since time.Time, vip netip.Addr, cond func([]string) bool) (time.Time, bool) {
-	sp.mu.Lock()
-	defer sp.mu.Unlock()
-	for _, x := range sp.hist {
-		if !x.at.Before(since) && cond(x.holders[vip]) {
-			return x.at, true
-		}
-	}
-	return time.Time{}, false
-}
-
-// doubles lists the samples after since where a VIP had two holders.
-func (sp *sampler) doubles(since time.Time) []string {
-	sp.mu.Lock()
-	defer sp.mu.Unlock()
-	var out []string
-	for _, x := range sp.hist {
-		if x.at.Before(since) {
-			continue
-		}
-		for v, h := range x.holders {
-			if len(h) > 1 {
-				out = append(out, fmt.Sprintf("%s at %s: %v", v, x.at.Format("15:04:05.000"), h))
-			}
-		}
-	}
-	return out
+		return h, nil
+	})
 }
 
 // waitFor polls cond every 5 ms up to timeout.
@@ -234,7 +174,7 @@ func TestVRRPFailover(t *testing.T) {
 				at, ok := func() (time.Time, bool) {
 					deadline := time.Now().Add(5 * time.Second)
 					for time.Now().Before(deadline) {
-						if at, ok := sp.first(t0, vip, func(h []string) bool { return len(h) == 1 && h[0] == backup.Name }); ok {
+						if at, ok := sp.First(t0, vip, func(h []string) bool { return len(h) == 1 && h[0] == backup.Name }); ok {
 							return at, true
 						}
 						time.Sleep(10 * time.Millisecond)
@@ -255,7 +195,7 @@ func TestVRRPFailover(t *testing.T) {
 					return err == nil && code == http.StatusOK
 				})
 				tb := waitFor(t, owner.Name+" takes "+vip.String()+" back", 30*time.Second, func() bool {
-					_, ok := sp.first(t1, vip, func(h []string) bool { return len(h) == 1 && h[0] == owner.Name })
+					_, ok := sp.First(t1, vip, func(h []string) bool { return len(h) == 1 && h[0] == owner.Name })
 					return ok
 				})
 				back = append(back, tb.Sub(t1))
@@ -263,7 +203,11 @@ func TestVRRPFailover(t *testing.T) {
 				sp.Stop()
 				// Settled: from the failover on, and from the return on,
 				// every VIP has at most one holder.
-				require.Empty(t, sp.doubles(at.Add(50*time.Millisecond)), "round %d: two holders", round)
+				doubles, passing := sp.Doubles(at.Add(50 * time.Millisecond))
+				require.Empty(t, doubles, "round %d: two holders", round)
+				if passing > 0 {
+					t.Logf("round %d: %d handover(s) caught in passing by one sample", round, passing)
+				}
 			}
 			t.Logf("%s: VIP on %s %v after the failure (median %v, target %v); back on %s %v after recovery (preempt delay %v)",
 				c.name, backup.Name, failover, median(failover), c.target, owner.Name, back, s.P.PreemptDelay)

@@ -6,11 +6,11 @@ import (
 	"io"
 	"net/netip"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/ober-ingress/ober/control/daemon"
 	"github.com/ober-ingress/ober/internal/netsite"
+	"github.com/ober-ingress/ober/internal/vipwatch"
 )
 
 // runVRRPDemo shows the VRRP lab working, from the client namespace:
@@ -115,22 +115,6 @@ func showHolders(ctx context.Context, st *State, out io.Writer) error {
 	return nil
 }
 
-// vipSample is which nodes held the VIPs at one moment.
-type vipSample struct {
-	at      time.Time
-	holders map[netip.Addr][]string
-}
-
-// vipSampler reads the holders every few milliseconds until stopped.
-type vipSampler struct {
-	v    *holderView
-	mu   sync.Mutex
-	hist []vipSample
-	err  error
-	stop chan struct{}
-	done chan struct{}
-}
-
 const sampleEvery = 5 * time.Millisecond
 
 // requestTimeout bounds each request of the failover's load. The node's
@@ -141,104 +125,29 @@ const sampleEvery = 5 * time.Millisecond
 // moves it on to the new holder.
 const requestTimeout = time.Second
 
-func startVIPSampler(v *holderView) *vipSampler {
-	sp := &vipSampler{v: v, stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(sp.done)
-		tick := time.NewTicker(sampleEvery)
-		defer tick.Stop()
-		for {
-			h, err := v.holders()
-			sp.mu.Lock()
-			if err != nil && sp.err == nil {
-				sp.err = err
-			}
-			if err == nil {
-				sp.hist = append(sp.hist, vipSample{at: time.Now(), holders: h})
-			}
-			sp.mu.Unlock()
-			select {
-			case <-sp.stop:
-				return
-			case <-tick.C:
-			}
-		}
-	}()
-	return sp
-}
-
-func (sp *vipSampler) Stop() {
-	select {
-	case <-sp.stop:
-	default:
-		close(sp.stop)
-	}
-	<-sp.done
-}
-
 // waitFirst waits until a sample taken at or after since has vip held by
 // node alone, and returns when that sample was taken.
-func (sp *vipSampler) waitFirst(ctx context.Context, since time.Time, vip netip.Addr, node string, timeout time.Duration) (time.Time, error) {
+func waitFirst(ctx context.Context, sp *vipwatch.Sampler, since time.Time, vip netip.Addr, node string, timeout time.Duration) (time.Time, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	seen := 0
+	alone := func(hs []string) bool { return len(hs) == 1 && hs[0] == node }
 	for {
-		sp.mu.Lock()
-		for ; seen < len(sp.hist); seen++ {
-			x := sp.hist[seen]
-			if hs := x.holders[vip]; !x.at.Before(since) && len(hs) == 1 && hs[0] == node {
-				sp.mu.Unlock()
-				return x.at, nil
-			}
+		if at, ok := sp.First(since, vip, alone); ok {
+			return at, nil
 		}
-		last, err := "no sample", sp.err
-		if len(sp.hist) > 0 {
-			last = holdersString(sp.hist[len(sp.hist)-1].holders)
-		}
-		sp.mu.Unlock()
 		select {
 		case <-ctx.Done():
-			if err != nil {
+			last := "no sample"
+			if x, ok := sp.Last(); ok {
+				last = holdersString(x.Holders)
+			}
+			if err := sp.Err(); err != nil {
 				last += fmt.Sprintf(" (sampling: %v)", err)
 			}
 			return time.Time{}, fmt.Errorf("%s not held by %s alone within %v (last: %s)", vip, node, timeout, last)
 		case <-time.After(sampleEvery):
 		}
 	}
-}
-
-// doubles counts the VIPs held by more than one node in two samples in a
-// row: a real double holder. One sample alone may catch a handover in
-// passing, because a sample reads the nodes one after the other while the
-// new holder adds the VIP and the old one removes it; those are counted
-// apart, as passing.
-func (sp *vipSampler) doubles() (n, passing int, first []string) {
-	sp.mu.Lock()
-	defer sp.mu.Unlock()
-	for k, x := range sp.hist {
-		for vip, hs := range x.holders {
-			if len(hs) < 2 {
-				continue
-			}
-			prev := k > 0 && len(sp.hist[k-1].holders[vip]) > 1
-			next := k+1 < len(sp.hist) && len(sp.hist[k+1].holders[vip]) > 1
-			if !prev && !next {
-				passing++
-				continue
-			}
-			n++
-			if len(first) < 3 {
-				first = append(first, fmt.Sprintf("%s on %s at %s", vip, strings.Join(hs, "+"), x.at.Format("15:04:05.000")))
-			}
-		}
-	}
-	return n, passing, first
-}
-
-func (sp *vipSampler) count() int {
-	sp.mu.Lock()
-	defer sp.mu.Unlock()
-	return len(sp.hist)
 }
 
 // vrrpFailover kills every HAProxy instance of node2 while clients make
@@ -265,7 +174,7 @@ func vrrpFailover(ctx context.Context, c *s3Client, st *State, o demoObject, out
 	fmt.Fprintf(out, "\ndemo 3/3: kill -9 every HAProxy instance of %s (pids %s) while 4 clients make requests to %s, each on a new connection\n"+
 		"  and given up after %v; the nodes' addresses are sampled every %v\n", victim.Name, joinInts(pids), vip, requestTimeout, sampleEvery)
 
-	sp := startVIPSampler(v)
+	sp := vipwatch.Start(sampleEvery, v.holders)
 	defer sp.Stop()
 	load := startLoad(ctx, c, o, 4, requestTimeout)
 	defer load.Stop()
@@ -274,7 +183,7 @@ func vrrpFailover(ctx context.Context, c *s3Client, st *State, o demoObject, out
 	if err != nil {
 		return err
 	}
-	took, err := sp.waitFirst(ctx, killed, vip, backup.Name, 10*time.Second)
+	took, err := waitFirst(ctx, sp, killed, vip, backup.Name, 10*time.Second)
 	if err != nil {
 		return fmt.Errorf("the failover: %w", err)
 	}
@@ -288,7 +197,7 @@ func vrrpFailover(ctx context.Context, c *s3Client, st *State, o demoObject, out
 	fmt.Fprintf(out, "  %s: the supervisor restarted the instances (pids %s) %d ms after the kill\n",
 		victim.Name, joinInts(newPIDs), restarted.Sub(killed).Milliseconds())
 
-	back, err := sp.waitFirst(ctx, restarted, vip, victim.Name, preemptDelay+20*time.Second)
+	back, err := waitFirst(ctx, sp, restarted, vip, victim.Name, preemptDelay+20*time.Second)
 	if err != nil {
 		return fmt.Errorf("%s did not take its VIP back: %w", victim.Name, err)
 	}
@@ -335,14 +244,14 @@ func vrrpFailover(ctx context.Context, c *s3Client, st *State, o demoObject, out
 			fmt.Fprintf(out, "    ...\n")
 		}
 	}
-	switch n, passing, first := sp.doubles(); {
-	case n > 0:
-		fmt.Fprintf(out, "  TWO HOLDERS in %d of %d samples: %s\n", n, sp.count(), strings.Join(first, "; "))
+	switch doubles, passing := sp.Doubles(time.Time{}); {
+	case len(doubles) > 0:
+		fmt.Fprintf(out, "  TWO HOLDERS in %d of %d samples: %s\n", len(doubles), sp.Count(), strings.Join(doubles[:min(3, len(doubles))], "; "))
 	case passing > 0:
 		fmt.Fprintf(out, "  no VIP on two nodes at once in any of %d samples (from before the kill to after the return), but for %d handover(s) caught in passing by one sample and gone %v later\n",
-			sp.count(), passing, sampleEvery)
+			sp.Count(), passing, sampleEvery)
 	default:
-		fmt.Fprintf(out, "  no VIP on two nodes at once in any of %d samples (from before the kill to after the return)\n", sp.count())
+		fmt.Fprintf(out, "  no VIP on two nodes at once in any of %d samples (from before the kill to after the return)\n", sp.Count())
 	}
 	return nil
 }
