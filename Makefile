@@ -4,7 +4,7 @@ BIN     := bin/ober
 PKGS    := ./...
 SHELL   := /bin/bash
 
-.PHONY: all build deps generate check-generated test lint fuzz bench lab clean
+.PHONY: all build deps generate check-generated check-files test lint fuzz bench lab clean
 
 all: build
 
@@ -27,6 +27,12 @@ generate:
 check-generated: generate
 	@git diff --exit-code --stat -- loader bench || \
 		{ echo "committed BPF objects are stale: run 'make generate' and commit"; exit 1; }
+
+# CI: no tracked file over 1 MiB (build outputs belong in .gitignore).
+MAX_FILE := 1048576
+check-files:
+	@big=$$(git ls-files -z | xargs -0 stat -c '%s %n' -- | awk -v max=$(MAX_FILE) '$$1 > max'); \
+		if [ -n "$$big" ]; then echo "tracked files over $(MAX_FILE) bytes:"; echo "$$big"; exit 1; fi
 
 test:
 	$(GO) test -count=1 -timeout 30m $(PKGS)
