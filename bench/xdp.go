@@ -24,9 +24,10 @@
 // kernel's per-run time for one BPF_PROG_TEST_RUN of many repeats over the
 // same buffer, which is lower because the timing overhead is amortised.
 //
-// The handoff cases run with drain handoff on (this node draining): one
+// The handoff cases run with drain handoff on (a node in transition): one
 // ACK whose flow has a socket, the cost of the orphan check on every
-// segment of a draining node, and one whose flow has none. The program
+// segment during a transition, and one whose flow has none and no record
+// of another node's. The program
 // asks the kernel for the flow's socket, so the benchmark runs in a
 // network namespace of its own, holding that socket (and a listener on
 // the VIP) and nothing else; the other cases do not depend on it.
@@ -94,7 +95,7 @@ type XDPCase struct {
 	// "floor" column is then a second, independent measurement of the same
 	// program: its difference shows the noise of the method.
 	Floor bool
-	// Handoff runs the case with drain handoff on, this node draining
+	// Handoff runs the case with drain handoff on, a node in transition
 	// (siteHandoff); the other cases run with it off.
 	Handoff bool
 }
@@ -268,10 +269,10 @@ var (
 	siteRouter6 = netip.MustParseAddr("2001:db8:ffff::1")
 	sitePeer4   = netip.MustParseAddr("192.0.2.2") // another node of the cluster
 
-	// siteHandoff is the handoff cases' set: this node drains, and no node
-	// after it does, so an orphan has nowhere to go (which spares the
+	// siteHandoff is the handoff cases' set: a node is in transition and
+	// no flow is recorded, so an orphan is dropped (which spares the
 	// benchmark a route to a peer).
-	siteHandoff = loader.Handoff{Self: siteHost4, Nodes: []netip.Addr{sitePeer4, siteHost4}, Draining: []netip.Addr{siteHost4}}
+	siteHandoff = loader.Handoff{Self: siteHost4, Nodes: []netip.Addr{sitePeer4, siteHost4}, Active: true}
 
 	clientMAC = [6]byte{0x02, 0, 0, 0, 0, 0x01}
 	nodeMAC   = [6]byte{0x02, 0, 0, 0, 0, 0x02}
@@ -582,12 +583,12 @@ func (s *site) makeCases() ([]XDPCase, error) {
 		Name:       "ack1400-v4-handoff-local",
 		Packet:     frame(src4, https4, packet.ACK|packet.PSH, tsOptions, payload),
 		WantAction: loader.ActionRedirect, WantReason: loader.ReasonSteered, Handoff: true,
-		Desc: "the ack1400-v4-redirect frame, handoff on (this node draining): its socket is found, then the redirect",
+		Desc: "the ack1400-v4-redirect frame, handoff on (a node in transition): its socket is found, then the redirect",
 	}, {
 		Name:       "ack1400-v4-handoff-orphan",
 		Packet:     frame(orphan4, https4, packet.ACK|packet.PSH, tsOptions, payload),
-		WantAction: loader.ActionPass, WantReason: loader.ReasonHandoffNoTarget, Handoff: true,
-		Desc: fmt.Sprintf("the same from %s, handoff on: no socket but the VIP's listener, no node after this one: pass", orphan4),
+		WantAction: loader.ActionDrop, WantReason: loader.ReasonHandoffUnknown, Handoff: true,
+		Desc: fmt.Sprintf("the same from %s, handoff on: no socket but the VIP's listener, no node's record: drop", orphan4),
 	}, {
 		Name: "wl-drop-v4",
 		Packet: frame(netip.AddrPortFrom(stranger4, firstClientPort), netip.AddrPortFrom(siteVIP4s[0], 80),

@@ -69,7 +69,7 @@ func TestXDPCost(t *testing.T) {
 		"syn-v6-redirect":           loader.ActionRedirect,
 		"ack1400-v4-redirect":       loader.ActionRedirect,
 		"ack1400-v4-handoff-local":  loader.ActionRedirect,
-		"ack1400-v4-handoff-orphan": loader.ActionPass,
+		"ack1400-v4-handoff-orphan": loader.ActionDrop,
 		"wl-drop-v4":                loader.ActionDrop,
 		"wl-drop-v6":                loader.ActionDrop,
 		"non-vip-v4-pass":           loader.ActionPass,

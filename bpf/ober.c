@@ -30,6 +30,12 @@
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
+/* ober_orphan looks struct ober_flow up in the room of the socket tuple. */
+_Static_assert(sizeof(struct ober_flow) == sizeof(((struct bpf_sock_tuple *)0)->ipv6) &&
+		       __builtin_offsetof(struct ober_flow, sport) ==
+			       __builtin_offsetof(struct bpf_sock_tuple, ipv6.sport),
+	       "struct ober_flow must be laid out as bpf_sock_tuple.ipv6");
+
 /* ---- maps ---------------------------------------------------------- */
 
 struct {
@@ -146,6 +152,43 @@ struct {
 	__uint(max_entries, OBER_MAX_INSTANCES + 1);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ober_assigned SEC(".maps");
+
+/*
+ * The flows of the other nodes while one is in transition: key struct
+ * ober_flow, value the owner's address (__be32). The daemon fills the
+ * live inner map as the nodes send their records and swaps in an empty
+ * one when the transition is over.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__type(key, __u32);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct {
+		__uint(type, BPF_MAP_TYPE_HASH);
+		__uint(key_size, sizeof(struct ober_flow));
+		__uint(value_size, sizeof(__be32));
+		__uint(max_entries, OBER_MAX_OWNED_FLOWS);
+		__uint(map_flags, BPF_F_NO_PREALLOC);
+	});
+} ober_owners SEC(".maps");
+
+/* Per CPU, the GCRA's theoretical arrival time of the next forward. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ober_handoff_rl SEC(".maps");
+
+/* New connections sk_lookup dispatched while a node is in transition
+ * (struct ober_flow each), for the daemon to send to the other nodes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ober_new_flows SEC(".maps");
 
 /* The drain-handoff set (struct ober_handoff), swapped whole like the
  * services. The template's one entry is only the inner map's shape. */
@@ -264,7 +307,6 @@ enum frag_kind {
 #define META_EXTHDRS (1u << 19)
 #define META_BAD_L3 (1u << 20)  /* IP header fields make no sense */
 #define META_V4MAPPED (1u << 21) /* IPv6 with an IPv4-mapped address */
-#define META_ORPHANS (1u << 22)  /* decapsulated, and its handoff set has a draining node */
 
 /* TCP flags the handoff looks at. */
 #define TCPF_SYN 0x02
@@ -418,17 +460,37 @@ static __always_inline struct bpf_sock *probe_socket(struct xdp_md *ctx, struct 
 }
 
 /*
- * Drain handoff, sending side: is this TCP segment an orphan, and if so,
- * on to a draining node with it. Returns -1 to let the caller carry on with
- * the packet untouched (a connection here owns it, or the handoff set this
- * packet sees has no draining node); otherwise the action, counted.
- *
- * rx is 0 for a packet that arrived directly. For one decapsulated here it
- * holds the outer source it came with (low 32 bits), which it keeps when
- * sent on, and where it goes should it be an orphan again (high 32 bits,
- * 0: nowhere), both from the set the decapsulation saw.
+ * Whether this CPU may forward one more orphan now: a GCRA token bucket,
+ * one forward per interval_ns with bursts of burst_ns / interval_ns + 1.
+ * The per-CPU state needs no lock: XDP runs one packet at a time per CPU.
  */
-__attribute__((noinline)) int ober_orphan(struct xdp_md *ctx, __u32 meta, __u32 l3hlen, __u32 l4len, __u64 rx)
+static __always_inline int handoff_allow(const struct ober_handoff *h)
+{
+	__u32 k = 0;
+	__u64 *tat, now, t;
+
+	if (!h->interval_ns)
+		return 1;
+	tat = bpf_map_lookup_elem(&ober_handoff_rl, &k);
+	if (!tat)
+		return 0;
+	now = bpf_ktime_get_ns();
+	t = *tat > now ? *tat : now;
+	if (t - now > h->burst_ns)
+		return 0;
+	*tat = t + h->interval_ns;
+	return 1;
+}
+
+/*
+ * Drain handoff, sending side: is this TCP segment an orphan, and if so,
+ * to the node that owns its flow with it. Returns -1 to let the caller
+ * carry on with the packet untouched (a connection here owns it, or the
+ * handoff set this packet sees is off); otherwise the action, counted.
+ * Only packets that arrived directly come here: one decapsulated here was
+ * forwarded once already and goes no further.
+ */
+__attribute__((noinline)) int ober_orphan(struct xdp_md *ctx, __u32 meta, __u32 l3hlen, __u32 l4len)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -437,12 +499,14 @@ __attribute__((noinline)) int ober_orphan(struct xdp_md *ctx, __u32 meta, __u32 
 	int v6 = !!(meta & META_V6);
 	struct bpf_sock_tuple tup = {};
 	struct bpf_fib_lookup fib = {};
+	struct ober_handoff *h;
 	struct bpf_sock *sk;
 	__u32 k = 0, ilen, i;
-	__be32 src, target;
+	__be32 src, target, *owner;
 	int local = 0;
 	__u64 sum = 0;
 	__u8 *ip, *l4, tos;
+	void *set, *owners;
 	long rc;
 
 	/* Widened behind a barrier, as in ober_rx. */
@@ -450,19 +514,12 @@ __attribute__((noinline)) int ober_orphan(struct xdp_md *ctx, __u32 meta, __u32 
 	ober_barrier_var(hl);
 	if (l3off > 14 + 4 * OBER_MAX_VLANS || hl > 0xfff)
 		return -1;
-	if (rx) {
-		src = (__be32)rx;
-		target = (__be32)(rx >> 32);
-	} else {
-		void *set = bpf_map_lookup_elem(&ober_handoff, &k);
-		struct ober_handoff *h = set ? bpf_map_lookup_elem(set, &k) : NULL;
-
-		/* The config flag said on; the set this packet sees decides. */
-		if (!h || !h->draining)
-			return -1;
-		src = h->self;
-		target = h->target;
-	}
+	set = bpf_map_lookup_elem(&ober_handoff, &k);
+	h = set ? bpf_map_lookup_elem(set, &k) : NULL;
+	/* The config flag said on; the set this packet sees decides. */
+	if (!h || !h->self)
+		return -1;
+	src = h->self;
 
 	ip = data + l3off;
 	l4 = ip + hl;
@@ -506,10 +563,32 @@ __attribute__((noinline)) int ober_orphan(struct xdp_md *ctx, __u32 meta, __u32 
 	if (local)
 		return -1;
 
-	/* An orphan. The kernel would answer it with RST; a draining node
-	 * may still have its connection. */
-	if (!target)
+	/* An orphan. The kernel would answer it with RST; the node the
+	 * routers sent it to before may still have its connection. The
+	 * tuple's room becomes the record's key (struct ober_flow is laid out
+	 * as the IPv6 tuple, with IPv4 mapped): the call chain's 512 bytes of
+	 * stack have none to spare for a copy. */
+	if (!v6) {
+		__be32 sa = tup.ipv4.saddr, da = tup.ipv4.daddr;
+		__be16 sp = tup.ipv4.sport, dp = tup.ipv4.dport;
+
+		__builtin_memset(&tup, 0, sizeof(tup));
+		tup.ipv6.saddr[2] = bpf_htonl(0xffff);
+		tup.ipv6.saddr[3] = sa;
+		tup.ipv6.daddr[2] = bpf_htonl(0xffff);
+		tup.ipv6.daddr[3] = da;
+		tup.ipv6.sport = sp;
+		tup.ipv6.dport = dp;
+	}
+	owners = bpf_map_lookup_elem(&ober_owners, &k);
+	owner = owners ? bpf_map_lookup_elem(owners, &tup) : NULL;
+	if (!owner || !*owner)
+		return verdict(len, OBER_R_HANDOFF_UNKNOWN, XDP_DROP);
+	target = *owner;
+	if (target == src)
 		return verdict(len, OBER_R_HANDOFF_NO_TARGET, XDP_PASS);
+	if (!handoff_allow(h))
+		return verdict(len, OBER_R_HANDOFF_LIMITED, XDP_DROP);
 	ilen = l3hlen + l4len; /* the inner packet: the IP packet as it came */
 	fib.family = AF_INET;
 	fib.l4_protocol = v6 ? IPPROTO_IPV6 : IPPROTO_IPIP;
@@ -571,10 +650,11 @@ __attribute__((noinline)) int ober_orphan(struct xdp_md *ctx, __u32 meta, __u32 
  * it go. l3hlen is the IP header's length with options or extension
  * headers; l4len the L4 bytes the IP header declares.
  *
- * rx is non-zero for a packet decapsulated by ober_rx (see ober_orphan).
+ * rx is non-zero (the outer source) for a packet decapsulated by ober_rx.
  * Such a packet is judged as if it had arrived itself, except that it
  * must be well-formed and for a VIP or host address (else it is dropped),
- * and that its delivery counts as handoff_received.
+ * that its delivery counts as handoff_received, and that it is never an
+ * orphan to send on: a segment is forwarded at most once.
  */
 __attribute__((noinline)) int ober_decide(struct xdp_md *ctx, __u32 meta, __u32 l3hlen, __u32 l4len, __u64 rx)
 {
@@ -639,6 +719,13 @@ __attribute__((noinline)) int ober_decide(struct xdp_md *ctx, __u32 meta, __u32 
 		return verdict(len, OBER_R_MALFORMED, XDP_DROP);
 	if (meta & META_BAD_L3)
 		return verdict(len, OBER_R_MALFORMED, bad);
+	/* An IPv6 later fragment joins whatever datagram its source,
+	 * destination and ID name, whatever next header it is labelled with,
+	 * so the label proves nothing: it is dropped like a TCP one. (IPv4
+	 * keys reassembly by protocol too: an ICMP-labelled fragment there can
+	 * only complete an ICMP datagram, and passes with ICMP.) */
+	if (v6 && frag == FRAG_LATER)
+		return verdict(len, OBER_R_FRAGMENT, fail);
 	if (proto == (v6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP))
 		return verdict(len, passed, XDP_PASS); /* PMTU, ping, NDP */
 	if (frag == FRAG_LATER)
@@ -703,9 +790,9 @@ __attribute__((noinline)) int ober_decide(struct xdp_md *ctx, __u32 meta, __u32 
 	 * orphan; a SYN starts a flow here and a RST for an unknown one is
 	 * answered by nobody. Off, this costs a flag test on a lookup the
 	 * steering makes anyway. */
-	if (proto == IPPROTO_TCP && !(tcpflags & (TCPF_SYN | TCPF_RST)) &&
-	    (rx ? (meta & META_ORPHANS) : (cfg && (cfg->flags & OBER_CFG_HANDOFF)))) {
-		int action = ober_orphan(ctx, meta, l3hlen, l4len, rx);
+	if (!rx && proto == IPPROTO_TCP && !(tcpflags & (TCPF_SYN | TCPF_RST)) && cfg &&
+	    (cfg->flags & OBER_CFG_HANDOFF)) {
+		int action = ober_orphan(ctx, meta, l3hlen, l4len);
 
 		if (action >= 0)
 			return action;
@@ -748,10 +835,11 @@ short_l4:
 	return verdict(len, OBER_R_MALFORMED, bad);
 }
 
-/* The parsers take what ober_decide needs to know of a decapsulated
- * packet: its extra meta bits and rx (both 0 for any other). */
-static __always_inline int parse_v4(struct xdp_md *ctx, __u32 l3off, __u32 meta, __u64 rx)
+/* The parsers pass rx on to ober_decide: the outer source of a packet
+ * ober_rx decapsulated, 0 for any other. */
+static __always_inline int parse_v4(struct xdp_md *ctx, __u32 l3off, __u64 rx)
 {
+	__u32 meta = 0;
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct iphdr *ip = data + l3off;
@@ -774,8 +862,9 @@ static __always_inline int parse_v4(struct xdp_md *ctx, __u32 l3off, __u32 meta,
 	return ober_decide(ctx, meta, hlen, tot - hlen, rx);
 }
 
-static __always_inline int parse_v6(struct xdp_md *ctx, __u32 l3off, __u32 meta, __u64 rx)
+static __always_inline int parse_v6(struct xdp_md *ctx, __u32 l3off, __u64 rx)
 {
+	__u32 meta = 0;
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct ipv6hdr *ip6 = data + l3off;
@@ -841,10 +930,9 @@ done:
 
 /* What ober_rx tells the entry point about a packet it decapsulated. */
 struct rx_info {
-	__u64 rx;     /* ober_decide's rx; 0: not decapsulated */
-	__u32 meta;   /* extra meta bits for ober_decide */
+	__u64 rx;     /* ober_decide's rx (the outer source); 0: not decapsulated */
 	__be16 proto; /* the inner packet's ethertype */
-	__u16 _pad;
+	__u16 _pad[3];
 };
 
 /*
@@ -864,11 +952,10 @@ __attribute__((noinline)) int ober_rx(struct xdp_md *ctx, __u32 l3off, struct rx
 	void *data_end = (void *)(long)ctx->data_end;
 	__u8 l2[14 + 4 * OBER_MAX_VLANS];
 	struct ober_handoff *h;
-	__u32 k = 0, hlen, tot, meta, i;
+	__u32 k = 0, hlen, tot, i;
 	int node = 0;
 	__be16 type;
-	__be32 src, target = 0;
-	__u64 rx;
+	__be32 src;
 	__u8 proto;
 	void *set;
 
@@ -893,18 +980,12 @@ __attribute__((noinline)) int ober_rx(struct xdp_md *ctx, __u32 l3off, struct rx
 	src = ip->saddr;
 	if (!info || !h || !h->self || ip->daddr != h->self || src == h->self)
 		return -1;
-	/* Where it goes on depends on where its chain started: the index of
-	 * the outer source among the nodes. */
 	for (i = 0; i < OBER_MAX_NODES; i++) {
-		if (i < h->nnodes && h->nodes[i] == src) {
+		if (i < h->nnodes && h->nodes[i] == src)
 			node = 1;
-			target = h->rx_targets[i];
-		}
 	}
 	if (!node)
 		return -1;
-	rx = (__u64)src | (__u64)target << 32;
-	meta = h->draining ? META_ORPHANS : 0;
 
 	/* Out with the outer header; the Ethernet header and VLAN tags stay,
 	 * the last type field now naming the inner protocol. */
@@ -933,10 +1014,61 @@ __attribute__((noinline)) int ober_rx(struct xdp_md *ctx, __u32 l3off, struct rx
 			*(__be16 *)(data + 20) = type;
 		}
 	}
-	info->rx = rx;
-	info->meta = meta;
+	info->rx = src;
 	info->proto = type;
 	return -1;
+}
+
+/*
+ * A frame with more VLAN tags than the parser takes (OBER_MAX_VLANS): the
+ * kernel may still deliver it through stacked VLAN devices, so it is
+ * looked through, up to OBER_MAX_VLAN_PEEK tags, for its IP destination.
+ * One for a VIP or a host address is dropped as malformed, since it could
+ * not be policed; any other passes untouched. A frame with more tags still
+ * cannot be checked, and is dropped. proto is the ethertype after the
+ * tags the parser took.
+ */
+__attribute__((noinline)) int ober_deep_vlan(struct xdp_md *ctx, __u32 proto)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u64 len = data_end - data;
+	__u32 daddr[4] = {}, k = 0, off = 14 + 4 * OBER_MAX_VLANS;
+	void *table;
+	int i;
+
+	for (i = OBER_MAX_VLANS; i < OBER_MAX_VLAN_PEEK; i++) {
+		struct vlan_hdr *vh = data + off;
+
+		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
+			break;
+		if ((void *)(vh + 1) > data_end)
+			return verdict(len, OBER_R_MALFORMED, XDP_PASS);
+		proto = vh->proto;
+		off += sizeof(*vh);
+	}
+	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD))
+		return verdict(len, OBER_R_MALFORMED, XDP_DROP);
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = data + off;
+
+		if ((void *)(ip + 1) > data_end)
+			return verdict(len, OBER_R_MALFORMED, XDP_PASS);
+		daddr[2] = bpf_htonl(0xffff);
+		daddr[3] = ip->daddr;
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = data + off;
+
+		if ((void *)(ip6 + 1) > data_end)
+			return verdict(len, OBER_R_MALFORMED, XDP_PASS);
+		__builtin_memcpy(daddr, &ip6->daddr, 16);
+	} else {
+		return verdict(len, OBER_R_NOT_VIP, XDP_PASS);
+	}
+	table = bpf_map_lookup_elem(&ober_services, &k);
+	if (table && lookup_svc(table, daddr, 0, 0))
+		return verdict(len, OBER_R_MALFORMED, XDP_DROP);
+	return verdict(len, OBER_R_NOT_VIP, XDP_PASS);
 }
 
 SEC("xdp")
@@ -962,6 +1094,8 @@ int ober_xdp(struct xdp_md *ctx)
 		proto = vh->proto;
 		l3off += sizeof(*vh);
 	}
+	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD))
+		return ober_deep_vlan(ctx, proto);
 	if (proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = data + l3off;
 
@@ -975,14 +1109,14 @@ int ober_xdp(struct xdp_md *ctx)
 				return action;
 			if (info.rx) {
 				if (info.proto == bpf_htons(ETH_P_IP))
-					return parse_v4(ctx, l3off, info.meta, info.rx);
-				return parse_v6(ctx, l3off, info.meta, info.rx);
+					return parse_v4(ctx, l3off, info.rx);
+				return parse_v6(ctx, l3off, info.rx);
 			}
 		}
-		return parse_v4(ctx, l3off, 0, 0);
+		return parse_v4(ctx, l3off, 0);
 	}
 	if (proto == bpf_htons(ETH_P_IPV6))
-		return parse_v6(ctx, l3off, 0, 0);
+		return parse_v6(ctx, l3off, 0);
 	return verdict(data_end - data, OBER_R_NOT_VIP, XDP_PASS);
 }
 
@@ -1003,6 +1137,28 @@ static __always_inline void count_assign(__u32 idx, int fallback)
 		if (fallback)
 			a->fallback++;
 	}
+}
+
+/*
+ * While a node is in transition, a new connection this node owns goes into
+ * ober_new_flows for the daemon to tell the other nodes, which then hand
+ * its segments back here should the routers move it. Not for the XDP
+ * program's orphan check, which makes no connection.
+ */
+static __always_inline void record_flow(const __u32 *remote, const __u32 *local, __be16 sport, __be16 dport)
+{
+	__u32 k = 0;
+	__u32 *probing = bpf_map_lookup_elem(&ober_probing, &k);
+	struct ober_config *cfg = bpf_map_lookup_elem(&ober_config, &k);
+	struct ober_flow f;
+
+	if (!cfg || !(cfg->flags & OBER_CFG_HANDOFF) || (probing && *probing))
+		return;
+	__builtin_memcpy(f.saddr, remote, 16);
+	__builtin_memcpy(f.daddr, local, 16);
+	f.sport = sport;
+	f.dport = dport;
+	bpf_ringbuf_output(&ober_new_flows, &f, sizeof(f), 0);
 }
 
 SEC("sk_lookup")
@@ -1082,6 +1238,8 @@ int ober_sk_lookup(struct bpf_sk_lookup *ctx)
 		if (err)
 			continue;
 		count_assign(idx, idx != inst);
+		if (ctx->protocol == IPPROTO_TCP)
+			record_flow(remote, local, ctx->remote_port, bpf_htons(ctx->local_port));
 		return SK_PASS;
 	}
 	count_assign(OBER_ASSIGN_NONE, 0);

@@ -30,15 +30,19 @@
 
 /* IPv6 extension headers skipped before giving up (counted malformed). */
 #define OBER_MAX_EXTHDRS 6
+/* VLAN tags parsed. A frame with more is only looked through, up to
+ * OBER_MAX_VLAN_PEEK tags, for its IP destination: the kernel may still
+ * deliver it through stacked VLAN devices, so one for a VIP must not
+ * pass unpoliced. */
 #define OBER_MAX_VLANS 2
+#define OBER_MAX_VLAN_PEEK 8
 
-/* Nodes of a cluster sharing the VIPs, for the drain handoff; one bit
- * each in ober_handoff.draining. */
+/* Nodes of a cluster sharing the VIPs, for the drain handoff. */
 #define OBER_MAX_NODES 16
 
 /* ober_config.flags */
 #define OBER_CFG_STEER 0x1   /* redirect flows to their instance's CPU */
-#define OBER_CFG_HANDOFF 0x2 /* some node drains: look for orphaned segments */
+#define OBER_CFG_HANDOFF 0x2 /* a node drains or joins: hand orphans to their owners, record new flows */
 
 /* ober_svc_val.flags on a service entry (proto != 0). */
 #define OBER_SVC_WHITELIST 0x1 /* only sources in whitelist `wl` may enter */
@@ -62,12 +66,14 @@ enum ober_reason {
 	OBER_R_FRAGMENT = 6,   /* IP fragment, see README "Fragments" */
 	OBER_R_MALFORMED = 7,  /* bad or truncated headers */
 	/* Drain handoff, see struct ober_handoff. */
-	OBER_R_HANDOFF_FORWARDED = 8,  /* orphan sent to a draining node (TX, redirect) */
+	OBER_R_HANDOFF_FORWARDED = 8,  /* orphan sent to the node that owns its flow (TX, redirect) */
 	OBER_R_HANDOFF_RECEIVED = 9,   /* decapsulated from a node and delivered */
-	OBER_R_HANDOFF_NO_TARGET = 10, /* orphan, no draining node to send it to: pass */
+	OBER_R_HANDOFF_NO_TARGET = 10, /* orphan whose recorded owner is this node: pass */
 	OBER_R_HANDOFF_NO_ROUTE = 11,  /* orphan, the FIB has no route or neighbour: pass */
 	OBER_R_HANDOFF_TOO_BIG = 12,   /* orphan, encapsulated it exceeds the MTU: pass */
-	OBER_R_MAX = 13,
+	OBER_R_HANDOFF_UNKNOWN = 13,   /* orphan of no recorded flow: drop (the client resends) */
+	OBER_R_HANDOFF_LIMITED = 14,   /* orphan over the forwarding rate: drop */
+	OBER_R_MAX = 15,
 };
 /* Counter rows kept for reasons, more than there are: a new reason must
  * not change the size of the pinned counter map, which would make every
@@ -133,33 +139,44 @@ struct ober_assign {
 #define OBER_ASSIGN_NONE OBER_MAX_INSTANCES
 
 /*
- * Drain handoff. Nodes announce the same VIPs; when one drains, the
- * routers move its flows to the others, whose kernels would answer them
- * with RST. Instead a node sends such an orphan (a TCP segment for a
- * dispatched service, without SYN or RST, matching no connection here) to
- * a draining node inside an IPv4 header, and a node decapsulates what its
- * peers send it and delivers it to its own socket.
- *
- * The forward targets depend only on this entry, so the loader works them
- * out (loader/handoff.go) and the program does no search per packet: an
- * orphan that arrived directly goes to target; one decapsulated goes to
- * rx_targets[o], o the index in nodes[] of the outer source it came with
- * (the search ober_rx makes anyway to accept it), since where a chain may
- * go on depends on where it started. Addresses are IPv4 in network
- * order; 0 is none. One entry, swapped whole, so a packet sees one
- * consistent set.
+ * Drain handoff. Nodes announce the same VIPs; when one drains or joins,
+ * the routers move established connections between nodes, whose kernels
+ * would answer them with RST. While some node is in such a transition
+ * (OBER_CFG_HANDOFF), a segment for a dispatched service that is neither
+ * SYN nor RST and that matches no connection here (an orphan) is looked
+ * up in ober_owners, the flows every node recorded and sent the others:
+ * found, it goes once, inside an IPv4 header from self, to the node that
+ * owns it; not found, it is dropped, and the client's retransmission
+ * finds the record the owner sends within milliseconds. A node
+ * decapsulates what another of nodes[] sends to self and judges the inner
+ * packet as if it had arrived itself, but never sends it on: the outer
+ * header marks a segment already forwarded once. Forwards are rate
+ * limited per CPU (a GCRA token bucket, ober_handoff_rl). Addresses are
+ * IPv4 in network order; 0 is none. One entry, swapped whole.
  */
 struct ober_handoff {
-	__be32 self;    /* outer source of what we send, outer destination we take; 0: off */
-	__be32 target;  /* where an orphan that arrived directly goes */
-	__u16 draining; /* bit i: nodes[i] drains */
-	__u8 nnodes;    /* entries of nodes[] in use */
-	__u8 _pad;
-	__be32 nodes[OBER_MAX_NODES]; /* every node, in the same order on all of them */
-	/* Where an orphan decapsulated from nodes[i] goes: a node strictly
-	 * between self and nodes[i], walking nodes[] cyclically from self. */
-	__be32 rx_targets[OBER_MAX_NODES];
+	__be32 self;   /* outer source of what we send, outer destination we take; 0: off */
+	__u8 nnodes;   /* entries of nodes[] in use */
+	__u8 _pad[3];
+	__be32 nodes[OBER_MAX_NODES]; /* every node: the outer sources accepted */
+	/* Forwarding rate per CPU: one forward per interval_ns, with bursts
+	 * of up to burst_ns / interval_ns + 1; interval_ns 0: no limit. */
+	__u64 interval_ns;
+	__u64 burst_ns;
 };
+
+/* A flow as a client's segment carries it: ober_owners' key, and what
+ * sk_lookup records of a new connection while a node is in transition. */
+struct ober_flow {
+	__u8 saddr[16]; /* the client, IPv4-mapped for IPv4 */
+	__u8 daddr[16]; /* the VIP */
+	__be16 sport;
+	__be16 dport;
+};
+
+/* ober_owners holds at most this many flows; the inner map allocates as
+ * it fills (BPF_F_NO_PREALLOC). */
+#define OBER_MAX_OWNED_FLOWS (1 << 20)
 
 /* Book-keeping for the Go side only; the programs never read it. */
 struct ober_wl_meta {

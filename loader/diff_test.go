@@ -2,11 +2,13 @@ package loader
 
 import (
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -83,6 +85,11 @@ func (g packetGen) spec() packet.Spec {
 	if g.lab != nil && s.Proto == packet.ProtoTCP && g.pick(6) == 0 {
 		f := g.lab.flows[g.pick(len(g.lab.flows))]
 		s.Src, s.SrcPort, s.Dst, s.DstPort = f.Remote.Addr(), f.Remote.Port(), f.Local.Addr(), f.Local.Port()
+	} else if g.lab != nil && s.Proto == packet.ProtoTCP && g.pick(3) == 0 {
+		// A flow recorded for one of the nodes: an orphan goes there.
+		owned := slices.SortedFunc(maps.Keys(labOwners()), func(a, b Flow) int { return strings.Compare(a.String(), b.String()) })
+		f := owned[g.pick(len(owned))]
+		s.Src, s.SrcPort, s.Dst, s.DstPort = f.Client.Addr(), f.Client.Port(), f.VIP.Addr(), f.VIP.Port()
 	}
 	s.Flags = byte(g.rng.Uint32())
 	if g.lab != nil && g.pick(2) == 0 {
@@ -93,7 +100,7 @@ func (g packetGen) spec() packet.Spec {
 		s.Flags = []byte{packet.ACK, packet.ACK | packet.PSH, packet.FIN | packet.ACK, packet.ACK | 0x20}[g.pick(4)]
 	}
 	s.Seq, s.Ack = g.rng.Uint32(), g.rng.Uint32()
-	for n := []int{0, 0, 0, 0, 0, 0, 1, 1, 2, 3}[g.pick(10)]; n > 0; n-- {
+	for n := []int{0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 5, maxVLANPeek + 1}[g.pick(12)]; n > 0; n-- {
 		tpid := []uint16{0x8100, 0x88a8}[g.pick(2)]
 		s.VLANs = append(s.VLANs, packet.VLAN{TPID: tpid, TCI: uint16(g.pick(4096))})
 	}
@@ -207,24 +214,21 @@ type diffVariant struct {
 	name    string
 	state   int // diffState's variant
 	handoff Handoff
+	owners  bool // the lab's flows are recorded (labOwners)
 }
 
 // diffVariants cover each way the steering and the handoff can be set up,
-// the handoff's reaching every answer the lab's FIB gives.
+// the handoff's reaching every answer the lab's FIB gives (the recorded
+// flows' owners are reached in each of them).
 func diffVariants() []diffVariant {
-	ho := func(draining ...netip.Addr) Handoff {
-		return Handoff{Self: labSelf, Nodes: labNodes, Draining: draining}
-	}
+	active := Handoff{Self: labSelf, Nodes: labNodes, Active: true}
 	return []diffVariant{
-		{"steering, handoff off", 0, Handoff{}},
-		{"dead instance, serving: orphans to labTX (XDP_TX)", 1, ho(labTX)},
-		{"steering off, draining: orphans to labRedirect (redirect)", 2, ho(labSelf, labRedirect)},
-		{"serving: orphans round the end to an unroutable node, decapsulated ones nowhere", 0, ho(labNoRoute)},
-		{"serving: orphans to an unresolved neighbour, decapsulated ones but from labTX too", 0, ho(labUnresolved)},
-		{"orphans to a node behind a small MTU", 0, ho(labSmall)},
-		{"draining alone: no target", 0, ho(labSelf)},
-		{"all drain: to labTX, decapsulated ones but from labTX too", 0, ho(labNodes...)},
-		{"nobody drains: decapsulation only", 0, ho()},
+		{"steering, handoff off", 0, Handoff{}, true},
+		{"dead instance, active: orphans to their owners", 1, active, true},
+		{"steering off, active", 2, active, true},
+		{"active, nothing recorded: orphans dropped", 0, active, false},
+		{"active, another cluster", 0, Handoff{Self: labSelf, Nodes: []netip.Addr{labSelf, labTX}, Active: true}, true},
+		{"nobody in transition: decapsulation only", 0, Handoff{Self: labSelf, Nodes: labNodes}, true},
 	}
 }
 
@@ -251,6 +255,9 @@ func TestXDPDifferential(t *testing.T) {
 		d := openTestDataplane(t)
 		diffState(t, d, dv.state)
 		require.NoError(t, d.SetHandoff(dv.handoff))
+		if dv.owners {
+			setOwners(t, d, labOwners())
+		}
 		model := lab.model(t, d)
 		g := packetGen{rng: rand.New(rand.NewPCG(seed, uint64(v))), lab: lab}
 		r := lab.runner(t, d)
@@ -272,13 +279,15 @@ func TestXDPDifferential(t *testing.T) {
 	for _, k := range []string{"not_vip/pass", "passed/pass", "steered/redirect", "steered/pass", "no_service/drop",
 		"whitelist_drop/drop", "whitelist_reject/tx", "fragment/drop", "fragment/pass", "malformed/drop", "malformed/pass",
 		"not_vip/drop", "handoff_forwarded/tx", "handoff_forwarded/redirect", "handoff_received/pass",
-		"handoff_received/redirect", "handoff_no_target/pass", "handoff_no_route/pass", "handoff_too_big/pass"} {
+		"handoff_received/redirect", "handoff_no_target/pass", "handoff_no_route/pass", "handoff_too_big/pass",
+		"handoff_unknown/drop"} {
 		require.Greater(t, seen[k], 50, "verdict %s barely exercised", k)
 	}
 }
 
 // FuzzXDP holds the program and the model together on arbitrary input,
-// with handoff on: the node serves, labTX drains. It runs in a handoff lab
+// with handoff on: a node is in transition and the lab's flows are
+// recorded. It runs in a handoff lab
 // of its own thread (a fuzz worker's cleanups never run). Seeded with the
 // fixtures and frames of the handoff generator; `make fuzz` runs it for
 // longer.
@@ -288,7 +297,8 @@ func FuzzXDP(f *testing.F) {
 	}
 	d := openUnpinnedDataplane(f)
 	lab := newPrivateHandoffLab(f)
-	require.NoError(f, d.SetHandoff(Handoff{Self: labSelf, Nodes: labNodes, Draining: []netip.Addr{labTX, labSmall}}))
+	require.NoError(f, d.SetHandoff(Handoff{Self: labSelf, Nodes: labNodes, Active: true}))
+	setOwners(f, d, labOwners())
 	g := packetGen{rng: rand.New(rand.NewPCG(0xf0, 0x22)), lab: lab}
 	for i := 0; i < 64; i++ {
 		f.Add(g.frame())

@@ -1,67 +1,69 @@
 package loader
 
 import (
+	"errors"
 	"fmt"
+	"math"
 	"net/netip"
+	"os"
+	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
 )
 
-// Handoff is the cluster of nodes sharing the VIPs and which of them are
-// draining.
+// Handoff is the cluster of nodes sharing the VIPs, and whether one of
+// them is in transition (draining or joining).
 //
-// Several nodes announce the same VIPs; when one drains it withdraws its
-// routes and the routers move its established connections to the others,
-// whose kernels would answer them with RST. With a handoff set, a node
-// that receives a TCP segment for a dispatched service that is not a SYN
-// (nor a RST) and that no local connection owns (an orphan) sends it, in
+// Several nodes announce the same VIPs; when one withdraws or announces,
+// the routers move established connections between the nodes (a
+// draining node's to the others, and with hash-threshold ECMP some of
+// the others' between them too), and the kernel of the node a
+// connection lands on would answer it with RST. While Active, a node
+// looks up every TCP segment for a dispatched service that is neither SYN
+// nor RST and that no local connection owns (an orphan) among the flows
+// the other nodes recorded (SetOwners): found, the segment goes once, in
 // an outer IPv4 header from Self (protocol 4 for IPv4 inside, 41 for
-// IPv6), to a draining node. A node decapsulates such packets when they
-// come from another of Nodes to Self, and judges what was inside as if it
-// had arrived itself (it must be well-formed and for a VIP or one of the
-// node's host addresses, or it is dropped); what it delivers goes to its
-// own sockets.
+// IPv6), to its owner; not found, it is dropped, and the client's
+// retransmission finds the record its owner sends a moment later. A node
+// decapsulates such packets when they come from another of Nodes to Self
+// and judges what was inside as if it had arrived itself (it must be
+// well-formed and for a VIP or one of the node's host addresses, or it is
+// dropped); what it delivers goes to its own sockets, and what it cannot
+// deliver goes to its kernel: a segment is forwarded at most once.
 //
-// Where an orphan goes: walking Nodes cyclically from the node after Self
-// (after the last node comes the first), to the first draining node other
-// than Self; with none, it passes to the kernel (and is counted). A
-// decapsulated packet that is an orphan here too goes on, keeping the
-// outer source O it came with, by the same walk, which stops when it
-// reaches O: only a draining node strictly between Self and O in the
-// cyclic order Self+1, Self+2, ..., O-1 will do; with none it passes to
-// the kernel. So a chain started at O goes round Nodes at most once: it
-// visits each node at most once, O never again, and ends within
-// len(Nodes)-1 hops, even while the nodes disagree about who drains (see
-// planHandoff). That is why Nodes must be in the same order on every
-// node. Going round, not only forward, matters because the routers may
-// move a flow to a node either side of its owner in Nodes order; while
-// any node drains, the control plane may mark every node draining, so
-// that an orphan tries the others in turn until one owns it.
+// Forwards are limited to Rate per second per CPU, in bursts of up to
+// Burst: more are dropped and counted (handoff_limited). While Active,
+// the sk_lookup program records each new connection it dispatches
+// (NewFlows), for the daemon to send the other nodes.
 //
 // The path between nodes must carry the client's packets plus the 20
 // bytes of the outer header without fragmenting them (the outer header
-// has DF set): an MTU of at least the client MTU + 20, in practice jumbo
-// frames between the nodes. A packet that would not fit passes to the
-// kernel (handoff_too_big). The FIB lookup also needs IPv4 forwarding
-// enabled on the interface the XDP program runs on, and a resolved
-// neighbour entry for the next hop (XDP cannot resolve one): a node
-// without them counts its orphans as handoff_no_route.
+// has DF set). A packet that would not fit passes to the kernel
+// (handoff_too_big). The FIB lookup also needs IPv4 forwarding enabled on
+// the interface the XDP program runs on, and a resolved neighbour entry
+// for the next hop (XDP cannot resolve one): a node without them counts
+// its orphans as handoff_no_route.
 type Handoff struct {
 	// Self is this node's IPv4 address: the outer source of what it
 	// forwards; outer packets to it are decapsulated.
 	Self netip.Addr `json:"self,omitzero"`
-	// Nodes is every node of the cluster (IPv4), Self included, in the
-	// same order on every node (at most MaxNodes).
+	// Nodes is every node of the cluster (IPv4), Self included (at most
+	// MaxNodes): the only outer sources decapsulated.
 	Nodes []netip.Addr `json:"nodes,omitempty"`
-	// Draining is the nodes (a subset of Nodes, Self possibly among them)
-	// now draining. Handoff reads them back in Nodes order.
-	Draining []netip.Addr `json:"draining,omitempty"`
+	// Active says a node is in transition: orphans are handed to their
+	// owners and new flows recorded.
+	Active bool `json:"active,omitempty"`
+	// Rate is the forwards per second each CPU may make; 0 is no limit.
+	// Burst is how many it may make at once (at least 1 with a Rate).
+	Rate  uint64 `json:"rate,omitempty"`
+	Burst uint64 `json:"burst,omitempty"`
 }
 
 // ValidateHandoff checks a handoff set the way SetHandoff does, with
 // errors naming the field and the value. The empty Handoff is valid: off.
 func ValidateHandoff(h Handoff) error {
-	if !h.Self.IsValid() && len(h.Nodes) == 0 && len(h.Draining) == 0 {
+	if !h.Self.IsValid() && len(h.Nodes) == 0 && !h.Active {
 		return nil
 	}
 	if err := checkNodeAddr("handoff.self", h.Self); err != nil {
@@ -83,15 +85,13 @@ func ValidateHandoff(h Handoff) error {
 	if _, ok := index[h.Self]; !ok {
 		return fmt.Errorf("handoff.self: %s not in nodes", h.Self)
 	}
-	seen := make(map[netip.Addr]int, len(h.Draining))
-	for i, n := range h.Draining {
-		if _, ok := index[n]; !ok {
-			return fmt.Errorf("handoff.draining[%d]: %s not in nodes", i, n)
-		}
-		if j, dup := seen[n]; dup {
-			return fmt.Errorf("handoff.draining[%d]: %s repeats draining[%d]", i, n, j)
-		}
-		seen[n] = i
+	switch {
+	case h.Rate > uint64(time.Second):
+		return fmt.Errorf("handoff.rate: %d per second exceeds the limit of %d", h.Rate, uint64(time.Second))
+	case h.Rate > 0 && h.Burst == 0:
+		return fmt.Errorf("handoff.burst: 0: a rate needs a burst of at least 1")
+	case h.Burst > math.MaxUint32:
+		return fmt.Errorf("handoff.burst: %d exceeds the limit of %d", h.Burst, uint64(math.MaxUint32))
 	}
 	return nil
 }
@@ -111,101 +111,14 @@ func checkNodeAddr(field string, a netip.Addr) error {
 	return nil
 }
 
-// handoffPlan is a valid Handoff worked out for the program: the forward
-// targets are the rule of the Handoff doc, applied once here.
-type handoffPlan struct {
-	self     netip.Addr
-	nodes    []netip.Addr
-	draining []bool // by index in nodes
-	// target is where an orphan that arrived directly goes; rxTargets[o]
-	// where one decapsulated from nodes[o] goes (none for self). Invalid:
-	// nowhere.
-	target    netip.Addr
-	rxTargets []netip.Addr
-}
-
-// planHandoff works out the targets. Why a chain ends: number the nodes
-// by their cyclic distance from the chain's origin O, d(i) = (i-o) mod N
-// for N nodes, so O is 0 and every other node is in 1..N-1. The first hop
-// goes from O to some node X1, d(X1) >= 1. A node X that sends the packet
-// on picks a node strictly between X and O in the walk X+1, ..., O-1:
-// exactly the nodes i with d(X) < d(i) <= N-1. So d grows strictly along
-// the chain and stays within 1..N-1, whatever each node thinks drains
-// (each choice depends only on the node's own index, O and Nodes, which
-// is the same everywhere): no node is visited twice, O is never visited
-// again, and there are at most N-1 hops.
-func planHandoff(h Handoff) handoffPlan {
-	p := handoffPlan{self: h.Self, nodes: h.Nodes, draining: make([]bool, len(h.Nodes))}
-	self := -1
-	for i, n := range h.Nodes {
-		if n == h.Self {
-			self = i
-		}
-		for _, d := range h.Draining {
-			if d == n {
-				p.draining[i] = true
-			}
-		}
+// gcra turns a rate and burst into the program's token bucket: one
+// forward per interval, up to burst at once.
+func gcra(rate, burst uint64) (interval, tolerance uint64) {
+	if rate == 0 {
+		return 0, 0
 	}
-	if self < 0 {
-		return p // off
-	}
-	// An orphan that arrived here starts its chain here: the walk goes
-	// round to self.
-	p.target = p.nextDraining(self, self)
-	p.rxTargets = make([]netip.Addr, len(h.Nodes))
-	for o := range h.Nodes {
-		if o != self {
-			p.rxTargets[o] = p.nextDraining(self, o)
-		}
-	}
-	return p
-}
-
-// nextDraining is the first draining node walking the nodes cyclically
-// from the one after index self, stopping at index stop (not taken);
-// invalid when there is none.
-func (p handoffPlan) nextDraining(self, stop int) netip.Addr {
-	n := len(p.nodes)
-	for k := 1; k < n; k++ {
-		i := (self + k) % n
-		if i == stop {
-			break
-		}
-		if p.draining[i] {
-			return p.nodes[i]
-		}
-	}
-	return netip.Addr{}
-}
-
-// rxTarget is where an orphan decapsulated from src goes; invalid when
-// nowhere (or src is no node).
-func (p handoffPlan) rxTarget(src netip.Addr) netip.Addr {
-	for i, n := range p.nodes {
-		if n == src && i < len(p.rxTargets) {
-			return p.rxTargets[i]
-		}
-	}
-	return netip.Addr{}
-}
-
-func (p handoffPlan) on() bool {
-	for _, d := range p.draining {
-		if d {
-			return true
-		}
-	}
-	return false
-}
-
-func (p handoffPlan) isNode(a netip.Addr) bool {
-	for _, n := range p.nodes {
-		if n == a {
-			return true
-		}
-	}
-	return false
+	interval = max(uint64(time.Second)/rate, 1)
+	return interval, interval * (max(burst, 1) - 1)
 }
 
 func as4(a netip.Addr) [4]byte {
@@ -215,17 +128,12 @@ func as4(a netip.Addr) [4]byte {
 	return a.As4()
 }
 
-func (p handoffPlan) value() handoffVal {
-	v := handoffVal{Self: as4(p.self), Target: as4(p.target), NNodes: uint8(len(p.nodes))}
-	for i, n := range p.nodes {
+func handoffValue(h Handoff) handoffVal {
+	v := handoffVal{Self: as4(h.Self), NNodes: uint8(len(h.Nodes))}
+	for i, n := range h.Nodes {
 		v.Nodes[i] = n.As4()
-		if i < len(p.rxTargets) {
-			v.RxTargets[i] = as4(p.rxTargets[i])
-		}
-		if p.draining[i] {
-			v.Draining |= 1 << i
-		}
 	}
+	v.IntervalNS, v.BurstNS = gcra(h.Rate, h.Burst)
 	return v
 }
 
@@ -247,17 +155,14 @@ func (d *Dataplane) SetHandoff(h Handoff) error {
 		return fmt.Errorf("set handoff: %w", err)
 	}
 	defer inner.Close()
-	if err := inner.Update(uint32(0), planHandoff(h).value(), ebpf.UpdateAny); err != nil {
+	if err := inner.Update(uint32(0), handoffValue(h), ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("set handoff: fill: %w", err)
 	}
 	// The config flag spares every packet the set's lookup while nobody
-	// drains; a packet that sees it set still goes by the set it finds.
-	// So the flag goes up after the swap and down before it: a packet
-	// that sees it down sees no draining node, as the set on that side of
-	// the change says.
-	// The program looks for orphans only while some node drains; it
-	// decapsulates whenever Self is set.
-	on := len(h.Draining) > 0
+	// is in transition; a packet that sees it set still goes by the set
+	// it finds. So the flag goes up after the swap and down before it. It
+	// also has sk_lookup record new flows.
+	on := h.Active && h.Self.IsValid()
 	if !on {
 		if err := d.setConfigFlag(cfgHandoff, false); err != nil {
 			return fmt.Errorf("set handoff: %w", err)
@@ -274,8 +179,8 @@ func (d *Dataplane) SetHandoff(h Handoff) error {
 	return nil
 }
 
-// Handoff reads back the live handoff set, Draining in Nodes order. It is
-// the empty Handoff when handoff is off.
+// Handoff reads back the live handoff set. It is the empty Handoff when
+// handoff is off.
 func (d *Dataplane) Handoff() (Handoff, error) {
 	inner, err := d.liveInner(d.maps.OberHandoff, 0)
 	if err != nil || inner == nil {
@@ -294,11 +199,174 @@ func (d *Dataplane) Handoff() (Handoff, error) {
 	}
 	h := Handoff{Self: netip.AddrFrom4(v.Self)}
 	for i := 0; i < int(v.NNodes); i++ {
-		n := netip.AddrFrom4(v.Nodes[i])
-		h.Nodes = append(h.Nodes, n)
-		if v.Draining&(1<<i) != 0 {
-			h.Draining = append(h.Draining, n)
-		}
+		h.Nodes = append(h.Nodes, netip.AddrFrom4(v.Nodes[i]))
 	}
+	if v.IntervalNS > 0 {
+		h.Rate = uint64(time.Second) / v.IntervalNS
+		h.Burst = v.BurstNS/v.IntervalNS + 1
+	}
+	flags, err := d.configFlags()
+	if err != nil {
+		return Handoff{}, fmt.Errorf("read handoff: %w", err)
+	}
+	h.Active = flags&cfgHandoff != 0
 	return h, nil
 }
+
+// Flow is one TCP connection to a VIP as the client's segments carry it.
+type Flow struct {
+	Client netip.AddrPort `json:"client"`
+	VIP    netip.AddrPort `json:"vip"`
+}
+
+func (f Flow) String() string { return f.Client.String() + "->" + f.VIP.String() }
+
+func (f Flow) key() flowKey {
+	return flowKey{
+		Saddr: addr16(f.Client.Addr()), Daddr: addr16(f.VIP.Addr()),
+		Sport: [2]byte{byte(f.Client.Port() >> 8), byte(f.Client.Port())},
+		Dport: [2]byte{byte(f.VIP.Port() >> 8), byte(f.VIP.Port())},
+	}
+}
+
+func (k flowKey) flow() Flow {
+	return Flow{
+		Client: netip.AddrPortFrom(netip.AddrFrom16(k.Saddr).Unmap(), uint16(k.Sport[0])<<8|uint16(k.Sport[1])),
+		VIP:    netip.AddrPortFrom(netip.AddrFrom16(k.Daddr).Unmap(), uint16(k.Dport[0])<<8|uint16(k.Dport[1])),
+	}
+}
+
+// AddOwners records that owner, another node's IPv4 address, holds the
+// connections of flows; a flow recorded before moves to owner. While the
+// handoff set is Active, orphans of these flows go to owner. Past
+// MaxOwnedFlows the kernel refuses more, and the error says how many
+// were recorded.
+func (d *Dataplane) AddOwners(owner netip.Addr, flows []Flow) error {
+	if err := checkNodeAddr("owner", owner); err != nil {
+		return fmt.Errorf("record flows: %w", err)
+	}
+	if len(flows) == 0 {
+		return nil
+	}
+	unlock, err := d.lock()
+	if err != nil {
+		return fmt.Errorf("record flows: %w", err)
+	}
+	defer unlock()
+	inner, err := d.liveInner(d.maps.OberOwners, 0)
+	if err != nil {
+		return fmt.Errorf("record flows: %w", err)
+	}
+	if inner == nil {
+		if inner, err = d.swapOwners(); err != nil {
+			return fmt.Errorf("record flows: %w", err)
+		}
+	}
+	defer inner.Close()
+	keys := make([]flowKey, len(flows))
+	vals := make([][4]byte, len(flows))
+	o := owner.As4()
+	for i, f := range flows {
+		keys[i], vals[i] = f.key(), o
+	}
+	n, err := inner.BatchUpdate(keys, vals, nil)
+	if err != nil {
+		return fmt.Errorf("record flows of %s: %d of %d recorded: %w", owner, n, len(flows), err)
+	}
+	return nil
+}
+
+// ClearOwners forgets every recorded flow in one swap, when no node is
+// in transition any more.
+func (d *Dataplane) ClearOwners() error {
+	unlock, err := d.lock()
+	if err != nil {
+		return fmt.Errorf("clear flows: %w", err)
+	}
+	defer unlock()
+	inner, err := d.swapOwners()
+	if err != nil {
+		return fmt.Errorf("clear flows: %w", err)
+	}
+	return inner.Close()
+}
+
+// swapOwners puts an empty flow table in place and returns it open.
+func (d *Dataplane) swapOwners() (*ebpf.Map, error) {
+	inner, err := d.newInner("ober_owners", "ober_owners", 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.maps.OberOwners.Update(uint32(0), inner, ebpf.UpdateAny); err != nil {
+		inner.Close()
+		return nil, fmt.Errorf("swap: %w", err)
+	}
+	return inner, nil
+}
+
+// Owners reads the recorded flows and their owners.
+func (d *Dataplane) Owners() (map[Flow]netip.Addr, error) {
+	out := map[Flow]netip.Addr{}
+	inner, err := d.liveInner(d.maps.OberOwners, 0)
+	if err != nil || inner == nil {
+		return out, wrapErr("read flows", err)
+	}
+	defer inner.Close()
+	var k flowKey
+	var v [4]byte
+	it := inner.Iterate()
+	for it.Next(&k, &v) {
+		out[k.flow()] = netip.AddrFrom4(v)
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read flows: %w", err)
+	}
+	return out, nil
+}
+
+// FlowReader reads the new connections sk_lookup records while the
+// handoff set is Active.
+type FlowReader struct {
+	rd *ringbuf.Reader
+}
+
+// NewFlows opens the record of new connections. Only one reader should
+// read it: each record is read once.
+func (d *Dataplane) NewFlows() (*FlowReader, error) {
+	rd, err := ringbuf.NewReader(d.maps.OberNewFlows)
+	if err != nil {
+		return nil, fmt.Errorf("read new flows: %w", err)
+	}
+	return &FlowReader{rd: rd}, nil
+}
+
+// Read returns the flows recorded so far, waiting at most wait for the
+// first one; none, and a nil error, when wait passed without one.
+func (r *FlowReader) Read(wait time.Duration, max int) ([]Flow, error) {
+	var out []Flow
+	r.rd.SetDeadline(time.Now().Add(wait))
+	for len(out) < max {
+		rec, err := r.rd.Read()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return out, nil
+		}
+		if err != nil {
+			return out, fmt.Errorf("read new flows: %w", err)
+		}
+		var k flowKey
+		if len(rec.RawSample) < len(k.Saddr)+len(k.Daddr)+4 {
+			continue
+		}
+		copy(k.Saddr[:], rec.RawSample[0:16])
+		copy(k.Daddr[:], rec.RawSample[16:32])
+		copy(k.Sport[:], rec.RawSample[32:34])
+		copy(k.Dport[:], rec.RawSample[34:36])
+		out = append(out, k.flow())
+		// The rest that is there already, without waiting again.
+		r.rd.SetDeadline(time.Now())
+	}
+	return out, nil
+}
+
+// Close stops reading; a Read under way returns.
+func (r *FlowReader) Close() error { return r.rd.Close() }

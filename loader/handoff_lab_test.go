@@ -38,6 +38,18 @@ var (
 
 const labSmallMTU = 600
 
+// labOwners are flows recorded for the lab's nodes, one per node and
+// family, from the client on ports 40100 and up to the VIPs' :443; no
+// socket in the lab has them.
+func labOwners() map[Flow]netip.Addr {
+	out := map[Flow]netip.Addr{}
+	for i, n := range []netip.Addr{labTX, labRedirect, labNoRoute, labUnresolved, labSmall, labSelf} {
+		out[Flow{Client: netip.AddrPortFrom(client4, uint16(40100+i)), VIP: netip.AddrPortFrom(vip4, portHTTPS)}] = n
+		out[Flow{Client: netip.AddrPortFrom(client6, uint16(40100+i)), VIP: netip.AddrPortFrom(vip6, portHTTPS)}] = n
+	}
+	return out
+}
+
 // handoffLab is a network namespace where the XDP program's handoff
 // lookups have known answers, so that the model can be told them: the
 // FIB reaches the nodes as labNodes says, and the only TCP sockets are

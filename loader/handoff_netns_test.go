@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"sync"
@@ -13,9 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/ober-ingress/ober/internal/netnstest"
+	"github.com/ober-ingress/ober/internal/packet"
 )
 
 // The drain site's addresses: the router and the nodes share one link.
@@ -231,12 +235,15 @@ func totalAssigned(c *Counters) uint64 {
 // TestHandoffTraffic is real TCP through a router to two ober nodes. A
 // client's connection is served by node A; the router then moves the
 // VIP's route to node B, as the routers do when A withdraws it.
-// Without handoff B answers the connection with RST. With handoff (A
-// draining, on both nodes) B sends A the connection's segments and the
-// connection carries on, both ways, to a clean close; so it does with
-// every node marked draining, whether the owner comes before the node the
-// route moved to in Nodes (round the end) or after it; a segment too big
-// for the node-to-node path once encapsulated goes to B's kernel instead.
+// Without handoff B answers the connection with RST. With handoff (a node
+// in transition, the connection recorded as A's on B) B sends A the
+// connection's segments and the connection carries on, both ways, to a
+// clean close; so it does the other way round. A connection B has no
+// record of yet is dropped, not reset, until the record arrives, and then
+// the client's retransmission carries it on. A segment too big for the
+// node-to-node path once encapsulated goes to B's kernel instead, and a
+// flood of segments of a recorded flow is forwarded at the configured
+// rate only.
 func TestHandoffTraffic(t *testing.T) {
 	s := newDrainSite(t)
 
@@ -249,105 +256,106 @@ func TestHandoffTraffic(t *testing.T) {
 		require.ErrorIs(t, err, syscall.ECONNRESET, "B's kernel answers A's connection with RST")
 	})
 
-	drainSome := func(t *testing.T, draining []netip.Addr) {
+	activate := func(t *testing.T, rate, burst uint64) {
 		for _, n := range []*drainNode{s.a, s.b} {
-			require.NoError(t, n.d.SetHandoff(Handoff{Self: n.addr, Nodes: drainNodes, Draining: draining}))
+			require.NoError(t, n.d.SetHandoff(Handoff{Self: n.addr, Nodes: drainNodes, Active: true, Rate: rate, Burst: burst}))
 		}
 		t.Cleanup(func() {
 			for _, n := range []*drainNode{s.a, s.b} {
 				require.NoError(t, n.d.SetHandoff(Handoff{}))
+				require.NoError(t, n.d.ClearOwners())
 			}
 		})
 	}
-	drain := func(t *testing.T) { drainSome(t, []netip.Addr{drainA}) }
+	flowOf := func(client netip.AddrPort) Flow { return Flow{Client: client, VIP: ap(vip4, portHTTPS)} }
 
-	t.Run("with handoff the moved connection carries on", func(t *testing.T) {
-		drain(t)
-		s.routeTo(t, s.a)
-		c, client := s.connect(t, s.a)
-		defer c.Close()
-		require.NoError(t, exchange(c, 4), "before the move, A draining")
-		aBefore, bBefore := s.a.counters(t), s.b.counters(t)
-
-		s.routeTo(t, s.b)
-		require.NoError(t, exchange(c, 40), "after the move")
-
-		// A new connection meanwhile is B's own: a SYN is never handed off.
-		c2, _ := s.connect(t, s.b)
-		require.NoError(t, exchange(c2, 4))
-		c2.Close()
-
-		// A clean close: the client's FIN and last ACK travel through B too.
-		require.NoError(t, c.(*net.TCPConn).CloseWrite())
-		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		rest, err := io.ReadAll(c)
-		require.NoError(t, err, "the client reads A's FIN, not a RST")
-		require.Empty(t, rest)
-		require.NoError(t, s.a.closedWith(t, client), "A read the client's FIN")
-		require.False(t, s.b.hasAccepted(client), "B never served the moved connection")
-
-		aAfter, bAfter := s.a.counters(t), s.b.counters(t)
-		fwd := bAfter.Get(ReasonHandoffForwarded, ActionTX).Packets - bBefore.Get(ReasonHandoffForwarded, ActionTX).Packets
-		rcvd := sumReason(aAfter, ReasonHandoffReceived) - sumReason(aBefore, ReasonHandoffReceived)
-		t.Logf("B forwarded %d segments, A received %d", fwd, rcvd)
-		require.GreaterOrEqual(t, fwd, uint64(40), "B sends A the moved connection's segments (XDP_TX: same link)")
-		require.Equal(t, fwd, rcvd, "A decapsulates and delivers every one")
-		require.Equal(t, uint64(1), totalAssigned(bAfter)-totalAssigned(bBefore),
-			"B's orphan checks ran its sk_lookup program but counted only the new connection")
-		for _, r := range []Reason{ReasonHandoffNoTarget, ReasonHandoffNoRoute, ReasonHandoffTooBig} {
-			require.Zero(t, sumReason(bAfter, r)-sumReason(bBefore, r), "B: %s", r)
-		}
-	})
-
-	// Every node marked draining, as the control plane does while any one
-	// drains. Nodes is [A, B]: B's orphans reach A only round the end of
-	// Nodes, A's reach B going forward. Either way the connection lives,
-	// and what one node sends the other is never sent back.
 	for _, c := range []struct {
 		name          string
 		owner, moveTo *drainNode
 	}{
-		{"all drain: the owner before the receiver, round the end", s.a, s.b},
-		{"all drain: the owner after the receiver", s.b, s.a},
+		{"with handoff A's moved connection carries on", s.a, s.b},
+		{"with handoff B's moved connection carries on", s.b, s.a},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			drainSome(t, drainNodes)
+			activate(t, 0, 0)
 			owner, recv := c.owner, c.moveTo
+			rec, err := owner.d.NewFlows()
+			require.NoError(t, err)
+			defer rec.Close()
 			s.routeTo(t, owner)
 			conn, client := s.connect(t, owner)
 			defer conn.Close()
 			require.NoError(t, exchange(conn, 4), "before the move")
+			// What the control plane does: the owner's record of its new
+			// connection, sent to the other node.
+			fs, err := rec.Read(time.Second, 100)
+			require.NoError(t, err)
+			require.Contains(t, fs, flowOf(client), "%s recorded its new connection", owner.name)
+			require.NoError(t, recv.d.AddOwners(owner.addr, fs))
 			oBefore, rBefore := owner.counters(t), recv.counters(t)
 
 			s.routeTo(t, recv)
 			require.NoError(t, exchange(conn, 40), "after the move")
+
+			// A new connection meanwhile is the receiver's own: a SYN is
+			// never handed off.
+			c2, _ := s.connect(t, recv)
+			require.NoError(t, exchange(c2, 4))
+			c2.Close()
+
+			// A clean close: the client's FIN and last ACK travel through
+			// the receiver too.
 			require.NoError(t, conn.(*net.TCPConn).CloseWrite())
 			conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 			rest, err := io.ReadAll(conn)
 			require.NoError(t, err, "the client reads %s's FIN, not a RST", owner.name)
 			require.Empty(t, rest)
-			require.NoError(t, owner.closedWith(t, client))
+			require.NoError(t, owner.closedWith(t, client), "%s read the client's FIN", owner.name)
 			require.False(t, recv.hasAccepted(client), "%s never served the moved connection", recv.name)
 
 			oAfter, rAfter := owner.counters(t), recv.counters(t)
 			fwd := rAfter.Get(ReasonHandoffForwarded, ActionTX).Packets - rBefore.Get(ReasonHandoffForwarded, ActionTX).Packets
 			rcvd := sumReason(oAfter, ReasonHandoffReceived) - sumReason(oBefore, ReasonHandoffReceived)
 			t.Logf("%s forwarded %d segments, %s received %d", recv.name, fwd, owner.name, rcvd)
-			require.GreaterOrEqual(t, fwd, uint64(40))
-			require.Equal(t, fwd, rcvd)
+			require.GreaterOrEqual(t, fwd, uint64(40), "the receiver sends the owner the moved connection's segments (XDP_TX: same link)")
+			require.Equal(t, fwd, rcvd, "the owner decapsulates and delivers every one")
+			require.Equal(t, uint64(1), totalAssigned(rAfter)-totalAssigned(rBefore),
+				"the receiver's orphan checks ran its sk_lookup program but counted only the new connection")
 			require.Zero(t, sumReason(oAfter, ReasonHandoffForwarded)-sumReason(oBefore, ReasonHandoffForwarded),
 				"%s sends nothing back", owner.name)
-			for _, r := range []Reason{ReasonHandoffNoTarget, ReasonHandoffNoRoute, ReasonHandoffTooBig} {
+			for _, r := range []Reason{ReasonHandoffNoTarget, ReasonHandoffNoRoute, ReasonHandoffTooBig, ReasonHandoffUnknown, ReasonHandoffLimited} {
 				require.Zero(t, sumReason(rAfter, r)-sumReason(rBefore, r), "%s: %s", recv.name, r)
 			}
 		})
 	}
 
-	t.Run("too big for the nodes' path", func(t *testing.T) {
-		drain(t)
+	t.Run("a late record: dropped, then the retransmission carries on", func(t *testing.T) {
+		activate(t, 0, 0)
 		s.routeTo(t, s.a)
-		c, _ := s.connect(t, s.a)
+		c, client := s.connect(t, s.a)
 		defer c.Close()
+		before := s.b.counters(t)
+		s.routeTo(t, s.b)
+		go func() {
+			time.Sleep(300 * time.Millisecond)
+			_ = s.b.d.AddOwners(s.a.addr, []Flow{flowOf(client)})
+		}()
+		start := time.Now()
+		require.NoError(t, roundTrip(c, "held until the record came"), "not reset")
+		t.Logf("round trip over the late record: %v", time.Since(start))
+		require.NoError(t, exchange(c, 10))
+		after := s.b.counters(t)
+		require.NotZero(t, after.Get(ReasonHandoffUnknown, ActionDrop).Packets-before.Get(ReasonHandoffUnknown, ActionDrop).Packets,
+			"B dropped the segment it had no record of")
+		require.NotZero(t, after.Get(ReasonHandoffForwarded, ActionTX).Packets-before.Get(ReasonHandoffForwarded, ActionTX).Packets)
+	})
+
+	t.Run("too big for the nodes' path", func(t *testing.T) {
+		activate(t, 0, 0)
+		s.routeTo(t, s.a)
+		c, client := s.connect(t, s.a)
+		defer c.Close()
+		require.NoError(t, s.b.d.AddOwners(s.a.addr, []Flow{flowOf(client)}))
 		// B's route to A now carries only 1500 bytes: a full-size client
 		// segment with the outer header would need 1520.
 		s.b.ns.IP(t, "route", "replace", drainA.String()+"/32", "dev", s.b.dev, "mtu", "lock", "1500")
@@ -361,4 +369,86 @@ func TestHandoffTraffic(t *testing.T) {
 		require.NotZero(t, after.Get(ReasonHandoffTooBig, ActionPass).Packets-before.Get(ReasonHandoffTooBig, ActionPass).Packets)
 		require.NotZero(t, after.Get(ReasonHandoffForwarded, ActionTX).Packets-before.Get(ReasonHandoffForwarded, ActionTX).Packets)
 	})
+
+	t.Run("an ack flood is forwarded at the configured rate", func(t *testing.T) {
+		const rate, burst = 1000, 20
+		activate(t, rate, burst)
+		s.routeTo(t, s.a)
+		c, client := s.connect(t, s.a)
+		defer c.Close()
+		require.NoError(t, s.b.d.AddOwners(s.a.addr, []Flow{flowOf(client)}))
+		// Random ACKs for flows nobody recorded, and ACKs spoofing the
+		// recorded one, straight onto B's link.
+		before := s.b.counters(t)
+		unknown, recorded, elapsed := s.floodB(t, client, 20000)
+		after := s.b.counters(t)
+		delta := func(r Reason, a Action) uint64 { return after.Get(r, a).Packets - before.Get(r, a).Packets }
+		fwd, limited := delta(ReasonHandoffForwarded, ActionTX), delta(ReasonHandoffLimited, ActionDrop)
+		ncpu, err := ebpf.PossibleCPU()
+		require.NoError(t, err)
+		bound := uint64(ncpu) * (uint64(elapsed.Seconds()*rate) + burst + 1)
+		t.Logf("%d ACKs of the recorded flow and %d of unknown ones in %v: %d forwarded (bound %d on %d CPUs), %d over the rate, %d unknown dropped",
+			recorded, unknown, elapsed, fwd, bound, ncpu, limited, delta(ReasonHandoffUnknown, ActionDrop))
+		require.Equal(t, uint64(unknown), delta(ReasonHandoffUnknown, ActionDrop), "no segment of an unknown flow is forwarded")
+		require.LessOrEqual(t, fwd, bound, "forwarded beyond the rate")
+		require.NotZero(t, fwd, "the recorded flow's segments are forwarded up to the rate")
+		require.Equal(t, uint64(recorded), fwd+limited, "every segment of the recorded flow is forwarded or counted over the rate")
+		// The connection itself lives on through the flood's aftermath.
+		s.routeTo(t, s.a)
+		require.NoError(t, roundTrip(c, "still here"))
+	})
+}
+
+// floodB sends n crafted TCP ACKs onto B's link from the switch, half of
+// them for flows nobody recorded (random client ports) and half spoofing
+// client's connection, and returns how many of each it sent and how long
+// the sending took.
+func (s *drainSite) floodB(t *testing.T, client netip.AddrPort, n int) (unknown, recorded int, elapsed time.Duration) {
+	t.Helper()
+	dst, err := net.ParseMAC(macOf(t, s.b.ns, s.b.dev))
+	require.NoError(t, err)
+	rng := rand.New(rand.NewPCG(1, 2))
+	frames := make([][]byte, n)
+	for i := range frames {
+		sp := packet.Spec{Src: client.Addr(), Dst: vip4, Proto: packet.ProtoTCP, SrcPort: client.Port(), DstPort: portHTTPS,
+			Flags: packet.ACK, Seq: rng.Uint32(), Ack: rng.Uint32(), DstMAC: [6]byte(dst), SrcMAC: [6]byte{2, 0, 0, 0, 0x77, 1}}
+		if i%2 == 0 {
+			sp.SrcPort = uint16(20000 + rng.IntN(10000)) // never the client's: it dials from the ephemeral range
+			unknown++
+		} else {
+			recorded++
+		}
+		frames[i] = sp.Bytes()
+	}
+	require.NoError(t, s.sw.Do(func() error {
+		ifi, err := net.InterfaceByName("swb")
+		if err != nil {
+			return err
+		}
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		to := &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6}
+		copy(to.Addr[:], dst)
+		start := time.Now()
+		for _, f := range frames {
+			for {
+				err := unix.Sendto(fd, f, 0, to)
+				if err == nil {
+					break
+				}
+				if !errors.Is(err, unix.ENOBUFS) {
+					return err
+				}
+				time.Sleep(100 * time.Microsecond)
+			}
+		}
+		elapsed = time.Since(start)
+		return nil
+	}))
+	// Let B's queue drain before the counters are read.
+	time.Sleep(200 * time.Millisecond)
+	return unknown, recorded, elapsed
 }

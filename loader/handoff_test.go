@@ -3,7 +3,6 @@ package loader
 import (
 	"context"
 	"encoding/binary"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"slices"
@@ -36,12 +35,12 @@ func TestValidateHandoff(t *testing.T) {
 		err  string
 	}{
 		{"off", Handoff{}, ""},
-		{"nobody drains", Handoff{Self: self, Nodes: nodes}, ""},
-		{"self drains", Handoff{Self: self, Nodes: nodes, Draining: nodes[:1]}, ""},
-		{"all drain", Handoff{Self: self, Nodes: nodes, Draining: nodes}, ""},
+		{"nobody in transition", Handoff{Self: self, Nodes: nodes}, ""},
+		{"active", Handoff{Self: self, Nodes: nodes, Active: true}, ""},
+		{"rate limited", Handoff{Self: self, Nodes: nodes, Active: true, Rate: 1000, Burst: 100}, ""},
 		{"max nodes", Handoff{Self: many[0], Nodes: many[:MaxNodes]}, ""},
 		{"no self", Handoff{Nodes: nodes}, "handoff.self: address is missing"},
-		{"draining without nodes", Handoff{Draining: nodes[:1]}, "handoff.self: address is missing"},
+		{"active without nodes", Handoff{Active: true}, "handoff.self: address is missing"},
 		{"self not a node", Handoff{Self: netip.MustParseAddr("10.0.0.9"), Nodes: nodes}, "handoff.self: 10.0.0.9 not in nodes"},
 		{"self ipv6", Handoff{Self: netip.MustParseAddr("2001:db8::1"), Nodes: nodes},
 			"handoff.self: 2001:db8::1 is IPv6; nodes hand off over IPv4 (IPv6 clients are carried inside it)"},
@@ -57,10 +56,11 @@ func TestValidateHandoff(t *testing.T) {
 			"handoff.nodes[1]: 255.255.255.255 is not a node's unicast address"},
 		{"node missing", Handoff{Self: self, Nodes: []netip.Addr{self, {}}}, "handoff.nodes[1]: address is missing"},
 		{"too many", Handoff{Self: many[0], Nodes: many}, "handoff.nodes: 17 nodes exceed the limit of 16"},
-		{"draining stranger", Handoff{Self: self, Nodes: nodes, Draining: addrs("10.0.0.2", "10.0.0.7")},
-			"handoff.draining[1]: 10.0.0.7 not in nodes"},
-		{"draining repeats", Handoff{Self: self, Nodes: nodes, Draining: addrs("10.0.0.2", "10.0.0.2")},
-			"handoff.draining[1]: 10.0.0.2 repeats draining[0]"},
+		{"rate without burst", Handoff{Self: self, Nodes: nodes, Rate: 10}, "handoff.burst: 0: a rate needs a burst of at least 1"},
+		{"rate too high", Handoff{Self: self, Nodes: nodes, Rate: 2e9, Burst: 1},
+			"handoff.rate: 2000000000 per second exceeds the limit of 1000000000"},
+		{"burst too high", Handoff{Self: self, Nodes: nodes, Rate: 10, Burst: 1 << 40},
+			"handoff.burst: 1099511627776 exceeds the limit of 4294967295"},
 	} {
 		err := ValidateHandoff(c.h)
 		if c.err == "" {
@@ -71,130 +71,22 @@ func TestValidateHandoff(t *testing.T) {
 	}
 }
 
-// TestHandoffTargets pins the forward rule: walking Nodes cyclically
-// from the node after self, to the first draining one; a decapsulated
-// orphan the same, but only to a node strictly between self and its
-// origin.
-func TestHandoffTargets(t *testing.T) {
-	n := addrs("10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5")
-	const x = -1 // none
+// TestGCRA pins how a rate and a burst become the program's bucket: one
+// forward per interval, and burst of them at once.
+func TestGCRA(t *testing.T) {
 	for _, c := range []struct {
-		name     string
-		self     int
-		draining []int
-		target   int
-		rx       [5]int // by origin; self's is never used and stays none
+		rate, burst, interval, tolerance uint64
 	}{
-		{"nobody drains", 0, nil, x, [5]int{x, x, x, x, x}},
-		{"one drains", 0, []int{3}, 3, [5]int{x, x, x, x, 3}},
-		{"the last node wraps to the first", 4, []int{1, 3}, 1, [5]int{x, x, 1, 1, x}},
-		{"serving, the next after self", 2, []int{1, 3}, 3, [5]int{3, 3, x, x, 3}},
-		{"draining, the next after self", 1, []int{1, 3}, 3, [5]int{3, x, x, x, 3}},
-		{"the last draining node wraps", 3, []int{1, 3}, 1, [5]int{x, x, 1, x, x}},
-		{"back to an earlier node, round the end", 1, []int{0, 1}, 0, [5]int{x, x, x, x, x}},
-		{"self the only draining node", 2, []int{2}, x, [5]int{x, x, x, x, x}},
-		{"never to the origin or beyond", 3, []int{0, 1, 4}, 4, [5]int{4, 4, 4, x, x}},
-		{"origin bound, wrapped", 4, []int{0, 1, 2}, 0, [5]int{x, 0, 0, 0, x}},
-		{"all drain", 0, []int{0, 1, 2, 3, 4}, 1, [5]int{x, x, 1, 1, 1}},
-		{"all drain, from the last", 4, []int{0, 1, 2, 3, 4}, 0, [5]int{x, 0, 0, 0, x}},
+		{0, 0, 0, 0},
+		{1000, 1, 1_000_000, 0},
+		{1000, 100, 1_000_000, 99_000_000},
+		{3, 2, 333_333_333, 333_333_333},
+		{1_000_000_000, 5, 1, 4},
 	} {
-		h := Handoff{Self: n[c.self], Nodes: n}
-		for _, i := range c.draining {
-			h.Draining = append(h.Draining, n[i])
-		}
-		require.NoError(t, ValidateHandoff(h))
-		p := planHandoff(h)
-		at := func(i int) netip.Addr {
-			if i == x {
-				return netip.Addr{}
-			}
-			return n[i]
-		}
-		require.Equal(t, at(c.target), p.target, "%s: target", c.name)
-		for o, want := range c.rx {
-			require.Equal(t, at(want), p.rxTarget(n[o]), "%s: decapsulated from node %d", c.name, o)
-		}
-		// What the program gets: the same, by index.
-		v := p.value()
-		require.Equal(t, as4(at(c.target)), v.Target, c.name)
-		for o, want := range c.rx {
-			require.Equal(t, as4(at(want)), v.RxTargets[o], "%s: rx_targets[%d]", c.name, o)
-		}
+		i, tol := gcra(c.rate, c.burst)
+		require.Equal(t, c.interval, i, "rate %d", c.rate)
+		require.Equal(t, c.tolerance, tol, "rate %d burst %d", c.rate, c.burst)
 	}
-
-	// Rings where every node drains, as the control plane marks them
-	// while any one does: each node sends on to the next, round the end,
-	// and a decapsulated orphan stops before its origin.
-	for _, size := range []int{2, 3, MaxNodes} {
-		var ring []netip.Addr
-		for i := 0; i < size; i++ {
-			ring = append(ring, netip.AddrFrom4([4]byte{10, 1, 0, byte(i + 1)}))
-		}
-		for s := range ring {
-			p := planHandoff(Handoff{Self: ring[s], Nodes: ring, Draining: ring})
-			next := ring[(s+1)%size]
-			require.Equal(t, next, p.target, "ring of %d, self %d: target", size, s)
-			for o := range ring {
-				want := next
-				if o == s || o == (s+1)%size {
-					want = netip.Addr{}
-				}
-				require.Equal(t, want, p.rxTarget(ring[o]), "ring of %d, self %d: from %d", size, s, o)
-			}
-		}
-	}
-
-	off := planHandoff(Handoff{})
-	require.False(t, off.target.IsValid())
-	require.Equal(t, handoffVal{}, off.value())
-	require.False(t, off.rxTarget(n[0]).IsValid())
-}
-
-// TestHandoffChainEnds follows an orphan from node to node while every
-// node has its own idea of who drains, as during a change: the chain
-// always ends, within len(Nodes)-1 hops, and never visits a node twice
-// (its origin included).
-func TestHandoffChainEnds(t *testing.T) {
-	rng := rand.New(rand.NewPCG(7, 7))
-	longest := 0
-	for round := 0; round < 4000; round++ {
-		size := 2 + rng.IntN(MaxNodes-1)
-		if round%2 == 0 {
-			size = MaxNodes
-		}
-		var nodes []netip.Addr
-		for i := 0; i < size; i++ {
-			nodes = append(nodes, netip.AddrFrom4([4]byte{10, 0, 0, byte(i + 1)}))
-		}
-		// Every node its own view; some rounds lean to all draining, as
-		// the control plane marks them.
-		odds := 1 + rng.IntN(4)
-		plans := map[netip.Addr]handoffPlan{}
-		for _, self := range nodes {
-			h := Handoff{Self: self, Nodes: nodes}
-			for _, n := range nodes {
-				if rng.IntN(odds+1) != 0 {
-					h.Draining = append(h.Draining, n)
-				}
-			}
-			plans[self] = planHandoff(h)
-		}
-		origin := nodes[rng.IntN(len(nodes))]
-		seen := map[netip.Addr]bool{origin: true}
-		next := plans[origin].target // it arrived directly at its first node
-		hops := 0
-		for next.IsValid() {
-			hops++
-			require.LessOrEqual(t, hops, len(nodes)-1, "round %d: the chain goes on too long", round)
-			require.False(t, seen[next], "round %d: hop %d visits %s again", round, hops, next)
-			seen[next] = true
-			// The outer source stays the origin's.
-			next = plans[next].rxTarget(origin)
-		}
-		longest = max(longest, hops)
-	}
-	t.Logf("longest chain: %d hops", longest)
-	require.Equal(t, MaxNodes-1, longest, "the rounds should have made chains round the whole ring")
 }
 
 func TestSetHandoff(t *testing.T) {
@@ -209,13 +101,12 @@ func TestSetHandoff(t *testing.T) {
 	require.Equal(t, Handoff{}, h, "a new dataplane has handoff off")
 
 	nodes := addrs("10.0.0.1", "10.0.0.2", "10.0.0.3")
-	set := Handoff{Self: nodes[1], Nodes: nodes, Draining: addrs("10.0.0.3", "10.0.0.1")}
+	set := Handoff{Self: nodes[1], Nodes: nodes, Active: true, Rate: 5000, Burst: 50}
 	require.NoError(t, d.SetHandoff(set))
 	got, err := d.Handoff()
 	require.NoError(t, err)
-	require.Equal(t, Handoff{Self: nodes[1], Nodes: nodes, Draining: addrs("10.0.0.1", "10.0.0.3")}, got,
-		"read back, draining in nodes order")
-	require.Equal(t, uint32(cfgSteer|cfgHandoff), flags(), "someone drains: the program looks for orphans")
+	require.Equal(t, set, got, "read back")
+	require.Equal(t, uint32(cfgSteer|cfgHandoff), flags(), "a node in transition: the program looks for orphans")
 	snap := mustSnapshot(t, d)
 	require.Equal(t, got, snap.Handoff)
 
@@ -226,7 +117,7 @@ func TestSetHandoff(t *testing.T) {
 	require.Equal(t, uint32(cfgSteer|cfgHandoff), flags())
 
 	require.NoError(t, d.SetHandoff(Handoff{Self: nodes[1], Nodes: nodes}))
-	require.Equal(t, uint32(cfgSteer), flags(), "nobody drains: no orphan checks")
+	require.Equal(t, uint32(cfgSteer), flags(), "nobody in transition: no orphan checks")
 	got, err = d.Handoff()
 	require.NoError(t, err)
 	require.Equal(t, Handoff{Self: nodes[1], Nodes: nodes}, got)
@@ -238,6 +129,31 @@ func TestSetHandoff(t *testing.T) {
 
 	err = d.SetHandoff(Handoff{Self: nodes[0], Nodes: append(nodes, nodes[0])})
 	require.EqualError(t, err, "set handoff: handoff.nodes[3]: 10.0.0.1 repeats nodes[0]")
+}
+
+// TestOwners: recorded flows read back with their owners, a flow recorded
+// again moves to its new owner, and a clear forgets them all at once.
+func TestOwners(t *testing.T) {
+	d := openTestDataplane(t)
+	got, err := d.Owners()
+	require.NoError(t, err)
+	require.Empty(t, got)
+	a, b := netip.MustParseAddr("10.0.0.2"), netip.MustParseAddr("10.0.0.3")
+	f4 := Flow{Client: ap(client4, 40000), VIP: ap(vip4, portHTTPS)}
+	f6 := Flow{Client: ap(client6, 40001), VIP: ap(vip6, portHTTPS)}
+	require.NoError(t, d.AddOwners(a, []Flow{f4, f6}))
+	require.NoError(t, d.AddOwners(b, []Flow{f6}))
+	got, err = d.Owners()
+	require.NoError(t, err)
+	require.Equal(t, map[Flow]netip.Addr{f4: a, f6: b}, got)
+	require.Equal(t, got, mustSnapshot(t, d).Owners)
+
+	require.NoError(t, d.ClearOwners())
+	got, err = d.Owners()
+	require.NoError(t, err)
+	require.Empty(t, got)
+	require.EqualError(t, d.AddOwners(netip.MustParseAddr("2001:db8::1"), []Flow{f4}),
+		"record flows: owner: 2001:db8::1 is IPv6; nodes hand off over IPv4 (IPv6 clients are carried inside it)")
 }
 
 // ipPacket is the IP packet of a frame built from s: what handoff carries.
@@ -314,60 +230,75 @@ type handoffFixture struct {
 func TestXDPHandoffFixtures(t *testing.T) {
 	lab := newHandoffLab(t)
 	local4, local6 := lab.flows[0], lab.flows[1]
+	// Orphans by the node their flow is recorded for: the client port
+	// says which (labOwners).
 	ack := func(src netip.Addr, sport uint16, dst netip.Addr) packet.Spec {
 		s := tcp(src, sport, dst, portHTTPS, packet.ACK|packet.PSH)
 		s.Payload = []byte("GET /bucket/key HTTP/1.1\r\n\r\n")
 		s.SrcMAC, s.DstMAC = [6]byte{2, 0, 0, 0, 0, 0xaa}, [6]byte{2, 0, 0, 0, 0, 0xbb}
 		return s
 	}
-	orphan4, orphan6 := ack(client4, 40100, vip4), ack(client6, 40100, vip6)
+	orphanOf := func(owner netip.Addr, v6 bool) packet.Spec {
+		for f, o := range labOwners() {
+			if o == owner && f.Client.Addr().Is6() == v6 {
+				return ack(f.Client.Addr(), f.Client.Port(), f.VIP.Addr())
+			}
+		}
+		panic("no flow recorded for " + owner.String())
+	}
+	orphan4, orphan6 := orphanOf(labTX, false), orphanOf(labTX, true)
+	unknown4, unknown6 := ack(client4, 40199, vip4), ack(client6, 40199, vip6)
 	onFlow := func(f SkTuple) packet.Spec { return ack(f.Remote.Addr(), f.Remote.Port(), f.Local.Addr()) }
 	vlan := []packet.VLAN{{TPID: 0x8100, TCI: 100}}
 	qinq := []packet.VLAN{{TPID: 0x88a8, TCI: 10}, {TPID: 0x8100, TCI: 100}}
-	big := func(n int) packet.Spec { return with(orphan4, func(s *packet.Spec) { s.Payload = make([]byte, n) }) }
-	fwdTo := func(src, dst netip.Addr, inL3off int) func(*testing.T, string, []byte, []byte) {
+	sized := func(s packet.Spec, n int) packet.Spec { return with(s, func(s *packet.Spec) { s.Payload = make([]byte, n) }) }
+	fwdTo := func(dst netip.Addr, inL3off int) func(*testing.T, string, []byte, []byte) {
 		return func(t *testing.T, name string, pkt, out []byte) {
-			checkEncap(t, name, pkt, inL3off, out, src, dst, lab.fib[dst])
+			checkEncap(t, name, pkt, inL3off, out, labSelf, dst, lab.fib[dst])
 		}
 	}
 	decapped := func(l3off int) func(*testing.T, string, []byte, []byte) {
 		return func(t *testing.T, name string, pkt, out []byte) { checkDecap(t, name, pkt, l3off, out) }
 	}
-	// An orphan sent on after decapsulation: the outer header it came in
-	// is replaced by one keeping its source.
-	refwd := func(src, dst netip.Addr) func(*testing.T, string, []byte, []byte) {
-		return func(t *testing.T, name string, pkt, out []byte) {
-			checkEncap(t, name, pkt, 14+20, out, src, dst, lab.fib[dst])
-		}
-	}
 	fx := func(name string, s packet.Spec, r Reason, a Action, check func(*testing.T, string, []byte, []byte)) handoffFixture {
 		return handoffFixture{name, s.Bytes(), r, a, check}
 	}
 	padded := append(orphan4.Bytes(), make([]byte, 10)...) // Ethernet padding
-	serving := []netip.Addr{labTX}                         // self serves; labTX drains
+	small := orphanOf(labSmall, false)
 	groups := []struct {
 		name     string
-		draining []netip.Addr
+		inactive bool
 		nodes    []netip.Addr // labNodes if nil
 		off      bool
 		fixtures []handoffFixture
 	}{
-		{name: "serving, a node drains", draining: serving, fixtures: []handoffFixture{
-			fx("v4 orphan", orphan4, ReasonHandoffForwarded, ActionTX, fwdTo(labSelf, labTX, 14)),
-			fx("v6 orphan", orphan6, ReasonHandoffForwarded, ActionTX, fwdTo(labSelf, labTX, 14)),
-			fx("fin orphan", with(orphan4, func(s *packet.Spec) { s.Flags = packet.FIN | packet.ACK }), ReasonHandoffForwarded, ActionTX, fwdTo(labSelf, labTX, 14)),
-			fx("bare ack orphan", with(orphan4, func(s *packet.Spec) { s.Flags = packet.ACK; s.Payload = nil }), ReasonHandoffForwarded, ActionTX, fwdTo(labSelf, labTX, 14)),
-			fx("orphan with ip options", with(orphan4, func(s *packet.Spec) { s.IPOptions = []byte{7, 7, 4, 0, 0, 0, 0} }), ReasonHandoffForwarded, ActionTX, fwdTo(labSelf, labTX, 14)),
+		{name: "active", fixtures: []handoffFixture{
+			fx("v4 orphan to its owner", orphan4, ReasonHandoffForwarded, ActionTX, fwdTo(labTX, 14)),
+			fx("v6 orphan to its owner", orphan6, ReasonHandoffForwarded, ActionTX, fwdTo(labTX, 14)),
+			fx("fin orphan", with(orphan4, func(s *packet.Spec) { s.Flags = packet.FIN | packet.ACK }), ReasonHandoffForwarded, ActionTX, fwdTo(labTX, 14)),
+			fx("bare ack orphan", with(orphan4, func(s *packet.Spec) { s.Flags = packet.ACK; s.Payload = nil }), ReasonHandoffForwarded, ActionTX, fwdTo(labTX, 14)),
+			fx("orphan with ip options", with(orphan4, func(s *packet.Spec) { s.IPOptions = []byte{7, 7, 4, 0, 0, 0, 0} }), ReasonHandoffForwarded, ActionTX, fwdTo(labTX, 14)),
 			fx("orphan with dscp and ecn", with(orphan4, func(s *packet.Spec) { s.Payload = nil; s.Flags = packet.ACK }), ReasonHandoffForwarded, ActionTX, nil),
-			fx("tagged orphan leaves untagged", with(orphan4, func(s *packet.Spec) { s.VLANs = vlan }), ReasonHandoffForwarded, ActionTX, fwdTo(labSelf, labTX, 18)),
-			fx("qinq v6 orphan", with(orphan6, func(s *packet.Spec) { s.VLANs = qinq }), ReasonHandoffForwarded, ActionTX, fwdTo(labSelf, labTX, 22)),
-			fx("v6 orphan with ext headers", with(orphan6, func(s *packet.Spec) { s.ExtHdrs = []packet.ExtHdr{{Type: packet.ExtDstOpts}} }), ReasonHandoffForwarded, ActionTX, fwdTo(labSelf, labTX, 14)),
-			{"padded orphan is trimmed", padded, ReasonHandoffForwarded, ActionTX, fwdTo(labSelf, labTX, 14)},
+			fx("tagged orphan leaves untagged", with(orphan4, func(s *packet.Spec) { s.VLANs = vlan }), ReasonHandoffForwarded, ActionTX, fwdTo(labTX, 18)),
+			fx("qinq v6 orphan", with(orphan6, func(s *packet.Spec) { s.VLANs = qinq }), ReasonHandoffForwarded, ActionTX, fwdTo(labTX, 22)),
+			fx("v6 orphan with ext headers", with(orphan6, func(s *packet.Spec) { s.ExtHdrs = []packet.ExtHdr{{Type: packet.ExtDstOpts}} }), ReasonHandoffForwarded, ActionTX, fwdTo(labTX, 14)),
+			{"padded orphan is trimmed", padded, ReasonHandoffForwarded, ActionTX, fwdTo(labTX, 14)},
+			fx("v4 orphan, owner on another link", orphanOf(labRedirect, false), ReasonHandoffForwarded, ActionRedirect, fwdTo(labRedirect, 14)),
+			fx("v6 orphan, owner on another link", orphanOf(labRedirect, true), ReasonHandoffForwarded, ActionRedirect, fwdTo(labRedirect, 14)),
+			fx("owner unroutable", orphanOf(labNoRoute, false), ReasonHandoffNoRoute, ActionPass, nil),
+			fx("owner unresolved", orphanOf(labUnresolved, true), ReasonHandoffNoRoute, ActionPass, nil),
+			fx("recorded for this node itself", orphanOf(labSelf, false), ReasonHandoffNoTarget, ActionPass, nil),
+			fx("v6 recorded for this node itself", orphanOf(labSelf, true), ReasonHandoffNoTarget, ActionPass, nil),
 			// 1488 bytes from a client with MTU 1500 make 1508 with the outer
 			// header: more than hx0's link carries.
-			fx("full-size orphan over a 1500-byte link", big(1460-12), ReasonHandoffTooBig, ActionPass, nil),
+			fx("full-size orphan over a 1500-byte link", sized(orphan4, 1460-12), ReasonHandoffTooBig, ActionPass, nil),
+			fx("fits behind a small mtu", sized(small, labSmallMTU-20-20-20), ReasonHandoffForwarded, ActionRedirect, fwdTo(labSmall, 14)),
+			fx("one byte too big behind a small mtu", sized(small, labSmallMTU-20-20-20+1), ReasonHandoffTooBig, ActionPass, nil),
+			// A flow nobody recorded: dropped, for the client to resend.
+			fx("v4 orphan of no recorded flow", unknown4, ReasonHandoffUnknown, ActionDrop, nil),
+			fx("v6 orphan of no recorded flow", unknown6, ReasonHandoffUnknown, ActionDrop, nil),
 			// Never an orphan.
-			fx("syn", with(orphan4, func(s *packet.Spec) { s.Flags = packet.SYN }), ReasonSteered, 0, nil),
+			fx("syn", with(unknown4, func(s *packet.Spec) { s.Flags = packet.SYN }), ReasonSteered, 0, nil),
 			fx("syn-ack", with(orphan4, func(s *packet.Spec) { s.Flags = packet.SYN | packet.ACK }), ReasonSteered, 0, nil),
 			fx("rst", with(orphan4, func(s *packet.Spec) { s.Flags = packet.RST }), ReasonSteered, 0, nil),
 			fx("rst-ack", with(orphan6, func(s *packet.Spec) { s.Flags = packet.RST | packet.ACK }), ReasonSteered, 0, nil),
@@ -389,10 +320,11 @@ func TestXDPHandoffFixtures(t *testing.T) {
 			fx("outer options", with(encap(labTX, labSelf, onFlow(local4)), func(s *packet.Spec) { s.IPOptions = []byte{1, 1, 1, 1} }), ReasonHandoffReceived, 0, decapped(14)),
 			fx("icmp inside", encap(labTX, labSelf, packet.Spec{Src: client4, Dst: vip4, Proto: packet.ProtoICMP}), ReasonHandoffReceived, ActionPass, decapped(14)),
 			fx("host address inside", encap(labTX, labSelf, tcp(stranger4, 1, host4, 22, packet.ACK)), ReasonHandoffReceived, ActionPass, decapped(14)),
-			// Orphaned here too: on, keeping the outer source, to the first
-			// draining node after self and before the origin, round the end.
-			fx("orphan inside", encap(labNoRoute, labSelf, orphan4), ReasonHandoffForwarded, ActionTX, refwd(labNoRoute, labTX)),
-			fx("v6 orphan inside", encap(labNoRoute, labSelf, orphan6), ReasonHandoffForwarded, ActionTX, refwd(labNoRoute, labTX)),
+			// Orphaned here too: never forwarded a second time, whoever
+			// the records name; the kernel answers it.
+			fx("orphan inside is not sent on", encap(labNoRoute, labSelf, orphanOf(labRedirect, false)), ReasonHandoffReceived, 0, decapped(14)),
+			fx("v6 orphan inside is not sent on", encap(labRedirect, labSelf, orphan6), ReasonHandoffReceived, 0, decapped(14)),
+			fx("unknown orphan inside is not dropped", encap(labTX, labSelf, unknown4), ReasonHandoffReceived, 0, decapped(14)),
 			// Bad inside: dropped.
 			fx("inside not for a vip", encap(labTX, labSelf, tcp(client4, 1, other4, portHTTPS, packet.ACK)), ReasonNotVIP, ActionDrop, decapped(14)),
 			fx("inside v6 not for a vip", encap(labTX, labSelf, tcp(client6, 1, other6, portHTTPS, packet.ACK)), ReasonNotVIP, ActionDrop, decapped(14)),
@@ -410,67 +342,9 @@ func TestXDPHandoffFixtures(t *testing.T) {
 			fx("outer gre", with(encap(labTX, labSelf, onFlow(local4)), func(s *packet.Spec) { s.Proto = 47 }), ReasonNotVIP, ActionPass, nil),
 			fx("ipip to a vip", encap(labTX, vip4, orphan4), ReasonNoService, ActionDrop, nil),
 		}},
-		{name: "self drains", draining: []netip.Addr{labSelf, labRedirect}, fixtures: []handoffFixture{
-			fx("orphan to the next draining node", orphan4, ReasonHandoffForwarded, ActionRedirect, fwdTo(labSelf, labRedirect, 14)),
-			fx("v6 orphan", orphan6, ReasonHandoffForwarded, ActionRedirect, fwdTo(labSelf, labRedirect, 14)),
-			fx("local flow", onFlow(local4), ReasonSteered, 0, nil),
-			fx("from a node, for a local flow", encap(labTX, labSelf, onFlow(local4)), ReasonHandoffReceived, 0, decapped(14)),
-			fx("orphan inside goes on", encap(labSmall, labSelf, orphan4), ReasonHandoffForwarded, ActionRedirect, refwd(labSmall, labRedirect)),
-			// From the node right after self: nothing lies between them.
-			fx("orphan inside from the next node stops", encap(labTX, labSelf, orphan4), ReasonHandoffNoTarget, ActionPass, decapped(14)),
-		}},
-		{name: "self drains alone", draining: []netip.Addr{labSelf}, fixtures: []handoffFixture{
-			fx("orphan", orphan4, ReasonHandoffNoTarget, ActionPass, nil),
-			fx("orphan inside", encap(labTX, labSelf, orphan4), ReasonHandoffNoTarget, ActionPass, decapped(14)),
-			fx("from a node, for a local flow", encap(labTX, labSelf, onFlow(local6)), ReasonHandoffReceived, 0, decapped(14)),
-		}},
-		{name: "self drains, the other draining node before it", draining: []netip.Addr{labNoRoute, labSelf}, fixtures: []handoffFixture{
-			// Round the end to labNoRoute, which the FIB cannot reach.
-			fx("orphan", orphan4, ReasonHandoffNoRoute, ActionPass, nil),
-			// The walk from self to the origin: labNoRoute lies beyond it.
-			fx("orphan inside from after self", encap(labSmall, labSelf, orphan4), ReasonHandoffNoTarget, ActionPass, decapped(14)),
-			// Never back to the origin, draining though it is.
-			fx("orphan inside from that node", encap(labNoRoute, labSelf, orphan6), ReasonHandoffNoTarget, ActionPass, decapped(14)),
-		}},
-		// Self third of four, the only draining node first: round the end.
-		{name: "round the end", nodes: []netip.Addr{labTX, labRedirect, labSelf, labSmall}, draining: []netip.Addr{labTX}, fixtures: []handoffFixture{
-			fx("v4 orphan wraps to the first node", orphan4, ReasonHandoffForwarded, ActionTX, fwdTo(labSelf, labTX, 14)),
-			fx("v6 orphan wraps to the first node", orphan6, ReasonHandoffForwarded, ActionTX, fwdTo(labSelf, labTX, 14)),
-			fx("orphan inside from before self wraps", encap(labRedirect, labSelf, orphan4), ReasonHandoffForwarded, ActionTX, refwd(labRedirect, labTX)),
-			fx("tagged v6 orphan inside wraps", encap(labRedirect, labSelf, with(orphan6, func(s *packet.Spec) { s.VLANs = vlan })), ReasonHandoffForwarded, ActionTX, func(t *testing.T, name string, pkt, out []byte) {
-				checkEncap(t, name, pkt, 18+20, out, labRedirect, labTX, lab.fib[labTX])
-			}),
-			// The origin bound: from the node after self, the walk stops at
-			// once; from labTX, it stops before coming back to it.
-			fx("orphan inside from the next node stops", encap(labSmall, labSelf, orphan4), ReasonHandoffNoTarget, ActionPass, decapped(14)),
-			fx("orphan inside from the draining node stops", encap(labTX, labSelf, orphan4), ReasonHandoffNoTarget, ActionPass, decapped(14)),
-			fx("from a node, for a local flow", encap(labSmall, labSelf, onFlow(local4)), ReasonHandoffReceived, 0, decapped(14)),
-		}},
-		// Every node marked draining, as the control plane does while any
-		// one drains: each sends on to the next.
-		{name: "all drain", draining: labNodes, fixtures: []handoffFixture{
-			fx("orphan to the next node", orphan4, ReasonHandoffForwarded, ActionTX, fwdTo(labSelf, labTX, 14)),
-			fx("orphan inside from before self", encap(labNoRoute, labSelf, orphan4), ReasonHandoffForwarded, ActionTX, refwd(labNoRoute, labTX)),
-			fx("orphan inside from after the next", encap(labUnresolved, labSelf, orphan6), ReasonHandoffForwarded, ActionTX, refwd(labUnresolved, labTX)),
-			fx("orphan inside from the next node stops", encap(labTX, labSelf, orphan4), ReasonHandoffNoTarget, ActionPass, decapped(14)),
-			fx("local flow", onFlow(local4), ReasonSteered, 0, nil),
-		}},
-		{name: "draining node unroutable", draining: []netip.Addr{labNoRoute}, fixtures: []handoffFixture{
-			fx("orphan", orphan4, ReasonHandoffNoRoute, ActionPass, nil),
-			fx("orphan inside has nowhere to go", encap(labTX, labSelf, orphan4), ReasonHandoffNoTarget, ActionPass, decapped(14)),
-		}},
-		{name: "draining node unresolved", draining: []netip.Addr{labUnresolved}, fixtures: []handoffFixture{
-			fx("orphan", orphan6, ReasonHandoffNoRoute, ActionPass, nil),
-			fx("orphan inside", encap(labRedirect, labSelf, orphan6), ReasonHandoffNoRoute, ActionPass, decapped(14)),
-			fx("orphan inside from the next node", encap(labTX, labSelf, orphan6), ReasonHandoffNoTarget, ActionPass, decapped(14)),
-		}},
-		{name: "draining node behind a small mtu", draining: []netip.Addr{labSmall}, fixtures: []handoffFixture{
-			fx("fits", big(labSmallMTU-20-20-20), ReasonHandoffForwarded, ActionRedirect, fwdTo(labSelf, labSmall, 14)),
-			fx("one byte too big", big(labSmallMTU-20-20-20+1), ReasonHandoffTooBig, ActionPass, nil),
-			fx("full size", big(1460-12), ReasonHandoffTooBig, ActionPass, nil),
-		}},
-		{name: "nobody drains", fixtures: []handoffFixture{
+		{name: "nobody in transition", inactive: true, fixtures: []handoffFixture{
 			fx("orphan", orphan4, ReasonSteered, 0, nil),
+			fx("unknown orphan", unknown6, ReasonSteered, 0, nil),
 			fx("from a node", encap(labTX, labSelf, orphan4), ReasonHandoffReceived, 0, decapped(14)),
 		}},
 		{name: "off", off: true, fixtures: []handoffFixture{
@@ -478,9 +352,9 @@ func TestXDPHandoffFixtures(t *testing.T) {
 			fx("v6 orphan", orphan6, ReasonSteered, 0, nil),
 			fx("ipip from a node", encap(labTX, labSelf, orphan4), ReasonNotVIP, ActionPass, nil),
 		}},
-		{name: "another cluster", nodes: []netip.Addr{labTX, labSelf}, draining: []netip.Addr{labTX}, fixtures: []handoffFixture{
+		{name: "another cluster", nodes: []netip.Addr{labTX, labSelf}, fixtures: []handoffFixture{
 			fx("ipip from a former node", encap(labRedirect, labSelf, onFlow(local4)), ReasonNotVIP, ActionPass, nil),
-			fx("orphan", orphan4, ReasonHandoffForwarded, ActionTX, fwdTo(labSelf, labTX, 14)),
+			fx("orphan", orphan4, ReasonHandoffForwarded, ActionTX, fwdTo(labTX, 14)),
 		}},
 	}
 	// DSCP and ECN: tos 0xb9 is DSCP 46 (EF) with ECT(1).
@@ -497,8 +371,9 @@ func TestXDPHandoffFixtures(t *testing.T) {
 	}
 
 	d := openTestDataplane(t)
+	setOwners(t, d, labOwners())
 	for _, g := range groups {
-		h := Handoff{Self: labSelf, Nodes: labNodes, Draining: g.draining}
+		h := Handoff{Self: labSelf, Nodes: labNodes, Active: !g.inactive}
 		if g.nodes != nil {
 			h.Nodes = g.nodes
 		}
@@ -533,12 +408,25 @@ func TestXDPHandoffFixtures(t *testing.T) {
 	}
 }
 
+// setOwners records each flow for its owner.
+func setOwners(t testing.TB, d *Dataplane, owners map[Flow]netip.Addr) {
+	t.Helper()
+	byOwner := map[netip.Addr][]Flow{}
+	for f, o := range owners {
+		byOwner[o] = append(byOwner[o], f)
+	}
+	for o, fs := range byOwner {
+		require.NoError(t, d.AddOwners(o, fs))
+	}
+}
+
 // TestXDPHandoffOffMatchesFixtures: with handoff off, and with nodes set
-// but nobody draining, every fixture of the plain program gets what it
+// but nobody in transition, every fixture of the plain program gets what it
 // always got, in the lab as at the root.
 func TestXDPHandoffOffMatchesFixtures(t *testing.T) {
 	lab := newHandoffLab(t)
 	d := openTestDataplane(t)
+	setOwners(t, d, labOwners())
 	for _, h := range []Handoff{{}, {Self: labSelf, Nodes: labNodes}} {
 		require.NoError(t, d.SetHandoff(h))
 		model := lab.model(t, d)
@@ -559,8 +447,9 @@ func TestXDPHandoffOffMatchesFixtures(t *testing.T) {
 
 // TestHandoffProbeIsNoConnection: the orphan check's socket lookup runs
 // ober's sk_lookup program when it reaches the listeners, which picks an
-// instance's listener as for a new connection. It must not count one: the
-// assignment counters move for real connections only.
+// instance's listener as for a new connection. It must not count one nor
+// record one for the other nodes: the assignment counters and the record
+// of new flows move for real connections only.
 func TestHandoffProbeIsNoConnection(t *testing.T) {
 	lab := newHandoffLab(t)
 	d := openTestDataplane(t)
@@ -595,7 +484,22 @@ func TestHandoffProbeIsNoConnection(t *testing.T) {
 		}
 	})
 	require.NoError(t, err)
-	require.NoError(t, d.SetHandoff(Handoff{Self: labSelf, Nodes: labNodes, Draining: []netip.Addr{labTX}}))
+	require.NoError(t, d.SetHandoff(Handoff{Self: labSelf, Nodes: labNodes, Active: true}))
+	recorded, err := d.NewFlows()
+	require.NoError(t, err)
+	t.Cleanup(func() { recorded.Close() })
+	segment := func(i int) packet.Spec {
+		if i%2 == 1 {
+			return tcp(client6, uint16(41000+i), vip6, portHTTPS, packet.ACK)
+		}
+		return tcp(client4, uint16(41000+i), vip4, portHTTPS, packet.ACK)
+	}
+	var probed []Flow
+	for i := 0; i < 100; i++ {
+		s := segment(i)
+		probed = append(probed, Flow{Client: ap(s.Src, s.SrcPort), VIP: ap(s.Dst, s.DstPort)})
+	}
+	require.NoError(t, d.AddOwners(labTX, probed))
 
 	assigned := func() (flows, none uint64) {
 		c, err := d.Counters()
@@ -605,28 +509,42 @@ func TestHandoffProbeIsNoConnection(t *testing.T) {
 	flows0, none0 := assigned()
 	r := lab.runner(t, d)
 	for i := 0; i < 100; i++ {
-		src, dst := client4, vip4
-		if i%2 == 1 {
-			src, dst = client6, vip6
-		}
-		got, err := lab.run(r, tcp(src, uint16(41000+i), dst, portHTTPS, packet.ACK).Bytes())
+		got, err := lab.run(r, segment(i).Bytes())
 		require.NoError(t, err)
 		require.Equal(t, ReasonHandoffForwarded, got.Reason, "segment %d", i)
 	}
 	flows, none := assigned()
 	require.Equal(t, flows0, flows, "orphan checks are no connections")
 	require.Equal(t, none0, none)
+	fs, err := recorded.Read(50*time.Millisecond, 1000)
+	require.NoError(t, err)
+	require.Empty(t, fs, "orphan checks record no new flow")
 
 	// A real connection in the lab is counted: the program runs there.
-	lab.do(func() {
-		var c net.Conn
-		nd := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(ap(client4, 0)), Timeout: 5 * time.Second}
-		nd.SetMultipathTCP(false)
-		if c, err = nd.Dial("tcp", ap(vip4, portHTTPS).String()); err == nil {
-			c.Close()
-		}
-	})
-	require.NoError(t, err)
+	dial := func() (from netip.AddrPort) {
+		lab.do(func() {
+			var c net.Conn
+			nd := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(ap(client4, 0)), Timeout: 5 * time.Second}
+			nd.SetMultipathTCP(false)
+			if c, err = nd.Dial("tcp", ap(vip4, portHTTPS).String()); err == nil {
+				from = c.LocalAddr().(*net.TCPAddr).AddrPort()
+				c.Close()
+			}
+		})
+		require.NoError(t, err)
+		return netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+	}
+	from := dial()
 	flows, _ = assigned()
 	require.Equal(t, flows0+1, flows, "a connection is counted")
+	fs, err = recorded.Read(time.Second, 1000)
+	require.NoError(t, err)
+	require.Equal(t, []Flow{{Client: from, VIP: ap(vip4, portHTTPS)}}, fs, "a connection is recorded while active")
+
+	// Nobody in transition: nothing is recorded.
+	require.NoError(t, d.SetHandoff(Handoff{Self: labSelf, Nodes: labNodes}))
+	dial()
+	fs, err = recorded.Read(50*time.Millisecond, 1000)
+	require.NoError(t, err)
+	require.Empty(t, fs, "no flow is recorded while nobody is in transition")
 }

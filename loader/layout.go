@@ -20,8 +20,13 @@ const (
 	// NoInstance in a Maglev slot means no live instance serves the flow.
 	NoInstance uint32 = 0xffffffff
 
+	// MaxOwnedFlows is how many other nodes' flows the dataplane holds
+	// during a transition (OBER_MAX_OWNED_FLOWS).
+	MaxOwnedFlows = 1 << 20
+
 	maglevHeader = 2 // slot 0: M, slot 1: seed
 	maxVLANs     = 2
+	maxVLANPeek  = 8
 	maxExtHdrs   = 6
 	numActions   = 5
 	reasonSlots  = 16 // counter rows kept for reasons (OBER_R_SLOTS)
@@ -49,20 +54,27 @@ const (
 	ReasonWhitelistReject
 	ReasonFragment
 	ReasonMalformed
-	// ReasonHandoffForwarded: an orphaned segment went to a draining node
-	// (XDP_TX or a redirect).
+	// ReasonHandoffForwarded: an orphaned segment went to the node that
+	// owns its flow (XDP_TX or a redirect).
 	ReasonHandoffForwarded
 	// ReasonHandoffReceived: a node sent it here; decapsulated, delivered.
 	ReasonHandoffReceived
-	// ReasonHandoffNoTarget: an orphan with no draining node to go to
-	// passes to the kernel, which answers it with RST.
+	// ReasonHandoffNoTarget: an orphan whose recorded owner is this node
+	// (its connection is gone) passes to the kernel, which answers it
+	// with RST.
 	ReasonHandoffNoTarget
-	// ReasonHandoffNoRoute: an orphan whose target the FIB cannot reach
+	// ReasonHandoffNoRoute: an orphan whose owner the FIB cannot reach
 	// (no route, no neighbour entry) passes to the kernel.
 	ReasonHandoffNoRoute
 	// ReasonHandoffTooBig: an orphan that would exceed the route's MTU
 	// once encapsulated passes to the kernel.
 	ReasonHandoffTooBig
+	// ReasonHandoffUnknown: an orphan of a flow no node recorded is
+	// dropped; if its owner records it late, the client's retransmission
+	// finds it.
+	ReasonHandoffUnknown
+	// ReasonHandoffLimited: an orphan over the forwarding rate is dropped.
+	ReasonHandoffLimited
 	numReasons
 )
 
@@ -70,6 +82,7 @@ var reasonNames = [numReasons]string{
 	"not_vip", "passed", "steered", "no_service", "whitelist_drop",
 	"whitelist_reject", "fragment", "malformed",
 	"handoff_forwarded", "handoff_received", "handoff_no_target", "handoff_no_route", "handoff_too_big",
+	"handoff_unknown", "handoff_limited",
 }
 
 func (r Reason) String() string {
@@ -168,13 +181,21 @@ type svcVal struct {
 // handoffVal mirrors struct ober_handoff. Addresses are IPv4 as on the
 // wire; the zero address is none.
 type handoffVal struct {
-	Self      [4]byte
-	Target    [4]byte
-	Draining  uint16 // bit i: Nodes[i]
-	NNodes    uint8
-	_         uint8
-	Nodes     [MaxNodes][4]byte
-	RxTargets [MaxNodes][4]byte // by the outer source's index in Nodes
+	Self       [4]byte
+	NNodes     uint8
+	_          [3]uint8
+	Nodes      [MaxNodes][4]byte
+	IntervalNS uint64
+	BurstNS    uint64
+}
+
+// flowKey mirrors struct ober_flow: a client's segment's flow, addresses
+// IPv4-mapped for IPv4, ports in network order.
+type flowKey struct {
+	Saddr [16]byte
+	Daddr [16]byte
+	Sport [2]byte
+	Dport [2]byte
 }
 
 // lpmKey mirrors struct ober_lpm_key.

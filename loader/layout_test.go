@@ -43,6 +43,13 @@ func TestLayoutMatchesBPF(t *testing.T) {
 	require.EqualValues(t, binary.Size(handoffVal{}), ho.InnerMap.ValueSize, "struct ober_handoff")
 	require.EqualValues(t, 1, ho.InnerMap.MaxEntries)
 	require.EqualValues(t, 4, m["ober_probing"].ValueSize)
+
+	own := m["ober_owners"]
+	require.EqualValues(t, 1, own.MaxEntries)
+	require.EqualValues(t, binary.Size(flowKey{}), own.InnerMap.KeySize, "struct ober_flow")
+	require.EqualValues(t, 4, own.InnerMap.ValueSize)
+	require.EqualValues(t, MaxOwnedFlows, own.InnerMap.MaxEntries)
+	require.EqualValues(t, 8, m["ober_handoff_rl"].ValueSize)
 }
 
 // TestReasonNames pins the counter numbering the metrics and the program
@@ -50,13 +57,13 @@ func TestLayoutMatchesBPF(t *testing.T) {
 func TestReasonNames(t *testing.T) {
 	want := []string{"not_vip", "passed", "steered", "no_service", "whitelist_drop", "whitelist_reject",
 		"fragment", "malformed", "handoff_forwarded", "handoff_received", "handoff_no_target",
-		"handoff_no_route", "handoff_too_big"}
+		"handoff_no_route", "handoff_too_big", "handoff_unknown", "handoff_limited"}
 	var got []string
 	for _, r := range Reasons() {
 		got = append(got, r.String())
 	}
 	require.Equal(t, want, got)
-	require.Equal(t, "reason(13)", Reason(13).String())
+	require.Equal(t, "reason(15)", Reason(15).String())
 }
 
 // TestJHashMatchesKernelJhash2 pins the hash to known values of the

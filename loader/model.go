@@ -25,6 +25,8 @@ type Snapshot struct {
 	Sockets    []SocketRef `json:"sockets"`
 	// Handoff is the drain-handoff set, the empty one when off.
 	Handoff Handoff `json:"handoff"`
+	// Owners are the other nodes' flows recorded for the handoff.
+	Owners map[Flow]netip.Addr `json:"-"`
 }
 
 // Snapshot reads every table the programs consult.
@@ -61,6 +63,9 @@ func (d *Dataplane) Snapshot() (*Snapshot, error) {
 	if s.Handoff, err = d.Handoff(); err != nil {
 		return nil, err
 	}
+	if s.Owners, err = d.Owners(); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -70,10 +75,11 @@ func (d *Dataplane) Snapshot() (*Snapshot, error) {
 // tests hold the two together.
 //
 // The drain handoff also asks the kernel two things the tables do not
-// hold: whether a flow has a socket, and how to reach a node. The model is
-// told the answers the kernel would give in the network namespace the
-// program runs in (Sockets, FIB, Ifindex); left unset, no flow has a
-// socket and no node has a route.
+// hold: whether a flow has a socket, and how to reach a node, and it
+// keeps time for its rate limit. The model is told the answers the kernel
+// would give in the network namespace the program runs in (Sockets, FIB,
+// Ifindex) and what the rate limit allows (Allow); left unset, no flow
+// has a socket, no node has a route and every forward is allowed.
 type Model struct {
 	vips       map[[16]byte]VIP
 	svcs       map[svcKey]Service
@@ -84,7 +90,8 @@ type Model struct {
 	instCPU    map[uint32]int
 	cpumap     map[int]bool
 	sockets    map[uint32]bool
-	handoff    handoffPlan
+	handoff    Handoff
+	owners     map[flowKey]netip.Addr
 
 	// Sockets reports whether the kernel owns a TCP segment's flow
 	// (Remote is the segment's source): its socket lookup finds a socket
@@ -98,6 +105,8 @@ type Model struct {
 	// Ifindex is the interface the packets arrive on: a forward that
 	// leaves by it is an XDP_TX, by any other a redirect.
 	Ifindex int
+	// Allow says whether the rate limit lets one more forward through.
+	Allow func() bool
 }
 
 // FIBResult is what bpf_fib_lookup finds for a route.
@@ -124,7 +133,11 @@ func NewModel(s *Snapshot) *Model {
 		instCPU:  map[uint32]int{},
 		cpumap:   map[int]bool{},
 		sockets:  map[uint32]bool{},
-		handoff:  planHandoff(s.Handoff),
+		handoff:  s.Handoff,
+		owners:   map[flowKey]netip.Addr{},
+	}
+	for f, o := range s.Owners {
+		m.owners[f.key()] = o
 	}
 	for _, v := range s.VIPs {
 		m.vips[addr16(v.Addr)] = v
@@ -220,6 +233,9 @@ func (m *Model) XDP(pkt []byte, cpu int) Decision {
 		proto = be16(pkt[l3off+2:])
 		l3off += 4
 	}
+	if proto == 0x8100 || proto == 0x88a8 {
+		return m.deepVLAN(pkt, proto)
+	}
 	var p parsed
 	switch proto {
 	case 0x0800:
@@ -243,11 +259,50 @@ func (m *Model) XDP(pkt []byte, cpu int) Decision {
 	return m.decide(pkt, p, cpu, nil)
 }
 
-// received is what ober_rx learns of a packet it decapsulates.
+// deepVLAN mirrors ober_deep_vlan: a frame with more VLAN tags than the
+// parser takes, looked through for its destination.
+func (m *Model) deepVLAN(pkt []byte, proto uint16) Decision {
+	dec := func(r Reason, a Action) Decision {
+		return Decision{Action: a, Reason: r, Instance: NoInstance, Out: pkt}
+	}
+	off := 14 + 4*maxVLANs
+	for i := maxVLANs; i < maxVLANPeek; i++ {
+		if proto != 0x8100 && proto != 0x88a8 {
+			break
+		}
+		if len(pkt) < off+4 {
+			return dec(ReasonMalformed, ActionPass)
+		}
+		proto = be16(pkt[off+2:])
+		off += 4
+	}
+	var daddr [16]byte
+	switch proto {
+	case 0x8100, 0x88a8:
+		return dec(ReasonMalformed, ActionDrop)
+	case 0x0800:
+		if len(pkt) < off+20 {
+			return dec(ReasonMalformed, ActionPass)
+		}
+		daddr = netip.AddrFrom4([4]byte(pkt[off+16 : off+20])).As16()
+	case 0x86dd:
+		if len(pkt) < off+40 {
+			return dec(ReasonMalformed, ActionPass)
+		}
+		daddr = [16]byte(pkt[off+24 : off+40])
+	default:
+		return dec(ReasonNotVIP, ActionPass)
+	}
+	if _, ok := m.vips[daddr]; ok {
+		return dec(ReasonMalformed, ActionDrop)
+	}
+	return dec(ReasonNotVIP, ActionPass)
+}
+
+// received is what ober_rx learns of a packet it decapsulates: the outer
+// source it came from.
 type received struct {
-	src     netip.Addr // the outer source, kept if it is sent on
-	target  netip.Addr // where it goes should it be an orphan here too
-	orphans bool       // the set has a draining node: look for orphans
+	src netip.Addr
 }
 
 // receive mirrors ober_rx and the parse of the inner packet after it. ok
@@ -263,11 +318,11 @@ func (m *Model) receive(pkt []byte, l3off, cpu int) (Decision, bool) {
 		return Decision{}, false
 	}
 	src, dst := netip.AddrFrom4([4]byte(ip[12:16])), netip.AddrFrom4([4]byte(ip[16:20]))
-	if !h.self.IsValid() || dst != h.self || src == h.self || !h.isNode(src) {
+	if !h.Self.IsValid() || dst != h.Self || src == h.Self || !slices.Contains(h.Nodes, src) {
 		return Decision{}, false
 	}
 	inner := slices.Concat(pkt[:l3off], pkt[l3off+hlen:])
-	rx := &received{src: src, target: h.rxTarget(src), orphans: h.on()}
+	rx := &received{src: src}
 	malformed := Decision{Action: ActionDrop, Reason: ReasonMalformed, Instance: NoInstance, Out: inner}
 	if proto == ipprotoIPIP {
 		putBE16(inner[l3off-2:], 0x0800)
@@ -413,6 +468,9 @@ func (m *Model) decide(pkt []byte, p parsed, cpu int, rx *received) Decision {
 	if p.v6 {
 		icmp = ipprotoICMPv6
 	}
+	if p.v6 && p.frag == fragLater {
+		return dec(ReasonFragment, fail)
+	}
 	if p.proto == icmp {
 		return dec(passed, ActionPass)
 	}
@@ -472,14 +530,10 @@ func (m *Model) decide(pkt []byte, p parsed, cpu int, rx *received) Decision {
 	if !svc.Dispatch {
 		return dec(passed, ActionPass)
 	}
-	// The program's config flag is on exactly when the set has a
-	// draining node; orphan checks the set itself.
-	look := m.handoff.on()
-	if rx != nil {
-		look = rx.orphans
-	}
-	if p.proto == ipprotoTCP && tcpflags&(tcpSYN|tcpRST) == 0 && look {
-		if d, ok := m.orphan(pkt, p, rx); ok {
+	// The program's config flag is on exactly when the set is active;
+	// a decapsulated segment was forwarded once already.
+	if rx == nil && p.proto == ipprotoTCP && tcpflags&(tcpSYN|tcpRST) == 0 && m.handoff.Active {
+		if d, ok := m.orphan(pkt, p); ok {
 			return d
 		}
 	}
@@ -509,13 +563,10 @@ const (
 )
 
 // orphan mirrors ober_orphan. ok is false when the segment is no orphan
-// (or the set has no draining node) and the packet goes on as before.
-func (m *Model) orphan(pkt []byte, p parsed, rx *received) (Decision, bool) {
-	h := m.handoff
-	src, target := h.self, h.target
-	if rx != nil {
-		src, target = rx.src, rx.target
-	} else if !h.on() {
+// (or handoff is off) and the packet goes on as before.
+func (m *Model) orphan(pkt []byte, p parsed) (Decision, bool) {
+	src := m.handoff.Self
+	if !src.IsValid() {
 		return Decision{}, false
 	}
 	ip := pkt[p.l3off:]
@@ -536,12 +587,18 @@ func (m *Model) orphan(pkt []byte, p parsed, rx *received) (Decision, bool) {
 	dec := func(r Reason, a Action) (Decision, bool) {
 		return Decision{Action: a, Reason: r, Instance: NoInstance, Out: pkt}, true
 	}
-	if !target.IsValid() {
+	target, ok := m.owners[Flow{Client: t.Remote, VIP: t.Local}.key()]
+	switch {
+	case !ok:
+		return dec(ReasonHandoffUnknown, ActionDrop)
+	case target == src:
 		return dec(ReasonHandoffNoTarget, ActionPass)
+	case m.Allow != nil && !m.Allow():
+		return dec(ReasonHandoffLimited, ActionDrop)
 	}
 	ilen := p.l3hlen + p.l4len
 	var fib FIBResult
-	ok := false
+	ok = false
 	if m.FIB != nil {
 		fib, ok = m.FIB(target)
 	}

@@ -62,8 +62,11 @@ const (
 	oberMapOberCounters   = "ober_counters"
 	oberMapOberCpumap     = "ober_cpumap"
 	oberMapOberHandoff    = "ober_handoff"
+	oberMapOberHandoffRl  = "ober_handoff_rl"
 	oberMapOberInstances  = "ober_instances"
 	oberMapOberMaglev     = "ober_maglev"
+	oberMapOberNewFlows   = "ober_new_flows"
+	oberMapOberOwners     = "ober_owners"
 	oberMapOberProbing    = "ober_probing"
 	oberMapOberServices   = "ober_services"
 	oberMapOberSockets    = "ober_sockets"
@@ -129,8 +132,11 @@ type oberMapSpecs struct {
 	OberCounters   *ebpf.MapSpec `ebpf:"ober_counters"`
 	OberCpumap     *ebpf.MapSpec `ebpf:"ober_cpumap"`
 	OberHandoff    *ebpf.MapSpec `ebpf:"ober_handoff"`
+	OberHandoffRl  *ebpf.MapSpec `ebpf:"ober_handoff_rl"`
 	OberInstances  *ebpf.MapSpec `ebpf:"ober_instances"`
 	OberMaglev     *ebpf.MapSpec `ebpf:"ober_maglev"`
+	OberNewFlows   *ebpf.MapSpec `ebpf:"ober_new_flows"`
+	OberOwners     *ebpf.MapSpec `ebpf:"ober_owners"`
 	OberProbing    *ebpf.MapSpec `ebpf:"ober_probing"`
 	OberServices   *ebpf.MapSpec `ebpf:"ober_services"`
 	OberSockets    *ebpf.MapSpec `ebpf:"ober_sockets"`
@@ -170,8 +176,11 @@ type oberMaps struct {
 	OberCounters   *ebpf.Map `ebpf:"ober_counters"`
 	OberCpumap     *ebpf.Map `ebpf:"ober_cpumap"`
 	OberHandoff    *ebpf.Map `ebpf:"ober_handoff"`
+	OberHandoffRl  *ebpf.Map `ebpf:"ober_handoff_rl"`
 	OberInstances  *ebpf.Map `ebpf:"ober_instances"`
 	OberMaglev     *ebpf.Map `ebpf:"ober_maglev"`
+	OberNewFlows   *ebpf.Map `ebpf:"ober_new_flows"`
+	OberOwners     *ebpf.Map `ebpf:"ober_owners"`
 	OberProbing    *ebpf.Map `ebpf:"ober_probing"`
 	OberServices   *ebpf.Map `ebpf:"ober_services"`
 	OberSockets    *ebpf.Map `ebpf:"ober_sockets"`
@@ -187,8 +196,11 @@ func (m *oberMaps) Close() error {
 		m.OberCounters,
 		m.OberCpumap,
 		m.OberHandoff,
+		m.OberHandoffRl,
 		m.OberInstances,
 		m.OberMaglev,
+		m.OberNewFlows,
+		m.OberOwners,
 		m.OberProbing,
 		m.OberServices,
 		m.OberSockets,

@@ -651,11 +651,19 @@ func (d *Dataplane) setConfigFlag(flag uint32, on bool) error {
 
 // Steering reports whether CPU steering is on.
 func (d *Dataplane) Steering() (bool, error) {
-	var cfg oberOberConfig
-	if err := d.maps.OberConfig.Lookup(uint32(0), &cfg); err != nil {
+	flags, err := d.configFlags()
+	if err != nil {
 		return false, fmt.Errorf("read steering: %w", err)
 	}
-	return cfg.Flags&cfgSteer != 0, nil
+	return flags&cfgSteer != 0, nil
+}
+
+func (d *Dataplane) configFlags() (uint32, error) {
+	var cfg oberOberConfig
+	if err := d.maps.OberConfig.Lookup(uint32(0), &cfg); err != nil {
+		return 0, err
+	}
+	return cfg.Flags, nil
 }
 
 // newInner creates an empty inner map for outer's slots. maxEntries 0

@@ -47,6 +47,13 @@ func fixtures() []fixture {
 	vlan := []packet.VLAN{{TPID: 0x8100, TCI: 100}}
 	qinq := []packet.VLAN{{TPID: 0x88a8, TCI: 10}, {TPID: 0x8100, TCI: 100}}
 	three := append(append([]packet.VLAN{}, qinq...), packet.VLAN{TPID: 0x8100, TCI: 7})
+	tags := func(n int) []packet.VLAN {
+		var vs []packet.VLAN
+		for i := range n {
+			vs = append(vs, packet.VLAN{TPID: []uint16{0x88a8, 0x8100}[i%2], TCI: uint16(i + 1)})
+		}
+		return vs
+	}
 	arp := make([]byte, 42)
 	binary.BigEndian.PutUint16(arp[12:], 0x0806)
 
@@ -55,7 +62,8 @@ func fixtures() []fixture {
 		{"arp", arp, ReasonNotVIP, ActionPass},
 		{"v4 to other address", tcp(client4, 1, other4, portHTTPS, packet.SYN).Bytes(), ReasonNotVIP, ActionPass},
 		{"v6 to other address", tcp(client6, 1, other6, portHTTPS, packet.SYN).Bytes(), ReasonNotVIP, ActionPass},
-		{"three vlan tags", with(syn4, func(s *packet.Spec) { s.VLANs = three }).Bytes(), ReasonNotVIP, ActionPass},
+		{"three vlan tags to other address", with(tcp(client4, 1, other4, portHTTPS, packet.SYN), func(s *packet.Spec) { s.VLANs = three }).Bytes(), ReasonNotVIP, ActionPass},
+		{"three vlan tags, arp inside", append(append(append([]byte{}, arp[:12]...), 0x81, 0, 0, 1, 0x81, 0, 0, 2, 0x81, 0, 0, 3, 0x08, 0x06), arp[14:]...), ReasonNotVIP, ActionPass},
 		{"v4 truncated before dst", truncate(syn4.Bytes(), 14+16), ReasonMalformed, ActionPass},
 		{"v6 truncated before dst", truncate(syn6.Bytes(), 14+30), ReasonMalformed, ActionPass},
 		{"vlan truncated", truncate(with(syn4, func(s *packet.Spec) { s.VLANs = vlan }).Bytes(), 16), ReasonMalformed, ActionPass},
@@ -139,6 +147,23 @@ func fixtures() []fixture {
 		{"v6 ext header past payload", poke(with(syn6, func(s *packet.Spec) { s.ExtHdrs = []packet.ExtHdr{dstOpts} }).Bytes(), 14+40+1, 200), ReasonMalformed, ActionDrop},
 		{"v6 mapped source", tcp(netip.MustParseAddr("::ffff:198.51.100.7"), 1, vip6, portHTTP, packet.SYN).Bytes(), ReasonMalformed, ActionDrop},
 		{"v6 mapped destination aliasing a v4 vip", with(syn6, func(s *packet.Spec) { s.Dst = netip.MustParseAddr("::ffff:192.0.2.10") }).Bytes(), ReasonMalformed, ActionDrop},
+		// More VLAN tags than parsed: looked through for the destination,
+		// never passed to a VIP unpoliced.
+		{"three vlan tags to a vip", with(syn4, func(s *packet.Spec) { s.VLANs = three }).Bytes(), ReasonMalformed, ActionDrop},
+		{"three vlan tags to a v6 vip", with(syn6, func(s *packet.Spec) { s.VLANs = three }).Bytes(), ReasonMalformed, ActionDrop},
+		{"three vlan tags, stranger to plain http", with(tcp(stranger4, 1, vip4, portHTTP, packet.SYN), func(s *packet.Spec) { s.VLANs = three }).Bytes(), ReasonMalformed, ActionDrop},
+		{"three vlan tags to a host address", with(tcp(stranger4, 1, host4, portBGP, packet.SYN), func(s *packet.Spec) { s.VLANs = three }).Bytes(), ReasonMalformed, ActionDrop},
+		{"eight vlan tags to a vip", with(syn4, func(s *packet.Spec) { s.VLANs = tags(8) }).Bytes(), ReasonMalformed, ActionDrop},
+		{"eight vlan tags to other address", with(tcp(client6, 1, other6, portHTTPS, packet.SYN), func(s *packet.Spec) { s.VLANs = tags(8) }).Bytes(), ReasonNotVIP, ActionPass},
+		{"nine vlan tags cannot be checked", with(tcp(client4, 1, other4, portHTTPS, packet.SYN), func(s *packet.Spec) { s.VLANs = tags(9) }).Bytes(), ReasonMalformed, ActionDrop},
+		{"three vlan tags, ip truncated", truncate(with(syn4, func(s *packet.Spec) { s.VLANs = three }).Bytes(), 14+12+16), ReasonMalformed, ActionPass},
+		{"three vlan tags, tag truncated", truncate(with(syn4, func(s *packet.Spec) { s.VLANs = three }).Bytes(), 14+8+2), ReasonMalformed, ActionPass},
+		// An IPv6 later fragment's label proves nothing (reassembly keys
+		// ignore it): dropped at a VIP whatever it says.
+		{"v6 later fragment labelled icmpv6", packet.Spec{Src: stranger6, Dst: vip6, Proto: packet.ProtoICMPv6, Frag: &packet.Frag{Offset: 185, ID: 7}, Payload: make([]byte, 100)}.Bytes(), ReasonFragment, ActionDrop},
+		{"v6 later fragment labelled udp", packet.Spec{Src: stranger6, Dst: vip6, Proto: packet.ProtoUDP, Frag: &packet.Frag{Offset: 185, ID: 7}, Payload: make([]byte, 100)}.Bytes(), ReasonFragment, ActionDrop},
+		{"v6 later fragment labelled no next header", packet.Spec{Src: stranger6, Dst: vip6, Proto: 59, Frag: &packet.Frag{Offset: 185, ID: 7}, Payload: make([]byte, 100)}.Bytes(), ReasonFragment, ActionDrop},
+		{"v6 first fragment labelled icmpv6", packet.Spec{Src: stranger6, Dst: vip6, Proto: packet.ProtoICMPv6, Frag: &packet.Frag{More: true, ID: 7}, Payload: make([]byte, 100)}.Bytes(), ReasonPass, ActionPass},
 
 		// The node's own addresses: only listed services are policed.
 		{"host ssh", tcp(stranger4, 1, host4, 22, packet.SYN).Bytes(), ReasonPass, ActionPass},
@@ -148,6 +173,7 @@ func fixtures() []fixture {
 		{"host v6 bgp from stranger", tcp(stranger6, 1, host6, portBGP, packet.SYN).Bytes(), ReasonWhitelistDrop, ActionDrop},
 		{"host gre", packet.Spec{Src: stranger4, Dst: host4, Proto: 47, Payload: make([]byte, 8)}.Bytes(), ReasonPass, ActionPass},
 		{"host later fragment", with(tcp(stranger4, 1, host4, 22, 0), func(s *packet.Spec) { s.Frag = &packet.Frag{Offset: 3} }).Bytes(), ReasonFragment, ActionPass},
+		{"host v6 later fragment labelled icmpv6", packet.Spec{Src: stranger6, Dst: host6, Proto: packet.ProtoICMPv6, Frag: &packet.Frag{Offset: 185, ID: 7}, Payload: make([]byte, 100)}.Bytes(), ReasonFragment, ActionPass},
 		{"host malformed", poke(tcp(stranger4, 1, host4, 22, 0).Bytes(), 14, 0x44), ReasonMalformed, ActionPass},
 	}
 	return fs

@@ -550,6 +550,73 @@ func gracefulStop(t *testing.T, handoff bool) {
 	require.NotZero(t, forwarded, "no segment was handed back")
 }
 
+// TestBGPBackendOutage: with every backend down, no node can do better
+// than another, so the nodes keep announcing and HAProxy answers 503: the
+// clients get an answer and the routes stay. A node that alone loses its
+// backends withdraws, after the others' reports have caught up, while
+// they keep serving; it comes back when its backends do.
+func TestBGPBackendOutage(t *testing.T) {
+	s := ecmptest.New(t, oberBin, ecmptest.Params{Handoff: true, HoldDown: time.Second})
+	s.StartNodes()
+	w := s.R.Watch(t, ecmptest.Prefix4)
+	outage := func(n *ecmptest.Node) string {
+		m, err := n.Metrics()
+		require.NoError(t, err)
+		return metricValue(t, m, "ober_bgp_backend_outage")
+	}
+
+	stopped := time.Now()
+	s.StopBackend()
+	for _, n := range s.Nodes {
+		require.Eventually(t, func() bool { return outage(n) == "1" }, 10*time.Second, 20*time.Millisecond,
+			"%s does not report the cluster-wide outage", n.Name)
+	}
+	t.Logf("every node in outage mode %v after the backend stopped", time.Since(stopped).Round(time.Millisecond))
+	for i := range 12 {
+		f := fetchVIP(context.Background(), s, ecmptest.VIP4, "/")
+		require.Error(t, f.err, "request %d during the outage", i)
+		require.Contains(t, f.err.Error(), "503", "request %d: an answer, 503, not silence", i)
+	}
+	// The route kept its three next hops all along (and a second more).
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	at, nh, err := w.Until(ctx, stopped, func(nh []netip.Addr) bool { return len(nh) < 3 })
+	cancel()
+	require.Error(t, err, "the route lost a next hop at %v: %v (%s)", at.Sub(stopped), nh, w.History())
+	st, err := s.Nodes[1].Status()
+	require.NoError(t, err)
+	require.True(t, st.Daemon.BGP.BackendOutage)
+	require.Len(t, st.Daemon.BGP.NodeReports, 2, "the node hears both others")
+
+	s.StartBackend()
+	for _, n := range s.Nodes {
+		require.Eventually(t, func() bool { return outage(n) == "0" }, 10*time.Second, 20*time.Millisecond)
+	}
+	require.NoError(t, fetchVIP(context.Background(), s, ecmptest.VIP4, "/").err)
+
+	// One node's path to the backend cut: it alone withdraws.
+	victim := s.Nodes[0]
+	blackhole := []string{"route", "add", "blackhole", ecmptest.BackendAddr.Addr().String() + "/32"}
+	cut := time.Now()
+	victim.NS.IP(t, blackhole...)
+	gone, now := waitGone(t, w, cut, victim, 10*time.Second)
+	t.Logf("%s lost its backend: route gone %v later, via %v", victim.Name, gone.Sub(cut), now)
+	require.Len(t, now, 2, "only the node without backends left")
+	var fs []fetch
+	for range 30 {
+		fs = append(fs, fetchVIP(context.Background(), s, ecmptest.VIP4, "/"))
+	}
+	require.Empty(t, failures(fs), "the other nodes keep serving")
+	require.NotContains(t, byNode(fs), victim.Name)
+	require.Equal(t, "0", outage(victim), "one node without backends is no outage")
+
+	victim.NS.IP(t, append([]string{"route", "del"}, blackhole[2:]...)...)
+	ctx, cancel = context.WithTimeout(context.Background(), 15*time.Second)
+	back, _, err := w.Until(ctx, gone, nexthopsWith(victim, 3))
+	cancel()
+	require.NoError(t, err, "%s did not come back: %s", victim.Name, w.History())
+	t.Logf("%s back %v after its backend path returned", victim.Name, back.Sub(gone))
+}
+
 // TestBGPRoutersWhitelist: a router that is not on the routers whitelist
 // cannot even open the TCP connection of a BGP session (XDP drops its
 // SYN); once `ober sync --routers` admits it, the node answers.

@@ -1,8 +1,11 @@
 package config
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -106,7 +109,19 @@ type AnnounceWhen struct {
 	MinInstances int `yaml:"min_instances"`
 	// BackendUp requires at least one backend server up; default true.
 	BackendUp *bool `yaml:"backend_up"`
+	// BackendScope is how BackendUp judges a node with no backend up:
+	// "cluster" (default) withdraws it only while another node of
+	// handoff.nodes reports a backend up, so that an outage of every
+	// backend leaves the VIPs announced and answering 503 instead of
+	// unreachable; "local" withdraws it whatever the others see.
+	BackendScope string `yaml:"backend_scope"`
 }
+
+// Backend scopes of ha.bgp.announce_when.
+const (
+	BackendScopeCluster = "cluster"
+	BackendScopeLocal   = "local"
+)
 
 // Handoff lists the ober nodes that share the VIPs.
 type Handoff struct {
@@ -120,6 +135,19 @@ type Handoff struct {
 	// handing back the connections the routers moved to it; default 60s,
 	// which should cover the longest transfer worth keeping.
 	JoinWindow Duration `yaml:"join_window"`
+	// KeyFile holds the secret the nodes share: every notice, flow
+	// record and health report between them is authenticated with
+	// HMAC-SHA256 under it. Required with Nodes: at least 32 bytes,
+	// readable by its owner only.
+	KeyFile string `yaml:"key_file"`
+	// MaxTransition caps how long one notice of a peer keeps this node
+	// handing off (its deadline); default 5m.
+	MaxTransition Duration `yaml:"max_transition"`
+	// Rate is how many orphaned segments per second each CPU may
+	// forward to their owners; default 100000, 0 for no limit. Burst is
+	// how many it may forward at once; default 1000.
+	Rate  *uint64 `yaml:"rate"`
+	Burst uint64  `yaml:"burst"`
 }
 
 // BGP defaults and limits.
@@ -132,6 +160,12 @@ const (
 	DefaultHoldDown        = 5 * time.Second
 	DefaultHandoffPort     = 4793
 	DefaultJoinWindow      = 60 * time.Second
+	DefaultMaxTransition   = 5 * time.Minute
+	DefaultHandoffRate     = 100000
+	DefaultHandoffBurst    = 1000
+	// MinHandoffKey is the shortest shared key: HMAC-SHA256's block
+	// strength wants 32 bytes of secret.
+	MinHandoffKey = 32
 	DefaultRestartTime     = 30 * time.Second
 	MaxRestartTime         = 4095 * time.Second
 	DefaultMinInstances    = 1
@@ -169,6 +203,15 @@ func (b *BGP) applyDefaults() {
 		b.Handoff.Port = DefaultHandoffPort
 	}
 	setDuration(&b.Handoff.JoinWindow, DefaultJoinWindow)
+	setDuration(&b.Handoff.MaxTransition, DefaultMaxTransition)
+	if b.Handoff.Rate == nil {
+		r := uint64(DefaultHandoffRate)
+		b.Handoff.Rate = &r
+	}
+	if b.Handoff.Burst == 0 {
+		b.Handoff.Burst = DefaultHandoffBurst
+	}
+	setString(&b.AnnounceWhen.BackendScope, BackendScopeCluster)
 	if b.GracefulRestart.Enabled {
 		setDuration(&b.GracefulRestart.RestartTime, DefaultRestartTime)
 	}
@@ -302,6 +345,28 @@ func (c *Config) validateBGP(p *problems) {
 	if len(b.Handoff.Nodes) == 1 {
 		p.add("ha.bgp.handoff.nodes", b.Handoff.Nodes[0].String(), "one node has nobody to hand off to; list every node or none")
 	}
+	switch k := b.Handoff.KeyFile; {
+	case len(b.Handoff.Nodes) > 0 && k == "":
+		p.add("ha.bgp.handoff.key_file", "", "required with handoff.nodes: the nodes authenticate each other with it (make one with `openssl rand -hex 32 > FILE; chmod 600 FILE` and copy it to every node)")
+	case k != "":
+		if _, err := ReadHandoffKey(k); err != nil {
+			p.add("ha.bgp.handoff.key_file", quote(k), "%v", err)
+		}
+	}
+	if m := b.Handoff.MaxTransition.Duration; m < time.Second || m > 24*time.Hour {
+		p.add("ha.bgp.handoff.max_transition", fmtDuration(m), "must be 1s to 24h")
+	}
+	if r := b.Handoff.Rate; r != nil && *r > 1_000_000_000 {
+		p.add("ha.bgp.handoff.rate", strconv.FormatUint(*r, 10), "must be at most 1000000000 per second (0: no limit)")
+	}
+	if bu := b.Handoff.Burst; bu > 1<<32-1 {
+		p.add("ha.bgp.handoff.burst", strconv.FormatUint(bu, 10), "must be at most 4294967295")
+	}
+	switch s := b.AnnounceWhen.BackendScope; s {
+	case BackendScopeCluster, BackendScopeLocal:
+	default:
+		p.add("ha.bgp.announce_when.backend_scope", quote(s), "must be cluster or local")
+	}
 	gr := b.GracefulRestart
 	switch rt := gr.RestartTime.Duration; {
 	case !gr.Enabled && rt != 0:
@@ -404,4 +469,29 @@ func (c *Config) routersWhitelist(res *Resolved) error {
 		}
 	}
 	return p.err()
+}
+
+// ReadHandoffKey reads the nodes' shared key: the file's bytes, a final
+// newline left out. It must hold at least MinHandoffKey bytes and be
+// readable by its owner only, as a secret is.
+func ReadHandoffKey(path string) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, errors.New(fileProblem(err))
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("is not a regular file")
+	}
+	if m := fi.Mode().Perm(); m&0o077 != 0 {
+		return nil, fmt.Errorf("mode %04o lets others read the key; chmod 600 it", m)
+	}
+	data, err := readSmallFile(path)
+	if err != nil {
+		return nil, errors.New(fileProblem(err))
+	}
+	key := bytes.TrimRight(data, "\r\n")
+	if len(key) < MinHandoffKey {
+		return nil, fmt.Errorf("holds %d bytes; the key must have at least %d (openssl rand -hex 32)", len(key), MinHandoffKey)
+	}
+	return key, nil
 }

@@ -3,7 +3,11 @@ package config
 import (
 	"context"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -56,8 +60,25 @@ func TestBGPGracefulRestartDefaults(t *testing.T) {
 	require.NoError(t, c.Validate())
 }
 
+// writeKey writes a shared handoff key and returns its path.
+func writeKey(t *testing.T, content string, mode os.FileMode) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "handoff.key")
+	require.NoError(t, os.WriteFile(p, []byte(content), mode))
+	return p
+}
+
+const goodKey = "8f0c6c1d2b9e4a7f3e5d1c0b9a8f7e6d5c4b3a29f8e7d6c5b4a3928170f6e5d4\n"
+
 func TestValidateBGP(t *testing.T) {
 	med := uint32(5)
+	key := writeKey(t, goodKey, 0o600)
+	short := writeKey(t, "0123456789\n", 0o600)
+	open := writeKey(t, goodKey, 0o644)
+	twoNodes := func(c *Config) {
+		c.HA.BGP.Handoff.Nodes = []Addr{addr("10.9.0.11"), addr("10.9.0.12")}
+		c.HA.BGP.Handoff.KeyFile = key
+	}
 	tests := []struct {
 		name   string
 		mutate func(c *Config)
@@ -99,10 +120,27 @@ func TestValidateBGP(t *testing.T) {
 			`ha.bgp.vips[0].vip: 10.0.0.7: is not in vips`},
 		{"min instances", func(c *Config) { c.HA.BGP.AnnounceWhen.MinInstances = 9 },
 			`ha.bgp.announce_when.min_instances: 9: must be 1 to instances.count (2)`},
-		{"handoff v6", func(c *Config) { c.HA.BGP.Handoff.Nodes = []Addr{addr("10.9.0.11"), addr("fd09::12")} },
+		{"handoff v6", func(c *Config) {
+			twoNodes(c)
+			c.HA.BGP.Handoff.Nodes = []Addr{addr("10.9.0.11"), addr("fd09::12")}
+		},
 			`ha.bgp.handoff.nodes[1]: fd09::12: must be a node's unicast IPv4 address (handoff tunnels are IPv4)`},
-		{"handoff alone", func(c *Config) { c.HA.BGP.Handoff.Nodes = []Addr{addr("10.9.0.11")} },
+		{"handoff alone", func(c *Config) { twoNodes(c); c.HA.BGP.Handoff.Nodes = []Addr{addr("10.9.0.11")} },
 			`ha.bgp.handoff.nodes: 10.9.0.11: one node has nobody to hand off to; list every node or none`},
+		{"handoff without a key", func(c *Config) { twoNodes(c); c.HA.BGP.Handoff.KeyFile = "" },
+			"ha.bgp.handoff.key_file: required with handoff.nodes: the nodes authenticate each other with it (make one with `openssl rand -hex 32 > FILE; chmod 600 FILE` and copy it to every node)"},
+		{"handoff key missing", func(c *Config) { twoNodes(c); c.HA.BGP.Handoff.KeyFile = "/nonexistent/handoff.key" },
+			`ha.bgp.handoff.key_file: "/nonexistent/handoff.key": no such file`},
+		{"handoff key short", func(c *Config) { twoNodes(c); c.HA.BGP.Handoff.KeyFile = short },
+			`ha.bgp.handoff.key_file: "` + short + `": holds 10 bytes; the key must have at least 32 (openssl rand -hex 32)`},
+		{"handoff key readable by others", func(c *Config) { twoNodes(c); c.HA.BGP.Handoff.KeyFile = open },
+			`ha.bgp.handoff.key_file: "` + open + `": mode 0644 lets others read the key; chmod 600 it`},
+		{"handoff max transition", func(c *Config) { twoNodes(c); c.HA.BGP.Handoff.MaxTransition.Duration = 48 * time.Hour },
+			`ha.bgp.handoff.max_transition: 48h: must be 1s to 24h`},
+		{"handoff rate", func(c *Config) { twoNodes(c); r := uint64(2e9); c.HA.BGP.Handoff.Rate = &r },
+			`ha.bgp.handoff.rate: 2000000000: must be at most 1000000000 per second (0: no limit)`},
+		{"backend scope", func(c *Config) { c.HA.BGP.AnnounceWhen.BackendScope = "global" },
+			`ha.bgp.announce_when.backend_scope: "global": must be cluster or local`},
 		{"restart time without graceful restart", func(c *Config) { c.HA.BGP.GracefulRestart.RestartTime.Duration = 30e9 },
 			`ha.bgp.graceful_restart.restart_time: 30s: set, but graceful_restart.enabled is false; enable it or remove restart_time`},
 		{"restart time too long", func(c *Config) {
@@ -151,8 +189,18 @@ func TestRoutersWhitelist(t *testing.T) {
 }
 
 func TestBGPExampleLoads(t *testing.T) {
-	c, err := load("testdata/bgp.yaml", nodeA())
+	// The example's key file lives in /etc/ober; a copy points at one here.
+	text, err := os.ReadFile("testdata/bgp.yaml")
 	require.NoError(t, err)
+	require.Contains(t, string(text), "/etc/ober/handoff.key")
+	path := filepath.Join(t.TempDir(), "bgp.yaml")
+	text = []byte(strings.ReplaceAll(string(text), "/etc/ober/handoff.key", writeKey(t, goodKey, 0o600)))
+	require.NoError(t, os.WriteFile(path, text, 0o600))
+	c, err := load(path, nodeA())
+	require.NoError(t, err)
+	require.Equal(t, DefaultMaxTransition, c.HA.BGP.Handoff.MaxTransition.Duration)
+	require.Equal(t, uint64(DefaultHandoffRate), *c.HA.BGP.Handoff.Rate)
+	require.Equal(t, BackendScopeCluster, c.HA.BGP.AnnounceWhen.BackendScope)
 	b := c.HA.BGP
 	require.Len(t, b.Peers, 3)
 	require.Equal(t, DefaultBFDInterval/3, b.Peers[0].BFD.Interval.Duration)

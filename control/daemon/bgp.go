@@ -176,6 +176,19 @@ type announcer struct {
 	healthySince time.Time
 	reason       string // why the routes are not announced
 	stopped      bool
+	// outage: announced although no backend is up, because no node has
+	// one up (backendScope); downSince: when this node's backends went
+	// down, zero while it is healthy.
+	outage    bool
+	downSince time.Time
+}
+
+// backendOutage reports whether the node announces through a cluster-wide
+// backend outage.
+func (a *announcer) backendOutage() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.outage
 }
 
 func (a *announcer) run(ctx context.Context, kick <-chan struct{}) {
@@ -207,6 +220,27 @@ func (a *announcer) evaluate() {
 	w := cfg.HA.BGP.AnnounceWhen
 	ok, reason := a.d.healthFor(w.MinInstances, *w.BackendUp)
 	now := time.Now()
+	scope := scopeLocal
+	if !ok {
+		scope = a.backendScope(cfg, now)
+	} else {
+		a.downSince = time.Time{}
+	}
+	if outage := scope == scopeOutage; outage != a.outage {
+		a.outage = outage
+		if outage {
+			a.d.log.Warn("no backend up on any node: announcing anyway, clients get 503 instead of no answer", "reason", reason)
+		} else {
+			a.d.log.Info("backend outage over")
+		}
+	}
+	switch {
+	case scope == scopeOutage:
+		ok = true
+	case scope == scopeUndecided && a.announced:
+		// Keep the route while the other nodes' reports catch up.
+		return
+	}
 	if !ok {
 		a.healthySince, a.reason = time.Time{}, reason
 		if a.announced {
@@ -243,6 +277,49 @@ func (a *announcer) evaluate() {
 	a.announced, a.ever, a.reason = true, true, ""
 }
 
+// How an unhealthy node's backend failure weighs (backend_scope cluster).
+type scopeVerdict int
+
+const (
+	// scopeLocal: withdraw, as the node's own health says.
+	scopeLocal scopeVerdict = iota
+	// scopeOutage: no node has a backend up; withdrawing would leave the
+	// clients without an answer, so announce and answer 503.
+	scopeOutage
+	// scopeUndecided: other nodes still report backends up, but their
+	// checks may not have seen the failure yet: hold the route as it is.
+	scopeUndecided
+)
+
+// backendScope weighs a node that is unhealthy. Only a node whose sole
+// fault is that no backend is up is judged by the other nodes' reports
+// over the handoff channel: with none of them reporting one up (every
+// backend down, or every other node silent, which leaves nobody to take
+// the traffic either), no node can do better, and the node keeps
+// announcing. While some report one up, the node withdraws, but only once
+// a check interval and two reports have passed since its own backends
+// went down: the nodes' checks do not run in step, and a node that
+// withdrew first would flap its route in a failure every node sees.
+func (a *announcer) backendScope(cfg *config.Config, now time.Time) scopeVerdict {
+	w := cfg.HA.BGP.AnnounceWhen
+	if !*w.BackendUp || w.BackendScope != config.BackendScopeCluster || a.d.handoff == nil {
+		return scopeLocal
+	}
+	if ok, _ := a.d.healthFor(w.MinInstances, false); !ok || !a.d.backendsFailing() {
+		return scopeLocal
+	}
+	if a.downSince.IsZero() {
+		a.downSince = now
+	}
+	if !a.d.handoff.BackendsUpElsewhere() {
+		return scopeOutage
+	}
+	if now.Sub(a.downSince) < cfg.Backends.Health.Interval.Duration+2*handoff.DefaultHealthEvery {
+		return scopeUndecided
+	}
+	return scopeLocal
+}
+
 // withdraw takes the routes back for good (ober is stopping).
 func (a *announcer) withdraw(reason string) {
 	a.mu.Lock()
@@ -266,7 +343,8 @@ func (a *announcer) notAnnouncedReason() string {
 }
 
 // startHandoff joins the drain handoff of ha.bgp.handoff.nodes: this
-// node's address is the one of them on node.interfaces.
+// node's address is the one of them on node.interfaces. The same channel
+// carries each node's backend view (announce_when.backend_scope).
 func (d *Daemon) startHandoff(cfg *config.Config) error {
 	ho := cfg.HA.BGP.Handoff
 	if len(ho.Nodes) == 0 {
@@ -295,21 +373,27 @@ func (d *Daemon) startHandoff(cfg *config.Config) error {
 			return fmt.Errorf("ha.bgp.handoff: IPv4 forwarding is off on %s; the dataplane hands connections to other nodes through it (sysctl -w net.ipv4.conf.%s.forwarding=1)", iface, iface)
 		}
 	}
-	// While any node drains or joins, every node is a target: the
-	// routers move connections between the other nodes too, and a
-	// segment nobody here owns goes around the nodes until its owner
-	// takes it.
-	apply := func(inTransition []netip.Addr) error {
-		h := loader.Handoff{Self: self, Nodes: nodes}
-		if len(inTransition) > 0 {
-			h.Draining = nodes
-		}
-		return d.dp.SetHandoff(h)
+	key, err := config.ReadHandoffKey(ho.KeyFile)
+	if err != nil {
+		return fmt.Errorf("ha.bgp.handoff.key_file: %q: %w", ho.KeyFile, err)
 	}
-	d.handoff, err = handoff.Start(handoff.Options{Self: self, Nodes: nodes, Port: ho.Port, Apply: apply, Logger: d.log.With("part", "handoff")})
+	reader, err := d.dp.NewFlows()
 	if err != nil {
 		return fmt.Errorf("ha.bgp.handoff: %w", err)
 	}
+	d.handoff, err = handoff.Start(handoff.Options{
+		Self: self, Nodes: nodes, Port: ho.Port, Key: key,
+		MaxTransition: ho.MaxTransition.Duration, Rate: *ho.Rate, Burst: ho.Burst,
+		Dataplane: d.dp,
+		Flows:     handoff.NewLocalFlows(d.dispatchedServices, reader),
+		Health:    d.reportHealth,
+		Logger:    d.log.With("part", "handoff"),
+	})
+	if err != nil {
+		reader.Close()
+		return fmt.Errorf("ha.bgp.handoff: %w", err)
+	}
+	d.flowReader = reader
 	d.log.Info("drain handoff on", "self", self, "nodes", len(nodes))
 	return nil
 }

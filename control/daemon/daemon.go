@@ -79,6 +79,8 @@ type Daemon struct {
 	speaker *bgp.Speaker
 	ann     *announcer
 	handoff *handoff.Handoff
+	// flowReader feeds the handoff the connections this node makes.
+	flowReader *loader.FlowReader
 	// ka and tracker run in ha.mode vrrp.
 	ka      *vrrp.Keepalived
 	tracker *tracker
@@ -282,6 +284,7 @@ func Run(ctx context.Context, opts Options) error {
 			}
 			cancel()
 			d.handoff.Close()
+			d.flowReader.Close()
 		}
 		d.stopKeepalived()
 		if d.speaker != nil {

@@ -34,6 +34,10 @@ type collector struct {
 	vrrpHeld, vrrpTrans    *prometheus.Desc
 	vrrpRestarts           *prometheus.Desc
 	vrrpHealthy            *prometheus.Desc
+	hoRefused, hoActive    *prometheus.Desc
+	hoSent, hoReceived     *prometheus.Desc
+	hoPeerBackends         *prometheus.Desc
+	bgpOutage              *prometheus.Desc
 }
 
 func newCollector(d *Daemon) *collector {
@@ -41,37 +45,43 @@ func newCollector(d *Daemon) *collector {
 		return prometheus.NewDesc("ober_"+name, help, labels, nil)
 	}
 	return &collector{
-		d:             d,
-		packets:       desc("dataplane_packets_total", "Packets the XDP program saw, by verdict reason and XDP action.", "reason", "action"),
-		bytes:         desc("dataplane_bytes_total", "Bytes the XDP program saw, by verdict reason and XDP action.", "reason", "action"),
-		flows:         desc("instance_flows_total", "Connections sk_lookup handed to an instance.", "instance"),
-		fallbacks:     desc("instance_fallback_flows_total", "Connections an instance took because their preferred instance had no socket.", "instance"),
-		steered:       desc("instance_steered_packets_total", "Packets the XDP program redirected to an instance's CPU.", "instance"),
-		unassigned:    desc("dataplane_unassigned_flows_total", "Connections to a dispatched service that found no instance socket."),
-		instUp:        desc("instance_up", "1 when the HAProxy instance is serving.", "instance", "cpu"),
-		instConns:     desc("instance_connections", "Client connections open on the instance.", "instance"),
-		instRestarts:  desc("instance_restarts_total", "Restarts of the instance after it exited.", "instance"),
-		backendUp:     desc("backend_up", "1 when at least one healthy instance sees the backend server up.", "backend", "address"),
-		reloads:       desc("reloads_total", "Configuration reloads applied."),
-		reloadFails:   desc("reload_failures_total", "Configuration reloads refused; the previous configuration stayed."),
-		wlEntries:     desc("whitelist_entries", "Prefixes in a whitelist.", "list"),
-		wlGen:         desc("whitelist_generation", "Times a whitelist was replaced since the dataplane was created.", "list"),
-		attached:      desc("dataplane_attached", "1 for each interface running ober's XDP program.", "interface", "mode"),
-		configGen:     desc("config_generation", "Configuration generation in force (1 at start, +1 per applied reload)."),
-		healthy:       desc("healthy", "1 when /health answers 200."),
-		instanceSlots: desc("instances", "Configured HAProxy instances."),
-		bgpUp:         desc("bgp_session_up", "1 when the BGP session to the router is established.", "peer", "asn"),
-		bgpBFDUp:      desc("bgp_bfd_up", "1 when the BFD session to the router is up (only peers with BFD).", "peer"),
-		bgpFlaps:      desc("bgp_session_flaps_total", "Times the established BGP session to the router went down.", "peer"),
-		bgpPrefixes:   desc("bgp_announced_prefixes", "VIP prefixes the node announces to its routers (0 while withdrawn)."),
-		bgpAnnouncing: desc("bgp_announcing", "1 while the node announces its VIPs."),
-		bgpWithdraws:  desc("bgp_withdraws_total", "Times the node withdrew its VIPs (unhealthy or stopping)."),
-		vrrpState:     desc("vrrp_state", "1 for the VRRP state keepalived last reported for the VIP's instance (MASTER, BACKUP, FAULT, STOP, UNKNOWN).", "vip", "vrid", "state"),
-		vrrpMaster:    desc("vrrp_master", "1 while this node is the VIP's master.", "vip", "owner"),
-		vrrpHeld:      desc("vrrp_vip_held", "1 while the VIP's address is on this node's interface.", "vip"),
-		vrrpTrans:     desc("vrrp_transitions_total", "State changes keepalived reported for the VIP's instance.", "vip"),
-		vrrpRestarts:  desc("vrrp_keepalived_restarts_total", "Restarts of keepalived after it exited."),
-		vrrpHealthy:   desc("vrrp_healthy", "1 while the track file tells keepalived the node is healthy (0: fault, the VIPs go to the backups)."),
+		d:              d,
+		packets:        desc("dataplane_packets_total", "Packets the XDP program saw, by verdict reason and XDP action.", "reason", "action"),
+		bytes:          desc("dataplane_bytes_total", "Bytes the XDP program saw, by verdict reason and XDP action.", "reason", "action"),
+		flows:          desc("instance_flows_total", "Connections sk_lookup handed to an instance.", "instance"),
+		fallbacks:      desc("instance_fallback_flows_total", "Connections an instance took because their preferred instance had no socket.", "instance"),
+		steered:        desc("instance_steered_packets_total", "Packets the XDP program redirected to an instance's CPU.", "instance"),
+		unassigned:     desc("dataplane_unassigned_flows_total", "Connections to a dispatched service that found no instance socket."),
+		instUp:         desc("instance_up", "1 when the HAProxy instance is serving.", "instance", "cpu"),
+		instConns:      desc("instance_connections", "Client connections open on the instance.", "instance"),
+		instRestarts:   desc("instance_restarts_total", "Restarts of the instance after it exited.", "instance"),
+		backendUp:      desc("backend_up", "1 when at least one healthy instance sees the backend server up.", "backend", "address"),
+		reloads:        desc("reloads_total", "Configuration reloads applied."),
+		reloadFails:    desc("reload_failures_total", "Configuration reloads refused; the previous configuration stayed."),
+		wlEntries:      desc("whitelist_entries", "Prefixes in a whitelist.", "list"),
+		wlGen:          desc("whitelist_generation", "Times a whitelist was replaced since the dataplane was created.", "list"),
+		attached:       desc("dataplane_attached", "1 for each interface running ober's XDP program.", "interface", "mode"),
+		configGen:      desc("config_generation", "Configuration generation in force (1 at start, +1 per applied reload)."),
+		healthy:        desc("healthy", "1 when /health answers 200."),
+		instanceSlots:  desc("instances", "Configured HAProxy instances."),
+		bgpUp:          desc("bgp_session_up", "1 when the BGP session to the router is established.", "peer", "asn"),
+		bgpBFDUp:       desc("bgp_bfd_up", "1 when the BFD session to the router is up (only peers with BFD).", "peer"),
+		bgpFlaps:       desc("bgp_session_flaps_total", "Times the established BGP session to the router went down.", "peer"),
+		bgpPrefixes:    desc("bgp_announced_prefixes", "VIP prefixes the node announces to its routers (0 while withdrawn)."),
+		bgpAnnouncing:  desc("bgp_announcing", "1 while the node announces its VIPs."),
+		bgpWithdraws:   desc("bgp_withdraws_total", "Times the node withdrew its VIPs (unhealthy or stopping)."),
+		vrrpState:      desc("vrrp_state", "1 for the VRRP state keepalived last reported for the VIP's instance (MASTER, BACKUP, FAULT, STOP, UNKNOWN).", "vip", "vrid", "state"),
+		vrrpMaster:     desc("vrrp_master", "1 while this node is the VIP's master.", "vip", "owner"),
+		vrrpHeld:       desc("vrrp_vip_held", "1 while the VIP's address is on this node's interface.", "vip"),
+		vrrpTrans:      desc("vrrp_transitions_total", "State changes keepalived reported for the VIP's instance.", "vip"),
+		vrrpRestarts:   desc("vrrp_keepalived_restarts_total", "Restarts of keepalived after it exited."),
+		vrrpHealthy:    desc("vrrp_healthy", "1 while the track file tells keepalived the node is healthy (0: fault, the VIPs go to the backups)."),
+		hoRefused:      desc("handoff_refused_total", "Datagrams of the nodes' handoff channel refused, by reason (authentication, replay, stale, stranger, malformed, body).", "reason"),
+		hoActive:       desc("handoff_active", "1 while a node is in transition and the dataplane hands orphans to their owners."),
+		hoSent:         desc("handoff_flows_sent_total", "Connection records sent to the other nodes."),
+		hoReceived:     desc("handoff_flows_received_total", "Connection records received from the other nodes."),
+		hoPeerBackends: desc("handoff_peer_backends_up", "For each other node heard from in the last 1.5 s: 1 when it reports a backend up.", "node"),
+		bgpOutage:      desc("bgp_backend_outage", "1 while the node announces although no backend is up, because no other node reports one up (clients get 503)."),
 	}
 }
 
@@ -80,7 +90,8 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		c.instUp, c.instConns, c.instRestarts, c.backendUp, c.reloads, c.reloadFails, c.wlEntries, c.wlGen,
 		c.attached, c.configGen, c.healthy, c.instanceSlots,
 		c.bgpUp, c.bgpBFDUp, c.bgpFlaps, c.bgpPrefixes, c.bgpAnnouncing, c.bgpWithdraws,
-		c.vrrpState, c.vrrpMaster, c.vrrpHeld, c.vrrpTrans, c.vrrpRestarts, c.vrrpHealthy} {
+		c.vrrpState, c.vrrpMaster, c.vrrpHeld, c.vrrpTrans, c.vrrpRestarts, c.vrrpHealthy,
+		c.hoRefused, c.hoActive, c.hoSent, c.hoReceived, c.hoPeerBackends, c.bgpOutage} {
 		ch <- d
 	}
 }
@@ -155,6 +166,21 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.bgpPrefixes, float64(len(st.Announced)))
 		gauge(c.bgpAnnouncing, b2f(len(st.Announced) > 0))
 		counter(c.bgpWithdraws, float64(st.Withdraws))
+		if d.ann != nil {
+			gauge(c.bgpOutage, b2f(d.ann.backendOutage()))
+		}
+	}
+	if d.handoff != nil {
+		st := d.handoff.Stats()
+		for r, n := range st.Refused {
+			counter(c.hoRefused, float64(n), r)
+		}
+		gauge(c.hoActive, b2f(st.Active))
+		counter(c.hoSent, float64(st.FlowsSent))
+		counter(c.hoReceived, float64(st.FlowsReceived))
+		for _, p := range d.handoff.Peers() {
+			gauge(c.hoPeerBackends, b2f(p.BackendsUp), p.Node)
+		}
 	}
 	if d.ka != nil {
 		st := d.ka.Status()

@@ -62,6 +62,16 @@ type BGPStatus struct {
 	// (this one included): while there are any, the dataplanes hand
 	// moved connections back to their owners.
 	Handoff []handoff.Transition `json:"handoff,omitempty"`
+	// BackendOutage says the node announces although no backend is up,
+	// because no other node reports one up either: clients get 503s
+	// rather than no answer (ha.bgp.announce_when.backend_scope cluster).
+	BackendOutage bool `json:"backend_outage,omitempty"`
+	// NodeReports are the other nodes' last reports over the handoff
+	// channel (ha.bgp.handoff.nodes).
+	NodeReports []handoff.PeerHealth `json:"node_reports,omitempty"`
+	// HandoffStats counts the channel's traffic and the datagrams it
+	// refused (forged, replayed, stale).
+	HandoffStats *handoff.Stats `json:"handoff_stats,omitempty"`
 }
 
 // HealthStatus is /health's answer.
@@ -184,8 +194,14 @@ func (d *Daemon) daemonStatus(ctx context.Context) *DaemonStatus {
 		if !bs.Announcing && d.ann != nil {
 			bs.NotAnnouncing = d.ann.notAnnouncedReason()
 		}
+		if d.ann != nil {
+			bs.BackendOutage = d.ann.backendOutage()
+		}
 		if d.handoff != nil {
 			bs.Handoff = d.handoff.InTransition()
+			bs.NodeReports = d.handoff.Peers()
+			st := d.handoff.Stats()
+			bs.HandoffStats = &st
 		}
 		ds.BGP = bs
 	}
@@ -356,6 +372,52 @@ func (d *Daemon) healthFor(minInstances int, needBackend bool) (bool, string) {
 	}
 	d.setBackendsUp(false)
 	return false, fmt.Sprintf("no backend up (all %d failing their health checks)", len(bs))
+}
+
+// backendsFailing reports whether every backend has been checked by a
+// healthy instance and none is up: an outage, not a start.
+func (d *Daemon) backendsFailing() bool {
+	d.mu.Lock()
+	b := d.cur
+	d.mu.Unlock()
+	if b == nil {
+		return false
+	}
+	bs := backends(b, d.sup.Status())
+	checked := false
+	for _, x := range bs {
+		if x.Up {
+			return false
+		}
+		checked = checked || x.CheckedBy > 0
+	}
+	return checked
+}
+
+// reportHealth is what this node tells the other nodes: whether it has a
+// backend up, and whether it serves.
+func (d *Daemon) reportHealth() (backendsUp, serving bool) {
+	serving, _ = d.healthFor(1, false)
+	backendsUp, _ = d.healthFor(1, true)
+	return backendsUp, serving
+}
+
+// dispatchedServices are the VIP:port pairs whose connections the
+// dataplane dispatches to the instances: what the handoff records.
+func (d *Daemon) dispatchedServices() map[netip.AddrPort]bool {
+	d.mu.Lock()
+	b := d.cur
+	d.mu.Unlock()
+	out := map[netip.AddrPort]bool{}
+	if b == nil {
+		return out
+	}
+	for _, s := range b.services {
+		if s.Dispatch && s.Proto == loader.ProtoTCP {
+			out[netip.AddrPortFrom(s.VIP.Unmap(), s.Port)] = true
+		}
+	}
+	return out
 }
 
 func (d *Daemon) setBackendsUp(up bool) {

@@ -23,6 +23,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -32,6 +34,7 @@ import (
 	"time"
 
 	"github.com/ober-ingress/ober/control/certs"
+	"github.com/ober-ingress/ober/control/handoff"
 	"github.com/ober-ingress/ober/internal/netnstest"
 	"github.com/ober-ingress/ober/internal/nodetest"
 	"github.com/ober-ingress/ober/internal/routertest"
@@ -96,6 +99,7 @@ type Site struct {
 	S3                                     *s3server.Server
 	Bin, Dir, Cert, Key                    string
 	clientDial                             *nodetest.Dialer
+	backend                                *http.Server
 }
 
 // Node is one ober node.
@@ -201,8 +205,12 @@ func New(t testing.TB, bin string, p Params) *Site {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := handoff.NewKeyFile(filepath.Join(s.Dir, "handoff.key")); err != nil {
+		t.Fatal(err)
+	}
 	s.S3 = nodetest.NewS3()
-	nodetest.Serve(t, s.Backend, BackendAddr, http.HandlerFunc(s.serve))
+	s.StartBackend()
+	t.Cleanup(s.StopBackend)
 
 	var neighbors []routertest.Neighbor
 	for _, n := range s.Nodes {
@@ -219,6 +227,29 @@ func New(t testing.TB, bin string, p Params) *Site {
 	}
 	s.clientDial = nodetest.NewDialer(t, s.Client, 16)
 	return s
+}
+
+// StartBackend starts the S3 backend (New does), after StopBackend.
+func (s *Site) StartBackend() {
+	s.t.Helper()
+	var ln net.Listener
+	if err := s.Backend.Do(func() (err error) {
+		ln, err = net.Listen("tcp", BackendAddr.String())
+		return err
+	}); err != nil {
+		s.t.Fatalf("listen %s in %s: %v", BackendAddr, s.Backend.Name, err)
+	}
+	s.backend = &http.Server{Handler: http.HandlerFunc(s.serve), ErrorLog: slog.NewLogLogger(slog.DiscardHandler, slog.LevelError)}
+	go s.backend.Serve(ln)
+}
+
+// StopBackend stops the S3 backend, as a stopped gateway: connections
+// to it are refused.
+func (s *Site) StopBackend() {
+	if s.backend != nil {
+		s.backend.Close()
+		s.backend = nil
+	}
 }
 
 // SlowPath answers a 640 KiB download spread over two seconds: a
@@ -297,6 +328,7 @@ ha:
 {{- if .Handoff}}
     handoff:
       nodes: [10.99.1.11, 10.99.1.12, 10.99.1.13]
+      key_file: {{.HandoffKey}}
 {{- end}}
 {{.Extra}}`))
 
@@ -307,7 +339,7 @@ func (s *Site) Config(n *Node, extra string) string {
 		"Name": n.Name, "Iface": n.Iface, "Root": n.Root, "Dir": n.Dir, "VIP4": VIP4, "VIP6": VIP6,
 		"Cert": s.Cert, "Key": s.Key, "Backend": BackendAddr, "Instances": s.P.Instances, "Drain": s.P.Drain,
 		"NodeASN": NodeASN, "RouterASN": RouterASN, "Routers": []netip.Addr{RouterAddr, RouterAddr6},
-		"Hold": s.P.HoldTime, "BFD": s.P.BFD, "HoldDown": s.P.HoldDown, "Handoff": s.P.Handoff, "MinInstances": s.P.MinInstances, "Password": s.P.Password,
+		"Hold": s.P.HoldTime, "BFD": s.P.BFD, "HoldDown": s.P.HoldDown, "Handoff": s.P.Handoff, "HandoffKey": filepath.Join(s.Dir, "handoff.key"), "MinInstances": s.P.MinInstances, "Password": s.P.Password,
 		"Extra": s.P.Extra + extra,
 	})
 	if err != nil {

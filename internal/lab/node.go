@@ -72,11 +72,12 @@ ha:
 {{- end}}
     handoff:
       nodes: [{{.Handoff}}]
+      key_file: {{.HandoffKey}}
 {{- end}}
 `))
 
 // nodeConfig renders node i's configuration for the lab's ha mode.
-func nodeConfig(ha string, i int, dir, root, cert, key string) (string, error) {
+func nodeConfig(ha string, i int, dir, root, cert, key, handoffKey string) (string, error) {
 	type be struct {
 		Name string
 		Addr netip.AddrPort
@@ -101,7 +102,7 @@ func nodeConfig(ha string, i int, dir, root, cert, key string) (string, error) {
 		"Name": h.role, "Mode": mode, "Iface": h.iface, "Root": root, "Dir": dir, "VIPs": vips,
 		"Cert": cert, "Key": key, "Backends": bes, "Drain": drain, "NodeASN": NodeASN,
 		"HoldDown": holdDown, "Routers": []netip.Addr{RouterAddr, RouterAddr6}, "RouterASN": RouterASN,
-		"Hold": bgpHoldTime, "Handoff": strings.Join(nodes, ", "),
+		"Hold": bgpHoldTime, "Handoff": strings.Join(nodes, ", "), "HandoffKey": handoffKey,
 		"VRRP": ha == haVRRP, "VRRPNodes": strings.Join(nodes, ", "), "Preempt": preemptDelay,
 	})
 	return b.String(), err
@@ -109,7 +110,7 @@ func nodeConfig(ha string, i int, dir, root, cert, key string) (string, error) {
 
 // startNode writes node i's configuration and spawns `ober run` in its
 // namespace. It does not wait: waitHealthy does.
-func startNode(site *netsite.Site, ns *netsite.NS, ha string, i int, bin, bpffs, cert, key string) (NodeState, error) {
+func startNode(site *netsite.Site, ns *netsite.NS, ha string, i int, bin, bpffs, cert, key, handoffKey string) (NodeState, error) {
 	h := nodeHost(i)
 	dir := filepath.Join(site.Dir, h.role)
 	ns0 := NodeState{Name: h.role, NS: ns.Name, Addr: h.addr.String(), Addr6: h.addr6.String(),
@@ -117,7 +118,7 @@ func startNode(site *netsite.Site, ns *netsite.NS, ha string, i int, bin, bpffs,
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return ns0, err
 	}
-	text, err := nodeConfig(ha, i, dir, filepath.Join(bpffs, h.role), cert, key)
+	text, err := nodeConfig(ha, i, dir, filepath.Join(bpffs, h.role), cert, key, handoffKey)
 	if err != nil {
 		return ns0, err
 	}

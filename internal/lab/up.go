@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ober-ingress/ober/control/certs"
+	"github.com/ober-ingress/ober/control/handoff"
 	"github.com/ober-ingress/ober/control/haproxy"
 	"github.com/ober-ingress/ober/internal/cephlab"
 	"github.com/ober-ingress/ober/internal/netsite"
@@ -205,6 +206,11 @@ func build(ctx context.Context, o Options, p progress) (*State, error) {
 		return nil, fmt.Errorf("TLS certificate: %w", err)
 	}
 	st.CA = cert
+	// The nodes' shared secret for the handoff channel.
+	handoffKey := filepath.Join(o.Dir, "handoff.key")
+	if err := handoff.NewKeyFile(handoffKey); err != nil {
+		return nil, err
+	}
 
 	if o.HA == haVRRP {
 		// The VIPs live on the router's connected segment: it finds
@@ -224,7 +230,7 @@ func build(ctx context.Context, o Options, p progress) (*State, error) {
 	// The nodes start while Ceph does: they come up unhealthy (no
 	// backend) and announce once the gateways answer their checks.
 	for i, ns := range t.nodes {
-		n, err := startNode(site, ns, o.HA, i, o.Bin, bpffs, cert, key)
+		n, err := startNode(site, ns, o.HA, i, o.Bin, bpffs, cert, key, handoffKey)
 		st.Nodes = append(st.Nodes, n)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", n.Name, err)

@@ -1,0 +1,70 @@
+package handoff
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/ober-ingress/ober/loader"
+)
+
+// Services says which local address and port pairs are VIP services whose
+// connections the dataplane dispatches: the connections worth recording.
+type Services func() map[netip.AddrPort]bool
+
+// LocalFlows is the FlowSource of a node: its established connections
+// from the kernel's socket table (sock_diag), its new ones from the
+// dataplane's record (loader.FlowReader).
+type LocalFlows struct {
+	services Services
+	reader   *loader.FlowReader
+}
+
+// NewLocalFlows lists the connections to services, reading new ones from
+// reader.
+func NewLocalFlows(services Services, reader *loader.FlowReader) *LocalFlows {
+	return &LocalFlows{services: services, reader: reader}
+}
+
+// tcpListen and tcpClose are the states that own no flow (linux/tcp_states.h).
+const (
+	tcpClose  = 7
+	tcpListen = 10
+)
+
+// Established lists the connections to a service in every state that
+// still has segments to receive (established, closing, time-wait).
+func (l *LocalFlows) Established() ([]loader.Flow, error) {
+	svcs := l.services()
+	var out []loader.Flow
+	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		socks, err := netlink.SocketDiagTCP(fam)
+		if err != nil {
+			return nil, fmt.Errorf("list connections: %w", err)
+		}
+		for _, s := range socks {
+			if s.State == tcpListen || s.State == tcpClose {
+				continue
+			}
+			local, ok1 := netip.AddrFromSlice(s.ID.Source)
+			remote, ok2 := netip.AddrFromSlice(s.ID.Destination)
+			if !ok1 || !ok2 {
+				continue
+			}
+			vip := netip.AddrPortFrom(local.Unmap(), s.ID.SourcePort)
+			if !svcs[vip] {
+				continue
+			}
+			out = append(out, loader.Flow{Client: netip.AddrPortFrom(remote.Unmap(), s.ID.DestinationPort), VIP: vip})
+		}
+	}
+	return out, nil
+}
+
+// New returns the connections the dataplane recorded since the last call.
+func (l *LocalFlows) New(wait time.Duration) ([]loader.Flow, error) {
+	return l.reader.Read(wait, 4096)
+}
