@@ -251,7 +251,9 @@ func TestXDPHandoffFixtures(t *testing.T) {
 	onFlow := func(f SkTuple) packet.Spec { return ack(f.Remote.Addr(), f.Remote.Port(), f.Local.Addr()) }
 	vlan := []packet.VLAN{{TPID: 0x8100, TCI: 100}}
 	qinq := []packet.VLAN{{TPID: 0x88a8, TCI: 10}, {TPID: 0x8100, TCI: 100}}
-	sized := func(s packet.Spec, n int) packet.Spec { return with(s, func(s *packet.Spec) { s.Payload = make([]byte, n) }) }
+	sized := func(s packet.Spec, n int) packet.Spec {
+		return with(s, func(s *packet.Spec) { s.Payload = make([]byte, n) })
+	}
 	fwdTo := func(dst netip.Addr, inL3off int) func(*testing.T, string, []byte, []byte) {
 		return func(t *testing.T, name string, pkt, out []byte) {
 			checkEncap(t, name, pkt, inL3off, out, labSelf, dst, lab.fib[dst])

@@ -165,10 +165,10 @@ const (
 	DefaultHandoffBurst    = 1000
 	// MinHandoffKey is the shortest shared key: HMAC-SHA256's block
 	// strength wants 32 bytes of secret.
-	MinHandoffKey = 32
-	DefaultRestartTime     = 30 * time.Second
-	MaxRestartTime         = 4095 * time.Second
-	DefaultMinInstances    = 1
+	MinHandoffKey       = 32
+	DefaultRestartTime  = 30 * time.Second
+	MaxRestartTime      = 4095 * time.Second
+	DefaultMinInstances = 1
 
 	MinBFDInterval  = 10 * time.Millisecond
 	MaxHandoffNodes = 16
