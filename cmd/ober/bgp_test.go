@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -615,6 +616,112 @@ func TestBGPBackendOutage(t *testing.T) {
 	cancel()
 	require.NoError(t, err, "%s did not come back: %s", victim.Name, w.History())
 	t.Logf("%s back %v after its backend path returned", victim.Name, back.Sub(gone))
+}
+
+// mtuClient hands out client addresses no node has sent to yet: a node
+// caches a path MTU per destination, so one download's ICMP error would
+// teach it the next one's.
+type mtuClient struct {
+	s    *ecmptest.Site
+	next int
+}
+
+func (m *mtuClient) addr(v6 bool) netip.Addr {
+	m.next++
+	if m.next > 150 {
+		panic("mtuClient: out of addresses")
+	}
+	if v6 {
+		return netip.MustParseAddr(fmt.Sprintf("fd99:2::%x", 0x100+m.next))
+	}
+	return netip.AddrFrom4([4]byte{10, 99, 2, byte(100 + m.next)})
+}
+
+// download fetches n bytes of ecmptest.BytesPath from vip over one
+// connection from a fresh client address, within timeout, and checks
+// them byte for byte. It returns the node that served it and how long
+// the body took.
+func (m *mtuClient) download(t *testing.T, vip netip.Addr, n int, timeout time.Duration) (node string, took time.Duration, err error) {
+	t.Helper()
+	src := m.addr(vip.Is6())
+	plen := "/24"
+	if src.Is6() {
+		plen = "/64"
+	}
+	m.s.Client.IP(t, "addr", "add", src.String()+plen, "dev", "c-r", "nodad")
+	raw, err := m.s.ClientDialer().DialFrom(context.Background(), "tcp", netip.AddrPortFrom(vip, 443).String(),
+		net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0)))
+	if err != nil {
+		return "", 0, err
+	}
+	defer raw.Close()
+	_ = raw.SetDeadline(time.Now().Add(timeout))
+	c := tls.Client(raw, m.s.TLSConfig())
+	if _, err := fmt.Fprintf(c, "GET %s?n=%d HTTP/1.1\r\nHost: s3.ecmp.test\r\nConnection: close\r\n\r\n", ecmptest.BytesPath, n); err != nil {
+		return "", 0, err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return "", 0, fmt.Errorf("response: %w", err)
+	}
+	node, _, _ = strings.Cut(resp.Header.Get("X-Served-By"), "/")
+	start := time.Now()
+	got, err := io.ReadAll(resp.Body)
+	took = time.Since(start)
+	if err != nil {
+		return node, took, fmt.Errorf("%d of %d bytes from %s to %s in %v: %w", len(got), n, node, src, took, err)
+	}
+	if !bytes.Equal(got, ecmptest.Bytes(n)) {
+		return node, took, fmt.Errorf("%d bytes from %s differ from what was sent", len(got), node)
+	}
+	return node, took, nil
+}
+
+// TestBGPPathMTU: a hop of 1400 bytes between the client and the nodes;
+// the router answers bigger packets with "fragmentation needed" (ICMPv6
+// "packet too big"), and hashes each of them to a node as its own flow,
+// apart from the connection it is about. A connection whose node never
+// hears of the path's MTU stalls. With the MSS clamp (ha.bgp.path_mtu,
+// 1400 by default) a 64 MiB download completes through each node, over
+// IPv4 and IPv6; without it, the same downloads stall wherever the ICMP
+// went to another node. Every download comes from a client address the
+// nodes have not sent to, as a new client's would.
+func TestBGPPathMTU(t *testing.T) {
+	const size = 64 << 20
+	t.Run("clamped", func(t *testing.T) {
+		s := ecmptest.New(t, oberBin, ecmptest.Params{ClientPathMTU: 1400})
+		s.StartNodes()
+		mc := &mtuClient{s: s}
+		for _, vip := range []netip.Addr{ecmptest.VIP4, ecmptest.VIP6} {
+			done := map[string]bool{}
+			for try := 0; len(done) < len(s.Nodes); try++ {
+				require.Less(t, try, 40, "40 downloads of %s did not land on every node: %v", vip, done)
+				node, took, err := mc.download(t, vip, size, 60*time.Second)
+				require.NoError(t, err, "64 MiB from %s through %s", vip, node)
+				if !done[node] {
+					t.Logf("64 MiB from %s through %s in %v (%.0f MiB/s)", vip, node, took.Round(time.Millisecond), float64(size>>20)/took.Seconds())
+				}
+				done[node] = true
+			}
+		}
+	})
+	t.Run("unclamped", func(t *testing.T) {
+		off := 0
+		s := ecmptest.New(t, oberBin, ecmptest.Params{ClientPathMTU: 1400, PathMTU: &off})
+		s.StartNodes()
+		mc := &mtuClient{s: s}
+		stalled := 0
+		for range 6 {
+			node, _, err := mc.download(t, ecmptest.VIP4, size, 2*time.Second)
+			if err != nil {
+				stalled++
+				t.Logf("through %s: %v", node, err)
+			}
+		}
+		// Each download's ICMP reaches its node with a chance of 1 in 3:
+		// all six completing by luck is a chance of 1 in 729.
+		require.NotZero(t, stalled, "no download stalled without the clamp: the test shows nothing")
+	})
 }
 
 // TestBGPRoutersWhitelist: a router that is not on the routers whitelist

@@ -46,6 +46,13 @@ type BGP struct {
 	// GracefulRestart keeps the routes at the routers across a restart
 	// handover of ober (RFC 4724).
 	GracefulRestart GracefulRestart `yaml:"graceful_restart"`
+	// PathMTU is the largest packet the VIPs' TCP connections send or are
+	// sent: their MSS is clamped to it (IPv4 PathMTU-40, IPv6 PathMTU-60).
+	// Under ECMP a router's "fragmentation needed" (ICMPv6 "packet too
+	// big") for a flow is hashed apart from the flow and reaches a node
+	// without its socket, so path MTU discovery cannot be relied on;
+	// default 1400, 0 turns the clamp off.
+	PathMTU *int `yaml:"path_mtu"`
 }
 
 // GracefulRestart is the RFC 4724 capability on every session. With it, a
@@ -169,6 +176,9 @@ const (
 	DefaultRestartTime  = 30 * time.Second
 	MaxRestartTime      = 4095 * time.Second
 	DefaultMinInstances = 1
+	DefaultPathMTU      = 1400
+	// MinPathMTU is the smallest MTU IPv6 allows a link (RFC 8200).
+	MinPathMTU = 1280
 
 	MinBFDInterval  = 10 * time.Millisecond
 	MaxHandoffNodes = 16
@@ -212,6 +222,10 @@ func (b *BGP) applyDefaults() {
 		b.Handoff.Burst = DefaultHandoffBurst
 	}
 	setString(&b.AnnounceWhen.BackendScope, BackendScopeCluster)
+	if b.PathMTU == nil {
+		m := DefaultPathMTU
+		b.PathMTU = &m
+	}
 	if b.GracefulRestart.Enabled {
 		setDuration(&b.GracefulRestart.RestartTime, DefaultRestartTime)
 	}
@@ -361,6 +375,9 @@ func (c *Config) validateBGP(p *problems) {
 	}
 	if bu := b.Handoff.Burst; bu > 1<<32-1 {
 		p.add("ha.bgp.handoff.burst", strconv.FormatUint(bu, 10), "must be at most 4294967295")
+	}
+	if m := b.PathMTU; m != nil && *m != 0 && (*m < MinPathMTU || *m > 65535) {
+		p.add("ha.bgp.path_mtu", strconv.Itoa(*m), "must be 1280 to 65535 bytes, or 0 to leave the MSS alone")
 	}
 	switch s := b.AnnounceWhen.BackendScope; s {
 	case BackendScopeCluster, BackendScopeLocal:

@@ -139,6 +139,8 @@ func TestValidateBGP(t *testing.T) {
 			`ha.bgp.handoff.max_transition: 48h: must be 1s to 24h`},
 		{"handoff rate", func(c *Config) { twoNodes(c); r := uint64(2e9); c.HA.BGP.Handoff.Rate = &r },
 			`ha.bgp.handoff.rate: 2000000000: must be at most 1000000000 per second (0: no limit)`},
+		{"path mtu", func(c *Config) { m := 1000; c.HA.BGP.PathMTU = &m },
+			`ha.bgp.path_mtu: 1000: must be 1280 to 65535 bytes, or 0 to leave the MSS alone`},
 		{"backend scope", func(c *Config) { c.HA.BGP.AnnounceWhen.BackendScope = "global" },
 			`ha.bgp.announce_when.backend_scope: "global": must be cluster or local`},
 		{"restart time without graceful restart", func(c *Config) { c.HA.BGP.GracefulRestart.RestartTime.Duration = 30e9 },
@@ -201,6 +203,7 @@ func TestBGPExampleLoads(t *testing.T) {
 	require.Equal(t, DefaultMaxTransition, c.HA.BGP.Handoff.MaxTransition.Duration)
 	require.Equal(t, uint64(DefaultHandoffRate), *c.HA.BGP.Handoff.Rate)
 	require.Equal(t, BackendScopeCluster, c.HA.BGP.AnnounceWhen.BackendScope)
+	require.Equal(t, DefaultPathMTU, *c.HA.BGP.PathMTU)
 	b := c.HA.BGP
 	require.Len(t, b.Peers, 3)
 	require.Equal(t, DefaultBFDInterval/3, b.Peers[0].BFD.Interval.Duration)

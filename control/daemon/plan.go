@@ -125,7 +125,7 @@ func build(ctx context.Context, cfg *config.Config, r resolver, v haproxy.Versio
 					return nil, err
 				}
 				ids[fam] = id
-				l := supervisor.Listener{ID: id, Family: fam}
+				l := supervisor.Listener{ID: id, Family: fam, MSS: clampedMSS(cfg, fam)}
 				b.listeners = append(b.listeners, l)
 				fe.listeners = append(fe.listeners, l)
 			}
@@ -171,6 +171,21 @@ func build(ctx context.Context, cfg *config.Config, r resolver, v haproxy.Versio
 		})
 	}
 	return b, nil
+}
+
+// clampedMSS is the MSS of a VIP listener of the family: under ECMP (BGP
+// mode) clamped to ha.bgp.path_mtu less the IP and TCP headers, since a
+// router's "fragmentation needed" may reach another node than the
+// flow's; 0 (the route's) otherwise.
+func clampedMSS(cfg *config.Config, family int) int {
+	b := cfg.HA.BGP
+	if cfg.HA.Mode != config.HAModeBGP || b == nil || b.PathMTU == nil || *b.PathMTU == 0 {
+		return 0
+	}
+	if family == 6 {
+		return *b.PathMTU - 60
+	}
+	return *b.PathMTU - 40
 }
 
 // bundle writes the PEM HAProxy loads for a TLS service and returns its

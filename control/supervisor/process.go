@@ -21,9 +21,25 @@ import (
 // listen makes one instance's socket for a listener. It is bound to the
 // loopback address of the listener's family on an ephemeral port: the
 // sk_lookup program hands it the VIP's connections, so it needs no VIP
-// address, and loopback keeps it off every other interface.
-func listen(ctx context.Context, family int) (*net.TCPListener, error) {
+// address, and loopback keeps it off every other interface. A non-zero
+// mss clamps the MSS of every connection it accepts (TCP_MAXSEG on a
+// listener bounds both the MSS it advertises and the one it sends with).
+func listen(ctx context.Context, family, mss int) (*net.TCPListener, error) {
 	lc := loader.ListenConfig()
+	if mss > 0 {
+		lc.Control = func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			if err := c.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_MAXSEG, mss)
+			}); err != nil {
+				return err
+			}
+			if serr != nil {
+				return fmt.Errorf("set TCP_MAXSEG %d: %w", mss, serr)
+			}
+			return nil
+		}
+	}
 	network, addr := "tcp4", "127.0.0.1:0"
 	if family == 6 {
 		network, addr = "tcp6", "[::1]:0"

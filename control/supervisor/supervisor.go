@@ -53,6 +53,9 @@ type Slot struct {
 type Listener struct {
 	ID     uint32
 	Family int // 4 or 6
+	// MSS clamps the MSS of the listener's connections; 0 leaves it to
+	// the route.
+	MSS int
 }
 
 // Plan is what one generation of instances runs.
@@ -445,7 +448,7 @@ func (s *Supervisor) startProc(ctx context.Context, plan *Plan, sl Slot, gen uin
 		delete(reuse, l.ID)
 		if !ok {
 			var err error
-			if tl, err = listen(ctx, l.Family); err != nil {
+			if tl, err = listen(ctx, l.Family, l.MSS); err != nil {
 				return fail(err)
 			}
 		}

@@ -44,6 +44,9 @@ func TestTuningHoldsTheIngressSettings(t *testing.T) {
 		"net.ipv4.tcp_tw_reuse":           "1",
 		"vm.panic_on_oom":                 "1",
 		"kernel.panic":                    "10",
+		"net.ipv4.tcp_mtu_probing":        "1",
+		"net.ipv4.conf.all.arp_ignore":    "1",
+		"net.ipv4.conf.all.arp_announce":  "2",
 	}
 	got := map[string]string{}
 	for _, s := range Tuning() {

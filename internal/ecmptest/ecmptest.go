@@ -29,6 +29,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"text/template"
 	"time"
@@ -87,6 +88,14 @@ type Params struct {
 	MinInstances int
 	// Extra is YAML appended to every node's configuration.
 	Extra string
+	// ClientPathMTU, when set, puts the client behind a second router
+	// whose path to it carries packets of at most that size although
+	// every link carries 1500: it answers bigger ones with
+	// "fragmentation needed" (ICMPv6 "packet too big"), as a tunnel on
+	// the way would, and the ECMP router forwards those to a node.
+	ClientPathMTU int
+	// PathMTU is ha.bgp.path_mtu; nil leaves the default.
+	PathMTU *int
 }
 
 // Site is the built topology.
@@ -157,13 +166,38 @@ func New(t testing.TB, bin string, p Params) *Site {
 	port(s.Router, "r-sw", "sw-r")
 	s.Router.IP(t, "addr", "add", RouterAddr.String()+"/24", "dev", "r-sw")
 	s.Router.IP(t, "addr", "add", RouterAddr6.String()+"/64", "dev", "r-sw", "nodad")
-	netnstest.Veth(t, s.Client, "c-r", s.Router, "r-c", 1)
-	s.Router.IP(t, "addr", "add", "10.99.2.1/24", "dev", "r-c")
-	s.Router.IP(t, "addr", "add", "fd99:2::1/64", "dev", "r-c", "nodad")
+	// The client's side: its subnet on the router, or, with a smaller
+	// hop, behind a second router (see Params.ClientPathMTU).
+	side := s.Router
+	if p.ClientPathMTU > 0 {
+		side = netnstest.New(t, "hop")
+		netnstest.Veth(t, side, "h-r", s.Router, "r-h", 1)
+		side.IP(t, "addr", "add", "10.99.4.2/24", "dev", "h-r")
+		side.IP(t, "addr", "add", "fd99:4::2/64", "dev", "h-r", "nodad")
+		side.IP(t, "route", "add", "default", "via", "10.99.4.1")
+		side.IP(t, "-6", "route", "add", "default", "via", "fd99:4::1")
+		s.Router.IP(t, "addr", "add", "10.99.4.1/24", "dev", "r-h")
+		s.Router.IP(t, "addr", "add", "fd99:4::1/64", "dev", "r-h", "nodad")
+		s.Router.IP(t, "route", "add", "10.99.2.0/24", "via", "10.99.4.2")
+		s.Router.IP(t, "-6", "route", "add", "fd99:2::/64", "via", "fd99:4::2")
+		for _, sysctl := range []string{"net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"} {
+			netnstest.Run(t, "ip", "netns", "exec", side.Name, "sysctl", "-qw", sysctl)
+		}
+	}
+	netnstest.Veth(t, s.Client, "c-r", side, "r-c", 1)
+	side.IP(t, "addr", "add", "10.99.2.1/24", "dev", "r-c")
+	side.IP(t, "addr", "add", "fd99:2::1/64", "dev", "r-c", "nodad")
 	s.Client.IP(t, "addr", "add", ClientAddr.String()+"/24", "dev", "c-r")
 	s.Client.IP(t, "addr", "add", ClientAddr6.String()+"/64", "dev", "c-r", "nodad")
 	s.Client.IP(t, "route", "add", "default", "via", "10.99.2.1")
 	s.Client.IP(t, "-6", "route", "add", "default", "via", "fd99:2::1")
+	if m := p.ClientPathMTU; m > 0 {
+		// Both links carry 1500; the hop's route to the client, like a
+		// tunnel's, carries m, and the hop says so in ICMP errors that
+		// the router forwards (and hashes) like any packet.
+		side.IP(t, "route", "replace", "10.99.2.0/24", "dev", "r-c", "mtu", "lock", strconv.Itoa(m))
+		side.IP(t, "-6", "route", "replace", "fd99:2::/64", "dev", "r-c", "mtu", "lock", strconv.Itoa(m))
+	}
 
 	port(s.Backend, "b-sw", "sw-b")
 	s.Backend.IP(t, "addr", "add", BackendAddr.Addr().String()+"/24", "dev", "b-sw")
@@ -256,7 +290,31 @@ func (s *Site) StopBackend() {
 // connection that is under way when a node stops.
 const SlowPath = "/slow"
 
+// BytesPath answers Bytes(n) for "?n=<n>": a large download that is not
+// in the S3 server's memory.
+const BytesPath = "/bytes"
+
+// Bytes is the body BytesPath sends for n: a pattern no compression or
+// offset mistake keeps intact.
+func Bytes(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*7 + i>>8)
+	}
+	return b
+}
+
 func (s *Site) serve(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == BytesPath {
+		n, err := strconv.Atoi(r.URL.Query().Get("n"))
+		if err != nil || n < 0 || n > 1<<30 {
+			http.Error(w, "n: want 0..1GiB", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(n))
+		_, _ = w.Write(Bytes(n))
+		return
+	}
 	if r.URL.Path != SlowPath {
 		s.S3.ServeHTTP(w, r)
 		return
@@ -325,6 +383,9 @@ ha:
 {{- end}}
         bfd: {enabled: {{$.BFD}}, interval: 100ms, multiplier: 3}
 {{- end}}
+{{- if .PathMTU}}
+    path_mtu: {{.PathMTU}}
+{{- end}}
 {{- if .Handoff}}
     handoff:
       nodes: [10.99.1.11, 10.99.1.12, 10.99.1.13]
@@ -340,12 +401,20 @@ func (s *Site) Config(n *Node, extra string) string {
 		"Cert": s.Cert, "Key": s.Key, "Backend": BackendAddr, "Instances": s.P.Instances, "Drain": s.P.Drain,
 		"NodeASN": NodeASN, "RouterASN": RouterASN, "Routers": []netip.Addr{RouterAddr, RouterAddr6},
 		"Hold": s.P.HoldTime, "BFD": s.P.BFD, "HoldDown": s.P.HoldDown, "Handoff": s.P.Handoff, "HandoffKey": filepath.Join(s.Dir, "handoff.key"), "MinInstances": s.P.MinInstances, "Password": s.P.Password,
-		"Extra": s.P.Extra + extra,
+		"Extra": s.P.Extra + extra, "PathMTU": pathMTU(s.P.PathMTU),
 	})
 	if err != nil {
 		panic(err)
 	}
 	return b.String()
+}
+
+// pathMTU is the template's path_mtu: "" leaves the default.
+func pathMTU(m *int) string {
+	if m == nil {
+		return ""
+	}
+	return strconv.Itoa(*m)
 }
 
 // WriteConfig writes n's configuration file.
