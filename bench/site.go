@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -27,6 +28,7 @@ import (
 	"github.com/ober-ingress/ober/control/daemon"
 	"github.com/ober-ingress/ober/control/haproxy"
 	"github.com/ober-ingress/ober/control/supervisor"
+	"github.com/ober-ingress/ober/control/sysuser"
 	"github.com/ober-ingress/ober/internal/netsite"
 	"github.com/ober-ingress/ober/internal/procstat"
 )
@@ -74,6 +76,10 @@ type topology struct {
 // buildTopology makes the namespaces, links and the backend. queues is
 // the number of queues of the client links (at least the instances).
 func buildTopology(ctx context.Context, dir, prefix, bin string, queues int) (t *topology, err error) {
+	// ober's instances, and the baseline, drop to this user.
+	if _, err := sysuser.Ensure(ctx, sysuser.HAProxyUser); err != nil {
+		return nil, err
+	}
 	site, err := netsite.Open(dir, prefix)
 	if err != nil {
 		return nil, err
@@ -379,6 +385,15 @@ func (t *topology) startBaseline(ctx context.Context, threads int) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
+	// Unprivileged in an empty root, as ober's instances are, so that the
+	// two differ only in what ober adds.
+	chroot := filepath.Join(dir, "empty")
+	if err := os.Mkdir(chroot, 0o555); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	if err := os.Chmod(chroot, 0o555); err != nil {
+		return err
+	}
 	in := haproxy.Instance{
 		Index: 0, Node: "baseline", StatsSocket: filepath.Join(dir, "stats.sock"), Threads: threads, CPU: 0,
 		Frontends: []haproxy.Frontend{{Name: "https", Mode: "tls", Port: 443, PEM: pems[0], Binds: []haproxy.Bind{{FD: 3, Family: 4}}}},
@@ -389,6 +404,7 @@ func (t *topology) startBaseline(ctx context.Context, threads int) error {
 			HTTPRequest: 30 * time.Second, HTTPKeepAlive: time.Minute},
 		MaxConn: 5000,
 		Version: v,
+		User:    sysuser.HAProxyUser, Group: sysuser.HAProxyUser, Chroot: chroot,
 	}
 	text, err := haproxy.Render(in)
 	if err != nil {

@@ -191,7 +191,9 @@ struct {
 } ober_new_flows SEC(".maps");
 
 /* The drain-handoff set (struct ober_handoff), swapped whole like the
- * services. The template's one entry is only the inner map's shape. */
+ * services. The template's one entry is only the inner map's shape. Named
+ * apart from the earlier layout's ober_handoff, whose pins an upgrade
+ * leaves alone rather than adopting them with the wrong inner shape. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
 	__type(key, __u32);
@@ -203,7 +205,7 @@ struct {
 		__uint(value_size, sizeof(struct ober_handoff));
 		__uint(max_entries, 1);
 	});
-} ober_handoff SEC(".maps");
+} ober_handoff_set SEC(".maps");
 
 /*
  * Non-zero on a CPU while its XDP program asks the kernel whether a flow
@@ -514,7 +516,7 @@ __attribute__((noinline)) int ober_orphan(struct xdp_md *ctx, __u32 meta, __u32 
 	ober_barrier_var(hl);
 	if (l3off > 14 + 4 * OBER_MAX_VLANS || hl > 0xfff)
 		return -1;
-	set = bpf_map_lookup_elem(&ober_handoff, &k);
+	set = bpf_map_lookup_elem(&ober_handoff_set, &k);
 	h = set ? bpf_map_lookup_elem(set, &k) : NULL;
 	/* The config flag said on; the set this packet sees decides. */
 	if (!h || !h->self)
@@ -975,7 +977,7 @@ __attribute__((noinline)) int ober_rx(struct xdp_md *ctx, __u32 l3off, struct rx
 	if (ip->version != 4 || hlen < 20 || tot < hlen || (void *)ip + tot > data_end ||
 	    (ip->frag_off & bpf_htons(0x3fff)) || (proto != IPPROTO_IPIP && proto != IPPROTO_IPV6))
 		return -1;
-	set = bpf_map_lookup_elem(&ober_handoff, &k);
+	set = bpf_map_lookup_elem(&ober_handoff_set, &k);
 	h = set ? bpf_map_lookup_elem(set, &k) : NULL;
 	src = ip->saddr;
 	if (!info || !h || !h->self || ip->daddr != h->self || src == h->self)

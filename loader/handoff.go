@@ -150,7 +150,7 @@ func (d *Dataplane) SetHandoff(h Handoff) error {
 	}
 	defer unlock()
 
-	inner, err := d.newInner("ober_handoff", "ober_handoff", 0)
+	inner, err := d.newInner("ober_handoff_set", "ober_handoff", 0)
 	if err != nil {
 		return fmt.Errorf("set handoff: %w", err)
 	}
@@ -168,7 +168,7 @@ func (d *Dataplane) SetHandoff(h Handoff) error {
 			return fmt.Errorf("set handoff: %w", err)
 		}
 	}
-	if err := d.maps.OberHandoff.Update(uint32(0), inner, ebpf.UpdateAny); err != nil {
+	if err := d.maps.OberHandoffSet.Update(uint32(0), inner, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("set handoff: swap: %w", err)
 	}
 	if on {
@@ -182,7 +182,7 @@ func (d *Dataplane) SetHandoff(h Handoff) error {
 // Handoff reads back the live handoff set. It is the empty Handoff when
 // handoff is off.
 func (d *Dataplane) Handoff() (Handoff, error) {
-	inner, err := d.liveInner(d.maps.OberHandoff, 0)
+	inner, err := d.liveInner(d.maps.OberHandoffSet, 0)
 	if err != nil || inner == nil {
 		return Handoff{}, wrapErr("read handoff", err)
 	}

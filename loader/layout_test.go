@@ -37,7 +37,7 @@ func TestLayoutMatchesBPF(t *testing.T) {
 	require.EqualValues(t, MaxInstances+1, m["ober_assigned"].MaxEntries)
 	require.EqualValues(t, MaxWhitelists, m["ober_wl_meta"].MaxEntries)
 
-	ho := m["ober_handoff"]
+	ho := m["ober_handoff_set"]
 	require.EqualValues(t, 1, ho.MaxEntries)
 	require.EqualValues(t, 4, ho.InnerMap.KeySize)
 	require.EqualValues(t, binary.Size(handoffVal{}), ho.InnerMap.ValueSize, "struct ober_handoff")

@@ -61,8 +61,8 @@ const (
 	oberMapOberConfig     = "ober_config"
 	oberMapOberCounters   = "ober_counters"
 	oberMapOberCpumap     = "ober_cpumap"
-	oberMapOberHandoff    = "ober_handoff"
 	oberMapOberHandoffRl  = "ober_handoff_rl"
+	oberMapOberHandoffSet = "ober_handoff_set"
 	oberMapOberInstances  = "ober_instances"
 	oberMapOberMaglev     = "ober_maglev"
 	oberMapOberNewFlows   = "ober_new_flows"
@@ -131,8 +131,8 @@ type oberMapSpecs struct {
 	OberConfig     *ebpf.MapSpec `ebpf:"ober_config"`
 	OberCounters   *ebpf.MapSpec `ebpf:"ober_counters"`
 	OberCpumap     *ebpf.MapSpec `ebpf:"ober_cpumap"`
-	OberHandoff    *ebpf.MapSpec `ebpf:"ober_handoff"`
 	OberHandoffRl  *ebpf.MapSpec `ebpf:"ober_handoff_rl"`
+	OberHandoffSet *ebpf.MapSpec `ebpf:"ober_handoff_set"`
 	OberInstances  *ebpf.MapSpec `ebpf:"ober_instances"`
 	OberMaglev     *ebpf.MapSpec `ebpf:"ober_maglev"`
 	OberNewFlows   *ebpf.MapSpec `ebpf:"ober_new_flows"`
@@ -175,8 +175,8 @@ type oberMaps struct {
 	OberConfig     *ebpf.Map `ebpf:"ober_config"`
 	OberCounters   *ebpf.Map `ebpf:"ober_counters"`
 	OberCpumap     *ebpf.Map `ebpf:"ober_cpumap"`
-	OberHandoff    *ebpf.Map `ebpf:"ober_handoff"`
 	OberHandoffRl  *ebpf.Map `ebpf:"ober_handoff_rl"`
+	OberHandoffSet *ebpf.Map `ebpf:"ober_handoff_set"`
 	OberInstances  *ebpf.Map `ebpf:"ober_instances"`
 	OberMaglev     *ebpf.Map `ebpf:"ober_maglev"`
 	OberNewFlows   *ebpf.Map `ebpf:"ober_new_flows"`
@@ -195,8 +195,8 @@ func (m *oberMaps) Close() error {
 		m.OberConfig,
 		m.OberCounters,
 		m.OberCpumap,
-		m.OberHandoff,
 		m.OberHandoffRl,
+		m.OberHandoffSet,
 		m.OberInstances,
 		m.OberMaglev,
 		m.OberNewFlows,

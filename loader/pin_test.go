@@ -203,6 +203,29 @@ func TestIncompatiblePinsAreReported(t *testing.T) {
 	require.ErrorContains(t, err, "ober detach --all")
 }
 
+// TestEarlierHandoffPinIsLeftAlone: the drain-handoff set changed its
+// layout and its map's name with it, so a node upgraded over pins of the
+// earlier layout (ober_handoff) opens, and its handoff works.
+func TestEarlierHandoffPinIsLeftAlone(t *testing.T) {
+	root := netnstest.BPFFS(t) + "/ober"
+	require.NoError(t, os.MkdirAll(filepath.Join(root, "maps"), 0o700))
+	inner := &ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 140, MaxEntries: 1}
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Name: "ober_handoff", Type: ebpf.ArrayOfMaps, KeySize: 4, MaxEntries: 1, InnerMap: inner})
+	require.NoError(t, err)
+	defer m.Close()
+	require.NoError(t, m.Pin(filepath.Join(root, "maps", "ober_handoff")))
+
+	d, err := Open(Options{Root: root, Logger: discardLogger()})
+	require.NoError(t, err)
+	defer d.Close()
+	nodes := addrs("10.0.0.1", "10.0.0.2")
+	h := Handoff{Self: nodes[0], Nodes: nodes, Active: true}
+	require.NoError(t, d.SetHandoff(h))
+	got, err := d.Handoff()
+	require.NoError(t, err)
+	require.Equal(t, h, got)
+}
+
 // TestConcurrentWritersLoseNothing: two handles on one pin root, as the
 // daemon and an operator's `ober sync` would hold, each appending to the
 // same whitelist. Only the flock on the root serialises them (each handle

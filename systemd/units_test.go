@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -130,10 +131,20 @@ func TestOberService(t *testing.T) {
 
 	caps := strings.Fields(u.one(t, s, "CapabilityBoundingSet"))
 	for _, c := range []string{"CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN", "CAP_SYS_ADMIN", "CAP_NET_RAW",
-		"CAP_NET_BIND_SERVICE", "CAP_SYS_RESOURCE", "CAP_SYS_NICE", "CAP_KILL"} {
+		"CAP_NET_BIND_SERVICE", "CAP_SYS_RESOURCE", "CAP_SYS_NICE", "CAP_KILL",
+		// HAProxy drops to haproxy.user in haproxy.chroot by itself.
+		"CAP_SETUID", "CAP_SETGID", "CAP_SYS_CHROOT"} {
 		require.Contains(t, caps, c)
 	}
-	require.ElementsMatch(t, caps, strings.Fields(u.one(t, s, "AmbientCapabilities")))
+	for _, c := range []string{"CAP_DAC_READ_SEARCH", "CAP_DAC_OVERRIDE", "CAP_SYS_PTRACE", "CAP_SETPCAP"} {
+		require.NotContains(t, caps, c, "nothing ober runs needs it")
+	}
+	require.Empty(t, u[s]["AmbientCapabilities"], "ober is root: ambient capabilities would only leak into HAProxy and keepalived")
+	require.Equal(t, "0077", u.one(t, s, "UMask"))
+	denied := strings.Fields(strings.TrimPrefix(u.one(t, s, "SystemCallFilter"), "~"))
+	for _, g := range []string{"@mount", "@privileged", "@resources"} {
+		require.NotContains(t, denied, g, "HAProxy's chroot and setuid, bpf(), setrlimit and sched_setaffinity are in it")
+	}
 	require.Equal(t, "strict", u.one(t, s, "ProtectSystem"))
 	rw := strings.Fields(u.one(t, s, "ReadWritePaths"))
 	for _, p := range []string{config.DefaultRuntimeDir, config.DefaultStateDir, "/var/log/ober", "/sys/fs/bpf"} {
@@ -144,9 +155,47 @@ func TestOberService(t *testing.T) {
 		require.Contains(t, fams, f, "netlink for XDP and addresses, packet sockets for keepalived's ARP")
 	}
 	for _, k := range []string{"NoNewPrivileges", "ProtectHome", "PrivateTmp", "ProtectKernelModules",
-		"ProtectControlGroups", "RestrictRealtime", "LockPersonality"} {
+		"ProtectControlGroups", "RestrictRealtime", "LockPersonality", "PrivateDevices", "ProtectClock", "PrivateMounts"} {
 		require.Equal(t, "yes", u.one(t, s, k), k)
 	}
 	require.Equal(t, "native", u.one(t, s, "SystemCallArchitectures"))
 	require.Equal(t, "multi-user.target", u.one(t, "Install", "WantedBy"))
+}
+
+// exposureRE finds the figure README.md records, in "Under systemd".
+var exposureRE = regexp.MustCompile("`systemd-analyze security --offline=true systemd/ober.service`[^`]*? rates the unit's exposure level ([0-9]+\\.[0-9]) OK")
+
+// TestOberServiceExposure holds the unit to the exposure level README.md
+// records: a setting dropped or a capability added that raises it fails
+// here, and a lower figure belongs in README.
+func TestOberServiceExposure(t *testing.T) {
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Fatal("systemd-analyze not found: install it with `apt-get install systemd`")
+	}
+	readme, err := os.ReadFile("../README.md")
+	require.NoError(t, err)
+	m := exposureRE.FindSubmatch(readme)
+	require.NotNil(t, m, "README.md, \"Under systemd\", must record the exposure level as %s", exposureRE)
+	recorded, err := strconv.ParseFloat(string(m[1]), 64)
+	require.NoError(t, err)
+
+	dir := t.TempDir()
+	var content []byte
+	for _, u := range Units() {
+		if u.Name == "ober.service" {
+			content = u.Content
+		}
+	}
+	require.NotNil(t, content)
+	path := filepath.Join(dir, "ober.service")
+	require.NoError(t, os.WriteFile(path, content, 0o644))
+	out, err := exec.Command(analyze, "security", "--offline=true", "--no-pager", path).CombinedOutput()
+	require.NoError(t, err, "systemd-analyze security --offline=true (systemd 250 or newer):\n%s", out)
+	level := regexp.MustCompile(`Overall exposure level for ober\.service: ([0-9]+\.[0-9]) (\S+)`).FindSubmatch(out)
+	require.NotNil(t, level, "no \"Overall exposure level\" line in:\n%s", out)
+	got, err := strconv.ParseFloat(string(level[1]), 64)
+	require.NoError(t, err)
+	require.LessOrEqual(t, got, recorded, "exposure %s %s, README.md records %.1f:\n%s", level[1], level[2], recorded, out)
+	require.Equal(t, "OK", string(level[2]))
 }

@@ -282,8 +282,10 @@ func TestBGPInstancesKilled(t *testing.T) {
 
 		// Connections that began before the kernel had finished the
 		// instances could still be queued to them (and some were reset,
-		// seen under load); those that began once the node was known
-		// dead must all work, through the withdraw and the return.
+		// seen under load), and so could those the router sent the node
+		// until the withdraw reached its FIB; those that began once the
+		// route was gone must all work, through the withdraw and the
+		// return.
 		var window, windowFailed, after int
 		for _, f := range fs {
 			switch {
@@ -291,25 +293,29 @@ func TestBGPInstancesKilled(t *testing.T) {
 				if f.err != nil {
 					t.Logf("  in flight at the kill, failed: %v", f.err)
 				}
-			case f.start.Before(wd):
+			case f.start.Before(gone):
 				window++
 				if f.err != nil {
 					windowFailed++
-					t.Logf("  new connection at +%v, before the death was known, failed: %v", f.start.Sub(killed), f.err)
+					t.Logf("  new connection at +%v, before the route was gone (+%v), failed: %v", f.start.Sub(killed), gone.Sub(killed), f.err)
 				}
 			default:
 				after++
-				require.NoError(t, f.err, "new connection at +%v failed (route back at +%v)", f.start.Sub(killed), back.Sub(killed))
+				require.NoError(t, f.err, "new connection at +%v failed (route gone at +%v, back at +%v)", f.start.Sub(killed), gone.Sub(killed), back.Sub(killed))
 			}
 		}
-		t.Logf("round %d: %d requests; %d began before the death was known (%d failed), %d after (0 failed); served by %v",
+		t.Logf("round %d: %d requests; %d began between the kill and the route leaving the router (%d failed), %d after (0 failed); served by %v",
 			round, len(fs), window, windowFailed, after, byNode(fs))
 		require.NotZero(t, after)
 	}
 	t.Logf("HAProxy killed -> route gone at the router: %v (median %v); exit seen: %v; withdraw to router: %v (median %v)",
 		total, median(total), detect, withdraw, median(withdraw))
-	require.Less(t, median(withdraw), 50*time.Millisecond, "withdraw target: 50ms from the moment the death is known")
-	require.Less(t, median(total), 500*time.Millisecond)
+	// Bounds: about 3x the median of five runs' medians (README's
+	// failure table), and never under 10ms, below which this VM's
+	// scheduling noise is the measurement: route gone 37ms (26-56),
+	// withdraw to router 1.5ms (1.0-1.8).
+	require.Less(t, median(withdraw), 10*time.Millisecond, "from the moment the death is known to the router's FIB")
+	require.Less(t, median(total), 120*time.Millisecond, "from the kill to the router's FIB")
 	st, err := victim.Status()
 	require.NoError(t, err)
 	require.Equal(t, uint64(3), st.Daemon.BGP.Withdraws)
@@ -384,6 +390,8 @@ func TestBGPAnnouncePolicy(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, st.Daemon.BGP.LastWithdrawReason, "fewer than the 2 required")
 	t.Logf("one of two instances killed: route gone %v later (%s)", gone.Sub(killed), st.Daemon.BGP.LastWithdrawReason)
+	// Five runs: median 14ms (10-30); about 3x.
+	require.Less(t, gone.Sub(killed), 50*time.Millisecond)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	back, _, err := w.Until(ctx, gone, nexthopsWith(victim, 3))
 	cancel()
@@ -404,7 +412,9 @@ func TestBGPOberKilled(t *testing.T) {
 	victim.Kill()
 	gone, _ := waitGone(t, w, killed, victim, 15*time.Second)
 	t.Logf("ober killed: route via %s gone %v later (hold time 9s)", victim.Name, gone.Sub(killed))
-	require.Less(t, gone.Sub(killed), time.Second, "the route stayed until a timer")
+	// Five runs: median 5ms (3-10); 3x, but not under 10ms of noise, and
+	// far from any timer.
+	require.Less(t, gone.Sub(killed), 25*time.Millisecond, "the route stayed until something else than the session's end")
 
 	// A new ober takes the node back (its instances were left running).
 	victim.Start()
@@ -505,6 +515,8 @@ func gracefulStop(t *testing.T, handoff bool) {
 	victim.Stop()
 	gone, _ := waitGone(t, w, stopped, victim, 5*time.Second)
 	t.Logf("graceful stop: route via %s gone %v after SIGTERM", victim.Name, gone.Sub(stopped))
+	// Five runs: median 7ms (3-10) with handoff, 5ms (4-8) without.
+	require.Less(t, gone.Sub(stopped), 25*time.Millisecond, "from SIGTERM to the router's FIB")
 	require.NoError(t, victim.Wait(30*time.Second))
 	t.Logf("ober on %s exited %v after SIGTERM", victim.Name, time.Since(stopped))
 	time.Sleep(300 * time.Millisecond)

@@ -119,6 +119,7 @@ func TestBootstrapRootTrees(t *testing.T) {
 				"skipped   systemctl daemon-reload: --root",
 				"skipped   sysctl -p /etc/sysctl.d/90-ober.conf: --root",
 				"skipped   mounting the bpf filesystem at /sys/fs/bpf: --root",
+				"skipped   user and group ober-haproxy: --root, no useradd runs (bootstrap the node itself, or create them in the image)",
 				"note      next: write /etc/ober/ober.yaml, check the machine with `ober doctor`, then `ober start`",
 			} {
 				require.Contains(t, out, l+"\n")

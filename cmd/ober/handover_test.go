@@ -345,7 +345,7 @@ func TestRunRestartHandover(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
-	mc := s.S3Client(nodetest.VIP.String())
+	mc, tr := s.S3ClientTransport(nodetest.VIP.String())
 	require.NoError(t, mc.MakeBucket(ctx, "handover", minio.MakeBucketOptions{}))
 	data := payload(48<<20, 7)
 	_, err := mc.PutObject(ctx, "handover", "big", bytes.NewReader(data), int64(len(data)), minio.PutObjectOptions{})
@@ -446,6 +446,9 @@ func TestRunRestartHandover(t *testing.T) {
 	t.Logf("%d requests across the handover, none failed", len(res))
 	require.Equal(t, progBefore, xdpProgID(t, s.Node, "veth-n"), "the XDP program was never replaced")
 
+	// The client lets its kept-alive connections go, as it would within
+	// timeouts.http_keep_alive: the old instances have nothing left.
+	tr.CloseIdleConnections()
 	require.Eventually(t, func() bool {
 		for _, pid := range oldPIDs {
 			if alive(pid) {
@@ -453,7 +456,7 @@ func TestRunRestartHandover(t *testing.T) {
 			}
 		}
 		return true
-	}, 20*time.Second, 100*time.Millisecond, "the old instances were retired after the drain")
+	}, 20*time.Second, 100*time.Millisecond, "the old instances were retired once their transfers were done")
 }
 
 // gracefulRestartRouter turns BIRD of the ecmp site into a graceful

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ober-ingress/ober/control/dataplane"
+	"github.com/ober-ingress/ober/control/sysuser"
 	"github.com/ober-ingress/ober/internal/netnstest"
 )
 
@@ -29,6 +30,13 @@ func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "ober-cli-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	// Every configuration the tests load names ober-haproxy, as on a
+	// bootstrapped node.
+	if _, err := sysuser.Ensure(context.Background(), sysuser.HAProxyUser); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
 		os.Exit(1)
 	}
 	oberBin = filepath.Join(dir, "ober")

@@ -51,6 +51,9 @@ func TestRunCheck(t *testing.T) {
 	require.Contains(t, res.stdout, "is valid: 1 VIPs, 2 services, 1 backends, 2 instances")
 	require.Contains(t, res.stdout, "bind fd@3 ssl crt ")
 	require.Contains(t, res.stdout, "alpn h2,http/1.1")
+	for _, l := range []string{"user ober-haproxy", "group ober-haproxy", "chroot /run/ober/empty"} {
+		require.Contains(t, res.stdout, "\n    "+l+"\n", "the instances drop root's privileges")
+	}
 	require.NoDirExists(t, "/var/lib/ober/tls", "a check writes no certificate where a node keeps it")
 
 	for _, c := range []struct{ name, from, to, want string }{
@@ -64,6 +67,10 @@ func TestRunCheck(t *testing.T) {
 			`services[1].port: 443: already used by services[0] ("https") on VIP 10.98.0.100`},
 		{"unresolvable", "10.98.2.1:9000", "rgw9.invalid:7480",
 			`backends.servers[0].address: "rgw9.invalid:7480": does not resolve: `},
+		{"missing-user", "whitelists:", "haproxy: {user: ober-nosuch}\nwhitelists:",
+			"haproxy.user: \"ober-nosuch\": no such user on this machine: create it with `useradd --system --user-group "},
+		{"root-user", "whitelists:", "haproxy: {user: root}\nwhitelists:",
+			`haproxy.user: "root": HAProxy must not run as root: use an unprivileged system user such as ober-haproxy`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			path := write(c.name+".yaml", strings.Replace(checkBase, c.from, c.to, 1))

@@ -155,6 +155,17 @@ func printDaemon(w io.Writer, d *daemon.DaemonStatus) error {
 		}
 		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%d\t%d\t%s\n", in.Index, in.CPU, pid, in.State, in.Connections, in.Restarts, last)
 	}
+	if n := d.HAProxy.OldGenerations; n > 0 {
+		fmt.Fprintf(tw, "\nold generations\t%d still finishing transfers (timeouts.max_transfer)\n", n)
+		for _, r := range d.HAProxy.Retired {
+			gen := fmt.Sprintf("generation %d, instance %d", r.Generation, r.Index)
+			if r.Generation == 0 {
+				gen = "left by an earlier ober"
+			}
+			fmt.Fprintf(tw, "\tpid %d, %s: replaced %s ago, stopped by %s\n", r.PID, gen,
+				time.Since(r.RetiredAt).Truncate(time.Second), r.StopBy.Format(time.RFC3339))
+		}
+	}
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "BACKEND\tADDRESS\tSTATE\tUP ON")
 	for _, b := range d.Backends {

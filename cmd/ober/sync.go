@@ -499,16 +499,37 @@ func (s *syncRun) apply() error {
 	undo := func() error { return nil }
 	if s.d != nil {
 		var swaps []dataplane.Swap
+		var lists []dataplane.HAProxyList
 		for _, p := range s.plans {
 			if p.swap {
 				swaps = append(swaps, dataplane.Swap{ID: p.id, Prefixes: p.effective, Expect: p.live})
+				lists = append(lists, dataplane.HAProxyList{Name: p.id.String(), Prefixes: p.effective, Prev: p.live})
 			}
 		}
-		done, u, err := dataplane.SwapWhitelists(s.d, swaps, s.a.log)
+		// HAProxy's copy first: a client added is let in by HAProxy
+		// before XDP passes it, and one removed is stopped by XDP as
+		// HAProxy already refuses it. Neither check ever admits a client
+		// the other refuses on the way in.
+		hx, err := s.haproxySwap(lists)
 		if err != nil {
 			return fmt.Errorf("%w; nothing changed", err)
 		}
-		undo = u
+		done, u, err := dataplane.SwapWhitelists(s.d, swaps, s.a.log)
+		if err != nil {
+			if herr := hx.Undo(context.Background()); herr != nil {
+				return fmt.Errorf("%w; putting HAProxy's lists back failed: %v", err, herr)
+			}
+			return fmt.Errorf("%w; nothing changed", err)
+		}
+		undo = func() error {
+			return errors.Join(u(), hx.Undo(context.Background()))
+		}
+		if err := hx.Commit(); err != nil {
+			if uerr := undo(); uerr != nil {
+				return fmt.Errorf("%v; putting the live lists back failed too: %v", err, uerr)
+			}
+			return fmt.Errorf("%v; the live lists were put back, nothing changed", err)
+		}
 		for _, sw := range done {
 			for _, p := range s.plans {
 				if p.id == sw.ID {
@@ -526,6 +547,19 @@ func (s *syncRun) apply() error {
 		}
 	}
 	return nil
+}
+
+// haproxySwap changes HAProxy's copy of the lists in the running
+// instances of the configuration's runtime directory (none without a
+// configuration file).
+func (s *syncRun) haproxySwap(lists []dataplane.HAProxyList) (*dataplane.HAProxySwap, error) {
+	dir := config.DefaultRuntimeDir
+	if s.cfg != nil {
+		dir = s.cfg.Node.RuntimeDir
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return dataplane.SwapHAProxyWhitelists(ctx, dir, lists, s.a.log)
 }
 
 // syncWriteTemp writes data to a new file beside path, with path's mode and

@@ -110,25 +110,43 @@ func TestVRRPSite(t *testing.T) {
 
 // vrrpCase is one failure of node1, the owner of the first VIP.
 type vrrpCase struct {
-	name   string
-	target time.Duration // the bound on the failover
+	name string
+	// measured is the median of the per-run failover medians over five
+	// runs of this test (go test -count=1 -run TestVRRPFailover -v
+	// ./cmd/ober/, one after the other, on a 2-vCPU VM with keepalived
+	// 2.2.7): the figure in README's VRRP failure table.
+	measured time.Duration
+	// target is the bound on the failover, if it set one.
+	target time.Duration
 	fail   func(t *testing.T, s *vrrptest.Site, n *vrrptest.Node)
 	// recover undoes the failure; the owner takes its VIP back after the
 	// preempt delay.
 	recover func(t *testing.T, s *vrrptest.Site, n *vrrptest.Node)
 }
 
+// bound is the asserted limit on the median failover: three times the
+// measured median, rounded up to 5 ms, and never above the target.
+func (c vrrpCase) bound() time.Duration {
+	const step = 5 * time.Millisecond
+	b := (3*c.measured + step - 1).Truncate(step)
+	if c.target > 0 && c.target < b {
+		return c.target
+	}
+	return b
+}
+
 // TestVRRPFailover times each failure of the first VIP's owner, three
 // rounds each, from the failure to the VIP held by its first backup
 // alone, and the owner taking it back after recovery and the preempt
-// delay. At no sampled moment after each failover settles do two nodes
-// hold a VIP.
+// delay. No ARP request for a VIP is answered by two nodes but within
+// 50 ms of a move (VRRP's own overlaps, counted and reported), and no two
+// netlink samples in a row after each failover settles show two holders.
 func TestVRRPFailover(t *testing.T) {
 	s := vrrptest.New(t, oberBin, vrrptest.Params{PreemptDelay: 2 * time.Second})
 	s.StartNodes()
 	vip := vrrptest.VIPs[0]
 	cases := []vrrpCase{
-		{name: "haproxy killed", target: 300 * time.Millisecond,
+		{name: "haproxy killed", measured: 134 * time.Millisecond, target: 300 * time.Millisecond,
 			fail: func(t *testing.T, s *vrrptest.Site, n *vrrptest.Node) {
 				pids, err := n.InstancePIDs()
 				require.NoError(t, err)
@@ -138,7 +156,7 @@ func TestVRRPFailover(t *testing.T) {
 			},
 			recover: func(*testing.T, *vrrptest.Site, *vrrptest.Node) {}, // the supervisor restarts them
 		},
-		{name: "keepalived killed", target: time.Second,
+		{name: "keepalived killed", measured: 108 * time.Millisecond,
 			fail: func(t *testing.T, s *vrrptest.Site, n *vrrptest.Node) {
 				pid, err := n.KeepalivedPID()
 				require.NoError(t, err)
@@ -146,15 +164,15 @@ func TestVRRPFailover(t *testing.T) {
 			},
 			recover: func(*testing.T, *vrrptest.Site, *vrrptest.Node) {}, // ober restarts it
 		},
-		{name: "ober killed", target: time.Second,
+		{name: "ober killed", measured: 29 * time.Millisecond,
 			fail:    func(t *testing.T, s *vrrptest.Site, n *vrrptest.Node) { n.Kill() },
 			recover: func(t *testing.T, s *vrrptest.Site, n *vrrptest.Node) { n.Start() },
 		},
-		{name: "link down", target: time.Second,
+		{name: "link down", measured: 258 * time.Millisecond, target: time.Second,
 			fail:    func(t *testing.T, s *vrrptest.Site, n *vrrptest.Node) { n.LinkDown() },
 			recover: func(t *testing.T, s *vrrptest.Site, n *vrrptest.Node) { n.LinkUp() },
 		},
-		{name: "graceful stop", target: 300 * time.Millisecond,
+		{name: "graceful stop", measured: 32 * time.Millisecond, target: 300 * time.Millisecond,
 			fail: func(t *testing.T, s *vrrptest.Site, n *vrrptest.Node) { n.Stop() },
 			recover: func(t *testing.T, s *vrrptest.Site, n *vrrptest.Node) {
 				require.NoError(t, n.Wait(30*time.Second))
@@ -164,11 +182,13 @@ func TestVRRPFailover(t *testing.T) {
 	}
 	owner, backup := s.Nodes[0], s.Nodes[1]
 	var report []string
+	var totals watchTotals
 	for _, c := range cases {
 		t.Run(strings.ReplaceAll(c.name, " ", "_"), func(t *testing.T) {
 			var failover, back []time.Duration
 			for round := range 3 {
-				sp := startSampler(s)
+				w := startVIPWatch(t, s, vip)
+				sp := w.nl
 				t0 := time.Now()
 				c.fail(t, s, owner)
 				at, ok := func() (time.Time, bool) {
@@ -200,23 +220,21 @@ func TestVRRPFailover(t *testing.T) {
 				})
 				back = append(back, tb.Sub(t1))
 				time.Sleep(300 * time.Millisecond) // samples after the return settles
-				sp.Stop()
-				// Settled: from the failover on, and from the return on,
-				// every VIP has at most one holder.
-				doubles, passing := sp.Doubles(at.Add(50 * time.Millisecond))
-				require.Empty(t, doubles, "round %d: two holders", round)
-				if passing > 0 {
-					t.Logf("round %d: %d handover(s) caught in passing by one sample", round, passing)
-				}
+				w.stop()
+				// The ARP view, for the whole round: no request answered
+				// by two nodes. The netlink view, settled from 50 ms after
+				// the failover on: no two samples in a row with two holders.
+				checkRound(t, round, w, &totals, roundTimes{fail: t0, failover: at, recover: t1, back: tb}, vip, owner.Name, backup.Name, owner.Name)
 			}
-			t.Logf("%s: VIP on %s %v after the failure (median %v, target %v); back on %s %v after recovery (preempt delay %v)",
-				c.name, backup.Name, failover, median(failover), c.target, owner.Name, back, s.P.PreemptDelay)
-			report = append(report, fmt.Sprintf("%s: median %v", c.name, median(failover)))
-			require.Less(t, median(failover), c.target)
+			t.Logf("%s: VIP on %s %v after the failure (median %v, bound %v); back on %s %v after recovery (median %v, preempt delay %v)",
+				c.name, backup.Name, failover, median(failover), c.bound(), owner.Name, back, median(back), s.P.PreemptDelay)
+			report = append(report, fmt.Sprintf("%s: median %v, back %v", c.name, median(failover), median(back)))
+			require.Less(t, median(failover), c.bound())
 			for _, b := range back {
 				require.GreaterOrEqual(t, b, s.P.PreemptDelay, "the owner took its VIP back before the preempt delay")
 			}
 		})
 	}
 	t.Logf("failover medians: %s", strings.Join(report, "; "))
+	t.Logf("VIP holders: %s", &totals)
 }

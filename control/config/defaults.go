@@ -4,6 +4,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/user"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -12,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ober-ingress/ober/control/addrlist"
+	"github.com/ober-ingress/ober/control/sysuser"
 )
 
 // Service modes.
@@ -59,6 +62,11 @@ const (
 	DefaultHAMode        = HAModeNone
 	DefaultAPIListen     = "127.0.0.1:8404"
 	DefaultHAProxyBinary = "haproxy"
+	DefaultHAProxyUser   = sysuser.HAProxyUser
+	DefaultHAProxyGroup  = sysuser.HAProxyUser
+	// DefaultChrootName is haproxy.chroot's default under
+	// node.runtime_dir.
+	DefaultChrootName = "empty"
 
 	DefaultHealthInterval = 2 * time.Second
 	DefaultConnect        = 5 * time.Second
@@ -67,6 +75,10 @@ const (
 	DefaultHTTPRequest    = 30 * time.Second
 	DefaultHTTPKeepAlive  = 60 * time.Second
 	DefaultDrain          = 30 * time.Second
+	DefaultMaxTransfer    = time.Hour
+	DefaultTLSHandshake   = 10 * time.Second
+
+	DefaultConnectionsPerSource = 1000
 
 	// DefaultResolveTimeout bounds Resolve when its context has no
 	// deadline.
@@ -92,6 +104,25 @@ type environment struct {
 	hostname func() (string, error) // default os.Hostname
 	cpus     func() []int           // ascending; default affinityCPUs
 	now      func() time.Time       // default time.Now
+	// lookupUser and lookupGroup find accounts; default os/user's.
+	lookupUser  func(name string) (*user.User, error)
+	lookupGroup func(name string) (*user.Group, error)
+}
+
+// lookupUser finds a user account of the machine.
+func (c *Config) lookupUser(name string) (*user.User, error) {
+	if c.env != nil && c.env.lookupUser != nil {
+		return c.env.lookupUser(name)
+	}
+	return user.Lookup(name)
+}
+
+// lookupGroup finds a group of the machine.
+func (c *Config) lookupGroup(name string) (*user.Group, error) {
+	if c.env != nil && c.env.lookupGroup != nil {
+		return c.env.lookupGroup(name)
+	}
+	return user.LookupGroup(name)
 }
 
 // hostname is the host name of the machine.
@@ -214,6 +245,12 @@ func (c *Config) ApplyDefaults() {
 	setDuration(&t.HTTPRequest, DefaultHTTPRequest)
 	setDuration(&t.HTTPKeepAlive, DefaultHTTPKeepAlive)
 	setDuration(&t.Drain, DefaultDrain)
+	setDuration(&t.MaxTransfer, DefaultMaxTransfer)
+	setDuration(&t.TLSHandshake, DefaultTLSHandshake)
+	if c.Limits.ConnectionsPerSource == nil {
+		n := DefaultConnectionsPerSource
+		c.Limits.ConnectionsPerSource = &n
+	}
 
 	setString(&c.HA.Mode, DefaultHAMode)
 	if c.HA.BGP != nil {
@@ -222,6 +259,12 @@ func (c *Config) ApplyDefaults() {
 	c.applyVRRPDefaults()
 	setString(&c.API.Listen, DefaultAPIListen)
 	setString(&c.HAProxy.Binary, DefaultHAProxyBinary)
+	setString(&c.HAProxy.User, DefaultHAProxyUser)
+	setString(&c.HAProxy.Group, DefaultHAProxyGroup)
+	// A relative runtime_dir is reported once, there, not again here.
+	if filepath.IsAbs(n.RuntimeDir) {
+		setString(&c.HAProxy.Chroot, filepath.Join(n.RuntimeDir, DefaultChrootName))
+	}
 }
 
 func setString(p *string, def string) {

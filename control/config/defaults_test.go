@@ -59,15 +59,20 @@ backends:
 			HTTPRequest:   dur(DefaultHTTPRequest),
 			HTTPKeepAlive: dur(DefaultHTTPKeepAlive),
 			Drain:         dur(DefaultDrain),
+			MaxTransfer:   dur(DefaultMaxTransfer),
+			TLSHandshake:  dur(DefaultTLSHandshake),
 		},
+		Limits:  Limits{ConnectionsPerSource: intp(DefaultConnectionsPerSource)},
 		HA:      HA{Mode: "none"},
 		API:     API{Listen: "127.0.0.1:8404"},
-		HAProxy: HAProxy{Binary: "haproxy"},
+		HAProxy: HAProxy{Binary: "haproxy", User: "ober-haproxy", Group: "ober-haproxy", Chroot: "/run/ober/empty"},
 	}
 	require.Equal(t, want, c)
 
 	// The constants say what SCHEMA.md says.
 	require.Equal(t, "5s", fmtDuration(DefaultConnect))
+	require.Equal(t, "1h", fmtDuration(DefaultMaxTransfer))
+	require.Equal(t, "10s", fmtDuration(DefaultTLSHandshake))
 	require.Equal(t, "5m", fmtDuration(DefaultClient))
 	require.Equal(t, "5m", fmtDuration(DefaultServer))
 	require.Equal(t, "30s", fmtDuration(DefaultHTTPRequest))

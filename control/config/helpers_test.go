@@ -10,6 +10,7 @@ import (
 	"math/big"
 	"net/netip"
 	"os"
+	"os/user"
 	"path/filepath"
 	"testing"
 	"time"
@@ -24,10 +25,38 @@ func nodeA() *environment { return onCPUs(0, 1) }
 // onCPUs is host "node-a" allowed to use the given CPUs.
 func onCPUs(cpus ...int) *environment {
 	return &environment{
-		hostname: func() (string, error) { return "node-a", nil },
-		cpus:     func() []int { return cpus },
-		now:      time.Now,
+		hostname:    func() (string, error) { return "node-a", nil },
+		cpus:        func() []int { return cpus },
+		now:         time.Now,
+		lookupUser:  fakeUsers.lookupUser,
+		lookupGroup: fakeUsers.lookupGroup,
 	}
+}
+
+// accounts are the users and groups of a fake machine: name -> id.
+type accounts struct{ users, groups map[string]string }
+
+// fakeUsers is node-a's: ober-haproxy as bootstrap makes it, root, and
+// toor, a second name for uid and gid 0.
+var fakeUsers = accounts{
+	users:  map[string]string{"ober-haproxy": "996", "root": "0", "toor": "0", "www": "33"},
+	groups: map[string]string{"ober-haproxy": "993", "root": "0", "wheel0": "0", "www": "33"},
+}
+
+func (a accounts) lookupUser(name string) (*user.User, error) {
+	id, ok := a.users[name]
+	if !ok {
+		return nil, user.UnknownUserError(name)
+	}
+	return &user.User{Username: name, Uid: id, Gid: id}, nil
+}
+
+func (a accounts) lookupGroup(name string) (*user.Group, error) {
+	id, ok := a.groups[name]
+	if !ok {
+		return nil, user.UnknownGroupError(name)
+	}
+	return &user.Group{Name: name, Gid: id}, nil
 }
 
 func addr(s string) Addr { return Addr{netip.MustParseAddr(s)} }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -8,6 +9,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/ober-ingress/ober/control/sysuser"
 )
 
 // minimalYAML is the smallest valid file; line numbers below refer to it.
@@ -53,7 +56,7 @@ func TestParseErrors(t *testing.T) {
 			`api.address: unknown key (line 12); known keys here: listen`},
 		{"several unknown keys", minimalYAML + "haproxy:\n  bin: /usr/sbin/haproxy\n  nbthread: 4\n",
 			"haproxy.bin: unknown key (line 12); did you mean \"binary\"?\n" +
-				"haproxy.nbthread: unknown key (line 13); known keys here: binary, served_by_header"},
+				"haproxy.nbthread: unknown key (line 13); known keys here: binary, served_by_header, user, group, chroot"},
 		{"port not a number", strings.Replace(minimalYAML, "port: 80", "port: https", 1),
 			`services[0].port: "https": must be a number from 1 to 65535 (line 7)`},
 		{"port out of range", strings.Replace(minimalYAML, "port: 80", "port: 70000", 1),
@@ -141,6 +144,9 @@ func TestParseNullMeansDefault(t *testing.T) {
 // environment it was given, also in copies, and env is no YAML key.
 func TestEnvironment(t *testing.T) {
 	if h, err := os.Hostname(); err == nil && ValidName(h) {
+		// The defaults name this machine's ober-haproxy, as on a node.
+		_, err := sysuser.Ensure(context.Background(), sysuser.HAProxyUser)
+		require.NoError(t, err)
 		c, err := Parse([]byte(minimalYAML))
 		require.NoError(t, err)
 		require.Nil(t, c.env)
@@ -230,6 +236,7 @@ func TestExample(t *testing.T) {
 	require.Equal(t, 5*time.Minute, c.Timeouts.Client.Duration)
 	require.Equal(t, []int{0, 1}, c.CPUs())
 	require.Equal(t, "/usr/sbin/haproxy", c.HAProxy.Binary)
+	require.Equal(t, HAProxy{Binary: "/usr/sbin/haproxy", User: "ober-haproxy", Group: "ober-haproxy", Chroot: "/run/ober/empty"}, c.HAProxy)
 
 	// The file shipped in testdata must not rot: without the certificate
 	// it fails for that reason only.

@@ -19,6 +19,7 @@ type Config struct {
 	Backends   Backends   `yaml:"backends"`
 	Instances  Instances  `yaml:"instances"`
 	Timeouts   Timeouts   `yaml:"timeouts"`
+	Limits     Limits     `yaml:"limits"`
 	HA         HA         `yaml:"ha"`
 	Whitelists Whitelists `yaml:"whitelists"`
 	API        API        `yaml:"api"`
@@ -150,9 +151,28 @@ type Timeouts struct {
 	Server        Duration `yaml:"server"`          // default 5m
 	HTTPRequest   Duration `yaml:"http_request"`    // default 30s
 	HTTPKeepAlive Duration `yaml:"http_keep_alive"` // default 60s
-	// Drain is how long a stopping or replaced instance may finish its
-	// connections before it is killed; default 30s.
+	// Drain is how long a stopping node's instances may finish their
+	// connections, after the node withdrew or released its VIPs, before
+	// they are stopped and ober exits; default 30s.
 	Drain Duration `yaml:"drain"`
+	// MaxTransfer is how long an instance replaced by a reload or a
+	// restart handover may finish its transfers before it is stopped;
+	// default 1h, so that a certificate rotation or a backend change cuts
+	// no S3 transfer of less.
+	MaxTransfer Duration `yaml:"max_transfer"`
+	// TLSHandshake bounds a client's TLS handshake, from the connection
+	// to the server's first answer; default 10s.
+	TLSHandshake Duration `yaml:"tls_handshake"`
+}
+
+// Limits bound what one client address may hold of the node.
+type Limits struct {
+	// ConnectionsPerSource caps a client address's open connections to
+	// the node's services; default 1000, 0 for no cap.
+	ConnectionsPerSource *int `yaml:"connections_per_source"`
+	// ConnectionRatePerSource caps a client address's new connections
+	// per second; default 0, no cap.
+	ConnectionRatePerSource int `yaml:"connection_rate_per_source"`
 }
 
 // HA selects how the VIPs stay reachable.
@@ -186,6 +206,15 @@ type HAProxy struct {
 	// ServedByHeader adds "X-Served-By: <node>/<instance>" to responses,
 	// to see Maglev at work (the lab turns it on).
 	ServedByHeader bool `yaml:"served_by_header"`
+	// User and Group are who the instances run as once they have read
+	// their configuration, certificates and sockets as root; default
+	// ober-haproxy (created by `ober bootstrap`). Never root.
+	User  string `yaml:"user"`
+	Group string `yaml:"group"`
+	// Chroot is the instances' root directory: it must be empty and
+	// writable by root only. Default <node.runtime_dir>/empty, which ober
+	// creates.
+	Chroot string `yaml:"chroot"`
 }
 
 // Addr is an IP address written as text in YAML.

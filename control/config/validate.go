@@ -18,8 +18,9 @@ import (
 
 // Validate checks everything that needs no network and returns one
 // *FieldError per problem, joined. It reads the certificate, key and CA
-// files and the CPU affinity of the process, and changes nothing, so it
-// may be called any number of times.
+// files and the CPU affinity of the process, looks haproxy.user and
+// haproxy.group up, and changes nothing, so it may be called any number
+// of times.
 //
 // A zero value that has a default is accepted as "unset", so Validate
 // gives the same verdict before and after ApplyDefaults.
@@ -31,6 +32,7 @@ func (c *Config) Validate() error {
 	c.validateBackends(&p)
 	c.validateInstances(&p)
 	c.validateTimeouts(&p)
+	c.validateLimits(&p)
 	c.validateHA(&p)
 	c.validateWhitelists(&p)
 	c.validateAPI(&p)
@@ -448,6 +450,8 @@ func (c *Config) validateTimeouts(p *problems) {
 		{"timeouts.http_request", t.HTTPRequest.Duration},
 		{"timeouts.http_keep_alive", t.HTTPKeepAlive.Duration},
 		{"timeouts.drain", t.Drain.Duration},
+		{"timeouts.max_transfer", t.MaxTransfer.Duration},
+		{"timeouts.tls_handshake", t.TLSHandshake.Duration},
 	} {
 		switch {
 		case f.key == "timeouts.drain" && f.d < 0:
@@ -459,6 +463,16 @@ func (c *Config) validateTimeouts(p *problems) {
 		case f.d > MaxTimeout:
 			p.add(f.key, fmtDuration(f.d), "must be at most %s (HAProxy's limit)", maxTimeoutText)
 		}
+	}
+}
+
+func (c *Config) validateLimits(p *problems) {
+	l := c.Limits
+	if n := l.ConnectionsPerSource; n != nil && (*n < 0 || *n > MaxMaxConn) {
+		p.add("limits.connections_per_source", strconv.Itoa(*n), "must be 0 (no cap) to %d", MaxMaxConn)
+	}
+	if r := l.ConnectionRatePerSource; r < 0 || r > MaxMaxConn {
+		p.add("limits.connection_rate_per_source", strconv.Itoa(r), "must be 0 (no cap) to %d per second", MaxMaxConn)
 	}
 }
 
@@ -542,4 +556,5 @@ func (c *Config) validateHAProxy(p *problems) {
 	if b != "" && strings.TrimSpace(b) == "" {
 		p.add("haproxy.binary", quote(b), "must not be blank")
 	}
+	c.validateHAProxyIdentity(p)
 }

@@ -196,6 +196,16 @@ func TestValidate(t *testing.T) {
 			`timeouts.http_keep_alive: -1m30s: must be greater than 0`},
 		{"drain negative", func(c *Config) { c.Timeouts.Drain = dur(-time.Second) },
 			`timeouts.drain: -1s: must not be negative`},
+		{"max_transfer negative", func(c *Config) { c.Timeouts.MaxTransfer = dur(-time.Hour) },
+			`timeouts.max_transfer: -1h: must be greater than 0`},
+		{"tls_handshake sub-millisecond", func(c *Config) { c.Timeouts.TLSHandshake = dur(time.Microsecond) },
+			`timeouts.tls_handshake: 1µs: must be at least 1ms (HAProxy counts in milliseconds)`},
+
+		// limits
+		{"connections per source negative", func(c *Config) { c.Limits.ConnectionsPerSource = intp(-1) },
+			`limits.connections_per_source: -1: must be 0 (no cap) to 1000000`},
+		{"connection rate too high", func(c *Config) { c.Limits.ConnectionRatePerSource = 2000000 },
+			`limits.connection_rate_per_source: 2000000: must be 0 (no cap) to 1000000 per second`},
 
 		// ha
 		{"ha mode", func(c *Config) { c.HA.Mode = "carp" },

@@ -33,6 +33,7 @@ import (
 	"github.com/ober-ingress/ober/control/bgp"
 	"github.com/ober-ingress/ober/control/config"
 	"github.com/ober-ingress/ober/control/handoff"
+	"github.com/ober-ingress/ober/control/handshake"
 	"github.com/ober-ingress/ober/control/haproxy"
 	"github.com/ober-ingress/ober/control/sdnotify"
 	"github.com/ober-ingress/ober/control/supervisor"
@@ -81,6 +82,8 @@ type Daemon struct {
 	handoff *handoff.Handoff
 	// flowReader feeds the handoff the connections this node makes.
 	flowReader *loader.FlowReader
+	// reaper bounds TLS handshakes where HAProxy cannot.
+	reaper *handshake.Reaper
 	// ka and tracker run in ha.mode vrrp.
 	ka      *vrrp.Keepalived
 	tracker *tracker
@@ -184,6 +187,11 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("haproxy.binary: %w", err)
 	}
 	d.log.Info("haproxy found", "binary", cfg.HAProxy.Binary, "version", d.version.String())
+	if !haproxy.FeaturesFor(d.version).ClientHandshakeTimeout {
+		// HAProxy bounds the handshake only from 3.0 on; here ober does,
+		// once the instances serve.
+		d.reaper = &handshake.Reaper{Bound: d.tlsHandshakeBound, Services: d.tlsServices, Logger: d.log.With("part", "haproxy")}
+	}
 	b, err := build(ctx, cfg, opts.Resolver, d.version, nil)
 	if err != nil {
 		return fmt.Errorf("config %s: %w", opts.ConfigPath, err)
@@ -193,6 +201,9 @@ func Run(ctx context.Context, opts Options) error {
 			"configured", cfg.Instances.MaxConn, "used", b.maxConn, "nofile", fdLimit())
 	}
 	if err := b.check(ctx); err != nil {
+		return fmt.Errorf("config %s: %w", opts.ConfigPath, err)
+	}
+	if err := prepareChroot(cfg.HAProxy.Chroot); err != nil {
 		return fmt.Errorf("config %s: %w", opts.ConfigPath, err)
 	}
 
@@ -230,15 +241,15 @@ func Run(ctx context.Context, opts Options) error {
 		seed, prev = h.Sum32(), nil
 	}
 	d.sup, err = supervisor.New(supervisor.Options{
-		Dataplane:  d.dp,
-		Binary:     cfg.HAProxy.Binary,
-		RuntimeDir: cfg.Node.RuntimeDir,
-		Logger:     d.log.With("part", "haproxy"),
-		MaglevSize: loader.MaglevDefaultSize,
-		MaglevSeed: seed,
-		MaglevPrev: prev,
-		Drain:      drainOf(cfg),
-		OnChange:   d.kick,
+		Dataplane:   d.dp,
+		Binary:      cfg.HAProxy.Binary,
+		RuntimeDir:  cfg.Node.RuntimeDir,
+		Logger:      d.log.With("part", "haproxy"),
+		MaglevSize:  loader.MaglevDefaultSize,
+		MaglevSeed:  seed,
+		MaglevPrev:  prev,
+		MaxTransfer: cfg.Timeouts.MaxTransfer.Duration,
+		OnChange:    d.kick,
 	})
 	if err != nil {
 		return err
@@ -299,9 +310,13 @@ func Run(ctx context.Context, opts Options) error {
 	if err := d.sup.Apply(ctx, d.plan(b)); err != nil {
 		return fmt.Errorf("start instances: %w", err)
 	}
+	b.pruneACLs()
 	d.mu.Lock()
 	d.cur, d.generation, d.loadedAt, d.ready = b, 1, time.Now(), true
 	d.mu.Unlock()
+	if d.reaper != nil {
+		go d.reaper.Run(ctx)
+	}
 	switch cfg.HA.Mode {
 	case config.HAModeBGP:
 		if err := d.startBGP(ctx, cfg); err != nil {
@@ -350,6 +365,25 @@ func Run(ctx context.Context, opts Options) error {
 			return ErrRestart
 		}
 	}
+}
+
+// tlsHandshakeBound is timeouts.tls_handshake in force.
+func (d *Daemon) tlsHandshakeBound() time.Duration {
+	if cfg := d.config(); cfg != nil {
+		return cfg.Timeouts.TLSHandshake.Duration
+	}
+	return config.DefaultTLSHandshake
+}
+
+// tlsServices are the VIP:port pairs of the TLS services in force.
+func (d *Daemon) tlsServices() map[netip.AddrPort]bool {
+	d.mu.Lock()
+	b := d.cur
+	d.mu.Unlock()
+	if b == nil {
+		return nil
+	}
+	return b.tlsServices()
 }
 
 func drainOf(cfg *config.Config) time.Duration {
@@ -433,9 +467,10 @@ func (d *Daemon) cfgOrNil() *config.Config {
 // and whitelists once b's instances serve.
 func (d *Daemon) plan(b *built) supervisor.Plan {
 	return supervisor.Plan{
-		Slots:     b.slots,
-		Listeners: b.listeners,
-		Render:    b.render,
+		Slots:       b.slots,
+		Listeners:   b.listeners,
+		Render:      b.render,
+		MaxTransfer: b.cfg.Timeouts.MaxTransfer.Duration,
 		Commit: func() error {
 			for id, ps := range b.whitelists() {
 				if _, err := d.dp.SetWhitelist(id, ps); err != nil {
@@ -480,7 +515,15 @@ func (d *Daemon) reload(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("config %s: %w", d.opts.ConfigPath, err)
 	}
+	defer func() {
+		if err != nil {
+			b.removeACLs(prev) // refused: no new instance loads them
+		}
+	}()
 	if err := b.check(ctx); err != nil {
+		return fmt.Errorf("config %s: %w", d.opts.ConfigPath, err)
+	}
+	if err := prepareChroot(cfg.HAProxy.Chroot); err != nil {
 		return fmt.Errorf("config %s: %w", d.opts.ConfigPath, err)
 	}
 	var kc vrrp.Config
@@ -512,6 +555,7 @@ func (d *Daemon) reload(ctx context.Context) (err error) {
 		undo()
 		return fmt.Errorf("start new instances: %w", err)
 	}
+	b.pruneACLs()
 	// Committed: let go of what the old configuration had and the new one
 	// does not.
 	for _, iface := range attachedBefore {

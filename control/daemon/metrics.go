@@ -38,6 +38,7 @@ type collector struct {
 	hoSent, hoReceived     *prometheus.Desc
 	hoPeerBackends         *prometheus.Desc
 	bgpOutage              *prometheus.Desc
+	tlsReaped              *prometheus.Desc
 }
 
 func newCollector(d *Daemon) *collector {
@@ -81,6 +82,7 @@ func newCollector(d *Daemon) *collector {
 		hoSent:         desc("handoff_flows_sent_total", "Connection records sent to the other nodes."),
 		hoReceived:     desc("handoff_flows_received_total", "Connection records received from the other nodes."),
 		hoPeerBackends: desc("handoff_peer_backends_up", "For each other node heard from in the last 1.5 s: 1 when it reports a backend up.", "node"),
+		tlsReaped:      desc("tls_handshake_timeouts_total", "Connections ober ended because their TLS handshake outlasted timeouts.tls_handshake (HAProxy before 3.0, which has no handshake timeout of its own)."),
 		bgpOutage:      desc("bgp_backend_outage", "1 while the node announces although no backend is up, because no other node reports one up (clients get 503)."),
 	}
 }
@@ -91,7 +93,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		c.attached, c.configGen, c.healthy, c.instanceSlots,
 		c.bgpUp, c.bgpBFDUp, c.bgpFlaps, c.bgpPrefixes, c.bgpAnnouncing, c.bgpWithdraws,
 		c.vrrpState, c.vrrpMaster, c.vrrpHeld, c.vrrpTrans, c.vrrpRestarts, c.vrrpHealthy,
-		c.hoRefused, c.hoActive, c.hoSent, c.hoReceived, c.hoPeerBackends, c.bgpOutage} {
+		c.hoRefused, c.hoActive, c.hoSent, c.hoReceived, c.hoPeerBackends, c.bgpOutage, c.tlsReaped} {
 		ch <- d
 	}
 }
@@ -169,6 +171,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		if d.ann != nil {
 			gauge(c.bgpOutage, b2f(d.ann.backendOutage()))
 		}
+	}
+	if d.reaper != nil {
+		counter(c.tlsReaped, float64(d.reaper.Reaped()))
 	}
 	if d.handoff != nil {
 		st := d.handoff.Stats()

@@ -20,7 +20,8 @@ import (
 // built is one configuration turned into everything the node runs: the
 // dataplane's tables, the instance slots and listeners, and what the
 // HAProxy renderer needs. Building it changes nothing on the node except
-// writing certificate bundles under the runtime directory.
+// writing certificate bundles and this build's whitelist files under the
+// runtime directory.
 type built struct {
 	cfg       *config.Config
 	res       *config.Resolved
@@ -36,6 +37,10 @@ type built struct {
 	maxConn int
 	// ids are the listener IDs by what they serve, kept across reloads.
 	ids map[listenerKey]uint32
+	// acls are the whitelist files HAProxy loads, by list name: named
+	// by their content, as the certificate bundles are, so that an
+	// unchanged list keeps its file.
+	acls map[string]string
 }
 
 // listenerKey is what a listener serves. A reload keeps the ID of a
@@ -87,6 +92,7 @@ type frontend struct {
 	svc       config.Service
 	listeners []supervisor.Listener
 	pem       string
+	vips      []netip.Addr
 }
 
 // build resolves names and lays the configuration out. The certificate
@@ -97,7 +103,7 @@ func build(ctx context.Context, cfg *config.Config, r resolver, v haproxy.Versio
 	if err != nil {
 		return nil, err
 	}
-	b := &built{cfg: cfg, res: res, version: v, maxConn: cfg.Instances.MaxConn}
+	b := &built{cfg: cfg, res: res, version: v, maxConn: cfg.Instances.MaxConn, acls: map[string]string{}}
 	if fit := maxConnFor(fdLimit()); b.maxConn > fit {
 		b.maxConn = fit
 	}
@@ -110,9 +116,9 @@ func build(ctx context.Context, cfg *config.Config, r resolver, v haproxy.Versio
 	}
 	alloc := newListenerIDs(prevIDs)
 	for i, svc := range cfg.Services {
-		fe := frontend{svc: svc}
+		fe := frontend{svc: svc, vips: cfg.ServiceVIPs(i)}
 		ids := map[int]uint32{}
-		for _, vip := range cfg.ServiceVIPs(i) {
+		for _, vip := range fe.vips {
 			fam := 4
 			if vip.Is6() {
 				fam = 6
@@ -140,6 +146,16 @@ func build(ctx context.Context, cfg *config.Config, r resolver, v haproxy.Versio
 				s.Whitelist = wl
 			}
 			b.services = append(b.services, s)
+		}
+		if svc.Mode == "http" && b.acls[svc.Whitelist] == "" {
+			// HAProxy checks the whitelist too, from a file of this build.
+			ps := res.Whitelists[svc.Whitelist]
+			sum := sha256.Sum256(haproxy.ACLContent(ps))
+			path := haproxy.ACLFile(cfg.Node.RuntimeDir, svc.Whitelist, hex.EncodeToString(sum[:6]))
+			if err := haproxy.WriteACL(path, ps); err != nil {
+				return nil, fmt.Errorf("services[%d].whitelist: %w", i, err)
+			}
+			b.acls[svc.Whitelist] = path
 		}
 		if svc.Mode == "tls" {
 			pem, err := bundle(cfg, svc)
@@ -232,6 +248,9 @@ func (b *built) instance(sl supervisor.Slot, fds map[uint32]int, statsSocket str
 		MaxConn:        b.maxConn,
 		ServedByHeader: c.HAProxy.ServedByHeader,
 		Version:        b.version,
+		User:           c.HAProxy.User,
+		Group:          c.HAProxy.Group,
+		Chroot:         c.HAProxy.Chroot,
 	}
 	in.Health.Path = c.Backends.Health.Path
 	in.Health.Interval = c.Backends.Health.Interval.Duration
@@ -243,15 +262,68 @@ func (b *built) instance(sl supervisor.Slot, fds map[uint32]int, statsSocket str
 	in.Timeouts.Server = t.Server.Duration
 	in.Timeouts.HTTPRequest = t.HTTPRequest.Duration
 	in.Timeouts.HTTPKeepAlive = t.HTTPKeepAlive.Duration
-	in.Timeouts.Drain = t.Drain.Duration
+	// A replaced instance finishes its transfers (a reload, a restart
+	// handover); a stop ends them sooner, the supervisor's drain.
+	in.Timeouts.Drain = t.MaxTransfer.Duration
+	in.Timeouts.TLSHandshake = t.TLSHandshake.Duration
+	// Each instance holds its share of a client's limits: the flow hash
+	// spreads a client's connections over the instances.
+	in.ConnsPerSource = ceilDiv(*c.Limits.ConnectionsPerSource, len(b.slots))
+	in.RatePerSource = ceilDiv(c.Limits.ConnectionRatePerSource, len(b.slots))
 	for _, fe := range b.frontends {
-		f := haproxy.Frontend{Name: fe.svc.Name, Mode: fe.svc.Mode, Port: fe.svc.Port, PEM: fe.pem}
+		f := haproxy.Frontend{Name: fe.svc.Name, Mode: fe.svc.Mode, Port: fe.svc.Port, PEM: fe.pem,
+			VIPs: fe.vips, Whitelist: b.acls[fe.svc.Whitelist]}
 		for _, l := range fe.listeners {
 			f.Binds = append(f.Binds, haproxy.Bind{FD: fds[l.ID], Family: l.Family})
 		}
 		in.Frontends = append(in.Frontends, f)
 	}
 	return in
+}
+
+func ceilDiv(n, d int) int {
+	if d <= 0 {
+		return n
+	}
+	return (n + d - 1) / d
+}
+
+// pruneACLs removes the whitelist files of builds before b: their
+// instances are retired and never restarted, and each has its lists in
+// memory.
+func (b *built) pruneACLs() {
+	for list := range b.acls {
+		files, _ := haproxy.ACLFiles(b.cfg.Node.RuntimeDir, list)
+		for _, f := range files {
+			if f != b.acls[list] {
+				os.Remove(f)
+			}
+		}
+	}
+}
+
+// removeACLs removes this build's whitelist files, it was refused, but
+// for the ones the running build loads too.
+func (b *built) removeACLs(running *built) {
+	for list, f := range b.acls {
+		if running == nil || running.acls[list] != f {
+			os.Remove(f)
+		}
+	}
+}
+
+// tlsServices are the VIP:port pairs of the TLS services.
+func (b *built) tlsServices() map[netip.AddrPort]bool {
+	out := map[netip.AddrPort]bool{}
+	for _, fe := range b.frontends {
+		if fe.svc.Mode != config.ModeTLS {
+			continue
+		}
+		for _, v := range fe.vips {
+			out[netip.AddrPortFrom(v.Unmap(), fe.svc.Port)] = true
+		}
+	}
+	return out
 }
 
 func (b *built) render(sl supervisor.Slot, fds map[uint32]int, statsSocket string) ([]byte, error) {

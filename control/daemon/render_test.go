@@ -14,12 +14,16 @@ import (
 
 	"github.com/ober-ingress/ober/control/certs"
 	"github.com/ober-ingress/ober/control/config"
+	"github.com/ober-ingress/ober/control/sysuser"
 )
 
 func TestRenderPreviewTouchesNothing(t *testing.T) {
 	if _, err := exec.LookPath("haproxy"); err != nil {
 		t.Fatal("RenderPreview needs HAProxy: apt-get install haproxy")
 	}
+	// The configuration names ober-haproxy, as on a bootstrapped node.
+	_, err := sysuser.Ensure(context.Background(), sysuser.HAProxyUser)
+	require.NoError(t, err)
 	dir := t.TempDir()
 	run, state := filepath.Join(dir, "run"), filepath.Join(dir, "state")
 	cfg, err := config.Parse(fmt.Appendf(nil, `
@@ -55,6 +59,8 @@ instances: {count: 1}
 	require.Equal(t, p1.Bundles, p2.Bundles)
 	require.True(t, strings.HasPrefix(p1.Bundles[0], filepath.Join(run, "tls", "https-")), p1.Bundles[0])
 	require.Contains(t, string(p1.HAProxy[0].Data), "crt "+p1.Bundles[0]+" ")
+	require.Contains(t, string(p1.HAProxy[0].Data), "\n    user ober-haproxy\n    group ober-haproxy\n    chroot "+filepath.Join(run, "empty")+"\n",
+		"the instances drop to ober-haproxy in the runtime directory's empty directory, which the preview does not create")
 	after, err := os.ReadFile(filepath.Join(state, "tls", "selfsigned.crt"))
 	require.NoError(t, err)
 	require.Equal(t, before, after)

@@ -125,6 +125,12 @@ type HAProxyStatus struct {
 	Restarts   uint64                      `json:"restarts"`
 	Draining   int                         `json:"draining"`
 	Instances  []supervisor.InstanceStatus `json:"instances"`
+	// OldGenerations counts the earlier generations still finishing
+	// transfers after a reload or a restart handover; Retired lists their
+	// instances, each with when it is stopped at the latest
+	// (timeouts.max_transfer).
+	OldGenerations int                        `json:"old_generations"`
+	Retired        []supervisor.RetiredStatus `json:"retired,omitempty"`
 }
 
 // BackendStatus is one backend server across the healthy instances: it
@@ -186,6 +192,8 @@ func (d *Daemon) daemonStatus(ctx context.Context) *DaemonStatus {
 		ds.HAProxy.Restarts = st.Restarts
 		ds.HAProxy.Draining = st.Draining
 		ds.HAProxy.Instances = st.Instances
+		ds.HAProxy.OldGenerations = st.OldGenerations
+		ds.HAProxy.Retired = st.Retired
 		ds.Backends = backends(b, st)
 	}
 	if d.speaker != nil {

@@ -24,6 +24,7 @@ func checkInstance(t *testing.T, v Version, dir string) Instance {
 	in.Version = v
 	in.StatsSocket = filepath.Join(dir, "s.sock")
 	in.Frontends[0].PEM = cert.CombinedPEM
+	unprivileged(t, &in, dir)
 	in.Servers = []Server{
 		{Name: "v4", Addr: netip.MustParseAddrPort("192.0.2.10:9000"), Weight: 100},
 		{Name: "v6", Addr: netip.MustParseAddrPort("[2001:db8::10]:9000"), Weight: 100},

@@ -3,6 +3,8 @@ package haproxy
 import (
 	"context"
 	"crypto/x509"
+	"errors"
+	"io/fs"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -13,6 +15,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ober-ingress/ober/control/certs"
+	"github.com/ober-ingress/ober/control/sysuser"
+	"github.com/ober-ingress/ober/internal/procstat"
 )
 
 // haproxyBinary is the HAProxy the real tests run: /usr/sbin/haproxy, else
@@ -108,5 +112,31 @@ func baseInstance() Instance {
 		MaxConn:        20000,
 		ServedByHeader: true,
 		Version:        Version{Major: 2, Minor: 6, Patch: 12, Raw: "HAProxy version 2.6.12-1+deb12u4 2026/10/17 - https://haproxy.org/"},
+		User:           sysuser.HAProxyUser,
+		Group:          sysuser.HAProxyUser,
+		Chroot:         "/run/ober/empty",
 	}
+}
+
+// unprivileged makes in drop to ober-haproxy (created when the machine
+// lacks it) in an empty directory under dir, as the daemon's instances
+// do, so that a real run shows what they go through.
+func unprivileged(t *testing.T, in *Instance, dir string) {
+	t.Helper()
+	_, err := sysuser.Ensure(context.Background(), sysuser.HAProxyUser)
+	require.NoError(t, err)
+	in.User, in.Group = sysuser.HAProxyUser, sysuser.HAProxyUser
+	in.Chroot = filepath.Join(dir, "empty")
+	if err := os.Mkdir(in.Chroot, 0o555); !errors.Is(err, fs.ErrExist) {
+		require.NoError(t, err)
+	}
+	require.NoError(t, os.Chmod(in.Chroot, 0o555))
+}
+
+// procStatus is /proc/<pid>/status as field -> value.
+func procStatus(t *testing.T, pid int) map[string]string {
+	t.Helper()
+	st, err := procstat.Status(pid)
+	require.NoError(t, err)
+	return st
 }

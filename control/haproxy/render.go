@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"path"
 	"regexp"
 	"strings"
 	"time"
@@ -65,6 +66,14 @@ type Frontend struct {
 	Binds []Bind
 	// PEM is, for tls, a combined PEM file (chain and key).
 	PEM string
+	// VIPs are the destinations the frontend accepts: a connection to
+	// any other address, one made to the listener's own loopback port,
+	// did not come through sk_lookup and is closed at once. Empty
+	// accepts any (a plain HAProxy bound to its addresses).
+	VIPs []netip.Addr
+	// Whitelist is a file of client prefixes, one per line (WriteACL):
+	// only those may connect. Empty admits every client.
+	Whitelist string
 }
 
 // Server is one S3 backend server.
@@ -107,6 +116,9 @@ type Timeouts struct {
 	// Drain is how long a soft-stopped instance may finish its
 	// connections (hard-stop-after); 0 waits for them indefinitely.
 	Drain time.Duration
+	// TLSHandshake bounds a TLS handshake where HAProxy can (timeout
+	// client-hs, 3.0 and later); 0 leaves it to the client timeout.
+	TLSHandshake time.Duration
 }
 
 // Instance is one HAProxy process: one configuration file.
@@ -130,6 +142,10 @@ type Instance struct {
 	MaxConn int
 	// ServedByHeader adds "X-Served-By: <Node>/<Index>" to responses.
 	ServedByHeader bool
+	// ConnsPerSource caps the connections one client address may have
+	// open on this instance, RatePerSource the ones it may open per
+	// second; 0 is no cap.
+	ConnsPerSource, RatePerSource int
 	// Version is the HAProxy release the file is for (DetectVersion).
 	Version Version
 	// Threads above 1 renders one unpinned process with that many
@@ -137,10 +153,18 @@ type Instance struct {
 	// HAProxy deployment runs, for side-by-side benchmarks. ober's
 	// instances leave it 0.
 	Threads int
+	// User and Group are the unprivileged account HAProxy switches to,
+	// and Chroot the empty directory it confines itself to, once it has
+	// read its configuration and certificates and created its runtime
+	// socket as root. All three are required: no rendered instance
+	// keeps root's privileges.
+	User, Group, Chroot string
 }
 
 var (
 	nameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
+	// accountRE is a user or group name HAProxy looks up (not a number).
+	accountRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]*$`)
 	// hostRE covers DNS names and bracketed or bare IP literals.
 	hostRE = regexp.MustCompile(`^[A-Za-z0-9_.:\[\]-]+$`)
 )
@@ -202,6 +226,12 @@ func Render(in Instance) ([]byte, error) {
 	}
 	w.opt("maxconn %d", in.MaxConn)
 	w.opt("stats socket %s mode 600 level admin", in.StatsSocket)
+	// Applied after the files above and below are read and the sockets
+	// created, as root: the keys and the runtime socket stay root's, and
+	// the running process has no capability and sees an empty tree.
+	w.opt("user %s", in.User)
+	w.opt("group %s", in.Group)
+	w.opt("chroot %s", in.Chroot)
 	if t.Drain > 0 {
 		w.opt("hard-stop-after %s", duration(t.Drain))
 	}
@@ -242,7 +272,11 @@ func Render(in Instance) ([]byte, error) {
 	w.opt("timeout server-fin %s", duration(min(finTimeout, t.Server)))
 	w.opt("timeout tunnel %s", duration(t.Client))
 	if f.ClientHandshakeTimeout {
-		w.opt("timeout client-hs %s", duration(t.HTTPRequest))
+		hs := t.TLSHandshake
+		if hs == 0 {
+			hs = t.HTTPRequest
+		}
+		w.opt("timeout client-hs %s", duration(hs))
 	}
 	w.line("")
 
@@ -256,6 +290,7 @@ func Render(in Instance) ([]byte, error) {
 			w.opt("%s  # IPv%d port %d", bind, b.Family, fe.Port)
 		}
 		w.opt("maxconn %d", in.MaxConn)
+		acceptRules(&w, in, fe)
 		proto := "http"
 		if fe.Mode == ModeTLS {
 			proto = "https"
@@ -284,6 +319,45 @@ func Render(in Instance) ([]byte, error) {
 		w.opt("%s", serverLine(s))
 	}
 	return w.bytes(), nil
+}
+
+// acceptRules are the frontend's checks at accept, before TLS and before
+// any byte is read: they close a connection at once.
+func acceptRules(w *writer, in Instance, fe Frontend) {
+	if len(fe.VIPs) > 0 {
+		// sk_lookup hands over connections to the VIPs; one to the
+		// listener's own loopback port came another way, past XDP.
+		var vips []string
+		for _, v := range fe.VIPs {
+			vips = append(vips, v.Unmap().String())
+		}
+		w.opt("tcp-request connection reject unless { dst %s }", strings.Join(vips, " "))
+	}
+	if fe.Whitelist != "" {
+		// The list XDP enforces on node.interfaces, again: a connection
+		// through another NIC, a tunnel or from this node never met it.
+		w.opt("tcp-request connection reject unless { src -f %s }", fe.Whitelist)
+	}
+	if in.ConnsPerSource == 0 && in.RatePerSource == 0 {
+		return
+	}
+	// One row per client address; room for every connection the
+	// instance may hold, each from another address, and as many gone.
+	var store []string
+	if in.ConnsPerSource > 0 {
+		store = append(store, "conn_cur")
+	}
+	if in.RatePerSource > 0 {
+		store = append(store, "conn_rate(1s)")
+	}
+	w.opt("stick-table type ipv6 size %d expire 10s store %s", 2*in.MaxConn, strings.Join(store, ","))
+	w.opt("tcp-request connection track-sc0 src")
+	if in.ConnsPerSource > 0 {
+		w.opt("tcp-request connection reject if { sc0_conn_cur gt %d }", in.ConnsPerSource)
+	}
+	if in.RatePerSource > 0 {
+		w.opt("tcp-request connection reject if { sc0_conn_rate gt %d }", in.RatePerSource)
+	}
 }
 
 func serverLine(s Server) string {
@@ -354,6 +428,9 @@ func validate(in *Instance) error {
 	if in.MaxConn <= 0 {
 		bad("maxconn %d must be positive", in.MaxConn)
 	}
+	if in.ConnsPerSource < 0 || in.RatePerSource < 0 {
+		bad("per-source limits %d connections, %d per second: must not be negative", in.ConnsPerSource, in.RatePerSource)
+	}
 	switch {
 	case in.StatsSocket == "":
 		bad("stats socket path is required")
@@ -366,6 +443,26 @@ func validate(in *Instance) error {
 	}
 	if !balances[in.Balance] {
 		bad("balance %q: want leastconn, roundrobin, source, random or first", in.Balance)
+	}
+	for _, a := range []struct{ kind, name string }{{"user", in.User}, {"group", in.Group}} {
+		switch {
+		case a.name == "":
+			bad("%s is required: HAProxy must not keep root's privileges", a.kind)
+		case !accountRE.MatchString(a.name):
+			bad("%s %q is not a user or group name", a.kind, a.name)
+		case a.name == "root":
+			bad("%s root: HAProxy must not keep root's privileges", a.kind)
+		}
+	}
+	switch {
+	case in.Chroot == "":
+		bad("chroot directory is required")
+	case !strings.HasPrefix(in.Chroot, "/"):
+		bad("chroot directory %q must be absolute", in.Chroot)
+	case !safeWord(in.Chroot):
+		bad("chroot directory %q has a space, quote, '#' or control character", in.Chroot)
+	case path.Clean(in.Chroot) == "/":
+		bad("chroot directory %q is the whole file system", in.Chroot)
 	}
 	validateTimeouts(in.Timeouts, bad)
 
@@ -394,6 +491,14 @@ func validate(in *Instance) error {
 		}
 		if fe.Port == 0 {
 			bad("%s: port is required", label)
+		}
+		for _, v := range fe.VIPs {
+			if !v.IsValid() || v.Zone() != "" {
+				bad("%s: VIP %s is not an address", label, v)
+			}
+		}
+		if fe.Whitelist != "" && (!strings.HasPrefix(fe.Whitelist, "/") || !safeWord(fe.Whitelist)) {
+			bad("%s: whitelist file %q must be an absolute path without spaces, quotes, '#' or control characters", label, fe.Whitelist)
 		}
 		if len(fe.Binds) == 0 {
 			bad("%s: no binds (inherited sockets)", label)
@@ -493,6 +598,9 @@ func validateTimeouts(t Timeouts, bad func(string, ...any)) {
 	}
 	if t.Drain < 0 || t.Drain > maxTimeout {
 		bad("drain timeout %v: want 0..%v", t.Drain, maxTimeout)
+	}
+	if t.TLSHandshake < 0 || t.TLSHandshake > maxTimeout {
+		bad("tls handshake timeout %v: want 0..%v", t.TLSHandshake, maxTimeout)
 	}
 }
 

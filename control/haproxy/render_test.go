@@ -45,6 +45,9 @@ func TestRenderDirectives(t *testing.T) {
 		"cpu-map 1/all 1",
 		"maxconn 20000",
 		"stats socket /run/ober/haproxy-2.sock mode 600 level admin",
+		"user ober-haproxy",
+		"group ober-haproxy",
+		"chroot /run/ober/empty",
 		"hard-stop-after 30s",
 		"log stdout format raw local0 notice",
 		"ssl-default-bind-ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305",
@@ -268,6 +271,16 @@ func TestRenderInputErrors(t *testing.T) {
 		{"no version", func(in *Instance) { in.Version = Version{} }, "version not set"},
 		{"old version", func(in *Instance) { in.Version = Version{Major: 2, Minor: 4, Patch: 1} }, "2.4.1 is too old"},
 		{"negative cpu", func(in *Instance) { in.CPU = -1 }, "CPU -1"},
+		{"no user", func(in *Instance) { in.User = "" }, "user is required: HAProxy must not keep root's privileges"},
+		{"root user", func(in *Instance) { in.User = "root" }, "user root: HAProxy must not keep root's privileges"},
+		{"numeric user", func(in *Instance) { in.User = "0" }, `user "0" is not a user or group name`},
+		{"no group", func(in *Instance) { in.Group = "" }, "group is required"},
+		{"root group", func(in *Instance) { in.Group = "root" }, "group root: HAProxy must not keep root's privileges"},
+		{"group with space", func(in *Instance) { in.Group = "a b" }, `group "a b" is not a user or group name`},
+		{"no chroot", func(in *Instance) { in.Chroot = "" }, "chroot directory is required"},
+		{"relative chroot", func(in *Instance) { in.Chroot = "empty" }, `chroot directory "empty" must be absolute`},
+		{"chroot /", func(in *Instance) { in.Chroot = "//" }, `chroot directory "//" is the whole file system`},
+		{"chroot with space", func(in *Instance) { in.Chroot = "/run/my empty" }, "chroot directory \"/run/my empty\" has a space"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := baseInstance()

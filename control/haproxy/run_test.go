@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -252,6 +253,7 @@ func realRun(t *testing.T, bin string) {
 		ServedByHeader: true,
 		Version:        v,
 	}
+	unprivileged(t, &in, dir)
 	cfg := writeConfig(t, dir, in)
 	require.NoError(t, Check(ctx, bin, cfg, []int{3, 4}))
 	cmd, out, exited := startHAProxy(t, bin, cfg, tlsFile, httpFile)
@@ -274,6 +276,36 @@ func realRun(t *testing.T, bin string) {
 			}
 		}
 		return nil
+	})
+
+	t.Run("unprivileged in the chroot", func(t *testing.T) {
+		// What it gave up: every id is ober-haproxy's, no capability is
+		// left, and its root is the empty directory.
+		u, err := user.Lookup(in.User)
+		require.NoError(t, err)
+		g, err := user.LookupGroup(in.Group)
+		require.NoError(t, err)
+		st := procStatus(t, cmd.Process.Pid)
+		require.Equal(t, []string{u.Uid, u.Uid, u.Uid, u.Uid}, strings.Fields(st["Uid"]), "real, effective, saved, filesystem uid")
+		require.Equal(t, []string{g.Gid, g.Gid, g.Gid, g.Gid}, strings.Fields(st["Gid"]), "real, effective, saved, filesystem gid")
+		require.Empty(t, strings.TrimSpace(st["Groups"]), "no supplementary groups (root's are dropped)")
+		for _, c := range []string{"CapEff", "CapPrm", "CapAmb"} {
+			require.Equal(t, "0000000000000000", st[c], c)
+		}
+		root, err := os.Readlink(fmt.Sprintf("/proc/%d/root", cmd.Process.Pid))
+		require.NoError(t, err)
+		require.Equal(t, in.Chroot, root)
+
+		// What it read first, as root: the key bundle only root may read
+		// (the TLS requests below are served with it), and the runtime
+		// socket it made root's, which ober talks to (the runtime API
+		// below).
+		for _, f := range []string{cert.CombinedPEM, sock} {
+			fi, err := os.Stat(f)
+			require.NoError(t, err)
+			require.Equal(t, os.FileMode(0o600), fi.Mode().Perm(), f)
+			require.Equal(t, uint32(0), fi.Sys().(*syscall.Stat_t).Uid, f)
+		}
 	})
 
 	t.Run("pinned to the CPU", func(t *testing.T) {
@@ -549,6 +581,7 @@ func TestRealSoftStop(t *testing.T) {
 	in.Health.Interval = 100 * time.Millisecond
 	in.Timeouts.Drain = time.Second
 	in.MaxConn = 1000 // HAProxy needs about 2*maxconn descriptors
+	unprivileged(t, &in, dir)
 	cmd, out, exited := startHAProxy(t, bin, writeConfig(t, dir, in), f)
 	rt := Runtime{Path: in.StatsSocket, Timeout: time.Second}
 	waitReady(t, ctx, rt, exited)

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ober-ingress/ober/control/sysuser"
 	"github.com/ober-ingress/ober/control/tuning"
 	"github.com/ober-ingress/ober/systemd"
 )
@@ -151,6 +152,7 @@ func Bootstrap(ctx context.Context, o Options) error {
 	b.m = &Manifest{Version: manifestVersion, OS: b.os.ID + " " + b.os.VersionID}
 	if old != nil {
 		b.m.Files, b.m.Packages, b.m.Repo = old.Files, old.Packages, old.Repo
+		b.m.Users, b.m.Groups = old.Users, old.Groups
 		b.m.FstabLine, b.m.FstabCreated = old.FstabLine, old.FstabCreated
 		for _, p := range old.Parents {
 			if _, err := os.Stat(host(o.Root, p)); err == nil {
@@ -166,7 +168,7 @@ func Bootstrap(ctx context.Context, o Options) error {
 	steps := []func(context.Context) error{
 		func(ctx context.Context) error { return b.vendorRepo(ctx, repo, keyURL) },
 		func(ctx context.Context) error { return b.installPackages(ctx, missing) },
-		b.binary, b.dirs, b.tmpfiles, b.units, b.sysctl, b.watchdog, b.bpffs, b.completion, b.manifest,
+		b.account, b.binary, b.dirs, b.tmpfiles, b.units, b.sysctl, b.watchdog, b.bpffs, b.completion, b.manifest,
 	}
 	for _, step := range steps {
 		if err := step(ctx); err != nil {
@@ -309,6 +311,63 @@ func (b *bootstrapper) vendorRepo(ctx context.Context, repo Repo, keyURL string)
 	b.r.line(verb, "%s (%s)", repo.Source, repo.Line)
 	b.m.file(repo.Source, src)
 	b.m.Repo = &repo
+	return nil
+}
+
+// account creates the system group and user the HAProxy instances drop
+// to (haproxy.user, haproxy.group): no home, no login shell. Accounts
+// that exist are left as they are and not recorded, so uninstall removes
+// only what bootstrap made.
+func (b *bootstrapper) account(ctx context.Context) error {
+	name := sysuser.HAProxyUser
+	if !b.Live {
+		b.r.line(vSkipped, "user and group %s: --root, no useradd runs (bootstrap the node itself, or create them in the image)", name)
+		return nil
+	}
+	gid, haveGroup, err := sysuser.FindGroup(b.Root, name)
+	if err != nil {
+		return fmt.Errorf("group %s: %w", name, err)
+	}
+	if !haveGroup {
+		args := sysuser.GroupAdd(name)
+		if _, err := runCmd(ctx, nil, args[0], args[1:]...); err != nil {
+			return fmt.Errorf("group %s: %w", name, err)
+		}
+		if gid, haveGroup, err = sysuser.FindGroup(b.Root, name); err != nil || !haveGroup {
+			return fmt.Errorf("group %s: not in /etc/group after groupadd (%v)", name, err)
+		}
+		b.r.line(vCreated, "group %s (gid %d, system group of the HAProxy instances)", name, gid)
+		if !slices.Contains(b.m.Groups, name) {
+			b.m.Groups = append(b.m.Groups, name)
+		}
+	} else {
+		if gid == 0 {
+			return fmt.Errorf("group %s has gid 0 in /etc/group: HAProxy must not run with the root group; give it a system gid of its own", name)
+		}
+		b.r.line(vUnchanged, "group %s (gid %d, system group of the HAProxy instances)", name, gid)
+	}
+	uid, _, haveUser, err := sysuser.FindUser(b.Root, name)
+	if err != nil {
+		return fmt.Errorf("user %s: %w", name, err)
+	}
+	if !haveUser {
+		args := sysuser.UserAdd(name, name)
+		if _, err := runCmd(ctx, nil, args[0], args[1:]...); err != nil {
+			return fmt.Errorf("user %s: %w", name, err)
+		}
+		if uid, _, haveUser, err = sysuser.FindUser(b.Root, name); err != nil || !haveUser {
+			return fmt.Errorf("user %s: not in /etc/passwd after useradd (%v)", name, err)
+		}
+		b.r.line(vCreated, "user %s (uid %d, the HAProxy instances run as it: no home, no login shell)", name, uid)
+		if !slices.Contains(b.m.Users, name) {
+			b.m.Users = append(b.m.Users, name)
+		}
+		return nil
+	}
+	if uid == 0 {
+		return fmt.Errorf("user %s has uid 0 in /etc/passwd: HAProxy must not run as root; give it a system uid of its own", name)
+	}
+	b.r.line(vUnchanged, "user %s (uid %d, the HAProxy instances run as it)", name, uid)
 	return nil
 }
 

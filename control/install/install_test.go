@@ -58,6 +58,18 @@ grep -v '^#' "$2" | grep . | while IFS= read -r l; do
 done`,
 	"mount": `echo "mount $*" >> "$FAKE/log"
 mkdir -p "$ROOT/proc"; echo "bpf /sys/fs/bpf bpf rw 0 0" >> "$ROOT/proc/mounts"`,
+	// The account tools write the tree's /etc/passwd and /etc/group.
+	"groupadd": `echo "groupadd $*" >> "$FAKE/log"
+for n; do :; done
+echo "$n:x:990:" >> "$ROOT/etc/group"`,
+	"useradd": `echo "useradd $*" >> "$FAKE/log"
+for n; do :; done
+g=$(awk -F: '$1 == "'"$n"'" { print $3 }' "$ROOT/etc/group")
+echo "$n:x:991:$g:ober HAProxy instances:/nonexistent:/usr/sbin/nologin" >> "$ROOT/etc/passwd"`,
+	"userdel": `echo "userdel $*" >> "$FAKE/log"
+sed -i "/^$1:/d" "$ROOT/etc/passwd"`,
+	"groupdel": `echo "groupdel $*" >> "$FAKE/log"
+sed -i "/^$1:/d" "$ROOT/etc/group"`,
 }
 
 // machine is a root tree with the fake commands first (and alone) on PATH.
@@ -159,6 +171,14 @@ func TestBootstrapLiveDebian(t *testing.T) {
 	man, err := ReadManifest(m.root)
 	require.NoError(t, err)
 	require.Equal(t, []string{"haproxy", "keepalived"}, man.Packages)
+	// The HAProxy instances' account: a system group, then a system user
+	// in it without home or shell.
+	require.Equal(t, []string{"--system ober-haproxy"}, m.calls("groupadd"))
+	require.Equal(t, []string{"--system --gid ober-haproxy --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin --comment ober HAProxy instances ober-haproxy"}, m.calls("useradd"))
+	require.Contains(t, out.String(), "created   group ober-haproxy (gid 990, system group of the HAProxy instances)\n")
+	require.Contains(t, out.String(), "created   user ober-haproxy (uid 991, the HAProxy instances run as it: no home, no login shell)\n")
+	require.Equal(t, []string{"ober-haproxy"}, man.Users)
+	require.Equal(t, []string{"ober-haproxy"}, man.Groups)
 
 	before := len(m.log())
 	out.Reset()
@@ -170,10 +190,53 @@ func TestBootstrapLiveDebian(t *testing.T) {
 	}
 	require.Len(t, calls, 4, "one query per package")
 	require.Contains(t, out.String(), "unchanged packages haproxy keepalived iproute2 ethtool (installed)\n")
+	require.Contains(t, out.String(), "unchanged group ober-haproxy (gid 990, system group of the HAProxy instances)\n")
+	require.Contains(t, out.String(), "unchanged user ober-haproxy (uid 991, the HAProxy instances run as it)\n")
 	require.True(t, strings.HasSuffix(out.String(), "nothing changed: ober is bootstrapped\n"), out.String())
 	man2, err := ReadManifest(m.root)
 	require.NoError(t, err)
 	require.Equal(t, man.Packages, man2.Packages, "the second run keeps what the first installed")
+	require.Equal(t, man.Users, man2.Users, "the second run keeps the account the first created")
+
+	// Uninstall removes the account bootstrap created, once ober is
+	// stopped.
+	out.Reset()
+	require.NoError(t, Uninstall(context.Background(), UninstallOptions{Root: m.root, Live: true, Out: &out, Yes: true}))
+	require.Equal(t, []string{"ober-haproxy"}, m.calls("userdel"))
+	require.Equal(t, []string{"ober-haproxy"}, m.calls("groupdel"))
+	require.Contains(t, out.String(), "removed   user ober-haproxy (bootstrap created it)\n")
+	require.Contains(t, out.String(), "removed   group ober-haproxy (bootstrap created it)\n")
+	require.NotContains(t, m.read("etc/passwd"), "ober-haproxy")
+	require.NotContains(t, m.read("etc/group"), "ober-haproxy")
+}
+
+// An ober-haproxy account that was there before bootstrap (made by hand,
+// or by an image) is used, not recorded, and left by uninstall; one with
+// uid 0 is refused.
+func TestBootstrapKeepsExistingAccount(t *testing.T) {
+	m := newMachine(t, debian12, "haproxy 2.6", "keepalived 2.2", "iproute2 6.1", "ethtool 6.1")
+	m.file("etc/group", "root:x:0:\nober-haproxy:x:120:\n", 0o644)
+	m.file("etc/passwd", "root:x:0:0:root:/root:/bin/bash\nober-haproxy:x:110:120::/nonexistent:/usr/sbin/nologin\n", 0o644)
+	var out bytes.Buffer
+	require.NoError(t, Bootstrap(context.Background(), m.opts(&out)))
+	require.Empty(t, m.calls("groupadd"))
+	require.Empty(t, m.calls("useradd"))
+	require.Contains(t, out.String(), "unchanged group ober-haproxy (gid 120, system group of the HAProxy instances)\n")
+	require.Contains(t, out.String(), "unchanged user ober-haproxy (uid 110, the HAProxy instances run as it)\n")
+	man, err := ReadManifest(m.root)
+	require.NoError(t, err)
+	require.Empty(t, man.Users)
+	require.Empty(t, man.Groups)
+
+	out.Reset()
+	require.NoError(t, Uninstall(context.Background(), UninstallOptions{Root: m.root, Live: true, Out: &out, Yes: true}))
+	require.Empty(t, m.calls("userdel"))
+	require.Empty(t, m.calls("groupdel"))
+	require.Contains(t, m.read("etc/passwd"), "ober-haproxy:x:110:")
+
+	m.file("etc/passwd", "root:x:0:0:root:/root:/bin/bash\nober-haproxy:x:0:120::/nonexistent:/usr/sbin/nologin\n", 0o644)
+	err = Bootstrap(context.Background(), m.opts(&out))
+	require.EqualError(t, err, "user ober-haproxy has uid 0 in /etc/passwd: HAProxy must not run as root; give it a system uid of its own")
 }
 
 func TestBootstrapLiveRHEL(t *testing.T) {

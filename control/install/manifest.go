@@ -32,6 +32,11 @@ type Manifest struct {
 	Packages []string `json:"packages_installed,omitempty"`
 	// Repo is the vendor HAProxy repository bootstrap configured.
 	Repo *Repo `json:"repo,omitempty"`
+	// Users and Groups are the system accounts bootstrap created (the
+	// HAProxy instances' ober-haproxy); uninstall removes those and no
+	// account that was there before.
+	Users  []string `json:"users_created,omitempty"`
+	Groups []string `json:"groups_created,omitempty"`
 }
 
 // FileRecord is one file bootstrap wrote.
@@ -95,6 +100,8 @@ func (m *Manifest) encode() []byte {
 	sort.Strings(m.Dirs)
 	sort.Strings(m.Parents)
 	sort.Strings(m.Packages)
+	sort.Strings(m.Users)
+	sort.Strings(m.Groups)
 	b, _ := json.MarshalIndent(m, "", "  ")
 	return append(b, '\n')
 }

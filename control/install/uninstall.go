@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ober-ingress/ober/control/sysuser"
 	"github.com/ober-ingress/ober/control/tuning"
 	"github.com/ober-ingress/ober/loader"
 	"github.com/ober-ingress/ober/systemd"
@@ -179,6 +180,9 @@ func Uninstall(ctx context.Context, o UninstallOptions) error {
 		if _, err := os.Stat(host(o.Root, ConfigDir)); err == nil {
 			u.r.line(vKept, "%s (--keep-config)", ConfigDir)
 		}
+	}
+	if err := u.accounts(ctx); err != nil {
+		return err
 	}
 	for _, f := range files {
 		if f.path == BinaryPath {
@@ -370,6 +374,43 @@ func (u *uninstaller) fstab() error {
 		return fmt.Errorf("fstab: %w", err)
 	}
 	u.r.line(vChanged, "%s (removed ober's bpffs line; %s stays mounted for other tools)", FstabPath, BPFFSPath)
+	return nil
+}
+
+// accounts removes the users and groups bootstrap created, now that the
+// instances that ran as them are stopped. Accounts bootstrap found in
+// place are not in the manifest and stay.
+func (u *uninstaller) accounts(ctx context.Context) error {
+	for _, name := range u.m.Users {
+		if _, _, ok, err := sysuser.FindUser(u.Root, name); err != nil || !ok {
+			continue
+		}
+		if !u.Live {
+			u.r.line(vSkipped, "user %s: --root, no userdel runs", name)
+			continue
+		}
+		args := sysuser.UserDel(name)
+		if _, err := runCmd(ctx, nil, args[0], args[1:]...); err != nil {
+			return fmt.Errorf("remove user %s: %w", name, err)
+		}
+		u.r.line(vRemoved, "user %s (bootstrap created it)", name)
+	}
+	for _, name := range u.m.Groups {
+		// userdel removes a user's own group where login.defs says
+		// USERGROUPS_ENAB yes.
+		if _, ok, err := sysuser.FindGroup(u.Root, name); err != nil || !ok {
+			continue
+		}
+		if !u.Live {
+			u.r.line(vSkipped, "group %s: --root, no groupdel runs", name)
+			continue
+		}
+		args := sysuser.GroupDel(name)
+		if _, err := runCmd(ctx, nil, args[0], args[1:]...); err != nil {
+			return fmt.Errorf("remove group %s: %w", name, err)
+		}
+		u.r.line(vRemoved, "group %s (bootstrap created it)", name)
+	}
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"cmp"
 	"context"
 	"slices"
 	"syscall"
@@ -44,6 +45,22 @@ type Status struct {
 	Restarts   uint64           `json:"restarts"`
 	Draining   int              `json:"draining"`
 	Instances  []InstanceStatus `json:"instances"`
+	// Retired are the instances of earlier generations still finishing
+	// their transfers, oldest first.
+	Retired []RetiredStatus `json:"retired,omitempty"`
+	// OldGenerations counts the earlier generations among them.
+	OldGenerations int `json:"old_generations"`
+}
+
+// RetiredStatus is one replaced instance still finishing its transfers.
+// An instance an earlier ober left has Generation 0 and Index -1.
+type RetiredStatus struct {
+	Index      int       `json:"index"`
+	PID        int       `json:"pid"`
+	Generation uint64    `json:"generation"`
+	RetiredAt  time.Time `json:"retired_at"`
+	// StopBy is when it is stopped whatever it still carries.
+	StopBy time.Time `json:"stop_by"`
 }
 
 // Healthy counts instances in service.
@@ -74,6 +91,22 @@ func (s *Supervisor) Status() Status {
 		st.Instances = append(st.Instances, in)
 	}
 	slices.SortFunc(st.Instances, func(a, b InstanceStatus) int { return a.Index - b.Index })
+	gens := map[uint64]bool{}
+	for _, p := range s.retired {
+		st.Retired = append(st.Retired, RetiredStatus{Index: p.slot.Index, PID: p.cmd.pid, Generation: p.gen,
+			RetiredAt: p.retiredAt, StopBy: p.retiredAt.Add(p.maxTransfer)})
+		gens[p.gen] = true
+	}
+	// An earlier ober's instances are one old generation more, of no
+	// number this supervisor knows (0).
+	for pid, at := range s.staleRetiring {
+		st.Retired = append(st.Retired, RetiredStatus{Index: -1, PID: pid, RetiredAt: at, StopBy: at.Add(s.opts.MaxTransfer)})
+		gens[0] = true
+	}
+	slices.SortFunc(st.Retired, func(a, b RetiredStatus) int {
+		return cmp.Or(cmp.Compare(a.Generation, b.Generation), a.Index-b.Index, a.PID-b.PID)
+	})
+	st.OldGenerations = len(gens)
 	return st
 }
 

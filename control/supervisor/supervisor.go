@@ -13,6 +13,7 @@
 package supervisor
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -71,6 +72,11 @@ type Plan struct {
 	// daemon switches the service table there. An error rolls the
 	// sockmap back and stops the new generation.
 	Commit func() error
+	// MaxTransfer is how long an instance of this generation, once
+	// replaced, may finish its transfers before it is killed (its
+	// configuration's hard-stop-after should end it first); 0 takes
+	// Options.MaxTransfer.
+	MaxTransfer time.Duration
 }
 
 // Options configure a Supervisor.
@@ -93,9 +99,10 @@ type Options struct {
 	// SwapGrace is how long a replaced socket keeps its old process after
 	// the swap, for handshakes that were under way; default 500ms.
 	SwapGrace time.Duration
-	// Drain bounds how long retired processes may finish connections
-	// before they are killed; default 30s.
-	Drain time.Duration
+	// MaxTransfer bounds how long replaced processes, and those an
+	// earlier ober left, may finish their transfers before they are
+	// killed, where their plan says nothing; default 1h.
+	MaxTransfer time.Duration
 	// Backoff is the first restart delay, doubled per quick crash up to
 	// MaxBackoff; defaults 100ms and 10s.
 	Backoff, MaxBackoff time.Duration
@@ -132,8 +139,10 @@ type Supervisor struct {
 	stopping bool
 	retired  []*proc
 	stale    []int // PIDs of instances left by an earlier ober
-	reloads  uint64
-	restarts uint64
+	// staleRetiring are those being retired, since when.
+	staleRetiring map[int]time.Time
+	reloads       uint64
+	restarts      uint64
 
 	probeStop chan struct{}
 	probeDone chan struct{}
@@ -161,21 +170,25 @@ func (sl *slot) closeKept() {
 }
 
 type proc struct {
-	slot     Slot
-	gen      uint64
-	cmd      *haproxyCmd
-	socks    map[uint32]*net.TCPListener
-	cfg      string
-	sock     string
-	pidFile  string
-	started  time.Time
-	done     chan struct{}
-	exitErr  error
-	retired  atomic.Bool
-	live     bool // its sockets are in the sockmap
-	failed   int  // consecutive failed probes
-	conns    int64
-	backends []BackendState
+	slot    Slot
+	gen     uint64
+	cmd     *haproxyCmd
+	socks   map[uint32]*net.TCPListener
+	cfg     string
+	sock    string
+	pidFile string
+	started time.Time
+	done    chan struct{}
+	exitErr error
+	retired atomic.Bool
+	// retiredAt is when it was replaced (under the supervisor's lock);
+	// maxTransfer how long it may then finish.
+	retiredAt   time.Time
+	maxTransfer time.Duration
+	live        bool // its sockets are in the sockmap
+	failed      int  // consecutive failed probes
+	conns       int64
+	backends    []BackendState
 }
 
 // New makes a supervisor; nothing runs until Apply. Instances left by a
@@ -204,11 +217,7 @@ func New(opts Options) (*Supervisor, error) {
 	def(&opts.SwapGrace, 500*time.Millisecond)
 	def(&opts.Backoff, 100*time.Millisecond)
 	def(&opts.MaxBackoff, 10*time.Second)
-	if opts.Drain < 0 {
-		opts.Drain = 0
-	} else if opts.Drain == 0 {
-		opts.Drain = 30 * time.Second
-	}
+	def(&opts.MaxTransfer, time.Hour)
 	if err := os.MkdirAll(opts.RuntimeDir, 0o750); err != nil {
 		return nil, fmt.Errorf("supervisor: runtime dir: %w", err)
 	}
@@ -419,10 +428,11 @@ func (s *Supervisor) rebuildMaglev() {
 // predecessor's) where the ID matches; startProc owns reuse.
 func (s *Supervisor) startProc(ctx context.Context, plan *Plan, sl Slot, gen uint64, reuse map[uint32]*net.TCPListener) (*proc, error) {
 	p := &proc{
-		slot:  sl,
-		gen:   gen,
-		socks: map[uint32]*net.TCPListener{},
-		done:  make(chan struct{}),
+		slot:        sl,
+		gen:         gen,
+		socks:       map[uint32]*net.TCPListener{},
+		done:        make(chan struct{}),
+		maxTransfer: cmp.Or(plan.MaxTransfer, s.opts.MaxTransfer),
 	}
 	base := filepath.Join(s.opts.RuntimeDir, fmt.Sprintf("haproxy-%d.g%d", sl.Index, gen))
 	p.cfg, p.sock, p.pidFile = base+".cfg", base+".sock", base+".pid"
@@ -525,6 +535,7 @@ func (s *Supervisor) discard(p *proc) {
 // telling HAProxy to stop listening, so the swap drops none of them.
 func (s *Supervisor) retire(p *proc) {
 	p.retired.Store(true)
+	p.retiredAt = time.Now()
 	s.retired = append(s.retired, p)
 	go func() {
 		deadline := time.Now().Add(s.opts.SwapGrace + 2*time.Second)
@@ -545,8 +556,10 @@ func (s *Supervisor) retire(p *proc) {
 		s.closeSockets(p)
 		select {
 		case <-p.done:
-		case <-time.After(s.opts.Drain + 5*time.Second):
+		case <-time.After(p.maxTransfer + 5*time.Second):
 			// hard-stop-after should have ended it; make sure.
+			s.log.Warn("replaced instance still running after max_transfer; killing it",
+				"instance", p.slot.Index, "generation", p.gen, "pid", p.cmd.pid, "max_transfer", p.maxTransfer)
 			p.cmd.signal(syscall.SIGKILL)
 		}
 	}()
@@ -747,12 +760,27 @@ func (s *Supervisor) findStale() []int {
 // retireStale drains instances of an earlier ober once the new generation
 // has replaced their sockets in the sockmap.
 func (s *Supervisor) retireStale(pids []int) {
+	s.mu.Lock()
+	if s.staleRetiring == nil {
+		s.staleRetiring = map[int]time.Time{}
+	}
+	for _, pid := range pids {
+		s.staleRetiring[pid] = time.Now()
+	}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		for _, pid := range pids {
+			delete(s.staleRetiring, pid)
+		}
+		s.mu.Unlock()
+	}()
 	time.Sleep(s.opts.SwapGrace)
 	for _, pid := range pids {
 		s.log.Info("retiring instance left by an earlier ober", "pid", pid)
 		_ = syscall.Kill(pid, syscall.SIGUSR1)
 	}
-	deadline := time.Now().Add(s.opts.Drain + 5*time.Second)
+	deadline := time.Now().Add(s.opts.MaxTransfer + 5*time.Second)
 	for _, pid := range pids {
 		for time.Now().Before(deadline) && syscall.Kill(pid, 0) == nil {
 			time.Sleep(50 * time.Millisecond)

@@ -290,29 +290,15 @@ func (s *Site) StopBackend() {
 // connection that is under way when a node stops.
 const SlowPath = "/slow"
 
-// BytesPath answers Bytes(n) for "?n=<n>": a large download that is not
-// in the S3 server's memory.
-const BytesPath = "/bytes"
+// BytesPath answers nodetest.Bytes(n) for "?n=<n>" (nodetest.ServeBytes).
+const BytesPath = nodetest.BytesPath
 
-// Bytes is the body BytesPath sends for n: a pattern no compression or
-// offset mistake keeps intact.
-func Bytes(n int) []byte {
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(i*7 + i>>8)
-	}
-	return b
-}
+// Bytes is what BytesPath sends.
+func Bytes(n int) []byte { return nodetest.Bytes(n) }
 
 func (s *Site) serve(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == BytesPath {
-		n, err := strconv.Atoi(r.URL.Query().Get("n"))
-		if err != nil || n < 0 || n > 1<<30 {
-			http.Error(w, "n: want 0..1GiB", http.StatusBadRequest)
-			return
-		}
-		w.Header().Set("Content-Length", strconv.Itoa(n))
-		_, _ = w.Write(Bytes(n))
+		nodetest.ServeBytes(w, r)
 		return
 	}
 	if r.URL.Path != SlowPath {

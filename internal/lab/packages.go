@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ober-ingress/ober/control/sysuser"
 	"github.com/ober-ingress/ober/internal/cephlab"
 )
 
@@ -106,6 +107,28 @@ func ensurePackages(ctx context.Context, ha string, install bool, out io.Writer)
 	}
 	if still := MissingPackages(ha); len(still) > 0 {
 		return fmt.Errorf("still missing after apt-get install: programs of %s (is /usr/sbin on PATH?)", strings.Join(still, ", "))
+	}
+	return nil
+}
+
+// ensureHAProxyUser gives the machine the system user name the nodes'
+// HAProxy instances drop to (sysuser.HAProxyUser), as `ober bootstrap`
+// does on a node; with install unset its absence is an error naming the
+// command.
+func ensureHAProxyUser(ctx context.Context, name string, install bool, out io.Writer) error {
+	if sysuser.Exists(name) {
+		return nil
+	}
+	if !install {
+		return fmt.Errorf("the nodes' HAProxy instances run as the system user %s, which this machine lacks: run `%s` (or `ober lab up` without --no-install)",
+			name, sysuser.Hint(name))
+	}
+	created, err := sysuser.Ensure(ctx, name)
+	if err != nil {
+		return err
+	}
+	if created {
+		fmt.Fprintf(out, "created the system user and group %s: the HAProxy instances run as it\n", name)
 	}
 	return nil
 }

@@ -65,3 +65,15 @@ func TestEnsurePackagesAptFails(t *testing.T) {
 	require.ErrorContains(t, err, "apt-get update -q: exit status 100")
 	require.Contains(t, out.String(), "Unable to locate package bird2")
 }
+
+// The nodes' HAProxy user: there, nothing happens; missing without
+// --install, the error names the command that creates it.
+func TestEnsureHAProxyUser(t *testing.T) {
+	var out bytes.Buffer
+	require.NoError(t, ensureHAProxyUser(context.Background(), "root", false, &out))
+	require.Empty(t, out.String())
+	err := ensureHAProxyUser(context.Background(), "ober-lab-nosuch", false, &out)
+	require.EqualError(t, err, "the nodes' HAProxy instances run as the system user ober-lab-nosuch, which this machine lacks: "+
+		"run `useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin ober-lab-nosuch` (or `ober lab up` without --no-install)")
+	require.Empty(t, out.String())
+}

@@ -15,6 +15,7 @@ import (
 	"github.com/ober-ingress/ober/control/certs"
 	"github.com/ober-ingress/ober/control/handoff"
 	"github.com/ober-ingress/ober/control/haproxy"
+	"github.com/ober-ingress/ober/control/sysuser"
 	"github.com/ober-ingress/ober/internal/cephlab"
 	"github.com/ober-ingress/ober/internal/netsite"
 )
@@ -105,6 +106,9 @@ func Up(ctx context.Context, o Options) (*State, error) {
 		return nil, errors.New("the lab needs root (network namespaces, BPF)")
 	}
 	if err := ensurePackages(ctx, o.HA, o.Install, o.Out); err != nil {
+		return nil, err
+	}
+	if err := ensureHAProxyUser(ctx, sysuser.HAProxyUser, o.Install, o.Out); err != nil {
 		return nil, err
 	}
 	if err := checkFree(o.Dir, o.Prefix); err != nil {

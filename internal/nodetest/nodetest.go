@@ -25,6 +25,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -37,6 +39,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/ober-ingress/ober/control/daemon"
+	"github.com/ober-ingress/ober/control/sysuser"
 	"github.com/ober-ingress/ober/internal/netnstest"
 	"github.com/ober-ingress/ober/internal/s3server"
 )
@@ -69,6 +72,18 @@ type Params struct {
 	HealthInterval time.Duration
 	// NoSteering sets instances.steering to false.
 	NoSteering bool
+	// Timeouts is YAML appended under timeouts (after drain).
+	Timeouts string
+}
+
+// RequireHAProxyUser makes sure the machine has the system user ober's
+// HAProxy instances drop to (`ober bootstrap` creates it on a node),
+// creating it when it is missing.
+func RequireHAProxyUser(t testing.TB) {
+	t.Helper()
+	if _, err := sysuser.Ensure(context.Background(), sysuser.HAProxyUser); err != nil {
+		t.Fatalf("the HAProxy instances' user: %v", err)
+	}
 }
 
 // NewS3 is the signature-checking S3 server with the site's credentials.
@@ -91,13 +106,55 @@ func Serve(t testing.TB, ns *netnstest.NS, addr netip.AddrPort, h http.Handler) 
 	t.Cleanup(func() { srv.Close() })
 }
 
+// BytesPath answers Bytes(n) for "?n=<n>": a large download that is not
+// in the S3 server's memory.
+const BytesPath = "/bytes"
+
+// Bytes is the first n bytes of what BytesPath sends: a pattern no
+// compression, offset or splice mistake keeps intact.
+func Bytes(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = PatternByte(i)
+	}
+	return b
+}
+
+// PatternByte is byte i of what BytesPath sends.
+func PatternByte(i int) byte { return byte(i*7 + i>>8) }
+
+// ServeBytes answers BytesPath, streaming the pattern without holding
+// it: n may be up to 4 GiB.
+func ServeBytes(w http.ResponseWriter, r *http.Request) {
+	n, err := strconv.Atoi(r.URL.Query().Get("n"))
+	if err != nil || n < 0 || n > 4<<30 {
+		http.Error(w, "n: want 0..4GiB", http.StatusBadRequest)
+		return
+	}
+	w.Header().Set("Content-Length", strconv.Itoa(n))
+	buf := make([]byte, 64<<10)
+	for off := 0; off < n; off += len(buf) {
+		k := min(len(buf), n-off)
+		for i := range k {
+			buf[i] = PatternByte(off + i)
+		}
+		if _, err := w.Write(buf[:k]); err != nil {
+			return
+		}
+	}
+}
+
 // Site is the running site.
 type Site struct {
-	t                      testing.TB
-	Client, Node, Backend  *netnstest.NS
-	Root, Dir, ConfigPath  string
-	S3                     *s3server.Server
-	Bin                    string
+	t                     testing.TB
+	Client, Node, Backend *netnstest.NS
+	Root, Dir, ConfigPath string
+	S3                    *s3server.Server
+	Bin                   string
+	// Wrap, when set, is a command ober run is started through, its
+	// path and arguments following: setpriv with the unit's capability
+	// bounding set, say.
+	Wrap                   []string
 	cmd                    *exec.Cmd
 	done                   chan struct{}
 	log                    *LogBuffer
@@ -108,6 +165,7 @@ type Site struct {
 func New(t testing.TB, bin string, queues int) *Site {
 	t.Helper()
 	netnstest.RequireRoot(t)
+	RequireHAProxyUser(t)
 	s := &Site{t: t, Bin: bin, Dir: t.TempDir(), log: &LogBuffer{}}
 	s.Root = netnstest.BPFFS(t) + "/ober"
 	s.Client, s.Node, s.Backend = netnstest.New(t, "cli"), netnstest.New(t, "node"), netnstest.New(t, "be")
@@ -121,7 +179,13 @@ func New(t testing.TB, bin string, queues int) *Site {
 	s.Backend.IP(t, "route", "add", "default", "via", NodeBack.String())
 
 	s.S3 = NewS3()
-	Serve(t, s.Backend, BackendAddr, s.S3)
+	Serve(t, s.Backend, BackendAddr, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == BytesPath {
+			ServeBytes(w, r)
+			return
+		}
+		s.S3.ServeHTTP(w, r)
+	}))
 
 	s.clientDial = NewDialer(t, s.Client, 8)
 	s.nodeDialer = NewDialer(t, s.Node, 2)
@@ -163,7 +227,7 @@ instances:
 {{- end}}
 timeouts:
   drain: {{.Drain}}
-whitelists:
+{{.Timeouts}}whitelists:
   frontend_http: [{{.Client}}]
 haproxy:
   served_by_header: {{.ServedBy}}
@@ -189,7 +253,7 @@ func (s *Site) Config(p Params) string {
 		"Root": s.Root, "Dir": s.Dir, "VIP": VIP, "Backend": BackendAddr, "Client": ClientAddr,
 		"HealthInterval": p.HealthInterval, "Instances": p.Instances, "CPUs": strings.Join(cpus, ", "),
 		"Drain": p.Drain, "ServedBy": p.ServedByHeader, "Extra": p.Extra, "ExtraServices": p.ExtraServices,
-		"NoSteering": p.NoSteering,
+		"NoSteering": p.NoSteering, "Timeouts": p.Timeouts,
 	})
 	if err != nil {
 		panic(err)
@@ -213,7 +277,8 @@ func (s *Site) Start() {
 	if s.ConfigPath == "" {
 		s.WriteConfig(s.Config(Params{}))
 	}
-	cmd := s.Node.Exec(context.Background(), s.Bin, "run", "--config", s.ConfigPath, "--log-level", "debug")
+	args := append(slices.Clone(s.Wrap), s.Bin, "run", "--config", s.ConfigPath, "--log-level", "debug")
+	cmd := s.Node.Exec(context.Background(), args[0], args[1:]...)
 	cmd.Stdout, cmd.Stderr = s.log, s.log
 	if err := cmd.Start(); err != nil {
 		s.t.Fatalf("start ober: %v", err)
@@ -393,17 +458,26 @@ func (s *Site) HTTPClient() *http.Client {
 // to host (an address of the node) with the site's credentials.
 func (s *Site) S3Client(host string) *minio.Client {
 	s.t.Helper()
+	mc, _ := s.S3ClientTransport(host)
+	return mc
+}
+
+// S3ClientTransport is S3Client and its transport, whose kept-alive
+// connections a test may close.
+func (s *Site) S3ClientTransport(host string) (*minio.Client, *http.Transport) {
+	s.t.Helper()
+	tr := s.HTTPClient().Transport.(*http.Transport)
 	mc, err := minio.New(host+":443", &minio.Options{
 		Creds:        credentials.NewStaticV4(AccessKey, SecretKey, ""),
 		Secure:       true,
 		Region:       "us-east-1",
 		BucketLookup: minio.BucketLookupPath,
-		Transport:    s.HTTPClient().Transport,
+		Transport:    tr,
 	})
 	if err != nil {
 		s.t.Fatalf("S3 client for %s: %v", host, err)
 	}
-	return mc
+	return mc, tr
 }
 
 // Dialer makes connections from inside a namespace: sockets belong to
@@ -498,6 +572,8 @@ type Ober struct {
 	Name string
 	NS   *netnstest.NS
 	Bin  string
+	// Wrap is as Site.Wrap.
+	Wrap []string
 
 	mu   sync.Mutex
 	cmd  *oberCmd
@@ -512,6 +588,7 @@ type oberCmd struct {
 
 // NewOber prepares name's ober in ns; Start runs it.
 func NewOber(t testing.TB, name string, ns *netnstest.NS, bin string) *Ober {
+	RequireHAProxyUser(t)
 	return &Ober{t: t, Name: name, NS: ns, Bin: bin, dial: NewDialer(t, ns, 2)}
 }
 
@@ -521,7 +598,8 @@ func NewOber(t testing.TB, name string, ns *netnstest.NS, bin string) *Ober {
 func (o *Ober) Start(configPath string) {
 	t := o.t
 	t.Helper()
-	cmd := o.NS.Exec(context.Background(), o.Bin, "run", "--config", configPath, "--log-level", "debug")
+	args := append(slices.Clone(o.Wrap), o.Bin, "run", "--config", configPath, "--log-level", "debug")
+	cmd := o.NS.Exec(context.Background(), args[0], args[1:]...)
 	log := &LogBuffer{}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {

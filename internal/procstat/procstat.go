@@ -75,3 +75,18 @@ func Alive(pid int) bool {
 func (s Stat) CPUSeconds() float64 {
 	return float64(s.UTime+s.STime) / TicksPerSecond
 }
+
+// Status reads /proc/PID/status as field -> value (Uid, CapEff, ...).
+func Status(pid int) (map[string]string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok {
+			out[k] = strings.TrimSpace(v)
+		}
+	}
+	return out, nil
+}

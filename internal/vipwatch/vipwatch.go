@@ -1,6 +1,9 @@
-// Package vipwatch samples which nodes hold which VIPs every few
+// Package vipwatch watches which nodes hold which VIPs every few
 // milliseconds, for the VRRP tests and the lab's VRRP demo: when a VIP
-// moved, and whether two nodes ever held it at once.
+// moved, and whether two nodes ever held it at once. Sampler reads the
+// nodes' addresses over netlink, one node after the other; ARPObserver
+// asks the segment with ARP, where one request is answered by every
+// holder at the same moment.
 package vipwatch
 
 import (
@@ -104,6 +107,29 @@ func (s *Sampler) First(since time.Time, vip netip.Addr, cond func([]string) boo
 // other while the new holder adds the VIP and the old one removes it;
 // those are only counted, as passing.
 func (s *Sampler) Doubles(since time.Time) (doubles []string, passing int) {
+	doubles, p := s.classify(since)
+	return doubles, len(p)
+}
+
+// Passing is one sample alone that showed a VIP on more than one node.
+type Passing struct {
+	VIP   netip.Addr
+	At    time.Time
+	Nodes []string
+}
+
+func (p Passing) String() string {
+	return fmt.Sprintf("%s on %s at %s", p.VIP, strings.Join(p.Nodes, "+"), p.At.Format("15:04:05.000"))
+}
+
+// Passing lists the samples Doubles counts as passing, from since on, to
+// set them beside an atomic observation of the same moments.
+func (s *Sampler) Passing(since time.Time) []Passing {
+	_, p := s.classify(since)
+	return p
+}
+
+func (s *Sampler) classify(since time.Time) (doubles []string, passing []Passing) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for k, x := range s.hist {
@@ -117,7 +143,7 @@ func (s *Sampler) Doubles(since time.Time) (doubles []string, passing int) {
 			prev := k > 0 && len(s.hist[k-1].Holders[vip]) > 1
 			next := k+1 < len(s.hist) && len(s.hist[k+1].Holders[vip]) > 1
 			if !prev && !next {
-				passing++
+				passing = append(passing, Passing{VIP: vip, At: x.At, Nodes: hs})
 				continue
 			}
 			doubles = append(doubles, fmt.Sprintf("%s on %s at %s", vip, strings.Join(hs, "+"), x.At.Format("15:04:05.000")))

@@ -5,11 +5,12 @@
 //
 //	client 10.99.3.2 ---+
 //	backend 10.99.3.20 -+-- switch (bridge) --+-- node1 10.99.3.11
-//	                                          +-- node2 10.99.3.12
+//	observer (no IP) ---+                     +-- node2 10.99.3.12
 //	                                          +-- node3 10.99.3.13
 //
-// VIP i (10.99.3.101-103) is owned by node i. Everything is removed at
-// cleanup, also when the test fails.
+// VIP i (10.99.3.101-103) is owned by node i. The observer only asks, with
+// ARP, who holds the VIPs (WatchARP). Everything is removed at cleanup,
+// also when the test fails.
 package vrrptest
 
 import (
@@ -32,6 +33,7 @@ import (
 	"github.com/ober-ingress/ober/internal/nodetest"
 	"github.com/ober-ingress/ober/internal/routertest"
 	"github.com/ober-ingress/ober/internal/s3server"
+	"github.com/ober-ingress/ober/internal/vipwatch"
 )
 
 // Addresses of the site.
@@ -60,10 +62,13 @@ type Site struct {
 	t                       testing.TB
 	P                       Params
 	Client, Switch, Backend *netnstest.NS
-	Nodes                   []*Node
-	S3                      *s3server.Server
-	Bin, Dir, Cert, Key     string
-	clientDial              *nodetest.Dialer
+	// Observer is a host on the segment with no address of its own,
+	// from which WatchARP asks who holds the VIPs.
+	Observer            *netnstest.NS
+	Nodes               []*Node
+	S3                  *s3server.Server
+	Bin, Dir, Cert, Key string
+	clientDial          *nodetest.Dialer
 }
 
 // Node is one ober node.
@@ -107,6 +112,8 @@ func New(t testing.TB, bin string, p Params) *Site {
 	s.Backend = netnstest.New(t, "vbe")
 	sw.Attach(t, s.Client, "c-sw", "sw-c", netip.PrefixFrom(ClientAddr, 24))
 	sw.Attach(t, s.Backend, "b-sw", "sw-b", netip.PrefixFrom(BackendAddr.Addr(), 24))
+	s.Observer = netnstest.New(t, "vobs")
+	sw.Attach(t, s.Observer, observerIface, "sw-o")
 	for i := range 3 {
 		n := &Node{
 			site: s, Name: fmt.Sprintf("node%d", i+1), NS: netnstest.New(t, fmt.Sprintf("v%d", i+1)),
@@ -282,6 +289,41 @@ func (n *Node) HeldVIPs() []netip.Addr {
 		}
 	}
 	return out
+}
+
+// observerIface is the observer's interface on the segment.
+const observerIface = "o-sw"
+
+// WatchARP starts asking, from the observer, who has each VIP every
+// 5 ms, naming the nodes that answer; it is stopped at cleanup if the
+// test does not stop it first.
+func (s *Site) WatchARP() *vipwatch.ARPObserver {
+	s.t.Helper()
+	macs := map[string]net.HardwareAddr{}
+	for _, n := range s.Nodes {
+		mac, err := n.MAC()
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		macs[n.Name] = mac
+	}
+	o, err := vipwatch.StartARP(s.Observer.Handle, vipwatch.ARPConfig{
+		Iface: observerIface, VIPs: VIPs, Nodes: macs, Every: 5 * time.Millisecond,
+	})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(o.Stop)
+	return o
+}
+
+// MAC is the address of n's interface on the segment.
+func (n *Node) MAC() (net.HardwareAddr, error) {
+	link, err := n.nl.LinkByName(n.Iface)
+	if err != nil {
+		return nil, fmt.Errorf("%s: interface %s: %w", n.Name, n.Iface, err)
+	}
+	return link.Attrs().HardwareAddr, nil
 }
 
 // Start runs `ober run` with the node's configuration and waits until
