@@ -13,7 +13,7 @@ import (
 
 const (
 	// cryptoCipher is the cipher of the ceiling. With TLS 1.3, HAProxy
-	// as ober configures it (control/haproxy/render.go) lists
+	// as ober configures it (control/lib/haproxy/render.go) lists
 	// TLS_AES_128_GCM_SHA256 first and Go's client prefers it too on
 	// machines with AES hardware, so that is what every byte of the
 	// throughput figures is encrypted with.

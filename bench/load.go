@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ober-ingress/ober/internal/procstat"
+	"github.com/ober-ingress/ober/control/lib/procstat"
 )
 
 // The load generators. Each runs for a fixed window and stops by itself:

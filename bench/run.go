@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ober-ingress/ober/internal/netsite"
+	"github.com/ober-ingress/ober/lab/netsite"
 )
 
 // Options shape one run of the harness. The zero value of a field takes

@@ -25,12 +25,12 @@ import (
 	"text/template"
 	"time"
 
-	"github.com/ober-ingress/ober/control/daemon"
-	"github.com/ober-ingress/ober/control/haproxy"
-	"github.com/ober-ingress/ober/control/supervisor"
-	"github.com/ober-ingress/ober/control/sysuser"
-	"github.com/ober-ingress/ober/internal/netsite"
-	"github.com/ober-ingress/ober/internal/procstat"
+	"github.com/ober-ingress/ober/control/lib/haproxy"
+	"github.com/ober-ingress/ober/control/lib/procstat"
+	"github.com/ober-ingress/ober/control/lib/sysuser"
+	"github.com/ober-ingress/ober/control/runtime/daemon"
+	"github.com/ober-ingress/ober/control/runtime/supervisor"
+	"github.com/ober-ingress/ober/lab/netsite"
 )
 
 // The lean bench topology: a client, one node, one backend.

@@ -60,8 +60,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/ober-ingress/ober/internal/packet"
 	"github.com/ober-ingress/ober/loader"
+	"github.com/ober-ingress/ober/loader/packet"
 )
 
 // BenchCPU is the CPU the benchmarking thread runs on.

@@ -13,7 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ober-ingress/ober/internal/packet"
+	"github.com/ober-ingress/ober/loader/packet"
 )
 
 // packetGen makes frames aimed at the interesting parts of the test site:

@@ -14,7 +14,7 @@ import (
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
-	"github.com/ober-ingress/ober/internal/netnstest"
+	"github.com/ober-ingress/ober/internal/testsite/netnstest"
 )
 
 // The handoff lab's nodes. The lab is the node labSelf; the others are

@@ -18,8 +18,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
-	"github.com/ober-ingress/ober/internal/netnstest"
-	"github.com/ober-ingress/ober/internal/packet"
+	"github.com/ober-ingress/ober/internal/testsite/netnstest"
+	"github.com/ober-ingress/ober/loader/packet"
 )
 
 // The drain site's addresses: the router and the nodes share one link.

@@ -11,7 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ober-ingress/ober/internal/packet"
+	"github.com/ober-ingress/ober/loader/packet"
 )
 
 func addrs(ss ...string) []netip.Addr {

@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
-	"github.com/ober-ingress/ober/internal/netnstest"
+	"github.com/ober-ingress/ober/internal/testsite/netnstest"
 )
 
 // The addresses of the test site. 192.0.2.0/24, 198.51.100.0/24,

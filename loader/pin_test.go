@@ -13,7 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/vishvananda/netlink"
 
-	"github.com/ober-ingress/ober/internal/netnstest"
+	"github.com/ober-ingress/ober/internal/testsite/netnstest"
 )
 
 // xdpProgID reports the id of the XDP program on iface in ns, 0 if none.

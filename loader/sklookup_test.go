@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
-	"github.com/ober-ingress/ober/internal/netnstest"
+	"github.com/ober-ingress/ober/internal/testsite/netnstest"
 )
 
 // skLookupCtx mirrors struct bpf_sk_lookup as BPF_PROG_TEST_RUN takes it;

@@ -15,7 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ober-ingress/ober/control/config"
-	"github.com/ober-ingress/ober/control/daemon"
+	"github.com/ober-ingress/ober/control/runtime/daemon"
 )
 
 // installedBinary is where `ober bootstrap` puts ober, and so where the

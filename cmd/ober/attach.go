@@ -5,7 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/ober-ingress/ober/control/dataplane"
+	"github.com/ober-ingress/ober/control/ops/dataplane"
 	"github.com/ober-ingress/ober/loader"
 )
 

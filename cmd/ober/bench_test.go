@@ -16,8 +16,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ober-ingress/ober/bench"
-	"github.com/ober-ingress/ober/internal/netnstest"
-	"github.com/ober-ingress/ober/internal/netsite"
+	"github.com/ober-ingress/ober/internal/testsite/netnstest"
+	"github.com/ober-ingress/ober/lab/netsite"
 )
 
 // `ober bench --quick` runs the whole harness in its own namespaces,

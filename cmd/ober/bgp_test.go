@@ -23,9 +23,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ober-ingress/ober/internal/ecmptest"
-	"github.com/ober-ingress/ober/internal/netnstest"
-	"github.com/ober-ingress/ober/internal/routertest"
+	"github.com/ober-ingress/ober/internal/testsite/ecmptest"
+	"github.com/ober-ingress/ober/internal/testsite/netnstest"
+	"github.com/ober-ingress/ober/internal/testsite/routertest"
 )
 
 // fetch is one request on a new connection from the client through the

@@ -12,7 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/ober-ingress/ober/control/install"
+	"github.com/ober-ingress/ober/control/ops/install"
 )
 
 func newBootstrapCmd(a *app) *cobra.Command {

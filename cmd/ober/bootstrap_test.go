@@ -16,8 +16,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ober-ingress/ober/control/install"
-	"github.com/ober-ingress/ober/control/tuning"
+	"github.com/ober-ingress/ober/control/lib/tuning"
+	"github.com/ober-ingress/ober/control/ops/install"
 	"github.com/ober-ingress/ober/systemd"
 )
 

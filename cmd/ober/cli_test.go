@@ -10,8 +10,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ober-ingress/ober/control/dataplane"
-	"github.com/ober-ingress/ober/internal/netnstest"
+	"github.com/ober-ingress/ober/control/ops/dataplane"
+	"github.com/ober-ingress/ober/internal/testsite/netnstest"
 )
 
 // runInProcess runs one command line through run, as main does.

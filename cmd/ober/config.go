@@ -10,8 +10,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ober-ingress/ober/control/config"
-	"github.com/ober-ingress/ober/control/daemon"
-	"github.com/ober-ingress/ober/control/wizard"
+	"github.com/ober-ingress/ober/control/ops/wizard"
+	"github.com/ober-ingress/ober/control/runtime/daemon"
 )
 
 // configQuestions are the wizard's string flags, named after the keys of

@@ -6,7 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/ober-ingress/ober/control/dataplane"
+	"github.com/ober-ingress/ober/control/ops/dataplane"
 )
 
 func newDetachCmd(a *app) *cobra.Command {

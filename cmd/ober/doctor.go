@@ -9,7 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ober-ingress/ober/control/config"
-	"github.com/ober-ingress/ober/control/doctor"
+	"github.com/ober-ingress/ober/control/ops/doctor"
 )
 
 func newDoctorCmd(a *app) *cobra.Command {

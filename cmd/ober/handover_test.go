@@ -24,10 +24,10 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/stretchr/testify/require"
 
-	"github.com/ober-ingress/ober/control/daemon"
-	"github.com/ober-ingress/ober/internal/ecmptest"
-	"github.com/ober-ingress/ober/internal/netnstest"
-	"github.com/ober-ingress/ober/internal/nodetest"
+	"github.com/ober-ingress/ober/control/runtime/daemon"
+	"github.com/ober-ingress/ober/internal/testsite/ecmptest"
+	"github.com/ober-ingress/ober/internal/testsite/netnstest"
+	"github.com/ober-ingress/ober/internal/testsite/nodetest"
 )
 
 // oberProc is one `ober run` the test starts itself, so that it chooses

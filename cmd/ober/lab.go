@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/ober-ingress/ober/internal/lab"
+	"github.com/ober-ingress/ober/lab"
 )
 
 func newLabCmd(a *app) *cobra.Command {

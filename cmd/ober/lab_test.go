@@ -18,10 +18,10 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ober-ingress/ober/internal/lab"
-	"github.com/ober-ingress/ober/internal/netnstest"
-	"github.com/ober-ingress/ober/internal/netsite"
-	"github.com/ober-ingress/ober/internal/procstat"
+	"github.com/ober-ingress/ober/control/lib/procstat"
+	"github.com/ober-ingress/ober/internal/testsite/netnstest"
+	"github.com/ober-ingress/ober/lab"
+	"github.com/ober-ingress/ober/lab/netsite"
 )
 
 // requireLab fails the test, naming what to install, when the lab of

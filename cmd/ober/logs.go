@@ -5,7 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/ober-ingress/ober/control/service"
+	"github.com/ober-ingress/ober/control/ops/service"
 )
 
 func newLogsCmd(a *app) *cobra.Command {

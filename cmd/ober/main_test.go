@@ -15,9 +15,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ober-ingress/ober/control/dataplane"
-	"github.com/ober-ingress/ober/control/sysuser"
-	"github.com/ober-ingress/ober/internal/netnstest"
+	"github.com/ober-ingress/ober/control/lib/sysuser"
+	"github.com/ober-ingress/ober/control/ops/dataplane"
+	"github.com/ober-ingress/ober/internal/testsite/netnstest"
 )
 
 const testVersion = "v0.0.0-test"

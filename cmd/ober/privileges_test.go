@@ -18,13 +18,13 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
-	"github.com/ober-ingress/ober/control/daemon"
-	"github.com/ober-ingress/ober/control/sysuser"
-	"github.com/ober-ingress/ober/internal/ecmptest"
-	"github.com/ober-ingress/ober/internal/netnstest"
-	"github.com/ober-ingress/ober/internal/nodetest"
-	"github.com/ober-ingress/ober/internal/procstat"
-	"github.com/ober-ingress/ober/internal/vrrptest"
+	"github.com/ober-ingress/ober/control/lib/procstat"
+	"github.com/ober-ingress/ober/control/lib/sysuser"
+	"github.com/ober-ingress/ober/control/runtime/daemon"
+	"github.com/ober-ingress/ober/internal/testsite/ecmptest"
+	"github.com/ober-ingress/ober/internal/testsite/netnstest"
+	"github.com/ober-ingress/ober/internal/testsite/nodetest"
+	"github.com/ober-ingress/ober/internal/testsite/vrrptest"
 	"github.com/ober-ingress/ober/systemd"
 )
 

@@ -11,8 +11,8 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/ober-ingress/ober/control/daemon"
-	"github.com/ober-ingress/ober/control/sdnotify"
+	"github.com/ober-ingress/ober/control/runtime/daemon"
+	"github.com/ober-ingress/ober/control/runtime/sdnotify"
 )
 
 func newRunCmd(a *app, version string) *cobra.Command {

@@ -26,8 +26,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
-	"github.com/ober-ingress/ober/control/daemon"
-	"github.com/ober-ingress/ober/internal/nodetest"
+	"github.com/ober-ingress/ober/control/runtime/daemon"
+	"github.com/ober-ingress/ober/internal/testsite/nodetest"
 	"github.com/ober-ingress/ober/loader"
 )
 

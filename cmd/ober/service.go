@@ -7,8 +7,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/ober-ingress/ober/control/daemon"
-	"github.com/ober-ingress/ober/control/service"
+	"github.com/ober-ingress/ober/control/ops/service"
+	"github.com/ober-ingress/ober/control/runtime/daemon"
 )
 
 // serviceFlags are the flags start, stop and restart share.

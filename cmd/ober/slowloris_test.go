@@ -12,7 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ober-ingress/ober/internal/nodetest"
+	"github.com/ober-ingress/ober/internal/testsite/nodetest"
 )
 
 // TestServeSlowloris: one client address opens 2,000 TLS connections and

@@ -14,8 +14,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ober-ingress/ober/control/config"
-	"github.com/ober-ingress/ober/control/daemon"
-	"github.com/ober-ingress/ober/control/dataplane"
+	"github.com/ober-ingress/ober/control/ops/dataplane"
+	"github.com/ober-ingress/ober/control/runtime/daemon"
 	"github.com/ober-ingress/ober/loader"
 )
 

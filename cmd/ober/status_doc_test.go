@@ -15,8 +15,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ober-ingress/ober/control/daemon"
-	"github.com/ober-ingress/ober/internal/nodetest"
+	"github.com/ober-ingress/ober/control/runtime/daemon"
+	"github.com/ober-ingress/ober/internal/testsite/nodetest"
 )
 
 // statusDoc documents `ober status --json`; scripts rely on it.

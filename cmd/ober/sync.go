@@ -20,10 +20,10 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/ober-ingress/ober/control/addrlist"
 	"github.com/ober-ingress/ober/control/config"
-	"github.com/ober-ingress/ober/control/dataplane"
-	"github.com/ober-ingress/ober/control/hostlist"
+	"github.com/ober-ingress/ober/control/lib/addrlist"
+	"github.com/ober-ingress/ober/control/lib/hostlist"
+	"github.com/ober-ingress/ober/control/ops/dataplane"
 	"github.com/ober-ingress/ober/loader"
 )
 

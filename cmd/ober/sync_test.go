@@ -14,9 +14,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ober-ingress/ober/control/addrlist"
 	"github.com/ober-ingress/ober/control/config"
-	"github.com/ober-ingress/ober/internal/netnstest"
+	"github.com/ober-ingress/ober/control/lib/addrlist"
+	"github.com/ober-ingress/ober/internal/testsite/netnstest"
 	"github.com/ober-ingress/ober/loader"
 )
 

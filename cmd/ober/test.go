@@ -28,11 +28,11 @@ import (
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/sys/unix"
 
-	"github.com/ober-ingress/ober/control/bgp"
 	"github.com/ober-ingress/ober/control/config"
-	"github.com/ober-ingress/ober/control/daemon"
-	"github.com/ober-ingress/ober/control/doctor"
-	"github.com/ober-ingress/ober/control/vrrp"
+	"github.com/ober-ingress/ober/control/ops/doctor"
+	"github.com/ober-ingress/ober/control/runtime/bgp"
+	"github.com/ober-ingress/ober/control/runtime/daemon"
+	"github.com/ober-ingress/ober/control/runtime/vrrp"
 )
 
 // The verdicts of a check. Only a failure makes `ober test` exit 1: a
@@ -526,7 +526,7 @@ func backendChecks(ctx context.Context, cfg *config.Config) []testCheck {
 }
 
 // healthHost is the Host header of HAProxy's check: the first server's
-// SNI, else localhost (control/haproxy).
+// SNI, else localhost (control/lib/haproxy).
 func healthHost(servers []config.BackendServer) string {
 	for _, s := range servers {
 		if s.SNI != "" {

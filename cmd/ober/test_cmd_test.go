@@ -14,8 +14,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ober-ingress/ober/internal/nodetest"
-	"github.com/ober-ingress/ober/internal/vrrptest"
+	"github.com/ober-ingress/ober/internal/testsite/nodetest"
+	"github.com/ober-ingress/ober/internal/testsite/vrrptest"
 )
 
 // testLineRE is the shape of every line `ober test` prints: the verdict,

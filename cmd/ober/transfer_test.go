@@ -9,7 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ober-ingress/ober/internal/nodetest"
+	"github.com/ober-ingress/ober/internal/testsite/nodetest"
 )
 
 // TestServeReloadKeepsLongTransfers: a reload (a certificate rotation, a

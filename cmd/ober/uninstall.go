@@ -5,7 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/ober-ingress/ober/control/install"
+	"github.com/ober-ingress/ober/control/ops/install"
 )
 
 func newUninstallCmd(a *app) *cobra.Command {

@@ -16,7 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/ober-ingress/ober/control/upgrade"
+	"github.com/ober-ingress/ober/control/ops/upgrade"
 )
 
 // exitUpdateAvailable is `ober upgrade --check`'s exit code when

@@ -25,9 +25,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ober-ingress/ober/control/daemon"
-	"github.com/ober-ingress/ober/control/dataplane"
-	"github.com/ober-ingress/ober/control/upgrade"
+	"github.com/ober-ingress/ober/control/ops/dataplane"
+	"github.com/ober-ingress/ober/control/ops/upgrade"
+	"github.com/ober-ingress/ober/control/runtime/daemon"
 )
 
 const newerVersion = "v9.9.9"

@@ -12,7 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ober-ingress/ober/control/config"
-	"github.com/ober-ingress/ober/control/upgrade"
+	"github.com/ober-ingress/ober/control/ops/upgrade"
 )
 
 // versionInfo is what `ober version --json` prints. Fields are added,

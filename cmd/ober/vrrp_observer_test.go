@@ -10,8 +10,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ober-ingress/ober/internal/vipwatch"
-	"github.com/ober-ingress/ober/internal/vrrptest"
+	"github.com/ober-ingress/ober/internal/testsite/vrrptest"
+	"github.com/ober-ingress/ober/lab/vipwatch"
 )
 
 // vipWatch is the two views of one round: the netlink sampler, which

@@ -14,9 +14,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ober-ingress/ober/internal/netnstest"
-	"github.com/ober-ingress/ober/internal/vipwatch"
-	"github.com/ober-ingress/ober/internal/vrrptest"
+	"github.com/ober-ingress/ober/internal/testsite/netnstest"
+	"github.com/ober-ingress/ober/internal/testsite/vrrptest"
+	"github.com/ober-ingress/ober/lab/vipwatch"
 )
 
 // startSampler records, every 5 ms, which nodes hold which VIP, counting

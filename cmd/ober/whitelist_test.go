@@ -14,8 +14,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ober-ingress/ober/internal/netnstest"
-	"github.com/ober-ingress/ober/internal/nodetest"
+	"github.com/ober-ingress/ober/internal/testsite/netnstest"
+	"github.com/ober-ingress/ober/internal/testsite/nodetest"
 )
 
 // answer makes one plain HTTP request over c and reports the status, or

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ober-ingress/ober/control/addrlist"
+	"github.com/ober-ingress/ober/control/lib/addrlist"
 )
 
 // BGP is ha.bgp: the node announces the VIPs to its routers while it is

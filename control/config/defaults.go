@@ -13,8 +13,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/ober-ingress/ober/control/addrlist"
-	"github.com/ober-ingress/ober/control/sysuser"
+	"github.com/ober-ingress/ober/control/lib/addrlist"
+	"github.com/ober-ingress/ober/control/lib/sysuser"
 )
 
 // Service modes.

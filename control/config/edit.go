@@ -10,7 +10,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/ober-ingress/ober/control/addrlist"
+	"github.com/ober-ingress/ober/control/lib/addrlist"
 )
 
 // WhitelistKey returns the key under whitelists that holds the list named

@@ -8,7 +8,7 @@ import (
 	"regexp"
 	"strings"
 
-	"github.com/ober-ingress/ober/control/sysuser"
+	"github.com/ober-ingress/ober/control/lib/sysuser"
 )
 
 // accountRE is a user or group name that useradd accepts on every

@@ -10,7 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ober-ingress/ober/control/sysuser"
+	"github.com/ober-ingress/ober/control/lib/sysuser"
 )
 
 // minimalYAML is the smallest valid file; line numbers below refer to it.

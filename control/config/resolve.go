@@ -9,7 +9,7 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/ober-ingress/ober/control/addrlist"
+	"github.com/ober-ingress/ober/control/lib/addrlist"
 )
 
 // Resolved holds the addresses behind the names of a configuration.

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ober-ingress/ober/control/certs"
+	"github.com/ober-ingress/ober/control/lib/certs"
 )
 
 // pemContents is what a PEM file holds that ober cares about.

@@ -12,8 +12,8 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/ober-ingress/ober/control/addrlist"
-	"github.com/ober-ingress/ober/control/hostlist"
+	"github.com/ober-ingress/ober/control/lib/addrlist"
+	"github.com/ober-ingress/ober/control/lib/hostlist"
 )
 
 // Validate checks everything that needs no network and returns one

@@ -1,0 +1,399 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/ober-ingress/ober/control/config"
+	"github.com/ober-ingress/ober/control/runtime/bgp"
+	"github.com/ober-ingress/ober/control/runtime/handoff"
+	"github.com/ober-ingress/ober/loader"
+)
+
+// Ports the routers whitelist guards on the node's own addresses: BGP and
+// single-hop and multihop BFD (RFC 5881, 5883).
+const (
+	portBFD         = 3784
+	portBFDMultihop = 4784
+)
+
+// routersConverge is how long a stopping node keeps accepting new
+// connections after its withdraw: SYNs the routers sent before they
+// processed the withdraw are still served instead of being retried a
+// second later elsewhere.
+const routersConverge = 500 * time.Millisecond
+
+// hostAddrs lists the addresses of the node's interfaces, the ones
+// routers open BGP sessions and send BFD to.
+func hostAddrs(ifaces []string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	for _, name := range ifaces {
+		link, err := netlink.LinkByName(name)
+		if err != nil {
+			return nil, fmt.Errorf("node.interfaces: %q: %w", name, err)
+		}
+		addrs, err := netlink.AddrList(link, netlink.FAMILY_ALL)
+		if err != nil {
+			return nil, fmt.Errorf("node.interfaces: %q: list addresses: %w", name, err)
+		}
+		for _, a := range addrs {
+			if p := prefixOf(a); p.IsValid() {
+				out = append(out, p.Addr())
+			}
+		}
+	}
+	return out, nil
+}
+
+// routerServices puts the node's own addresses into the dataplane as host
+// entries whose BGP and BFD ports admit only the routers whitelist;
+// everything else to those addresses passes untouched.
+func routerServices(cfg *config.Config, b *built) error {
+	bg := cfg.HA.BGP
+	if cfg.HA.Mode != config.HAModeBGP || bg == nil {
+		return nil
+	}
+	addrs, err := hostAddrs(cfg.Node.Interfaces)
+	if err != nil {
+		return err
+	}
+	isVIP := map[netip.Addr]bool{}
+	for _, v := range b.vips {
+		isVIP[v.Addr] = true
+	}
+	for _, a := range addrs {
+		if isVIP[a] {
+			continue
+		}
+		isVIP[a] = true
+		b.vips = append(b.vips, loader.VIP{Addr: a, Host: true})
+		add := func(proto loader.Proto, port uint16) {
+			b.services = append(b.services, loader.Service{VIP: a, Proto: proto, Port: port,
+				Enforce: true, Whitelist: loader.WhitelistRouters})
+		}
+		if bg.ListenPort > 0 {
+			add(loader.ProtoTCP, uint16(bg.ListenPort))
+		}
+		add(loader.ProtoUDP, portBFD)
+		add(loader.ProtoUDP, portBFDMultihop)
+	}
+	return nil
+}
+
+// SpeakerConfig turns ha.bgp into the speaker's configuration. The router
+// ID defaults to the first IPv4 address of node.interfaces.
+func SpeakerConfig(cfg *config.Config) (bgp.Config, error) {
+	bg := cfg.HA.BGP
+	out := bgp.Config{ASN: bg.ASN, RouterID: bg.RouterID.Addr, ListenPort: int32(bg.ListenPort)}
+	if !out.RouterID.IsValid() {
+		addrs, err := hostAddrs(cfg.Node.Interfaces)
+		if err != nil {
+			return out, err
+		}
+		for _, a := range addrs {
+			if a.Is4() {
+				out.RouterID = a
+				break
+			}
+		}
+		if !out.RouterID.IsValid() {
+			return out, fmt.Errorf("ha.bgp.router_id: not set, and node.interfaces have no IPv4 address to take it from")
+		}
+	}
+	out.Peers = speakerPeers(bg)
+	return out, nil
+}
+
+func speakerPeers(bg *config.BGP) []bgp.Peer {
+	var out []bgp.Peer
+	for _, p := range bg.Peers {
+		sp := bgp.Peer{
+			Address: p.Address.Addr, ASN: p.ASN, Port: p.Port, Password: p.Password,
+			HoldTime: p.HoldTime.Duration, Keepalive: p.Keepalive.Duration,
+			ConnectRetry: p.ConnectRetry.Duration, Multihop: uint8(p.Multihop), Passive: p.Passive,
+		}
+		if p.BFD.Enabled {
+			sp.BFD = &bgp.BFD{Interval: p.BFD.Interval.Duration, Multiplier: p.BFD.Multiplier}
+		}
+		out = append(out, sp)
+	}
+	return out
+}
+
+// routes are the VIPs with the attributes ha.bgp gives them.
+func routes(cfg *config.Config) []bgp.Route {
+	bg := cfg.HA.BGP
+	over := map[netip.Addr]config.BGPVIP{}
+	for _, v := range bg.VIPs {
+		over[v.VIP.Addr] = v
+	}
+	var out []bgp.Route
+	for _, v := range cfg.VIPs {
+		cs, lcs, med := bg.Communities, bg.LargeCommunities, bg.MED
+		if o, ok := over[v.Addr]; ok {
+			if o.Communities != nil {
+				cs = o.Communities
+			}
+			if o.LargeCommunities != nil {
+				lcs = o.LargeCommunities
+			}
+			if o.MED != nil {
+				med = o.MED
+			}
+		}
+		r := bgp.Route{Prefix: netip.PrefixFrom(v.Addr, v.Addr.BitLen()), MED: med}
+		for _, c := range cs {
+			n, _ := config.ParseCommunity(c) // validated
+			r.Communities = append(r.Communities, n)
+		}
+		for _, c := range lcs {
+			l, _ := config.ParseLargeCommunity(c)
+			r.LargeCommunities = append(r.LargeCommunities, bgp.LargeCommunity{Global: l[0], Local1: l[1], Local2: l[2]})
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// announcer keeps the routes in step with the node's health: withdrawn
+// the moment the supervisor reports a change that makes the node
+// unhealthy, announced again once it has been healthy for ha.bgp.hold_down.
+type announcer struct {
+	d  *Daemon
+	sp *bgp.Speaker
+
+	mu           sync.Mutex
+	announced    bool
+	ever         bool
+	healthySince time.Time
+	reason       string // why the routes are not announced
+	stopped      bool
+	// outage: announced although no backend is up, because no node has
+	// one up (backendScope); downSince: when this node's backends went
+	// down, zero while it is healthy.
+	outage    bool
+	downSince time.Time
+}
+
+// backendOutage reports whether the node announces through a cluster-wide
+// backend outage.
+func (a *announcer) backendOutage() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.outage
+}
+
+func (a *announcer) run(ctx context.Context, kick <-chan struct{}) {
+	// The tick ends hold-downs and notices what sends no event (an XDP
+	// program detached from outside, say).
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		a.evaluate()
+		select {
+		case <-ctx.Done():
+			return
+		case <-kick:
+		case <-tick.C:
+		}
+	}
+}
+
+func (a *announcer) evaluate() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.stopped {
+		return
+	}
+	cfg := a.d.config()
+	if cfg == nil {
+		return
+	}
+	w := cfg.HA.BGP.AnnounceWhen
+	ok, reason := a.d.healthFor(w.MinInstances, *w.BackendUp)
+	now := time.Now()
+	scope := scopeLocal
+	if !ok {
+		scope = a.backendScope(cfg, now)
+	} else {
+		a.downSince = time.Time{}
+	}
+	if outage := scope == scopeOutage; outage != a.outage {
+		a.outage = outage
+		if outage {
+			a.d.log.Warn("no backend up on any node: announcing anyway, clients get 503 instead of no answer", "reason", reason)
+		} else {
+			a.d.log.Info("backend outage over")
+		}
+	}
+	switch {
+	case scope == scopeOutage:
+		ok = true
+	case scope == scopeUndecided && a.announced:
+		// Keep the route while the other nodes' reports catch up.
+		return
+	}
+	if !ok {
+		a.healthySince, a.reason = time.Time{}, reason
+		if a.announced {
+			a.announced = false
+			if err := a.sp.Withdraw(reason); err != nil {
+				a.d.log.Error("bgp withdraw", "err", err)
+			}
+		}
+		return
+	}
+	if a.healthySince.IsZero() {
+		a.healthySince = now
+	}
+	if !a.announced && a.ever {
+		if hold := cfg.HA.BGP.HoldDown.Duration; now.Sub(a.healthySince) < hold {
+			a.reason = fmt.Sprintf("hold-down: healthy for %s of %s", now.Sub(a.healthySince).Truncate(time.Millisecond), hold)
+			return
+		}
+	}
+	if !a.announced && a.d.handoff != nil && cfg.HA.BGP.Handoff.JoinWindow.Duration > 0 {
+		// The routers will move some of the other nodes' connections
+		// here; they hand them back from before the first of them moves.
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		if err := a.d.handoff.Join(ctx, cfg.HA.BGP.Handoff.JoinWindow.Duration); err != nil {
+			a.d.log.Warn("drain handoff: join not acknowledged by every node; connections moved to this node from them will be reset", "err", err)
+		}
+		cancel()
+	}
+	// Announce is a diff: unchanged routes send nothing.
+	if err := a.sp.Announce(routes(cfg)); err != nil {
+		a.d.log.Error("bgp announce", "err", err)
+		return
+	}
+	a.announced, a.ever, a.reason = true, true, ""
+}
+
+// How an unhealthy node's backend failure weighs (backend_scope cluster).
+type scopeVerdict int
+
+const (
+	// scopeLocal: withdraw, as the node's own health says.
+	scopeLocal scopeVerdict = iota
+	// scopeOutage: no node has a backend up; withdrawing would leave the
+	// clients without an answer, so announce and answer 503.
+	scopeOutage
+	// scopeUndecided: other nodes still report backends up, but their
+	// checks may not have seen the failure yet: hold the route as it is.
+	scopeUndecided
+)
+
+// backendScope weighs a node that is unhealthy. Only a node whose sole
+// fault is that no backend is up is judged by the other nodes' reports
+// over the handoff channel: with none of them reporting one up (every
+// backend down, or every other node silent, which leaves nobody to take
+// the traffic either), no node can do better, and the node keeps
+// announcing. While some report one up, the node withdraws, but only once
+// a check interval and two reports have passed since its own backends
+// went down: the nodes' checks do not run in step, and a node that
+// withdrew first would flap its route in a failure every node sees.
+func (a *announcer) backendScope(cfg *config.Config, now time.Time) scopeVerdict {
+	w := cfg.HA.BGP.AnnounceWhen
+	if !*w.BackendUp || w.BackendScope != config.BackendScopeCluster || a.d.handoff == nil {
+		return scopeLocal
+	}
+	if ok, _ := a.d.healthFor(w.MinInstances, false); !ok || !a.d.backendsFailing() {
+		return scopeLocal
+	}
+	if a.downSince.IsZero() {
+		a.downSince = now
+	}
+	if !a.d.handoff.BackendsUpElsewhere() {
+		return scopeOutage
+	}
+	if now.Sub(a.downSince) < cfg.Backends.Health.Interval.Duration+2*handoff.DefaultHealthEvery {
+		return scopeUndecided
+	}
+	return scopeLocal
+}
+
+// withdraw takes the routes back for good (ober is stopping).
+func (a *announcer) withdraw(reason string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.stopped, a.reason = true, reason
+	if a.announced {
+		a.announced = false
+		if err := a.sp.Withdraw(reason); err != nil {
+			a.d.log.Error("bgp withdraw", "err", err)
+		}
+	}
+}
+
+func (a *announcer) notAnnouncedReason() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.announced {
+		return ""
+	}
+	return a.reason
+}
+
+// startHandoff joins the drain handoff of ha.bgp.handoff.nodes: this
+// node's address is the one of them on node.interfaces. The same channel
+// carries each node's backend view (announce_when.backend_scope).
+func (d *Daemon) startHandoff(cfg *config.Config) error {
+	ho := cfg.HA.BGP.Handoff
+	if len(ho.Nodes) == 0 {
+		return nil
+	}
+	addrs, err := hostAddrs(cfg.Node.Interfaces)
+	if err != nil {
+		return err
+	}
+	var nodes []netip.Addr
+	var self netip.Addr
+	for _, n := range ho.Nodes {
+		nodes = append(nodes, n.Addr)
+		if slices.Contains(addrs, n.Addr) {
+			self = n.Addr
+		}
+	}
+	if !self.IsValid() {
+		return fmt.Errorf("ha.bgp.handoff.nodes: none of %v is an address of node.interfaces %v", nodes, cfg.Node.Interfaces)
+	}
+	// XDP's FIB lookup forwards nothing out of an interface whose
+	// forwarding is off; say so instead of failing quietly later.
+	for _, iface := range cfg.Node.Interfaces {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/sys/net/ipv4/conf/%s/forwarding", iface))
+		if err == nil && strings.TrimSpace(string(b)) != "1" {
+			return fmt.Errorf("ha.bgp.handoff: IPv4 forwarding is off on %s; the dataplane hands connections to other nodes through it (sysctl -w net.ipv4.conf.%s.forwarding=1)", iface, iface)
+		}
+	}
+	key, err := config.ReadHandoffKey(ho.KeyFile)
+	if err != nil {
+		return fmt.Errorf("ha.bgp.handoff.key_file: %q: %w", ho.KeyFile, err)
+	}
+	reader, err := d.dp.NewFlows()
+	if err != nil {
+		return fmt.Errorf("ha.bgp.handoff: %w", err)
+	}
+	d.handoff, err = handoff.Start(handoff.Options{
+		Self: self, Nodes: nodes, Port: ho.Port, Key: key,
+		MaxTransition: ho.MaxTransition.Duration, Rate: *ho.Rate, Burst: ho.Burst,
+		Dataplane: d.dp,
+		Flows:     handoff.NewLocalFlows(d.dispatchedServices, reader),
+		Health:    d.reportHealth,
+		Logger:    d.log.With("part", "handoff"),
+	})
+	if err != nil {
+		reader.Close()
+		return fmt.Errorf("ha.bgp.handoff: %w", err)
+	}
+	d.flowReader = reader
+	d.log.Info("drain handoff on", "self", self, "nodes", len(nodes))
+	return nil
+}

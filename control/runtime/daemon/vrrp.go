@@ -1,0 +1,181 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ober-ingress/ober/control/config"
+	"github.com/ober-ingress/ober/control/runtime/vrrp"
+)
+
+// VRRPConfig turns ha.vrrp into keepalived's configuration for this
+// node. Self defaults to the one of ha.vrrp.nodes found on the VRRP
+// interface.
+func VRRPConfig(cfg *config.Config) (vrrp.Config, error) {
+	v := cfg.HA.VRRP
+	nodes := make([]netip.Addr, len(v.Nodes))
+	for i, n := range v.Nodes {
+		nodes[i] = n.Addr
+	}
+	self := v.Self.Addr
+	if !self.IsValid() {
+		have, err := hostAddrs([]string{v.Interface})
+		if err != nil {
+			return vrrp.Config{}, fmt.Errorf("ha.vrrp.interface: %w", err)
+		}
+		var found []netip.Addr
+		for _, n := range nodes {
+			if slices.Contains(have, n) {
+				found = append(found, n)
+			}
+		}
+		switch len(found) {
+		case 1:
+			self = found[0]
+		case 0:
+			return vrrp.Config{}, &config.FieldError{Path: "ha.vrrp.self", Msg: fmt.Sprintf(
+				"none of ha.vrrp.nodes is an address of %s (it has %s); set ha.vrrp.self or add the address",
+				v.Interface, addrList(have))}
+		default:
+			return vrrp.Config{}, &config.FieldError{Path: "ha.vrrp.self", Msg: fmt.Sprintf(
+				"%s holds several of ha.vrrp.nodes (%s); set ha.vrrp.self", v.Interface, addrList(found))}
+		}
+	}
+	vips := make([]netip.Addr, len(cfg.VIPs))
+	for i, x := range cfg.VIPs {
+		vips[i] = x.Addr
+	}
+	ins, err := vrrp.Plan(nodes, self, vips, v.FirstVRID)
+	if err != nil {
+		return vrrp.Config{}, err
+	}
+	var peers []netip.Addr
+	for _, n := range nodes {
+		if n != self {
+			peers = append(peers, n)
+		}
+	}
+	return vrrp.Config{
+		Interface: v.Interface, Self: self, Peers: peers, Instances: ins,
+		AdvertInterval: v.AdvertInterval.Duration, PreemptDelay: v.PreemptDelay.Duration,
+		Multicast: v.Multicast, GARPRepeat: v.GARP.Repeat, GARPRefresh: v.GARP.Refresh.Duration,
+	}, nil
+}
+
+func addrList(as []netip.Addr) string {
+	if len(as) == 0 {
+		return "no address"
+	}
+	s := make([]string, len(as))
+	for i, a := range as {
+		s[i] = a.String()
+	}
+	return strings.Join(s, ", ")
+}
+
+// startVRRP starts keepalived with the node's current health and keeps
+// its track file in step with the health from then on.
+func (d *Daemon) startVRRP(ctx context.Context, cfg *config.Config) error {
+	kc, err := VRRPConfig(cfg)
+	if err != nil {
+		return err
+	}
+	ok, _ := d.healthFor(1, true)
+	log := d.log.With("part", "vrrp")
+	d.ka, err = vrrp.Start(ctx, vrrp.Options{
+		Binary: cfg.HA.VRRP.Keepalived, Dir: filepath.Join(cfg.Node.RuntimeDir, "keepalived"),
+		Config: kc, Healthy: ok, Logger: log,
+		OnState: func(in vrrp.Instance, from, to vrrp.State) {
+			log.Info("vrrp state", "vip", in.VIP, "vrid", in.VRID, "from", from, "to", to, "owner", in.Owner)
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("ha.vrrp: %w", err)
+	}
+	log.Info("keepalived started", "self", kc.Self, "interface", kc.Interface, "instances", len(kc.Instances))
+	d.tracker = &tracker{d: d, ka: d.ka, healthy: ok}
+	go d.tracker.run(ctx, d.changes)
+	return nil
+}
+
+// tracker writes keepalived's track file whenever the node's health
+// changes: the supervisor's change events make a dead HAProxy a fault at
+// once, the tick catches what sends no event.
+type tracker struct {
+	d  *Daemon
+	ka *vrrp.Keepalived
+
+	mu       sync.Mutex
+	healthy  bool
+	reason   string
+	released bool
+}
+
+func (t *tracker) run(ctx context.Context, kick <-chan struct{}) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		t.evaluate()
+		select {
+		case <-ctx.Done():
+			return
+		case <-kick:
+		case <-tick.C:
+		}
+	}
+}
+
+func (t *tracker) evaluate() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.released {
+		return
+	}
+	ok, reason := t.d.healthFor(1, true)
+	if ok == t.healthy {
+		t.reason = reason
+		return
+	}
+	if err := t.ka.SetHealthy(ok); err != nil {
+		t.d.log.Error("vrrp: write the track file", "err", err)
+		return
+	}
+	t.healthy, t.reason = ok, reason
+	if ok {
+		t.d.log.Info("vrrp: healthy, instances may take their VIPs")
+	} else {
+		t.d.log.Warn("vrrp: fault, giving up the VIPs", "reason", reason)
+	}
+}
+
+// release gives up every VIP for good (ober is stopping) and waits until
+// keepalived no longer masters any, at most wait.
+func (t *tracker) release(wait time.Duration) {
+	t.mu.Lock()
+	t.released, t.healthy, t.reason = true, false, "stopping"
+	t.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := t.ka.Release(ctx); err != nil {
+		t.d.log.Warn("vrrp: VIPs not released in time; keepalived's stop releases them", "err", err)
+	}
+}
+
+func (t *tracker) state() (bool, string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.healthy, t.reason
+}
+
+// VRRPStatus is keepalived's state and the track file's verdict.
+type VRRPStatus struct {
+	vrrp.Status
+	// Fault says why the node is in fault (its instances give up the VIPs).
+	Fault string `json:"fault,omitempty"`
+}

@@ -1,0 +1,480 @@
+// Package ecmptest builds a BGP/ECMP site in network namespaces: a real
+// router (BIRD or FRR) spreading a VIP over three ober nodes, a client
+// behind the router, an S3 backend and a rogue router on the nodes'
+// segment.
+//
+//	client 10.99.2.2 --- 10.99.2.1 router 10.99.1.1 --+-- switch (bridge) --+-- node1 10.99.1.11
+//	                                                   |                    +-- node2 10.99.1.12
+//	                                                   |                    +-- node3 10.99.1.13
+//	                                                   |                    +-- backend 10.99.1.20:9000
+//	                                                   |                    +-- rogue 10.99.1.30
+//
+// Every node runs the real `ober run` in ha.mode bgp with its per-CPU
+// HAProxy instances and peers with the router over IPv4 and IPv6 (the VIPs
+// are 10.99.0.100 and fd99::100). The switch is a bridge in its own
+// namespace, so a node's link going down leaves the router's carrier up:
+// the router learns of it from BFD or the hold timer, as behind a real
+// switch. Everything is removed at cleanup, also when the test fails.
+package ecmptest
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"text/template"
+	"time"
+
+	"github.com/ober-ingress/ober/control/lib/certs"
+	"github.com/ober-ingress/ober/control/runtime/handoff"
+	"github.com/ober-ingress/ober/internal/testsite/netnstest"
+	"github.com/ober-ingress/ober/internal/testsite/nodetest"
+	"github.com/ober-ingress/ober/internal/testsite/routertest"
+	"github.com/ober-ingress/ober/internal/testsite/s3server"
+)
+
+// Addresses of the site.
+var (
+	VIP4        = netip.MustParseAddr("10.99.0.100")
+	VIP6        = netip.MustParseAddr("fd99::100")
+	RouterAddr  = netip.MustParseAddr("10.99.1.1")
+	RouterAddr6 = netip.MustParseAddr("fd99:1::1")
+	ClientAddr  = netip.MustParseAddr("10.99.2.2")
+	ClientAddr6 = netip.MustParseAddr("fd99:2::2")
+	BackendAddr = netip.MustParseAddrPort("10.99.1.20:9000")
+	RogueAddr   = netip.MustParseAddr("10.99.1.30")
+)
+
+// ASNs: the nodes share one AS, as nodes of one site do.
+const (
+	RouterASN = 65000
+	NodeASN   = 65010
+	RogueASN  = 65099
+)
+
+// Prefix4 and Prefix6 are the VIP routes the router learns.
+var (
+	Prefix4 = netip.PrefixFrom(VIP4, 32)
+	Prefix6 = netip.PrefixFrom(VIP6, 128)
+)
+
+// Params shape the site.
+type Params struct {
+	Router routertest.Kind // default BIRD
+	// BFD runs BFD at 100ms x 3 on every session (both sides).
+	BFD bool
+	// HoldTime of the BGP sessions; default 3s (the least BGP allows).
+	HoldTime time.Duration
+	// Drain is timeouts.drain; default 3s.
+	Drain time.Duration
+	// HoldDown is ha.bgp.hold_down; default 1s.
+	HoldDown time.Duration
+	// Handoff lists the three nodes in ha.bgp.handoff.
+	Handoff bool
+	// Instances per node; default 2.
+	Instances int
+	// Password is the TCP MD5 key of every session, on both sides.
+	Password string
+	// MinInstances is ha.bgp.announce_when.min_instances; default 1.
+	MinInstances int
+	// Extra is YAML appended to every node's configuration.
+	Extra string
+	// ClientPathMTU, when set, puts the client behind a second router
+	// whose path to it carries packets of at most that size although
+	// every link carries 1500: it answers bigger ones with
+	// "fragmentation needed" (ICMPv6 "packet too big"), as a tunnel on
+	// the way would, and the ECMP router forwards those to a node.
+	ClientPathMTU int
+	// PathMTU is ha.bgp.path_mtu; nil leaves the default.
+	PathMTU *int
+}
+
+// Site is the built topology.
+type Site struct {
+	t                                      testing.TB
+	P                                      Params
+	Client, Router, Switch, Backend, Rogue *netnstest.NS
+	Nodes                                  []*Node
+	R                                      *routertest.Router
+	S3                                     *s3server.Server
+	Bin, Dir, Cert, Key                    string
+	clientDial                             *nodetest.Dialer
+	backend                                *http.Server
+}
+
+// Node is one ober node.
+type Node struct {
+	site       *Site
+	Name       string
+	NS         *netnstest.NS
+	Addr       netip.Addr
+	Addr6      netip.Addr
+	Iface      string // the node's link to the switch
+	SwitchPort string // its peer on the switch
+	Dir        string
+	ConfigPath string
+	Root       string
+	// Ober is the node's `ober run`: Stop, Wait, Kill, Reload, Log,
+	// Health, Status, Metrics, InstancePIDs.
+	*nodetest.Ober
+}
+
+// New builds the namespaces, starts the router and the backend, and
+// writes every node's configuration. StartNodes runs ober.
+func New(t testing.TB, bin string, p Params) *Site {
+	t.Helper()
+	netnstest.RequireRoot(t)
+	if p.Router == "" {
+		p.Router = routertest.BIRD
+	}
+	if p.HoldTime == 0 {
+		p.HoldTime = 3 * time.Second
+	}
+	if p.Drain == 0 {
+		p.Drain = 3 * time.Second
+	}
+	if p.HoldDown == 0 {
+		p.HoldDown = time.Second
+	}
+	if p.Instances == 0 {
+		p.Instances = 2
+	}
+	s := &Site{t: t, P: p, Bin: bin, Dir: t.TempDir()}
+	sw := routertest.NewSwitch(t)
+	s.Switch = sw.NS
+	s.Router = netnstest.New(t, "rtr")
+	s.Client = netnstest.New(t, "cli")
+	s.Backend = netnstest.New(t, "be")
+	s.Rogue = netnstest.New(t, "rogue")
+	// The segment carries 1600-byte frames so that a client's full-size
+	// segment still fits when a node hands it to another in IPIP.
+	s.Switch.IP(t, "link", "set", sw.Bridge, "mtu", "1600")
+	port := func(ns *netnstest.NS, iface, swPort string) {
+		sw.Attach(t, ns, iface, swPort)
+		ns.IP(t, "link", "set", iface, "mtu", "1600")
+		s.Switch.IP(t, "link", "set", swPort, "mtu", "1600")
+	}
+	port(s.Router, "r-sw", "sw-r")
+	s.Router.IP(t, "addr", "add", RouterAddr.String()+"/24", "dev", "r-sw")
+	s.Router.IP(t, "addr", "add", RouterAddr6.String()+"/64", "dev", "r-sw", "nodad")
+	// The client's side: its subnet on the router, or, with a smaller
+	// hop, behind a second router (see Params.ClientPathMTU).
+	side := s.Router
+	if p.ClientPathMTU > 0 {
+		side = netnstest.New(t, "hop")
+		netnstest.Veth(t, side, "h-r", s.Router, "r-h", 1)
+		side.IP(t, "addr", "add", "10.99.4.2/24", "dev", "h-r")
+		side.IP(t, "addr", "add", "fd99:4::2/64", "dev", "h-r", "nodad")
+		side.IP(t, "route", "add", "default", "via", "10.99.4.1")
+		side.IP(t, "-6", "route", "add", "default", "via", "fd99:4::1")
+		s.Router.IP(t, "addr", "add", "10.99.4.1/24", "dev", "r-h")
+		s.Router.IP(t, "addr", "add", "fd99:4::1/64", "dev", "r-h", "nodad")
+		s.Router.IP(t, "route", "add", "10.99.2.0/24", "via", "10.99.4.2")
+		s.Router.IP(t, "-6", "route", "add", "fd99:2::/64", "via", "fd99:4::2")
+		for _, sysctl := range []string{"net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"} {
+			netnstest.Run(t, "ip", "netns", "exec", side.Name, "sysctl", "-qw", sysctl)
+		}
+	}
+	netnstest.Veth(t, s.Client, "c-r", side, "r-c", 1)
+	side.IP(t, "addr", "add", "10.99.2.1/24", "dev", "r-c")
+	side.IP(t, "addr", "add", "fd99:2::1/64", "dev", "r-c", "nodad")
+	s.Client.IP(t, "addr", "add", ClientAddr.String()+"/24", "dev", "c-r")
+	s.Client.IP(t, "addr", "add", ClientAddr6.String()+"/64", "dev", "c-r", "nodad")
+	s.Client.IP(t, "route", "add", "default", "via", "10.99.2.1")
+	s.Client.IP(t, "-6", "route", "add", "default", "via", "fd99:2::1")
+	if m := p.ClientPathMTU; m > 0 {
+		// Both links carry 1500; the hop's route to the client, like a
+		// tunnel's, carries m, and the hop says so in ICMP errors that
+		// the router forwards (and hashes) like any packet.
+		side.IP(t, "route", "replace", "10.99.2.0/24", "dev", "r-c", "mtu", "lock", strconv.Itoa(m))
+		side.IP(t, "-6", "route", "replace", "fd99:2::/64", "dev", "r-c", "mtu", "lock", strconv.Itoa(m))
+	}
+
+	port(s.Backend, "b-sw", "sw-b")
+	s.Backend.IP(t, "addr", "add", BackendAddr.Addr().String()+"/24", "dev", "b-sw")
+	port(s.Rogue, "x-sw", "sw-x")
+	s.Rogue.IP(t, "addr", "add", RogueAddr.String()+"/24", "dev", "x-sw")
+
+	for i := range 3 {
+		n := &Node{
+			site: s, Name: fmt.Sprintf("node%d", i+1), NS: netnstest.New(t, fmt.Sprintf("n%d", i+1)),
+			Addr:  netip.AddrFrom4([4]byte{10, 99, 1, byte(11 + i)}),
+			Addr6: netip.MustParseAddr(fmt.Sprintf("fd99:1::%d", 11+i)),
+			Iface: "eth-sw", SwitchPort: fmt.Sprintf("sw-n%d", i+1),
+			Dir: filepath.Join(s.Dir, fmt.Sprintf("node%d", i+1)),
+		}
+		port(n.NS, n.Iface, n.SwitchPort)
+		n.NS.IP(t, "addr", "add", n.Addr.String()+"/24", "dev", n.Iface)
+		n.NS.IP(t, "addr", "add", n.Addr6.String()+"/64", "dev", n.Iface, "nodad")
+		n.NS.IP(t, "route", "add", "default", "via", RouterAddr.String())
+		if p.Handoff {
+			// Drain handoff forwards through the node's link (its FIB
+			// lookup in XDP needs forwarding on there).
+			if err := n.NS.Do(func() error {
+				return os.WriteFile("/proc/sys/net/ipv4/conf/"+n.Iface+"/forwarding", []byte("1"), 0)
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		n.NS.IP(t, "-6", "route", "add", "default", "via", RouterAddr6.String())
+		n.Root = netnstest.BPFFS(t) + "/ober"
+		if err := os.MkdirAll(n.Dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		n.Ober = nodetest.NewOber(t, n.Name, n.NS, bin)
+		s.Nodes = append(s.Nodes, n)
+	}
+
+	var err error
+	s.Cert, s.Key, err = certs.SelfSigned(filepath.Join(s.Dir, "tls"), []string{"s3.ecmp.test"}, []netip.Addr{VIP4, VIP6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := handoff.NewKeyFile(filepath.Join(s.Dir, "handoff.key")); err != nil {
+		t.Fatal(err)
+	}
+	s.S3 = nodetest.NewS3()
+	s.StartBackend()
+	t.Cleanup(s.StopBackend)
+
+	var neighbors []routertest.Neighbor
+	for _, n := range s.Nodes {
+		neighbors = append(neighbors,
+			routertest.Neighbor{Addr: n.Addr, ASN: NodeASN, BFD: p.BFD, Password: p.Password},
+			routertest.Neighbor{Addr: n.Addr6, ASN: NodeASN, BFD: p.BFD, Password: p.Password})
+	}
+	s.R = routertest.Start(t, s.Router, routertest.Config{
+		Kind: p.Router, ASN: RouterASN, RouterID: RouterAddr, Neighbors: neighbors,
+		HoldTime: p.HoldTime, BFDInterval: 100 * time.Millisecond, BFDMultiplier: 3,
+	})
+	for _, n := range s.Nodes {
+		n.WriteConfig(s.Config(n, ""))
+	}
+	s.clientDial = nodetest.NewDialer(t, s.Client, 16)
+	return s
+}
+
+// StartBackend starts the S3 backend (New does), after StopBackend.
+func (s *Site) StartBackend() {
+	s.t.Helper()
+	var ln net.Listener
+	if err := s.Backend.Do(func() (err error) {
+		ln, err = net.Listen("tcp", BackendAddr.String())
+		return err
+	}); err != nil {
+		s.t.Fatalf("listen %s in %s: %v", BackendAddr, s.Backend.Name, err)
+	}
+	s.backend = &http.Server{Handler: http.HandlerFunc(s.serve), ErrorLog: slog.NewLogLogger(slog.DiscardHandler, slog.LevelError)}
+	go s.backend.Serve(ln)
+}
+
+// StopBackend stops the S3 backend, as a stopped gateway: connections
+// to it are refused.
+func (s *Site) StopBackend() {
+	if s.backend != nil {
+		s.backend.Close()
+		s.backend = nil
+	}
+}
+
+// SlowPath answers a 640 KiB download spread over two seconds: a
+// connection that is under way when a node stops.
+const SlowPath = "/slow"
+
+// BytesPath answers nodetest.Bytes(n) for "?n=<n>" (nodetest.ServeBytes).
+const BytesPath = nodetest.BytesPath
+
+// Bytes is what BytesPath sends.
+func Bytes(n int) []byte { return nodetest.Bytes(n) }
+
+func (s *Site) serve(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == BytesPath {
+		nodetest.ServeBytes(w, r)
+		return
+	}
+	if r.URL.Path != SlowPath {
+		s.S3.ServeHTTP(w, r)
+		return
+	}
+	chunk := bytes.Repeat([]byte("x"), 32<<10)
+	w.Header().Set("Content-Length", fmt.Sprint(20*len(chunk)))
+	for range 20 {
+		if _, err := w.Write(chunk); err != nil {
+			return
+		}
+		w.(http.Flusher).Flush()
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+var configTmpl = template.Must(template.New("cfg").Parse(`# written by internal/testsite/ecmptest
+node:
+  name: {{.Name}}
+  interfaces: [{{.Iface}}]
+  xdp_mode: native
+  bpffs_root: {{.Root}}
+  runtime_dir: {{.Dir}}/run
+  state_dir: {{.Dir}}/state
+vips: [{{.VIP4}}, {{.VIP6}}]
+services:
+  - name: https
+    port: 443
+    mode: tls
+    tls:
+      cert: {{.Cert}}
+      key: {{.Key}}
+backends:
+  servers:
+    - name: s3a
+      address: {{.Backend}}
+  health:
+    interval: 200ms
+    fall: 2
+    rise: 1
+instances:
+  count: {{.Instances}}
+timeouts:
+  drain: {{.Drain}}
+haproxy:
+  served_by_header: true
+ha:
+  mode: bgp
+  bgp:
+    asn: {{.NodeASN}}
+    hold_down: {{.HoldDown}}
+{{- if .MinInstances}}
+    announce_when: {min_instances: {{.MinInstances}}}
+{{- end}}
+    communities: ["65010:100"]
+    vips:
+      - vip: {{.VIP6}}
+        med: 50
+    peers:
+{{- range .Routers}}
+      - address: {{.}}
+        asn: {{$.RouterASN}}
+        hold_time: {{$.Hold}}
+        connect_retry: 1s
+{{- if $.Password}}
+        password: {{$.Password}}
+{{- end}}
+        bfd: {enabled: {{$.BFD}}, interval: 100ms, multiplier: 3}
+{{- end}}
+{{- if .PathMTU}}
+    path_mtu: {{.PathMTU}}
+{{- end}}
+{{- if .Handoff}}
+    handoff:
+      nodes: [10.99.1.11, 10.99.1.12, 10.99.1.13]
+      key_file: {{.HandoffKey}}
+{{- end}}
+{{.Extra}}`))
+
+// Config renders n's configuration; extra is appended (top-level YAML).
+func (s *Site) Config(n *Node, extra string) string {
+	var b bytes.Buffer
+	err := configTmpl.Execute(&b, map[string]any{
+		"Name": n.Name, "Iface": n.Iface, "Root": n.Root, "Dir": n.Dir, "VIP4": VIP4, "VIP6": VIP6,
+		"Cert": s.Cert, "Key": s.Key, "Backend": BackendAddr, "Instances": s.P.Instances, "Drain": s.P.Drain,
+		"NodeASN": NodeASN, "RouterASN": RouterASN, "Routers": []netip.Addr{RouterAddr, RouterAddr6},
+		"Hold": s.P.HoldTime, "BFD": s.P.BFD, "HoldDown": s.P.HoldDown, "Handoff": s.P.Handoff, "HandoffKey": filepath.Join(s.Dir, "handoff.key"), "MinInstances": s.P.MinInstances, "Password": s.P.Password,
+		"Extra": s.P.Extra + extra, "PathMTU": pathMTU(s.P.PathMTU),
+	})
+	if err != nil {
+		panic(err)
+	}
+	return b.String()
+}
+
+// pathMTU is the template's path_mtu: "" leaves the default.
+func pathMTU(m *int) string {
+	if m == nil {
+		return ""
+	}
+	return strconv.Itoa(*m)
+}
+
+// WriteConfig writes n's configuration file.
+func (n *Node) WriteConfig(text string) {
+	n.ConfigPath = filepath.Join(n.Dir, "ober.yaml")
+	if err := os.WriteFile(n.ConfigPath, []byte(text), 0o600); err != nil {
+		n.site.t.Fatal(err)
+	}
+}
+
+// StartNodes runs ober on every node, waits until each is healthy and the
+// router has a three-way multipath route to both VIPs.
+func (s *Site) StartNodes() {
+	s.t.Helper()
+	for _, n := range s.Nodes {
+		n.Start()
+	}
+	s.WaitPaths(3, 30*time.Second)
+}
+
+// WaitPaths waits until the router's routes to both VIPs have want next
+// hops.
+func (s *Site) WaitPaths(want int, timeout time.Duration) {
+	s.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		nh4, err4 := s.R.Nexthops(Prefix4)
+		nh6, err6 := s.R.Nexthops(Prefix6)
+		if err4 == nil && err6 == nil && len(nh4) == want && len(nh6) == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			sess, _ := s.R.Sessions(context.Background())
+			s.t.Fatalf("router: want %d paths to each VIP, have %v and %v (%v %v); sessions %v\n%s", want, nh4, nh6, err4, err6, sess, s.R.Log())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Start runs `ober run` with the node's configuration and waits until
+// it is healthy.
+func (n *Node) Start() { n.Ober.Start(n.ConfigPath) }
+
+// LinkDown cuts the node's cable on the node's side.
+func (n *Node) LinkDown() { n.NS.IP(n.site.t, "link", "set", n.Iface, "down") }
+
+// LinkUp puts it back, with the default routes the kernel removed with
+// the link (a host's network manager would restore them).
+func (n *Node) LinkUp() {
+	n.NS.IP(n.site.t, "link", "set", n.Iface, "up")
+	n.NS.IP(n.site.t, "route", "replace", "default", "via", RouterAddr.String())
+	n.NS.IP(n.site.t, "-6", "route", "replace", "default", "via", RouterAddr6.String())
+}
+
+// ClientDialer dials from the client namespace.
+func (s *Site) ClientDialer() *nodetest.Dialer { return s.clientDial }
+
+// TLSConfig trusts the site's certificate.
+func (s *Site) TLSConfig() *tls.Config {
+	pem, err := os.ReadFile(s.Cert)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	return &tls.Config{RootCAs: pool, ServerName: VIP4.String(), NextProtos: []string{"http/1.1"}}
+}
+
+// NodeByAddr finds the node with a next-hop address.
+func (s *Site) NodeByAddr(a netip.Addr) *Node {
+	for _, n := range s.Nodes {
+		if n.Addr == a || n.Addr6 == a {
+			return n
+		}
+	}
+	return nil
+}
