@@ -100,3 +100,21 @@ func fmtDuration(d time.Duration) string {
 	}
 	return s
 }
+
+// ErrorLines splits an error into its problems: a configuration with
+// several reports one per line (errors.Join), blank lines left out.
+func ErrorLines(err error) []string {
+	var lines []string
+	for _, l := range strings.Split(err.Error(), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	return lines
+}
+
+// OneLine joins an error's problems into one line, for a report or a
+// log line that holds one.
+func OneLine(err error) string {
+	return strings.Join(ErrorLines(err), "; ")
+}

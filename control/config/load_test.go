@@ -2,6 +2,7 @@ package config
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -250,4 +251,11 @@ func TestReadSmallFileRejectsDevices(t *testing.T) {
 	}
 	_, err := Load("/dev/zero")
 	require.EqualError(t, err, "config /dev/zero: not a regular file")
+}
+
+func TestOneLineJoinsEveryProblem(t *testing.T) {
+	err := errors.Join(&FieldError{Path: "vips[0]", Value: `"x"`, Msg: "not an IP address"}, nil,
+		errors.New("  \nservices[1].port: 0: out of range\n"))
+	require.Equal(t, `vips[0]: "x": not an IP address; services[1].port: 0: out of range`, OneLine(err))
+	require.Len(t, ErrorLines(err), 2)
 }
