@@ -16,6 +16,7 @@ import (
 	"github.com/ober-ingress/ober/control/runtime/bgp"
 	"github.com/ober-ingress/ober/control/runtime/handoff"
 	"github.com/ober-ingress/ober/control/runtime/supervisor"
+	"github.com/ober-ingress/ober/control/runtime/vrrp"
 	"github.com/ober-ingress/ober/loader"
 )
 
@@ -72,6 +73,13 @@ type BGPStatus struct {
 	// HandoffStats counts the channel's traffic and the datagrams it
 	// refused (forged, replayed, stale).
 	HandoffStats *handoff.Stats `json:"handoff_stats,omitempty"`
+}
+
+// VRRPStatus is keepalived's state and the track file's verdict.
+type VRRPStatus struct {
+	vrrp.Status
+	// Fault says why the node is in fault (its instances give up the VIPs).
+	Fault string `json:"fault,omitempty"`
 }
 
 // HealthStatus is /health's answer.

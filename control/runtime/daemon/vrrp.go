@@ -172,10 +172,3 @@ func (t *tracker) state() (bool, string) {
 	defer t.mu.Unlock()
 	return t.healthy, t.reason
 }
-
-// VRRPStatus is keepalived's state and the track file's verdict.
-type VRRPStatus struct {
-	vrrp.Status
-	// Fault says why the node is in fault (its instances give up the VIPs).
-	Fault string `json:"fault,omitempty"`
-}
