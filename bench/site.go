@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -25,10 +24,11 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/ober-ingress/ober/control/api"
+	"github.com/ober-ingress/ober/control/config"
 	"github.com/ober-ingress/ober/control/lib/haproxy"
 	"github.com/ober-ingress/ober/control/lib/procstat"
 	"github.com/ober-ingress/ober/control/lib/sysuser"
-	"github.com/ober-ingress/ober/control/runtime/daemon"
 	"github.com/ober-ingress/ober/control/runtime/supervisor"
 	"github.com/ober-ingress/ober/lab/netsite"
 )
@@ -65,7 +65,9 @@ type topology struct {
 	received atomic.Int64
 	dial     *netsite.Dialer
 	nodeDial *netsite.Dialer
-	tls      *tls.Config
+	// nodeAPI asks the node's ober, dialled in its namespace.
+	nodeAPI *api.Client
+	tls     *tls.Config
 
 	noSteering       bool
 	oberPID, basePID int
@@ -160,6 +162,7 @@ func buildTopology(ctx context.Context, dir, prefix, bin string, queues int) (t 
 	if t.nodeDial, err = netsite.NewDialer(t.node, 1); err != nil {
 		return t, err
 	}
+	t.nodeAPI = api.NewClient(config.DefaultAPIListen, api.ClientOptions{Dial: t.nodeDial.DialContext, Timeout: 3 * time.Second})
 	return t, nil
 }
 
@@ -309,7 +312,7 @@ func (t *topology) startOber(ctx context.Context, n int) error {
 }
 
 // nodeStatus is what startOber waits for.
-type nodeStatus struct{ *daemon.Status }
+type nodeStatus struct{ *api.Status }
 
 // Healthy: every instance is healthy and the node says it is.
 func (s nodeStatus) Healthy(n int) bool {
@@ -319,21 +322,8 @@ func (s nodeStatus) Healthy(n int) bool {
 }
 
 func (t *topology) status(ctx context.Context) (nodeStatus, error) {
-	c := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DialContext: t.nodeDial.DialContext, DisableKeepAlives: true}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:8404/status", nil)
-	if err != nil {
-		return nodeStatus{}, err
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return nodeStatus{}, err
-	}
-	defer resp.Body.Close()
-	var st daemon.Status
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return nodeStatus{}, fmt.Errorf("decode /status: %w", err)
-	}
-	return nodeStatus{&st}, nil
+	st, err := t.nodeAPI.Status(ctx)
+	return nodeStatus{st}, err
 }
 
 // stopOber stops the node's ober (SIGTERM, a graceful stop) and waits.

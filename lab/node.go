@@ -1,111 +1,86 @@
 package lab
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
-	"text/template"
 	"time"
 
+	"github.com/ober-ingress/ober/control/api"
+	"github.com/ober-ingress/ober/control/config"
 	"github.com/ober-ingress/ober/control/lib/procstat"
-	"github.com/ober-ingress/ober/control/runtime/daemon"
 	"github.com/ober-ingress/ober/lab/netsite"
 )
 
-var configTmpl = template.Must(template.New("cfg").Parse(`# written by ober lab (lab): node {{.Name}} of the lab's {{.Mode}} site
-node:
-  name: {{.Name}}
-  interfaces: [{{.Iface}}]
-  xdp_mode: native
-  bpffs_root: {{.Root}}
-  runtime_dir: {{.Dir}}/run
-  state_dir: {{.Dir}}/state
-vips: [{{.VIPs}}]
-services:
-  - name: https
-    port: 443
-    mode: tls
-    tls:
-      cert: {{.Cert}}
-      key: {{.Key}}
-backends:
-  servers:
-{{- range .Backends}}
-    - name: {{.Name}}
-      address: {{.Addr}}
-{{- end}}
-  health:
-    # RGW's Swift health check answers with an empty body.
-    path: /swift/healthcheck
-    interval: 500ms
-    fall: 2
-    rise: 1
-timeouts:
-  drain: {{.Drain}}
-haproxy:
-  served_by_header: true
-{{- if .VRRP}}
-ha:
-  mode: vrrp
-  vrrp:
-    nodes: [{{.VRRPNodes}}]
-    preempt_delay: {{.Preempt}}
-{{- else}}
-ha:
-  mode: bgp
-  bgp:
-    asn: {{.NodeASN}}
-    hold_down: {{.HoldDown}}
-    peers:
-{{- range .Routers}}
-      - address: {{.}}
-        asn: {{$.RouterASN}}
-        hold_time: {{$.Hold}}
-        connect_retry: 1s
-{{- end}}
-    handoff:
-      nodes: [{{.Handoff}}]
-      key_file: {{.HandoffKey}}
-{{- end}}
-`))
-
-// nodeConfig renders node i's configuration for the lab's ha mode.
-func nodeConfig(ha string, i int, dir, root, cert, key, handoffKey string) (string, error) {
-	type be struct {
-		Name string
-		Addr netip.AddrPort
+// nodeConfig is node i's configuration for the lab's ha mode, as its
+// file says it: Load fills in the defaults.
+func nodeConfig(ha string, i int, dir, root, cert, key, handoffKey string) *config.Config {
+	dur := func(d time.Duration) config.Duration { return config.Duration{Duration: d} }
+	addrs := func(as ...netip.Addr) []config.Addr {
+		out := make([]config.Addr, len(as))
+		for i, a := range as {
+			out[i] = config.Addr{Addr: a}
+		}
+		return out
 	}
-	var bes []be
+	h := nodeHost(i)
+	c := &config.Config{
+		Node: config.Node{
+			Name: h.role, Interfaces: []string{h.iface}, XDPMode: config.XDPModeNative,
+			BPFFSRoot: root, RuntimeDir: dir + "/run", StateDir: dir + "/state",
+		},
+		Services: []config.Service{
+			{Name: "https", Port: 443, Mode: config.ModeTLS, TLS: &config.TLS{Cert: cert, Key: key}},
+		},
+		Backends: config.Backends{Health: config.HealthCheck{
+			// RGW's Swift health check answers with an empty body.
+			Path: "/swift/healthcheck", Interval: dur(500 * time.Millisecond), Fall: 2, Rise: 1,
+		}},
+		Timeouts: config.Timeouts{Drain: dur(drain)},
+		HAProxy:  config.HAProxy{ServedByHeader: true},
+	}
 	for _, b := range backends {
-		bes = append(bes, be{b.role, b.listen()})
+		c.Backends.Servers = append(c.Backends.Servers, config.BackendServer{Name: b.role, Address: b.listen().String()})
 	}
 	// The node list doubles as the handoff peers (BGP) and as the
 	// VRRP ownership order: VIP i is owned by node i.
-	var nodes []string
+	var nodes []config.Addr
 	for j := range nodeCount {
-		nodes = append(nodes, nodeHost(j).addr.String())
+		nodes = append(nodes, config.Addr{Addr: nodeHost(j).addr})
 	}
-	h := nodeHost(i)
-	mode, vips := "BGP", joinAddrs([]netip.Addr{VIP4, VIP6})
 	if ha == haVRRP {
-		mode, vips = "VRRP", joinAddrs(VRRPVIPs)
+		c.VIPs = addrs(VRRPVIPs...)
+		c.HA = config.HA{Mode: config.HAModeVRRP, VRRP: &config.VRRP{Nodes: nodes, PreemptDelay: dur(preemptDelay)}}
+		return c
 	}
-	var b bytes.Buffer
-	err := configTmpl.Execute(&b, map[string]any{
-		"Name": h.role, "Mode": mode, "Iface": h.iface, "Root": root, "Dir": dir, "VIPs": vips,
-		"Cert": cert, "Key": key, "Backends": bes, "Drain": drain, "NodeASN": NodeASN,
-		"HoldDown": holdDown, "Routers": []netip.Addr{RouterAddr, RouterAddr6}, "RouterASN": RouterASN,
-		"Hold": bgpHoldTime, "Handoff": strings.Join(nodes, ", "), "HandoffKey": handoffKey,
-		"VRRP": ha == haVRRP, "VRRPNodes": strings.Join(nodes, ", "), "Preempt": preemptDelay,
-	})
-	return b.String(), err
+	c.VIPs = addrs(VIP4, VIP6)
+	var peers []config.BGPPeer
+	for _, r := range []netip.Addr{RouterAddr, RouterAddr6} {
+		peers = append(peers, config.BGPPeer{Address: config.Addr{Addr: r}, ASN: RouterASN,
+			HoldTime: dur(bgpHoldTime), ConnectRetry: dur(time.Second)})
+	}
+	c.HA = config.HA{Mode: config.HAModeBGP, BGP: &config.BGP{
+		ASN: NodeASN, Peers: peers, HoldDown: dur(holdDown),
+		Handoff: config.Handoff{Nodes: nodes, KeyFile: handoffKey},
+	}}
+	return c
+}
+
+// nodeConfigText is nodeConfig as the text of node i's file.
+func nodeConfigText(ha string, i int, dir, root, cert, key, handoffKey string) (string, error) {
+	b, err := config.Marshal(nodeConfig(ha, i, dir, root, cert, key, handoffKey))
+	if err != nil {
+		return "", err
+	}
+	mode := "BGP"
+	if ha == haVRRP {
+		mode = "VRRP"
+	}
+	return fmt.Sprintf("# written by ober lab: node %s of the lab's %s site\n", nodeHost(i).role, mode) + string(b), nil
 }
 
 // startNode writes node i's configuration and spawns `ober run` in its
@@ -118,7 +93,7 @@ func startNode(site *netsite.Site, ns *netsite.NS, ha string, i int, bin, bpffs,
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return ns0, err
 	}
-	text, err := nodeConfig(ha, i, dir, filepath.Join(bpffs, h.role), cert, key, handoffKey)
+	text, err := nodeConfigText(ha, i, dir, filepath.Join(bpffs, h.role), cert, key, handoffKey)
 	if err != nil {
 		return ns0, err
 	}
@@ -132,8 +107,8 @@ func startNode(site *netsite.Site, ns *netsite.NS, ha string, i int, bin, bpffs,
 // nodeAPI asks a node's daemon on its default API address, dialled in
 // the node's namespace.
 type nodeAPI struct {
-	d  *netsite.Dialer
-	hc *http.Client
+	d *netsite.Dialer
+	c *api.Client
 }
 
 func newNodeAPI(nsName string) (*nodeAPI, error) {
@@ -141,63 +116,32 @@ func newNodeAPI(nsName string) (*nodeAPI, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &nodeAPI{d: d, hc: &http.Client{Timeout: 5 * time.Second,
-		Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true}}}, nil
+	return &nodeAPI{d: d, c: api.NewClient(config.DefaultAPIListen, api.ClientOptions{Dial: d.DialContext})}, nil
 }
 
 func (a *nodeAPI) Close() { a.d.Close() }
 
-func (a *nodeAPI) get(ctx context.Context, path string) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:8404"+path, nil)
-	if err != nil {
-		return nil, err
-	}
-	return a.hc.Do(req)
-}
-
 // health returns /health's status code and body.
 func (a *nodeAPI) health(ctx context.Context) (int, string, error) {
-	resp, err := a.get(ctx, "/health")
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	return resp.StatusCode, strings.TrimSpace(string(b)), nil
+	h, err := a.c.Health(ctx)
+	return h.Code, h.Body, err
 }
 
 // status returns /status.
-func (a *nodeAPI) status(ctx context.Context) (*daemon.Status, error) {
-	resp, err := a.get(ctx, "/status")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("/status answered %s", resp.Status)
-	}
-	var st daemon.Status
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return nil, fmt.Errorf("decode /status: %w", err)
-	}
-	if st.Daemon == nil {
-		return nil, fmt.Errorf("/status without the daemon's part")
-	}
-	return &st, nil
-}
+func (a *nodeAPI) status(ctx context.Context) (*api.Status, error) { return a.c.Status(ctx) }
 
 // waitHealthy waits until the node's /health answers 200, failing early
 // with its log when ober exits.
 func waitHealthy(ctx context.Context, n NodeState, timeout time.Duration) error {
-	api, err := newNodeAPI(n.NS)
+	na, err := newNodeAPI(n.NS)
 	if err != nil {
 		return err
 	}
-	defer api.Close()
+	defer na.Close()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for {
-		code, body, err := api.health(ctx)
+		code, body, err := na.health(ctx)
 		if err == nil && code == http.StatusOK {
 			return nil
 		}

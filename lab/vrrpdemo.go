@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ober-ingress/ober/control/runtime/daemon"
+	"github.com/ober-ingress/ober/control/api"
 	"github.com/ober-ingress/ober/lab/netsite"
 	"github.com/ober-ingress/ober/lab/vipwatch"
 )
@@ -97,12 +97,12 @@ func showHolders(ctx context.Context, st *State, out io.Writer) error {
 		if err != nil {
 			return err
 		}
-		api, err := newNodeAPI(n.NS)
+		na, err := newNodeAPI(n.NS)
 		if err != nil {
 			return err
 		}
-		ns, err := api.status(ctx)
-		api.Close()
+		ns, err := na.status(ctx)
+		na.Close()
 		if err != nil {
 			return fmt.Errorf("%s: %w", n.Name, err)
 		}
@@ -157,12 +157,12 @@ func waitFirst(ctx context.Context, sp *vipwatch.Sampler, since time.Time, vip n
 func vrrpFailover(ctx context.Context, c *s3Client, st *State, o demoObject, out io.Writer) error {
 	const vi = 1 // VIP 2, owned by node2, backed up first by node3
 	victim, backup, vip := st.Nodes[vi], st.Nodes[(vi+1)%nodeCount], VRRPVIPs[vi]
-	api, err := newNodeAPI(victim.NS)
+	na, err := newNodeAPI(victim.NS)
 	if err != nil {
 		return err
 	}
-	defer api.Close()
-	pids, err := instancePIDs(ctx, api, victim.Name)
+	defer na.Close()
+	pids, err := instancePIDs(ctx, na, victim.Name)
 	if err != nil {
 		return err
 	}
@@ -190,7 +190,7 @@ func vrrpFailover(ctx context.Context, c *s3Client, st *State, o demoObject, out
 	fmt.Fprintf(out, "  %s took %s %d ms after the kill (%s faulted on its dead instances and gave the VIP up)\n",
 		backup.Name, vip, took.Sub(killed).Milliseconds(), victim.Name)
 
-	restarted, newPIDs, err := waitRestarted(ctx, api, pids, 20*time.Second)
+	restarted, newPIDs, err := waitRestarted(ctx, na, pids, 20*time.Second)
 	if err != nil {
 		return fmt.Errorf("%s: %w", victim.Name, err)
 	}
@@ -258,7 +258,7 @@ func vrrpFailover(ctx context.Context, c *s3Client, st *State, o demoObject, out
 
 // vrrpStates is "keepalived pid P: 10.99.1.101 MASTER 200, 10.99.1.102
 // BACKUP 190, ..." from a node's /status.
-func vrrpStates(vs *daemon.VRRPStatus) string {
+func vrrpStates(vs *api.VRRPStatus) string {
 	if vs == nil {
 		return "no VRRP in /status"
 	}

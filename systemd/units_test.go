@@ -14,8 +14,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ober-ingress/ober/control/api"
 	"github.com/ober-ingress/ober/control/config"
-	"github.com/ober-ingress/ober/control/runtime/daemon"
 )
 
 // installedBinary is where `ober bootstrap` puts ober, and so where the
@@ -115,7 +115,7 @@ func TestOberService(t *testing.T) {
 	require.Equal(t, "/bin/kill -HUP $MAINPID", u.one(t, s, "ExecReload"), "ober reloads on SIGHUP")
 
 	// The restart handover contract: exit 75 means "start me again".
-	require.Equal(t, strconv.Itoa(daemon.ExitRestart), u.one(t, s, "RestartForceExitStatus"))
+	require.Equal(t, strconv.Itoa(api.ExitRestart), u.one(t, s, "RestartForceExitStatus"))
 	require.Equal(t, "on-failure", u.one(t, s, "Restart"))
 	require.Equal(t, "process", u.one(t, s, "KillMode"), "the HAProxy instances must outlive a handover")
 	require.Equal(t, "yes", u.one(t, s, "RuntimeDirectoryPreserve"), "the instances' pid files and the handover mark live in /run/ober")

@@ -23,8 +23,10 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ober-ingress/ober/control/config"
 	"github.com/ober-ingress/ober/internal/testsite/ecmptest"
 	"github.com/ober-ingress/ober/internal/testsite/netnstest"
+	"github.com/ober-ingress/ober/internal/testsite/nodetest"
 	"github.com/ober-ingress/ober/internal/testsite/routertest"
 )
 
@@ -175,10 +177,10 @@ func TestBGPECMP(t *testing.T) {
 			require.Empty(t, nh, "ober test announced something")
 
 			// A wrong AS number: the router refuses, ober test says so.
-			bad := s.Config(s.Nodes[0], "")
-			bad = strings.Replace(bad, "asn: 65010", "asn: 65011", 1)
+			bad := s.Config(s.Nodes[0])
+			bad.HA.BGP.ASN = ecmptest.NodeASN + 1
 			badPath := s.Nodes[0].Dir + "/bad.yaml"
-			require.NoError(t, os.WriteFile(badPath, []byte(bad), 0o600))
+			require.NoError(t, os.WriteFile(badPath, []byte(nodetest.YAML(t, bad)), 0o600))
 			out, code = oberIn(t, s.Nodes[0].NS, "--config", badPath, "test", "--timeout", "5s")
 			t.Logf("ober test, wrong AS:\n%s", out)
 			require.Equal(t, 1, code, out)
@@ -327,9 +329,12 @@ func TestBGPInstancesKilled(t *testing.T) {
 func TestBGPPassword(t *testing.T) {
 	s := ecmptest.New(t, oberBin, ecmptest.Params{Password: "rack7-md5-key"})
 	n := s.Nodes[0]
-	bad := strings.ReplaceAll(s.Config(n, ""), "password: rack7-md5-key", "password: wrong-key")
+	bad := s.Config(n)
+	for i := range bad.HA.BGP.Peers {
+		bad.HA.BGP.Peers[i].Password = "wrong-key"
+	}
 	badPath := n.Dir + "/bad.yaml"
-	require.NoError(t, os.WriteFile(badPath, []byte(bad), 0o600))
+	require.NoError(t, os.WriteFile(badPath, []byte(nodetest.YAML(t, bad)), 0o600))
 	out, code := oberIn(t, n.NS, "--config", badPath, "test", "--timeout", "4s")
 	t.Logf("ober test, wrong key:\n%s", out)
 	require.Equal(t, 1, code, out)
@@ -348,12 +353,11 @@ func TestBGPReloadPeers(t *testing.T) {
 	s := ecmptest.New(t, oberBin, ecmptest.Params{})
 	s.StartNodes()
 	n := s.Nodes[0]
-	cfg := s.Config(n, "")
-	i := strings.Index(cfg, "      - address: fd99:1::1\n")
-	require.GreaterOrEqual(t, i, 0)
-	j := strings.Index(cfg[i:], "multiplier: 3}\n")
-	require.GreaterOrEqual(t, j, 0)
-	n.WriteConfig(cfg[:i] + cfg[i+j+len("multiplier: 3}\n"):])
+	cfg := s.Config(n)
+	peers := len(cfg.HA.BGP.Peers)
+	cfg.HA.BGP.Peers = slices.DeleteFunc(cfg.HA.BGP.Peers, func(p config.BGPPeer) bool { return p.Address.Addr == ecmptest.RouterAddr6 })
+	require.Len(t, cfg.HA.BGP.Peers, peers-1)
+	n.WriteConfig(cfg)
 	w6 := s.R.Watch(t, ecmptest.Prefix6)
 	w4 := s.R.Watch(t, ecmptest.Prefix4)
 	reloaded := time.Now()

@@ -10,7 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ober-ingress/ober/control/ops/dataplane"
+	"github.com/ober-ingress/ober/control/api"
 	"github.com/ober-ingress/ober/internal/testsite/netnstest"
 )
 
@@ -142,7 +142,7 @@ func TestAttachDetach(t *testing.T) {
 
 // requireSameAttachments compares what attach changes; counters move on
 // their own (IPv6 neighbour discovery on the veth, say).
-func requireSameAttachments(t *testing.T, want, got *dataplane.StatusReport) {
+func requireSameAttachments(t *testing.T, want, got *api.DataplaneStatus) {
 	t.Helper()
 	require.Equal(t, want.Attachments, got.Attachments)
 	require.Equal(t, want.SkLookupAttached, got.SkLookupAttached)

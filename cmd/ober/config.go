@@ -11,7 +11,7 @@ import (
 
 	"github.com/ober-ingress/ober/control/config"
 	"github.com/ober-ingress/ober/control/ops/wizard"
-	"github.com/ober-ingress/ober/control/runtime/daemon"
+	nodeplan "github.com/ober-ingress/ober/control/plan"
 )
 
 // configQuestions are the wizard's string flags, named after the keys of
@@ -214,7 +214,7 @@ func dryRunConfig(ctx context.Context, w io.Writer, plan *wizard.Plan) error {
 		}
 	}
 	show(existing(plan), plan.Path, plan.Old, plan.New)
-	pv, err := daemon.RenderPreview(ctx, plan.Config, nil)
+	pv, err := nodeplan.RenderPreview(ctx, plan.Config, nil)
 	if err != nil {
 		return fmt.Errorf("--dry-run: render the daemon's files: %w", err)
 	}

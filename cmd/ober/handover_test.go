@@ -24,7 +24,8 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/stretchr/testify/require"
 
-	"github.com/ober-ingress/ober/control/runtime/daemon"
+	"github.com/ober-ingress/ober/control/api"
+	"github.com/ober-ingress/ober/control/config"
 	"github.com/ober-ingress/ober/internal/testsite/ecmptest"
 	"github.com/ober-ingress/ober/internal/testsite/netnstest"
 	"github.com/ober-ingress/ober/internal/testsite/nodetest"
@@ -91,11 +92,11 @@ func (p *oberProc) wait(timeout time.Duration) int {
 }
 
 // waitHealthy polls /health until it answers 200.
-func (p *oberProc) waitHealthy(api nodetest.API) {
+func (p *oberProc) waitHealthy(nc *api.Client) {
 	p.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if code, _, err := api.Health(); err == nil && code == http.StatusOK {
+		if h, err := nc.Health(context.Background()); err == nil && h.OK() {
 			return
 		}
 		select {
@@ -211,7 +212,7 @@ func TestRunNotify(t *testing.T) {
 	s := nodetest.New(t, oberBin, 2)
 	s.WriteConfig(s.Config(nodetest.Params{}))
 	sock := newNotifySocket(t)
-	api := nodetest.API{Dialer: nodetest.NewDialer(t, s.Node, 2)}
+	nc := nodetest.NewAPI(nodetest.NewDialer(t, s.Node, 2))
 
 	// Ask /health every 10ms from the start: once READY=1 has arrived, no
 	// answer may be anything but OK.
@@ -235,12 +236,12 @@ func TestRunNotify(t *testing.T) {
 			case <-time.After(10 * time.Millisecond):
 			}
 			start := time.Now()
-			code, body, err := api.Health()
+			h, err := nc.Health(context.Background())
 			if err != nil {
 				continue // the API port is not bound yet
 			}
 			probesMu.Lock()
-			probes = append(probes, probe{start, code, body})
+			probes = append(probes, probe{start, h.Code, h.Body})
 			probesMu.Unlock()
 		}
 	}()
@@ -290,7 +291,7 @@ func TestRunNotify(t *testing.T) {
 	require.Contains(t, done.fields["STATUS"], "reloaded; serving configuration generation 2", done.raw)
 
 	// A reload that is refused ends in READY=1 too, saying so.
-	s.WriteConfig(s.Config(nodetest.Params{}) + "bogus_key: 1\n")
+	s.WriteConfigText(nodetest.YAML(t, s.Config(nodetest.Params{})) + "bogus_key: 1\n")
 	p.signal(syscall.SIGHUP)
 	sock.next(t, "RELOADING", 5*time.Second)
 	refused := sock.next(t, "READY", 20*time.Second)
@@ -338,9 +339,9 @@ func TestRunRestartHandover(t *testing.T) {
 	s := nodetest.New(t, oberBin, 2)
 	s.WriteConfig(s.Config(nodetest.Params{ServedByHeader: true, Drain: 10 * time.Second}))
 	sock := newNotifySocket(t)
-	api := nodetest.API{Dialer: nodetest.NewDialer(t, s.Node, 2)}
+	nc := nodetest.NewAPI(nodetest.NewDialer(t, s.Node, 2))
 	first := startOber(t, s.Node, s.ConfigPath, "NOTIFY_SOCKET="+sock.path)
-	first.waitHealthy(api)
+	first.waitHealthy(nc)
 	sock.next(t, "READY", 15*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -350,7 +351,7 @@ func TestRunRestartHandover(t *testing.T) {
 	data := payload(48<<20, 7)
 	_, err := mc.PutObject(ctx, "handover", "big", bytes.NewReader(data), int64(len(data)), minio.PutObjectOptions{})
 	require.NoError(t, err)
-	st, err := api.Status()
+	st, err := nc.Status(ctx)
 	require.NoError(t, err)
 	var oldPIDs []int
 	for _, in := range st.Daemon.HAProxy.Instances {
@@ -396,7 +397,7 @@ func TestRunRestartHandover(t *testing.T) {
 	require.Contains(t, stopping.fields["STATUS"], "restarting", stopping.raw)
 	code := first.wait(10 * time.Second)
 	exited := time.Since(sent)
-	require.Equal(t, daemon.ExitRestart, code, "exit status after SIGUSR2\n%s", first.log.String())
+	require.Equal(t, api.ExitRestart, code, "exit status after SIGUSR2\n%s", first.log.String())
 	t.Logf("SIGUSR2: exited %d after %v", code, exited.Round(time.Millisecond))
 	require.Less(t, exited, 3*time.Second, "a handover neither drains nor waits")
 	require.NotContains(t, first.log.String(), "draining instances")
@@ -410,14 +411,14 @@ func TestRunRestartHandover(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 
 	second := startOber(t, s.Node, s.ConfigPath)
-	second.waitHealthy(api)
+	second.waitHealthy(nc)
 	require.Contains(t, second.log.String(), "taking over after a restart handover")
 	select {
 	case err := <-dl:
 		t.Fatalf("the long download ended (%v) before the new ober served: the test shows nothing", err)
 	default:
 	}
-	st, err = api.Status()
+	st, err = nc.Status(ctx)
 	require.NoError(t, err)
 	for _, in := range st.Daemon.HAProxy.Instances {
 		require.NotContains(t, oldPIDs, in.PID, "the new ober runs its own instances")
@@ -486,15 +487,16 @@ func TestBGPRestartHandover(t *testing.T) {
 	s := ecmptest.New(t, oberBin, ecmptest.Params{})
 	gracefulRestartRouter(t, s)
 	for _, n := range s.Nodes {
-		n.WriteConfig(strings.Replace(s.Config(n, ""), "    hold_down:",
-			"    graceful_restart: {enabled: true, restart_time: 20s}\n    hold_down:", 1))
+		c := s.Config(n)
+		c.HA.BGP.GracefulRestart = config.GracefulRestart{Enabled: true, RestartTime: config.Duration{Duration: 20 * time.Second}}
+		n.WriteConfig(c)
 	}
 	victim := s.Nodes[1]
-	api := nodetest.API{Dialer: nodetest.NewDialer(t, victim.NS, 2)}
+	nc := nodetest.NewAPI(nodetest.NewDialer(t, victim.NS, 2))
 	s.Nodes[0].Start()
 	s.Nodes[2].Start()
 	first := startOber(t, victim.NS, victim.ConfigPath)
-	first.waitHealthy(api)
+	first.waitHealthy(nc)
 	s.WaitPaths(3, 30*time.Second)
 	sess, err := s.R.Birdc(context.Background(), "show", "protocols", "all", "n2")
 	require.NoError(t, err)
@@ -530,11 +532,11 @@ func TestBGPRestartHandover(t *testing.T) {
 
 	sent := time.Now()
 	first.signal(syscall.SIGUSR2)
-	require.Equal(t, daemon.ExitRestart, first.wait(10*time.Second), "exit status after SIGUSR2")
+	require.Equal(t, api.ExitRestart, first.wait(10*time.Second), "exit status after SIGUSR2")
 	require.NotContains(t, first.log.String(), "bgp withdrawn")
 	time.Sleep(500 * time.Millisecond) // systemd's RestartSec, about
 	second := startOber(t, victim.NS, victim.ConfigPath)
-	second.waitHealthy(api)
+	second.waitHealthy(nc)
 	require.Eventually(t, func() bool { return strings.Contains(second.log.String(), `"restarting":true`) },
 		10*time.Second, 20*time.Millisecond, "the next speaker starts as restarting")
 	// The refreshed routes and End-of-RIB go out once the router's

@@ -15,8 +15,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ober-ingress/ober/control/api"
 	"github.com/ober-ingress/ober/control/lib/sysuser"
-	"github.com/ober-ingress/ober/control/ops/dataplane"
 	"github.com/ober-ingress/ober/internal/testsite/netnstest"
 )
 
@@ -103,10 +103,10 @@ func ober(t *testing.T, ns *netnstest.NS, code int, args ...string) result {
 }
 
 // status runs `ober status --json` and decodes it.
-func status(t *testing.T, ns *netnstest.NS, root string) *dataplane.StatusReport {
+func status(t *testing.T, ns *netnstest.NS, root string) *api.DataplaneStatus {
 	t.Helper()
 	res := ober(t, ns, 0, "--bpffs-root", root, "status", "--json")
-	var st dataplane.StatusReport
+	var st api.DataplaneStatus
 	require.NoError(t, json.Unmarshal([]byte(res.stdout), &st), res.stdout)
 	return &st
 }

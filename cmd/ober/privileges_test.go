@@ -18,9 +18,9 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
+	"github.com/ober-ingress/ober/control/api"
 	"github.com/ober-ingress/ober/control/lib/procstat"
 	"github.com/ober-ingress/ober/control/lib/sysuser"
-	"github.com/ober-ingress/ober/control/runtime/daemon"
 	"github.com/ober-ingress/ober/internal/testsite/ecmptest"
 	"github.com/ober-ingress/ober/internal/testsite/netnstest"
 	"github.com/ober-ingress/ober/internal/testsite/nodetest"
@@ -58,7 +58,7 @@ func capMask(t *testing.T, hex string) uint64 {
 }
 
 // instancePIDs are the PIDs of the HAProxy instances in st.
-func instancePIDs(t *testing.T, st *daemon.Status) []int {
+func instancePIDs(t *testing.T, st *api.Status) []int {
 	t.Helper()
 	var pids []int
 	for _, in := range st.Daemon.HAProxy.Instances {

@@ -11,6 +11,8 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/ober-ingress/ober/control/api"
+	"github.com/ober-ingress/ober/control/plan"
 	"github.com/ober-ingress/ober/control/runtime/daemon"
 	"github.com/ober-ingress/ober/control/runtime/sdnotify"
 )
@@ -68,13 +70,14 @@ Logs go to stderr: text on a terminal, JSON otherwise (systemd's journal).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			path := a.configPath
 			if check {
-				res, err := daemon.Check(cmd.Context(), path, nil)
+				res, err := plan.Check(cmd.Context(), path, nil)
 				if err != nil {
 					return err
 				}
+				c := res.Plan.Config
 				fmt.Fprintf(a.out, "# %s is valid: %d VIPs, %d services, %d backends, %d instances on CPUs %v, HAProxy %s\n",
-					path, len(res.Config.VIPs), len(res.Config.Services), len(res.Config.Backends.Servers),
-					res.Instances, res.Config.CPUs(), res.HAProxy)
+					path, len(c.VIPs), len(c.Services), len(c.Backends.Servers),
+					len(res.Plan.Slots), c.CPUs(), res.Plan.HAProxy)
 				fmt.Fprintf(a.out, "# HAProxy configuration of instance 0:\n%s", res.Rendered)
 				return nil
 			}
@@ -116,8 +119,8 @@ Logs go to stderr: text on a terminal, JSON otherwise (systemd's journal).`,
 				// The one exit status that is not 0 or 1: whoever runs
 				// ober starts it again at once (ober.service's
 				// RestartForceExitStatus, `ober restart`).
-				log.Info("exiting for the restart handover", "status", daemon.ExitRestart)
-				return exitStatus(daemon.ExitRestart)
+				log.Info("exiting for the restart handover", "status", api.ExitRestart)
+				return exitStatus(api.ExitRestart)
 			}
 			return err
 		},

@@ -26,7 +26,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
-	"github.com/ober-ingress/ober/control/runtime/daemon"
+	"github.com/ober-ingress/ober/control/api"
+	"github.com/ober-ingress/ober/control/config"
 	"github.com/ober-ingress/ober/internal/testsite/nodetest"
 	"github.com/ober-ingress/ober/loader"
 )
@@ -152,7 +153,7 @@ func TestServeS3(t *testing.T) {
 		require.Regexp(t, want, res.stdout)
 	}
 	res = ober(t, s.Node, 0, "--config", s.ConfigPath, "status", "--json")
-	var js daemon.Status
+	var js api.Status
 	require.NoError(t, json.Unmarshal([]byte(res.stdout), &js))
 	require.NotNil(t, js.Daemon)
 	require.Equal(t, "node1", js.Daemon.Node)
@@ -410,7 +411,7 @@ func TestServeReload(t *testing.T) {
 	// The new configuration changes the checks and adds a service, so
 	// the listeners, the service table and the instances all change.
 	reloaded := nodetest.Params{ServedByHeader: true, HealthInterval: 300 * time.Millisecond,
-		ExtraServices: "  - name: https-alt\n    port: 8443\n    mode: tls\n    tls:\n      self_signed: true\n"}
+		ExtraServices: []config.Service{{Name: "https-alt", Port: 8443, Mode: config.ModeTLS, TLS: &config.TLS{SelfSigned: true}}}}
 	s.WriteConfig(s.Config(reloaded))
 	s.Signal(syscall.SIGHUP)
 	require.Eventually(t, func() bool { return s.Status().Daemon.Config.Generation == 2 }, 15*time.Second, 20*time.Millisecond,
@@ -439,7 +440,7 @@ func TestServeReload(t *testing.T) {
 	tc.Close()
 
 	// A broken configuration: refused, and everything stays as it was.
-	s.WriteConfig(s.Config(reloaded) + "bogus_key: 1\n")
+	s.WriteConfigText(nodetest.YAML(t, s.Config(reloaded)) + "bogus_key: 1\n")
 	s.Signal(syscall.SIGHUP)
 	require.Eventually(t, func() bool { return s.Status().Daemon.Config.ReloadFailures == 1 }, 10*time.Second, 20*time.Millisecond)
 	after := s.Status()

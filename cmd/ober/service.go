@@ -8,7 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ober-ingress/ober/control/ops/service"
-	"github.com/ober-ingress/ober/control/runtime/daemon"
+	"github.com/ober-ingress/ober/control/plan"
 )
 
 // serviceFlags are the flags start, stop and restart share.
@@ -42,7 +42,7 @@ func (a *app) manager(ctx context.Context, f *serviceFlags, start, stop time.Dur
 		SystemdDir:   f.systemdDir,
 		Direct:       f.direct,
 		Check: func(ctx context.Context, path string) error {
-			_, err := daemon.Check(ctx, path, nil)
+			_, err := plan.Check(ctx, path, nil)
 			return err
 		},
 	})

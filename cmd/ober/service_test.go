@@ -411,14 +411,16 @@ func TestServiceDirect(t *testing.T) {
 	// A configuration that does not load: one line naming the problem.
 	good, err := os.ReadFile(s.ConfigPath)
 	require.NoError(t, err)
-	s.WriteConfig(strings.Replace(string(good), "vips: [10.98.0.100]", "vips: [10.98.0.300]", 1))
+	s.WriteConfigText(strings.Replace(string(good), "vips: [10.98.0.100]", "vips: [10.98.0.300]", 1))
 	res = svc(1, "start")
 	require.Equal(t, "ober: start: config "+s.ConfigPath+`: vips[0]: "10.98.0.300" is not an IP address (line 9)`+"\n", res.stderr)
 	require.NoFileExists(t, pidFile)
 	require.Empty(t, obersRunning(s.ConfigPath))
 
 	// One that loads but that ober run refuses: its reason, from the log.
-	s.WriteConfig(strings.Replace(string(good), "haproxy:\n", "haproxy:\n  binary: /nonexistent/haproxy\n", 1))
+	noHAProxy := s.Config(nodetest.Params{Drain: time.Second})
+	noHAProxy.HAProxy.Binary = "/nonexistent/haproxy"
+	s.WriteConfig(noHAProxy)
 	res = svc(1, "start")
 	require.Equal(t, "ober: start: ober run exited 1: haproxy.binary: /nonexistent/haproxy -v: fork/exec /nonexistent/haproxy: no such file or directory\n", res.stderr)
 	require.NoFileExists(t, pidFile)
@@ -426,7 +428,7 @@ func TestServiceDirect(t *testing.T) {
 
 	// Something else answering /health on api.listen is not taken for
 	// the daemon just started.
-	s.WriteConfig(string(good))
+	s.WriteConfigText(string(good))
 	var ln net.Listener
 	require.NoError(t, s.Node.Do(func() (err error) {
 		ln, err = net.Listen("tcp", "127.0.0.1:8404")

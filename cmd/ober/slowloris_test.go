@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ober-ingress/ober/control/config"
 	"github.com/ober-ingress/ober/internal/testsite/nodetest"
 )
 
@@ -24,7 +25,7 @@ func TestServeSlowloris(t *testing.T) {
 	const attackers, bound = 2000, 3 * time.Second
 	s := nodetest.New(t, oberBin, 2)
 	s.Client.IP(t, "addr", "add", "10.98.1.2/24", "dev", "veth-c")
-	s.WriteConfig(s.Config(nodetest.Params{Timeouts: "  tls_handshake: 3s\n"}))
+	s.WriteConfig(s.Config(nodetest.Params{Timeouts: config.Timeouts{TLSHandshake: config.Duration{Duration: bound}}}))
 	s.Start()
 	ctx := context.Background()
 	vip := netip.AddrPortFrom(nodetest.VIP, 443).String()

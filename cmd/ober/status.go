@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -13,9 +12,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ober-ingress/ober/control/api"
 	"github.com/ober-ingress/ober/control/config"
-	"github.com/ober-ingress/ober/control/ops/dataplane"
-	"github.com/ober-ingress/ober/control/runtime/daemon"
 	"github.com/ober-ingress/ober/loader"
 )
 
@@ -57,11 +55,11 @@ added, never renamed or removed.`,
 					return fmt.Errorf("status: no daemon answers on %s (%v), and %w", addr, derr, err)
 				}
 				defer d.Close()
-				rep, err := dataplane.Status(d)
+				rep, err := api.ReadDataplane(d)
 				if err != nil {
-					return err
+					return fmt.Errorf("status: %w", err)
 				}
-				st = &daemon.Status{StatusReport: rep}
+				st = &api.Status{DataplaneStatus: rep}
 			}
 			if asJSON {
 				enc := json.NewEncoder(a.out)
@@ -73,7 +71,7 @@ added, never renamed or removed.`,
 			} else if err := printDaemon(a.out, st.Daemon); err != nil {
 				return err
 			}
-			return printStatus(a.out, st.StatusReport)
+			return printStatus(a.out, st.DataplaneStatus)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON instead of tables")
@@ -92,36 +90,14 @@ func (a *app) apiAddr() string {
 	return cfg.API.Listen
 }
 
-// fetchStatus asks the daemon for its status.
-func fetchStatus(ctx context.Context, addr string) (*daemon.Status, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/status", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return nil, fmt.Errorf("daemon answered %s: %s", resp.Status, strings.TrimSpace(string(b)))
-	}
-	var st daemon.Status
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return nil, fmt.Errorf("daemon status: %w", err)
-	}
-	if st.StatusReport == nil || st.Daemon == nil {
-		return nil, fmt.Errorf("daemon status: incomplete answer from %s", addr)
-	}
-	return &st, nil
+// fetchStatus asks the daemon on addr (api.listen) for its status.
+func fetchStatus(ctx context.Context, addr string) (*api.Status, error) {
+	return api.NewClient(addr, api.ClientOptions{}).Status(ctx)
 }
 
 // printDaemon writes the daemon's part: health, configuration, the
 // instances and the backends.
-func printDaemon(w io.Writer, d *daemon.DaemonStatus) error {
+func printDaemon(w io.Writer, d *api.DaemonStatus) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	health := "ok"
 	if !d.Health.OK {
@@ -132,10 +108,10 @@ func printDaemon(w io.Writer, d *daemon.DaemonStatus) error {
 	fmt.Fprintf(tw, "health\t%s\n", health)
 	fmt.Fprintf(tw, "config\t%s, generation %d, loaded %s\n", d.Config.Path, d.Config.Generation, d.Config.LoadedAt.Format(time.RFC3339))
 	switch d.Config.LastReload {
-	case daemon.ReloadRefused:
+	case api.ReloadRefused:
 		fmt.Fprintf(tw, "reload\tREFUSED, the running configuration is unchanged (%d refused in all): %s\n",
 			d.Config.ReloadFailures, d.Config.LastReloadError)
-	case daemon.ReloadOK:
+	case api.ReloadOK:
 		fmt.Fprintf(tw, "reload\tlast reload ok (%d refused in all)\n", d.Config.ReloadFailures)
 	default:
 		fmt.Fprintf(tw, "reload\tnone since start\n")
@@ -236,9 +212,9 @@ func printDaemon(w io.Writer, d *daemon.DaemonStatus) error {
 }
 
 // printStatus writes the human view: a header, then one table per part.
-func printStatus(w io.Writer, st *dataplane.StatusReport) error {
+func printStatus(w io.Writer, st *api.DataplaneStatus) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	parts := []func(io.Writer, *dataplane.StatusReport){
+	parts := []func(io.Writer, *api.DataplaneStatus){
 		statusHeader, statusInterfaces, statusServices, statusWhitelists,
 		statusInstances, statusSockets, statusCounters,
 	}
@@ -258,7 +234,7 @@ func onOff(b bool, on, off string) string {
 	return off
 }
 
-func statusHeader(w io.Writer, st *dataplane.StatusReport) {
+func statusHeader(w io.Writer, st *api.DataplaneStatus) {
 	fmt.Fprintf(w, "dataplane\t%s\n", st.Root)
 	fmt.Fprintf(w, "xdp\t%s\n", xdpPrograms(st.Attachments))
 	fmt.Fprintf(w, "sk_lookup\t%s\n", onOff(st.SkLookupAttached, "attached", "not attached"))
@@ -278,7 +254,7 @@ func statusHeader(w io.Writer, st *dataplane.StatusReport) {
 // xdpPrograms names the XDP programs running on the attached interfaces
 // by the kernel's program ID (bpftool prog show id N): one ID for every
 // interface, unless an interface runs another ober's program.
-func xdpPrograms(atts []dataplane.AttachmentStatus) string {
+func xdpPrograms(atts []api.AttachmentStatus) string {
 	if len(atts) == 0 {
 		return "no interface attached"
 	}
@@ -301,7 +277,7 @@ func xdpPrograms(atts []dataplane.AttachmentStatus) string {
 	return strings.Join(parts, "; ")
 }
 
-func statusInterfaces(w io.Writer, st *dataplane.StatusReport) {
+func statusInterfaces(w io.Writer, st *api.DataplaneStatus) {
 	if len(st.Attachments) == 0 {
 		fmt.Fprintln(w, "no interface attached")
 		return
@@ -312,7 +288,7 @@ func statusInterfaces(w io.Writer, st *dataplane.StatusReport) {
 	}
 }
 
-func statusServices(w io.Writer, st *dataplane.StatusReport) {
+func statusServices(w io.Writer, st *api.DataplaneStatus) {
 	if len(st.VIPs) == 0 {
 		fmt.Fprintln(w, "no VIPs")
 	} else {
@@ -337,7 +313,7 @@ func statusServices(w io.Writer, st *dataplane.StatusReport) {
 	}
 }
 
-func statusWhitelists(w io.Writer, st *dataplane.StatusReport) {
+func statusWhitelists(w io.Writer, st *api.DataplaneStatus) {
 	if len(st.Whitelists) == 0 {
 		fmt.Fprintln(w, "no whitelist set")
 		return
@@ -350,7 +326,7 @@ func statusWhitelists(w io.Writer, st *dataplane.StatusReport) {
 
 // statusInstances joins what the dataplane knows per instance: its CPU,
 // its share of the Maglev table and what was steered and assigned to it.
-func statusInstances(w io.Writer, st *dataplane.StatusReport) {
+func statusInstances(w io.Writer, st *api.DataplaneStatus) {
 	type row struct {
 		cpu                     string
 		slots                   int
@@ -406,7 +382,7 @@ func joinInts(xs []int) string {
 	return strings.Join(s, ",")
 }
 
-func statusSockets(w io.Writer, st *dataplane.StatusReport) {
+func statusSockets(w io.Writer, st *api.DataplaneStatus) {
 	if len(st.Sockets) == 0 {
 		fmt.Fprintln(w, "no sockets registered")
 		return
@@ -418,7 +394,7 @@ func statusSockets(w io.Writer, st *dataplane.StatusReport) {
 }
 
 // statusCounters lists the non-zero verdict counters, in counter order.
-func statusCounters(w io.Writer, st *dataplane.StatusReport) {
+func statusCounters(w io.Writer, st *api.DataplaneStatus) {
 	var lines []string
 	for _, r := range st.Counters.Reasons {
 		actions := make([]string, 0, len(r.Packets))

@@ -15,7 +15,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ober-ingress/ober/control/runtime/daemon"
+	"github.com/ober-ingress/ober/control/api"
 	"github.com/ober-ingress/ober/internal/testsite/nodetest"
 )
 
@@ -73,11 +73,11 @@ var docPathRE = regexp.MustCompile("(?m)^\\| `([a-z0-9_.\\[\\]]+)` \\|")
 
 // TestStatusJSONDocumented: every field `ober status --json` can print
 // is in docs/status-json.md with its type and meaning, and the document
-// names no field that is gone. A field added to daemon.Status or
-// dataplane.StatusReport without a line in the document fails here.
+// names no field that is gone. A field added to api.Status or
+// api.DataplaneStatus without a line in the document fails here.
 func TestStatusJSONDocumented(t *testing.T) {
 	fields := map[string]bool{}
-	jsonPaths(reflect.TypeFor[daemon.Status](), "", fields)
+	jsonPaths(reflect.TypeFor[api.Status](), "", fields)
 	require.Contains(t, fields, "daemon.haproxy.instances[].backends[].up", "the walk reaches nested lists")
 	require.Contains(t, fields, "attachments[].program_id", "the walk inlines the dataplane's report")
 	require.Contains(t, fields, "daemon.bgp.peers[].state", "the walk inlines bgp.Status")
@@ -149,10 +149,10 @@ func TestStatusDaemon(t *testing.T) {
 	good := s.Config(nodetest.Params{Instances: 1})
 	s.WriteConfig(good)
 	s.Start()
-	statusOf := func() (*daemon.Status, string) {
+	statusOf := func() (*api.Status, string) {
 		t.Helper()
 		res := ober(t, s.Node, 0, "--config", s.ConfigPath, "--bpffs-root", s.Root, "status", "--json")
-		var st daemon.Status
+		var st api.Status
 		require.NoError(t, json.Unmarshal([]byte(res.stdout), &st), res.stdout)
 		require.NotNil(t, st.Daemon, res.stdout)
 		return &st, res.stdout
@@ -169,8 +169,8 @@ func TestStatusDaemon(t *testing.T) {
 	require.GreaterOrEqual(t, d.UptimeSeconds, int64(0))
 	require.WithinDuration(t, time.Now(), d.StartedAt.Add(time.Duration(d.UptimeSeconds)*time.Second), 10*time.Second)
 	require.Equal(t, uint64(1), d.Config.Generation)
-	require.Equal(t, daemon.ReloadNone, d.Config.LastReload)
-	require.Equal(t, []daemon.VIPHeldStatus{{VIP: nodetest.VIP, Held: true, State: "local"}}, d.VIPs)
+	require.Equal(t, api.ReloadNone, d.Config.LastReload)
+	require.Equal(t, []api.VIPHeldStatus{{VIP: nodetest.VIP, Held: true, State: "local"}}, d.VIPs)
 	require.Len(t, st.Attachments, 1)
 	a := st.Attachments[0]
 	require.Equal(t, "veth-n", a.Iface)
@@ -184,9 +184,9 @@ func TestStatusDaemon(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(raw), &doc))
 	sent, known := map[string]bool{}, map[string]bool{}
 	flatPaths(doc, "", sent)
-	jsonPaths(reflect.TypeFor[daemon.Status](), "", known)
+	jsonPaths(reflect.TypeFor[api.Status](), "", known)
 	for p := range sent {
-		require.True(t, known[p], "the daemon sends %s, which daemon.Status does not declare", p)
+		require.True(t, known[p], "the daemon sends %s, which api.Status does not declare", p)
 	}
 
 	out := table()
@@ -199,9 +199,11 @@ func TestStatusDaemon(t *testing.T) {
 
 	// A reload the daemon refuses: the old configuration stays, and
 	// status says why.
-	s.WriteConfig(strings.Replace(good, "mode: tls", "mode: tcp", 1))
+	bad := s.Config(nodetest.Params{Instances: 1})
+	bad.Services[0].Mode = "tcp"
+	s.WriteConfig(bad)
 	s.Signal(syscall.SIGHUP)
-	waitStatus(t, statusOf, func(st *daemon.Status) bool { return st.Daemon.Config.LastReload == daemon.ReloadRefused })
+	waitStatus(t, statusOf, func(st *api.Status) bool { return st.Daemon.Config.LastReload == api.ReloadRefused })
 	st, _ = statusOf()
 	require.Equal(t, uint64(1), st.Daemon.Config.Generation)
 	require.Equal(t, uint64(1), st.Daemon.Config.ReloadFailures)
@@ -211,14 +213,14 @@ func TestStatusDaemon(t *testing.T) {
 	// The good configuration again: applied, generation 2.
 	s.WriteConfig(good)
 	s.Signal(syscall.SIGHUP)
-	waitStatus(t, statusOf, func(st *daemon.Status) bool { return st.Daemon.Config.LastReload == daemon.ReloadOK })
+	waitStatus(t, statusOf, func(st *api.Status) bool { return st.Daemon.Config.LastReload == api.ReloadOK })
 	st, _ = statusOf()
 	require.Equal(t, uint64(2), st.Daemon.Config.Generation)
 	require.Empty(t, st.Daemon.Config.LastReloadError)
 	require.Regexp(t, `(?m)^reload +last reload ok \(1 refused in all\)$`, table())
 }
 
-func waitStatus(t *testing.T, get func() (*daemon.Status, string), cond func(*daemon.Status) bool) {
+func waitStatus(t *testing.T, get func() (*api.Status, string), cond func(*api.Status) bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {

@@ -157,7 +157,7 @@ func (e *syncEnv) loadConfig(t *testing.T) *config.Config {
 // on reload, with the same names.
 func (e *syncEnv) requireDaemonAccepts(t *testing.T) *config.Resolved {
 	t.Helper()
-	r, err := syncLoadHosts(e.hosts)
+	r, err := addrlist.ReadHosts(e.hosts)
 	require.NoError(t, err)
 	res, err := e.loadConfig(t).Resolve(context.Background(), r)
 	require.NoError(t, err, "the daemon would refuse the file sync wrote")
@@ -585,19 +585,4 @@ func TestSyncUsesTheConfiguredPinRoot(t *testing.T) {
 	require.Contains(t, res.stdout, "frontend-http: 2 entries, generation 0 -> 1\n")
 	l, _ := e.live(t, loader.WhitelistFrontendHTTP)
 	require.Equal(t, []string{"10.99.1.3/32", "2001:db8:1::3/128"}, l)
-}
-
-func TestCollapseHosts(t *testing.T) {
-	for _, tc := range []struct{ in, want string }{
-		{"client01,client02,client04", "client[01-02,04]"},
-		{"n8,n9,n10,n12", "n[8-10,12]"},
-		{"n08,n09,n10", "n[08-10]"},
-		{"r1n1,r1n2,r2n2", "r1n[1-2],r2n2"},
-		{"node01.rack7,node03.rack7", "node[01,03].rack7"},
-		{"gw,web1,web2", "gw,web[1-2]"},
-		{"a1", "a1"},
-	} {
-		names := strings.Split(tc.in, ",")
-		require.Equal(t, tc.want, collapseHosts(names), tc.in)
-	}
 }

@@ -25,9 +25,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ober-ingress/ober/control/ops/dataplane"
+	"github.com/ober-ingress/ober/control/api"
 	"github.com/ober-ingress/ober/control/ops/upgrade"
-	"github.com/ober-ingress/ober/control/runtime/daemon"
 )
 
 const newerVersion = "v9.9.9"
@@ -365,7 +364,7 @@ func TestUpgradeDevBuild(t *testing.T) {
 // same --config and --bpffs-root, and its output and failure reported.
 func TestUpgradeRestartsDaemon(t *testing.T) {
 	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		json.NewEncoder(w).Encode(daemon.Status{StatusReport: &dataplane.StatusReport{Root: "/x"}, Daemon: &daemon.DaemonStatus{Node: "n1"}})
+		json.NewEncoder(w).Encode(api.Status{DataplaneStatus: &api.DataplaneStatus{Root: "/x"}, Daemon: &api.DaemonStatus{Node: "n1"}})
 	}))
 	defer api.Close()
 	addr := strings.TrimPrefix(api.URL, "http://")

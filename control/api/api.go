@@ -1,8 +1,15 @@
-// Package api serves a node's health, status and metrics over HTTP:
+// Package api is a node's HTTP API, both ends of it:
 //
 //	GET /health   200 "ok" when the node can serve, else 503 and the reason
-//	GET /status   the node's state as JSON
+//	GET /status   the node's state as JSON (Status)
 //	GET /metrics  Prometheus metrics
+//
+// Server answers them in `ober run`; Client is how everything else (ober
+// status, upgrade and test, the lab, the bench, the test harnesses) asks
+// them. Status and its parts are the one definition of the /status
+// document (docs/status-json.md), and ReadDataplane fills its dataplane
+// part from the pinned maps, with or without a daemon. ExitRestart is the
+// other contract of `ober run` with whoever supervises it.
 //
 // The server binds to loopback by default; it has no authentication and
 // changes nothing, so exposing it further is an operator's choice.
@@ -27,8 +34,8 @@ import (
 type Handlers struct {
 	// Health reports whether the node can serve and, if not, why.
 	Health func(ctx context.Context) (ok bool, reason string)
-	// Status returns the value /status encodes as JSON.
-	Status func(ctx context.Context) (any, error)
+	// Status returns the document /status encodes as JSON.
+	Status func(ctx context.Context) (*Status, error)
 	// Metrics collects the node's metrics at scrape time.
 	Metrics prometheus.Collector
 }

@@ -13,7 +13,7 @@
 //
 // Normalize and Diff exist so that callers can compare one whitelist
 // generation with the next and update the kernel maps with the minimal set
-// of changes.
+// of changes. Hosts is a Resolver that answers from a hosts(5) file alone.
 package addrlist
 
 import (

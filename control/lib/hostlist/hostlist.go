@@ -1,5 +1,6 @@
 // Package hostlist expands Slurm-style hostlists such as
-// "compute[001-100],login[01-02],10.1.0.0/16" into individual names.
+// "compute[001-100],login[01-02],10.1.0.0/16" into individual names, and
+// writes names back as a short hostlist (Collapse).
 //
 // Expansion is deliberately pure string work: it never touches DNS or the
 // network. Turning names into addresses is a separate step (package
@@ -86,6 +87,21 @@ func Expand(list string) ([]string, error) {
 			seen[n] = struct{}{}
 			out = append(out, n)
 		}
+	}
+	return out, nil
+}
+
+// Split cuts list into its top-level items as written, whitespace around
+// them trimmed: "client[01-02], gw" is "client[01-02]" and "gw". It checks
+// the brackets as Expand does, not the items.
+func Split(list string) ([]string, error) {
+	items, err := split(list)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, len(items))
+	for i, it := range items {
+		out[i] = it.text
 	}
 	return out, nil
 }

@@ -1,6 +1,8 @@
 package dataplane
 
 import (
+	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"testing"
@@ -137,3 +139,5 @@ func TestDetachAll(t *testing.T) {
 	_, err = os.Stat(root)
 	require.ErrorIs(t, err, os.ErrNotExist)
 }
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

@@ -183,7 +183,7 @@ func (s *Systemd) Stop(ctx context.Context) (*Report, error) {
 }
 
 // Restart sends SIGUSR2 to the unit's main process: the daemon hands over
-// and exits with daemon.ExitRestart, which the unit's
+// and exits with api.ExitRestart, which the unit's
 // RestartForceExitStatus turns into a restart.
 func (s *Systemd) Restart(ctx context.Context) (*Report, error) {
 	rep := &Report{Mode: ModeSystemd, Where: Unit, Instances: -1}
@@ -205,11 +205,11 @@ func (s *Systemd) Restart(ctx context.Context) (*Report, error) {
 	}
 	old := u.pid
 	if s.st.loadErr != nil {
-		return nil, fmt.Errorf("%s; the running ober unit (pid %d) was left alone", OneLine(s.st.loadErr), old)
+		return nil, fmt.Errorf("%s; the running ober unit (pid %d) was left alone", oneLine(s.st.loadErr), old)
 	}
 	if s.opts.Check != nil {
 		if err := s.opts.Check(ctx, s.opts.ConfigPath); err != nil {
-			return nil, fmt.Errorf("%s; the running ober unit (pid %d) was left alone", OneLine(err), old)
+			return nil, fmt.Errorf("%s; the running ober unit (pid %d) was left alone", oneLine(err), old)
 		}
 	}
 	insts := instancePIDs(ctx, s.st.apiListen)

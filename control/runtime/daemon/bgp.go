@@ -10,19 +10,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/vishvananda/netlink"
-
 	"github.com/ober-ingress/ober/control/config"
+	"github.com/ober-ingress/ober/control/plan"
 	"github.com/ober-ingress/ober/control/runtime/bgp"
 	"github.com/ober-ingress/ober/control/runtime/handoff"
-	"github.com/ober-ingress/ober/loader"
-)
-
-// Ports the routers whitelist guards on the node's own addresses: BGP and
-// single-hop and multihop BFD (RFC 5881, 5883).
-const (
-	portBFD         = 3784
-	portBFDMultihop = 4784
 )
 
 // routersConverge is how long a stopping node keeps accepting new
@@ -30,138 +21,6 @@ const (
 // processed the withdraw are still served instead of being retried a
 // second later elsewhere.
 const routersConverge = 500 * time.Millisecond
-
-// hostAddrs lists the addresses of the node's interfaces, the ones
-// routers open BGP sessions and send BFD to.
-func hostAddrs(ifaces []string) ([]netip.Addr, error) {
-	var out []netip.Addr
-	for _, name := range ifaces {
-		link, err := netlink.LinkByName(name)
-		if err != nil {
-			return nil, fmt.Errorf("node.interfaces: %q: %w", name, err)
-		}
-		addrs, err := netlink.AddrList(link, netlink.FAMILY_ALL)
-		if err != nil {
-			return nil, fmt.Errorf("node.interfaces: %q: list addresses: %w", name, err)
-		}
-		for _, a := range addrs {
-			if p := prefixOf(a); p.IsValid() {
-				out = append(out, p.Addr())
-			}
-		}
-	}
-	return out, nil
-}
-
-// routerServices puts the node's own addresses into the dataplane as host
-// entries whose BGP and BFD ports admit only the routers whitelist;
-// everything else to those addresses passes untouched.
-func routerServices(cfg *config.Config, b *built) error {
-	bg := cfg.HA.BGP
-	if cfg.HA.Mode != config.HAModeBGP || bg == nil {
-		return nil
-	}
-	addrs, err := hostAddrs(cfg.Node.Interfaces)
-	if err != nil {
-		return err
-	}
-	isVIP := map[netip.Addr]bool{}
-	for _, v := range b.vips {
-		isVIP[v.Addr] = true
-	}
-	for _, a := range addrs {
-		if isVIP[a] {
-			continue
-		}
-		isVIP[a] = true
-		b.vips = append(b.vips, loader.VIP{Addr: a, Host: true})
-		add := func(proto loader.Proto, port uint16) {
-			b.services = append(b.services, loader.Service{VIP: a, Proto: proto, Port: port,
-				Enforce: true, Whitelist: loader.WhitelistRouters})
-		}
-		if bg.ListenPort > 0 {
-			add(loader.ProtoTCP, uint16(bg.ListenPort))
-		}
-		add(loader.ProtoUDP, portBFD)
-		add(loader.ProtoUDP, portBFDMultihop)
-	}
-	return nil
-}
-
-// SpeakerConfig turns ha.bgp into the speaker's configuration. The router
-// ID defaults to the first IPv4 address of node.interfaces.
-func SpeakerConfig(cfg *config.Config) (bgp.Config, error) {
-	bg := cfg.HA.BGP
-	out := bgp.Config{ASN: bg.ASN, RouterID: bg.RouterID.Addr, ListenPort: int32(bg.ListenPort)}
-	if !out.RouterID.IsValid() {
-		addrs, err := hostAddrs(cfg.Node.Interfaces)
-		if err != nil {
-			return out, err
-		}
-		for _, a := range addrs {
-			if a.Is4() {
-				out.RouterID = a
-				break
-			}
-		}
-		if !out.RouterID.IsValid() {
-			return out, fmt.Errorf("ha.bgp.router_id: not set, and node.interfaces have no IPv4 address to take it from")
-		}
-	}
-	out.Peers = speakerPeers(bg)
-	return out, nil
-}
-
-func speakerPeers(bg *config.BGP) []bgp.Peer {
-	var out []bgp.Peer
-	for _, p := range bg.Peers {
-		sp := bgp.Peer{
-			Address: p.Address.Addr, ASN: p.ASN, Port: p.Port, Password: p.Password,
-			HoldTime: p.HoldTime.Duration, Keepalive: p.Keepalive.Duration,
-			ConnectRetry: p.ConnectRetry.Duration, Multihop: uint8(p.Multihop), Passive: p.Passive,
-		}
-		if p.BFD.Enabled {
-			sp.BFD = &bgp.BFD{Interval: p.BFD.Interval.Duration, Multiplier: p.BFD.Multiplier}
-		}
-		out = append(out, sp)
-	}
-	return out
-}
-
-// routes are the VIPs with the attributes ha.bgp gives them.
-func routes(cfg *config.Config) []bgp.Route {
-	bg := cfg.HA.BGP
-	over := map[netip.Addr]config.BGPVIP{}
-	for _, v := range bg.VIPs {
-		over[v.VIP.Addr] = v
-	}
-	var out []bgp.Route
-	for _, v := range cfg.VIPs {
-		cs, lcs, med := bg.Communities, bg.LargeCommunities, bg.MED
-		if o, ok := over[v.Addr]; ok {
-			if o.Communities != nil {
-				cs = o.Communities
-			}
-			if o.LargeCommunities != nil {
-				lcs = o.LargeCommunities
-			}
-			if o.MED != nil {
-				med = o.MED
-			}
-		}
-		r := bgp.Route{Prefix: netip.PrefixFrom(v.Addr, v.Addr.BitLen()), MED: med}
-		for _, c := range cs {
-			n, _ := config.ParseCommunity(c) // validated
-			r.Communities = append(r.Communities, n)
-		}
-		for _, c := range lcs {
-			l, _ := config.ParseLargeCommunity(c)
-			r.LargeCommunities = append(r.LargeCommunities, bgp.LargeCommunity{Global: l[0], Local1: l[1], Local2: l[2]})
-		}
-		out = append(out, r)
-	}
-	return out
-}
 
 // announcer keeps the routes in step with the node's health: withdrawn
 // the moment the supervisor reports a change that makes the node
@@ -213,10 +72,11 @@ func (a *announcer) evaluate() {
 	if a.stopped {
 		return
 	}
-	cfg := a.d.config()
-	if cfg == nil {
+	p := a.d.plan()
+	if p == nil {
 		return
 	}
+	cfg := p.Config
 	w := cfg.HA.BGP.AnnounceWhen
 	ok, reason := a.d.healthFor(w.MinInstances, *w.BackendUp)
 	now := time.Now()
@@ -270,7 +130,7 @@ func (a *announcer) evaluate() {
 		cancel()
 	}
 	// Announce is a diff: unchanged routes send nothing.
-	if err := a.sp.Announce(routes(cfg)); err != nil {
+	if err := a.sp.Announce(p.BGP.Routes); err != nil {
 		a.d.log.Error("bgp announce", "err", err)
 		return
 	}
@@ -350,7 +210,7 @@ func (d *Daemon) startHandoff(cfg *config.Config) error {
 	if len(ho.Nodes) == 0 {
 		return nil
 	}
-	addrs, err := hostAddrs(cfg.Node.Interfaces)
+	addrs, err := plan.HostAddrs(cfg.Node.Interfaces)
 	if err != nil {
 		return err
 	}
@@ -358,8 +218,10 @@ func (d *Daemon) startHandoff(cfg *config.Config) error {
 	var self netip.Addr
 	for _, n := range ho.Nodes {
 		nodes = append(nodes, n.Addr)
-		if slices.Contains(addrs, n.Addr) {
-			self = n.Addr
+		for _, iface := range cfg.Node.Interfaces {
+			if slices.Contains(addrs[iface], n.Addr) {
+				self = n.Addr
+			}
 		}
 	}
 	if !self.IsValid() {
@@ -384,7 +246,7 @@ func (d *Daemon) startHandoff(cfg *config.Config) error {
 	d.handoff, err = handoff.Start(handoff.Options{
 		Self: self, Nodes: nodes, Port: ho.Port, Key: key,
 		MaxTransition: ho.MaxTransition.Duration, Rate: *ho.Rate, Burst: ho.Burst,
-		Dataplane: d.dp,
+		Dataplane: d.tables,
 		Flows:     handoff.NewLocalFlows(d.dispatchedServices, reader),
 		Health:    d.reportHealth,
 		Logger:    d.log.With("part", "handoff"),

@@ -1,13 +1,18 @@
-// Package daemon is `ober run`: it wires the configuration, the pinned
-// dataplane, the HAProxy supervisor and the health/status/metrics server
-// into the node's long-running control process.
+// Package daemon is `ober run`: it applies a plan (control/plan) to the
+// node and keeps it applied. It attaches the dataplane, writes its maps
+// through one writer (control/runtime/tables), runs the HAProxy
+// instances (control/runtime/supervisor), keeps the VIPs reachable (BGP
+// or keepalived) and serves health, status and metrics (control/api).
+// What the node runs is decided by the plan alone.
 //
 // Start order is chosen so a mistake fails before anything serves: the
-// configuration is parsed, resolved, rendered and checked by HAProxy; the
-// API port is bound; only then is the dataplane attached and the first
-// generation of instances started. A reload (SIGHUP) goes through the
-// same checks and changes nothing unless they all pass; the running
-// generation keeps serving until its replacement is healthy.
+// configuration is planned and checked by HAProxy; the API port is
+// bound; only then is the dataplane attached and the first generation of
+// instances started. A reload (SIGHUP) plans the configuration again,
+// goes through the same checks and changes nothing unless they all pass;
+// it then applies what the new plan changes against the running one
+// (plan.Diff) and renews the instances, the running generation serving
+// until its replacement is healthy.
 //
 // A restart (SIGUSR2) hands the node over to the next ober process: the
 // instances keep serving and the dataplane stays attached, and the next
@@ -23,7 +28,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -32,11 +36,14 @@ import (
 	"github.com/ober-ingress/ober/control/config"
 	"github.com/ober-ingress/ober/control/lib/addrlist"
 	"github.com/ober-ingress/ober/control/lib/haproxy"
+	"github.com/ober-ingress/ober/control/lib/whitelist"
+	"github.com/ober-ingress/ober/control/plan"
 	"github.com/ober-ingress/ober/control/runtime/bgp"
 	"github.com/ober-ingress/ober/control/runtime/handoff"
 	"github.com/ober-ingress/ober/control/runtime/handshake"
 	"github.com/ober-ingress/ober/control/runtime/sdnotify"
 	"github.com/ober-ingress/ober/control/runtime/supervisor"
+	"github.com/ober-ingress/ober/control/runtime/tables"
 	"github.com/ober-ingress/ober/control/runtime/vrrp"
 	"github.com/ober-ingress/ober/loader"
 )
@@ -71,7 +78,9 @@ type Daemon struct {
 	opts Options
 	log  *slog.Logger
 
-	dp      *loader.Dataplane
+	dp *loader.Dataplane
+	// tables writes every map of dp this process writes.
+	tables  *tables.Writer
 	sup     *supervisor.Supervisor
 	version haproxy.Version
 	api     *api.Server
@@ -88,8 +97,9 @@ type Daemon struct {
 	ka      *vrrp.Keepalived
 	tracker *tracker
 
-	mu          sync.Mutex
-	cur         *built
+	mu sync.Mutex
+	// cur is the plan in force, nil before the first one serves.
+	cur         *plan.NodePlan
 	generation  uint64
 	loadedAt    time.Time
 	reloadErr   string
@@ -105,59 +115,12 @@ type Daemon struct {
 
 	// notifyFailed keeps a broken notification socket to one warning.
 	notifyFailed bool
+	// stopped is set once stop ran or a restart handover made it moot;
+	// only Run's goroutine touches it.
+	stopped bool
 	// handedOverAt is when the previous ober left in a restart handover;
 	// zero when it did not.
 	handedOverAt time.Time
-}
-
-// CheckResult is what `ober run --check` reports.
-type CheckResult struct {
-	Config    *config.Config
-	HAProxy   haproxy.Version
-	Instances int
-	Rendered  string // instance 0's configuration
-}
-
-// Check validates, resolves and renders the configuration at path and
-// has HAProxy check it, without starting or changing anything.
-func Check(ctx context.Context, path string, r resolver) (*CheckResult, error) {
-	cfg, err := config.Load(path)
-	if err != nil {
-		return nil, err
-	}
-	v, err := haproxy.DetectVersion(ctx, cfg.HAProxy.Binary)
-	if err != nil {
-		return nil, fmt.Errorf("haproxy.binary: %w", err)
-	}
-	// Certificate bundles, a self-signed certificate and the check's
-	// scratch files go to a private directory: a check writes nothing a
-	// node uses.
-	tmp, err := os.MkdirTemp("", "ober-check-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(tmp)
-	cfg.Node.RuntimeDir = filepath.Join(tmp, "run")
-	cfg.Node.StateDir = filepath.Join(tmp, "state")
-	if err := os.MkdirAll(cfg.Node.RuntimeDir, 0o700); err != nil {
-		return nil, err
-	}
-	b, err := build(ctx, cfg, r, v, nil)
-	if err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
-	}
-	if err := b.check(ctx); err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
-	}
-	fds := map[uint32]int{}
-	for i, l := range b.listeners {
-		fds[l.ID] = 3 + i
-	}
-	text, err := b.render(b.slots[0], fds, filepath.Join(cfg.Node.RuntimeDir, "haproxy-0.sock"))
-	if err != nil {
-		return nil, err
-	}
-	return &CheckResult{Config: cfg, HAProxy: v, Instances: len(b.slots), Rendered: string(text)}, nil
 }
 
 // Run starts the node and serves until ctx ends, then drains and stops
@@ -170,42 +133,12 @@ func Run(ctx context.Context, opts Options) error {
 		opts.Logger = slog.Default()
 	}
 	d := &Daemon{opts: opts, log: opts.Logger, startedAt: time.Now(), changes: make(chan struct{}, 1)}
-	cfg, err := config.Load(opts.ConfigPath)
+	p, unlock, err := d.firstPlan(ctx)
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(cfg.Node.RuntimeDir, 0o750); err != nil {
-		return fmt.Errorf("node.runtime_dir: %w", err)
-	}
-	if d.handedOverAt, err = takeHandover(cfg); err != nil {
-		d.log.Warn("restart handover mark unreadable; starting as after a stop", "err", err)
-	} else if !d.handedOverAt.IsZero() {
-		d.log.Info("taking over after a restart handover", "left", time.Since(d.handedOverAt).Round(time.Millisecond))
-	}
-	d.version, err = haproxy.DetectVersion(ctx, cfg.HAProxy.Binary)
-	if err != nil {
-		return fmt.Errorf("haproxy.binary: %w", err)
-	}
-	d.log.Info("haproxy found", "binary", cfg.HAProxy.Binary, "version", d.version.String())
-	if !haproxy.FeaturesFor(d.version).ClientHandshakeTimeout {
-		// HAProxy bounds the handshake only from 3.0 on; here ober does,
-		// once the instances serve.
-		d.reaper = &handshake.Reaper{Bound: d.tlsHandshakeBound, Services: d.tlsServices, Logger: d.log.With("part", "haproxy")}
-	}
-	b, err := build(ctx, cfg, opts.Resolver, d.version, nil)
-	if err != nil {
-		return fmt.Errorf("config %s: %w", opts.ConfigPath, err)
-	}
-	if b.maxConn < cfg.Instances.MaxConn {
-		d.log.Warn("instances.maxconn lowered to fit the file descriptor limit (raise LimitNOFILE to keep it)",
-			"configured", cfg.Instances.MaxConn, "used", b.maxConn, "nofile", fdLimit())
-	}
-	if err := b.check(ctx); err != nil {
-		return fmt.Errorf("config %s: %w", opts.ConfigPath, err)
-	}
-	if err := prepareChroot(cfg.HAProxy.Chroot); err != nil {
-		return fmt.Errorf("config %s: %w", opts.ConfigPath, err)
-	}
+	defer unlock()
+	cfg := p.Config
 
 	// Bind the API first: a port clash is a configuration error and must
 	// stop the start before the node serves anything.
@@ -227,21 +160,133 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("open dataplane: %w", err)
 	}
 	defer d.dp.Close()
-	if err := d.attach(cfg); err != nil {
+	d.tables = tables.New(d.dp, d.log.With("part", "tables"))
+	base, err := d.tables.ReadBase()
+	unlock()
+	if err != nil {
+		return fmt.Errorf("read whitelists: %w", err)
+	}
+	if err := d.attach(p.Interfaces, p.XDPMode); err != nil {
 		return err
+	}
+	if err := d.dp.AttachSkLookup(); err != nil {
+		return fmt.Errorf("attach sk_lookup: %w", err)
 	}
 	if err := d.ensureVIPs(cfg); err != nil {
 		return err
 	}
+	if d.sup, err = d.newSupervisor(cfg); err != nil {
+		return err
+	}
+	defer d.stop()
+	if err := d.sup.Apply(ctx, d.supervisorPlan(p, base)); err != nil {
+		return fmt.Errorf("start instances: %w", err)
+	}
+	p.PruneACLs()
+	d.mu.Lock()
+	d.cur, d.generation, d.loadedAt, d.ready = p, 1, time.Now(), true
+	d.mu.Unlock()
+	if d.reaper != nil {
+		go d.reaper.Run(ctx)
+	}
+	switch {
+	case p.BGP != nil:
+		if err := d.startBGP(ctx, p); err != nil {
+			return err
+		}
+	case p.VRRP != nil:
+		if err := d.startVRRP(ctx, p); err != nil {
+			return err
+		}
+	}
+	d.log.Info("serving", "node", cfg.Node.Name, "vips", len(cfg.VIPs), "services", len(cfg.Services),
+		"instances", len(p.Slots), "api", cfg.API.Listen)
+	return d.serve(ctx, apiDone)
+}
 
+// firstPlan reads and plans the configuration, and checks the plan, at
+// start. It returns holding the whitelist transaction lock (unlock is
+// safe to call more than once): Run reads the live whitelists'
+// generations under it, together with the file, so that an `ober sync`
+// in between is noticed (tables.Base).
+func (d *Daemon) firstPlan(ctx context.Context) (*plan.NodePlan, func(), error) {
+	path := d.opts.ConfigPath
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := os.MkdirAll(cfg.Node.RuntimeDir, 0o750); err != nil {
+		return nil, nil, fmt.Errorf("node.runtime_dir: %w", err)
+	}
+	lock, err := whitelist.Lock(ctx, cfg.Node.RuntimeDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	var once sync.Once
+	unlock := func() { once.Do(lock) }
+	fail := func(err error) (*plan.NodePlan, func(), error) {
+		unlock()
+		return nil, nil, err
+	}
+	// Again, under the lock: ober sync may have rewritten it meanwhile.
+	if cfg, err = config.Load(path); err != nil {
+		return fail(err)
+	}
+	if d.handedOverAt, err = takeHandover(cfg); err != nil {
+		d.log.Warn("restart handover mark unreadable; starting as after a stop", "err", err)
+	} else if !d.handedOverAt.IsZero() {
+		d.log.Info("taking over after a restart handover", "left", time.Since(d.handedOverAt).Round(time.Millisecond))
+	}
+	d.version, err = haproxy.DetectVersion(ctx, cfg.HAProxy.Binary)
+	if err != nil {
+		return fail(fmt.Errorf("haproxy.binary: %w", err))
+	}
+	d.log.Info("haproxy found", "binary", cfg.HAProxy.Binary, "version", d.version.String())
+	if !haproxy.FeaturesFor(d.version).ClientHandshakeTimeout {
+		// HAProxy bounds the handshake only from 3.0 on; here ober does,
+		// once the instances serve.
+		d.reaper = &handshake.Reaper{Bound: d.tlsHandshakeBound, Services: d.tlsServices, Logger: d.log.With("part", "haproxy")}
+	}
+	p, err := plan.Make(ctx, cfg, d.opts.Resolver, d.version, nil)
+	if err != nil {
+		return fail(fmt.Errorf("config %s: %w", path, err))
+	}
+	if p.MaxConn < cfg.Instances.MaxConn {
+		d.log.Warn("instances.maxconn lowered to fit the file descriptor limit (raise LimitNOFILE to keep it)",
+			"configured", cfg.Instances.MaxConn, "used", p.MaxConn, "nofile", p.FDLimit)
+	}
+	if err := d.checkPlan(ctx, p); err != nil {
+		return fail(err)
+	}
+	return p, unlock, nil
+}
+
+// checkPlan puts the plan's files in place and has HAProxy and the
+// chroot check pass before anything of the plan runs.
+func (d *Daemon) checkPlan(ctx context.Context, p *plan.NodePlan) error {
+	if err := p.WriteFiles(); err != nil {
+		return fmt.Errorf("config %s: %w", d.opts.ConfigPath, err)
+	}
+	if err := p.CheckHAProxy(ctx); err != nil {
+		return fmt.Errorf("config %s: %w", d.opts.ConfigPath, err)
+	}
+	if err := prepareChroot(p.Config.HAProxy.Chroot); err != nil {
+		return fmt.Errorf("config %s: %w", d.opts.ConfigPath, err)
+	}
+	return nil
+}
+
+// newSupervisor makes the instances' supervisor, carrying the pinned
+// Maglev table over from an earlier ober.
+func (d *Daemon) newSupervisor(cfg *config.Config) (*supervisor.Supervisor, error) {
 	seed, prev, err := d.dp.Maglev()
 	if err != nil || prev == nil {
 		h := fnv.New32a()
 		h.Write([]byte(cfg.Node.Name))
 		seed, prev = h.Sum32(), nil
 	}
-	d.sup, err = supervisor.New(supervisor.Options{
-		Dataplane:   d.dp,
+	return supervisor.New(supervisor.Options{
+		Dataplane:   d.tables,
 		Binary:      cfg.HAProxy.Binary,
 		RuntimeDir:  cfg.Node.RuntimeDir,
 		Logger:      d.log.With("part", "haproxy"),
@@ -251,92 +296,18 @@ func Run(ctx context.Context, opts Options) error {
 		MaxTransfer: cfg.Timeouts.MaxTransfer.Duration,
 		OnChange:    d.kick,
 	})
-	if err != nil {
-		return err
-	}
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		d.notify(sdnotify.Stopping, sdnotify.Status("stopping: withdrawing, then draining the instances"))
-		d.mu.Lock()
-		d.stopping = true
-		drain := drainOf(d.cfgOrNil())
-		d.mu.Unlock()
-		if d.handoff != nil {
-			// The other nodes learn first that this one drains, so the
-			// connections the routers move to them after the withdraw
-			// come back here.
-			hctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			if err := d.handoff.Drain(hctx, drain+routersConverge+time.Second); err != nil {
-				d.log.Warn("drain handoff: not every node acknowledged; their share of this node's connections will be reset", "err", err)
-			}
-			cancel()
-		}
-		if d.ann != nil {
-			// Routes first: the routers send new connections elsewhere
-			// while this node finishes what it has.
-			d.ann.withdraw("stopping")
-			time.Sleep(routersConverge)
-		}
-		if d.tracker != nil {
-			// The VIPs first, the same way: the backups take them while
-			// this node finishes what it has.
-			d.tracker.release(time.Second)
-		}
-		d.log.Info("stopping: draining instances", "drain", drain)
-		d.sup.Stop(context.Background(), drain)
-		if d.handoff != nil {
-			hctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			if err := d.handoff.Done(hctx); err != nil {
-				d.log.Warn("drain handoff: end not acknowledged by every node (they forget this node when its drain time ends)", "err", err)
-			}
-			cancel()
-			d.handoff.Close()
-			d.flowReader.Close()
-		}
-		d.stopKeepalived()
-		if d.speaker != nil {
-			sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-			if err := d.speaker.Stop(sctx); err != nil {
-				d.log.Warn("bgp sessions not closed cleanly; the routers drop them with the process", "err", err)
-			}
-			cancel()
-		}
-	}
-	defer stop()
-	if err := d.sup.Apply(ctx, d.plan(b)); err != nil {
-		return fmt.Errorf("start instances: %w", err)
-	}
-	b.pruneACLs()
-	d.mu.Lock()
-	d.cur, d.generation, d.loadedAt, d.ready = b, 1, time.Now(), true
-	d.mu.Unlock()
-	if d.reaper != nil {
-		go d.reaper.Run(ctx)
-	}
-	switch cfg.HA.Mode {
-	case config.HAModeBGP:
-		if err := d.startBGP(ctx, cfg); err != nil {
-			return err
-		}
-	case config.HAModeVRRP:
-		if err := d.startVRRP(ctx, cfg); err != nil {
-			return err
-		}
-	}
-	d.log.Info("serving", "node", cfg.Node.Name, "vips", len(cfg.VIPs), "services", len(cfg.Services),
-		"instances", len(b.slots), "api", cfg.API.Listen)
+}
 
+// serve runs the main loop until ctx ends, the API server fails or a
+// restart handover is asked for.
+func (d *Daemon) serve(ctx context.Context, apiDone <-chan error) error {
 	// The watchdog pinger asks this loop, so a loop that stops turning
 	// stops the pings and the service manager restarts ober.
 	ask := make(chan chan struct{})
-	if opts.Watchdog > 0 {
+	if d.opts.Watchdog > 0 {
 		wctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		go d.pingWatchdog(wctx, opts.Watchdog, ask)
+		go d.pingWatchdog(wctx, d.opts.Watchdog, ask)
 	}
 	ready := newReadiness(d)
 	defer ready.stop()
@@ -347,23 +318,77 @@ func Run(ctx context.Context, opts Options) error {
 		case reply := <-ask:
 			close(reply)
 		case <-ctx.Done():
-			stop()
+			d.stop()
 			return nil
 		case err := <-apiDone:
 			return fmt.Errorf("api server: %w", err)
-		case <-opts.Reload:
-			d.notify(sdnotify.Reloading, sdnotify.MonotonicUsec(), sdnotify.Status("reloading %s", opts.ConfigPath))
+		case <-d.opts.Reload:
+			d.notify(sdnotify.Reloading, sdnotify.MonotonicUsec(), sdnotify.Status("reloading %s", d.opts.ConfigPath))
 			err := d.reload(ctx)
 			if err != nil {
 				d.log.Error("reload refused; the running configuration stays", "err", err)
 			}
 			ready.reloaded(err)
-		case <-opts.Restart:
+		case <-d.opts.Restart:
 			// Nothing of stop runs: no withdraw, no drain.
-			stopped = true
+			d.stopped = true
 			d.handover()
 			return ErrRestart
 		}
+	}
+}
+
+// stop withdraws the node, drains the instances and stops everything
+// Run started but the dataplane; only the first call does anything.
+func (d *Daemon) stop() {
+	if d.stopped {
+		return
+	}
+	d.stopped = true
+	d.notify(sdnotify.Stopping, sdnotify.Status("stopping: withdrawing, then draining the instances"))
+	d.mu.Lock()
+	d.stopping = true
+	drain := drainOf(d.cfgOrNil())
+	d.mu.Unlock()
+	if d.handoff != nil {
+		// The other nodes learn first that this one drains, so the
+		// connections the routers move to them after the withdraw come
+		// back here.
+		hctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		if err := d.handoff.Drain(hctx, drain+routersConverge+time.Second); err != nil {
+			d.log.Warn("drain handoff: not every node acknowledged; their share of this node's connections will be reset", "err", err)
+		}
+		cancel()
+	}
+	if d.ann != nil {
+		// Routes first: the routers send new connections elsewhere while
+		// this node finishes what it has.
+		d.ann.withdraw("stopping")
+		time.Sleep(routersConverge)
+	}
+	if d.tracker != nil {
+		// The VIPs first, the same way: the backups take them while this
+		// node finishes what it has.
+		d.tracker.release(time.Second)
+	}
+	d.log.Info("stopping: draining instances", "drain", drain)
+	d.sup.Stop(context.Background(), drain)
+	if d.handoff != nil {
+		hctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		if err := d.handoff.Done(hctx); err != nil {
+			d.log.Warn("drain handoff: end not acknowledged by every node (they forget this node when its drain time ends)", "err", err)
+		}
+		cancel()
+		d.handoff.Close()
+		d.flowReader.Close()
+	}
+	d.stopKeepalived()
+	if d.speaker != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		if err := d.speaker.Stop(sctx); err != nil {
+			d.log.Warn("bgp sessions not closed cleanly; the routers drop them with the process", "err", err)
+		}
+		cancel()
 	}
 }
 
@@ -377,13 +402,10 @@ func (d *Daemon) tlsHandshakeBound() time.Duration {
 
 // tlsServices are the VIP:port pairs of the TLS services in force.
 func (d *Daemon) tlsServices() map[netip.AddrPort]bool {
-	d.mu.Lock()
-	b := d.cur
-	d.mu.Unlock()
-	if b == nil {
-		return nil
+	if p := d.plan(); p != nil {
+		return p.TLSServices()
 	}
-	return b.tlsServices()
+	return nil
 }
 
 func drainOf(cfg *config.Config) time.Duration {
@@ -409,14 +431,18 @@ func (d *Daemon) config() *config.Config {
 	return d.cfgOrNil()
 }
 
+// plan is the plan in force, nil before the first one serves.
+func (d *Daemon) plan() *plan.NodePlan {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cur
+}
+
 // startBGP opens the router sessions and starts announcing once the node
 // is healthy.
-func (d *Daemon) startBGP(ctx context.Context, cfg *config.Config) error {
-	sc, err := SpeakerConfig(cfg)
-	if err != nil {
-		return err
-	}
-	sc.Peers = withGracefulRestart(cfg.HA.BGP, sc.Peers)
+func (d *Daemon) startBGP(ctx context.Context, p *plan.NodePlan) error {
+	cfg := p.Config
+	sc := p.BGP.Speaker
 	if gr := cfg.HA.BGP.GracefulRestart; gr.Enabled && !d.handedOverAt.IsZero() {
 		// Within the restart time the routers still hold the previous
 		// speaker's routes as stale: reconnect as the restarting speaker.
@@ -431,7 +457,7 @@ func (d *Daemon) startBGP(ctx context.Context, cfg *config.Config) error {
 		wait := min(cfg.HA.BGP.GracefulRestart.RestartTime.Duration/2, readyWait)
 		ok, reason := d.waitHealthy(ctx, wait, func() (bool, string) { return d.healthFor(w.MinInstances, *w.BackendUp) })
 		if ok {
-			sc.Initial = routes(cfg)
+			sc.Initial = p.BGP.Routes
 		} else {
 			d.log.Warn("bgp: not healthy after the restart; the routers drop the stale routes until the node announces again",
 				"waited", wait, "reason", reason)
@@ -440,6 +466,7 @@ func (d *Daemon) startBGP(ctx context.Context, cfg *config.Config) error {
 	if err := d.startHandoff(cfg); err != nil {
 		return err
 	}
+	var err error
 	d.speaker, err = bgp.Start(ctx, sc, d.log.With("part", "bgp"))
 	if err != nil {
 		return fmt.Errorf("ha.bgp: %w", err)
@@ -460,34 +487,24 @@ func (d *Daemon) cfgOrNil() *config.Config {
 	if d.cur == nil {
 		return nil
 	}
-	return d.cur.cfg
+	return d.cur.Config
 }
 
-// plan is the supervisor's view of b; its commit switches the services
-// and whitelists once b's instances serve.
-func (d *Daemon) plan(b *built) supervisor.Plan {
+// supervisorPlan is the supervisor's part of p; its commit writes p's
+// tables once p's instances serve.
+func (d *Daemon) supervisorPlan(p *plan.NodePlan, base tables.Base) supervisor.Plan {
 	return supervisor.Plan{
-		Slots:       b.slots,
-		Listeners:   b.listeners,
-		Render:      b.render,
-		MaxTransfer: b.cfg.Timeouts.MaxTransfer.Duration,
-		Commit: func() error {
-			for id, ps := range b.whitelists() {
-				if _, err := d.dp.SetWhitelist(id, ps); err != nil {
-					return fmt.Errorf("whitelist %s: %w", id, err)
-				}
-			}
-			if err := d.dp.SetServices(b.vips, b.services); err != nil {
-				return err
-			}
-			return d.dp.SetSteering(*b.cfg.Instances.Steering)
-		},
+		Slots:       p.Slots,
+		Listeners:   p.Listeners,
+		Render:      p.Render,
+		MaxTransfer: p.MaxTransfer(),
+		Commit:      func() error { return d.tables.Apply(p.Tables, base) },
 	}
 }
 
-// reload applies the configuration file again. Nothing changes unless
-// the whole new configuration is valid, resolves, renders, passes
-// HAProxy's check and its instances start.
+// reload plans the configuration file again and applies what changed.
+// Nothing changes unless the whole new configuration is valid, resolves,
+// renders, passes HAProxy's check and its instances start.
 func (d *Daemon) reload(ctx context.Context) (err error) {
 	defer func() {
 		d.mu.Lock()
@@ -500,38 +517,28 @@ func (d *Daemon) reload(ctx context.Context) (err error) {
 		}
 	}()
 	d.log.Info("reloading configuration", "path", d.opts.ConfigPath)
-	cfg, err := config.Load(d.opts.ConfigPath)
+	prev := d.plan()
+	old := prev.Config
+	cfg, base, err := d.readConfig(ctx, old.Node.RuntimeDir)
 	if err != nil {
 		return err
 	}
-	d.mu.Lock()
-	prev := d.cur
-	old := prev.cfg
-	d.mu.Unlock()
 	if err := immutable(old, cfg); err != nil {
 		return fmt.Errorf("config %s: %w", d.opts.ConfigPath, err)
 	}
-	b, err := build(ctx, cfg, d.opts.Resolver, d.version, prev)
+	p, err := plan.Make(ctx, cfg, d.opts.Resolver, d.version, prev)
 	if err != nil {
 		return fmt.Errorf("config %s: %w", d.opts.ConfigPath, err)
 	}
 	defer func() {
 		if err != nil {
-			b.removeACLs(prev) // refused: no new instance loads them
+			p.RemoveACLs(prev) // refused: no new instance loads them
 		}
 	}()
-	if err := b.check(ctx); err != nil {
-		return fmt.Errorf("config %s: %w", d.opts.ConfigPath, err)
+	if err := d.checkPlan(ctx, p); err != nil {
+		return err
 	}
-	if err := prepareChroot(cfg.HAProxy.Chroot); err != nil {
-		return fmt.Errorf("config %s: %w", d.opts.ConfigPath, err)
-	}
-	var kc vrrp.Config
-	if d.ka != nil {
-		if kc, err = VRRPConfig(cfg); err != nil {
-			return fmt.Errorf("config %s: %w", d.opts.ConfigPath, err)
-		}
-	}
+	ch := plan.Diff(prev, p)
 	attachedBefore := slices.Clone(d.attached)
 	addedBefore := slices.Clone(d.addedVIPs)
 	undo := func() {
@@ -543,7 +550,7 @@ func (d *Daemon) reload(ctx context.Context) (err error) {
 		d.attached = attachedBefore
 		d.removeVIPs(old.Node.VIPInterface, addedBefore)
 	}
-	if err := d.attach(cfg); err != nil {
+	if err := d.attach(ch.Attach, p.XDPMode); err != nil {
 		undo()
 		return err
 	}
@@ -551,41 +558,66 @@ func (d *Daemon) reload(ctx context.Context) (err error) {
 		undo()
 		return err
 	}
-	if err := d.sup.Apply(ctx, d.plan(b)); err != nil {
+	// The instances are renewed even when their configuration is the
+	// same: a reload is how an upgraded HAProxy binary comes into service.
+	if err := d.sup.Apply(ctx, d.supervisorPlan(p, base)); err != nil {
 		undo()
 		return fmt.Errorf("start new instances: %w", err)
 	}
-	b.pruneACLs()
+	p.PruneACLs()
 	// Committed: let go of what the old configuration had and the new one
 	// does not.
-	for _, iface := range attachedBefore {
-		if !slices.Contains(cfg.Node.Interfaces, iface) {
-			if err := d.dp.DetachXDP(iface); err != nil {
-				d.log.Warn("detach interface no longer configured", "iface", iface, "err", err)
-			}
+	for _, iface := range ch.Detach {
+		if err := d.dp.DetachXDP(iface); err != nil {
+			d.log.Warn("detach interface no longer configured", "iface", iface, "err", err)
 		}
 	}
-	d.attached = slices.Clone(cfg.Node.Interfaces)
+	d.attached = slices.DeleteFunc(d.attached, func(iface string) bool { return slices.Contains(ch.Detach, iface) })
 	d.dropOldVIPs(cfg)
 	d.mu.Lock()
-	d.cur = b
+	d.cur = p
 	d.generation++
 	d.loadedAt = time.Now()
 	d.mu.Unlock()
 	if d.speaker != nil {
-		if err := d.speaker.SetPeers(ctx, withGracefulRestart(cfg.HA.BGP, speakerPeers(cfg.HA.BGP))); err != nil {
-			d.log.Error("bgp peers after reload", "err", err)
+		if ch.Peers {
+			if err := d.speaker.SetPeers(ctx, p.BGP.Speaker.Peers); err != nil {
+				d.log.Error("bgp peers after reload", "err", err)
+			}
 		}
 		d.kick()
 	}
 	if d.ka != nil {
-		if err := d.ka.Reload(ctx, kc); err != nil {
-			d.log.Error("vrrp: keepalived keeps its previous configuration", "err", err)
+		if ch.VRRP {
+			if err := d.ka.Reload(ctx, *p.VRRP); err != nil {
+				d.log.Error("vrrp: keepalived keeps its previous configuration", "err", err)
+			}
 		}
 		d.kick()
 	}
-	d.log.Info("configuration reloaded", "generation", d.generation)
+	d.log.Info("configuration reloaded", "generation", d.generation, "changed", ch.String())
 	return nil
+}
+
+// readConfig reads the configuration file and the whitelists' live
+// generations together, under the whitelist transaction lock, so that a
+// list `ober sync` changes after the file was read is noticed when the
+// plan is applied (tables.Base).
+func (d *Daemon) readConfig(ctx context.Context, runtimeDir string) (*config.Config, tables.Base, error) {
+	unlock, err := whitelist.Lock(ctx, runtimeDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer unlock()
+	base, err := d.tables.ReadBase()
+	if err != nil {
+		return nil, nil, fmt.Errorf("read whitelists: %w", err)
+	}
+	cfg, err := config.Load(d.opts.ConfigPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, base, nil
 }
 
 // immutable refuses changes that need a restart of ober.
@@ -610,14 +642,9 @@ func immutable(old, cfg *config.Config) error {
 	return errors.Join(errs...)
 }
 
-// attach makes sure XDP runs on every configured interface and
-// sk_lookup in this namespace.
-func (d *Daemon) attach(cfg *config.Config) error {
-	mode, err := loader.ParseXDPMode(cfg.Node.XDPMode)
-	if err != nil {
-		return fmt.Errorf("node.xdp_mode: %w", err)
-	}
-	for _, iface := range cfg.Node.Interfaces {
+// attach attaches the XDP program to ifaces.
+func (d *Daemon) attach(ifaces []string, mode loader.XDPMode) error {
+	for _, iface := range ifaces {
 		got, err := d.dp.AttachXDP(iface, mode)
 		if err != nil {
 			return fmt.Errorf("node.interfaces: %q: %w", iface, err)
@@ -626,9 +653,6 @@ func (d *Daemon) attach(cfg *config.Config) error {
 			d.attached = append(d.attached, iface)
 			d.log.Info("xdp attached", "iface", iface, "mode", got)
 		}
-	}
-	if err := d.dp.AttachSkLookup(); err != nil {
-		return fmt.Errorf("attach sk_lookup: %w", err)
 	}
 	return nil
 }

@@ -11,12 +11,11 @@ import (
 	"time"
 
 	"github.com/ober-ingress/ober/control/config"
-	"github.com/ober-ingress/ober/control/runtime/bgp"
 	"github.com/ober-ingress/ober/control/runtime/sdnotify"
 )
 
 // ErrRestart is what Run returns after a restart handover; `ober run`
-// exits with ExitRestart on it.
+// exits with api.ExitRestart on it.
 var ErrRestart = errors.New("restart handover: the next ober takes over")
 
 // handoverFile, in node.runtime_dir, tells the next ober that this one
@@ -89,17 +88,6 @@ func takeHandover(cfg *config.Config) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("%s: %q: not a time", path, strings.TrimSpace(string(b)))
 	}
 	return at, nil
-}
-
-// withGracefulRestart puts ha.bgp.graceful_restart on every peer.
-func withGracefulRestart(bg *config.BGP, peers []bgp.Peer) []bgp.Peer {
-	if !bg.GracefulRestart.Enabled {
-		return peers
-	}
-	for i := range peers {
-		peers[i].GracefulRestart = bg.GracefulRestart.RestartTime.Duration
-	}
-	return peers
 }
 
 // stopKeepalived ends keepalived, which releases what VIPs it still holds;

@@ -3,91 +3,21 @@ package daemon
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"path/filepath"
-	"slices"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/ober-ingress/ober/control/config"
+	"github.com/ober-ingress/ober/control/plan"
 	"github.com/ober-ingress/ober/control/runtime/vrrp"
 )
 
-// VRRPConfig turns ha.vrrp into keepalived's configuration for this
-// node. Self defaults to the one of ha.vrrp.nodes found on the VRRP
-// interface.
-func VRRPConfig(cfg *config.Config) (vrrp.Config, error) {
-	v := cfg.HA.VRRP
-	nodes := make([]netip.Addr, len(v.Nodes))
-	for i, n := range v.Nodes {
-		nodes[i] = n.Addr
-	}
-	self := v.Self.Addr
-	if !self.IsValid() {
-		have, err := hostAddrs([]string{v.Interface})
-		if err != nil {
-			return vrrp.Config{}, fmt.Errorf("ha.vrrp.interface: %w", err)
-		}
-		var found []netip.Addr
-		for _, n := range nodes {
-			if slices.Contains(have, n) {
-				found = append(found, n)
-			}
-		}
-		switch len(found) {
-		case 1:
-			self = found[0]
-		case 0:
-			return vrrp.Config{}, &config.FieldError{Path: "ha.vrrp.self", Msg: fmt.Sprintf(
-				"none of ha.vrrp.nodes is an address of %s (it has %s); set ha.vrrp.self or add the address",
-				v.Interface, addrList(have))}
-		default:
-			return vrrp.Config{}, &config.FieldError{Path: "ha.vrrp.self", Msg: fmt.Sprintf(
-				"%s holds several of ha.vrrp.nodes (%s); set ha.vrrp.self", v.Interface, addrList(found))}
-		}
-	}
-	vips := make([]netip.Addr, len(cfg.VIPs))
-	for i, x := range cfg.VIPs {
-		vips[i] = x.Addr
-	}
-	ins, err := vrrp.Plan(nodes, self, vips, v.FirstVRID)
-	if err != nil {
-		return vrrp.Config{}, err
-	}
-	var peers []netip.Addr
-	for _, n := range nodes {
-		if n != self {
-			peers = append(peers, n)
-		}
-	}
-	return vrrp.Config{
-		Interface: v.Interface, Self: self, Peers: peers, Instances: ins,
-		AdvertInterval: v.AdvertInterval.Duration, PreemptDelay: v.PreemptDelay.Duration,
-		Multicast: v.Multicast, GARPRepeat: v.GARP.Repeat, GARPRefresh: v.GARP.Refresh.Duration,
-	}, nil
-}
-
-func addrList(as []netip.Addr) string {
-	if len(as) == 0 {
-		return "no address"
-	}
-	s := make([]string, len(as))
-	for i, a := range as {
-		s[i] = a.String()
-	}
-	return strings.Join(s, ", ")
-}
-
 // startVRRP starts keepalived with the node's current health and keeps
 // its track file in step with the health from then on.
-func (d *Daemon) startVRRP(ctx context.Context, cfg *config.Config) error {
-	kc, err := VRRPConfig(cfg)
-	if err != nil {
-		return err
-	}
+func (d *Daemon) startVRRP(ctx context.Context, p *plan.NodePlan) error {
+	cfg, kc := p.Config, *p.VRRP
 	ok, _ := d.healthFor(1, true)
 	log := d.log.With("part", "vrrp")
+	var err error
 	d.ka, err = vrrp.Start(ctx, vrrp.Options{
 		Binary: cfg.HA.VRRP.Keepalived, Dir: filepath.Join(cfg.Node.RuntimeDir, "keepalived"),
 		Config: kc, Healthy: ok, Logger: log,

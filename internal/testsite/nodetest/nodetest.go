@@ -14,9 +14,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -27,19 +25,18 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
-	"text/template"
 	"time"
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 	"github.com/vishvananda/netns"
 
+	"github.com/ober-ingress/ober/control/api"
+	"github.com/ober-ingress/ober/control/config"
 	"github.com/ober-ingress/ober/control/lib/sysuser"
-	"github.com/ober-ingress/ober/control/runtime/daemon"
 	"github.com/ober-ingress/ober/internal/testsite/netnstest"
 	"github.com/ober-ingress/ober/internal/testsite/s3server"
 )
@@ -48,9 +45,9 @@ import (
 var (
 	VIP         = netip.MustParseAddr("10.98.0.100")
 	ClientAddr  = netip.MustParseAddr("10.98.1.1")
-	NodeFront   = netip.MustParseAddr("10.98.1.254")
-	NodeBack    = netip.MustParseAddr("10.98.2.254")
-	BackendAddr = netip.MustParseAddrPort("10.98.2.1:9000")
+	nodeFront   = netip.MustParseAddr("10.98.1.254")
+	nodeBack    = netip.MustParseAddr("10.98.2.254")
+	backendAddr = netip.MustParseAddrPort("10.98.2.1:9000")
 )
 
 // Credentials the S3 server accepts.
@@ -64,22 +61,21 @@ type Params struct {
 	Instances      int           // default 2
 	ServedByHeader bool          // X-Served-By on responses
 	Drain          time.Duration // default 3s
-	// Extra is YAML appended under the top level (tests of options).
-	Extra string
-	// ExtraServices is YAML appended to the services list.
-	ExtraServices string
+	// ExtraServices follow the site's https (443) and http (80).
+	ExtraServices []config.Service
 	// HealthInterval of the backend checks; default 200ms.
 	HealthInterval time.Duration
 	// NoSteering sets instances.steering to false.
 	NoSteering bool
-	// Timeouts is YAML appended under timeouts (after drain).
-	Timeouts string
+	// Timeouts are the node's timeouts, but for the drain, which is
+	// Drain.
+	Timeouts config.Timeouts
 }
 
-// RequireHAProxyUser makes sure the machine has the system user ober's
+// requireHAProxyUser makes sure the machine has the system user ober's
 // HAProxy instances drop to (`ober bootstrap` creates it on a node),
 // creating it when it is missing.
-func RequireHAProxyUser(t testing.TB) {
+func requireHAProxyUser(t testing.TB) {
 	t.Helper()
 	if _, err := sysuser.Ensure(context.Background(), sysuser.HAProxyUser); err != nil {
 		t.Fatalf("the HAProxy instances' user: %v", err)
@@ -146,40 +142,43 @@ func ServeBytes(w http.ResponseWriter, r *http.Request) {
 
 // Site is the running site.
 type Site struct {
-	t                     testing.TB
-	Client, Node, Backend *netnstest.NS
+	Client, Node          *netnstest.NS
 	Root, Dir, ConfigPath string
 	S3                    *s3server.Server
-	Bin                   string
 	// Wrap, when set, is a command ober run is started through, its
 	// path and arguments following: setpriv with the unit's capability
 	// bounding set, say.
-	Wrap                   []string
-	cmd                    *exec.Cmd
-	done                   chan struct{}
-	log                    *LogBuffer
-	clientDial, nodeDialer *Dialer
+	Wrap []string
+
+	t          testing.TB
+	backend    *netnstest.NS
+	bin        string
+	cmd        *exec.Cmd
+	done       chan struct{}
+	log        *LogBuffer
+	clientDial *Dialer
+	api        *api.Client
 }
 
 // New builds the namespaces and the backend; Start runs ober.
 func New(t testing.TB, bin string, queues int) *Site {
 	t.Helper()
 	netnstest.RequireRoot(t)
-	RequireHAProxyUser(t)
-	s := &Site{t: t, Bin: bin, Dir: t.TempDir(), log: &LogBuffer{}}
+	requireHAProxyUser(t)
+	s := &Site{t: t, bin: bin, Dir: t.TempDir(), log: &LogBuffer{}}
 	s.Root = netnstest.BPFFS(t) + "/ober"
-	s.Client, s.Node, s.Backend = netnstest.New(t, "cli"), netnstest.New(t, "node"), netnstest.New(t, "be")
+	s.Client, s.Node, s.backend = netnstest.New(t, "cli"), netnstest.New(t, "node"), netnstest.New(t, "be")
 	netnstest.Veth(t, s.Client, "veth-c", s.Node, "veth-n", queues)
-	netnstest.Veth(t, s.Backend, "veth-b", s.Node, "veth-nb", 1)
+	netnstest.Veth(t, s.backend, "veth-b", s.Node, "veth-nb", 1)
 	s.Client.IP(t, "addr", "add", ClientAddr.String()+"/24", "dev", "veth-c")
-	s.Client.IP(t, "route", "add", VIP.String()+"/32", "via", NodeFront.String())
-	s.Node.IP(t, "addr", "add", NodeFront.String()+"/24", "dev", "veth-n")
-	s.Node.IP(t, "addr", "add", NodeBack.String()+"/24", "dev", "veth-nb")
-	s.Backend.IP(t, "addr", "add", BackendAddr.Addr().String()+"/24", "dev", "veth-b")
-	s.Backend.IP(t, "route", "add", "default", "via", NodeBack.String())
+	s.Client.IP(t, "route", "add", VIP.String()+"/32", "via", nodeFront.String())
+	s.Node.IP(t, "addr", "add", nodeFront.String()+"/24", "dev", "veth-n")
+	s.Node.IP(t, "addr", "add", nodeBack.String()+"/24", "dev", "veth-nb")
+	s.backend.IP(t, "addr", "add", backendAddr.Addr().String()+"/24", "dev", "veth-b")
+	s.backend.IP(t, "route", "add", "default", "via", nodeBack.String())
 
 	s.S3 = NewS3()
-	Serve(t, s.Backend, BackendAddr, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	Serve(t, s.backend, backendAddr, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == BytesPath {
 			ServeBytes(w, r)
 			return
@@ -188,53 +187,13 @@ func New(t testing.TB, bin string, queues int) *Site {
 	}))
 
 	s.clientDial = NewDialer(t, s.Client, 8)
-	s.nodeDialer = NewDialer(t, s.Node, 2)
+	s.api = NewAPI(NewDialer(t, s.Node, 2))
 	return s
 }
 
-var configTmpl = template.Must(template.New("cfg").Parse(`# written by internal/testsite/nodetest
-node:
-  name: node1
-  interfaces: [veth-n]
-  xdp_mode: native
-  bpffs_root: {{.Root}}
-  runtime_dir: {{.Dir}}/run
-  state_dir: {{.Dir}}/state
-vips: [{{.VIP}}]
-services:
-  - name: https
-    port: 443
-    mode: tls
-    tls:
-      self_signed: true
-  - name: http
-    port: 80
-    mode: http
-{{.ExtraServices}}backends:
-  servers:
-    - name: s3a
-      address: {{.Backend}}
-  health:
-    path: /
-    interval: {{.HealthInterval}}
-    fall: 2
-    rise: 1
-instances:
-  count: {{.Instances}}
-  cpus: [{{.CPUs}}]
-{{- if .NoSteering}}
-  steering: false
-{{- end}}
-timeouts:
-  drain: {{.Drain}}
-{{.Timeouts}}whitelists:
-  frontend_http: [{{.Client}}]
-haproxy:
-  served_by_header: {{.ServedBy}}
-{{.Extra}}`))
-
-// Config renders the configuration for p.
-func (s *Site) Config(p Params) string {
+// Config is the node's configuration for p, as its file says it: Load
+// fills in the defaults.
+func (s *Site) Config(p Params) *config.Config {
 	if p.Instances == 0 {
 		p.Instances = 2
 	}
@@ -244,25 +203,57 @@ func (s *Site) Config(p Params) string {
 	if p.HealthInterval == 0 {
 		p.HealthInterval = 200 * time.Millisecond
 	}
-	cpus := make([]string, p.Instances)
+	cpus := make([]int, p.Instances)
 	for i := range cpus {
-		cpus[i] = fmt.Sprint(i % runtime.NumCPU())
+		cpus[i] = i % runtime.NumCPU()
 	}
-	var b bytes.Buffer
-	err := configTmpl.Execute(&b, map[string]any{
-		"Root": s.Root, "Dir": s.Dir, "VIP": VIP, "Backend": BackendAddr, "Client": ClientAddr,
-		"HealthInterval": p.HealthInterval, "Instances": p.Instances, "CPUs": strings.Join(cpus, ", "),
-		"Drain": p.Drain, "ServedBy": p.ServedByHeader, "Extra": p.Extra, "ExtraServices": p.ExtraServices,
-		"NoSteering": p.NoSteering, "Timeouts": p.Timeouts,
-	})
-	if err != nil {
-		panic(err)
+	c := &config.Config{
+		Node: config.Node{
+			Name: "node1", Interfaces: []string{"veth-n"}, XDPMode: config.XDPModeNative,
+			BPFFSRoot: s.Root, RuntimeDir: s.Dir + "/run", StateDir: s.Dir + "/state",
+		},
+		VIPs: []config.Addr{{Addr: VIP}},
+		Services: append([]config.Service{
+			{Name: "https", Port: 443, Mode: config.ModeTLS, TLS: &config.TLS{SelfSigned: true}},
+			{Name: "http", Port: 80, Mode: config.ModeHTTP},
+		}, p.ExtraServices...),
+		Backends: config.Backends{
+			Servers: []config.BackendServer{{Name: "s3a", Address: backendAddr.String()}},
+			Health:  config.HealthCheck{Path: "/", Interval: config.Duration{Duration: p.HealthInterval}, Fall: 2, Rise: 1},
+		},
+		Instances:  config.Instances{Count: p.Instances, CPUs: cpus},
+		Timeouts:   p.Timeouts,
+		Whitelists: config.Whitelists{FrontendHTTP: []string{ClientAddr.String()}},
+		HAProxy:    config.HAProxy{ServedByHeader: p.ServedByHeader},
 	}
-	return b.String()
+	c.Timeouts.Drain = config.Duration{Duration: p.Drain}
+	if p.NoSteering {
+		steering := false
+		c.Instances.Steering = &steering
+	}
+	return c
 }
 
-// WriteConfig writes text as the node's configuration file.
-func (s *Site) WriteConfig(text string) {
+// YAML is c as the text of a configuration file; it fails the test when
+// c cannot be written.
+func YAML(t testing.TB, c *config.Config) string {
+	t.Helper()
+	b, err := config.Marshal(c)
+	if err != nil {
+		t.Fatalf("marshal the configuration: %v", err)
+	}
+	return "# written by an ober test site (internal/testsite)\n" + string(b)
+}
+
+// WriteConfig writes c as the node's configuration file.
+func (s *Site) WriteConfig(c *config.Config) {
+	s.t.Helper()
+	s.WriteConfigText(YAML(s.t, c))
+}
+
+// WriteConfigText writes text as the node's configuration file: a file a
+// test has broken on purpose.
+func (s *Site) WriteConfigText(text string) {
 	s.t.Helper()
 	s.ConfigPath = filepath.Join(s.Dir, "ober.yaml")
 	if err := os.WriteFile(s.ConfigPath, []byte(text), 0o600); err != nil {
@@ -277,7 +268,7 @@ func (s *Site) Start() {
 	if s.ConfigPath == "" {
 		s.WriteConfig(s.Config(Params{}))
 	}
-	args := append(slices.Clone(s.Wrap), s.Bin, "run", "--config", s.ConfigPath, "--log-level", "debug")
+	args := append(slices.Clone(s.Wrap), s.bin, "run", "--config", s.ConfigPath, "--log-level", "debug")
 	cmd := s.Node.Exec(context.Background(), args[0], args[1:]...)
 	cmd.Stdout, cmd.Stderr = s.log, s.log
 	if err := cmd.Start(); err != nil {
@@ -287,7 +278,7 @@ func (s *Site) Start() {
 	s.done = make(chan struct{})
 	go func() { cmd.Wait(); close(s.done) }()
 	s.t.Cleanup(func() {
-		s.Stop()
+		s.stop()
 		if s.t.Failed() {
 			s.t.Logf("ober's log:\n%s", s.log.String())
 		}
@@ -310,9 +301,9 @@ func (s *Site) Start() {
 	}
 }
 
-// Stop sends SIGTERM and waits for ober to drain and exit; it kills it
+// stop sends SIGTERM and waits for ober to drain and exit; it kills it
 // after a minute.
-func (s *Site) Stop() {
+func (s *Site) stop() {
 	if s.cmd == nil || s.cmd.Process == nil {
 		return
 	}
@@ -341,74 +332,31 @@ func (s *Site) Kill() {
 	<-s.done
 }
 
-// Exited reports whether ober has exited.
-func (s *Site) Exited() bool {
-	select {
-	case <-s.done:
-		return true
-	default:
-		return false
-	}
-}
-
 // Signal sends sig to the ober process.
 func (s *Site) Signal(sig os.Signal) { _ = s.cmd.Process.Signal(sig) }
 
 // Log returns what ober wrote so far.
 func (s *Site) Log() string { return s.log.String() }
 
-// API is a client of a daemon's health, status and metrics API on its
+// NewAPI is a client of a daemon's health, status and metrics API on its
 // default address, dialled inside the node's namespace.
-type API struct{ Dialer *Dialer }
+func NewAPI(d *Dialer) *api.Client {
+	return api.NewClient(config.DefaultAPIListen, api.ClientOptions{Dial: d.DialContext})
+}
 
-func (a API) get(path string) (*http.Response, error) {
-	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: a.Dialer.DialContext, DisableKeepAlives: true}}
-	return c.Get("http://127.0.0.1:8404" + path)
+// health is /health's status code and body, as the tests print them.
+func health(c *api.Client) (int, string, error) {
+	h, err := c.Health(context.Background())
+	return h.Code, h.Body, err
 }
 
 // Health returns /health's status code and body.
-func (a API) Health() (int, string, error) {
-	resp, err := a.get("/health")
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, strings.TrimSpace(string(b)), nil
-}
+func (s *Site) Health() (int, string, error) { return health(s.api) }
 
 // Status returns the daemon's /status.
-func (a API) Status() (*daemon.Status, error) {
-	resp, err := a.get("/status")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	var st daemon.Status
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return nil, fmt.Errorf("decode /status: %w", err)
-	}
-	return &st, nil
-}
-
-// Metrics returns /metrics as text.
-func (a API) Metrics() (string, error) {
-	resp, err := a.get("/metrics")
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return string(b), err
-}
-
-// Health returns /health's status code and body.
-func (s *Site) Health() (int, string, error) { return API{s.nodeDialer}.Health() }
-
-// Status returns the daemon's /status.
-func (s *Site) Status() *daemon.Status {
+func (s *Site) Status() *api.Status {
 	s.t.Helper()
-	st, err := API{s.nodeDialer}.Status()
+	st, err := s.api.Status(context.Background())
 	if err != nil {
 		s.t.Fatalf("GET /status: %v", err)
 	}
@@ -418,7 +366,7 @@ func (s *Site) Status() *daemon.Status {
 // Metrics returns /metrics as text.
 func (s *Site) Metrics() string {
 	s.t.Helper()
-	m, err := API{s.nodeDialer}.Metrics()
+	m, err := s.api.Metrics(context.Background())
 	if err != nil {
 		s.t.Fatalf("GET /metrics: %v", err)
 	}
@@ -569,15 +517,15 @@ func (b *LogBuffer) String() string {
 // vrrptest) start, stop, kill and ask it.
 type Ober struct {
 	t    testing.TB
-	Name string
-	NS   *netnstest.NS
-	Bin  string
+	name string
+	ns   *netnstest.NS
+	bin  string
 	// Wrap is as Site.Wrap.
 	Wrap []string
 
-	mu   sync.Mutex
-	cmd  *oberCmd
-	dial *Dialer
+	mu  sync.Mutex
+	cmd *oberCmd
+	api *api.Client
 }
 
 type oberCmd struct {
@@ -588,8 +536,8 @@ type oberCmd struct {
 
 // NewOber prepares name's ober in ns; Start runs it.
 func NewOber(t testing.TB, name string, ns *netnstest.NS, bin string) *Ober {
-	RequireHAProxyUser(t)
-	return &Ober{t: t, Name: name, NS: ns, Bin: bin, dial: NewDialer(t, ns, 2)}
+	requireHAProxyUser(t)
+	return &Ober{t: t, name: name, ns: ns, bin: bin, api: NewAPI(NewDialer(t, ns, 2))}
 }
 
 // Start runs `ober run --config configPath` and waits until /health
@@ -598,12 +546,12 @@ func NewOber(t testing.TB, name string, ns *netnstest.NS, bin string) *Ober {
 func (o *Ober) Start(configPath string) {
 	t := o.t
 	t.Helper()
-	args := append(slices.Clone(o.Wrap), o.Bin, "run", "--config", configPath, "--log-level", "debug")
-	cmd := o.NS.Exec(context.Background(), args[0], args[1:]...)
+	args := append(slices.Clone(o.Wrap), o.bin, "run", "--config", configPath, "--log-level", "debug")
+	cmd := o.ns.Exec(context.Background(), args[0], args[1:]...)
 	log := &LogBuffer{}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("%s: start ober: %v", o.Name, err)
+		t.Fatalf("%s: start ober: %v", o.name, err)
 	}
 	rc := &oberCmd{pid: cmd.Process.Pid, done: make(chan struct{}), log: log}
 	go func() { _ = cmd.Wait(); close(rc.done) }()
@@ -613,7 +561,7 @@ func (o *Ober) Start(configPath string) {
 	t.Cleanup(func() {
 		rc.stop(time.Minute)
 		if t.Failed() {
-			t.Logf("%s: ober's log:\n%s", o.Name, log.String())
+			t.Logf("%s: ober's log:\n%s", o.name, log.String())
 		}
 	})
 	deadline := time.Now().Add(30 * time.Second)
@@ -624,11 +572,11 @@ func (o *Ober) Start(configPath string) {
 		}
 		select {
 		case <-rc.done:
-			t.Fatalf("%s: ober run exited during start\n%s", o.Name, log.String())
+			t.Fatalf("%s: ober run exited during start\n%s", o.name, log.String())
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: not healthy after 30s (last: %d %q %v)\n%s", o.Name, code, body, err, log.String())
+			t.Fatalf("%s: not healthy after 30s (last: %d %q %v)\n%s", o.name, code, body, err, log.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -665,7 +613,7 @@ func (o *Ober) Wait(timeout time.Duration) error {
 	case <-o.current().done:
 		return nil
 	case <-time.After(timeout):
-		return fmt.Errorf("%s: ober still running after %v", o.Name, timeout)
+		return fmt.Errorf("%s: ober still running after %v", o.name, timeout)
 	}
 }
 
@@ -679,17 +627,14 @@ func (o *Ober) Kill() {
 // Reload sends SIGHUP: ober applies its configuration file again.
 func (o *Ober) Reload() { _ = syscall.Kill(o.current().pid, syscall.SIGHUP) }
 
-// Log is what ober wrote so far.
-func (o *Ober) Log() string { return o.current().log.String() }
-
 // Health returns /health's status code and body.
-func (o *Ober) Health() (int, string, error) { return API{Dialer: o.dial}.Health() }
+func (o *Ober) Health() (int, string, error) { return health(o.api) }
 
 // Status returns the daemon's /status.
-func (o *Ober) Status() (*daemon.Status, error) { return API{Dialer: o.dial}.Status() }
+func (o *Ober) Status() (*api.Status, error) { return o.api.Status(context.Background()) }
 
 // Metrics returns /metrics as text.
-func (o *Ober) Metrics() (string, error) { return API{Dialer: o.dial}.Metrics() }
+func (o *Ober) Metrics() (string, error) { return o.api.Metrics(context.Background()) }
 
 // InstancePIDs are the PIDs of the node's HAProxy instances.
 func (o *Ober) InstancePIDs() ([]int, error) {

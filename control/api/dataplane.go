@@ -1,4 +1,4 @@
-package dataplane
+package api
 
 import (
 	"fmt"
@@ -10,8 +10,9 @@ import (
 	"github.com/ober-ingress/ober/loader"
 )
 
-// StatusReport is a snapshot of a pinned dataplane; `ober status --json`
-// prints it. The JSON shape is an interface for scripts and monitoring:
+// DataplaneStatus is a snapshot of a pinned dataplane, the top level of
+// Status; `ober status --json` prints it alone when no daemon answers.
+// The JSON shape is an interface for scripts and monitoring:
 // fields are only ever added, never renamed or repurposed. Lists are
 // never null (an empty list is []); maglev is null when no table was set.
 //
@@ -54,7 +55,7 @@ import (
 //   - counters.steered and counters.assigned: one row per instance that
 //     has a CPU or a non-zero count. unassigned counts connections to
 //     dispatched services that found no instance socket.
-type StatusReport struct {
+type DataplaneStatus struct {
 	Root             string             `json:"root"`
 	Attachments      []AttachmentStatus `json:"attachments"`
 	SkLookupAttached bool               `json:"sk_lookup_attached"`
@@ -160,7 +161,7 @@ type AssignmentStatus struct {
 
 // UnsetWhitelists names the whitelists a service enforces that were
 // never set: such a service admits nobody, which deserves a warning.
-func (s *StatusReport) UnsetWhitelists() []string {
+func (s *DataplaneStatus) UnsetWhitelists() []string {
 	set := make(map[string]bool, len(s.Whitelists))
 	for _, w := range s.Whitelists {
 		set[w.Name] = true
@@ -174,23 +175,23 @@ func (s *StatusReport) UnsetWhitelists() []string {
 	return out
 }
 
-// Status reads the whole dataplane. Interface details come from the
-// calling thread's network namespace.
-func Status(d *loader.Dataplane) (*StatusReport, error) {
-	s := &StatusReport{Root: d.Root()}
+// ReadDataplane reads the whole dataplane pinned for d. Interface details
+// come from the calling thread's network namespace.
+func ReadDataplane(d *loader.Dataplane) (*DataplaneStatus, error) {
+	s := &DataplaneStatus{Root: d.Root()}
 	steps := []func(*loader.Dataplane) error{
 		s.readAttachments, s.readServices, s.readWhitelists, s.readMaglev,
 		s.readInstances, s.readSockets, s.readCounters,
 	}
 	for _, step := range steps {
 		if err := step(d); err != nil {
-			return nil, fmt.Errorf("status: %w", err)
+			return nil, fmt.Errorf("read dataplane %s: %w", d.Root(), err)
 		}
 	}
 	return s, nil
 }
 
-func (s *StatusReport) readAttachments(d *loader.Dataplane) error {
+func (s *DataplaneStatus) readAttachments(d *loader.Dataplane) error {
 	atts, sk, err := d.Attachments()
 	if err != nil {
 		return err
@@ -218,7 +219,7 @@ func xdpProgramID(iface string) uint32 {
 	return l.Attrs().Xdp.ProgId
 }
 
-func (s *StatusReport) readServices(d *loader.Dataplane) error {
+func (s *DataplaneStatus) readServices(d *loader.Dataplane) error {
 	vips, svcs, err := d.Services()
 	if err != nil {
 		return err
@@ -238,7 +239,7 @@ func (s *StatusReport) readServices(d *loader.Dataplane) error {
 	return nil
 }
 
-func (s *StatusReport) readWhitelists(d *loader.Dataplane) error {
+func (s *DataplaneStatus) readWhitelists(d *loader.Dataplane) error {
 	s.Whitelists = []WhitelistStatus{}
 	for id := loader.WhitelistID(0); id < loader.MaxWhitelists; id++ {
 		info, err := d.WhitelistInfo(id)
@@ -255,7 +256,7 @@ func (s *StatusReport) readWhitelists(d *loader.Dataplane) error {
 	return nil
 }
 
-func (s *StatusReport) readMaglev(d *loader.Dataplane) error {
+func (s *DataplaneStatus) readMaglev(d *loader.Dataplane) error {
 	seed, slots, err := d.Maglev()
 	if err != nil || slots == nil {
 		return err
@@ -278,7 +279,7 @@ func (s *StatusReport) readMaglev(d *loader.Dataplane) error {
 	return nil
 }
 
-func (s *StatusReport) readInstances(d *loader.Dataplane) error {
+func (s *DataplaneStatus) readInstances(d *loader.Dataplane) error {
 	insts, err := d.Instances()
 	if err != nil {
 		return err
@@ -295,7 +296,7 @@ func (s *StatusReport) readInstances(d *loader.Dataplane) error {
 	return nil
 }
 
-func (s *StatusReport) readSockets(d *loader.Dataplane) error {
+func (s *DataplaneStatus) readSockets(d *loader.Dataplane) error {
 	socks, err := d.Sockets()
 	if err != nil {
 		return err
@@ -307,7 +308,7 @@ func (s *StatusReport) readSockets(d *loader.Dataplane) error {
 	return nil
 }
 
-func (s *StatusReport) readCounters(d *loader.Dataplane) error {
+func (s *DataplaneStatus) readCounters(d *loader.Dataplane) error {
 	c, err := d.Counters()
 	if err != nil {
 		return err

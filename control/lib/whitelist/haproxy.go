@@ -1,4 +1,4 @@
-package dataplane
+package whitelist
 
 import (
 	"context"
@@ -14,18 +14,18 @@ import (
 	"github.com/ober-ingress/ober/control/lib/haproxy"
 )
 
-// HAProxyList is one whitelist's change in HAProxy's copy: the running
+// haproxyList is one whitelist's change in HAProxy's copy: the running
 // instances check it too (`src -f FILE`), beside XDP.
-type HAProxyList struct {
-	// Name is the list's, such as "frontend-http".
-	Name string
-	// Prefixes replace Prev, which the instances hold now.
-	Prefixes, Prev []netip.Prefix
+type haproxyList struct {
+	// name is the list's, such as "frontend-http".
+	name string
+	// prefixes replace prev, which the instances hold now.
+	prefixes, prev []netip.Prefix
 }
 
-// HAProxySwap is a whitelist change applied to the running instances and
+// haproxySwap is a whitelist change applied to the running instances and
 // written aside for their files.
-type HAProxySwap struct {
+type haproxySwap struct {
 	log  *slog.Logger
 	done []aclDone
 	// temps are the new files, by the file they replace; prev is what
@@ -41,35 +41,32 @@ type aclDone struct {
 	prev []netip.Prefix
 }
 
-// SwapHAProxyWhitelists replaces each list in every running instance of
+// swapHAProxy replaces each list in every running instance of
 // an ober with runtimeDir, each in one step per instance, and writes the
-// new lists beside every build's file of them, for Commit to rename into
+// new lists beside every build's file of them, for commit to rename into
 // place (so that an instance started later loads them). If an instance
 // refuses, the ones already changed are put back and the error says so:
 // nothing changed. An instance whose socket no longer answers (it exited)
 // is passed over.
-func SwapHAProxyWhitelists(ctx context.Context, runtimeDir string, lists []HAProxyList, log *slog.Logger) (*HAProxySwap, error) {
-	if log == nil {
-		log = slog.Default()
-	}
-	s := &HAProxySwap{log: log, temps: map[string]string{}, prev: map[string][]netip.Prefix{}}
-	fail := func(err error) (*HAProxySwap, error) {
-		if uerr := s.Undo(ctx); uerr != nil {
+func swapHAProxy(ctx context.Context, runtimeDir string, lists []haproxyList, log *slog.Logger) (*haproxySwap, error) {
+	s := &haproxySwap{log: log, temps: map[string]string{}, prev: map[string][]netip.Prefix{}}
+	fail := func(err error) (*haproxySwap, error) {
+		if uerr := s.undo(ctx); uerr != nil {
 			return nil, fmt.Errorf("%w; and putting the instances' lists back failed: %v", err, uerr)
 		}
 		return nil, err
 	}
 	for _, l := range lists {
-		files, err := haproxy.ACLFiles(runtimeDir, l.Name)
+		files, err := haproxy.ACLFiles(runtimeDir, l.name)
 		if err != nil {
-			return fail(fmt.Errorf("haproxy %s: %w", l.Name, err))
+			return fail(fmt.Errorf("haproxy %s: %w", l.name, err))
 		}
 		for _, f := range files {
-			tmp, err := haproxy.WriteACLTemp(f, l.Prefixes)
+			tmp, err := haproxy.WriteACLTemp(f, l.prefixes)
 			if err != nil {
-				return fail(fmt.Errorf("haproxy %s: %w", l.Name, err))
+				return fail(fmt.Errorf("haproxy %s: %w", l.name, err))
 			}
-			s.temps[f], s.prev[f] = tmp, l.Prev
+			s.temps[f], s.prev[f] = tmp, l.prev
 		}
 	}
 	socks, err := haproxy.RuntimeSockets(runtimeDir)
@@ -87,14 +84,14 @@ func SwapHAProxyWhitelists(ctx context.Context, runtimeDir string, lists []HAPro
 		}
 		for _, l := range lists {
 			for _, f := range loaded {
-				if !isACLFileOf(runtimeDir, l.Name, f) {
+				if !isACLFileOf(runtimeDir, l.name, f) {
 					continue
 				}
-				if err := rt.ReplaceACL(ctx, f, l.Prefixes); err != nil {
+				if err := rt.ReplaceACL(ctx, f, l.prefixes); err != nil {
 					return fail(fmt.Errorf("haproxy instance %s: %w", sock, err))
 				}
-				s.done = append(s.done, aclDone{rt: rt, file: f, prev: l.Prev})
-				log.Info("haproxy whitelist replaced", "list", l.Name, "instance", sock, "entries", len(l.Prefixes))
+				s.done = append(s.done, aclDone{rt: rt, file: f, prev: l.prev})
+				log.Info("haproxy whitelist replaced", "list", l.name, "instance", sock, "entries", len(l.prefixes))
 			}
 		}
 	}
@@ -114,8 +111,8 @@ func gone(err error) bool {
 	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, os.ErrNotExist)
 }
 
-// Commit renames the new files into place.
-func (s *HAProxySwap) Commit() error {
+// commit renames the new files into place.
+func (s *haproxySwap) commit() error {
 	var errs []error
 	for f, tmp := range s.temps {
 		if err := os.Rename(tmp, f); err != nil {
@@ -128,9 +125,9 @@ func (s *HAProxySwap) Commit() error {
 	return errors.Join(errs...)
 }
 
-// Undo puts the instances' lists back, drops the new files not yet
+// undo puts the instances' lists back, drops the new files not yet
 // committed and writes the old lists back into the committed ones.
-func (s *HAProxySwap) Undo(ctx context.Context) error {
+func (s *haproxySwap) undo(ctx context.Context) error {
 	var errs []error
 	for i := len(s.done) - 1; i >= 0; i-- {
 		d := s.done[i]

@@ -1,7 +1,9 @@
-package dataplane
+package api
 
 import (
 	"encoding/json"
+	"io"
+	"log/slog"
 	"maps"
 	"net/netip"
 	"slices"
@@ -9,8 +11,27 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ober-ingress/ober/internal/testsite/netnstest"
 	"github.com/ober-ingress/ober/loader"
 )
+
+// openTestDataplane creates a dataplane pinned in a bpffs of its own.
+func openTestDataplane(t *testing.T) *loader.Dataplane {
+	t.Helper()
+	root := netnstest.BPFFS(t)
+	d, err := loader.Open(loader.Options{Root: root + "/ober", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+func prefixes(ss ...string) []netip.Prefix {
+	out := make([]netip.Prefix, len(ss))
+	for i, s := range ss {
+		out[i] = netip.MustParsePrefix(s)
+	}
+	return out
+}
 
 // keysOf returns the sorted keys of a JSON object.
 func keysOf(t *testing.T, v any) []string {
@@ -28,9 +49,9 @@ func first(t *testing.T, v any) any {
 	return l[0]
 }
 
-func statusJSON(t *testing.T, d *loader.Dataplane) (*StatusReport, map[string]any) {
+func statusJSON(t *testing.T, d *loader.Dataplane) (*DataplaneStatus, map[string]any) {
 	t.Helper()
-	st, err := Status(d)
+	st, err := ReadDataplane(d)
 	require.NoError(t, err)
 	b, err := json.Marshal(st)
 	require.NoError(t, err)
@@ -40,7 +61,7 @@ func statusJSON(t *testing.T, d *loader.Dataplane) (*StatusReport, map[string]an
 }
 
 // The documented JSON shape is an interface: this pins its field names.
-func TestStatusJSONShape(t *testing.T) {
+func TestDataplaneJSONShape(t *testing.T) {
 	d := openTestDataplane(t)
 	vip := netip.MustParseAddr("192.0.2.10")
 	require.NoError(t, d.SetServices(
@@ -101,7 +122,7 @@ func TestStatusJSONShape(t *testing.T) {
 
 // An empty dataplane still has every field, with empty lists rather than
 // nulls (except maglev, documented as null when no table was set).
-func TestStatusEmptyDataplane(t *testing.T) {
+func TestDataplaneEmpty(t *testing.T) {
 	d := openTestDataplane(t)
 	st, m := statusJSON(t, d)
 	for _, k := range []string{"attachments", "vips", "services", "whitelists", "instances", "cpumap", "sockets"} {
@@ -115,7 +136,7 @@ func TestStatusEmptyDataplane(t *testing.T) {
 	require.Equal(t, d.Root(), st.Root)
 }
 
-func TestStatusWarnsAboutUnsetWhitelist(t *testing.T) {
+func TestDataplaneUnsetWhitelists(t *testing.T) {
 	d := openTestDataplane(t)
 	vip := netip.MustParseAddr("192.0.2.10")
 	require.NoError(t, d.SetServices(
@@ -126,7 +147,7 @@ func TestStatusWarnsAboutUnsetWhitelist(t *testing.T) {
 			{VIP: vip, Proto: loader.ProtoTCP, Port: 443},
 		},
 	))
-	st, err := Status(d)
+	st, err := ReadDataplane(d)
 	require.NoError(t, err)
 	require.Equal(t, []string{"frontend-http"}, st.UnsetWhitelists())
 }

@@ -1,4 +1,4 @@
-package daemon
+package api
 
 // ExitRestart is the exit status of `ober run` after a restart handover
 // (SIGUSR2): the HAProxy instances keep serving and the dataplane stays

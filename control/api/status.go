@@ -1,0 +1,144 @@
+package api
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/ober-ingress/ober/control/runtime/bgp"
+	"github.com/ober-ingress/ober/control/runtime/handoff"
+	"github.com/ober-ingress/ober/control/runtime/supervisor"
+	"github.com/ober-ingress/ober/control/runtime/vrrp"
+)
+
+// Status is what GET /status returns and `ober status --json` prints;
+// docs/status-json.md documents it field by field. The dataplane's part
+// (DataplaneStatus) is inlined at the top level, so the document a node
+// without a daemon gives (`ober status` reading bpffs) is the same with
+// "daemon" null. Fields are added, never renamed.
+type Status struct {
+	*DataplaneStatus
+	Daemon *DaemonStatus `json:"daemon"`
+}
+
+// DaemonStatus is the control process's part of Status.
+type DaemonStatus struct {
+	Node      string    `json:"node"`
+	Version   string    `json:"version"`
+	PID       int       `json:"pid"`
+	StartedAt time.Time `json:"started_at"`
+	// UptimeSeconds is the time since StartedAt when the status was
+	// taken, so that a script needs no clock of its own.
+	UptimeSeconds int64           `json:"uptime_seconds"`
+	Health        HealthStatus    `json:"health"`
+	Config        ConfigStatus    `json:"config"`
+	HAProxy       HAProxyStatus   `json:"haproxy"`
+	Backends      []BackendStatus `json:"backends"`
+	// VIPs lists every configured VIP and whether this node takes its
+	// traffic now.
+	VIPs []VIPHeldStatus `json:"vips"`
+	// BGP is set in ha.mode bgp.
+	BGP *BGPStatus `json:"bgp,omitempty"`
+	// VRRP is set in ha.mode vrrp.
+	VRRP *VRRPStatus `json:"vrrp,omitempty"`
+}
+
+// BGPStatus is the speaker's state and whether the node announces.
+type BGPStatus struct {
+	bgp.Status
+	Announcing bool `json:"announcing"`
+	// NotAnnouncing says why the routes are withdrawn (the failing health
+	// check, the hold-down, stopping).
+	NotAnnouncing string `json:"not_announcing,omitempty"`
+	// Handoff lists the nodes of ha.bgp.handoff now draining or joining
+	// (this one included): while there are any, the dataplanes hand
+	// moved connections back to their owners.
+	Handoff []handoff.Transition `json:"handoff,omitempty"`
+	// BackendOutage says the node announces although no backend is up,
+	// because no other node reports one up either: clients get 503s
+	// rather than no answer (ha.bgp.announce_when.backend_scope cluster).
+	BackendOutage bool `json:"backend_outage,omitempty"`
+	// NodeReports are the other nodes' last reports over the handoff
+	// channel (ha.bgp.handoff.nodes).
+	NodeReports []handoff.PeerHealth `json:"node_reports,omitempty"`
+	// HandoffStats counts the channel's traffic and the datagrams it
+	// refused (forged, replayed, stale).
+	HandoffStats *handoff.Stats `json:"handoff_stats,omitempty"`
+}
+
+// VRRPStatus is keepalived's state and the track file's verdict.
+type VRRPStatus struct {
+	vrrp.Status
+	// Fault says why the node is in fault (its instances give up the VIPs).
+	Fault string `json:"fault,omitempty"`
+}
+
+// HealthStatus is /health's answer.
+type HealthStatus struct {
+	OK     bool   `json:"ok"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// ConfigStatus describes the configuration in force.
+type ConfigStatus struct {
+	Path       string    `json:"path"`
+	Generation uint64    `json:"generation"`
+	LoadedAt   time.Time `json:"loaded_at"`
+	// LastReloadError is set when the latest reload was refused; the
+	// configuration of Generation is still the one in force.
+	LastReloadError string `json:"last_reload_error,omitempty"`
+	ReloadFailures  uint64 `json:"reload_failures"`
+	// LastReload is the outcome of the latest reload: none (the
+	// configuration is the one the daemon started with, and no reload was
+	// refused), ok, or refused (LastReloadError says why).
+	LastReload string `json:"last_reload"`
+}
+
+// The values of ConfigStatus.LastReload.
+const (
+	ReloadNone    = "none"
+	ReloadOK      = "ok"
+	ReloadRefused = "refused"
+)
+
+// VIPHeldStatus is one VIP on this node.
+type VIPHeldStatus struct {
+	VIP netip.Addr `json:"vip"`
+	// Held is true when the node takes the VIP's traffic now: the address
+	// is on the node and, in ha.mode bgp, announced; in ha.mode vrrp, the
+	// node is its master.
+	Held bool `json:"held"`
+	// State says how: "local" (ha.mode none: the address is on
+	// node.vip_interface), "missing" (it should be but is not),
+	// "announced" or "withdrawn" (bgp), or the VRRP state (master,
+	// backup, fault, unknown).
+	State string `json:"state"`
+}
+
+// HAProxyStatus describes the instances.
+type HAProxyStatus struct {
+	Binary     string                      `json:"binary"`
+	Version    string                      `json:"version"`
+	Generation uint64                      `json:"generation"`
+	Reloads    uint64                      `json:"reloads"`
+	Restarts   uint64                      `json:"restarts"`
+	Draining   int                         `json:"draining"`
+	Instances  []supervisor.InstanceStatus `json:"instances"`
+	// OldGenerations counts the earlier generations still finishing
+	// transfers after a reload or a restart handover; Retired lists their
+	// instances, each with when it is stopped at the latest
+	// (timeouts.max_transfer).
+	OldGenerations int                        `json:"old_generations"`
+	Retired        []supervisor.RetiredStatus `json:"retired,omitempty"`
+}
+
+// BackendStatus is one backend server across the healthy instances: it
+// is up when any of them sees it up.
+type BackendStatus struct {
+	Name    string `json:"name"`
+	Address string `json:"address"`
+	Up      bool   `json:"up"`
+	// UpOn counts the healthy instances whose checks pass.
+	UpOn int `json:"up_on"`
+	// CheckedBy counts the healthy instances that reported it.
+	CheckedBy int `json:"checked_by"`
+}
