@@ -29,6 +29,7 @@ import (
 
 	"github.com/vishvananda/netns"
 
+	"github.com/ober-ingress/ober/control/lib/procstat"
 	"github.com/ober-ingress/ober/lab/ledger"
 )
 
@@ -147,13 +148,13 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 			return nil, err
 		}
 	}
-	fsid, err := os.ReadFile("/proc/sys/kernel/random/uuid")
+	fsid, err := procstat.Proc.Sysctl("kernel.random.uuid")
 	if err != nil {
 		return nil, err
 	}
 	var conf bytes.Buffer
 	if err := confTmpl.Execute(&conf, map[string]any{
-		"FSID": strings.TrimSpace(string(fsid)), "Mon": o.Mon, "Dir": o.Dir,
+		"FSID": fsid, "Mon": o.Mon, "Dir": o.Dir,
 		"Memory": o.MemoryBytes, "Gateways": o.Gateways,
 	}); err != nil {
 		return nil, err
@@ -167,7 +168,7 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 		args []string
 	}{
 		{"", []string{"ceph-authtool", "--create-keyring", filepath.Join(o.Dir, "keyring"), "--gen-key", "-n", "mon.", "--cap", "mon", "allow *"}},
-		{"", []string{"monmaptool", "--create", "--add", "a", o.Mon.String(), "--fsid", strings.TrimSpace(string(fsid)), monmap}},
+		{"", []string{"monmaptool", "--create", "--add", "a", o.Mon.String(), "--fsid", fsid, monmap}},
 		{o.NS, []string{"ceph-mon", "-c", c.conf, "--mkfs", "-i", "a", "--monmap", monmap}},
 	}
 	for _, s := range steps {
@@ -180,11 +181,10 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	}
 	// The OSD's id and UUID are given rather than left to the monitor
 	// and to mkfs, so that the monitor's record and the store agree.
-	osdUUID, err := os.ReadFile("/proc/sys/kernel/random/uuid")
+	uuid, err := procstat.Proc.Sysctl("kernel.random.uuid")
 	if err != nil {
 		return nil, err
 	}
-	uuid := strings.TrimSpace(string(osdUUID))
 	// The OSD is put in the CRUSH map here, by the CLI, not by the OSD at
 	// start: Ceph 16's OSD sends those commands before its monitor client
 	// has the monitor map, at times with a zero fsid, and the monitor then

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/ober-ingress/ober/control/lib/procstat"
 	"github.com/ober-ingress/ober/lab/ledger"
@@ -47,11 +46,11 @@ func Running(p ledger.Proc) bool {
 
 // comm is a process's command name, for reports.
 func comm(pid int) string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	st, err := procstat.Read(pid)
 	if err != nil {
 		return "?"
 	}
-	return strings.TrimSpace(string(b))
+	return st.Comm
 }
 
 // isNotExist is true for a process or file that is gone.

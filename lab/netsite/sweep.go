@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -146,22 +145,16 @@ func inNamespaces(names []string) ([]target, error) {
 	if len(inodes) == 0 {
 		return nil, nil
 	}
-	entries, err := os.ReadDir("/proc")
+	pids, err := procstat.Proc.PIDs()
 	if err != nil {
 		return nil, fmt.Errorf("list processes: %w", err)
 	}
 	var out []target
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
+	for _, pid := range pids {
+		if pid == os.Getpid() {
 			continue
 		}
-		link, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid))
-		if err != nil {
-			continue
-		}
-		// "net:[4026532246]"
-		ino, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(link, "net:["), "]"), 10, 64)
+		ino, err := procstat.Proc.NetNS(pid)
 		if err != nil {
 			continue
 		}

@@ -31,9 +31,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
-	"text/template"
 	"time"
 
+	"github.com/ober-ingress/ober/control/config"
 	"github.com/ober-ingress/ober/control/lib/certs"
 	"github.com/ober-ingress/ober/control/runtime/handoff"
 	"github.com/ober-ingress/ober/internal/testsite/netnstest"
@@ -46,19 +46,18 @@ import (
 var (
 	VIP4        = netip.MustParseAddr("10.99.0.100")
 	VIP6        = netip.MustParseAddr("fd99::100")
-	RouterAddr  = netip.MustParseAddr("10.99.1.1")
+	routerAddr  = netip.MustParseAddr("10.99.1.1")
 	RouterAddr6 = netip.MustParseAddr("fd99:1::1")
-	ClientAddr  = netip.MustParseAddr("10.99.2.2")
-	ClientAddr6 = netip.MustParseAddr("fd99:2::2")
+	clientAddr  = netip.MustParseAddr("10.99.2.2")
+	clientAddr6 = netip.MustParseAddr("fd99:2::2")
 	BackendAddr = netip.MustParseAddrPort("10.99.1.20:9000")
-	RogueAddr   = netip.MustParseAddr("10.99.1.30")
+	rogueAddr   = netip.MustParseAddr("10.99.1.30")
 )
 
 // ASNs: the nodes share one AS, as nodes of one site do.
 const (
-	RouterASN = 65000
+	routerASN = 65000
 	NodeASN   = 65010
-	RogueASN  = 65099
 )
 
 // Prefix4 and Prefix6 are the VIP routes the router learns.
@@ -80,14 +79,10 @@ type Params struct {
 	HoldDown time.Duration
 	// Handoff lists the three nodes in ha.bgp.handoff.
 	Handoff bool
-	// Instances per node; default 2.
-	Instances int
 	// Password is the TCP MD5 key of every session, on both sides.
 	Password string
 	// MinInstances is ha.bgp.announce_when.min_instances; default 1.
 	MinInstances int
-	// Extra is YAML appended to every node's configuration.
-	Extra string
 	// ClientPathMTU, when set, puts the client behind a second router
 	// whose path to it carries packets of at most that size although
 	// every link carries 1500: it answers bigger ones with
@@ -98,17 +93,22 @@ type Params struct {
 	PathMTU *int
 }
 
+// instances is the number of HAProxy instances of every node.
+const instances = 2
+
 // Site is the built topology.
 type Site struct {
-	t                                      testing.TB
-	P                                      Params
-	Client, Router, Switch, Backend, Rogue *netnstest.NS
-	Nodes                                  []*Node
-	R                                      *routertest.Router
-	S3                                     *s3server.Server
-	Bin, Dir, Cert, Key                    string
-	clientDial                             *nodetest.Dialer
-	backend                                *http.Server
+	Client, Rogue *netnstest.NS
+	Nodes         []*Node
+	R             *routertest.Router
+
+	t                             testing.TB
+	p                             Params
+	routerNS, switchNS, backendNS *netnstest.NS
+	s3                            *s3server.Server
+	bin, dir, cert, key           string
+	clientDial                    *nodetest.Dialer
+	backend                       *http.Server
 }
 
 // Node is one ober node.
@@ -118,14 +118,15 @@ type Node struct {
 	NS         *netnstest.NS
 	Addr       netip.Addr
 	Addr6      netip.Addr
-	Iface      string // the node's link to the switch
-	SwitchPort string // its peer on the switch
 	Dir        string
 	ConfigPath string
 	Root       string
-	// Ober is the node's `ober run`: Stop, Wait, Kill, Reload, Log,
-	// Health, Status, Metrics, InstancePIDs.
+	// Ober is the node's `ober run`: Stop, Wait, Kill, Reload, Health,
+	// Status, Metrics, InstancePIDs.
 	*nodetest.Ober
+
+	iface      string // the node's link to the switch
+	switchPort string // its peer on the switch
 }
 
 // New builds the namespaces, starts the router and the backend, and
@@ -145,41 +146,38 @@ func New(t testing.TB, bin string, p Params) *Site {
 	if p.HoldDown == 0 {
 		p.HoldDown = time.Second
 	}
-	if p.Instances == 0 {
-		p.Instances = 2
-	}
-	s := &Site{t: t, P: p, Bin: bin, Dir: t.TempDir()}
+	s := &Site{t: t, p: p, bin: bin, dir: t.TempDir()}
 	sw := routertest.NewSwitch(t)
-	s.Switch = sw.NS
-	s.Router = netnstest.New(t, "rtr")
+	s.switchNS = sw.NS
+	s.routerNS = netnstest.New(t, "rtr")
 	s.Client = netnstest.New(t, "cli")
-	s.Backend = netnstest.New(t, "be")
+	s.backendNS = netnstest.New(t, "be")
 	s.Rogue = netnstest.New(t, "rogue")
 	// The segment carries 1600-byte frames so that a client's full-size
 	// segment still fits when a node hands it to another in IPIP.
-	s.Switch.IP(t, "link", "set", sw.Bridge, "mtu", "1600")
+	s.switchNS.IP(t, "link", "set", sw.Bridge, "mtu", "1600")
 	port := func(ns *netnstest.NS, iface, swPort string) {
 		sw.Attach(t, ns, iface, swPort)
 		ns.IP(t, "link", "set", iface, "mtu", "1600")
-		s.Switch.IP(t, "link", "set", swPort, "mtu", "1600")
+		s.switchNS.IP(t, "link", "set", swPort, "mtu", "1600")
 	}
-	port(s.Router, "r-sw", "sw-r")
-	s.Router.IP(t, "addr", "add", RouterAddr.String()+"/24", "dev", "r-sw")
-	s.Router.IP(t, "addr", "add", RouterAddr6.String()+"/64", "dev", "r-sw", "nodad")
+	port(s.routerNS, "r-sw", "sw-r")
+	s.routerNS.IP(t, "addr", "add", routerAddr.String()+"/24", "dev", "r-sw")
+	s.routerNS.IP(t, "addr", "add", RouterAddr6.String()+"/64", "dev", "r-sw", "nodad")
 	// The client's side: its subnet on the router, or, with a smaller
 	// hop, behind a second router (see Params.ClientPathMTU).
-	side := s.Router
+	side := s.routerNS
 	if p.ClientPathMTU > 0 {
 		side = netnstest.New(t, "hop")
-		netnstest.Veth(t, side, "h-r", s.Router, "r-h", 1)
+		netnstest.Veth(t, side, "h-r", s.routerNS, "r-h", 1)
 		side.IP(t, "addr", "add", "10.99.4.2/24", "dev", "h-r")
 		side.IP(t, "addr", "add", "fd99:4::2/64", "dev", "h-r", "nodad")
 		side.IP(t, "route", "add", "default", "via", "10.99.4.1")
 		side.IP(t, "-6", "route", "add", "default", "via", "fd99:4::1")
-		s.Router.IP(t, "addr", "add", "10.99.4.1/24", "dev", "r-h")
-		s.Router.IP(t, "addr", "add", "fd99:4::1/64", "dev", "r-h", "nodad")
-		s.Router.IP(t, "route", "add", "10.99.2.0/24", "via", "10.99.4.2")
-		s.Router.IP(t, "-6", "route", "add", "fd99:2::/64", "via", "fd99:4::2")
+		s.routerNS.IP(t, "addr", "add", "10.99.4.1/24", "dev", "r-h")
+		s.routerNS.IP(t, "addr", "add", "fd99:4::1/64", "dev", "r-h", "nodad")
+		s.routerNS.IP(t, "route", "add", "10.99.2.0/24", "via", "10.99.4.2")
+		s.routerNS.IP(t, "-6", "route", "add", "fd99:2::/64", "via", "fd99:4::2")
 		for _, sysctl := range []string{"net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"} {
 			netnstest.Run(t, "ip", "netns", "exec", side.Name, "sysctl", "-qw", sysctl)
 		}
@@ -187,8 +185,8 @@ func New(t testing.TB, bin string, p Params) *Site {
 	netnstest.Veth(t, s.Client, "c-r", side, "r-c", 1)
 	side.IP(t, "addr", "add", "10.99.2.1/24", "dev", "r-c")
 	side.IP(t, "addr", "add", "fd99:2::1/64", "dev", "r-c", "nodad")
-	s.Client.IP(t, "addr", "add", ClientAddr.String()+"/24", "dev", "c-r")
-	s.Client.IP(t, "addr", "add", ClientAddr6.String()+"/64", "dev", "c-r", "nodad")
+	s.Client.IP(t, "addr", "add", clientAddr.String()+"/24", "dev", "c-r")
+	s.Client.IP(t, "addr", "add", clientAddr6.String()+"/64", "dev", "c-r", "nodad")
 	s.Client.IP(t, "route", "add", "default", "via", "10.99.2.1")
 	s.Client.IP(t, "-6", "route", "add", "default", "via", "fd99:2::1")
 	if m := p.ClientPathMTU; m > 0 {
@@ -199,28 +197,28 @@ func New(t testing.TB, bin string, p Params) *Site {
 		side.IP(t, "-6", "route", "replace", "fd99:2::/64", "dev", "r-c", "mtu", "lock", strconv.Itoa(m))
 	}
 
-	port(s.Backend, "b-sw", "sw-b")
-	s.Backend.IP(t, "addr", "add", BackendAddr.Addr().String()+"/24", "dev", "b-sw")
+	port(s.backendNS, "b-sw", "sw-b")
+	s.backendNS.IP(t, "addr", "add", BackendAddr.Addr().String()+"/24", "dev", "b-sw")
 	port(s.Rogue, "x-sw", "sw-x")
-	s.Rogue.IP(t, "addr", "add", RogueAddr.String()+"/24", "dev", "x-sw")
+	s.Rogue.IP(t, "addr", "add", rogueAddr.String()+"/24", "dev", "x-sw")
 
 	for i := range 3 {
 		n := &Node{
 			site: s, Name: fmt.Sprintf("node%d", i+1), NS: netnstest.New(t, fmt.Sprintf("n%d", i+1)),
 			Addr:  netip.AddrFrom4([4]byte{10, 99, 1, byte(11 + i)}),
 			Addr6: netip.MustParseAddr(fmt.Sprintf("fd99:1::%d", 11+i)),
-			Iface: "eth-sw", SwitchPort: fmt.Sprintf("sw-n%d", i+1),
-			Dir: filepath.Join(s.Dir, fmt.Sprintf("node%d", i+1)),
+			iface: "eth-sw", switchPort: fmt.Sprintf("sw-n%d", i+1),
+			Dir: filepath.Join(s.dir, fmt.Sprintf("node%d", i+1)),
 		}
-		port(n.NS, n.Iface, n.SwitchPort)
-		n.NS.IP(t, "addr", "add", n.Addr.String()+"/24", "dev", n.Iface)
-		n.NS.IP(t, "addr", "add", n.Addr6.String()+"/64", "dev", n.Iface, "nodad")
-		n.NS.IP(t, "route", "add", "default", "via", RouterAddr.String())
+		port(n.NS, n.iface, n.switchPort)
+		n.NS.IP(t, "addr", "add", n.Addr.String()+"/24", "dev", n.iface)
+		n.NS.IP(t, "addr", "add", n.Addr6.String()+"/64", "dev", n.iface, "nodad")
+		n.NS.IP(t, "route", "add", "default", "via", routerAddr.String())
 		if p.Handoff {
 			// Drain handoff forwards through the node's link (its FIB
 			// lookup in XDP needs forwarding on there).
 			if err := n.NS.Do(func() error {
-				return os.WriteFile("/proc/sys/net/ipv4/conf/"+n.Iface+"/forwarding", []byte("1"), 0)
+				return os.WriteFile("/proc/sys/net/ipv4/conf/"+n.iface+"/forwarding", []byte("1"), 0)
 			}); err != nil {
 				t.Fatal(err)
 			}
@@ -235,14 +233,14 @@ func New(t testing.TB, bin string, p Params) *Site {
 	}
 
 	var err error
-	s.Cert, s.Key, err = certs.SelfSigned(filepath.Join(s.Dir, "tls"), []string{"s3.ecmp.test"}, []netip.Addr{VIP4, VIP6})
+	s.cert, s.key, err = certs.SelfSigned(filepath.Join(s.dir, "tls"), []string{"s3.ecmp.test"}, []netip.Addr{VIP4, VIP6})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := handoff.NewKeyFile(filepath.Join(s.Dir, "handoff.key")); err != nil {
+	if err := handoff.NewKeyFile(filepath.Join(s.dir, "handoff.key")); err != nil {
 		t.Fatal(err)
 	}
-	s.S3 = nodetest.NewS3()
+	s.s3 = nodetest.NewS3()
 	s.StartBackend()
 	t.Cleanup(s.StopBackend)
 
@@ -252,12 +250,12 @@ func New(t testing.TB, bin string, p Params) *Site {
 			routertest.Neighbor{Addr: n.Addr, ASN: NodeASN, BFD: p.BFD, Password: p.Password},
 			routertest.Neighbor{Addr: n.Addr6, ASN: NodeASN, BFD: p.BFD, Password: p.Password})
 	}
-	s.R = routertest.Start(t, s.Router, routertest.Config{
-		Kind: p.Router, ASN: RouterASN, RouterID: RouterAddr, Neighbors: neighbors,
+	s.R = routertest.Start(t, s.routerNS, routertest.Config{
+		Kind: p.Router, ASN: routerASN, RouterID: routerAddr, Neighbors: neighbors,
 		HoldTime: p.HoldTime, BFDInterval: 100 * time.Millisecond, BFDMultiplier: 3,
 	})
 	for _, n := range s.Nodes {
-		n.WriteConfig(s.Config(n, ""))
+		n.WriteConfig(s.Config(n))
 	}
 	s.clientDial = nodetest.NewDialer(t, s.Client, 16)
 	return s
@@ -267,11 +265,11 @@ func New(t testing.TB, bin string, p Params) *Site {
 func (s *Site) StartBackend() {
 	s.t.Helper()
 	var ln net.Listener
-	if err := s.Backend.Do(func() (err error) {
+	if err := s.backendNS.Do(func() (err error) {
 		ln, err = net.Listen("tcp", BackendAddr.String())
 		return err
 	}); err != nil {
-		s.t.Fatalf("listen %s in %s: %v", BackendAddr, s.Backend.Name, err)
+		s.t.Fatalf("listen %s in %s: %v", BackendAddr, s.backendNS.Name, err)
 	}
 	s.backend = &http.Server{Handler: http.HandlerFunc(s.serve), ErrorLog: slog.NewLogLogger(slog.DiscardHandler, slog.LevelError)}
 	go s.backend.Serve(ln)
@@ -302,7 +300,7 @@ func (s *Site) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.URL.Path != SlowPath {
-		s.S3.ServeHTTP(w, r)
+		s.s3.ServeHTTP(w, r)
 		return
 	}
 	chunk := bytes.Repeat([]byte("x"), 32<<10)
@@ -316,97 +314,62 @@ func (s *Site) serve(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-var configTmpl = template.Must(template.New("cfg").Parse(`# written by internal/testsite/ecmptest
-node:
-  name: {{.Name}}
-  interfaces: [{{.Iface}}]
-  xdp_mode: native
-  bpffs_root: {{.Root}}
-  runtime_dir: {{.Dir}}/run
-  state_dir: {{.Dir}}/state
-vips: [{{.VIP4}}, {{.VIP6}}]
-services:
-  - name: https
-    port: 443
-    mode: tls
-    tls:
-      cert: {{.Cert}}
-      key: {{.Key}}
-backends:
-  servers:
-    - name: s3a
-      address: {{.Backend}}
-  health:
-    interval: 200ms
-    fall: 2
-    rise: 1
-instances:
-  count: {{.Instances}}
-timeouts:
-  drain: {{.Drain}}
-haproxy:
-  served_by_header: true
-ha:
-  mode: bgp
-  bgp:
-    asn: {{.NodeASN}}
-    hold_down: {{.HoldDown}}
-{{- if .MinInstances}}
-    announce_when: {min_instances: {{.MinInstances}}}
-{{- end}}
-    communities: ["65010:100"]
-    vips:
-      - vip: {{.VIP6}}
-        med: 50
-    peers:
-{{- range .Routers}}
-      - address: {{.}}
-        asn: {{$.RouterASN}}
-        hold_time: {{$.Hold}}
-        connect_retry: 1s
-{{- if $.Password}}
-        password: {{$.Password}}
-{{- end}}
-        bfd: {enabled: {{$.BFD}}, interval: 100ms, multiplier: 3}
-{{- end}}
-{{- if .PathMTU}}
-    path_mtu: {{.PathMTU}}
-{{- end}}
-{{- if .Handoff}}
-    handoff:
-      nodes: [10.99.1.11, 10.99.1.12, 10.99.1.13]
-      key_file: {{.HandoffKey}}
-{{- end}}
-{{.Extra}}`))
-
-// Config renders n's configuration; extra is appended (top-level YAML).
-func (s *Site) Config(n *Node, extra string) string {
-	var b bytes.Buffer
-	err := configTmpl.Execute(&b, map[string]any{
-		"Name": n.Name, "Iface": n.Iface, "Root": n.Root, "Dir": n.Dir, "VIP4": VIP4, "VIP6": VIP6,
-		"Cert": s.Cert, "Key": s.Key, "Backend": BackendAddr, "Instances": s.P.Instances, "Drain": s.P.Drain,
-		"NodeASN": NodeASN, "RouterASN": RouterASN, "Routers": []netip.Addr{RouterAddr, RouterAddr6},
-		"Hold": s.P.HoldTime, "BFD": s.P.BFD, "HoldDown": s.P.HoldDown, "Handoff": s.P.Handoff, "HandoffKey": filepath.Join(s.Dir, "handoff.key"), "MinInstances": s.P.MinInstances, "Password": s.P.Password,
-		"Extra": s.P.Extra + extra, "PathMTU": pathMTU(s.P.PathMTU),
-	})
-	if err != nil {
-		panic(err)
+// Config is n's configuration, as its file says it: Load fills in the
+// defaults.
+func (s *Site) Config(n *Node) *config.Config {
+	p := s.p
+	dur := func(d time.Duration) config.Duration { return config.Duration{Duration: d} }
+	var peers []config.BGPPeer
+	for _, r := range []netip.Addr{routerAddr, RouterAddr6} {
+		peers = append(peers, config.BGPPeer{
+			Address: config.Addr{Addr: r}, ASN: routerASN, Password: p.Password,
+			HoldTime: dur(p.HoldTime), ConnectRetry: dur(time.Second),
+			BFD: config.BFD{Enabled: p.BFD, Interval: dur(100 * time.Millisecond), Multiplier: 3},
+		})
 	}
-	return b.String()
+	med := uint32(50)
+	bgp := &config.BGP{
+		ASN:          NodeASN,
+		Peers:        peers,
+		Communities:  []string{"65010:100"},
+		VIPs:         []config.BGPVIP{{VIP: config.Addr{Addr: VIP6}, MED: &med}},
+		AnnounceWhen: config.AnnounceWhen{MinInstances: p.MinInstances},
+		HoldDown:     dur(p.HoldDown),
+	}
+	if p.PathMTU != nil {
+		mtu := *p.PathMTU
+		bgp.PathMTU = &mtu
+	}
+	if p.Handoff {
+		bgp.Handoff.KeyFile = filepath.Join(s.dir, "handoff.key")
+		for _, m := range s.Nodes {
+			bgp.Handoff.Nodes = append(bgp.Handoff.Nodes, config.Addr{Addr: m.Addr})
+		}
+	}
+	return &config.Config{
+		Node: config.Node{
+			Name: n.Name, Interfaces: []string{n.iface}, XDPMode: config.XDPModeNative,
+			BPFFSRoot: n.Root, RuntimeDir: n.Dir + "/run", StateDir: n.Dir + "/state",
+		},
+		VIPs: []config.Addr{{Addr: VIP4}, {Addr: VIP6}},
+		Services: []config.Service{
+			{Name: "https", Port: 443, Mode: config.ModeTLS, TLS: &config.TLS{Cert: s.cert, Key: s.key}},
+		},
+		Backends: config.Backends{
+			Servers: []config.BackendServer{{Name: "s3a", Address: BackendAddr.String()}},
+			Health:  config.HealthCheck{Interval: dur(200 * time.Millisecond), Fall: 2, Rise: 1},
+		},
+		Instances: config.Instances{Count: instances},
+		Timeouts:  config.Timeouts{Drain: dur(p.Drain)},
+		HAProxy:   config.HAProxy{ServedByHeader: true},
+		HA:        config.HA{Mode: config.HAModeBGP, BGP: bgp},
+	}
 }
 
-// pathMTU is the template's path_mtu: "" leaves the default.
-func pathMTU(m *int) string {
-	if m == nil {
-		return ""
-	}
-	return strconv.Itoa(*m)
-}
-
-// WriteConfig writes n's configuration file.
-func (n *Node) WriteConfig(text string) {
+// WriteConfig writes c as n's configuration file.
+func (n *Node) WriteConfig(c *config.Config) {
 	n.ConfigPath = filepath.Join(n.Dir, "ober.yaml")
-	if err := os.WriteFile(n.ConfigPath, []byte(text), 0o600); err != nil {
+	if err := os.WriteFile(n.ConfigPath, []byte(nodetest.YAML(n.site.t, c)), 0o600); err != nil {
 		n.site.t.Fatal(err)
 	}
 }
@@ -445,13 +408,13 @@ func (s *Site) WaitPaths(want int, timeout time.Duration) {
 func (n *Node) Start() { n.Ober.Start(n.ConfigPath) }
 
 // LinkDown cuts the node's cable on the node's side.
-func (n *Node) LinkDown() { n.NS.IP(n.site.t, "link", "set", n.Iface, "down") }
+func (n *Node) LinkDown() { n.NS.IP(n.site.t, "link", "set", n.iface, "down") }
 
 // LinkUp puts it back, with the default routes the kernel removed with
 // the link (a host's network manager would restore them).
 func (n *Node) LinkUp() {
-	n.NS.IP(n.site.t, "link", "set", n.Iface, "up")
-	n.NS.IP(n.site.t, "route", "replace", "default", "via", RouterAddr.String())
+	n.NS.IP(n.site.t, "link", "set", n.iface, "up")
+	n.NS.IP(n.site.t, "route", "replace", "default", "via", routerAddr.String())
 	n.NS.IP(n.site.t, "-6", "route", "replace", "default", "via", RouterAddr6.String())
 }
 
@@ -460,21 +423,11 @@ func (s *Site) ClientDialer() *nodetest.Dialer { return s.clientDial }
 
 // TLSConfig trusts the site's certificate.
 func (s *Site) TLSConfig() *tls.Config {
-	pem, err := os.ReadFile(s.Cert)
+	pem, err := os.ReadFile(s.cert)
 	if err != nil {
 		s.t.Fatal(err)
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pem)
 	return &tls.Config{RootCAs: pool, ServerName: VIP4.String(), NextProtos: []string{"http/1.1"}}
-}
-
-// NodeByAddr finds the node with a next-hop address.
-func (s *Site) NodeByAddr(a netip.Addr) *Node {
-	for _, n := range s.Nodes {
-		if n.Addr == a || n.Addr6 == a {
-			return n
-		}
-	}
-	return nil
 }

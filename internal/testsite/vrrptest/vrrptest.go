@@ -23,11 +23,11 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"text/template"
 	"time"
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/ober-ingress/ober/control/config"
 	"github.com/ober-ingress/ober/control/lib/certs"
 	"github.com/ober-ingress/ober/internal/testsite/netnstest"
 	"github.com/ober-ingress/ober/internal/testsite/nodetest"
@@ -38,7 +38,7 @@ import (
 
 // Addresses of the site.
 var (
-	ClientAddr  = netip.MustParseAddr("10.99.3.2")
+	clientAddr  = netip.MustParseAddr("10.99.3.2")
 	BackendAddr = netip.MustParseAddrPort("10.99.3.20:9000")
 	VIPs        = []netip.Addr{
 		netip.MustParseAddr("10.99.3.101"), netip.MustParseAddr("10.99.3.102"), netip.MustParseAddr("10.99.3.103"),
@@ -49,25 +49,28 @@ var (
 type Params struct {
 	// PreemptDelay is ha.vrrp.preempt_delay; default 2s.
 	PreemptDelay time.Duration
-	// AdvertInterval is ha.vrrp.advert_interval; default 100ms.
-	AdvertInterval time.Duration
-	// Drain is timeouts.drain; default 2s.
-	Drain time.Duration
 	// Instances per node; default 2.
 	Instances int
 }
 
+// Timers of every node: ha.vrrp.advert_interval and timeouts.drain.
+const (
+	advertInterval = 100 * time.Millisecond
+	drain          = 2 * time.Second
+)
+
 // Site is the built topology.
 type Site struct {
-	t                       testing.TB
-	P                       Params
-	Client, Switch, Backend *netnstest.NS
-	// Observer is a host on the segment with no address of its own,
-	// from which WatchARP asks who holds the VIPs.
-	Observer            *netnstest.NS
-	Nodes               []*Node
-	S3                  *s3server.Server
-	Bin, Dir, Cert, Key string
+	P      Params
+	Client *netnstest.NS
+	Nodes  []*Node
+
+	t testing.TB
+	// backend serves S3; observer is a host on the segment with no
+	// address of its own, from which WatchARP asks who holds the VIPs.
+	backend, observer   *netnstest.NS
+	s3                  *s3server.Server
+	bin, dir, cert, key string
 	clientDial          *nodetest.Dialer
 }
 
@@ -82,8 +85,8 @@ type Node struct {
 	ConfigPath string
 	Root       string
 	nl         *netlink.Handle
-	// Ober is the node's `ober run`: Stop, Wait, Kill, Log, Health,
-	// Status, Metrics, InstancePIDs.
+	// Ober is the node's `ober run`: Stop, Wait, Kill, Health, Status,
+	// Metrics, InstancePIDs.
 	*nodetest.Ober
 }
 
@@ -96,29 +99,22 @@ func New(t testing.TB, bin string, p Params) *Site {
 	if p.PreemptDelay == 0 {
 		p.PreemptDelay = 2 * time.Second
 	}
-	if p.AdvertInterval == 0 {
-		p.AdvertInterval = 100 * time.Millisecond
-	}
-	if p.Drain == 0 {
-		p.Drain = 2 * time.Second
-	}
 	if p.Instances == 0 {
 		p.Instances = 2
 	}
-	s := &Site{t: t, P: p, Bin: bin, Dir: t.TempDir()}
+	s := &Site{t: t, P: p, bin: bin, dir: t.TempDir()}
 	sw := routertest.NewSwitch(t)
-	s.Switch = sw.NS
 	s.Client = netnstest.New(t, "vcli")
-	s.Backend = netnstest.New(t, "vbe")
-	sw.Attach(t, s.Client, "c-sw", "sw-c", netip.PrefixFrom(ClientAddr, 24))
-	sw.Attach(t, s.Backend, "b-sw", "sw-b", netip.PrefixFrom(BackendAddr.Addr(), 24))
-	s.Observer = netnstest.New(t, "vobs")
-	sw.Attach(t, s.Observer, observerIface, "sw-o")
+	s.backend = netnstest.New(t, "vbe")
+	sw.Attach(t, s.Client, "c-sw", "sw-c", netip.PrefixFrom(clientAddr, 24))
+	sw.Attach(t, s.backend, "b-sw", "sw-b", netip.PrefixFrom(BackendAddr.Addr(), 24))
+	s.observer = netnstest.New(t, "vobs")
+	sw.Attach(t, s.observer, observerIface, "sw-o")
 	for i := range 3 {
 		n := &Node{
 			site: s, Name: fmt.Sprintf("node%d", i+1), NS: netnstest.New(t, fmt.Sprintf("v%d", i+1)),
 			Addr:  netip.AddrFrom4([4]byte{10, 99, 3, byte(11 + i)}),
-			Iface: "eth-sw", Dir: filepath.Join(s.Dir, fmt.Sprintf("node%d", i+1)),
+			Iface: "eth-sw", Dir: filepath.Join(s.dir, fmt.Sprintf("node%d", i+1)),
 		}
 		sw.Attach(t, n.NS, n.Iface, fmt.Sprintf("sw-n%d", i+1), netip.PrefixFrom(n.Addr, 24))
 		n.Root = netnstest.BPFFS(t) + "/ober"
@@ -135,75 +131,54 @@ func New(t testing.TB, bin string, p Params) *Site {
 		s.Nodes = append(s.Nodes, n)
 	}
 	var err error
-	s.Cert, s.Key, err = certs.SelfSigned(filepath.Join(s.Dir, "tls"), []string{"s3.vrrp.test"}, VIPs)
+	s.cert, s.key, err = certs.SelfSigned(filepath.Join(s.dir, "tls"), []string{"s3.vrrp.test"}, VIPs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.S3 = nodetest.NewS3()
-	nodetest.Serve(t, s.Backend, BackendAddr, s.S3)
+	s.s3 = nodetest.NewS3()
+	nodetest.Serve(t, s.backend, BackendAddr, s.s3)
 	for _, n := range s.Nodes {
-		n.WriteConfig(s.Config(n))
+		n.writeConfig(s.config(n))
 	}
 	s.clientDial = nodetest.NewDialer(t, s.Client, 16)
 	return s
 }
 
-var configTmpl = template.Must(template.New("cfg").Parse(`# written by internal/testsite/vrrptest
-node:
-  name: {{.Name}}
-  interfaces: [{{.Iface}}]
-  xdp_mode: native
-  bpffs_root: {{.Root}}
-  runtime_dir: {{.Dir}}/run
-  state_dir: {{.Dir}}/state
-vips: [{{range $i, $v := .VIPs}}{{if $i}}, {{end}}{{$v}}{{end}}]
-services:
-  - name: https
-    port: 443
-    mode: tls
-    tls:
-      cert: {{.Cert}}
-      key: {{.Key}}
-backends:
-  servers:
-    - name: s3a
-      address: {{.Backend}}
-  health:
-    interval: 200ms
-    fall: 2
-    rise: 1
-instances:
-  count: {{.Instances}}
-timeouts:
-  drain: {{.Drain}}
-haproxy:
-  served_by_header: true
-ha:
-  mode: vrrp
-  vrrp:
-    nodes: [10.99.3.11, 10.99.3.12, 10.99.3.13]
-    advert_interval: {{.Advert}}
-    preempt_delay: {{.Preempt}}
-`))
-
-// Config renders n's configuration.
-func (s *Site) Config(n *Node) string {
-	var b bytes.Buffer
-	err := configTmpl.Execute(&b, map[string]any{
-		"Name": n.Name, "Iface": n.Iface, "Root": n.Root, "Dir": n.Dir, "VIPs": VIPs,
-		"Cert": s.Cert, "Key": s.Key, "Backend": BackendAddr, "Instances": s.P.Instances,
-		"Drain": s.P.Drain, "Advert": s.P.AdvertInterval, "Preempt": s.P.PreemptDelay,
-	})
-	if err != nil {
-		panic(err)
+// config is n's configuration, as its file says it: Load fills in the
+// defaults.
+func (s *Site) config(n *Node) *config.Config {
+	dur := func(d time.Duration) config.Duration { return config.Duration{Duration: d} }
+	vrrp := &config.VRRP{AdvertInterval: dur(advertInterval), PreemptDelay: dur(s.P.PreemptDelay)}
+	for _, m := range s.Nodes {
+		vrrp.Nodes = append(vrrp.Nodes, config.Addr{Addr: m.Addr})
 	}
-	return b.String()
+	c := &config.Config{
+		Node: config.Node{
+			Name: n.Name, Interfaces: []string{n.Iface}, XDPMode: config.XDPModeNative,
+			BPFFSRoot: n.Root, RuntimeDir: n.Dir + "/run", StateDir: n.Dir + "/state",
+		},
+		Services: []config.Service{
+			{Name: "https", Port: 443, Mode: config.ModeTLS, TLS: &config.TLS{Cert: s.cert, Key: s.key}},
+		},
+		Backends: config.Backends{
+			Servers: []config.BackendServer{{Name: "s3a", Address: BackendAddr.String()}},
+			Health:  config.HealthCheck{Interval: dur(200 * time.Millisecond), Fall: 2, Rise: 1},
+		},
+		Instances: config.Instances{Count: s.P.Instances},
+		Timeouts:  config.Timeouts{Drain: dur(drain)},
+		HAProxy:   config.HAProxy{ServedByHeader: true},
+		HA:        config.HA{Mode: config.HAModeVRRP, VRRP: vrrp},
+	}
+	for _, v := range VIPs {
+		c.VIPs = append(c.VIPs, config.Addr{Addr: v})
+	}
+	return c
 }
 
-// WriteConfig writes n's configuration file.
-func (n *Node) WriteConfig(text string) {
+// writeConfig writes c as n's configuration file.
+func (n *Node) writeConfig(c *config.Config) {
 	n.ConfigPath = filepath.Join(n.Dir, "ober.yaml")
-	if err := os.WriteFile(n.ConfigPath, []byte(text), 0o600); err != nil {
+	if err := os.WriteFile(n.ConfigPath, []byte(nodetest.YAML(n.site.t, c)), 0o600); err != nil {
 		n.site.t.Fatal(err)
 	}
 }
@@ -215,15 +190,15 @@ func (s *Site) StartNodes() {
 	for _, n := range s.Nodes {
 		n.Start()
 	}
-	s.WaitOwners(30 * time.Second)
+	s.waitOwners(30 * time.Second)
 }
 
-// WaitOwners waits until VIP i is held by node i alone.
-func (s *Site) WaitOwners(timeout time.Duration) {
+// waitOwners waits until VIP i is held by node i alone.
+func (s *Site) waitOwners(timeout time.Duration) {
 	s.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		held := s.Holders()
+		held := s.holders()
 		ok := true
 		for i, v := range VIPs {
 			if h := held[v]; len(h) != 1 || h[0] != s.Nodes[i] {
@@ -240,8 +215,8 @@ func (s *Site) WaitOwners(timeout time.Duration) {
 	}
 }
 
-// Holders maps every VIP to the nodes whose interface holds it now.
-func (s *Site) Holders() map[netip.Addr][]*Node {
+// holders maps every VIP to the nodes whose interface holds it now.
+func (s *Site) holders() map[netip.Addr][]*Node {
 	out := map[netip.Addr][]*Node{}
 	for _, n := range s.Nodes {
 		for _, v := range n.HeldVIPs() {
@@ -251,9 +226,9 @@ func (s *Site) Holders() map[netip.Addr][]*Node {
 	return out
 }
 
-// HoldersString describes Holders for failure messages.
+// HoldersString says which nodes hold each VIP, for failure messages.
 func (s *Site) HoldersString() string {
-	h := s.Holders()
+	h := s.holders()
 	var b bytes.Buffer
 	for _, v := range VIPs {
 		fmt.Fprintf(&b, "%s:", v)
@@ -301,13 +276,13 @@ func (s *Site) WatchARP() *vipwatch.ARPObserver {
 	s.t.Helper()
 	macs := map[string]net.HardwareAddr{}
 	for _, n := range s.Nodes {
-		mac, err := n.MAC()
+		mac, err := n.mac()
 		if err != nil {
 			s.t.Fatal(err)
 		}
 		macs[n.Name] = mac
 	}
-	o, err := vipwatch.StartARP(s.Observer.Handle, vipwatch.ARPConfig{
+	o, err := vipwatch.StartARP(s.observer.Handle, vipwatch.ARPConfig{
 		Iface: observerIface, VIPs: VIPs, Nodes: macs, Every: 5 * time.Millisecond,
 	})
 	if err != nil {
@@ -317,8 +292,8 @@ func (s *Site) WatchARP() *vipwatch.ARPObserver {
 	return o
 }
 
-// MAC is the address of n's interface on the segment.
-func (n *Node) MAC() (net.HardwareAddr, error) {
+// mac is the address of n's interface on the segment.
+func (n *Node) mac() (net.HardwareAddr, error) {
 	link, err := n.nl.LinkByName(n.Iface)
 	if err != nil {
 		return nil, fmt.Errorf("%s: interface %s: %w", n.Name, n.Iface, err)
@@ -359,7 +334,7 @@ func (s *Site) ClientDialer() *nodetest.Dialer { return s.clientDial }
 
 // TLSConfig trusts the site's certificate.
 func (s *Site) TLSConfig(vip netip.Addr) *tls.Config {
-	pem, err := os.ReadFile(s.Cert)
+	pem, err := os.ReadFile(s.cert)
 	if err != nil {
 		s.t.Fatal(err)
 	}
