@@ -21,7 +21,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"syscall"
-	"text/template"
 	"time"
 
 	"github.com/ober-ingress/ober/control/api"
@@ -211,57 +210,44 @@ func (c countingDiscard) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-var nodeConfig = template.Must(template.New("cfg").Parse(`# written by ober bench
-node:
-  name: bench
-  interfaces: [veth-n]
-  xdp_mode: native
-  bpffs_root: {{.Root}}/ober
-  runtime_dir: {{.Dir}}/node/run
-  state_dir: {{.Dir}}/node/state
-vips: [{{.VIP}}]
-services:
-  - name: https
-    port: 443
-    mode: tls
-    tls:
-      self_signed: true
-backends:
-  servers:
-    - name: s3a
-      address: {{.Backend}}
-  health:
-    path: /
-    interval: 1s
-    fall: 2
-    rise: 1
-instances:
-  count: {{.Instances}}
-  cpus: [{{.CPUs}}]
-  steering: {{.Steering}}
-timeouts:
-  drain: 1s
-`))
+// nodeConfig is the bench node's configuration: one TLS service on the
+// VIP, n instances pinned round robin over the CPUs.
+func (t *topology) nodeConfig(n int) *config.Config {
+	cpus := make([]int, n)
+	for i := range cpus {
+		cpus[i] = i % runtime.NumCPU()
+	}
+	steering := !t.noSteering
+	return &config.Config{
+		Node: config.Node{
+			Name: "bench", Interfaces: []string{"veth-n"}, XDPMode: config.XDPModeNative,
+			BPFFSRoot:  t.root + "/ober",
+			RuntimeDir: filepath.Join(t.site.Dir, "node", "run"),
+			StateDir:   filepath.Join(t.site.Dir, "node", "state"),
+		},
+		VIPs:     []config.Addr{{Addr: vip}},
+		Services: []config.Service{{Name: "https", Port: 443, Mode: config.ModeTLS, TLS: &config.TLS{SelfSigned: true}}},
+		Backends: config.Backends{
+			Servers: []config.BackendServer{{Name: "s3a", Address: backendAddr.String()}},
+			Health:  config.HealthCheck{Path: "/", Interval: config.Duration{Duration: time.Second}, Fall: 2, Rise: 1},
+		},
+		Instances: config.Instances{Count: n, CPUs: cpus, Steering: &steering},
+		Timeouts:  config.Timeouts{Drain: config.Duration{Duration: time.Second}},
+	}
+}
 
 // startOber runs `ober run` on the node with n instances, pinned round
 // robin over the CPUs, and waits until it is healthy.
 func (t *topology) startOber(ctx context.Context, n int) error {
-	cpus := make([]string, n)
-	for i := range cpus {
-		cpus[i] = strconv.Itoa(i % runtime.NumCPU())
-	}
-	var b strings.Builder
-	if err := nodeConfig.Execute(&b, map[string]any{
-		"Root": t.root, "Dir": t.site.Dir, "VIP": vip, "Backend": backendAddr,
-		"Instances": n, "CPUs": strings.Join(cpus, ", "), "Steering": !t.noSteering,
-	}); err != nil {
-		return err
+	text, err := config.Marshal(t.nodeConfig(n))
+	if err != nil {
+		return fmt.Errorf("the node's configuration: %w", err)
 	}
 	if err := os.MkdirAll(filepath.Join(t.site.Dir, "node"), 0o700); err != nil {
 		return err
 	}
 	cfg := filepath.Join(t.site.Dir, "node", "ober.yaml")
-	if err := os.WriteFile(cfg, []byte(b.String()), 0o600); err != nil {
+	if err := os.WriteFile(cfg, append([]byte("# written by ober bench\n"), text...), 0o600); err != nil {
 		return err
 	}
 	logPath := filepath.Join(t.site.Dir, "node", "ober.log")
