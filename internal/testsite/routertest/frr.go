@@ -155,7 +155,7 @@ func (r *Router) startFRR(ctx context.Context) error {
 	}
 	answers := func(daemon string) func(context.Context) error {
 		return func(ctx context.Context) error {
-			_, err := r.Vtysh(ctx, daemon, "show version")
+			_, err := r.vtysh(ctx, daemon, "show version")
 			return err
 		}
 	}
@@ -197,9 +197,9 @@ func (r *Router) startFRR(ctx context.Context) error {
 	})
 }
 
-// Vtysh runs commands on this FRR instance, on one daemon or, with
+// vtysh runs commands on this FRR instance, on one daemon or, with
 // daemon "", on all of them.
-func (r *Router) Vtysh(ctx context.Context, daemon string, commands ...string) (string, error) {
+func (r *Router) vtysh(ctx context.Context, daemon string, commands ...string) (string, error) {
 	if r.Kind != FRR {
 		return "", fmt.Errorf("vtysh on a %s router", r.Kind)
 	}
@@ -214,7 +214,7 @@ func (r *Router) Vtysh(ctx context.Context, daemon string, commands ...string) (
 }
 
 func (r *Router) frrSessions(ctx context.Context) (map[netip.Addr]Session, error) {
-	out, err := r.Vtysh(ctx, "bgpd", "show bgp neighbors json")
+	out, err := r.vtysh(ctx, "bgpd", "show bgp neighbors json")
 	if err != nil {
 		return nil, fmt.Errorf("FRR sessions: %w", err)
 	}
