@@ -145,7 +145,7 @@ func (s *Supervisor) probe(p *proc) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sl := s.slots[p.slot.Index]
-	if sl == nil || sl.cur != p {
+	if s.stopping || sl == nil || sl.cur != p {
 		return
 	}
 	before, upBefore := sl.state, upCount(p.backends)

@@ -5,7 +5,8 @@
 // The supervisor owns the sockets, so it decides which process gets a
 // connection: a process that exits is taken out of the sockmap and the
 // Maglev table the moment its exit is reaped, restarted with backoff on
-// fresh sockets and put back once its runtime socket answers. A new plan
+// the same sockets (what the kernel queued on them meanwhile is served,
+// not reset) and put back once its runtime socket answers. A new plan
 // (a configuration reload) starts a complete new generation of processes,
 // swaps their sockets into the sockmap in place of the old ones, and lets
 // the old processes drain; because the swap replaces sockmap entries, no
@@ -31,6 +32,7 @@ import (
 
 	"github.com/ober-ingress/ober/control/lib/haproxy"
 	"github.com/ober-ingress/ober/control/lib/maglev"
+	"github.com/ober-ingress/ober/control/lib/procstat"
 	"github.com/ober-ingress/ober/loader"
 )
 
@@ -131,9 +133,13 @@ type Supervisor struct {
 	opts Options
 	log  *slog.Logger
 
-	mu       sync.Mutex
-	plan     *Plan
-	gen      uint64
+	mu   sync.Mutex
+	plan *Plan
+	gen  uint64
+	// served is the generation of plan: gen runs ahead while an Apply
+	// starts its instances, and stays ahead when it fails. Restarts
+	// belong to served.
+	served   uint64
 	slots    map[int]*slot
 	table    []uint32
 	stopping bool
@@ -335,7 +341,7 @@ func (s *Supervisor) Apply(ctx context.Context, plan Plan) error {
 		sl.state = StateHealthy
 		p.live = true
 	}
-	s.plan = &plan
+	s.plan, s.served = &plan, gen
 	if old != nil {
 		s.reloads++
 	}
@@ -620,7 +626,7 @@ func (s *Supervisor) exited(p *proc) {
 	delay := sl.backoff
 	sl.backoff = min(sl.backoff*2, s.opts.MaxBackoff)
 	log.Warn("instance exited; restarting", "status", sl.lastExit, "after", delay)
-	gen := s.gen
+	gen := s.served
 	sl.timer = time.AfterFunc(delay, func() { s.restart(sl.Index, gen) })
 }
 
@@ -628,7 +634,7 @@ func (s *Supervisor) exited(p *proc) {
 func (s *Supervisor) restart(idx int, gen uint64) {
 	s.mu.Lock()
 	sl := s.slots[idx]
-	if s.stopping || sl == nil || s.gen != gen || sl.cur != nil || s.plan == nil {
+	if s.stopping || sl == nil || s.served != gen || sl.cur != nil || s.plan == nil {
 		s.mu.Unlock()
 		return
 	}
@@ -647,7 +653,7 @@ func (s *Supervisor) restart(idx int, gen uint64) {
 	if err != nil {
 		sl.state = StateDown
 		sl.lastExit = err.Error()
-		if !s.stopping && s.gen == gen {
+		if !s.stopping && s.served == gen {
 			delay := sl.backoff
 			sl.backoff = min(sl.backoff*2, s.opts.MaxBackoff)
 			s.log.Error("restart failed", "instance", idx, "err", err, "retry_after", delay)
@@ -655,7 +661,7 @@ func (s *Supervisor) restart(idx int, gen uint64) {
 		}
 		return
 	}
-	if s.stopping || s.gen != gen || s.slots[idx] != sl || sl.cur != nil {
+	if s.stopping || s.served != gen || s.slots[idx] != sl || sl.cur != nil {
 		s.discard(p)
 		return
 	}
@@ -745,12 +751,13 @@ func (s *Supervisor) findStale() []int {
 		if err != nil || pid <= 1 {
 			continue
 		}
-		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		args, err := procstat.Proc.Cmdline(pid)
 		if err != nil {
 			continue
 		}
 		// Only a process started with one of our config files is ours.
-		if strings.Contains(string(cmdline), strings.TrimSuffix(f, ".pid")+".cfg") {
+		cfg := strings.TrimSuffix(f, ".pid") + ".cfg"
+		if slices.ContainsFunc(args, func(a string) bool { return strings.Contains(a, cfg) }) {
 			pids = append(pids, pid)
 		}
 	}
