@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ober-ingress/ober/control/lib/procstat"
 )
 
 // cryptoFlags are the CPU flags that decide how fast TLS can go: AES-NI
@@ -30,8 +32,8 @@ const toolTimeout = 5 * time.Second
 // empty, since a report with a blank field is still worth having.
 func ReadMachine(ctx context.Context) Machine {
 	var m Machine
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		m.CPUModel, m.Flags = parseCPUInfo(string(b))
+	if ci, err := procstat.Proc.CPUInfo(); err == nil {
+		m.CPUModel, m.Flags = ci.Model, cryptoOf(ci.Flags)
 	}
 	// The sysfs list counts online CPUs; runtime.NumCPU counts the ones
 	// this process may run on, which is only a fallback since the bench
@@ -74,39 +76,16 @@ func firstLine(s string) string {
 	return ""
 }
 
-// parseCPUInfo reads the CPU model and the flags of interest from the
-// text of /proc/cpuinfo. Only the first processor's entries are used: the
-// kernel reports the same model and flags for every logical CPU of a
-// machine the bench makes sense on. Flags come back in cryptoFlags order,
-// so reports compare line by line.
-func parseCPUInfo(text string) (model string, flags []string) {
-	var have map[string]bool
-	for line := range strings.Lines(text) {
-		key, value, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		key, value = strings.TrimSpace(key), strings.TrimSpace(value)
-		switch key {
-		case "model name":
-			if model == "" {
-				model = value
-			}
-		case "flags", "Features": // x86, arm64
-			if have == nil {
-				have = make(map[string]bool)
-				for _, f := range strings.Fields(value) {
-					have[f] = true
-				}
-			}
-		}
-	}
+// cryptoOf keeps the flags of cryptoFlags a CPU has, in cryptoFlags'
+// order.
+func cryptoOf(have []string) []string {
+	var out []string
 	for _, f := range strings.Fields(cryptoFlags) {
-		if have[f] {
-			flags = append(flags, f)
+		if slices.Contains(have, f) {
+			out = append(out, f)
 		}
 	}
-	return model, flags
+	return out
 }
 
 // parseCPUList counts the CPUs of a kernel CPU list such as "0-3,8,10-11"

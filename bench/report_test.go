@@ -15,6 +15,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/ober-ingress/ober/control/lib/procstat"
 )
 
 // Captured on the bench's Debian 12 VM (AMD EPYC, OpenSSL 3.0.19) with
@@ -155,20 +157,28 @@ func TestCryptoCeiling(t *testing.T) {
 }
 
 func TestParseCPUInfo(t *testing.T) {
-	model, flags := parseCPUInfo(cpuinfoFixture)
+	read := func(text string) (string, []string) {
+		dir := t.TempDir()
+		require.NoError(t, os.MkdirAll(filepath.Join(dir, "proc"), 0o755))
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "proc", "cpuinfo"), []byte(text), 0o644))
+		ci, err := procstat.Under(dir).CPUInfo()
+		require.NoError(t, err)
+		return ci.Model, cryptoOf(ci.Flags)
+	}
+	model, flags := read(cpuinfoFixture)
 	assert.Equal(t, "AMD EPYC", model)
 	assert.Equal(t, []string{"aes", "avx", "avx2", "avx512f", "vaes", "vpclmulqdq", "sha_ni", "pclmulqdq"}, flags,
 		"the first processor's flags, in the fixed order")
 
-	model, flags = parseCPUInfo(cpuinfoOldFixture)
+	model, flags = read(cpuinfoOldFixture)
 	assert.Equal(t, "Intel(R) Xeon(R) CPU E5-2680 v3 @ 2.50GHz", model)
 	assert.Equal(t, []string{"aes", "avx", "avx2", "pclmulqdq"}, flags, "whole flags only: not avx512fake, not sha")
 
-	model, flags = parseCPUInfo(cpuinfoARMFixture)
+	model, flags = read(cpuinfoARMFixture)
 	assert.Empty(t, model)
 	assert.Equal(t, []string{"aes"}, flags)
 
-	model, flags = parseCPUInfo("")
+	model, flags = read("")
 	assert.Empty(t, model)
 	assert.Empty(t, flags)
 }

@@ -8,50 +8,26 @@ import (
 	"io"
 	"math"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/ober-ingress/ober/control/lib/atomicfile"
 )
 
 // WriteJSON writes the report to path, indented, replacing any file
 // there atomically: a reader (or a crash) never sees half a report.
-func (r *Report) WriteJSON(path string) (err error) {
+func (r *Report) WriteJSON(path string) error {
 	b, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return fmt.Errorf("report %s: %w", path, err)
 	}
 	b = append(b, '\n')
-	// The temporary file is beside the target so that the rename stays
-	// within one file system, which is what makes it atomic.
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return fmt.Errorf("report %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			_ = f.Close()
-			_ = os.Remove(tmp)
-		}
-	}()
-	if _, err = f.Write(b); err != nil {
-		return fmt.Errorf("report %s: %w", path, err)
-	}
-	// CreateTemp makes the file 0600; a report is for sharing.
-	if err = f.Chmod(0o644); err != nil {
-		return fmt.Errorf("report %s: %w", path, err)
-	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("report %s: %w", path, err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("report %s: %w", path, err)
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("report %s: %w", path, err)
+	// A report is for sharing: readable by all.
+	if err := atomicfile.Write(path, b, 0o644); err != nil {
+		return fmt.Errorf("report: %w", err)
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/ober-ingress/ober/control/lib/atomicfile"
 	"github.com/ober-ingress/ober/lab/netsite"
 )
 
@@ -81,12 +82,8 @@ func (s *State) save() error {
 		return err
 	}
 	path := statePath(s.Dir)
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("write lab state: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write lab state: %w", err)
+	if err := atomicfile.Write(path, b, 0o600); err != nil {
+		return fmt.Errorf("lab state: %w", err)
 	}
 	return nil
 }

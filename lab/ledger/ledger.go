@@ -27,6 +27,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ober-ingress/ober/control/lib/atomicfile"
 	"github.com/ober-ingress/ober/control/lib/procstat"
 )
 
@@ -141,12 +142,8 @@ func (l *Ledger) saveLocked() error {
 	if err != nil {
 		return err
 	}
-	tmp := l.path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("ledger %s: %w", l.path, err)
-	}
-	if err := os.Rename(tmp, l.path); err != nil {
-		return fmt.Errorf("ledger %s: %w", l.path, err)
+	if err := atomicfile.Write(l.path, b, 0o600); err != nil {
+		return fmt.Errorf("ledger: %w", err)
 	}
 	return nil
 }

@@ -8,7 +8,12 @@
 // that has to change something else between the two (ober sync swaps the
 // live whitelists after the file is safely written and before it
 // replaces the old one), so that the rename is the only step left that
-// can fail.
+// can fail. CreateTemp is WriteTemp for content that comes as a stream
+// (a download, a copy of a binary).
+//
+// The file beside path is named ".<name>-<random>.new": hidden, and
+// found by a glob of ".<name>-*" when something must check that none
+// was left behind.
 package atomicfile
 
 import (
@@ -38,21 +43,11 @@ func Write(path string, data []byte, mode fs.FileMode) error {
 // mode set, path's owner kept when path exists, content synced. The
 // caller renames it over path with Commit, or removes it.
 func WriteTemp(path string, data []byte, mode fs.FileMode) (string, error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".new-*")
+	f, err := CreateTemp(path, mode)
 	if err != nil {
-		return "", fmt.Errorf("write %s: %w", path, unwrapPath(err))
+		return "", err
 	}
-	name := f.Name()
-	err = f.Chmod(mode.Perm())
-	if st, serr := os.Stat(path); err == nil && serr == nil {
-		sys, ok := st.Sys().(*syscall.Stat_t)
-		if ok && (int(sys.Uid) != os.Geteuid() || int(sys.Gid) != os.Getegid()) {
-			err = f.Chown(int(sys.Uid), int(sys.Gid))
-		}
-	}
-	if err == nil {
-		_, err = f.Write(data)
-	}
+	_, err = f.Write(data)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -60,10 +55,34 @@ func WriteTemp(path string, data []byte, mode fs.FileMode) (string, error) {
 		err = cerr
 	}
 	if err != nil {
-		os.Remove(name)
+		os.Remove(f.Name())
 		return "", fmt.Errorf("write %s: %w", path, unwrapPath(err))
 	}
-	return name, nil
+	return f.Name(), nil
+}
+
+// CreateTemp creates a new file beside path, with mode set and path's
+// owner kept when path exists, and returns it open for writing. The
+// caller writes it, syncs and closes it, then renames it over path with
+// Commit, or removes it.
+func CreateTemp(path string, mode fs.FileMode) (*os.File, error) {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*.new")
+	if err != nil {
+		return nil, fmt.Errorf("write %s: %w", path, unwrapPath(err))
+	}
+	err = f.Chmod(mode.Perm())
+	if st, serr := os.Stat(path); err == nil && serr == nil {
+		sys, ok := st.Sys().(*syscall.Stat_t)
+		if ok && (int(sys.Uid) != os.Geteuid() || int(sys.Gid) != os.Getegid()) {
+			err = f.Chown(int(sys.Uid), int(sys.Gid))
+		}
+	}
+	if err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, fmt.Errorf("write %s: %w", path, unwrapPath(err))
+	}
+	return f, nil
 }
 
 // Commit renames tmp over path and syncs the directory, so that the new

@@ -1,8 +1,10 @@
 package atomicfile
 
 import (
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -57,4 +59,29 @@ func TestWriteErrorNamesThePath(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "missing-dir", "f")
 	err := Write(path, []byte("x"), 0o644)
 	require.ErrorContains(t, err, path)
+}
+
+func TestCreateTempStreamsBesideThePath(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "bin")
+	require.NoError(t, os.WriteFile(path, []byte("old"), 0o755))
+	f, err := CreateTemp(path, 0o755)
+	require.NoError(t, err)
+	left, err := filepath.Glob(filepath.Join(dir, ".bin-*"))
+	require.NoError(t, err)
+	require.Equal(t, []string{f.Name()}, left, "hidden beside the path, found by the documented glob")
+	_, err = io.Copy(f, strings.NewReader("new"))
+	require.NoError(t, err)
+	require.NoError(t, f.Sync())
+	require.NoError(t, f.Close())
+	st, err := os.Stat(f.Name())
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o755), st.Mode().Perm())
+	require.NoError(t, Commit(f.Name(), path))
+	got, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.Equal(t, "new", string(got))
+	left, err = filepath.Glob(filepath.Join(dir, ".bin-*"))
+	require.NoError(t, err)
+	require.Empty(t, left)
 }

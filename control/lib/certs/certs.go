@@ -1,11 +1,14 @@
 // Package certs prepares the certificates HAProxy serves: it bundles a
 // configured chain and key into the single PEM file HAProxy loads, and
 // makes the self-signed certificate a lab or test node serves when no
-// real one is configured.
+// real one is configured. It is also the one place that reads a PEM
+// chain and private key the way HAProxy will, for the configuration's
+// validation, doctor and the wizard.
 package certs
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -22,6 +25,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/ober-ingress/ober/control/lib/atomicfile"
 )
 
 // selfSignedLifetime is long enough that a lab never sees it expire and
@@ -77,10 +82,10 @@ func SelfSigned(dir string, names []string, addrs []netip.Addr) (certPath, keyPa
 	if err != nil {
 		return "", "", fmt.Errorf("self-signed certificate: %w", err)
 	}
-	if err := WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+	if err := atomicfile.Write(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
 		return "", "", err
 	}
-	if err := WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+	if err := atomicfile.Write(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
 		return "", "", err
 	}
 	return certPath, keyPath, nil
@@ -165,15 +170,52 @@ func Bundle(certPath, keyPath string) ([]byte, error) {
 	return out.Bytes(), nil
 }
 
-// WriteFile replaces path in one rename, so a reader (HAProxy) never
-// sees half a file, with mode set before the content becomes visible.
-func WriteFile(path string, data []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, mode); err != nil {
-		return err
+// ParseChain parses every CERTIFICATE block of a chain, leaf first; the
+// error names the block that does not parse.
+func ParseChain(blocks []*pem.Block) ([]*x509.Certificate, error) {
+	if len(blocks) == 0 {
+		return nil, errors.New("no PEM CERTIFICATE block")
 	}
-	if err := os.Chmod(tmp, mode); err != nil {
-		return err
+	chain := make([]*x509.Certificate, len(blocks))
+	for i, b := range blocks {
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("certificate %d of %d does not parse: %v", i+1, len(blocks), err)
+		}
+		chain[i] = c
 	}
-	return os.Rename(tmp, path)
+	return chain, nil
+}
+
+// errEncryptedKey: HAProxy cannot load a key without its passphrase,
+// and nobody is there to type it.
+var errEncryptedKey = errors.New("private key is encrypted; HAProxy needs it unencrypted")
+
+// ParsePrivateKey parses the key formats HAProxy loads without a
+// passphrase: PKCS #1 (RSA), SEC 1 (EC) and PKCS #8, whatever the
+// block's label claims.
+func ParsePrivateKey(b *pem.Block) (crypto.Signer, error) {
+	if strings.Contains(b.Type, "ENCRYPTED") || strings.Contains(b.Headers["Proc-Type"], "ENCRYPTED") {
+		return nil, errEncryptedKey
+	}
+	if k, err := x509.ParsePKCS8PrivateKey(b.Bytes); err == nil {
+		if s, ok := k.(crypto.Signer); ok {
+			return s, nil
+		}
+		return nil, fmt.Errorf("unsupported private key type %T", k)
+	}
+	if k, err := x509.ParsePKCS1PrivateKey(b.Bytes); err == nil {
+		return k, nil
+	}
+	if k, err := x509.ParseECPrivateKey(b.Bytes); err == nil {
+		return k, nil
+	}
+	return nil, fmt.Errorf("%s block does not parse as a PKCS #1, PKCS #8 or EC private key", b.Type)
+}
+
+// KeyMatches reports whether key is the private key of cert: HAProxy
+// refuses to start with a pair that is not.
+func KeyMatches(key crypto.Signer, cert *x509.Certificate) bool {
+	pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool })
+	return ok && pub.Equal(cert.PublicKey)
 }

@@ -2,12 +2,13 @@ package haproxy
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/ober-ingress/ober/control/lib/atomicfile"
 )
 
 // The whitelists HAProxy checks beside XDP live in files the instances
@@ -52,30 +53,13 @@ func WriteACL(path string, ps []netip.Prefix) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	tmp, err := WriteACLTemp(path, ps)
-	if err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return nil
+	return atomicfile.Write(path, ACLContent(ps), 0o600)
 }
 
 // WriteACLTemp writes ps to a new file beside path and returns its name,
-// for a caller that renames it into place later.
+// for a caller that renames it into place later (atomicfile.Commit).
 func WriteACLTemp(path string, ps []netip.Prefix) (string, error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return "", err
-	}
-	_, werr := f.Write(ACLContent(ps))
-	if err := errors.Join(werr, f.Sync(), f.Close()); err != nil {
-		os.Remove(f.Name())
-		return "", err
-	}
-	return f.Name(), nil
+	return atomicfile.WriteTemp(path, ACLContent(ps), 0o600)
 }
 
 // RuntimeSockets lists the runtime sockets of the instances an ober with

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/ober-ingress/ober/control/lib/atomicfile"
 	"github.com/ober-ingress/ober/control/lib/haproxy"
 )
 
@@ -115,7 +116,7 @@ func gone(err error) bool {
 func (s *haproxySwap) commit() error {
 	var errs []error
 	for f, tmp := range s.temps {
-		if err := os.Rename(tmp, f); err != nil {
+		if err := atomicfile.Commit(tmp, f); err != nil {
 			errs = append(errs, fmt.Errorf("haproxy whitelist file %s: %w", f, err))
 			continue
 		}

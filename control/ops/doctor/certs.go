@@ -1,10 +1,7 @@
 package doctor
 
 import (
-	"crypto"
 	"crypto/x509"
-	"encoding/pem"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -64,13 +61,9 @@ func checkCert(env Env, name string, s config.Service, allVIPs []config.Addr) Re
 	if len(chain) == 0 {
 		return fail(s.TLS.Cert+" holds no certificate", "put the PEM certificate chain, leaf first, in "+s.TLS.Cert)
 	}
-	var parsed []*x509.Certificate
-	for i, b := range chain {
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return fail(fmt.Sprintf("certificate %d of %s does not parse: %v", i+1, s.TLS.Cert, err), "replace the file with a valid PEM chain")
-		}
-		parsed = append(parsed, c)
+	parsed, err := certs.ParseChain(chain)
+	if err != nil {
+		return fail(fmt.Sprintf("%s: %v", s.TLS.Cert, err), "replace the file with a valid PEM chain")
 	}
 	leaf := parsed[0]
 	now := env.Now()
@@ -95,11 +88,11 @@ func checkCert(env Env, name string, s config.Service, allVIPs []config.Addr) Re
 	if len(keys) != 1 {
 		return fail(fmt.Sprintf("%s holds %d private keys, want 1", keyFile, len(keys)), "put exactly one unencrypted private key in "+keyFile)
 	}
-	key, err := parseKey(keys[0])
+	key, err := certs.ParsePrivateKey(keys[0])
 	if err != nil {
 		return fail(fmt.Sprintf("%s: %v", keyFile, err), "use an unencrypted PKCS #1, PKCS #8 or EC key")
 	}
-	if pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(leaf.PublicKey) {
+	if !certs.KeyMatches(key, leaf) {
 		return fail(fmt.Sprintf("the key in %s does not match the certificate in %s", keyFile, s.TLS.Cert), "pair the certificate with its own key")
 	}
 	left := soonest.NotAfter.Sub(now)
@@ -147,21 +140,4 @@ func subjectNames(c *x509.Certificate) string {
 		names = append(names[:4], fmt.Sprintf("+%d more", len(names)-4))
 	}
 	return strings.Join(names, ", ")
-}
-
-// parseKey reads the key formats HAProxy loads without a passphrase.
-func parseKey(b *pem.Block) (crypto.Signer, error) {
-	if k, err := x509.ParsePKCS8PrivateKey(b.Bytes); err == nil {
-		if s, ok := k.(crypto.Signer); ok {
-			return s, nil
-		}
-		return nil, errors.New("the PKCS #8 key is of no usable type")
-	}
-	if k, err := x509.ParsePKCS1PrivateKey(b.Bytes); err == nil {
-		return k, nil
-	}
-	if k, err := x509.ParseECPrivateKey(b.Bytes); err == nil {
-		return k, nil
-	}
-	return nil, fmt.Errorf("the %s block is not an unencrypted PKCS #1, PKCS #8 or EC key", b.Type)
 }

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/ober-ingress/ober/control/config"
+	"github.com/ober-ingress/ober/control/lib/procstat"
 	"github.com/ober-ingress/ober/loader"
 )
 
@@ -177,20 +178,13 @@ func ConfigResult(path string, cfg *config.Config, err error) Result {
 		path, len(cfg.VIPs), len(cfg.Services), len(cfg.Backends.Servers), cfg.HA.Mode)}
 }
 
-// Failed reports whether any result is a failure.
-func Failed(rs []Result) bool {
-	for _, r := range rs {
-		if r.Status == Fail {
-			return true
-		}
-	}
-	return false
-}
-
 // path is name under env.Root.
 func (e Env) path(name string) string {
 	return filepath.Join(e.Root, name)
 }
+
+// proc is the /proc under env.Root.
+func (e Env) proc() procstat.FS { return procstat.Under(e.Root) }
 
 // readTrim reads a small file under env.Root.
 func (e Env) readTrim(name string) (string, error) {

@@ -134,7 +134,7 @@ func TestOnlineCPUs(t *testing.T) {
 // goodSysctls writes every tuning value into a fake /proc/sys.
 func goodSysctls(f *fake) *fake {
 	for _, s := range tuning.Tuning() {
-		f.file(sysctlPath(s.Key), strings.ReplaceAll(s.Value, " ", "\t")+"\n")
+		f.file("proc/sys/"+strings.ReplaceAll(s.Key, ".", "/"), strings.ReplaceAll(s.Value, " ", "\t")+"\n")
 	}
 	return f
 }
@@ -400,7 +400,6 @@ func TestRun(t *testing.T) {
 	}
 	require.Equal(t, []string{"kernel", "btf", "bpffs", "cpu aes", "cpu type", "sysctl", "haproxy",
 		"iface eth1", "queues eth1", "ha", "api port", "service ports", "backends"}, names)
-	require.False(t, Failed(rs))
 
 	rs = Run(context.Background(), f.env(), nil)
 	requireStatus(t, rs[len(rs)-1], Warn, "skipped: no valid configuration")
@@ -418,5 +417,4 @@ func TestConfigResult(t *testing.T) {
 	r = ConfigResult(present, nil, errors.New("config "+present+": vips: required\nconfig "+present+`: services[0].tls.cert: "/a.pem": no such file`))
 	requireStatus(t, r, Fail, present+": vips: required\nservices[0].tls.cert: \"/a.pem\": no such file", "correct the file")
 	requireStatus(t, ConfigResult("/x.yaml", baseConfig(), nil), Pass, "1 VIPs, 1 services, 1 backends, HA mode none")
-	require.True(t, Failed([]Result{{Status: Pass}, {Status: Fail}}))
 }

@@ -1,7 +1,6 @@
 package doctor
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
@@ -12,53 +11,33 @@ import (
 	"strings"
 
 	"github.com/ober-ingress/ober/control/config"
+	"github.com/ober-ingress/ober/control/lib/kernelver"
 	"github.com/ober-ingress/ober/loader"
 )
 
-// Kernel versions: ober is developed on 6.x and targets Debian 12's 6.1;
-// 5.15 is the oldest where the BPF features it uses (sk_lookup,
-// cpumap, bpf_sk_assign, BTF) are all present, and anything between is
-// untested.
-const (
-	kernelWantMajor, kernelWantMinor = 6, 1
-	kernelMinMajor, kernelMinMinor   = 5, 15
-)
-
-var osreleaseRE = regexp.MustCompile(`^(\d+)\.(\d+)`)
-
+// checkKernel places the running kernel against kernelver's bounds.
 func checkKernel(env Env) Result {
 	r := Result{Name: "kernel"}
-	rel, err := env.readTrim("proc/sys/kernel/osrelease")
+	rel, err := env.proc().Sysctl("kernel.osrelease")
 	if err != nil {
 		r.Status, r.Detail, r.Fix = Fail, fmt.Sprintf("cannot read the kernel release: %v", err), "run ober doctor on Linux with /proc mounted"
 		return r
 	}
-	m := osreleaseRE.FindStringSubmatch(rel)
-	if m == nil {
-		r.Status, r.Detail, r.Fix = Warn, fmt.Sprintf("kernel release %q not understood", rel), "check `uname -r`; ober needs Linux 6.1 or newer"
+	v, err := kernelver.Parse(rel)
+	if err != nil {
+		r.Status, r.Detail, r.Fix = Warn, err.Error(), fmt.Sprintf("check `uname -r`; ober needs Linux %s or newer", kernelver.Tested())
 		return r
 	}
-	major, _ := strconv.Atoi(m[1])
-	minor, _ := strconv.Atoi(m[2])
-	v := [2]int{major, minor}
-	switch {
-	case !versionLess(v, [2]int{kernelWantMajor, kernelWantMinor}):
-		r.Status, r.Detail = Pass, fmt.Sprintf("%s (>= %d.%d)", rel, kernelWantMajor, kernelWantMinor)
-	case !versionLess(v, [2]int{kernelMinMajor, kernelMinMinor}):
-		r.Status, r.Detail = Warn, fmt.Sprintf("%s: older than %d.%d, the oldest kernel ober is tested on", rel, kernelWantMajor, kernelWantMinor)
-		r.Fix = "upgrade the kernel to 6.1 or newer (Debian 12's kernel)"
+	fix := fmt.Sprintf("upgrade the kernel to %s or newer (Debian 12's kernel)", kernelver.Tested())
+	switch kernelver.Judge(v) {
+	case kernelver.Supported:
+		r.Status, r.Detail = Pass, fmt.Sprintf("%s (>= %s)", rel, kernelver.Tested())
+	case kernelver.Untested:
+		r.Status, r.Detail, r.Fix = Warn, fmt.Sprintf("%s: older than %s, the oldest kernel ober is tested on", rel, kernelver.Tested()), fix
 	default:
-		r.Status, r.Detail = Fail, fmt.Sprintf("%s: older than %d.%d, which lacks BPF features ober needs", rel, kernelMinMajor, kernelMinMinor)
-		r.Fix = "upgrade the kernel to 6.1 or newer (Debian 12's kernel)"
+		r.Status, r.Detail, r.Fix = Fail, fmt.Sprintf("%s: older than %s, which lacks BPF features ober needs", rel, kernelver.Min()), fix
 	}
 	return r
-}
-
-func versionLess(a, b [2]int) bool {
-	if a[0] != b[0] {
-		return a[0] < b[0]
-	}
-	return a[1] < b[1]
 }
 
 // checkBTF: the loader relocates the programs against the kernel's BTF
@@ -81,18 +60,15 @@ func checkBPFFS(env Env, cfg *config.Config) Result {
 		root = cfg.Node.BPFFSRoot
 	}
 	r := Result{Name: "bpffs"}
-	f, err := os.Open(env.path("proc/mounts"))
+	ms, err := env.proc().Mounts()
 	if err != nil {
 		r.Status, r.Detail, r.Fix = Warn, fmt.Sprintf("cannot read /proc/mounts: %v", err), "mount /proc"
 		return r
 	}
-	defer f.Close()
 	var mounts []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) >= 3 && fields[2] == "bpf" {
-			mounts = append(mounts, fields[1])
+	for _, m := range ms {
+		if m.Type == "bpf" {
+			mounts = append(mounts, m.Target)
 		}
 	}
 	for _, m := range mounts {
@@ -107,65 +83,31 @@ func checkBPFFS(env Env, cfg *config.Config) Result {
 	return r
 }
 
-// cpuInfo is what the checks need from /proc/cpuinfo: the first CPU's
-// model and flags (a VM's vCPUs are alike).
-type cpuInfo struct {
-	model string
-	flags []string
-	x86   bool // "flags" rather than arm64's "Features"
-}
-
-func readCPUInfo(env Env) (cpuInfo, error) {
-	b, err := os.ReadFile(env.path("proc/cpuinfo"))
-	if err != nil {
-		return cpuInfo{}, err
-	}
-	var ci cpuInfo
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.TrimSpace(line) == "" && (ci.model != "" || ci.flags != nil) {
-			break // end of the first CPU
-		}
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		switch strings.TrimSpace(k) {
-		case "model name":
-			ci.model = strings.TrimSpace(v)
-		case "flags":
-			ci.flags, ci.x86 = strings.Fields(v), true
-		case "Features":
-			ci.flags = strings.Fields(v)
-		}
-	}
-	return ci, nil
-}
-
 // checkCPU: TLS throughput rests on AES instructions, and a VM whose CPU
 // type is a generic model (QEMU's default) hides them and AVX2.
 func checkCPU(env Env) []Result {
-	ci, err := readCPUInfo(env)
+	ci, err := env.proc().CPUInfo()
 	if err != nil {
 		return []Result{{Name: "cpu", Status: Warn, Detail: fmt.Sprintf("cannot read /proc/cpuinfo: %v", err), Fix: "mount /proc"}}
 	}
 	const hostFix = "set the VM's CPU type to host (Proxmox: Hardware > Processors > Type host; libvirt: <cpu mode='host-passthrough'/>)"
 	aes := Result{Name: "cpu aes", Status: Pass, Detail: "AES instructions present (flag aes)"}
-	if !slices.Contains(ci.flags, "aes") {
+	if !slices.Contains(ci.Flags, "aes") {
 		aes.Status = Fail
 		aes.Detail = "no AES instructions (flag aes missing): TLS throughput collapses to a fraction"
 		aes.Fix = hostFix
 	}
-	typ := Result{Name: "cpu type", Status: Pass, Detail: ci.model}
-	if ci.model == "" {
+	typ := Result{Name: "cpu type", Status: Pass, Detail: ci.Model}
+	if ci.Model == "" {
 		typ.Detail = "model not reported"
 	}
-	generic := strings.Contains(ci.model, "QEMU Virtual CPU") || strings.Contains(ci.model, "Common KVM processor") ||
-		strings.Contains(ci.model, "kvm64") || strings.Contains(ci.model, "qemu64")
+	generic := strings.Contains(ci.Model, "QEMU Virtual CPU") || strings.Contains(ci.Model, "Common KVM processor") ||
+		strings.Contains(ci.Model, "kvm64") || strings.Contains(ci.Model, "qemu64")
 	switch {
 	case generic:
-		typ.Status, typ.Detail, typ.Fix = Warn, fmt.Sprintf("%q is a generic virtual CPU model that hides the host's instructions", ci.model), hostFix
-	case ci.x86 && !slices.Contains(ci.flags, "avx2"):
-		typ.Status, typ.Detail, typ.Fix = Warn, fmt.Sprintf("%s without AVX2: the VM's CPU type likely hides the host's instructions (slower AES-GCM and hashing)", ci.model), hostFix
+		typ.Status, typ.Detail, typ.Fix = Warn, fmt.Sprintf("%q is a generic virtual CPU model that hides the host's instructions", ci.Model), hostFix
+	case ci.X86 && !slices.Contains(ci.Flags, "avx2"):
+		typ.Status, typ.Detail, typ.Fix = Warn, fmt.Sprintf("%s without AVX2: the VM's CPU type likely hides the host's instructions (slower AES-GCM and hashing)", ci.Model), hostFix
 	}
 	return []Result{aes, typ}
 }

@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/ober-ingress/ober/control/config"
 	"github.com/ober-ingress/ober/control/lib/haproxy"
+	"github.com/ober-ingress/ober/control/runtime/vrrp"
 )
 
 // checkHAProxy runs `haproxy -vv`: the renderer targets 2.6 and newer,
@@ -55,8 +55,6 @@ func checkHAProxy(ctx context.Context, env Env, cfg *config.Config) Result {
 	return r
 }
 
-var keepalivedRE = regexp.MustCompile(`Keepalived v(\d+)\.(\d+)(?:\.(\d+))?`)
-
 // checkHA checks what ha.mode needs: keepalived and the VRRP interface,
 // or the BGP speaker's settings and port.
 func checkHA(ctx context.Context, env Env, cfg *config.Config, running bool) []Result {
@@ -72,23 +70,19 @@ func checkHA(ctx context.Context, env Env, cfg *config.Config, running bool) []R
 func checkVRRP(ctx context.Context, env Env, v *config.VRRP) []Result {
 	kv := Result{Name: "keepalived"}
 	out, err := env.exec(ctx, v.Keepalived, "--version")
-	m := keepalivedRE.FindStringSubmatch(string(out))
+	ver, ok := vrrp.ParseKeepalivedVersion(string(out))
 	switch {
-	case m == nil && err != nil:
+	case !ok && err != nil:
 		kv.Status, kv.Detail = Fail, fmt.Sprintf("cannot run %s --version: %v", v.Keepalived, err)
 		kv.Fix = "install keepalived 2.2 or newer (`apt-get install keepalived`), or set ha.vrrp.keepalived"
-	case m == nil:
+	case !ok:
 		kv.Status, kv.Detail = Fail, fmt.Sprintf("%s --version names no keepalived version", v.Keepalived)
 		kv.Fix = "check ha.vrrp.keepalived"
+	case ver.Supported() != nil:
+		kv.Status, kv.Detail = Fail, ver.Supported().Error()
+		kv.Fix = "install keepalived 2.2 or newer (Debian 12 ships 2.2.7)"
 	default:
-		major, _ := strconv.Atoi(m[1])
-		minor, _ := strconv.Atoi(m[2])
-		if versionLess([2]int{major, minor}, [2]int{2, 2}) {
-			kv.Status, kv.Detail = Fail, fmt.Sprintf("keepalived %s.%s is too old: ober needs 2.2 or newer (VRRPv3 with unicast peers, track files)", m[1], m[2])
-			kv.Fix = "install keepalived 2.2 or newer (Debian 12 ships 2.2.7)"
-		} else {
-			kv.Status, kv.Detail = Pass, strings.TrimPrefix(m[0], "Keepalived ")
-		}
+		kv.Status, kv.Detail = Pass, "v"+ver.Text
 	}
 	vr := Result{Name: "vrrp"}
 	if _, err := os.Stat(env.path(filepath.Join("sys/class/net", v.Interface))); err != nil {

@@ -4,19 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"path/filepath"
 	"strings"
 
 	"github.com/ober-ingress/ober/control/config"
 	"github.com/ober-ingress/ober/control/lib/tuning"
 )
-
-// sysctlPath is the /proc/sys file of a sysctl. Interface names in keys
-// may hold dots (eth0.100), so callers with such keys build the path
-// themselves.
-func sysctlPath(key string) string {
-	return filepath.Join("proc/sys", strings.ReplaceAll(key, ".", "/"))
-}
 
 // checkSysctls compares the running values with tuning.Tuning: a warning for
 // each one short of it (all named "sysctl", so the report's columns stay
@@ -27,7 +19,7 @@ func checkSysctls(env Env) []Result {
 	table := tuning.Tuning()
 	for _, s := range table {
 		const name = "sysctl"
-		cur, err := env.readTrim(sysctlPath(s.Key))
+		cur, err := env.proc().Sysctl(s.Key)
 		if errors.Is(err, fs.ErrNotExist) && strings.HasPrefix(s.Key, "net.") {
 			// Some net.* sysctls (netdev_max_backlog, default_qdisc)
 			// exist in the root network namespace only, and doctor runs
@@ -83,7 +75,8 @@ func checkForwarding(env Env, cfg *config.Config) []Result {
 	for _, iface := range cfg.Node.Interfaces {
 		key := "net.ipv4.conf." + iface + ".forwarding"
 		r := Result{Name: "forwarding " + iface}
-		v, err := env.readTrim(filepath.Join("proc/sys/net/ipv4/conf", iface, "forwarding"))
+		// Slashes: an interface name may hold a dot (eth0.100).
+		v, err := env.proc().Sysctl("net/ipv4/conf/" + iface + "/forwarding")
 		switch {
 		case err != nil:
 			r.Status, r.Detail = Fail, fmt.Sprintf("cannot read %s: %v", key, err)

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ober-ingress/ober/control/lib/kernelver"
+	"github.com/ober-ingress/ober/control/lib/procstat"
 	"github.com/ober-ingress/ober/control/lib/sysuser"
 	"github.com/ober-ingress/ober/control/lib/tuning"
 	"github.com/ober-ingress/ober/systemd"
@@ -141,7 +143,7 @@ func Bootstrap(ctx context.Context, o Options) error {
 		return err
 	}
 	if k.Old {
-		b.r.line(vChecked, "kernel %s: BTF, XDP, sk_lookup and bpf_link (older than %d.%d, the oldest ober is tested on)", k.Release, kernelWantMajor, kernelWantMinor)
+		b.r.line(vChecked, "kernel %s: BTF, XDP, sk_lookup and bpf_link (older than %s, the oldest ober is tested on)", k.Release, kernelver.Tested())
 	} else {
 		b.r.line(vChecked, "kernel %s: BTF, XDP, sk_lookup and bpf_link", k.Release)
 	}
@@ -478,11 +480,11 @@ func (b *bootstrapper) sysctl(ctx context.Context) error {
 
 func (b *bootstrapper) tuningMet() bool {
 	for _, s := range tuning.Tuning() {
-		cur, err := os.ReadFile(host(b.Root, path.Join("/proc/sys", strings.ReplaceAll(s.Key, ".", "/"))))
+		cur, err := procstat.Under(b.Root).Sysctl(s.Key)
 		if err != nil {
 			return false
 		}
-		if ok, err := s.Compare(string(cur)); err != nil || !ok {
+		if ok, err := s.Compare(cur); err != nil || !ok {
 			return false
 		}
 	}
@@ -601,17 +603,10 @@ func hasOurFstabLines(content []byte) bool {
 // bpffsMounted looks in root's /proc/mounts for a bpf filesystem at
 // /sys/fs/bpf.
 func bpffsMounted(root string) bool {
-	b, err := os.ReadFile(host(root, "/proc/mounts"))
-	if err != nil {
-		return false
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Fields(l)
-		if len(f) >= 3 && f[1] == BPFFSPath && f[2] == "bpf" {
-			return true
-		}
-	}
-	return false
+	ms, err := procstat.Under(root).Mounts()
+	return err == nil && slices.ContainsFunc(ms, func(m procstat.Mount) bool {
+		return m.Target == BPFFSPath && m.Type == "bpf"
+	})
 }
 
 func (b *bootstrapper) completion(context.Context) error {

@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/ober-ingress/ober/control/lib/atomicfile"
 )
 
 // The paths ober owns on a node, as seen from the root.
@@ -104,26 +106,8 @@ func writeFile(root, path string, content []byte, mode fs.FileMode, parents *[]s
 	if err := mkdirParents(root, filepath.Dir(path), parents); err != nil {
 		return "", err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(full), "."+filepath.Base(full)+".ober-*")
-	if err != nil {
-		return "", fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(content)
-	if err == nil {
-		err = tmp.Chmod(mode)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), full)
-	}
-	if err != nil {
-		return "", fmt.Errorf("write %s: %w", path, err)
+	if err := atomicfile.Write(full, content, mode); err != nil {
+		return "", err
 	}
 	if exists {
 		return vChanged, nil

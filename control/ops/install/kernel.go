@@ -4,25 +4,15 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"regexp"
-	"strconv"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
-)
 
-// The oldest kernel with every BPF feature the dataplane uses (sk_lookup,
-// cpumap, bpf_sk_assign, BTF, XDP links), and the oldest ober is tested
-// on; doctor uses the same bounds.
-const (
-	kernelMinMajor, kernelMinMinor   = 5, 15
-	kernelWantMajor, kernelWantMinor = 6, 1
+	"github.com/ober-ingress/ober/control/lib/kernelver"
 )
-
-var releaseRE = regexp.MustCompile(`^(\d+)\.(\d+)`)
 
 // Kernel is what CheckKernel found.
 type Kernel struct {
@@ -70,27 +60,28 @@ func CheckKernel() (Kernel, error) {
 	return k, nil
 }
 
-// checkRelease compares a kernel release with the bounds; old reports a
-// kernel that works but is untested.
+// checkRelease compares a kernel release with kernelver's bounds; old
+// reports a kernel that works but is untested.
 func checkRelease(rel string) (old bool, err error) {
-	m := releaseRE.FindStringSubmatch(rel)
-	if m == nil {
-		return false, fmt.Errorf("kernel release %q not understood: ober needs Linux %d.%d or newer", rel, kernelWantMajor, kernelWantMinor)
+	v, err := kernelver.Parse(rel)
+	if err != nil {
+		return false, fmt.Errorf("%w: ober needs Linux %s or newer", err, kernelver.Tested())
 	}
-	major, _ := strconv.Atoi(m[1])
-	minor, _ := strconv.Atoi(m[2])
-	if major < kernelMinMajor || major == kernelMinMajor && minor < kernelMinMinor {
-		return false, fmt.Errorf("kernel %s is older than %d.%d and lacks BPF features ober needs (sk_lookup, bpf_sk_assign, XDP links): "+
-			"upgrade to the distribution's current kernel (%d.%d or newer)", rel, kernelMinMajor, kernelMinMinor, kernelWantMajor, kernelWantMinor)
+	switch kernelver.Judge(v) {
+	case kernelver.TooOld:
+		return false, fmt.Errorf("kernel %s is older than %s and lacks BPF features ober needs (sk_lookup, bpf_sk_assign, XDP links): "+
+			"upgrade to the distribution's current kernel (%s or newer)", rel, kernelver.Min(), kernelver.Tested())
+	case kernelver.Untested:
+		return true, nil
 	}
-	return major < kernelWantMajor || major == kernelWantMajor && minor < kernelWantMinor, nil
+	return false, nil
 }
 
 func probeError(rel, what string, err error) error {
 	switch {
 	case errors.Is(err, ebpf.ErrNotSupported):
-		return fmt.Errorf("kernel %s does not support %s: upgrade to the distribution's current kernel (%d.%d or newer)",
-			rel, what, kernelWantMajor, kernelWantMinor)
+		return fmt.Errorf("kernel %s does not support %s: upgrade to the distribution's current kernel (%s or newer)",
+			rel, what, kernelver.Tested())
 	case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
 		return fmt.Errorf("kernel %s: probing %s was refused (%v): run bootstrap as root", rel, what, err)
 	}

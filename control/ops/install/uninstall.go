@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ober-ingress/ober/control/lib/procstat"
 	"github.com/ober-ingress/ober/control/lib/sysuser"
 	"github.com/ober-ingress/ober/control/lib/tuning"
 	"github.com/ober-ingress/ober/loader"
@@ -499,12 +500,8 @@ func (u *uninstaller) running(ctx context.Context) (*daemon, error) {
 // isOberRun reports whether pid's command line is ober's daemon: a
 // binary named ober with the argument run.
 func isOberRun(root string, pid int) bool {
-	b, err := os.ReadFile(host(root, fmt.Sprintf("/proc/%d/cmdline", pid)))
-	if err != nil {
-		return false
-	}
-	args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-	return len(args) >= 2 && filepath.Base(args[0]) == "ober" && slices.Contains(args[1:], "run")
+	args, err := procstat.Under(root).Cmdline(pid)
+	return err == nil && len(args) >= 2 && filepath.Base(args[0]) == "ober" && slices.Contains(args[1:], "run")
 }
 
 func (d *daemon) stop(ctx context.Context, u *uninstaller) error {

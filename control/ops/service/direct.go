@@ -47,9 +47,6 @@ func newDirect(opts Options, st settings) (*Direct, error) {
 // Mode is ModeDirect.
 func (d *Direct) Mode() Mode { return ModeDirect }
 
-// PIDFile is where the daemon's PID is kept.
-func (d *Direct) PIDFile() string { return d.pidFile }
-
 // lock creates node.runtime_dir when needed and takes the node's lock.
 func (d *Direct) lock() (func(), error) {
 	if err := os.MkdirAll(d.st.runtimeDir, 0o750); err != nil {
@@ -88,7 +85,7 @@ func (d *Direct) running(rep *Report) (int, error) {
 // Start launches `ober run` unless it runs already.
 func (d *Direct) Start(ctx context.Context) (*Report, error) {
 	if d.st.loadErr != nil {
-		return nil, errors.New(OneLine(d.st.loadErr))
+		return nil, errors.New(oneLine(d.st.loadErr))
 	}
 	unlock, err := d.lock()
 	if err != nil {
@@ -289,7 +286,7 @@ func (d *Direct) Restart(ctx context.Context) (*Report, error) {
 	start := time.Now()
 	if old == 0 {
 		if d.st.loadErr != nil {
-			return nil, errors.New(OneLine(d.st.loadErr))
+			return nil, errors.New(oneLine(d.st.loadErr))
 		}
 		rep.Already = true
 		if rep.PID, err = d.launch(ctx); err != nil {
@@ -320,13 +317,13 @@ func (d *Direct) Restart(ctx context.Context) (*Report, error) {
 // check vets the configuration before a running daemon is let go.
 func (d *Direct) check(ctx context.Context, pid int) error {
 	if d.st.loadErr != nil {
-		return fmt.Errorf("%s; the running ober run (pid %d) was left alone", OneLine(d.st.loadErr), pid)
+		return fmt.Errorf("%s; the running ober run (pid %d) was left alone", oneLine(d.st.loadErr), pid)
 	}
 	if d.opts.Check == nil {
 		return nil
 	}
 	if err := d.opts.Check(ctx, d.opts.ConfigPath); err != nil {
-		return fmt.Errorf("%s; the running ober run (pid %d) was left alone", OneLine(err), pid)
+		return fmt.Errorf("%s; the running ober run (pid %d) was left alone", oneLine(err), pid)
 	}
 	return nil
 }

@@ -1,20 +1,19 @@
 package service
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/ober-ingress/ober/control/api"
+	"github.com/ober-ingress/ober/control/lib/atomicfile"
+	"github.com/ober-ingress/ober/control/lib/procstat"
 )
 
 // readPIDFile returns the PID in path, 0 when there is no file.
@@ -44,13 +43,8 @@ func (e *badPIDFile) Error() string {
 // writePIDFile replaces path atomically, so that a reader never sees it
 // half written.
 func writePIDFile(path string, pid int) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
-		return fmt.Errorf("PID file %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("PID file %s: %w", path, err)
+	if err := atomicfile.Write(path, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
+		return fmt.Errorf("PID file: %w", err)
 	}
 	return nil
 }
@@ -65,26 +59,12 @@ func removePIDFile(path string, pid int) {
 
 // alive reports whether pid runs. A zombie does not: a daemon whose parent
 // exited is reaped by init, which may take its time.
-func alive(pid int) bool {
-	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
-		return false
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	// "pid (comm) S ...": comm may hold spaces and parentheses.
-	i := bytes.LastIndexByte(b, ')')
-	return i < 0 || i+2 >= len(b) || (b[i+2] != 'Z' && b[i+2] != 'X')
-}
+func alive(pid int) bool { return procstat.Alive(pid) }
 
 // cmdline is pid's argument list, nil when it is gone.
 func cmdline(pid int) []string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil || len(b) == 0 {
-		return nil
-	}
-	return strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+	args, _ := procstat.Proc.Cmdline(pid)
+	return args
 }
 
 // isOberRun reports whether args are `ober ... run ...`: a PID file may
@@ -142,72 +122,29 @@ func lockFile(dir string) (func(), error) {
 	return func() { f.Close() }, nil
 }
 
-// apiURL is the base URL of the daemon's API on listen, reaching a
-// wildcard address through loopback.
-func apiURL(listen string) string {
-	host, port, err := net.SplitHostPort(listen)
-	if err != nil {
-		return "http://" + listen
-	}
-	switch host {
-	case "", "0.0.0.0":
-		host = "127.0.0.1"
-	case "::":
-		host = "::1"
-	}
-	return "http://" + net.JoinHostPort(host, port)
-}
-
-// apiClient never goes through a proxy from the environment: the daemon
-// is on this host.
-var apiClient = &http.Client{
-	Timeout:   2 * time.Second,
-	Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true},
+// apiClient asks the daemon's API on listen; the service commands poll
+// it in short steps, so each request is short too.
+func apiClient(listen string) *api.Client {
+	return api.NewClient(listen, api.ClientOptions{Timeout: 2 * time.Second})
 }
 
 // health asks /health; it returns the status code and the body's first
 // line, or the error of the request.
 func health(ctx context.Context, listen string) (int, string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, apiURL(listen)+"/health", nil)
+	h, err := apiClient(listen).Health(ctx)
 	if err != nil {
 		return 0, "", err
 	}
-	resp, err := apiClient.Do(req)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	var b bytes.Buffer
-	_, _ = b.ReadFrom(io.LimitReader(resp.Body, 4096))
-	return resp.StatusCode, oneLine(b.String()), nil
+	// A body of several lines is summed up the way a configuration's
+	// problems are.
+	return h.Code, oneLine(errors.New(h.Body)), nil
 }
 
-// daemonStatus is the part of the daemon's /status the service commands
-// use; nil when it does not answer. Only these fields are decoded, so the
-// commands do not depend on the whole shape.
-type daemonStatus struct {
-	PID     int `json:"pid"`
-	HAProxy struct {
-		Instances []struct {
-			PID int `json:"pid"`
-		} `json:"instances"`
-	} `json:"haproxy"`
-}
-
-func fetchStatus(ctx context.Context, listen string) *daemonStatus {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, apiURL(listen)+"/status", nil)
+// fetchStatus is the daemon's part of its /status; nil when it does not
+// answer.
+func fetchStatus(ctx context.Context, listen string) *api.DaemonStatus {
+	st, err := apiClient(listen).Status(ctx)
 	if err != nil {
-		return nil
-	}
-	resp, err := apiClient.Do(req)
-	if err != nil {
-		return nil
-	}
-	defer resp.Body.Close()
-	var st struct {
-		Daemon *daemonStatus `json:"daemon"`
-	}
-	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&st) != nil {
 		return nil
 	}
 	return st.Daemon

@@ -1,6 +1,7 @@
 package service
 
 import (
+	"errors"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -84,7 +85,8 @@ config /etc/ober/ober.yaml: backends: required
 }
 
 func TestOneLine(t *testing.T) {
-	require.Equal(t, "a", oneLine("a\n"))
-	require.Equal(t, "a (and 1 more problem)", oneLine("a\nb"))
-	require.Equal(t, "a (and 2 more problems)", oneLine("a\n\nb\nc\n"))
+	require.Equal(t, "a", oneLine(errors.New("a\n")))
+	require.Equal(t, "a (and 1 more problem)", oneLine(errors.New("a\nb")))
+	require.Equal(t, "a (and 2 more problems)", oneLine(errors.Join(errors.New("a"), errors.New(""), errors.New("b\nc\n"))))
+	require.Equal(t, "", oneLine(errors.New(" \n")))
 }

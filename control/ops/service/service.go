@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -219,20 +218,11 @@ func readSettings(path string) settings {
 	return st
 }
 
-// OneLine keeps an error to one line: a configuration with several
-// problems reports them one per line, and an operator's terminal gets the
-// first and a count of the rest.
-func OneLine(err error) string {
-	return oneLine(err.Error())
-}
-
-func oneLine(s string) string {
-	var lines []string
-	for _, l := range strings.Split(strings.TrimSpace(s), "\n") {
-		if l = strings.TrimSpace(l); l != "" {
-			lines = append(lines, l)
-		}
-	}
+// oneLine keeps an error to one line: a configuration with several
+// problems reports them one per line (config.ErrorLines), and an
+// operator's terminal gets the first and a count of the rest.
+func oneLine(err error) string {
+	lines := config.ErrorLines(err)
 	switch len(lines) {
 	case 0:
 		return ""

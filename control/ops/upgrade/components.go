@@ -4,11 +4,11 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
-	"regexp"
 	"strings"
 	"time"
 
 	"github.com/ober-ingress/ober/control/lib/haproxy"
+	"github.com/ober-ingress/ober/control/runtime/vrrp"
 )
 
 // HAProxyInfo is the HAProxy a node runs.
@@ -58,8 +58,6 @@ func DetectHAProxy(ctx context.Context, bin string) (*HAProxyInfo, error) {
 	return &HAProxyInfo{Binary: path, Version: ver, TLSLibrary: haproxy.TLSLibrary(string(out))}, nil
 }
 
-var keepalivedRE = regexp.MustCompile(`Keepalived v(\d+\.\d+(?:\.\d+)?)`)
-
 // DetectKeepalived runs `bin --version`, which prints to stderr.
 func DetectKeepalived(ctx context.Context, bin string) (*KeepalivedInfo, error) {
 	path, err := exec.LookPath(bin)
@@ -69,12 +67,12 @@ func DetectKeepalived(ctx context.Context, bin string) (*KeepalivedInfo, error) 
 	ctx, cancel := context.WithTimeout(ctx, detectTimeout)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, path, "--version").CombinedOutput()
-	m := keepalivedRE.FindSubmatch(out)
-	if m == nil {
+	v, ok := vrrp.ParseKeepalivedVersion(string(out))
+	if !ok {
 		if err != nil {
 			return nil, fmt.Errorf("%s --version: %w", path, err)
 		}
 		return nil, fmt.Errorf("%s --version names no keepalived version", path)
 	}
-	return &KeepalivedInfo{Binary: path, Version: string(m[1])}, nil
+	return &KeepalivedInfo{Binary: path, Version: v.Text}, nil
 }

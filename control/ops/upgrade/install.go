@@ -16,6 +16,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/ober-ingress/ober/control/lib/atomicfile"
 )
 
 // PreviousSuffix names the copy of the replaced binary kept for rollback.
@@ -86,9 +88,9 @@ func Stage(ctx context.Context, o InstallOptions) (*Staged, error) {
 
 	// The download lives in the binary's directory so that the final
 	// rename stays on one filesystem and is atomic.
-	tmp, err := os.CreateTemp(filepath.Dir(bin), ".ober-upgrade-*")
+	tmp, err := atomicfile.CreateTemp(bin, st.Mode().Perm()|0o111)
 	if err != nil {
-		return nil, fmt.Errorf("download next to %s: %w", bin, err)
+		return nil, fmt.Errorf("download next to %s: %w", bin, errors.Unwrap(err))
 	}
 	tmpName := tmp.Name()
 	kept := false
@@ -105,9 +107,6 @@ func Stage(ctx context.Context, o InstallOptions) (*Staged, error) {
 	if !bytes.Equal(got, want) {
 		return nil, fmt.Errorf("checksum mismatch for %s from %s: sha256 %x, %s says %x; %s left unchanged",
 			o.Asset, assetURL, got, SumsAsset, want, bin)
-	}
-	if err := tmp.Chmod(st.Mode().Perm() | 0o111); err != nil {
-		return nil, fmt.Errorf("chmod %s: %w", tmpName, err)
 	}
 	if err := tmp.Sync(); err != nil {
 		return nil, fmt.Errorf("write %s: %w", tmpName, err)
@@ -139,14 +138,10 @@ func (s *Staged) Commit() (*Installed, error) {
 	if err := keepPrevious(s.Binary, prev); err != nil {
 		return nil, err
 	}
-	if err := os.Rename(s.Path, s.Binary); err != nil {
-		return nil, fmt.Errorf("replace %s: %w (it is unchanged)", s.Binary, err)
-	}
-	// The rename is durable only once the directory is; a crash before
-	// would bring back the old binary, which is still a working one.
-	if d, err := os.Open(filepath.Dir(s.Binary)); err == nil {
-		_ = d.Sync()
-		d.Close()
+	// Until the directory is synced (Commit does) a crash brings back the
+	// old binary, which is still a working one.
+	if err := atomicfile.Commit(s.Path, s.Binary); err != nil {
+		return nil, fmt.Errorf("%w (it is unchanged)", err)
 	}
 	return &Installed{Binary: s.Binary, Previous: prev}, nil
 }
@@ -219,9 +214,9 @@ func keepPrevious(bin, prev string) error {
 	if err != nil {
 		return fmt.Errorf("keep %s as %s: %w", bin, prev, err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(prev), ".ober-previous-*")
+	tmp, err := atomicfile.CreateTemp(prev, st.Mode().Perm())
 	if err != nil {
-		return fmt.Errorf("keep %s as %s: %w", bin, prev, err)
+		return fmt.Errorf("keep %s as %s: %w", bin, prev, errors.Unwrap(err))
 	}
 	w := bufio.NewWriter(tmp)
 	_, err = io.Copy(w, src)
@@ -229,15 +224,13 @@ func keepPrevious(bin, prev string) error {
 		err = w.Flush()
 	}
 	if err == nil {
-		err = tmp.Chmod(st.Mode().Perm())
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
 	}
 	if err == nil {
-		err = tmp.Close()
-	} else {
-		tmp.Close()
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), prev)
+		err = atomicfile.Commit(tmp.Name(), prev)
 	}
 	if err != nil {
 		os.Remove(tmp.Name())

@@ -15,9 +15,9 @@ import (
 	"github.com/ober-ingress/ober/control/config"
 )
 
-// Answers are everything the wizard decides. Lists left nil are not
+// answers are everything the wizard decides. Lists left nil are not
 // touched in the file.
-type Answers struct {
+type answers struct {
 	HAMode     string
 	NodeName   string
 	Interfaces []string
@@ -25,7 +25,7 @@ type Answers struct {
 
 	ASN      uint32
 	RouterID netip.Addr // invalid: the default (first IPv4 of the interfaces)
-	Peers    []Peer
+	Peers    []peer
 	BFD      bool
 
 	VRRPNodes     []netip.Addr
@@ -47,7 +47,7 @@ type Answers struct {
 	RuntimeDir, StateDir, BPFFSRoot string
 }
 
-// Options configure Ask.
+// Options configure Prepare.
 type Options struct {
 	// Path is the configuration file, read for the current values.
 	Path string
@@ -92,7 +92,7 @@ type session struct {
 	o   Options
 	cur map[string]string
 	in  *lineReader
-	a   *Answers
+	a   *answers
 }
 
 // ask returns the answer to q: on a terminal, after asking until the
@@ -162,18 +162,10 @@ func (s *session) warn(format string, args ...any) {
 	}
 }
 
-// Ask gathers the answers: from the terminal when o.In is set, else from
+// ask gathers the answers: from the terminal when in is set, else from
 // the flags, the current file (cur, nil when there is none) and the
 // defaults.
-func Ask(ctx context.Context, o Options, cur *config.Config) (*Answers, error) {
-	var in *lineReader
-	if o.In != nil {
-		in = newLineReader(o.In)
-	}
-	return ask(ctx, o, cur, in)
-}
-
-func ask(ctx context.Context, o Options, cur *config.Config, in *lineReader) (*Answers, error) {
+func ask(ctx context.Context, o Options, cur *config.Config, in *lineReader) (*answers, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -186,7 +178,7 @@ func ask(ctx context.Context, o Options, cur *config.Config, in *lineReader) (*A
 	if o.LocalAddrs == nil {
 		o.LocalAddrs = localAddrs
 	}
-	s := &session{o: o, cur: currentValues(cur), in: in, a: &Answers{}}
+	s := &session{o: o, cur: currentValues(cur), in: in, a: &answers{}}
 	if in != nil {
 		fmt.Fprintf(o.Out, "ober config: %s\nEnter keeps the value in brackets.\n", o.Path)
 	}
@@ -344,7 +336,7 @@ func (s *session) askPeers(ctx context.Context) error {
 	}
 	known, _ := parsePeers(start)
 	fmt.Fprintln(s.o.Out, "\nThe routers this node peers with, one at a time; Enter on an empty address ends\nthe list, - ends it at that router.")
-	var peers []Peer
+	var peers []peer
 	for i := 0; ; i++ {
 		def := ""
 		if i < len(known) {
@@ -367,7 +359,7 @@ func (s *session) askPeers(ctx context.Context) error {
 				if msg := unicastProblem(a); msg != "" {
 					return fmt.Errorf("a router cannot be %s: %s", msg, v)
 				}
-				if slices.ContainsFunc(peers, func(p Peer) bool { return p.Addr == a }) {
+				if slices.ContainsFunc(peers, func(p peer) bool { return p.Addr == a }) {
 					return fmt.Errorf("router given twice: %s", a)
 				}
 				return nil
@@ -398,7 +390,7 @@ func (s *session) askPeers(ctx context.Context) error {
 		}.withStart(asnDef)); err != nil {
 			return err
 		}
-		peers = append(peers, Peer{Addr: a, ASN: asn})
+		peers = append(peers, peer{Addr: a, ASN: asn})
 	}
 	s.a.Peers = peers
 	return nil
@@ -690,7 +682,7 @@ func currentValues(c *config.Config) map[string]string {
 		var ps []string
 		bfd := len(b.Peers) > 0
 		for _, p := range b.Peers {
-			ps = append(ps, Peer{Addr: p.Address.Addr, ASN: p.ASN}.String())
+			ps = append(ps, peer{Addr: p.Address.Addr, ASN: p.ASN}.String())
 			bfd = bfd && p.BFD.Enabled
 		}
 		m["bgp-peer"] = strings.Join(ps, ",")

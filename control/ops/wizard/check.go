@@ -1,7 +1,6 @@
 package wizard
 
 import (
-	"crypto"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -178,13 +177,13 @@ func parseRouterID(s string) (netip.Addr, error) {
 	return a, nil
 }
 
-// Peer is one BGP router.
-type Peer struct {
+// peer is one BGP router.
+type peer struct {
 	Addr netip.Addr
 	ASN  uint32
 }
 
-func (p Peer) String() string {
+func (p peer) String() string {
 	if p.Addr.Is6() {
 		return "[" + p.Addr.String() + "]:" + strconv.FormatUint(uint64(p.ASN), 10)
 	}
@@ -193,32 +192,32 @@ func (p Peer) String() string {
 
 // parsePeer reads ADDR:ASN; the ASN is after the last colon, so IPv6
 // works bare or in brackets.
-func parsePeer(s string) (Peer, error) {
+func parsePeer(s string) (peer, error) {
 	i := strings.LastIndexByte(s, ':')
 	if i <= 0 {
-		return Peer{}, fmt.Errorf("not ADDRESS:ASN (such as 10.0.0.1:65000): %s", s)
+		return peer{}, fmt.Errorf("not ADDRESS:ASN (such as 10.0.0.1:65000): %s", s)
 	}
 	host := strings.TrimSuffix(strings.TrimPrefix(s[:i], "["), "]")
 	a, err := parseIP(host)
 	if err != nil {
-		return Peer{}, err
+		return peer{}, err
 	}
 	if msg := unicastProblem(a); msg != "" {
-		return Peer{}, fmt.Errorf("a router cannot be %s: %s", msg, host)
+		return peer{}, fmt.Errorf("a router cannot be %s: %s", msg, host)
 	}
 	asn, err := parseASN(s[i+1:])
 	if err != nil {
-		return Peer{}, err
+		return peer{}, err
 	}
-	return Peer{Addr: a, ASN: asn}, nil
+	return peer{Addr: a, ASN: asn}, nil
 }
 
-func parsePeers(s string) ([]Peer, error) {
+func parsePeers(s string) ([]peer, error) {
 	list := splitList(s)
 	if len(list) == 0 {
 		return nil, errors.New("at least one router is required")
 	}
-	var out []Peer
+	var out []peer
 	seen := map[netip.Addr]bool{}
 	for _, item := range list {
 		p, err := parsePeer(item)
@@ -380,11 +379,11 @@ func checkCert(path string, now time.Time) (hasKey bool, err error) {
 	if len(blocks) == 0 {
 		return false, fmt.Errorf("no PEM certificate in %s", path)
 	}
-	for i, b := range blocks {
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return false, fmt.Errorf("certificate %d in %s does not parse: %v", i+1, path, err)
-		}
+	chain, err := certs.ParseChain(blocks)
+	if err != nil {
+		return false, fmt.Errorf("%s: %v", path, err)
+	}
+	for _, c := range chain {
 		if now.After(c.NotAfter) {
 			return false, fmt.Errorf("certificate %q in %s expired on %s", c.Subject.CommonName, path, c.NotAfter.UTC().Format(time.RFC3339))
 		}
@@ -422,23 +421,11 @@ func checkKey(certPath, keyPath string) error {
 	case len(keys) > 1:
 		return fmt.Errorf("%d private keys in %s; give exactly one", len(keys), from)
 	}
-	b := keys[0]
-	if strings.Contains(b.Type, "ENCRYPTED") || strings.Contains(b.Headers["Proc-Type"], "ENCRYPTED") {
-		return fmt.Errorf("private key in %s is encrypted; HAProxy needs it unencrypted", from)
+	key, err := certs.ParsePrivateKey(keys[0])
+	if err != nil {
+		return fmt.Errorf("%s: %v", from, err)
 	}
-	var key crypto.Signer
-	if k, err := x509.ParsePKCS8PrivateKey(b.Bytes); err == nil {
-		key, _ = k.(crypto.Signer)
-	} else if k, err := x509.ParsePKCS1PrivateKey(b.Bytes); err == nil {
-		key = k
-	} else if k, err := x509.ParseECPrivateKey(b.Bytes); err == nil {
-		key = k
-	}
-	if key == nil {
-		return fmt.Errorf("private key in %s does not parse (PKCS #1, PKCS #8 or EC)", from)
-	}
-	pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool })
-	if !ok || !pub.Equal(leaf.PublicKey) {
+	if !certs.KeyMatches(key, leaf) {
 		return fmt.Errorf("private key in %s does not match the certificate in %s", from, certPath)
 	}
 	return nil

@@ -277,7 +277,7 @@ func TestWriteIsAtomicWithBackup(t *testing.T) {
 	_, err = bad.Write()
 	require.ErrorContains(t, err, "would be invalid, nothing written: node.interfaces: at least one interface is required")
 	require.NotContains(t, err.Error(), "\n")
-	require.NotContains(t, err.Error(), ".new-", "the error names the file, not the temporary one")
+	require.NotContains(t, err.Error(), "."+filepath.Base(path)+"-", "the error names the file, not the temporary one beside it")
 	now, err := os.ReadFile(path)
 	require.NoError(t, err)
 	require.Equal(t, string(p2.New), string(now))

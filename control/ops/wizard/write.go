@@ -9,11 +9,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	"github.com/pmezard/go-difflib/difflib"
 
 	"github.com/ober-ingress/ober/control/config"
+	"github.com/ober-ingress/ober/control/lib/atomicfile"
 )
 
 // Plan is a new ober.yaml, checked and ready to be written.
@@ -56,14 +56,14 @@ func Prepare(ctx context.Context, o Options) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	doc.apply(a)
-	data, err := doc.bytes()
+	apply(doc, a)
+	data, err := doc.Bytes()
 	if err != nil {
 		return nil, fmt.Errorf("encode %s: %w", o.Path, err)
 	}
 	cfg, err := config.Parse(data)
 	if err != nil {
-		return nil, fmt.Errorf("the new %s would be invalid, nothing written: %s", o.Path, oneLine(err))
+		return nil, fmt.Errorf("the new %s would be invalid, nothing written: %s", o.Path, config.OneLine(err))
 	}
 	return &Plan{Path: o.Path, Old: old, New: data, Config: cfg, in: in, out: o.Out}, nil
 }
@@ -103,51 +103,27 @@ func (p *Plan) Write() (backup string, err error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("create %s: %w", dir, unwrapPath(err))
 	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(p.Path)+".new-*")
+	tmp, err := atomicfile.WriteTemp(p.Path, p.New, 0o640)
 	if err != nil {
-		return "", fmt.Errorf("write in %s: %w", dir, unwrapPath(err))
+		return "", err
 	}
-	tmp := f.Name()
-	done := false
 	defer func() {
-		if !done {
+		if err != nil {
 			os.Remove(tmp)
 		}
 	}()
-	if _, err := f.Write(p.New); err != nil {
-		f.Close()
-		return "", fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return "", fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return "", fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err := os.Chmod(tmp, 0o640); err != nil {
-		return "", err
-	}
 	if _, err := config.Load(tmp); err != nil {
-		msg := strings.ReplaceAll(oneLine(err), "config "+tmp+": ", "")
+		msg := strings.ReplaceAll(config.OneLine(err), "config "+tmp+": ", "")
 		return "", fmt.Errorf("the new %s would be invalid, nothing written: %s", p.Path, strings.ReplaceAll(msg, tmp, p.Path))
 	}
-	if st, err := os.Stat(p.Path); err == nil {
-		if sys, ok := st.Sys().(*syscall.Stat_t); ok {
-			_ = os.Chown(tmp, int(sys.Uid), int(sys.Gid))
-		}
+	if _, err := os.Stat(p.Path); err == nil {
 		backup = p.Path + ".bak"
 		if err := keepBackup(p.Path, backup); err != nil {
 			return "", err
 		}
 	}
-	if err := os.Rename(tmp, p.Path); err != nil {
-		return "", fmt.Errorf("replace %s: %w", p.Path, unwrapPath(err))
-	}
-	done = true
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
+	if err := atomicfile.Commit(tmp, p.Path); err != nil {
+		return "", err
 	}
 	return backup, nil
 }
@@ -162,10 +138,10 @@ func keepBackup(path, bak string) error {
 		if rerr != nil {
 			return fmt.Errorf("back up %s: %w", path, unwrapPath(rerr))
 		}
-		if werr := os.WriteFile(tmp, data, 0o640); werr != nil {
-			os.Remove(tmp)
-			return fmt.Errorf("back up %s: %w", path, unwrapPath(werr))
+		if werr := atomicfile.Write(bak, data, 0o640); werr != nil {
+			return fmt.Errorf("back up %s: %w", path, werr)
 		}
+		return nil
 	}
 	if err := os.Rename(tmp, bak); err != nil {
 		os.Remove(tmp)
@@ -214,15 +190,4 @@ func unwrapPath(err error) error {
 		return pe.Err
 	}
 	return err
-}
-
-// oneLine joins a multi-problem error into one line.
-func oneLine(err error) string {
-	var parts []string
-	for _, l := range strings.Split(err.Error(), "\n") {
-		if l = strings.TrimSpace(l); l != "" {
-			parts = append(parts, l)
-		}
-	}
-	return strings.Join(parts, "; ")
 }

@@ -4,13 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/ober-ingress/ober/control/config"
+	"github.com/ober-ingress/ober/control/lib/procstat"
 	"github.com/ober-ingress/ober/control/plan"
 	"github.com/ober-ingress/ober/control/runtime/bgp"
 	"github.com/ober-ingress/ober/control/runtime/handoff"
@@ -230,8 +229,8 @@ func (d *Daemon) startHandoff(cfg *config.Config) error {
 	// XDP's FIB lookup forwards nothing out of an interface whose
 	// forwarding is off; say so instead of failing quietly later.
 	for _, iface := range cfg.Node.Interfaces {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/sys/net/ipv4/conf/%s/forwarding", iface))
-		if err == nil && strings.TrimSpace(string(b)) != "1" {
+		v, err := procstat.Proc.Sysctl("net/ipv4/conf/" + iface + "/forwarding")
+		if err == nil && v != "1" {
 			return fmt.Errorf("ha.bgp.handoff: IPv4 forwarding is off on %s; the dataplane hands connections to other nodes through it (sysctl -w net.ipv4.conf.%s.forwarding=1)", iface, iface)
 		}
 	}

@@ -2,7 +2,6 @@ package vrrp
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -23,6 +22,9 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/ober-ingress/ober/control/lib/atomicfile"
+	"github.com/ober-ingress/ober/control/lib/procstat"
 )
 
 // Options of the supervisor.
@@ -171,7 +173,7 @@ func Start(ctx context.Context, o Options) (*Keepalived, error) {
 	if err := k.check(ctx, text); err != nil {
 		return fail(err)
 	}
-	if err := writeFileAtomic(k.conf, text, 0o600); err != nil {
+	if err := atomicfile.Write(k.conf, text, 0o600); err != nil {
 		return fail(fmt.Errorf("vrrp: %w", err))
 	}
 	go k.readFIFO()
@@ -231,7 +233,7 @@ func (k *Keepalived) SetHealthy(ok bool) error {
 	if ok {
 		val = "0\n"
 	}
-	if err := writeFileAtomic(filepath.Join(k.dir, "health"), []byte(val), 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(k.dir, "health"), []byte(val), 0o600); err != nil {
 		return fmt.Errorf("vrrp: track file: %w", err)
 	}
 	if k.written && k.healthy != ok {
@@ -254,7 +256,7 @@ func (k *Keepalived) Reload(ctx context.Context, c Config) error {
 	if err := k.check(ctx, text); err != nil {
 		return err
 	}
-	if err := writeFileAtomic(k.conf, text, 0o600); err != nil {
+	if err := atomicfile.Write(k.conf, text, 0o600); err != nil {
 		return fmt.Errorf("vrrp: %w", err)
 	}
 	k.mu.Lock()
@@ -793,16 +795,8 @@ func readPid(path string) int {
 // isKeepalived reports whether pid is a live (not zombie) keepalived; the
 // name check guards against a recycled pid.
 func isKeepalived(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	// "pid (comm) S ..."
-	open, end := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
-	if open < 0 || end < open || end+2 >= len(b) {
-		return false
-	}
-	return string(b[open+1:end]) == "keepalived" && b[end+2] != 'Z'
+	st, err := procstat.Read(pid)
+	return err == nil && st.Comm == "keepalived" && !st.Ended()
 }
 
 func fifoEmpty(f *os.File) bool {
@@ -845,18 +839,6 @@ func inNS(ns netns.NsHandle, fn func() error) error {
 		errc <- fn()
 	}()
 	return <-errc
-}
-
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, mode); err != nil {
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("rename %s: %w", tmp, err)
-	}
-	return nil
 }
 
 func vipsOf(ins []Instance) []netip.Addr {
