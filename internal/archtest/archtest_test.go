@@ -63,13 +63,11 @@ func local(paths []string) []string {
 
 func under(path, dir string) bool { return path == dir || strings.HasPrefix(path, dir+"/") }
 
-// rule forbids packages under from to import packages under any of to,
-// but for the exceptions.
+// rule forbids packages under from to import packages under to.
 type rule struct {
-	why    string
-	from   []string
-	to     []string
-	except []string
+	why  string
+	from []string
+	to   []string
 }
 
 func TestImportDirections(t *testing.T) {
