@@ -72,6 +72,9 @@ func EditWhitelists(data []byte, lists map[string][]string) ([]byte, error) {
 	// order makes an error the same on every run.
 	slices.Sort(names)
 	doc, perr := yamledit.Parse(data)
+	if perr == nil {
+		doc.Compact()
+	}
 	for _, name := range names {
 		key, err := WhitelistKey(name)
 		if err != nil {

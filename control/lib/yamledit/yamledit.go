@@ -75,6 +75,11 @@ func newDocument() *Document {
 	return &Document{doc: &yaml.Node{Kind: yaml.DocumentNode, Content: []*yaml.Node{root}}, eol: "\n", step: 2, apart: true}
 }
 
+// Compact has new top-level keys written without a blank line before
+// them even where the file sets its keys apart: the smallest edit, for a
+// tool (ober sync) that changes one value of a file a person keeps.
+func (d *Document) Compact() { d.apart = false }
+
 // Empty reports a document that had no keys when it was read.
 func (d *Document) Empty() bool { return d.raw == nil }
 

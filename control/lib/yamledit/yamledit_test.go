@@ -126,6 +126,11 @@ func TestNewTopLevelKeys(t *testing.T) {
 	Set(d.Root(), "api", &yaml.Node{Kind: yaml.MappingNode, Content: []*yaml.Node{Str("listen"), Str("127.0.0.1:8404")}}, "The API stays local.")
 	require.Equal(t, site+"\n# The API stays local.\napi:\n    listen: 127.0.0.1:8404\n", text(t, d))
 
+	d = parse(t, site)
+	d.Compact()
+	Set(d.Root(), "zone", Str("a"), "")
+	require.Equal(t, site+"zone: a\n", text(t, d), "a compact edit adds no blank line")
+
 	d = parse(t, "a: 1\nb: 2")
 	Set(d.Root(), "c", List(nil, []string{"x"}, 0), "")
 	require.Equal(t, "a: 1\nb: 2\nc:\n  - x\n", text(t, d), "the missing line end is added")

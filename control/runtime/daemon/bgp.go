@@ -173,6 +173,12 @@ func (a *announcer) backendScope(cfg *config.Config, now time.Time) scopeVerdict
 	if !a.d.handoff.BackendsUpElsewhere() {
 		return scopeOutage
 	}
+	if a.outage {
+		// The outage ends, seen first by another node's checks: this
+		// node's get the same time to see the backends back before its
+		// own view counts, or the end of every outage would flap it.
+		a.downSince = now
+	}
 	if now.Sub(a.downSince) < cfg.Backends.Health.Interval.Duration+2*handoff.DefaultHealthEvery {
 		return scopeUndecided
 	}

@@ -93,7 +93,7 @@ func (w *Writer) Apply(t plan.Tables, base Base) error {
 				return live, nil // already there, whoever put it there
 			}
 			if g, ok := base[id]; ok && info.Generation != g {
-				return nil, fmt.Errorf("whitelist %s: %w (ober sync, generation %d, was %d); reload again to apply the file as it is now",
+				return nil, fmt.Errorf("whitelist %s: %w (ober sync, generation %d, was %d); reload (or start) again to apply the file as it is now",
 					id, ErrChanged, info.Generation, g)
 			}
 			return t.Whitelists[id], nil
