@@ -13,8 +13,10 @@ const DefaultPath = "/etc/ober/ober.yaml"
 // schema does not know are errors. Zero values mean "use the default"
 // (see README "Configuration"); Load fills the defaults in.
 type Config struct {
-	Node       Node       `yaml:"node"`
-	VIPs       []Addr     `yaml:"vips"`
+	Node Node   `yaml:"node"`
+	VIPs []Addr `yaml:"vips"`
+	// VIPPools are address pools for services without VIPs (IPAM).
+	VIPPools   []VIPPool  `yaml:"vip_pools"`
 	Services   []Service  `yaml:"services"`
 	Backends   Backends   `yaml:"backends"`
 	Instances  Instances  `yaml:"instances"`
@@ -53,24 +55,69 @@ type Node struct {
 	StateDir string `yaml:"state_dir"`
 }
 
-// Service is one port served on the VIPs.
+// Service is one port (or range of ports) served on its VIPs, with its
+// own pool of backends, balance method and health check (services.go).
 type Service struct {
 	// Name is unique and names the HAProxy frontend; default
 	// "<mode>-<port>".
 	Name string `yaml:"name"`
 	Port uint16 `yaml:"port"`
-	// Mode is "tls" (HAProxy terminates TLS) or "http" (plain HTTP,
-	// admitted only from Whitelist, enforced in XDP).
+	// Ports is a range served instead of Port (mode tcp): every port of
+	// it reaches the same listener, and a backend without a port is
+	// connected to on the port the client connected to.
+	Ports PortRange `yaml:"ports"`
+	// Mode is "tls" (HAProxy terminates TLS), "http" (plain HTTP,
+	// admitted only from Whitelist, enforced in XDP) or "tcp" (an L4
+	// proxy). "udp" is reserved.
 	Mode string `yaml:"mode"`
-	// VIPs restricts the service to some of the VIPs; default all.
+	// VIPs restricts the service to some of the VIPs; default all, or an
+	// address of VIPPool.
 	VIPs []Addr `yaml:"vips"`
-	// TLS is required for mode tls and refused for mode http.
+	// VIPPool names the vip_pools entry a service without VIPs gets its
+	// address from; default the first pool with auto_assign, when the
+	// top-level vips are empty.
+	VIPPool string `yaml:"vip_pool"`
+	// TLS is required for mode tls and refused otherwise.
 	TLS *TLS `yaml:"tls"`
 	// Whitelist names the list admitting clients of a mode http service:
 	// frontend-http (default) or backend-http.
 	Whitelist string `yaml:"whitelist"`
 	// Reject answers refused SYNs with a RST instead of dropping them.
 	Reject bool `yaml:"reject"`
+
+	// Balance is how new connections are spread over the backends (see
+	// Balances); default leastconn. GORB's (IPVS) and GoBetween's names
+	// are accepted as aliases.
+	Balance string `yaml:"balance"`
+	// Backends are the service's own pool; default (tls and http) the
+	// top-level backends.
+	Backends []BackendServer `yaml:"backends"`
+	// Pools are further named pools, for TLSPassthrough's routes.
+	Pools []Pool `yaml:"pools"`
+	// Health is the service's active check; default the top-level
+	// backends.health for a service on the top-level pool, else a tcp
+	// connect.
+	Health *ServiceHealth `yaml:"health"`
+	// Slowstart ramps a returning backend's weight up over this time;
+	// default 30s, 0 for none.
+	Slowstart *Duration `yaml:"slowstart"`
+	// Fallback is what happens when no backend is up: serve_503
+	// (default), keep_last or reject.
+	Fallback string `yaml:"fallback"`
+	// ProxyProtocol sends a PROXY header (v1 or v2) to the backends of
+	// a mode tcp service.
+	ProxyProtocol string `yaml:"proxy_protocol"`
+	// TLSPassthrough routes a mode tcp service's TLS connections by their
+	// SNI, without terminating them.
+	TLSPassthrough *TLSPassthrough `yaml:"tls_passthrough"`
+	// MaxConnections caps the service's connections per instance; 0 is
+	// instances.maxconn.
+	MaxConnections int `yaml:"max_connections"`
+	// Timeouts override the top-level ones for this service.
+	Timeouts ServiceTimeouts `yaml:"timeouts"`
+	// Access admits or refuses clients by address, first match wins,
+	// enforced in XDP for every mode.
+	Access *Access `yaml:"access"`
 }
 
 // TLS is a service's certificate.
@@ -95,15 +142,22 @@ type Backends struct {
 	Health  HealthCheck     `yaml:"health"`
 }
 
-// BackendServer is one S3 server.
+// BackendServer is one backend server.
 type BackendServer struct {
-	// Name is unique; default "s<index>".
+	// Name is unique in its pool; default "s<index>".
 	Name string `yaml:"name"`
-	// Address is host:port; the host may be a name, resolved when the
-	// configuration is applied.
+	// Address is host:port, or a host alone on a service with a port
+	// range (the client's port is used); the host may be a name, resolved
+	// when the configuration is applied.
 	Address string `yaml:"address"`
 	// Weight is 0..256, default 100; 0 takes the server out of rotation.
 	Weight *int `yaml:"weight"`
+	// Priority: a server is sent traffic only while no server of a lower
+	// priority number is up (DNS SRV order); default 1.
+	Priority int `yaml:"priority"`
+	// State is the operator's: enabled (default), drain (no new
+	// connections, the open ones finish) or disabled (out at once).
+	State string `yaml:"state"`
 	// TLS re-encrypts to the backend.
 	TLS bool `yaml:"tls"`
 	// CAFile verifies the backend's certificate; without it (and with
@@ -113,7 +167,7 @@ type BackendServer struct {
 	// it is a name.
 	SNI string `yaml:"sni"`
 	// ProxyProtocol sends a PROXY v2 header instead of relying on
-	// X-Forwarded-For.
+	// X-Forwarded-For (tls and http services).
 	ProxyProtocol bool `yaml:"proxy_protocol"`
 }
 
