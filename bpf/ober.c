@@ -46,7 +46,11 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ober_config SEC(".maps");
 
-/* Slot 0 holds the live VIP+service table; the loader swaps it whole. */
+/*
+ * Slot 0 holds the live VIP+service table; the loader swaps it whole.
+ * Named apart from the earlier layout's ober_services (8-byte values, 16384
+ * preallocated rows), whose table the loader copies over on an upgrade.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
 	__type(key, __u32);
@@ -59,8 +63,9 @@ struct {
 		__uint(key_size, sizeof(struct ober_svc_key));
 		__uint(value_size, sizeof(struct ober_svc_val));
 		__uint(max_entries, OBER_MAX_SERVICES);
+		__uint(map_flags, BPF_F_NO_PREALLOC);
 	});
-} ober_services SEC(".maps");
+} ober_service_set SEC(".maps");
 
 /* One slot per whitelist; a sync builds a new trie and swaps the slot. */
 struct {
@@ -84,6 +89,23 @@ struct {
 	__uint(max_entries, OBER_MAX_WHITELISTS);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ober_wl_meta SEC(".maps");
+
+/* One slot per access list (struct ober_svc_val.access), each an LPM trie
+ * of prefix -> OBER_ACCESS_*; a change builds a new trie and swaps the
+ * slot. An empty slot denies everyone. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__type(key, __u32);
+	__uint(max_entries, OBER_MAX_ACCESS_LISTS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct {
+		__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+		__uint(key_size, sizeof(struct ober_lpm_key));
+		__uint(value_size, sizeof(__u32));
+		__uint(max_entries, OBER_MAX_ACCESS_ENTRIES);
+		__uint(map_flags, BPF_F_NO_PREALLOC);
+	});
+} ober_access SEC(".maps");
 
 /*
  * The Maglev table with its size and seed in front, so that one swap
@@ -440,6 +462,27 @@ static __always_inline int reply_rst(struct xdp_md *ctx, __u32 l3off, __u32 hlen
 	return 0;
 }
 
+/*
+ * A source check refused the packet: a drop counted as drop_reason, or,
+ * on a service with reject, the RST that answers it, counted as
+ * reject_reason. Never answered: a RST, a fragment, or a packet whose
+ * extension headers the answer would have to echo; those are dropped.
+ */
+static __always_inline int refuse(struct xdp_md *ctx, __u32 meta, __u32 l3hlen, __u32 l4len, __u8 proto,
+				  __u8 tcpflags, __u16 sflags, __u64 len, __u32 drop_reason, __u32 reject_reason)
+{
+	__u32 l3off = meta & META_L3OFF_MASK;
+	__u32 frag = (meta >> META_FRAG_SHIFT) & 3;
+
+	if ((sflags & OBER_SVC_REJECT) && proto == IPPROTO_TCP && frag == FRAG_NONE && !(meta & META_EXTHDRS) &&
+	    !(tcpflags & TCPF_RST)) {
+		if (reply_rst(ctx, l3off, l3hlen, l4len, !!(meta & META_V6), tcpflags, len) == 0)
+			return verdict(len, reject_reason, XDP_TX);
+		return verdict(len, OBER_R_MALFORMED, XDP_DROP);
+	}
+	return verdict(len, drop_reason, XDP_DROP);
+}
+
 static __always_inline int is_v4mapped(const __u32 *a)
 {
 	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0xffff);
@@ -702,7 +745,7 @@ __attribute__((noinline)) int ober_decide(struct xdp_md *ctx, __u32 meta, __u32 
 	 * looking up once its header makes sense. */
 	if (rx && (meta & (META_BAD_L3 | META_V4MAPPED)))
 		return verdict(len, OBER_R_MALFORMED, XDP_DROP);
-	table = bpf_map_lookup_elem(&ober_services, &k);
+	table = bpf_map_lookup_elem(&ober_service_set, &k);
 	if (!table)
 		return verdict(len, OBER_R_NOT_VIP, rx ? XDP_DROP : XDP_PASS);
 	struct ober_svc_val *vip = lookup_svc(table, daddr, 0, 0);
@@ -755,10 +798,15 @@ __attribute__((noinline)) int ober_decide(struct xdp_md *ctx, __u32 meta, __u32 
 	if (!svc)
 		return verdict(len, host ? passed : OBER_R_NO_SERVICE, fail);
 
-	if (svc->flags & OBER_SVC_WHITELIST) {
-		__u32 wl = svc->whitelist;
-		void *trie = bpf_map_lookup_elem(&ober_whitelists, &wl);
+	/* Both source checks must admit: the whitelist (http services), then
+	 * the service's own access list. Each is one LPM lookup of the same
+	 * key, built only when a check needs it. */
+	__u16 sflags = svc->flags;
+	__u32 access = svc->access;
+	if ((sflags & OBER_SVC_WHITELIST) || access) {
 		struct ober_lpm_key lk = {};
+		__u32 wl = svc->whitelist;
+		void *trie;
 
 		if (v6) {
 			lk.prefixlen = 8 + 128;
@@ -769,16 +817,20 @@ __attribute__((noinline)) int ober_decide(struct xdp_md *ctx, __u32 meta, __u32 
 			lk.family = 4;
 			__builtin_memcpy(lk.addr, &saddr[3], 4);
 		}
-		if (!trie || !bpf_map_lookup_elem(trie, &lk)) {
-			/* Never answer a RST, a fragment, or a packet whose extension
-			 * headers we would have to echo: drop those instead. */
-			if ((svc->flags & OBER_SVC_REJECT) && proto == IPPROTO_TCP && frag == FRAG_NONE &&
-			    !(meta & META_EXTHDRS) && !(tcpflags & 0x04)) {
-				if (reply_rst(ctx, l3off, l3hlen, l4len, v6, tcpflags, len) == 0)
-					return verdict(len, OBER_R_WL_REJECT, XDP_TX);
-				return verdict(len, OBER_R_MALFORMED, XDP_DROP);
-			}
-			return verdict(len, OBER_R_WL_DROP, XDP_DROP);
+		if (sflags & OBER_SVC_WHITELIST) {
+			trie = bpf_map_lookup_elem(&ober_whitelists, &wl);
+			if (!trie || !bpf_map_lookup_elem(trie, &lk))
+				return refuse(ctx, meta, l3hlen, l4len, proto, tcpflags, sflags, len, OBER_R_WL_DROP,
+					      OBER_R_WL_REJECT);
+		}
+		if (access) {
+			__u32 *allow;
+
+			trie = bpf_map_lookup_elem(&ober_access, &access);
+			allow = trie ? bpf_map_lookup_elem(trie, &lk) : NULL;
+			if (!allow || *allow != OBER_ACCESS_ALLOW)
+				return refuse(ctx, meta, l3hlen, l4len, proto, tcpflags, sflags, len, OBER_R_ACCESS_DENIED,
+					      OBER_R_ACCESS_DENIED);
 		}
 	}
 
@@ -1067,7 +1119,7 @@ __attribute__((noinline)) int ober_deep_vlan(struct xdp_md *ctx, __u32 proto)
 	} else {
 		return verdict(len, OBER_R_NOT_VIP, XDP_PASS);
 	}
-	table = bpf_map_lookup_elem(&ober_services, &k);
+	table = bpf_map_lookup_elem(&ober_service_set, &k);
 	if (table && lookup_svc(table, daddr, 0, 0))
 		return verdict(len, OBER_R_MALFORMED, XDP_DROP);
 	return verdict(len, OBER_R_NOT_VIP, XDP_PASS);
@@ -1205,7 +1257,7 @@ int ober_sk_lookup(struct bpf_sk_lookup *ctx)
 		return SK_PASS;
 	}
 
-	table = bpf_map_lookup_elem(&ober_services, &k);
+	table = bpf_map_lookup_elem(&ober_service_set, &k);
 	if (!table)
 		return SK_PASS;
 	svc = lookup_svc(table, local, bpf_htons(ctx->local_port), ctx->protocol);

@@ -19,9 +19,17 @@
  * more (VIP, proto, port) services: every VIP on :443 can share one. */
 #define OBER_MAX_LISTENERS 256
 #define OBER_MAX_SOCKETS (OBER_MAX_LISTENERS * OBER_MAX_INSTANCES)
-#define OBER_MAX_SERVICES 16384
+/* VIP and service rows of one table: a port range takes one row per port
+ * (up to 1024), so 1,000 single-port services and a few dozen full ranges,
+ * in both families, fit. The table allocates as it fills. */
+#define OBER_MAX_SERVICES 65536
 #define OBER_MAX_WHITELISTS 8
 #define OBER_MAX_WHITELIST_ENTRIES (1 << 20)
+/* Per-service access lists: slot 0 is "no list", so ids are 1..MAX-1.
+ * A list is an LPM trie of prefix -> verdict that allocates as it fills;
+ * 65536 entries cost about 10 MB of kernel memory. */
+#define OBER_MAX_ACCESS_LISTS 4096
+#define OBER_MAX_ACCESS_ENTRIES 65536
 /* Largest Maglev table; slot 0 holds M, slot 1 the hash seed. */
 #define OBER_MAGLEV_MAX 16777213
 #define OBER_MAGLEV_HDR 2
@@ -46,7 +54,7 @@
 
 /* ober_svc_val.flags on a service entry (proto != 0). */
 #define OBER_SVC_WHITELIST 0x1 /* only sources in whitelist `wl` may enter */
-#define OBER_SVC_REJECT 0x2    /* answer refused TCP with RST, not silence */
+#define OBER_SVC_REJECT 0x2    /* answer refused TCP (whitelist or access list) with RST, not silence */
 #define OBER_SVC_DISPATCH 0x4  /* flows go to instance sockets (Maglev) */
 /* ober_svc_val.flags on a VIP entry (proto == 0, port == 0). */
 #define OBER_VIP_HOST 0x100 /* a host address: ports without a service pass */
@@ -73,11 +81,13 @@ enum ober_reason {
 	OBER_R_HANDOFF_TOO_BIG = 12,   /* orphan, encapsulated it exceeds the MTU: pass */
 	OBER_R_HANDOFF_UNKNOWN = 13,   /* orphan of no recorded flow: drop (the client resends) */
 	OBER_R_HANDOFF_LIMITED = 14,   /* orphan over the forwarding rate: drop */
-	OBER_R_MAX = 15,
+	OBER_R_ACCESS_DENIED = 15,     /* the service's access list denies the source: drop, or RST (tx) with reject */
+	OBER_R_MAX = 16,
 };
-/* Counter rows kept for reasons, more than there are: a new reason must
+/* Counter rows kept for reasons, more than there were: a new reason must
  * not change the size of the pinned counter map, which would make every
- * node's pins incompatible with the upgrade. */
+ * node's pins incompatible with the upgrade. access_denied took the last
+ * spare row; the next reason needs a counter map of a new name. */
 #define OBER_R_SLOTS 16
 
 /* XDP actions are 0..4 (ABORTED, DROP, PASS, TX, REDIRECT). */
@@ -106,6 +116,8 @@ struct ober_svc_val {
 	__u16 flags;
 	__u8 whitelist; /* index into ober_whitelists */
 	__u8 _pad;
+	__u32 access;   /* slot of ober_access; 0: the service has no access list */
+	__u32 _spare;   /* zero: room for a field without another table layout */
 };
 
 /*
@@ -119,6 +131,15 @@ struct ober_lpm_key {
 	__u8 addr[16]; /* IPv4 in addr[0..3] */
 	__u8 _pad[3];
 };
+
+/*
+ * An access list's value for a prefix (key struct ober_lpm_key): the
+ * verdict of the first rule that matches the prefix's addresses. Anything
+ * but ALLOW denies, and so does an address no entry covers, or a list
+ * that was never set.
+ */
+#define OBER_ACCESS_DENY 0
+#define OBER_ACCESS_ALLOW 1
 
 struct ober_instance {
 	__u32 cpu;

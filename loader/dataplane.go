@@ -85,7 +85,12 @@ func Open(opts Options) (*Dataplane, error) {
 	}
 	d := &Dataplane{root: root, log: log}
 	if opts.MustExist || opts.MapsOnly {
-		if _, err := os.Stat(filepath.Join(d.mapDir(), "ober_services")); err != nil {
+		// The earlier layout's table counts: its dataplane is running.
+		_, err := os.Stat(filepath.Join(d.mapDir(), "ober_service_set"))
+		if err != nil {
+			_, err = os.Stat(filepath.Join(d.mapDir(), earlierServicesPin))
+		}
+		if err != nil {
 			return nil, fmt.Errorf("open dataplane: %w at %s (attach an interface first)", ErrNotPinned, root)
 		}
 	}
@@ -134,9 +139,21 @@ func Open(opts Options) (*Dataplane, error) {
 
 	unlock, err := d.lock()
 	if err == nil {
-		d.xdp, err = d.adoptProgram("xdp", objs.OberXdp)
+		// The table first: the programs that read it take over next.
+		var earlier bool
+		earlier, err = d.migrateServices()
+		if err == nil {
+			d.xdp, err = d.adoptProgram("xdp", objs.OberXdp)
+		} else {
+			objs.OberXdp.Close()
+		}
 		if err == nil {
 			d.skLookup, err = d.adoptProgram("sk_lookup", objs.OberSkLookup)
+		} else {
+			objs.OberSkLookup.Close()
+		}
+		if err == nil && earlier {
+			d.dropEarlierServices()
 		}
 		unlock()
 	}

@@ -60,7 +60,7 @@ func (g packetGen) spec() packet.Spec {
 			s.Dst = netip.MustParseAddr("::ffff:192.0.2.10")
 		}
 	} else {
-		s.Src = g.addr(false, client4, stranger4, router4)
+		s.Src = g.addr(false, client4, client4b, stranger4, router4)
 		s.Dst = g.addr(false, vip4, vip4, host4, other4)
 	}
 	switch r := g.pick(10); {
@@ -76,7 +76,14 @@ func (g packetGen) spec() packet.Spec {
 	default:
 		s.Proto = uint8(g.pick(256))
 	}
-	ports := []uint16{portHTTPS, portHTTP, portReject, portDNS, portBGP, portBFD, 22}
+	ports := []uint16{portHTTPS, portHTTP, portReject, portReject, portDNS, portBGP, portBFD, 22}
+	if g.pick(2) == 0 {
+		// Services with access lists, and a port range and its edges. The
+		// reject ports are weighted: a RST is only answered to a segment
+		// without RST, fragment or extension headers.
+		ports = []uint16{portACL, portACLReject, portACLReject, portACLReject, portACLReject, portACLOpen,
+			portACLUnset, portACLWL, portACLUDP, portRangeFirst, portRangeFirst + 4, portRangeLast, portRangeLast + 1}
+	}
 	s.DstPort = ports[g.pick(len(ports))]
 	if g.pick(8) == 0 {
 		s.DstPort = uint16(g.rng.Uint32())
@@ -215,6 +222,36 @@ type diffVariant struct {
 	state   int // diffState's variant
 	handoff Handoff
 	owners  bool // the lab's flows are recorded (labOwners)
+	// access replaces the site's access lists with random ones.
+	access bool
+}
+
+// randomSiteAccess sets each of the site's access list ids to random
+// rules, compiled, over prefixes of the generator's source addresses (so
+// that they decide its packets), or leaves it unset.
+func randomSiteAccess(t testing.TB, d *Dataplane, rng *rand.Rand) {
+	t.Helper()
+	pool := []netip.Addr{client4, client4b, stranger4, router4, client6, stranger6,
+		netip.MustParseAddr("198.51.100.0"), netip.MustParseAddr("2001:db8::")}
+	for _, id := range []AccessID{aclStrict, aclOpen, aclUnset} {
+		if rng.IntN(5) == 0 {
+			require.NoError(t, d.ClearAccessList(id))
+			continue
+		}
+		var rs []AccessRule
+		for n := rng.IntN(30); n > 0; n-- {
+			a := pool[rng.IntN(len(pool))]
+			if rng.IntN(6) == 0 {
+				b := a.AsSlice()
+				b[rng.IntN(len(b))] = byte(rng.Uint32())
+				a, _ = netip.AddrFromSlice(b)
+			}
+			rs = append(rs, AccessRule{Prefix: netip.PrefixFrom(a, rng.IntN(a.BitLen()+1)), Allow: rng.IntN(2) == 0})
+		}
+		es, err := CompileAccess(rs, rng.IntN(2) == 0)
+		require.NoError(t, err)
+		require.NoError(t, d.SetAccessList(id, es))
+	}
 }
 
 // diffVariants cover each way the steering and the handoff can be set up,
@@ -223,12 +260,12 @@ type diffVariant struct {
 func diffVariants() []diffVariant {
 	active := Handoff{Self: labSelf, Nodes: labNodes, Active: true}
 	return []diffVariant{
-		{"steering, handoff off", 0, Handoff{}, true},
-		{"dead instance, active: orphans to their owners", 1, active, true},
-		{"steering off, active", 2, active, true},
-		{"active, nothing recorded: orphans dropped", 0, active, false},
-		{"active, another cluster", 0, Handoff{Self: labSelf, Nodes: []netip.Addr{labSelf, labTX}, Active: true}, true},
-		{"nobody in transition: decapsulation only", 0, Handoff{Self: labSelf, Nodes: labNodes}, true},
+		{"steering, handoff off, the site's access lists", 0, Handoff{}, true, false},
+		{"dead instance, active: orphans to their owners", 1, active, true, true},
+		{"steering off, active", 2, active, true, true},
+		{"active, nothing recorded: orphans dropped", 0, active, false, true},
+		{"active, another cluster", 0, Handoff{Self: labSelf, Nodes: []netip.Addr{labSelf, labTX}, Active: true}, true, true},
+		{"nobody in transition: decapsulation only", 0, Handoff{Self: labSelf, Nodes: labNodes}, true, true},
 	}
 }
 
@@ -258,8 +295,12 @@ func TestXDPDifferential(t *testing.T) {
 		if dv.owners {
 			setOwners(t, d, labOwners())
 		}
+		rng := rand.New(rand.NewPCG(seed, uint64(v)))
+		if dv.access {
+			randomSiteAccess(t, d, rng)
+		}
 		model := lab.model(t, d)
-		g := packetGen{rng: rand.New(rand.NewPCG(seed, uint64(v))), lab: lab}
+		g := packetGen{rng: rng, lab: lab}
 		r := lab.runner(t, d)
 		for i := 0; i < total/len(variants); i++ {
 			pkt := g.frame()
@@ -280,7 +321,7 @@ func TestXDPDifferential(t *testing.T) {
 		"whitelist_drop/drop", "whitelist_reject/tx", "fragment/drop", "fragment/pass", "malformed/drop", "malformed/pass",
 		"not_vip/drop", "handoff_forwarded/tx", "handoff_forwarded/redirect", "handoff_received/pass",
 		"handoff_received/redirect", "handoff_no_target/pass", "handoff_no_route/pass", "handoff_too_big/pass",
-		"handoff_unknown/drop"} {
+		"handoff_unknown/drop", "access_denied/drop", "access_denied/tx"} {
 		require.Greater(t, seen[k], 50, "verdict %s barely exercised", k)
 	}
 }

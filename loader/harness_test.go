@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -23,6 +24,7 @@ var (
 	host4     = netip.MustParseAddr("192.0.2.1")
 	host6     = netip.MustParseAddr("2001:db8::1")
 	client4   = netip.MustParseAddr("198.51.100.7") // in frontend-http
+	client4b  = netip.MustParseAddr("198.51.100.200") // in frontend-http, denied by both access lists
 	client6   = netip.MustParseAddr("2001:db8:c::7")
 	stranger4 = netip.MustParseAddr("203.0.113.99") // in no list
 	stranger6 = netip.MustParseAddr("2001:db8:bad::99")
@@ -38,6 +40,19 @@ const (
 	portDNS    = 53   // udp
 	portBGP    = 179
 	portBFD    = 3784
+	// Access lists (siteAccess): strict denies by default, open admits.
+	portACL       = 8001 // strict
+	portACLReject = 8002 // strict, reject
+	portACLOpen   = 8003 // open
+	portACLUnset  = 8004 // a list that was never set
+	portACLWL     = 8005 // whitelist frontend-http and the open list
+	portACLUDP    = 5301 // udp, strict
+	// A port range: one row per port, one listener bound to the first.
+	portRangeFirst = 7000
+	portRangeLast  = 7010
+	aclStrict      = AccessID(1)
+	aclOpen        = AccessID(2)
+	aclUnset       = AccessID(3)
 	testInsts  = 4
 	testMSize  = 251 // small, prime: quick to rebuild in tests
 	testSeed   = 0x5eed
@@ -45,6 +60,7 @@ const (
 	listenHTTPS = 0
 	listenHTTP  = 1
 	listenUDP   = 2
+	listenRange = 3
 	listenV6    = 4 // added to the IPv4 listener for IPv6 services
 )
 
@@ -69,7 +85,20 @@ func siteServices() []Service {
 			Service{VIP: v, Proto: ProtoTCP, Port: portReject, Listener: listenerFor(listenHTTP, v), Dispatch: true,
 				Enforce: true, Whitelist: WhitelistFrontendHTTP, Reject: true},
 			Service{VIP: v, Proto: ProtoUDP, Port: portDNS, Listener: listenerFor(listenUDP, v), Dispatch: true},
+			Service{VIP: v, Proto: ProtoTCP, Port: portACL, Listener: listenerFor(listenHTTPS, v), Dispatch: true,
+				Access: aclStrict},
+			Service{VIP: v, Proto: ProtoTCP, Port: portACLReject, Listener: listenerFor(listenHTTPS, v), Dispatch: true,
+				Access: aclStrict, Reject: true},
+			Service{VIP: v, Proto: ProtoTCP, Port: portACLOpen, Listener: listenerFor(listenHTTPS, v), Dispatch: true,
+				Access: aclOpen},
+			Service{VIP: v, Proto: ProtoTCP, Port: portACLUnset, Listener: listenerFor(listenHTTPS, v), Dispatch: true,
+				Access: aclUnset},
+			Service{VIP: v, Proto: ProtoTCP, Port: portACLWL, Listener: listenerFor(listenHTTPS, v), Dispatch: true,
+				Enforce: true, Whitelist: WhitelistFrontendHTTP, Access: aclOpen},
+			Service{VIP: v, Proto: ProtoUDP, Port: portACLUDP, Listener: listenerFor(listenUDP, v), Dispatch: true,
+				Access: aclStrict},
 		)
+		out = append(out, rangeServices(v, portRangeFirst, portRangeLast, listenerFor(listenRange, v), aclOpen)...)
 	}
 	for _, h := range []netip.Addr{host4, host6} {
 		out = append(out,
@@ -78,6 +107,43 @@ func siteServices() []Service {
 		)
 	}
 	return out
+}
+
+// rangeServices is a port range as a plan lays it out: one row per port,
+// every row the same listener, flags and access list.
+func rangeServices(vip netip.Addr, first, last uint16, listener uint32, acl AccessID) []Service {
+	var out []Service
+	for p := first; p <= last; p++ {
+		out = append(out, Service{VIP: vip, Proto: ProtoTCP, Port: p, Listener: listener, Dispatch: true, Access: acl})
+	}
+	return out
+}
+
+func rules(t testing.TB, s ...string) []AccessRule {
+	t.Helper()
+	var out []AccessRule
+	for _, r := range s {
+		verb, pfx, ok := strings.Cut(r, " ")
+		require.True(t, ok && (verb == "allow" || verb == "deny"), r)
+		out = append(out, AccessRule{Prefix: netip.MustParsePrefix(pfx), Allow: verb == "allow"})
+	}
+	return out
+}
+
+// siteAccess is the site's access lists: strict admits the client
+// networks but for a carved-out half, and nobody else; open turns away
+// the stranger networks and that half, and admits everyone else. strict's
+// allow of router4 lies inside an earlier deny: it never decides.
+func siteAccess(t testing.TB) map[AccessID][]AccessEntry {
+	t.Helper()
+	strict, err := CompileAccess(rules(t,
+		"deny 198.51.100.128/25", "allow 198.51.100.0/24", "allow 2001:db8:c::/48",
+		"deny 203.0.113.0/24", "allow 203.0.113.1/32"), false)
+	require.NoError(t, err)
+	open, err := CompileAccess(rules(t,
+		"deny 203.0.113.0/24", "deny 198.51.100.128/25", "deny 2001:db8:bad::/48"), true)
+	require.NoError(t, err)
+	return map[AccessID][]AccessEntry{aclStrict: strict, aclOpen: open}
 }
 
 var (
@@ -123,6 +189,9 @@ func fillSite(t testing.TB, d *Dataplane) {
 	require.NoError(t, err)
 	_, err = d.SetWhitelist(WhitelistRouters, routerList)
 	require.NoError(t, err)
+	for id, es := range siteAccess(t) {
+		require.NoError(t, d.SetAccessList(id, es))
+	}
 	require.NoError(t, d.SetMaglev(testSeed, roundRobinTable(testMSize, testInsts)))
 	require.NoError(t, d.SetInstances(testInstances()))
 	require.NoError(t, d.SetSteering(true))

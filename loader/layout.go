@@ -10,11 +10,16 @@ import (
 const (
 	MaxInstances        = 64
 	MaxListeners        = 256
-	MaxServiceEntries   = 16384
+	MaxServiceEntries   = 65536 // VIPs plus (VIP, proto, port) rows; a port range takes one per port
 	MaxWhitelists       = 8
 	MaxWhitelistEntries = 1 << 20
-	MaglevMaxSize       = 16777213
-	MaglevDefaultSize   = 65537
+	// MaxAccessLists bounds the access list ids: 1..MaxAccessLists-1
+	// (0 is "no list").
+	MaxAccessLists = 4096
+	// MaxAccessEntries is the most prefixes one compiled access list holds.
+	MaxAccessEntries  = 65536
+	MaglevMaxSize     = 16777213
+	MaglevDefaultSize = 65537
 	// MaxNodes is how many nodes a drain-handoff cluster may have.
 	MaxNodes = 16
 	// NoInstance in a Maglev slot means no live instance serves the flow.
@@ -34,6 +39,7 @@ const (
 	cfgSteer       = 0x1
 	cfgHandoff     = 0x2
 	svcWhitelist   = 0x1
+	accessAllow    = 1 // OBER_ACCESS_ALLOW; OBER_ACCESS_DENY is 0
 	svcReject      = 0x2
 	svcDispatch    = 0x4
 	vipHost        = 0x100
@@ -75,6 +81,10 @@ const (
 	ReasonHandoffUnknown
 	// ReasonHandoffLimited: an orphan over the forwarding rate is dropped.
 	ReasonHandoffLimited
+	// ReasonAccessDenied: the service's access list denies the source
+	// (or names a list that was never set). Dropped, or answered with a
+	// RST (ActionTX) on a service with Reject.
+	ReasonAccessDenied
 	numReasons
 )
 
@@ -82,7 +92,7 @@ var reasonNames = [numReasons]string{
 	"not_vip", "passed", "steered", "no_service", "whitelist_drop",
 	"whitelist_reject", "fragment", "malformed",
 	"handoff_forwarded", "handoff_received", "handoff_no_target", "handoff_no_route", "handoff_too_big",
-	"handoff_unknown", "handoff_limited",
+	"handoff_unknown", "handoff_limited", "access_denied",
 }
 
 func (r Reason) String() string {
@@ -176,7 +186,24 @@ type svcVal struct {
 	Flags     uint16
 	Whitelist uint8
 	_         uint8
+	Access    uint32
+	_         uint32
 }
+
+// earlierSvcVal is struct ober_svc_val as the earlier layout's
+// ober_services held it, before access lists.
+type earlierSvcVal struct {
+	Listener  uint32
+	Flags     uint16
+	Whitelist uint8
+	_         uint8
+}
+
+// Sizes of the earlier table's rows, which a migration checks.
+const (
+	svcKeySize        = 20
+	earlierSvcValSize = 8
+)
 
 // handoffVal mirrors struct ober_handoff. Addresses are IPv4 as on the
 // wire; the zero address is none.

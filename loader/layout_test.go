@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 // TestLayoutMatchesBPF holds the Go mirror of bpf/ober.h to the compiled
@@ -14,10 +15,21 @@ func TestLayoutMatchesBPF(t *testing.T) {
 	require.NoError(t, err)
 	m := spec.Maps
 
-	svc := m["ober_services"].InnerMap
+	svc := m["ober_service_set"].InnerMap
 	require.EqualValues(t, binary.Size(svcKey{}), svc.KeySize, "struct ober_svc_key")
 	require.EqualValues(t, binary.Size(svcVal{}), svc.ValueSize, "struct ober_svc_val")
 	require.EqualValues(t, MaxServiceEntries, svc.MaxEntries)
+	require.EqualValues(t, unix.BPF_F_NO_PREALLOC, svc.Flags, "the table allocates as it fills")
+	// The earlier layout a migration reads.
+	require.Equal(t, svcKeySize, binary.Size(svcKey{}))
+	require.Equal(t, earlierSvcValSize, binary.Size(earlierSvcVal{}))
+
+	acl := m["ober_access"]
+	require.EqualValues(t, MaxAccessLists, acl.MaxEntries)
+	require.EqualValues(t, binary.Size(lpmKey{}), acl.InnerMap.KeySize, "struct ober_lpm_key")
+	require.EqualValues(t, 4, acl.InnerMap.ValueSize)
+	require.EqualValues(t, MaxAccessEntries, acl.InnerMap.MaxEntries)
+	require.EqualValues(t, unix.BPF_F_NO_PREALLOC, acl.InnerMap.Flags)
 
 	wl := m["ober_whitelists"]
 	require.EqualValues(t, MaxWhitelists, wl.MaxEntries)
@@ -57,13 +69,13 @@ func TestLayoutMatchesBPF(t *testing.T) {
 func TestReasonNames(t *testing.T) {
 	want := []string{"not_vip", "passed", "steered", "no_service", "whitelist_drop", "whitelist_reject",
 		"fragment", "malformed", "handoff_forwarded", "handoff_received", "handoff_no_target",
-		"handoff_no_route", "handoff_too_big", "handoff_unknown", "handoff_limited"}
+		"handoff_no_route", "handoff_too_big", "handoff_unknown", "handoff_limited", "access_denied"}
 	var got []string
 	for _, r := range Reasons() {
 		got = append(got, r.String())
 	}
 	require.Equal(t, want, got)
-	require.Equal(t, "reason(15)", Reason(15).String())
+	require.Equal(t, "reason(16)", Reason(16).String())
 }
 
 // TestJHashMatchesKernelJhash2 pins the hash to known values of the

@@ -17,6 +17,9 @@ type Snapshot struct {
 	// Whitelists holds the lists that were ever set; a missing one admits
 	// nobody, as an empty one does.
 	Whitelists map[WhitelistID][]netip.Prefix `json:"-"`
+	// AccessLists holds the access lists that are set; a missing one
+	// admits nobody.
+	AccessLists map[AccessID][]AccessEntry `json:"-"`
 	// Maglev is nil when no table was ever set.
 	MaglevSeed uint32      `json:"maglev_seed"`
 	Maglev     []uint32    `json:"-"`
@@ -31,7 +34,7 @@ type Snapshot struct {
 
 // Snapshot reads every table the programs consult.
 func (d *Dataplane) Snapshot() (*Snapshot, error) {
-	s := &Snapshot{Whitelists: map[WhitelistID][]netip.Prefix{}}
+	s := &Snapshot{Whitelists: map[WhitelistID][]netip.Prefix{}, AccessLists: map[AccessID][]AccessEntry{}}
 	var err error
 	if s.Steering, err = d.Steering(); err != nil {
 		return nil, err
@@ -46,6 +49,19 @@ func (d *Dataplane) Snapshot() (*Snapshot, error) {
 		}
 		if info.Generation > 0 {
 			s.Whitelists[id] = ps
+		}
+	}
+	ids, err := d.AccessListIDs()
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range ids {
+		es, set, err := d.AccessList(id)
+		if err != nil {
+			return nil, err
+		}
+		if set {
+			s.AccessLists[id] = es
 		}
 	}
 	if s.MaglevSeed, s.Maglev, err = d.Maglev(); err != nil {
@@ -84,6 +100,7 @@ type Model struct {
 	vips       map[[16]byte]VIP
 	svcs       map[svcKey]Service
 	whitelists [MaxWhitelists][]netip.Prefix
+	access     map[AccessID][]AccessEntry
 	steering   bool
 	seed       uint32
 	maglev     []uint32
@@ -127,6 +144,7 @@ func NewModel(s *Snapshot) *Model {
 	m := &Model{
 		vips:     map[[16]byte]VIP{},
 		svcs:     map[svcKey]Service{},
+		access:   map[AccessID][]AccessEntry{},
 		steering: s.Steering,
 		seed:     s.MaglevSeed,
 		maglev:   s.Maglev,
@@ -148,6 +166,11 @@ func NewModel(s *Snapshot) *Model {
 	for id, ps := range s.Whitelists {
 		if id < MaxWhitelists {
 			m.whitelists[id] = ps
+		}
+	}
+	for id, es := range s.AccessLists {
+		if id != 0 && id < MaxAccessLists {
+			m.access[id] = es
 		}
 	}
 	for _, in := range s.Instances {
@@ -516,13 +539,19 @@ func (m *Model) decide(pkt []byte, p parsed, cpu int, rx *received) Decision {
 		}
 		return dec(ReasonNoService, fail)
 	}
-	if svc.Enforce && !m.whitelisted(svc.Whitelist, saddr, p.v6) {
-		if svc.Reject && p.proto == ipprotoTCP && p.frag == fragNone && !p.exthdrs && tcpflags&0x04 == 0 {
-			d := dec(ReasonWhitelistReject, ActionTX)
+	refuse := func(drop, reject Reason) Decision {
+		if svc.Reject && p.proto == ipprotoTCP && p.frag == fragNone && !p.exthdrs && tcpflags&tcpRST == 0 {
+			d := dec(reject, ActionTX)
 			d.Out = buildRST(pkt, p, tcpflags)
 			return d
 		}
-		return dec(ReasonWhitelistDrop, ActionDrop)
+		return dec(drop, ActionDrop)
+	}
+	if svc.Enforce && !m.whitelisted(svc.Whitelist, saddr, p.v6) {
+		return refuse(ReasonWhitelistDrop, ReasonWhitelistReject)
+	}
+	if svc.Access != 0 && !m.accessAllows(svc.Access, saddr, p.v6) {
+		return refuse(ReasonAccessDenied, ReasonAccessDenied)
 	}
 	if p.frag == fragFirst {
 		return dec(ReasonFragment, ActionPass)
@@ -650,6 +679,22 @@ func (m *Model) whitelisted(id WhitelistID, saddr [16]byte, v6 bool) bool {
 		}
 	}
 	return false
+}
+
+// accessAllows is the verdict of access list id's longest entry holding
+// the source; no list, or no entry holding it, denies.
+func (m *Model) accessAllows(id AccessID, saddr [16]byte, v6 bool) bool {
+	a := netip.AddrFrom16(saddr)
+	if !v6 {
+		a = a.Unmap()
+	}
+	best, allow := -1, false
+	for _, e := range m.access[id] {
+		if e.Prefix.Bits() > best && e.Prefix.Contains(a) {
+			best, allow = e.Prefix.Bits(), e.Allow
+		}
+	}
+	return allow
 }
 
 func (m *Model) flowHash(saddr, daddr [16]byte, ports uint32, v6 bool) uint32 {

@@ -32,7 +32,8 @@ type site struct {
 
 type acceptance struct {
 	instance uint32
-	cpu      int // SO_INCOMING_CPU: where the kernel processed the flow
+	cpu      int            // SO_INCOMING_CPU: where the kernel processed the flow
+	local    netip.AddrPort // the connection's own address: what the client dialled
 }
 
 func newSite(t *testing.T) *site {
@@ -77,6 +78,16 @@ func newSite(t *testing.T) *site {
 			}
 		}
 	}
+	// The port range's listener: instance 0's socket listens on the
+	// range's first port of the VIP, the others on ports of their own.
+	// (Not one SO_REUSEPORT group on the VIP's port: the kernel picks a
+	// socket of such a group afresh after sk_lookup assigned one.)
+	for _, vip := range []netip.Addr{vip4, vip6} {
+		s.serveOn(t, listenerFor(listenRange, vip), 0, ap(vip, portRangeFirst).String())
+		for i := uint32(1); i < testInsts; i++ {
+			s.serve(t, listenerFor(listenRange, vip), i, vip.Is6())
+		}
+	}
 	return s
 }
 
@@ -86,6 +97,11 @@ func (s *site) serve(t *testing.T, listener, inst uint32, v6 bool) {
 	if v6 {
 		addr = "[::1]:0"
 	}
+	s.serveOn(t, listener, inst, addr)
+}
+
+// serveOn is serve with the socket bound to addr.
+func (s *site) serveOn(t *testing.T, listener, inst uint32, addr string) {
 	var ln net.Listener
 	require.NoError(t, s.srv.Do(func() error {
 		lc := ListenConfig()
@@ -109,8 +125,10 @@ func (s *site) serve(t *testing.T, listener, inst uint32, v6 bool) {
 			}
 			remote := c.RemoteAddr().(*net.TCPAddr).AddrPort()
 			remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
+			local := c.LocalAddr().(*net.TCPAddr).AddrPort()
+			local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
 			s.mu.Lock()
-			s.accepted[remote] = acceptance{instance: inst, cpu: cpu}
+			s.accepted[remote] = acceptance{instance: inst, cpu: cpu, local: local}
 			s.mu.Unlock()
 			go func() {
 				defer c.Close()
@@ -271,6 +289,70 @@ func TestNamespaceTraffic(t *testing.T) {
 		require.NoError(t, err)
 		require.Greater(t, after.Get(ReasonWhitelistDrop, ActionDrop).Packets, before.Get(ReasonWhitelistDrop, ActionDrop).Packets)
 		require.Greater(t, after.Get(ReasonWhitelistReject, ActionTX).Packets, before.Get(ReasonWhitelistReject, ActionTX).Packets)
+	})
+
+	t.Run("access lists", func(t *testing.T) {
+		before, err := s.d.Counters()
+		require.NoError(t, err)
+		for _, dst := range []netip.AddrPort{ap(vip4, portACL), ap(vip4, portACLReject), ap(vip4, portACLWL)} {
+			c, err := dl.dial(client4, dst, 5*time.Second)
+			require.NoError(t, err, "the access list admits a listed client to %s", dst)
+			require.NoError(t, roundTrip(c, "GET"))
+			c.Close()
+		}
+		c, err := dl.dial(client6, ap(vip6, portACL), 5*time.Second)
+		require.NoError(t, err, "and a listed IPv6 client")
+		require.NoError(t, roundTrip(c, "GET"))
+		c.Close()
+
+		start := time.Now()
+		_, err = dl.dial(stranger4, ap(vip4, portACL), time.Second)
+		var nerr net.Error
+		require.True(t, errors.As(err, &nerr) && nerr.Timeout(), "a denied SYN is dropped: want a timeout, got %v", err)
+		require.GreaterOrEqual(t, time.Since(start), 900*time.Millisecond)
+
+		start = time.Now()
+		_, err = dl.dial(stranger4, ap(vip4, portACLReject), 5*time.Second)
+		require.ErrorIs(t, err, syscall.ECONNREFUSED, "a denied client is refused with a RST")
+		require.Less(t, time.Since(start), time.Second, "the refusal is fast")
+		_, err = dl.dial(client4, ap(vip4, portACLUnset), time.Second)
+		require.True(t, errors.As(err, &nerr) && nerr.Timeout(), "a list never set admits nobody: want a timeout, got %v", err)
+
+		after, err := s.d.Counters()
+		require.NoError(t, err)
+		require.Greater(t, after.Get(ReasonAccessDenied, ActionDrop).Packets, before.Get(ReasonAccessDenied, ActionDrop).Packets)
+		require.Greater(t, after.Get(ReasonAccessDenied, ActionTX).Packets, before.Get(ReasonAccessDenied, ActionTX).Packets)
+	})
+
+	t.Run("port range", func(t *testing.T) {
+		model := NewModel(mustSnapshot(t, s.d))
+		for _, dst := range []netip.AddrPort{ap(vip4, portRangeFirst), ap(vip4, portRangeFirst+3), ap(vip4, portRangeLast),
+			ap(vip6, portRangeFirst+7)} {
+			src := client4
+			if dst.Addr().Is6() {
+				src = client6
+			}
+			perInst := map[uint32]int{}
+			for i := 0; i < 40; i++ {
+				c, err := dl.dial(src, dst, 5*time.Second)
+				require.NoError(t, err, "%s, connection %d", dst, i)
+				require.NoError(t, roundTrip(c, "range"))
+				from := c.LocalAddr().(*net.TCPAddr).AddrPort()
+				from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+				got := s.acceptanceOf(t, from)
+				c.Close()
+				require.Equal(t, dst, got.local, "a connection to %s keeps its port, whatever its socket's", dst)
+				want, _, ok := model.SkLookup(SkTuple{Proto: ProtoTCP, Remote: from, Local: dst})
+				require.True(t, ok)
+				require.Equal(t, want, got.instance, "%s from %s: instance", dst, from)
+				perInst[got.instance]++
+			}
+			require.NotZero(t, perInst[0], "%s: the socket listening on :%d takes its share: %v", dst, portRangeFirst, perInst)
+			require.Greater(t, len(perInst), 1, "%s: flows spread over the instances: %v", dst, perInst)
+		}
+		_, err := dl.dial(client4, ap(vip4, portRangeLast+1), time.Second)
+		var nerr net.Error
+		require.True(t, errors.As(err, &nerr) && nerr.Timeout(), "no service past the range: want a timeout, got %v", err)
 	})
 
 	t.Run("maglev change keeps established connections", func(t *testing.T) {

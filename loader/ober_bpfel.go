@@ -57,6 +57,7 @@ type oberOberWlMeta struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	oberMapOberAccess     = "ober_access"
 	oberMapOberAssigned   = "ober_assigned"
 	oberMapOberConfig     = "ober_config"
 	oberMapOberCounters   = "ober_counters"
@@ -68,7 +69,7 @@ const (
 	oberMapOberNewFlows   = "ober_new_flows"
 	oberMapOberOwners     = "ober_owners"
 	oberMapOberProbing    = "ober_probing"
-	oberMapOberServices   = "ober_services"
+	oberMapOberServiceSet = "ober_service_set"
 	oberMapOberSockets    = "ober_sockets"
 	oberMapOberSteered    = "ober_steered"
 	oberMapOberWhitelists = "ober_whitelists"
@@ -127,6 +128,7 @@ type oberProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type oberMapSpecs struct {
+	OberAccess     *ebpf.MapSpec `ebpf:"ober_access"`
 	OberAssigned   *ebpf.MapSpec `ebpf:"ober_assigned"`
 	OberConfig     *ebpf.MapSpec `ebpf:"ober_config"`
 	OberCounters   *ebpf.MapSpec `ebpf:"ober_counters"`
@@ -138,7 +140,7 @@ type oberMapSpecs struct {
 	OberNewFlows   *ebpf.MapSpec `ebpf:"ober_new_flows"`
 	OberOwners     *ebpf.MapSpec `ebpf:"ober_owners"`
 	OberProbing    *ebpf.MapSpec `ebpf:"ober_probing"`
-	OberServices   *ebpf.MapSpec `ebpf:"ober_services"`
+	OberServiceSet *ebpf.MapSpec `ebpf:"ober_service_set"`
 	OberSockets    *ebpf.MapSpec `ebpf:"ober_sockets"`
 	OberSteered    *ebpf.MapSpec `ebpf:"ober_steered"`
 	OberWhitelists *ebpf.MapSpec `ebpf:"ober_whitelists"`
@@ -171,6 +173,7 @@ func (o *oberObjects) Close() error {
 //
 // It can be passed to loadOberObjects or ebpf.CollectionSpec.LoadAndAssign.
 type oberMaps struct {
+	OberAccess     *ebpf.Map `ebpf:"ober_access"`
 	OberAssigned   *ebpf.Map `ebpf:"ober_assigned"`
 	OberConfig     *ebpf.Map `ebpf:"ober_config"`
 	OberCounters   *ebpf.Map `ebpf:"ober_counters"`
@@ -182,7 +185,7 @@ type oberMaps struct {
 	OberNewFlows   *ebpf.Map `ebpf:"ober_new_flows"`
 	OberOwners     *ebpf.Map `ebpf:"ober_owners"`
 	OberProbing    *ebpf.Map `ebpf:"ober_probing"`
-	OberServices   *ebpf.Map `ebpf:"ober_services"`
+	OberServiceSet *ebpf.Map `ebpf:"ober_service_set"`
 	OberSockets    *ebpf.Map `ebpf:"ober_sockets"`
 	OberSteered    *ebpf.Map `ebpf:"ober_steered"`
 	OberWhitelists *ebpf.Map `ebpf:"ober_whitelists"`
@@ -191,6 +194,7 @@ type oberMaps struct {
 
 func (m *oberMaps) Close() error {
 	return _OberClose(
+		m.OberAccess,
 		m.OberAssigned,
 		m.OberConfig,
 		m.OberCounters,
@@ -202,7 +206,7 @@ func (m *oberMaps) Close() error {
 		m.OberNewFlows,
 		m.OberOwners,
 		m.OberProbing,
-		m.OberServices,
+		m.OberServiceSet,
 		m.OberSockets,
 		m.OberSteered,
 		m.OberWhitelists,

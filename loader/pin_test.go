@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/ober-ingress/ober/internal/testsite/netnstest"
+	"github.com/ober-ingress/ober/loader/packet"
 )
 
 // xdpProgID reports the id of the XDP program on iface in ns, 0 if none.
@@ -224,6 +226,122 @@ func TestEarlierHandoffPinIsLeftAlone(t *testing.T) {
 	got, err := d.Handoff()
 	require.NoError(t, err)
 	require.Equal(t, h, got)
+}
+
+// pinEarlierServices pins a VIP and service table of the layout before
+// access lists under root, as a node running that release has it, holding
+// vips and svcs (whose Access must be 0).
+func pinEarlierServices(t *testing.T, root string, vips []VIP, svcs []Service) {
+	t.Helper()
+	require.NoError(t, os.MkdirAll(filepath.Join(root, "maps"), 0o700))
+	innerSpec := &ebpf.MapSpec{Type: ebpf.Hash, KeySize: svcKeySize, ValueSize: earlierSvcValSize, MaxEntries: 16384}
+	outer, err := ebpf.NewMap(&ebpf.MapSpec{Name: "ober_services", Type: ebpf.ArrayOfMaps, KeySize: 4, MaxEntries: 1, InnerMap: innerSpec})
+	require.NoError(t, err)
+	defer outer.Close()
+	if vips != nil {
+		inner, err := ebpf.NewMap(innerSpec)
+		require.NoError(t, err)
+		defer inner.Close()
+		for _, v := range vips {
+			val := earlierSvcVal{}
+			if v.Host {
+				val.Flags = vipHost
+			}
+			require.NoError(t, inner.Put(makeSvcKey(v.Addr, 0, 0), val))
+		}
+		for _, sv := range svcs {
+			require.Zero(t, sv.Access)
+			nv := sv.val()
+			require.NoError(t, inner.Put(sv.key(), earlierSvcVal{Listener: nv.Listener, Flags: nv.Flags, Whitelist: nv.Whitelist}))
+		}
+		require.NoError(t, outer.Put(uint32(0), inner))
+	}
+	require.NoError(t, outer.Pin(filepath.Join(root, "maps", "ober_services")))
+}
+
+// TestEarlierServicesTableIsCopied: a node upgraded from the layout before
+// access lists finds its VIPs and services in the new table before the
+// new programs run, so no packet meets an empty table; the earlier pin
+// goes.
+func TestEarlierServicesTableIsCopied(t *testing.T) {
+	var svcs []Service
+	for _, sv := range siteServices() {
+		if sv.Access == 0 && (sv.Port < portRangeFirst || sv.Port > portRangeLast) {
+			svcs = append(svcs, sv)
+		}
+	}
+	root := netnstest.BPFFS(t) + "/ober"
+	pinEarlierServices(t, root, siteVIPs(), svcs)
+	earlier := filepath.Join(root, "maps", "ober_services")
+
+	// A look from this release leaves the earlier table alone.
+	ro, err := Open(Options{Root: root, MapsOnly: true, Logger: discardLogger()})
+	require.NoError(t, err, "the earlier table is a pinned dataplane")
+	require.NoError(t, ro.Close())
+	require.FileExists(t, earlier)
+
+	d, err := Open(Options{Root: root, Logger: discardLogger()})
+	require.NoError(t, err)
+	defer d.Close()
+	vips, got, err := d.Services()
+	require.NoError(t, err)
+	wantV := siteVIPs()
+	slices.SortFunc(wantV, func(a, b VIP) int { return a.Addr.Compare(b.Addr) })
+	require.Equal(t, wantV, vips)
+	require.ElementsMatch(t, svcs, got)
+	require.NoFileExists(t, earlier)
+
+	// The copy is what the program reads.
+	_, err = d.SetWhitelist(WhitelistFrontendHTTP, frontendList)
+	require.NoError(t, err)
+	onCPU(t, 0, func() {
+		r := newXDPRunner(t, d)
+		for _, c := range []struct {
+			pkt  []byte
+			want Reason
+		}{
+			{tcp(client4, 1, vip4, portHTTP, packet.SYN).Bytes(), ReasonPass},
+			{tcp(stranger6, 1, vip6, portHTTP, packet.SYN).Bytes(), ReasonWhitelistDrop},
+			{tcp(stranger4, 1, vip4, 22, packet.SYN).Bytes(), ReasonNoService},
+			{tcp(stranger4, 1, host4, 22, packet.SYN).Bytes(), ReasonPass},
+		} {
+			got, err := r.run(c.pkt)
+			require.NoError(t, err)
+			require.Equal(t, c.want, got.Reason)
+		}
+	})
+}
+
+// TestEarlierServicesTableYields: a table this release wrote is newer
+// than the earlier one, which is then only dropped; so is an earlier
+// table that was never filled.
+func TestEarlierServicesTableYields(t *testing.T) {
+	root := netnstest.BPFFS(t) + "/ober"
+	d, err := Open(Options{Root: root, Logger: discardLogger()})
+	require.NoError(t, err)
+	mine := []Service{{VIP: vip4, Proto: ProtoTCP, Port: 8443, Listener: 1, Access: aclOpen}}
+	require.NoError(t, d.SetServices([]VIP{{Addr: vip4}}, mine))
+	require.NoError(t, d.Close())
+	pinEarlierServices(t, root, siteVIPs(), nil)
+
+	d, err = Open(Options{Root: root, Logger: discardLogger()})
+	require.NoError(t, err)
+	_, got, err := d.Services()
+	require.NoError(t, err)
+	require.Equal(t, mine, got)
+	require.NoFileExists(t, filepath.Join(root, "maps", "ober_services"))
+	require.NoError(t, d.Close())
+
+	root = netnstest.BPFFS(t) + "/ober"
+	pinEarlierServices(t, root, nil, nil)
+	d, err = Open(Options{Root: root, Logger: discardLogger()})
+	require.NoError(t, err)
+	defer d.Close()
+	vips, got, err := d.Services()
+	require.NoError(t, err)
+	require.Empty(t, vips)
+	require.Empty(t, got)
+	require.NoFileExists(t, filepath.Join(root, "maps", "ober_services"))
 }
 
 // TestConcurrentWritersLoseNothing: two handles on one pin root, as the

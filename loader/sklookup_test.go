@@ -124,6 +124,9 @@ func TestSkLookupFixtures(t *testing.T) {
 		for i := uint32(0); i < 2; i++ {
 			require.NoError(t, d.SetSocket(lis(listenUDP, v6), i, listen(t, ns, ProtoUDP, v6)))
 		}
+		for i := uint32(0); i < testInsts; i++ {
+			require.NoError(t, d.SetSocket(lis(listenRange, v6), i, listen(t, ns, ProtoTCP, v6)))
+		}
 	}
 
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -173,6 +176,18 @@ func TestSkLookupFixtures(t *testing.T) {
 	require.Zero(t, check("tcp v4", 400, func() SkTuple { return randomTuple(rng, ProtoTCP, false, portHTTPS) }))
 	require.Zero(t, check("tcp v6", 400, func() SkTuple { return randomTuple(rng, ProtoTCP, true, portHTTPS) }))
 	require.NotZero(t, check("udp with missing sockets", 400, func() SkTuple { return randomTuple(rng, ProtoUDP, false, portDNS) }))
+	// Every port of a range goes to the range's one listener, whose
+	// sockets are bound to a port of their own.
+	rangePort := func() uint16 { return uint16(portRangeFirst + rng.IntN(portRangeLast-portRangeFirst+1)) }
+	require.Zero(t, check("port range v4", 400, func() SkTuple { return randomTuple(rng, ProtoTCP, false, rangePort()) }))
+	require.Zero(t, check("port range v6", 400, func() SkTuple { return randomTuple(rng, ProtoTCP, true, rangePort()) }))
+	for _, p := range []uint16{portRangeFirst, portRangeLast} {
+		tu := randomTuple(rng, ProtoTCP, false, p)
+		require.Contains(t, socketCookies(t, d)[listenRange], run(tu), "port %d", p)
+	}
+	require.Zero(t, run(randomTuple(rng, ProtoTCP, false, portRangeLast+1)), "past the range")
+	require.Zero(t, run(randomTuple(rng, ProtoTCP, false, portRangeFirst-1)), "before the range")
+	require.Zero(t, run(randomTuple(rng, ProtoUDP, false, portRangeFirst)), "the range is tcp")
 
 	// Every instance got flows: the table spreads them.
 	c, err := d.Counters()

@@ -70,6 +70,10 @@ type Service struct {
 	// Enforce admits only sources in Whitelist.
 	Enforce   bool        `json:"enforce_whitelist"`
 	Whitelist WhitelistID `json:"whitelist"`
+	// Access, when not 0, admits only the sources its access list allows
+	// (SetAccessList); a list that is not set admits nobody. With
+	// Enforce, a source must pass both.
+	Access AccessID `json:"access,omitempty"`
 	// Reject answers refused TCP with a RST instead of silence.
 	Reject bool `json:"reject"`
 }
@@ -81,7 +85,7 @@ func (s Service) String() string {
 func (s Service) key() svcKey { return makeSvcKey(s.VIP, uint8(s.Proto), s.Port) }
 
 func (s Service) val() svcVal {
-	v := svcVal{Listener: s.Listener, Whitelist: uint8(s.Whitelist)}
+	v := svcVal{Listener: s.Listener, Whitelist: uint8(s.Whitelist), Access: uint32(s.Access)}
 	if s.Enforce {
 		v.Flags |= svcWhitelist
 	}
@@ -130,8 +134,10 @@ func ValidateServices(vips []VIP, svcs []Service) error {
 			return fmt.Errorf("services[%d] %s: listener %d out of range (max %d)", i, s, s.Listener, MaxListeners-1)
 		case s.Whitelist >= MaxWhitelists:
 			return fmt.Errorf("services[%d] %s: whitelist %d out of range (max %d)", i, s, s.Whitelist, MaxWhitelists-1)
-		case s.Reject && !s.Enforce:
-			return fmt.Errorf("services[%d] %s: reject needs an enforced whitelist", i, s)
+		case s.Access >= MaxAccessLists:
+			return fmt.Errorf("services[%d] %s: access list %d out of range (max %d)", i, s, s.Access, MaxAccessLists-1)
+		case s.Reject && !s.Enforce && s.Access == 0:
+			return fmt.Errorf("services[%d] %s: reject needs an enforced whitelist or an access list", i, s)
 		}
 		if _, ok := seen[s.VIP]; !ok {
 			return fmt.Errorf("services[%d] %s: vip %s is not in the VIP list", i, s, s.VIP)
@@ -157,34 +163,51 @@ func (d *Dataplane) SetServices(vips []VIP, svcs []Service) error {
 	}
 	defer unlock()
 
-	inner, err := d.newInner("ober_services", "ober_svc_table", 0)
-	if err != nil {
-		return fmt.Errorf("set services: %w", err)
-	}
-	defer inner.Close()
+	keys := make([]svcKey, 0, len(vips)+len(svcs))
+	vals := make([]svcVal, 0, len(vips)+len(svcs))
 	for _, v := range vips {
 		val := svcVal{}
 		if v.Host {
 			val.Flags = vipHost
 		}
-		if err := inner.Update(makeSvcKey(v.Addr, 0, 0), val, ebpf.UpdateNoExist); err != nil {
-			return fmt.Errorf("set services: vip %s: %w", v.Addr, err)
-		}
+		keys = append(keys, makeSvcKey(v.Addr, 0, 0))
+		vals = append(vals, val)
 	}
 	for _, s := range svcs {
-		if err := inner.Update(s.key(), s.val(), ebpf.UpdateNoExist); err != nil {
-			return fmt.Errorf("set services: %s: %w", s, err)
+		keys = append(keys, s.key())
+		vals = append(vals, s.val())
+	}
+	if err := d.swapServices(keys, vals); err != nil {
+		return fmt.Errorf("set services: %w", err)
+	}
+	return nil
+}
+
+// swapServices fills a new VIP and service table with keys and vals and
+// swaps it in. Called with the lock held.
+func (d *Dataplane) swapServices(keys []svcKey, vals []svcVal) error {
+	inner, err := d.newInner("ober_service_set", "ober_svc_table", 0)
+	if err != nil {
+		return err
+	}
+	defer inner.Close()
+	if len(keys) > 0 {
+		// One batch: a table of port ranges has tens of thousands of rows.
+		// (Batches take no BPF_NOEXIST; the keys were checked unique.)
+		n, err := inner.BatchUpdate(keys, vals, nil)
+		if err != nil {
+			return fmt.Errorf("fill table (%d of %d rows written): %w", n, len(keys), err)
 		}
 	}
-	if err := d.maps.OberServices.Update(uint32(0), inner, ebpf.UpdateAny); err != nil {
-		return fmt.Errorf("set services: swap table: %w", err)
+	if err := d.maps.OberServiceSet.Update(uint32(0), inner, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("swap table: %w", err)
 	}
 	return nil
 }
 
 // Services reads back the live VIP and service tables, sorted.
 func (d *Dataplane) Services() ([]VIP, []Service, error) {
-	inner, err := d.liveInner(d.maps.OberServices, 0)
+	inner, err := d.liveInner(d.maps.OberServiceSet, 0)
 	if err != nil || inner == nil {
 		return nil, nil, wrapErr("read services", err)
 	}
@@ -204,7 +227,7 @@ func (d *Dataplane) Services() ([]VIP, []Service, error) {
 		svcs = append(svcs, Service{
 			VIP: k.addr(), Proto: Proto(k.Proto), Port: k.port(), Listener: v.Listener,
 			Dispatch: v.Flags&svcDispatch != 0, Enforce: v.Flags&svcWhitelist != 0,
-			Whitelist: WhitelistID(v.Whitelist), Reject: v.Flags&svcReject != 0,
+			Whitelist: WhitelistID(v.Whitelist), Access: AccessID(v.Access), Reject: v.Flags&svcReject != 0,
 		})
 	}
 	if err := it.Err(); err != nil {

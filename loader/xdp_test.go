@@ -116,6 +116,49 @@ func fixtures() []fixture {
 		{"stranger fragment not answered", with(tcp(stranger4, 40008, vip4, portReject, packet.SYN), func(s *packet.Spec) { s.Frag = &packet.Frag{More: true} }).Bytes(), ReasonWhitelistDrop, ActionDrop},
 		{"https needs no whitelist", tcp(stranger4, 40009, vip4, portHTTPS, packet.SYN).Bytes(), ReasonSteered, 0},
 
+		// Access lists, for every service they are set on.
+		{"access admits a listed client", tcp(client4, 40010, vip4, portACL, packet.SYN).Bytes(), ReasonSteered, 0},
+		{"access admits a listed client v6", tcp(client6, 40010, vip6, portACL, packet.SYN).Bytes(), ReasonSteered, 0},
+		{"access denies a carved-out half", tcp(client4b, 40011, vip4, portACL, packet.SYN).Bytes(), ReasonAccessDenied, ActionDrop},
+		{"access denies a stranger", tcp(stranger4, 40012, vip4, portACL, packet.SYN).Bytes(), ReasonAccessDenied, ActionDrop},
+		{"access rule inside an earlier one never decides", tcp(router4, 40013, vip4, portACL, packet.SYN).Bytes(), ReasonAccessDenied, ActionDrop},
+		{"access default deny v6", tcp(stranger6, 40014, vip6, portACL, packet.SYN).Bytes(), ReasonAccessDenied, ActionDrop},
+		{"access ack of a denied source", with(tcp(stranger4, 40015, vip4, portACL, packet.ACK), func(s *packet.Spec) { s.Payload = []byte("data") }).Bytes(), ReasonAccessDenied, ActionDrop},
+		{"access reject syn", tcp(stranger4, 40016, vip4, portACLReject, packet.SYN).Bytes(), ReasonAccessDenied, ActionTX},
+		{"access reject syn v6", tcp(stranger6, 40016, vip6, portACLReject, packet.SYN).Bytes(), ReasonAccessDenied, ActionTX},
+		{"access reject ack with options", with(tcp(client4b, 40017, vip4, portACLReject, packet.ACK|packet.PSH), func(s *packet.Spec) {
+			s.VLANs = qinq
+			s.IPOptions = []byte{7, 7, 4, 0, 0, 0, 0}
+			s.Payload = []byte("GET / HTTP/1.1\r\n\r\n")
+		}).Bytes(), ReasonAccessDenied, ActionTX},
+		{"access reject admits a listed client", tcp(client4, 40018, vip4, portACLReject, packet.SYN).Bytes(), ReasonSteered, 0},
+		{"access reject rst not answered", tcp(stranger4, 40019, vip4, portACLReject, packet.RST).Bytes(), ReasonAccessDenied, ActionDrop},
+		{"access reject fragment not answered", with(tcp(stranger4, 40020, vip4, portACLReject, packet.SYN), func(s *packet.Spec) { s.Frag = &packet.Frag{More: true} }).Bytes(), ReasonAccessDenied, ActionDrop},
+		{"access reject v6 ext headers not answered", with(tcp(stranger6, 40021, vip6, portACLReject, packet.SYN), func(s *packet.Spec) { s.ExtHdrs = []packet.ExtHdr{dstOpts} }).Bytes(), ReasonAccessDenied, ActionDrop},
+		{"access default allow", tcp(netip.MustParseAddr("198.18.0.1"), 40022, vip4, portACLOpen, packet.SYN).Bytes(), ReasonSteered, 0},
+		{"access default allow v6", tcp(netip.MustParseAddr("2001:db8:5::1"), 40022, vip6, portACLOpen, packet.SYN).Bytes(), ReasonSteered, 0},
+		{"access default allow denies a listed network", tcp(stranger4, 40023, vip4, portACLOpen, packet.SYN).Bytes(), ReasonAccessDenied, ActionDrop},
+		{"access default allow denies a listed network v6", tcp(stranger6, 40023, vip6, portACLOpen, packet.SYN).Bytes(), ReasonAccessDenied, ActionDrop},
+		{"access list never set denies everyone", tcp(client4, 40024, vip4, portACLUnset, packet.SYN).Bytes(), ReasonAccessDenied, ActionDrop},
+		{"access list never set denies everyone v6", tcp(client6, 40024, vip6, portACLUnset, packet.SYN).Bytes(), ReasonAccessDenied, ActionDrop},
+		{"whitelist and access: the whitelist first", tcp(stranger4, 40025, vip4, portACLWL, packet.SYN).Bytes(), ReasonWhitelistDrop, ActionDrop},
+		{"whitelist and access: the access list too", tcp(client4b, 40026, vip4, portACLWL, packet.SYN).Bytes(), ReasonAccessDenied, ActionDrop},
+		{"whitelist and access: both admit", tcp(client4, 40027, vip4, portACLWL, packet.SYN).Bytes(), ReasonSteered, 0},
+		{"access udp admits", packet.UDP(ap(client4, 5000), ap(vip4, portACLUDP), []byte("q")).Bytes(), ReasonSteered, 0},
+		{"access udp denies", packet.UDP(ap(stranger4, 5000), ap(vip4, portACLUDP), []byte("q")).Bytes(), ReasonAccessDenied, ActionDrop},
+		{"access udp denies v6", packet.UDP(ap(stranger6, 5000), ap(vip6, portACLUDP), []byte("q")).Bytes(), ReasonAccessDenied, ActionDrop},
+		{"access first fragment denied", with(tcp(stranger4, 40028, vip4, portACL, packet.SYN), func(s *packet.Spec) { s.Frag = &packet.Frag{More: true} }).Bytes(), ReasonAccessDenied, ActionDrop},
+		{"access first fragment admitted", with(tcp(client4, 40029, vip4, portACL, packet.SYN), func(s *packet.Spec) { s.Frag = &packet.Frag{More: true} }).Bytes(), ReasonFragment, ActionPass},
+		{"access icmp passes", packet.Spec{Src: stranger4, Dst: vip4, Proto: packet.ProtoICMP}.Bytes(), ReasonPass, ActionPass},
+
+		// A port range: every port of it is served, none beside it.
+		{"range first port", tcp(client4, 40030, vip4, portRangeFirst, packet.SYN).Bytes(), ReasonSteered, 0},
+		{"range middle port", tcp(client4, 40031, vip4, portRangeFirst+3, packet.SYN).Bytes(), ReasonSteered, 0},
+		{"range last port v6", tcp(client6, 40032, vip6, portRangeLast, packet.SYN).Bytes(), ReasonSteered, 0},
+		{"range access list", tcp(stranger4, 40033, vip4, portRangeFirst+5, packet.SYN).Bytes(), ReasonAccessDenied, ActionDrop},
+		{"past the range", tcp(client4, 40034, vip4, portRangeLast+1, packet.SYN).Bytes(), ReasonNoService, ActionDrop},
+		{"before the range", tcp(client4, 40035, vip4, portRangeFirst-1, packet.SYN).Bytes(), ReasonNoService, ActionDrop},
+
 		// Fragments.
 		{"v4 first fragment", with(syn4, func(s *packet.Spec) { s.Frag = &packet.Frag{More: true, ID: 1}; s.Payload = make([]byte, 64) }).Bytes(), ReasonFragment, ActionPass},
 		{"v4 later fragment", with(syn4, func(s *packet.Spec) { s.Frag = &packet.Frag{Offset: 10, ID: 1}; s.Payload = make([]byte, 64) }).Bytes(), ReasonFragment, ActionDrop},

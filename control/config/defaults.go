@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -80,6 +81,25 @@ const (
 
 	DefaultConnectionsPerSource = 1000
 
+	// A service's defaults (services.go).
+	DefaultSlowstart   = 30 * time.Second
+	DefaultFallback    = FallbackServe503
+	DefaultPriority    = 1
+	DefaultState       = StateEnabled
+	DefaultAccess      = AccessAllow
+	DefaultSNIDefault  = PassthroughReject
+	DefaultSNITimeout  = 5 * time.Second
+	DefaultHealthKind  = CheckTCP
+	DefaultHealthState = HealthUp
+	// DefaultHealthTimeout is a check's timeout unless the interval is
+	// shorter.
+	DefaultHealthTimeout = time.Second
+	DefaultHealthMethod  = "GET"
+	DefaultHealthStatus  = "200-399"
+	// LegacyHealthStatus is what the check of the top-level pool, from
+	// backends.health, accepts: S3 answers "/" with 200 or 403.
+	LegacyHealthStatus = "200-499"
+
 	// DefaultResolveTimeout bounds Resolve when its context has no
 	// deadline.
 	DefaultResolveTimeout = 10 * time.Second
@@ -91,6 +111,16 @@ const (
 	MaxWeight    = 256
 	MaxMaxConn   = 1000000
 	MaxFallRise  = 100
+
+	// MaxPriority is the largest backend priority; each priority of a
+	// pool is an HAProxy backend of its own.
+	MaxPriority = 1000
+	// MaxPortRange is the most ports a service's range may hold: each
+	// port of each VIP is one row of the dataplane's services table.
+	MaxPortRange = 1024
+	// MaxAccessRules is the most rules a service's access list may hold,
+	// the size the dataplane's per-service tries are made for.
+	MaxAccessRules = 10000
 
 	MinHealthInterval = 100 * time.Millisecond
 	// MaxTimeout is the longest timeout HAProxy accepts (2^31-1 ms).
@@ -187,37 +217,26 @@ func (c *Config) ApplyDefaults() {
 	setString(&n.RuntimeDir, DefaultRuntimeDir)
 	setString(&n.StateDir, DefaultStateDir)
 
-	for i := range c.Services {
-		s := &c.Services[i]
-		if s.Name == "" && s.Mode != "" {
-			s.Name = defaultServiceName(s)
-		}
-		if s.Mode == ModeHTTP {
-			setString(&s.Whitelist, DefaultWhitelist)
-		}
-	}
-
 	b := &c.Backends
+	c.applyBalance("backends.balance", &b.Balance, true)
 	setString(&b.Balance, DefaultBalance)
-	for i := range b.Servers {
-		s := &b.Servers[i]
-		if s.Name == "" {
-			s.Name = defaultServerName(i)
-		}
-		if s.Weight == nil {
-			w := DefaultWeight
-			s.Weight = &w
-		}
-		if s.TLS && s.SNI == "" {
-			if host, _, msg := splitHostPort(s.Address); msg == "" && !isIPLiteral(host) && addrlist.CheckHostname(host) == nil {
-				s.SNI = host
-			}
-		}
-	}
+	applyServerDefaults(b.Servers, true)
 	setString(&b.Health.Path, DefaultHealthPath)
 	setDuration(&b.Health.Interval, DefaultHealthInterval)
 	setInt(&b.Health.Fall, DefaultHealthFall)
 	setInt(&b.Health.Rise, DefaultHealthRise)
+
+	// After the top-level backends: services on the top-level pool take
+	// their balance and health check from there.
+	for i := range c.Services {
+		c.applyServiceDefaults(i)
+	}
+	for i := range c.VIPPools {
+		if c.VIPPools[i].AutoAssign == nil {
+			on := true
+			c.VIPPools[i].AutoAssign = &on
+		}
+	}
 
 	in := &c.Instances
 	if in.Count == 0 {
@@ -286,7 +305,11 @@ func setDuration(p *Duration, def time.Duration) {
 }
 
 func defaultServiceName(s *Service) string {
-	return s.Mode + "-" + strconv.Itoa(int(s.Port))
+	port := s.Port
+	if port == 0 {
+		port = s.Ports.From
+	}
+	return s.Mode + "-" + strconv.Itoa(int(port))
 }
 
 func defaultServerName(i int) string { return "s" + strconv.Itoa(i) }
@@ -311,24 +334,6 @@ func (c *Config) CPUs() []int {
 	return slices.Clone(aff[:n])
 }
 
-// ServiceVIPs returns the VIPs services[i] listens on: its own vips list,
-// or every top-level VIP when that list is empty. It returns nil when i is
-// out of range. The slice is a copy.
-func (c *Config) ServiceVIPs(i int) []netip.Addr {
-	if i < 0 || i >= len(c.Services) {
-		return nil
-	}
-	src := c.Services[i].VIPs
-	if len(src) == 0 {
-		src = c.VIPs
-	}
-	out := make([]netip.Addr, len(src))
-	for j, a := range src {
-		out[j] = a.Addr
-	}
-	return out
-}
-
 // splitHostPort splits a backend address. msg is empty when host and port
 // are usable; it names the problem otherwise. The host's syntax is not
 // checked here.
@@ -350,4 +355,133 @@ func splitHostPort(addr string) (host string, port uint16, msg string) {
 func isIPLiteral(host string) bool {
 	_, err := netip.ParseAddr(host)
 	return err == nil
+}
+
+// usesSharedPool reports whether services[i] is served by the top-level
+// backends.servers: a tls or http service without backends of its own. An
+// unknown mode counts as one, since it may be a typo of either.
+func (c *Config) usesSharedPool(i int) bool {
+	s := &c.Services[i]
+	return s.Mode != ModeTCP && s.Mode != ModeUDP && len(s.Backends) == 0
+}
+
+// isL7 reports whether a mode proxies HTTP, where backends can have TLS,
+// SNI and a PROXY header of their own.
+func isL7(mode string) bool { return mode == ModeTLS || mode == ModeHTTP }
+
+func (c *Config) applyServiceDefaults(i int) {
+	s := &c.Services[i]
+	if s.Name == "" && s.Mode != "" {
+		s.Name = defaultServiceName(s)
+	}
+	if s.Mode == ModeHTTP {
+		setString(&s.Whitelist, DefaultWhitelist)
+	}
+	c.applyBalance(fmt.Sprintf("services[%d].balance", i), &s.Balance, false)
+	if s.Balance == "" {
+		s.Balance = DefaultBalance
+		if c.usesSharedPool(i) && slices.Contains(balanceMethods, c.Backends.Balance) {
+			s.Balance = c.Backends.Balance
+		}
+	}
+	l7 := isL7(s.Mode)
+	applyServerDefaults(s.Backends, l7)
+	for j := range s.Pools {
+		applyServerDefaults(s.Pools[j].Backends, l7)
+	}
+	if s.Slowstart == nil {
+		s.Slowstart = &Duration{DefaultSlowstart}
+	}
+	setString(&s.Fallback, DefaultFallback)
+	if s.Health == nil {
+		s.Health = &ServiceHealth{}
+	}
+	fillHealth(s.Health, c.healthDefaults(i))
+	if t := s.TLSPassthrough; t != nil {
+		setString(&t.Default, DefaultSNIDefault)
+		setDuration(&t.ReadTimeout, DefaultSNITimeout)
+	}
+	if s.Access != nil {
+		setString(&s.Access.Default, DefaultAccess)
+	}
+}
+
+// applyServerDefaults names the servers of one pool s<index> and fills
+// their weight, priority and state; l7 pools also get an SNI.
+func applyServerDefaults(servers []BackendServer, l7 bool) {
+	for i := range servers {
+		s := &servers[i]
+		if s.Name == "" {
+			s.Name = defaultServerName(i)
+		}
+		if s.Weight == nil {
+			w := DefaultWeight
+			s.Weight = &w
+		}
+		setInt(&s.Priority, DefaultPriority)
+		setString(&s.State, DefaultState)
+		if l7 && s.TLS && s.SNI == "" {
+			if host, _, msg := splitHostPort(s.Address); msg == "" && !isIPLiteral(host) && addrlist.CheckHostname(host) == nil {
+				s.SNI = host
+			}
+		}
+	}
+}
+
+// healthDefaults is what services[i]'s health check is made of where it
+// says nothing: a tcp connect every 2s, except on the top-level pool,
+// whose check backends.health has always described (an HTTP GET of its
+// path, any answer but a 5xx up). Values of backends.health that are
+// wrong are left out, so that Validate reports them once, there.
+func (c *Config) healthDefaults(i int) ServiceHealth {
+	d := ServiceHealth{
+		Kind:         DefaultHealthKind,
+		Interval:     Duration{DefaultHealthInterval},
+		Fall:         DefaultHealthFall,
+		Rise:         DefaultHealthRise,
+		InitialState: DefaultHealthState,
+		Method:       DefaultHealthMethod,
+		Path:         DefaultHealthPath,
+		Status:       DefaultHealthStatus,
+	}
+	if !c.usesSharedPool(i) || !isL7(c.Services[i].Mode) {
+		return d
+	}
+	h := &c.Backends.Health
+	d.Kind = CheckHTTP
+	d.Status = LegacyHealthStatus
+	if h.Path != "" && healthPathProblem(h.Path) == "" {
+		d.Path = h.Path
+	}
+	if v := h.Interval.Duration; v >= MinHealthInterval && v <= MaxTimeout {
+		d.Interval = h.Interval
+	}
+	if h.Fall >= 1 && h.Fall <= MaxFallRise {
+		d.Fall = h.Fall
+	}
+	if h.Rise >= 1 && h.Rise <= MaxFallRise {
+		d.Rise = h.Rise
+	}
+	return d
+}
+
+// fillHealth fills the zero values of h that its kind uses from d. A
+// check of kind none has nothing to fill.
+func fillHealth(h *ServiceHealth, d ServiceHealth) {
+	setString(&h.Kind, d.Kind)
+	if h.Kind == CheckNone {
+		return
+	}
+	setDuration(&h.Interval, d.Interval.Duration)
+	if h.Timeout.Duration == 0 && h.Interval.Duration > 0 {
+		h.Timeout.Duration = min(DefaultHealthTimeout, h.Interval.Duration)
+	}
+	setInt(&h.Fall, d.Fall)
+	setInt(&h.Rise, d.Rise)
+	setString(&h.InitialState, d.InitialState)
+	if h.Kind == CheckHTTP || h.Kind == CheckHTTPS {
+		setString(&h.Method, d.Method)
+		setString(&h.Path, d.Path)
+		setString(&h.Status, d.Status)
+	}
 }

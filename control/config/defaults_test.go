@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -39,15 +40,17 @@ backends:
 		},
 		VIPs: []Addr{addr("10.0.0.1"), addr("fd00::1")},
 		Services: []Service{
-			{Name: "tls-443", Port: 443, Mode: "tls", TLS: &TLS{SelfSigned: true}},
-			{Name: "http-80", Port: 80, Mode: "http", VIPs: []Addr{addr("10.0.0.1")}, Whitelist: "frontend-http"},
+			{Name: "tls-443", Port: 443, Mode: "tls", TLS: &TLS{SelfSigned: true},
+				Balance: "leastconn", Health: legacyHealth(), Slowstart: &Duration{30 * time.Second}, Fallback: "serve_503"},
+			{Name: "http-80", Port: 80, Mode: "http", VIPs: []Addr{addr("10.0.0.1")}, Whitelist: "frontend-http",
+				Balance: "leastconn", Health: legacyHealth(), Slowstart: &Duration{30 * time.Second}, Fallback: "serve_503"},
 		},
 		Backends: Backends{
 			Balance: "leastconn",
 			Servers: []BackendServer{
-				{Name: "s0", Address: "rgw1.example.com:7480", Weight: intp(100)},
-				{Name: "s1", Address: "10.1.0.2:7480", Weight: intp(100), TLS: true},
-				{Name: "s2", Address: "rgw3.example.com:7443", Weight: intp(0), TLS: true, SNI: "rgw3.example.com"},
+				{Name: "s0", Address: "rgw1.example.com:7480", Weight: intp(100), Priority: 1, State: "enabled"},
+				{Name: "s1", Address: "10.1.0.2:7480", Weight: intp(100), Priority: 1, State: "enabled", TLS: true},
+				{Name: "s2", Address: "rgw3.example.com:7443", Weight: intp(0), Priority: 1, State: "enabled", TLS: true, SNI: "rgw3.example.com"},
 			},
 			Health: HealthCheck{Path: "/", Interval: dur(DefaultHealthInterval), Fall: 3, Rise: 2},
 		},
@@ -87,6 +90,16 @@ backends:
 	require.Equal(t, []netip.Addr{netip.MustParseAddr("10.0.0.1")}, c.ServiceVIPs(1))
 	require.Nil(t, c.ServiceVIPs(2))
 	require.Equal(t, []int{0, 1}, c.CPUs())
+}
+
+// legacyHealth is the check of a service on the top-level pool when
+// backends.health says nothing: what HAProxy's check did before services
+// had checks of their own.
+func legacyHealth() *ServiceHealth {
+	return &ServiceHealth{
+		Kind: "http", Interval: dur(2 * time.Second), Timeout: dur(time.Second), Fall: 3, Rise: 2,
+		InitialState: "up", Method: "GET", Path: "/", Status: "200-499",
+	}
 }
 
 func TestDefaultsKeepSetValues(t *testing.T) {

@@ -316,21 +316,8 @@ func yamlFields(t reflect.Type) (map[string]reflect.Type, []string) {
 // keyHint suggests the key the operator probably meant, or lists the keys
 // allowed at this level.
 func keyHint(key string, names []string) string {
-	norm := strings.ToLower(strings.ReplaceAll(key, "-", "_"))
-	best, bestDist := "", 3
-	for _, n := range names {
-		if n == norm {
-			return fmt.Sprintf("; did you mean %q?", n)
-		}
-		if len(norm) >= 3 && (strings.HasPrefix(n, norm) || strings.HasPrefix(norm, n)) {
-			return fmt.Sprintf("; did you mean %q?", n)
-		}
-		if d := editDistance(norm, n); d < bestDist {
-			best, bestDist = n, d
-		}
-	}
-	if best != "" {
-		return fmt.Sprintf("; did you mean %q?", best)
+	if s := closest(key, names); s != "" {
+		return fmt.Sprintf("; did you mean %q?", s)
 	}
 	return "; known keys here: " + strings.Join(names, ", ")
 }

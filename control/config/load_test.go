@@ -3,8 +3,10 @@ package config
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -90,7 +92,7 @@ func TestParseErrors(t *testing.T) {
 			`line 11: a second YAML document starts here; the file must hold exactly one`},
 		{"empty file", "",
 			"node.interfaces: at least one interface is required\n" +
-				"vips: at least one VIP is required\n" +
+				"vips: at least one VIP is required (or vip_pools to take addresses from)\n" +
 				"services: at least one service is required\n" +
 				"backends.servers: at least one server is required"},
 		{"validation after decoding", strings.Replace(minimalYAML, "port: 80", "port: 80\n    whitelist: routers", 1),
@@ -258,4 +260,101 @@ func TestOneLineJoinsEveryProblem(t *testing.T) {
 		errors.New("  \nservices[1].port: 0: out of range\n"))
 	require.Equal(t, `vips[0]: "x": not an IP address; services[1].port: 0: out of range`, OneLine(err))
 	require.Len(t, ErrorLines(err), 2)
+}
+
+// TestReadmeExamples loads every YAML example of README.md that has a
+// top-level services key, as an operator would paste it (see
+// loadExamples).
+func TestReadmeExamples(t *testing.T) {
+	n, err := loadExamples(t, string(mustRead(t, filepath.Join("..", "..", "README.md"))))
+	require.NoError(t, err)
+	if n == 0 {
+		t.Skip("README.md has no configuration example yet")
+	}
+}
+
+// TestLoadExamples: the machinery of TestReadmeExamples finds examples,
+// fills what they leave out, and fails on a broken one.
+func TestLoadExamples(t *testing.T) {
+	md := "# Services\n\n```yaml\nservices:\n  - {name: s3, mode: tls, port: 443, tls: {cert: /etc/ober/tls/s3.pem, key: /etc/ober/tls/s3.key}}\n" +
+		"  - mode: tcp\n    port: 5432\n    balance: wlc\n    backends: [{address: 10.2.0.1:5432}]\n```\n\n" +
+		"```yaml\nbackends:\n  balance: roundrobin\n```\n\n```sh\nservices:\n```\n"
+	n, err := loadExamples(t, md)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+
+	_, err = loadExamples(t, strings.Replace(md, "wlc", "wlcc", 1))
+	require.ErrorContains(t, err, `YAML example 0: services[1].balance: "wlcc": unknown balance method; did you mean "wlc"?`)
+}
+
+// loadExamples loads every ```yaml block of a Markdown text that has a
+// top-level services key and returns how many there were, or the first
+// that does not load. Keys an example
+// leaves out (node, vips, backends) come from a small base, and its
+// certificate, key and CA files are generated.
+func loadExamples(t *testing.T, md string) (int, error) {
+	dir := t.TempDir()
+	cert, key := writeCert(t, dir, certOpts{cn: "s3.example.com"})
+	subst := []struct {
+		re   *regexp.Regexp
+		with string
+	}{
+		{regexp.MustCompile(`\bcert: *[^\s,}]+`), "cert: " + cert},
+		{regexp.MustCompile(`\bkey: *[^\s,}]+`), "key: " + key},
+		{regexp.MustCompile(`\bca_file: *[^\s,}]+`), "ca_file: " + cert},
+	}
+	base := []struct{ key, text string }{
+		{"node", "node: {interfaces: [eth0]}\n"},
+		{"vips", "vips: [192.0.2.1]\n"},
+		{"backends", "backends: {servers: [{address: 192.0.2.100:7480}]}\n"},
+	}
+	n := 0
+	for i, block := range yamlBlocks(md) {
+		if !hasTopKey(block, "services") {
+			continue
+		}
+		n++
+		doc := block
+		for _, s := range subst {
+			doc = s.re.ReplaceAllString(doc, s.with)
+		}
+		for _, b := range base {
+			if !hasTopKey(doc, b.key) {
+				doc = b.text + doc
+			}
+		}
+		if _, err := parse([]byte(doc), nodeA()); err != nil {
+			return n, fmt.Errorf("YAML example %d: %w\n%s", i, err, block)
+		}
+	}
+	return n, nil
+}
+
+// yamlBlocks returns the bodies of the ```yaml blocks of a Markdown text.
+func yamlBlocks(md string) []string {
+	var blocks []string
+	var cur *strings.Builder
+	for line := range strings.Lines(md) {
+		trimmed := strings.TrimSpace(line)
+		switch {
+		case cur == nil && (trimmed == "```yaml" || trimmed == "```yml"):
+			cur = &strings.Builder{}
+		case cur != nil && trimmed == "```":
+			blocks = append(blocks, cur.String())
+			cur = nil
+		case cur != nil:
+			cur.WriteString(line)
+		}
+	}
+	return blocks
+}
+
+// hasTopKey reports whether a YAML document has key at its top level.
+func hasTopKey(doc, key string) bool {
+	for line := range strings.Lines(doc) {
+		if strings.HasPrefix(line, key+":") {
+			return true
+		}
+	}
+	return false
 }

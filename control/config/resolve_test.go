@@ -153,3 +153,69 @@ func TestResolveContextEnds(t *testing.T) {
 	var fe *FieldError
 	require.False(t, errors.As(err, &fe), "a timeout is not a problem of the file")
 }
+
+func TestResolvePools(t *testing.T) {
+	c := servicesConfig()
+	c.Services[4].Backends = append(c.Services[4].Backends, BackendServer{Address: "db2.example.com:8080"})
+	c.Whitelists.FrontendHTTP = []string{"10.40.0.0/22", "login.example.com"}
+	c.ApplyDefaults()
+	require.NoError(t, c.Validate())
+	r := &fakeResolver{hosts: map[string][]string{
+		"rgw1.example.com":  {"10.1.0.1"},
+		"db2.example.com":   {"fd00:2::2", "10.2.0.2"},
+		"web2.example.com":  {"10.5.0.2"},
+		"login.example.com": {"10.40.9.9"},
+	}}
+	res, err := c.Resolve(context.Background(), r)
+	require.NoError(t, err)
+
+	addrs := func(ref PoolRef) []string {
+		var out []string
+		for _, s := range res.Pools[ref] {
+			out = append(out, s.Name+"="+s.Addr.String())
+		}
+		return out
+	}
+	require.Equal(t, []string{"s0=10.1.0.1:7480", "s1=10.1.0.2:7480"}, addrs(PoolRef{"https", DefaultPool}))
+	require.Equal(t, res.Backends, res.Pools[PoolRef{"https", DefaultPool}])
+	require.Equal(t, []string{"s0=10.2.0.1:5432", "s1=10.2.0.2:5432"}, addrs(PoolRef{"db", DefaultPool}))
+	require.Equal(t, []string{"s0=10.3.0.1:0", "s1=10.3.0.2:7000"}, addrs(PoolRef{"games", DefaultPool}),
+		"a range's backend without a port keeps port 0: the client's")
+	require.Equal(t, []string{"s0=10.4.0.1:443"}, addrs(PoolRef{"sni", "s3"}))
+	require.Equal(t, []string{"s0=10.4.0.2:443"}, addrs(PoolRef{"sni", "web"}))
+	require.Equal(t, []string{"s0=10.5.0.1:80", "s1=10.5.0.2:443", "s2=10.2.0.2:8080"}, addrs(PoolRef{"web", DefaultPool}))
+	require.Len(t, res.Pools, 7)
+	require.Equal(t, 2, res.Pools[PoolRef{"db", DefaultPool}][1].Priority)
+
+	n := 0
+	for _, h := range r.lookups {
+		if h == "db2.example.com" {
+			n++
+		}
+	}
+	require.Equal(t, 1, n, "a name in two pools is looked up once")
+
+	require.Equal(t, map[string]ResolvedAccess{"db": {
+		DefaultAllow: false,
+		Rules: []ResolvedAccessRule{
+			{Allow: false, Prefixes: pfx("10.9.0.0/16"), Rule: "deny 10.9.0.0/16"},
+			{Allow: true, Prefixes: pfx("10.0.0.0/8"), Rule: "allow 10.0.0.0/8"},
+			{Allow: true, Prefixes: pfx("10.40.0.0/22", "10.40.9.9/32"), Rule: "allow frontend-http"},
+		},
+	}}, res.Access)
+}
+
+func TestResolvePoolErrors(t *testing.T) {
+	c := servicesConfig()
+	c.Services[3].Pools[1].Backends[0].Address = "us.invalid:443"
+	c.ApplyDefaults()
+	r := &fakeResolver{hosts: map[string][]string{"rgw1.example.com": {"10.1.0.1"}, "web2.example.com": {"10.5.0.2"}}}
+	res, err := c.Resolve(context.Background(), r)
+	require.Nil(t, res)
+	require.EqualError(t, err, ""+
+		`services[1].backends[1].address: "db2.example.com:5432": does not resolve: lookup db2.example.com: no such host`+"\n"+
+		`services[3].pools[1].backends[0].address: "us.invalid:443": does not resolve: lookup us.invalid: no such host`)
+	var fe *FieldError
+	require.ErrorAs(t, err, &fe)
+	require.Equal(t, "services[1].backends[1].address", fe.Path)
+}

@@ -50,6 +50,27 @@ const (
 	CheckNone  = "none"
 )
 
+// A health check's verdict before its first result (initial_state).
+const (
+	HealthUp   = "up"
+	HealthDown = "down"
+)
+
+// Access list verdicts: an access rule's first word, and access.default.
+const (
+	AccessAllow = "allow"
+	AccessDeny  = "deny"
+)
+
+// PassthroughReject is tls_passthrough.default when no pool takes the
+// connections no route matches: they are closed.
+const PassthroughReject = "reject"
+
+// DefaultPool is the name, among a service's pools, of its own backends
+// or, for a tls or http service without any, of the top-level
+// backends.servers. tls_passthrough's routes may name it; pools[] may not.
+const DefaultPool = "default"
+
 // Pool is a named list of backends of a service, chosen by
 // TLSPassthrough's routes.
 type Pool struct {

@@ -31,6 +31,9 @@ type Config struct {
 	// The yaml library and structChecker skip unexported fields, and
 	// copies of a Config share it.
 	env *environment
+	// balanceNotes are what ApplyDefaults made of GORB's and GoBetween's
+	// balance names (BalanceNotes).
+	balanceNotes []string
 }
 
 // Node describes this machine.

@@ -28,6 +28,7 @@ func (c *Config) Validate() error {
 	var p problems
 	c.validateNode(&p)
 	c.validateVIPs(&p)
+	c.validateVIPPools(&p)
 	c.validateServices(&p)
 	c.validateBackends(&p)
 	c.validateInstances(&p)
@@ -124,8 +125,8 @@ func ValidInterfaceName(s string) bool {
 }
 
 func (c *Config) validateVIPs(p *problems) {
-	if len(c.VIPs) == 0 {
-		p.add("vips", "", "at least one VIP is required")
+	if len(c.VIPs) == 0 && len(c.VIPPools) == 0 {
+		p.add("vips", "", "at least one VIP is required (or vip_pools to take addresses from)")
 	}
 	seen := make(map[netip.Addr]int)
 	for i, v := range c.VIPs {
@@ -139,6 +140,9 @@ func (c *Config) validateVIPs(p *problems) {
 			continue
 		}
 		seen[v.Addr] = i
+		if k := c.vipPoolOf(v.Addr); k >= 0 {
+			p.add(path, v.String(), "inside vip_pools[%d] (%q), whose addresses ober hands out; take it out of vips or out of the pool", k, c.VIPPools[k].Name)
+		}
 	}
 }
 
@@ -175,63 +179,9 @@ func (c *Config) validateServices(p *problems) {
 	if len(c.Services) == 0 {
 		p.add("services", "", "at least one service is required")
 	}
-	vips := make(map[netip.Addr]bool, len(c.VIPs))
-	for _, v := range c.VIPs {
-		vips[v.Addr] = true
-	}
 	names := make(map[string]int)
 	for i := range c.Services {
-		s := &c.Services[i]
-		base := fmt.Sprintf("services[%d]", i)
-
-		if name := c.serviceName(i); name != "" {
-			if !ValidName(name) {
-				p.add(base+".name", quote(name), nameRule)
-			} else if j, dup := names[name]; dup {
-				p.add(base+".name", quote(name), "already used by services[%d]", j)
-			} else {
-				names[name] = i
-			}
-		}
-		if s.Port == 0 {
-			p.add(base+".port", "", "required (1-65535)")
-		}
-
-		seen := make(map[netip.Addr]int)
-		for j, v := range s.VIPs {
-			path := fmt.Sprintf("%s.vips[%d]", base, j)
-			switch k, dup := seen[v.Addr]; {
-			case !v.IsValid():
-				p.add(path, "", "an address is required")
-			case dup:
-				p.add(path, v.String(), "duplicate of %s.vips[%d]", base, k)
-			case !vips[v.Addr]:
-				p.add(path, v.String(), "not one of the top-level vips")
-			default:
-				seen[v.Addr] = j
-			}
-		}
-
-		switch s.Mode {
-		case ModeTLS:
-			validateServiceTLS(p, base, s.TLS, c.now)
-			if s.Whitelist != "" {
-				p.add(base+".whitelist", quote(s.Whitelist), "only for mode http (mode tls admits every client)")
-			}
-		case ModeHTTP:
-			if s.TLS != nil {
-				p.add(base+".tls", "", "not allowed for mode http (plain HTTP); use mode tls to terminate TLS")
-			}
-			switch s.Whitelist {
-			case "", WhitelistFrontendHTTP, WhitelistBackendHTTP:
-			default:
-				p.add(base+".whitelist", quote(s.Whitelist), "must be frontend-http or backend-http")
-			}
-		case "":
-			p.add(base+".mode", "", "required: tls or http")
-		default:
-			p.add(base+".mode", quote(s.Mode), "must be tls or http")
-		}
+		c.validateService(p, i, names)
 	}
 	c.validatePortClashes(p)
 }
@@ -245,17 +195,19 @@ func (c *Config) serviceName(i int) string {
 	return s.Name
 }
 
-// validatePortClashes reports each service whose port is already served on
-// one of its VIPs by an earlier service; the kernel could bind only one.
+// validatePortClashes reports each service whose port, or range of ports,
+// meets one of an earlier service's on a VIP they share: the kernel could
+// bind only one. Every service is TCP, so the port alone decides.
 func (c *Config) validatePortClashes(p *problems) {
 	for i := range c.Services {
-		port := c.Services[i].Port
-		if port == 0 {
+		from, to := c.ServicePorts(i)
+		if !usablePorts(from, to) {
 			continue
 		}
 		mine := c.ServiceVIPs(i)
 		for j := range i {
-			if c.Services[j].Port != port {
+			jf, jt := c.ServicePorts(j)
+			if !usablePorts(jf, jt) || jf > to || from > jt {
 				continue
 			}
 			theirs := c.ServiceVIPs(j)
@@ -263,11 +215,30 @@ func (c *Config) validatePortClashes(p *problems) {
 			if k < 0 {
 				continue
 			}
-			p.add(fmt.Sprintf("services[%d].port", i), strconv.Itoa(int(port)),
-				"already used by services[%d] (%q) on VIP %s", j, c.serviceName(j), mine[k])
+			theirsText := fmt.Sprintf("services[%d] (%q)", j, c.serviceName(j))
+			switch {
+			case from == to && jf == jt:
+				p.add(fmt.Sprintf("services[%d].port", i), strconv.Itoa(int(from)),
+					"already used by %s on VIP %s", theirsText, mine[k])
+			case from == to:
+				p.add(fmt.Sprintf("services[%d].port", i), strconv.Itoa(int(from)),
+					"already used by %s, ports %d-%d, on VIP %s", theirsText, jf, jt, mine[k])
+			case jf == jt:
+				p.add(fmt.Sprintf("services[%d].ports", i), fmt.Sprintf("%d-%d", from, to),
+					"overlaps port %d of %s on VIP %s", jf, theirsText, mine[k])
+			default:
+				p.add(fmt.Sprintf("services[%d].ports", i), fmt.Sprintf("%d-%d", from, to),
+					"overlaps ports %d-%d of %s on VIP %s", jf, jt, theirsText, mine[k])
+			}
 			break
 		}
 	}
+}
+
+// usablePorts reports whether a service's ports are worth comparing with
+// others': a range that is wrong is reported once, for itself.
+func usablePorts(from, to uint16) bool {
+	return from > 0 && from <= to && int(to)-int(from) < MaxPortRange
 }
 
 func validateServiceTLS(p *problems, base string, t *TLS, now func() time.Time) {
@@ -288,70 +259,42 @@ func validateServiceTLS(p *problems, base string, t *TLS, now func() time.Time) 
 	}
 }
 
-var balances = []string{"leastconn", "roundrobin", "source", "random", "first"}
+// needsSharedPool reports whether the top-level backends.servers are
+// required: by a tls or http service without backends of its own, or, in
+// a file without services, as they always were.
+func (c *Config) needsSharedPool() bool {
+	if len(c.Services) == 0 {
+		return true
+	}
+	for i := range c.Services {
+		if c.usesSharedPool(i) {
+			return true
+		}
+	}
+	return false
+}
 
 func (c *Config) validateBackends(p *problems) {
 	b := &c.Backends
-	if b.Balance != "" && !slices.Contains(balances, b.Balance) {
-		p.add("backends.balance", quote(b.Balance), "must be one of %s", strings.Join(balances, ", "))
+	if b.Balance != "" {
+		if _, _, msg := canonicalBalance(b.Balance, true); msg != "" {
+			p.add("backends.balance", quote(b.Balance), "%s", msg)
+		}
 	}
-	if len(b.Servers) == 0 {
+	if len(b.Servers) == 0 && c.needsSharedPool() {
 		p.add("backends.servers", "", "at least one server is required")
 	}
-	names := make(map[string]int)
-	for i := range b.Servers {
-		s := &b.Servers[i]
-		base := fmt.Sprintf("backends.servers[%d]", i)
-		name := s.Name
-		if name == "" {
-			name = defaultServerName(i)
-		}
-		if !ValidName(name) {
-			p.add(base+".name", quote(name), nameRule)
-		} else if j, dup := names[name]; dup {
-			p.add(base+".name", quote(name), "already used by backends.servers[%d]", j)
-		} else {
-			names[name] = i
-		}
-
-		if s.Address == "" {
-			p.add(base+".address", "", "required: host:port")
-		} else if msg := addressProblem(s.Address); msg != "" {
-			p.add(base+".address", quote(s.Address), "%s", msg)
-		}
-		if s.Weight != nil && (*s.Weight < 0 || *s.Weight > MaxWeight) {
-			p.add(base+".weight", strconv.Itoa(*s.Weight), "must be 0-%d", MaxWeight)
-		}
-		if s.CAFile != "" {
-			if !s.TLS {
-				p.add(base+".ca_file", quote(s.CAFile), "needs tls: true")
-			} else {
-				checkCAFile(p, base+".ca_file", s.CAFile)
-			}
-		}
-		if s.SNI != "" {
-			if !s.TLS {
-				p.add(base+".sni", quote(s.SNI), "needs tls: true")
-			} else if err := addrlist.CheckHostname(s.SNI); err != nil {
-				p.add(base+".sni", quote(s.SNI), "invalid host name: %v", err)
-			}
-		}
-	}
+	c.validateServers(p, "backends.servers", b.Servers, poolUse{l7: true})
 
 	h := &b.Health
-	switch {
-	case h.Path == "":
-	case !strings.HasPrefix(h.Path, "/"):
-		p.add("backends.health.path", quote(h.Path), `must start with "/"`)
-	case strings.ContainsFunc(h.Path, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }):
-		p.add("backends.health.path", quote(h.Path), "must not contain spaces or control characters")
+	if h.Path != "" {
+		if msg := healthPathProblem(h.Path); msg != "" {
+			p.add("backends.health.path", quote(h.Path), "%s", msg)
+		}
 	}
 	if d := h.Interval.Duration; d != 0 {
-		switch {
-		case d < MinHealthInterval:
-			p.add("backends.health.interval", fmtDuration(d), "must be at least %s", fmtDuration(MinHealthInterval))
-		case d > MaxTimeout:
-			p.add("backends.health.interval", fmtDuration(d), "must be at most %s (HAProxy's limit)", maxTimeoutText)
+		if msg := healthIntervalProblem(d); msg != "" {
+			p.add("backends.health.interval", fmtDuration(d), "%s", msg)
 		}
 	}
 	for _, f := range []struct {
@@ -362,6 +305,29 @@ func (c *Config) validateBackends(p *problems) {
 			p.add(f.key, strconv.Itoa(f.v), "must be 1-%d", MaxFallRise)
 		}
 	}
+}
+
+// healthPathProblem says what is wrong with an HTTP check's path, or "".
+func healthPathProblem(path string) string {
+	switch {
+	case !strings.HasPrefix(path, "/"):
+		return `must start with "/"`
+	case strings.ContainsFunc(path, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }):
+		return "must not contain spaces or control characters"
+	}
+	return ""
+}
+
+// healthIntervalProblem says what is wrong with a check interval that is
+// set, or "".
+func healthIntervalProblem(d time.Duration) string {
+	switch {
+	case d < MinHealthInterval:
+		return "must be at least " + fmtDuration(MinHealthInterval)
+	case d > MaxTimeout:
+		return "must be at most " + maxTimeoutText + " (HAProxy's limit)"
+	}
+	return ""
 }
 
 // addressProblem checks a backend's host:port without I/O.

@@ -48,7 +48,7 @@ func TestValidate(t *testing.T) {
 
 		// vips
 		{"no vips", func(c *Config) { c.VIPs = nil },
-			`vips: at least one VIP is required`},
+			`vips: at least one VIP is required (or vip_pools to take addresses from)`},
 		{"duplicate vip", func(c *Config) { c.VIPs = append(c.VIPs, addr("10.0.0.1")) },
 			`vips[2]: 10.0.0.1: duplicate of vips[0]`},
 		{"loopback vip", func(c *Config) { c.VIPs[0] = addr("127.0.0.1") },
@@ -74,9 +74,9 @@ func TestValidate(t *testing.T) {
 		{"port missing", func(c *Config) { c.Services[1].Port = 0 },
 			`services[1].port: required (1-65535)`},
 		{"mode missing", func(c *Config) { c.Services[1].Mode = "" },
-			`services[1].mode: required: tls or http`},
-		{"mode unknown", func(c *Config) { c.Services[1].Mode = "tcp" },
-			`services[1].mode: "tcp": must be tls or http`},
+			`services[1].mode: required: tls, http or tcp`},
+		{"mode unknown", func(c *Config) { c.Services[1].Mode = "sctp" },
+			`services[1].mode: "sctp": must be tls, http or tcp`},
 		{"name syntax", func(c *Config) { c.Services[0].Name = "s3 https" },
 			`services[0].name: "s3 https": may contain only letters, digits, ".", "_" and "-"`},
 		{"name duplicate", func(c *Config) { c.Services[1].Name = "https" },
@@ -112,8 +112,10 @@ func TestValidate(t *testing.T) {
 			`services[1].whitelist: "routers": must be frontend-http or backend-http`},
 
 		// backends
-		{"balance", func(c *Config) { c.Backends.Balance = "wrr" },
-			`backends.balance: "wrr": must be one of leastconn, roundrobin, source, random, first`},
+		{"balance", func(c *Config) { c.Backends.Balance = "leastcon" },
+			`backends.balance: "leastcon": unknown balance method; did you mean "leastconn"?`},
+		{"balance far from any", func(c *Config) { c.Backends.Balance = "fastest" },
+			`backends.balance: "fastest": unknown balance method; ober's are roundrobin, weighted, leastconn, source, consistent, random, first, leastbandwidth, and GORB's and GoBetween's names are accepted (SCHEMA.md)`},
 		{"no servers", func(c *Config) { c.Backends.Servers = nil },
 			`backends.servers: at least one server is required`},
 		{"address missing", func(c *Config) { c.Backends.Servers[1].Address = "" },

@@ -28,11 +28,12 @@ func plainInstance(t *testing.T, dir string, fe Frontend) Instance {
 	in.StatsSocket = filepath.Join(dir, "s.sock")
 	in.ServedByHeader = false
 	in.MaxConn = 1000 // within the test process's descriptor limit
-	fe.Name, fe.Mode, fe.Port, fe.Binds = "http-80", ModeHTTP, 80, []Bind{{FD: 3, Family: 4}}
+	fe.Name, fe.Mode, fe.Port, fe.Binds, fe.Pool = "http-80", ModeHTTP, 80, []Bind{{FD: 3, Family: 4}}, DefaultPool
 	in.Frontends = []Frontend{fe}
 	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") }))
 	t.Cleanup(be.Close)
-	in.Servers = []Server{{Name: "s0", Addr: netip.MustParseAddrPort(be.Listener.Addr().String()), Weight: 100}}
+	in.Pools = []Pool{{Name: DefaultPool, Balance: BalanceLeastConn,
+		Servers: []Server{{Name: "s0", Addr: netip.MustParseAddrPort(be.Listener.Addr().String()), Weight: 100}}}}
 	unprivileged(t, &in, dir)
 	return in
 }

@@ -14,9 +14,12 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// checkInstance is a two-frontend instance (TLS with a real PEM, plain
-// HTTP) with IPv4 and IPv6 servers, a verified TLS server and a PROXY
-// protocol server, for the HAProxy at hand.
+// checkInstance has a frontend of every kind: TLS with a real PEM and
+// plain HTTP on the S3 pool (IPv4 and IPv6 servers, a verified TLS
+// server, PROXY protocol servers), a tcp service on a port range whose
+// pool has three tiers, and a TLS passthrough service routing by name and
+// regexp to three pools; every option that renders something is set
+// somewhere, for the HAProxy at hand.
 func checkInstance(t *testing.T, v Version, dir string) Instance {
 	t.Helper()
 	cert := newTestCert(t, dir)
@@ -25,16 +28,47 @@ func checkInstance(t *testing.T, v Version, dir string) Instance {
 	in.StatsSocket = filepath.Join(dir, "s.sock")
 	in.Frontends[0].PEM = cert.CombinedPEM
 	unprivileged(t, &in, dir)
-	in.Servers = []Server{
+	in.Pools[0].Servers = []Server{
 		{Name: "v4", Addr: netip.MustParseAddrPort("192.0.2.10:9000"), Weight: 100},
 		{Name: "v6", Addr: netip.MustParseAddrPort("[2001:db8::10]:9000"), Weight: 100},
 		{Name: "tls-ca", Addr: netip.MustParseAddrPort("192.0.2.11:443"), Weight: 100,
 			TLS: true, CAFile: cert.CAFile, SNI: "s3.test"},
 		{Name: "tls-noverify", Addr: netip.MustParseAddrPort("[2001:db8::11]:443"), Weight: 10, TLS: true},
-		{Name: "pp", Addr: netip.MustParseAddrPort("192.0.2.12:9000"), Weight: 100, ProxyProtocol: true},
+		{Name: "pp", Addr: netip.MustParseAddrPort("192.0.2.12:9000"), Weight: 100, ProxyProtocol: ProxyV2},
 		{Name: "pp-tls", Addr: netip.MustParseAddrPort("192.0.2.13:443"), Weight: 0,
-			TLS: true, CAFile: cert.CAFile, ProxyProtocol: true},
+			TLS: true, CAFile: cert.CAFile, ProxyProtocol: ProxyV2},
 	}
+	in.Frontends[1].RejectWhenDown = true
+	in.Frontends[1].ClientTimeout = time.Hour
+	in.Frontends[1].MaxConn = 100
+	in.Pools[0].ConnectTimeout = time.Second
+	in.Pools[0].ServerTimeout = 2 * time.Hour
+	in.ConnsPerSource, in.RatePerSource = 100, 50
+	in.Frontends = append(in.Frontends,
+		Frontend{Name: "db", Mode: ModeTCP, Port: 7000, LastPort: 7010, Binds: []Bind{{FD: 6, Family: 4}, {FD: 7, Family: 6}},
+			VIPs: []netip.Addr{netip.MustParseAddr("10.20.0.20"), netip.MustParseAddr("2001:db8::20")}, Pool: "db:default",
+			MaxConn: 50, ClientTimeout: time.Minute, RejectWhenDown: true},
+		Frontend{Name: "pt", Mode: ModeTCP, Port: 443, Binds: []Bind{{FD: 8, Family: 4}}, Pool: "pt:c", RejectWhenDown: true,
+			Passthrough: &Passthrough{InspectDelay: 3 * time.Second, Routes: []SNIRoute{
+				{Names: []string{"a.example.com", "A.Example.org"}, Pool: "pt:a"},
+				{Names: []string{"api.example.com"}, Regexp: `^api-[0-9]{1,3}\.example\.(com|org)$`, Pool: "pt:b"},
+				{Regexp: `(?i)\.b\.example\.com$`, Pool: "pt:a"},
+			}}},
+		Frontend{Name: "pt-strict", Mode: ModeTCP, Port: 8443, Binds: []Bind{{FD: 9, Family: 4}},
+			Passthrough: &Passthrough{InspectDelay: time.Second, Routes: []SNIRoute{{Names: []string{"z.example.com"}, Pool: "pt:z"}}}},
+	)
+	srv := func(name, a string, prio int, state string, pp int) Server {
+		return Server{Name: name, Addr: netip.MustParseAddrPort(a), Weight: 50, Priority: prio, State: state, ProxyProtocol: pp}
+	}
+	in.Pools = append(in.Pools,
+		Pool{Name: "db:default", Balance: BalanceConsistent, ConnectTimeout: 3 * time.Second, ServerTimeout: time.Hour, Servers: []Server{
+			srv("a", "192.0.2.20:0", 1, "", ProxyV2), srv("b", "[2001:db8::21]:0", 1, StateDrain, ProxyV1),
+			srv("c", "192.0.2.22:5432", 2, StateMaint, 0), srv("d", "192.0.2.23:0", 9, StateReady, 0)}},
+		Pool{Name: "pt:a", Balance: BalanceRandom, Servers: []Server{srv("a1", "192.0.2.30:443", 1, "", 0), srv("a2", "192.0.2.31:443", 2, "", 0)}},
+		Pool{Name: "pt:b", Balance: BalanceFirst, Servers: []Server{srv("b1", "192.0.2.32:443", 1, "", ProxyV2)}},
+		Pool{Name: "pt:c", Balance: BalanceSource, Servers: []Server{srv("c1", "192.0.2.33:443", 3, "", 0), srv("c2", "192.0.2.34:443", 4, "", 0)}},
+		Pool{Name: "pt:z", Balance: BalanceLeastBandwidth, Servers: []Server{srv("z1", "192.0.2.35:443", 1, "", 0)}},
+	)
 	return in
 }
 
@@ -58,6 +92,22 @@ func TestCheckRenderedConfig(t *testing.T) {
 	require.NoError(t, Check(ctx, bin, path, []int{3, 4, 5}))
 	// The descriptors can also come from the file alone.
 	require.NoError(t, Check(ctx, bin, path, nil))
+}
+
+// TestCheckEveryBalance: HAProxy takes what each balance method renders,
+// in tcp and http backends.
+func TestCheckEveryBalance(t *testing.T) {
+	bin := haproxyBinary(t)
+	v := haproxyVersion(t, bin)
+	dir := shortTempDir(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for b := range balanceLines {
+		in := checkInstance(t, v, dir)
+		in.Pools[0].Balance = b
+		in.Pools[1].Balance = b
+		require.NoError(t, Check(ctx, bin, writeConfig(t, dir, in), nil), b)
+	}
 }
 
 // TestCheckExtraBinaries checks the rendered configuration with more

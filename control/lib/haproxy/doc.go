@@ -11,9 +11,15 @@
 // an inherited socket itself, so a bound socket that is not listening yet
 // works too.
 //
+// An instance holds many services: a frontend per service (tls, http,
+// tcp, TLS passthrough routed by SNI) and a backend per priority tier of
+// each pool (TierBackend). HAProxy checks no server: ober's own checks
+// decide, and a server's state and weight reach HAProxy in the rendered
+// file when an instance starts and through the runtime API afterwards.
+//
 // The rendered text targets HAProxy 2.6 (Debian 12) and uses newer
 // directives only where FeaturesFor says the running release has them.
 //
-// Runtime is a small client of the stats socket (the runtime API), enough
-// for health and status: "show info", "show stat" and any other command.
+// Runtime is a small client of the stats socket (the runtime API): "show
+// info", "show stat", server states and weights, and any other command.
 package haproxy

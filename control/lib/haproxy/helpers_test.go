@@ -82,7 +82,8 @@ func shortTempDir(t *testing.T) string {
 	return dir
 }
 
-// baseInstance is a valid two-frontend instance for HAProxy 2.6.
+// baseInstance is a valid two-frontend instance for HAProxy 2.6: tls and
+// http services on the S3 pool.
 func baseInstance() Instance {
 	return Instance{
 		Index:       2,
@@ -91,20 +92,18 @@ func baseInstance() Instance {
 		StatsSocket: "/run/ober/haproxy-2.sock",
 		Frontends: []Frontend{
 			{Name: "tls-443", Mode: ModeTLS, Port: 443, PEM: "/run/ober/tls-443.pem",
-				Binds: []Bind{{FD: 3, Family: 4}, {FD: 4, Family: 6}}},
+				Binds: []Bind{{FD: 3, Family: 4}, {FD: 4, Family: 6}}, Pool: DefaultPool},
 			{Name: "http-80", Mode: ModeHTTP, Port: 80,
-				Binds: []Bind{{FD: 5, Family: 4}}},
+				Binds: []Bind{{FD: 5, Family: 4}}, Pool: DefaultPool},
 		},
-		Servers: []Server{
+		Pools: []Pool{{Name: DefaultPool, Balance: BalanceLeastConn, Servers: []Server{
 			{Name: "s0", Addr: netip.MustParseAddrPort("192.0.2.10:9000"), Weight: 100},
 			{Name: "s1", Addr: netip.MustParseAddrPort("[2001:db8::1]:9000"), Weight: 50},
 			{Name: "s2", Addr: netip.MustParseAddrPort("192.0.2.12:443"), Weight: 100,
 				TLS: true, CAFile: "/etc/ober/ca.pem", SNI: "s3.internal"},
 			{Name: "s3", Addr: netip.MustParseAddrPort("192.0.2.13:443"), Weight: 0, TLS: true},
-			{Name: "s4", Addr: netip.MustParseAddrPort("192.0.2.14:9000"), Weight: 100, ProxyProtocol: true},
-		},
-		Balance: "leastconn",
-		Health:  HealthCheck{Path: "/", Interval: 2 * time.Second, Fall: 3, Rise: 2},
+			{Name: "s4", Addr: netip.MustParseAddrPort("192.0.2.14:9000"), Weight: 100, ProxyProtocol: ProxyV2},
+		}}},
 		Timeouts: Timeouts{
 			Connect: 5 * time.Second, Client: 5 * time.Minute, Server: 5 * time.Minute,
 			HTTPRequest: 30 * time.Second, HTTPKeepAlive: time.Minute, Drain: 30 * time.Second,

@@ -1,33 +1,74 @@
 package haproxy
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
-	"path"
-	"regexp"
+	"slices"
 	"strings"
 	"time"
 )
 
-// BackendName is the one backend every frontend forwards to.
-const BackendName = "s3"
+// DefaultPool is the pool of the top-level backends, which the tls and
+// http services share. Its priority-1 tier keeps the backend name "s3"
+// of the releases that had one pool, so logs and dashboards keep it.
+const DefaultPool = "s3"
 
 // MaxStatsSocketPath is the longest stats socket path HAProxy accepts:
 // it binds "<path>.<pid>.tmp" first and renames it, and refuses paths
 // longer than 97 bytes ("socket path ... too long (max 97)").
 const MaxStatsSocketPath = 97
 
-// Frontend modes.
+// Frontend modes. A tcp frontend with Passthrough set routes TLS
+// connections by their SNI without terminating them.
 const (
 	ModeTLS  = "tls"
 	ModeHTTP = "http"
+	ModeTCP  = "tcp"
 )
 
-// Balance algorithms Render accepts.
-var balances = map[string]bool{
-	"leastconn": true, "roundrobin": true, "source": true, "random": true, "first": true,
+// Balance methods: ober's vocabulary (config.Balance*), rendered as
+// balanceLines says.
+const (
+	BalanceRoundRobin     = "roundrobin"
+	BalanceWeighted       = "weighted"
+	BalanceLeastConn      = "leastconn"
+	BalanceSource         = "source"
+	BalanceConsistent     = "consistent"
+	BalanceRandom         = "random"
+	BalanceFirst          = "first"
+	BalanceLeastBandwidth = "leastbandwidth"
+)
+
+// balanceLines are the backend lines of each balance method. roundrobin
+// and weighted differ only in the weights the caller gives (every
+// server the same under roundrobin); leastbandwidth is weighted round
+// robin whose weights ober sets from the servers' byte rates. "source"
+// keeps HAProxy's map-based hash, a static algorithm: at run time a
+// server's weight can only be set to 0% or 100% of its rendered one.
+var balanceLines = map[string][]string{
+	BalanceRoundRobin:     {"balance roundrobin"},
+	BalanceWeighted:       {"balance roundrobin"},
+	BalanceLeastConn:      {"balance leastconn"},
+	BalanceSource:         {"balance source"},
+	BalanceConsistent:     {"balance source", "hash-type consistent"},
+	BalanceRandom:         {"balance random(2)"},
+	BalanceFirst:          {"balance first"},
+	BalanceLeastBandwidth: {"balance roundrobin"},
 }
+
+// Server admin states, as the runtime API's "set server ... state" takes
+// them.
+const (
+	StateReady = "ready"
+	StateDrain = "drain"
+	StateMaint = "maint"
+)
+
+// PROXY protocol versions a server may be sent.
+const (
+	ProxyV1 = 1
+	ProxyV2 = 2
+)
 
 // Fixed values of the rendered configuration.
 const (
@@ -55,15 +96,19 @@ type Bind struct {
 	Family int
 }
 
-// Frontend is one service: its listening sockets and how it terminates.
+// Frontend is one service: its listening sockets, how it terminates and
+// which pool it forwards to.
 type Frontend struct {
-	// Name is unique, of [A-Za-z0-9_.-].
+	// Name is unique among frontends, of [A-Za-z0-9_.-].
 	Name string
-	// Mode is "tls" (HAProxy terminates TLS) or "http" (plain HTTP).
+	// Mode is "tls" (HAProxy terminates TLS), "http" (plain HTTP) or
+	// "tcp" (an L4 proxy; with Passthrough, TLS routed by SNI).
 	Mode string
-	// Port labels the frontend in a comment.
-	Port  uint16
-	Binds []Bind
+	// Port labels the frontend in a comment; LastPort, when set, is the
+	// end of the range of ports the one listener serves (mode tcp): the
+	// dataplane hands it every port of the range.
+	Port, LastPort uint16
+	Binds          []Bind
 	// PEM is, for tls, a combined PEM file (chain and key).
 	PEM string
 	// VIPs are the destinations the frontend accepts: a connection to
@@ -74,36 +119,98 @@ type Frontend struct {
 	// Whitelist is a file of client prefixes, one per line (WriteACL):
 	// only those may connect. Empty admits every client.
 	Whitelist string
+	// Pool names the Instance pool the frontend forwards to. With
+	// Passthrough it is the pool of a connection no route matches (or
+	// without a name), and empty refuses those.
+	Pool string
+	// Passthrough routes the TLS connections of a tcp frontend by their
+	// SNI.
+	Passthrough *Passthrough
+	// RejectWhenDown closes a connection at once, before any TLS
+	// handshake or byte read, when no server of the pool it would go to
+	// is usable in any tier (fallback reject). In http and tls modes a
+	// request on a connection already open is closed without an answer
+	// too. Unset, HAProxy answers 503 (http, tls) or closes the
+	// connection once it finds no server (tcp).
+	RejectWhenDown bool
+	// MaxConn caps the frontend's connections; 0 is Instance.MaxConn.
+	MaxConn int
+	// ClientTimeout is the client side's idle timeout (timeout client);
+	// 0 keeps Timeouts.Client. See Pool.ServerTimeout for tcp.
+	ClientTimeout time.Duration
 }
 
-// Server is one S3 backend server.
-type Server struct {
-	// Name is unique, of [A-Za-z0-9_.-].
+// Passthrough is SNI routing without TLS termination: HAProxy reads the
+// ClientHello (waiting up to InspectDelay for it), sends the connection
+// to the pool of the first route that matches, else to the frontend's
+// Pool, else closes it. A connection that is not TLS is closed.
+type Passthrough struct {
+	InspectDelay time.Duration
+	Routes       []SNIRoute
+}
+
+// SNIRoute sends the connections whose SNI matches to Pool. Names match
+// exactly, Regexp (PCRE, which agrees with RE2 on the expressions host
+// names need) anywhere in the name unless anchored; both ignore case,
+// as DNS does. A route may have both: either matches.
+type SNIRoute struct {
+	Names  []string
+	Regexp string
+	Pool   string
+}
+
+// Pool is a service's set of servers. Each priority among its servers is
+// a tier, rendered as its own HAProxy backend (TierBackend): a frontend
+// sends a connection to the first tier, lowest priority number first,
+// with a usable server (ready, weight above 0), else to the last tier.
+type Pool struct {
+	// Name is unique in the instance, of [A-Za-z0-9_.:-]; ':' is free
+	// for the caller to join a service's and a pool's names
+	// ("web:api"), and TierBackend appends ":p<priority>".
 	Name string
+	// Balance is one of the Balance* methods.
+	Balance string
+	Servers []Server
+	// ConnectTimeout and ServerTimeout (the server side's idle timeout)
+	// override Timeouts.Connect and Timeouts.Server when set.
+	//
+	// Once a connection is established HAProxy keeps one idle timeout
+	// for both sides (timeout tunnel: every tcp connection, and the
+	// tunnels of http ones). When the pool or a frontend using it sets
+	// its own, that is the larger of the server's and the frontends'
+	// client timeouts, so neither side's setting cuts a connection the
+	// other allows.
+	ConnectTimeout, ServerTimeout time.Duration
+}
+
+// Server is one backend server of a pool.
+type Server struct {
+	// Name is unique in its pool, of [A-Za-z0-9_.-].
+	Name string
+	// Addr is the server's address. A port of 0 connects to the port
+	// the client connected to (tcp pools only: a port range).
 	Addr netip.AddrPort
-	// Weight is 0..256; 0 keeps the server checked but out of rotation.
+	// Weight is 0..256, rendered as given whatever the balance method:
+	// the caller gives every server of a roundrobin pool the same one.
+	// 0 keeps the server out of rotation.
 	Weight int
+	// Priority is the server's tier: lower first; 0 counts as 1.
+	Priority int
+	// State is the server's admin state when the instance starts:
+	// StateReady (or empty), StateDrain or StateMaint. Drain and maint
+	// render "disabled": a new instance has no connection to let
+	// finish, and the runtime API ("set server ... state") moves the
+	// server on from there.
+	State string
 	// TLS re-encrypts to the server; CAFile verifies it (without CAFile
 	// the certificate is not verified). SNI is sent when set, and with
 	// CAFile the certificate must match it.
 	TLS    bool
 	CAFile string
 	SNI    string
-	// ProxyProtocol sends a PROXY v2 header, also on health checks.
-	ProxyProtocol bool
-}
-
-// HealthCheck is the active HTTP check of every server.
-type HealthCheck struct {
-	// Path of the GET, starting with "/".
-	Path string
-	// Host is the Host header of the check; default the first server SNI,
-	// else "localhost". S3 answers an anonymous GET with 403 whatever the
-	// Host, which counts as up.
-	Host     string
-	Interval time.Duration
-	Fall     int
-	Rise     int
+	// ProxyProtocol sends a PROXY header of that version (ProxyV1,
+	// ProxyV2) first; 0 sends none.
+	ProxyProtocol int
 }
 
 // Timeouts bound each phase of a connection.
@@ -129,22 +236,22 @@ type Instance struct {
 	// StatsSocket is the runtime API socket path (level admin).
 	StatsSocket string
 	Frontends   []Frontend
-	Servers     []Server
-	// Balance is leastconn, roundrobin, source, random or first.
-	Balance string
-	Health  HealthCheck
+	// Pools are the pools the frontends use, each used by at least one,
+	// all of whose frontends are http and tls ones or all tcp ones.
+	Pools []Pool
 	// Timeouts are all required except Drain.
 	Timeouts Timeouts
-	// MaxConn caps the instance's client connections (global and per
-	// frontend). HAProxy needs about 2*MaxConn descriptors and refuses to
-	// start ("Cannot raise FD limit") when RLIMIT_NOFILE's hard limit is
-	// lower; haproxy -c does not check this.
+	// MaxConn caps the instance's client connections (global, and each
+	// frontend without its own). HAProxy needs about 2*MaxConn
+	// descriptors and refuses to start ("Cannot raise FD limit") when
+	// RLIMIT_NOFILE's hard limit is lower; haproxy -c does not check
+	// this.
 	MaxConn int
 	// ServedByHeader adds "X-Served-By: <Node>/<Index>" to responses.
 	ServedByHeader bool
 	// ConnsPerSource caps the connections one client address may have
-	// open on this instance, RatePerSource the ones it may open per
-	// second; 0 is no cap.
+	// open on each frontend of this instance, RatePerSource the ones it
+	// may open per second; 0 is no cap.
 	ConnsPerSource, RatePerSource int
 	// Version is the HAProxy release the file is for (DetectVersion).
 	Version Version
@@ -161,35 +268,37 @@ type Instance struct {
 	User, Group, Chroot string
 }
 
-var (
-	nameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
-	// accountRE is a user or group name HAProxy looks up (not a number).
-	accountRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]*$`)
-	// hostRE covers DNS names and bracketed or bare IP literals.
-	hostRE = regexp.MustCompile(`^[A-Za-z0-9_.:\[\]-]+$`)
-)
-
-// checkName checks the name of the i-th frontend or server (kind) for
-// presence, syntax and uniqueness among seen, and returns the label that
-// names it in further errors.
-func checkName(kind string, i int, name string, seen map[string]bool, bad func(string, ...any)) string {
-	label := fmt.Sprintf("%s %d (%q)", kind, i, name)
-	switch {
-	case name == "":
-		bad("%s %d: name is required", kind, i)
-	case !nameRE.MatchString(name):
-		bad("%s: only letters, digits, '_', '.' and '-' are allowed in names", label)
-	case seen[name]:
-		bad("%s: duplicate %s name", label, kind)
+// TierBackend is the HAProxy backend of a pool's servers of one
+// priority: the pool's name for priority 1 (and 0), so that a pool
+// without priorities keeps its name, else "<pool>:p<priority>".
+func TierBackend(pool string, priority int) string {
+	if priority <= 1 {
+		return pool
 	}
-	seen[name] = true
-	return label
+	return fmt.Sprintf("%s:p%d", pool, priority)
+}
+
+// tier is one rendered backend: the servers of one priority of a pool.
+type tier struct {
+	name    string
+	servers []Server
+}
+
+// layout is what validate derives from an instance for rendering.
+type layout struct {
+	// tiers of each pool, lowest priority first.
+	tiers map[string][]tier
+	// tcp pools are rendered in mode tcp.
+	tcp map[string]bool
+	// tunnel is a pool's tunnel timeout when it needs its own.
+	tunnel map[string]time.Duration
 }
 
 // Render writes the configuration of one instance. The output depends
 // only on in, so an unchanged instance renders byte-identical text.
 func Render(in Instance) ([]byte, error) {
-	if err := validate(&in); err != nil {
+	lay, err := validate(in)
+	if err != nil {
 		return nil, fmt.Errorf("haproxy config for instance %d: %w", in.Index, err)
 	}
 	f := FeaturesFor(in.Version)
@@ -281,16 +390,65 @@ func Render(in Instance) ([]byte, error) {
 	w.line("")
 
 	for _, fe := range in.Frontends {
-		w.line("frontend %s", fe.Name)
-		for _, b := range fe.Binds {
-			bind := fmt.Sprintf("bind fd@%d", b.FD)
-			if fe.Mode == ModeTLS {
-				bind += " ssl crt " + fe.PEM + " alpn h2,http/1.1"
+		frontend(&w, in, lay, fe)
+		w.line("")
+	}
+	first := true
+	for _, p := range in.Pools {
+		for _, tr := range lay.tiers[p.Name] {
+			if !first {
+				w.line("")
 			}
-			w.opt("%s  # IPv%d port %d", bind, b.Family, fe.Port)
+			first = false
+			backend(&w, lay, p, tr)
 		}
-		w.opt("maxconn %d", in.MaxConn)
-		acceptRules(&w, in, fe)
+	}
+	return w.bytes(), nil
+}
+
+func frontend(w *writer, in Instance, lay layout, fe Frontend) {
+	w.line("frontend %s", fe.Name)
+	if fe.Mode == ModeTCP {
+		w.opt("mode tcp")
+		// The defaults' httplog cannot describe a TCP session; tcplog
+		// logs at the same levels (errors raised by
+		// log-separate-errors, successes at info).
+		w.opt("option tcplog")
+	}
+	ports := fmt.Sprint(fe.Port)
+	if fe.LastPort > 0 {
+		ports = fmt.Sprintf("%d-%d", fe.Port, fe.LastPort)
+	}
+	for _, b := range fe.Binds {
+		bind := fmt.Sprintf("bind fd@%d", b.FD)
+		if fe.Mode == ModeTLS {
+			bind += " ssl crt " + fe.PEM + " alpn h2,http/1.1"
+		}
+		w.opt("%s  # IPv%d port %s", bind, b.Family, ports)
+	}
+	maxconn := in.MaxConn
+	if fe.MaxConn > 0 {
+		maxconn = fe.MaxConn
+	}
+	w.opt("maxconn %d", maxconn)
+	if fe.ClientTimeout > 0 {
+		w.opt("timeout client %s", duration(fe.ClientTimeout))
+	}
+	acceptRules(w, in, fe)
+	if fe.Passthrough != nil {
+		passthrough(w, lay, fe)
+		return
+	}
+	tiers := lay.tiers[fe.Pool]
+	if fe.RejectWhenDown {
+		w.opt("tcp-request connection reject if %s", allEmpty(tiers))
+	}
+	if fe.Mode != ModeTCP {
+		if fe.RejectWhenDown {
+			// A keep-alive or HTTP/2 connection opened while the pool
+			// had servers.
+			w.opt("http-request reject if %s", allEmpty(tiers))
+		}
 		proto := "http"
 		if fe.Mode == ModeTLS {
 			proto = "https"
@@ -303,22 +461,104 @@ func Render(in Instance) ([]byte, error) {
 		if in.ServedByHeader {
 			w.opt("http-response set-header X-Served-By %s/%d", in.Node, in.Index)
 		}
-		w.opt("default_backend %s", BackendName)
-		w.line("")
 	}
+	useTiers(w, tiers, "")
+	w.opt("default_backend %s", tiers[len(tiers)-1].name)
+}
 
-	h := in.Health
-	w.line("backend %s", BackendName)
-	w.opt("balance %s", in.Balance)
-	w.opt("option httpchk")
-	w.opt("http-check send meth GET uri %s ver HTTP/1.1 hdr Host %s", h.Path, h.Host)
-	// S3 answers an anonymous GET with 403: any 2xx-4xx means alive.
-	w.opt("http-check expect rstatus ^[234]")
-	w.opt("default-server inter %s fall %d rise %d", duration(h.Interval), h.Fall, h.Rise)
-	for _, s := range in.Servers {
+// passthrough writes the SNI routing of a tcp frontend. The content
+// rules wait (up to the inspect delay) until the ClientHello is whole:
+// the SNI fetches report "not yet" on a partial one.
+func passthrough(w *writer, lay layout, fe Frontend) {
+	pt := fe.Passthrough
+	for i, r := range pt.Routes {
+		acl := fmt.Sprintf("sni%d", i)
+		if len(r.Names) > 0 {
+			w.opt("acl %s req.ssl_sni -i %s", acl, strings.Join(r.Names, " "))
+		}
+		if r.Regexp != "" {
+			// Quoted: HAProxy reads a single-quoted word as is, where
+			// it would take "\\", "\t" or "\n" for escapes.
+			w.opt("acl %s req.ssl_sni -i -m reg '%s'", acl, r.Regexp)
+		}
+	}
+	w.opt("tcp-request inspect-delay %s", duration(pt.InspectDelay))
+	if fe.Pool == "" {
+		var any []string
+		for i := range pt.Routes {
+			any = append(any, fmt.Sprintf("sni%d", i))
+		}
+		w.opt("tcp-request content reject unless %s", strings.Join(any, " || "))
+	}
+	if fe.RejectWhenDown {
+		// The route a connection takes is the first that matches: the
+		// ones before it did not.
+		var not []string
+		for i, r := range pt.Routes {
+			acl := fmt.Sprintf("sni%d", i)
+			cond := append(slices.Clone(not), acl)
+			w.opt("tcp-request content reject if %s %s", strings.Join(cond, " "), allEmpty(lay.tiers[r.Pool]))
+			not = append(not, "!"+acl)
+		}
+		if fe.Pool != "" {
+			w.opt("tcp-request content reject if %s", strings.Join(append(not, allEmpty(lay.tiers[fe.Pool])), " "))
+		}
+	}
+	w.opt("tcp-request content accept if { req.ssl_hello_type 1 }")
+	// Not TLS, or no whole ClientHello within the inspect delay.
+	w.opt("tcp-request content reject")
+	for i, r := range pt.Routes {
+		acl := fmt.Sprintf("sni%d", i)
+		tiers := lay.tiers[r.Pool]
+		useTiers(w, tiers, acl+" ")
+		w.opt("use_backend %s if %s", tiers[len(tiers)-1].name, acl)
+	}
+	if fe.Pool != "" {
+		tiers := lay.tiers[fe.Pool]
+		useTiers(w, tiers, "")
+		w.opt("default_backend %s", tiers[len(tiers)-1].name)
+	}
+}
+
+// useTiers picks the first tier but the last with a usable server, under
+// the condition cond (empty, or ACL names ending with a space). nbsrv
+// counts the servers that are up, not in maintenance or drained, and of
+// a weight above 0.
+func useTiers(w *writer, tiers []tier, cond string) {
+	for _, tr := range tiers[:len(tiers)-1] {
+		w.opt("use_backend %s if %s{ nbsrv(%s) gt 0 }", tr.name, cond, tr.name)
+	}
+}
+
+// allEmpty is the condition "no tier has a usable server".
+func allEmpty(tiers []tier) string {
+	var c []string
+	for _, tr := range tiers {
+		c = append(c, fmt.Sprintf("{ nbsrv(%s) eq 0 }", tr.name))
+	}
+	return strings.Join(c, " ")
+}
+
+func backend(w *writer, lay layout, p Pool, tr tier) {
+	w.line("backend %s", tr.name)
+	if lay.tcp[p.Name] {
+		w.opt("mode tcp")
+	}
+	for _, l := range balanceLines[p.Balance] {
+		w.opt("%s", l)
+	}
+	if p.ConnectTimeout > 0 {
+		w.opt("timeout connect %s", duration(p.ConnectTimeout))
+	}
+	if p.ServerTimeout > 0 {
+		w.opt("timeout server %s", duration(p.ServerTimeout))
+	}
+	if d, ok := lay.tunnel[p.Name]; ok {
+		w.opt("timeout tunnel %s", duration(d))
+	}
+	for _, s := range tr.servers {
 		w.opt("%s", serverLine(s))
 	}
-	return w.bytes(), nil
 }
 
 // acceptRules are the frontend's checks at accept, before TLS and before
@@ -360,9 +600,14 @@ func acceptRules(w *writer, in Instance, fe Frontend) {
 	}
 }
 
+// serverLine is a server without health check: ober checks the servers
+// and sets their state through the runtime API.
 func serverLine(s Server) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "server %s %s weight %d check", s.Name, serverAddr(s.Addr), s.Weight)
+	fmt.Fprintf(&b, "server %s %s weight %d", s.Name, serverAddr(s.Addr), s.Weight)
+	if s.State == StateDrain || s.State == StateMaint {
+		b.WriteString(" disabled")
+	}
 	if s.TLS {
 		if s.CAFile != "" {
 			b.WriteString(" ssl verify required ca-file " + s.CAFile)
@@ -373,26 +618,32 @@ func serverLine(s Server) string {
 			b.WriteString(" ssl verify none")
 		}
 		if s.SNI != "" {
-			// sni covers traffic; checks have no stream to evaluate it
-			// and need check-sni.
-			b.WriteString(" sni str(" + s.SNI + ") check-sni " + s.SNI)
+			b.WriteString(" sni str(" + s.SNI + ")")
 		}
 	}
-	if s.ProxyProtocol {
-		b.WriteString(" send-proxy-v2 check-send-proxy")
+	switch s.ProxyProtocol {
+	case ProxyV1:
+		b.WriteString(" send-proxy")
+	case ProxyV2:
+		b.WriteString(" send-proxy-v2")
 	}
 	return b.String()
 }
 
 // serverAddr writes IPv4 as a.b.c.d:port and IPv6 as [addr]:port, which
 // HAProxy parses unambiguously (a bare "2001:db8::1:80" would be read as
-// address 2001:db8::1 port 80 only by the "last colon" rule).
+// address 2001:db8::1 port 80 only by the "last colon" rule). Port 0 is
+// left out: HAProxy then connects to the client's destination port.
 func serverAddr(ap netip.AddrPort) string {
 	a := ap.Addr().Unmap()
-	if a.Is4() {
-		return fmt.Sprintf("%s:%d", a, ap.Port())
+	host := a.String()
+	if !a.Is4() {
+		host = "[" + host + "]"
 	}
-	return fmt.Sprintf("[%s]:%d", a, ap.Port())
+	if ap.Port() == 0 {
+		return host
+	}
+	return fmt.Sprintf("%s:%d", host, ap.Port())
 }
 
 func hasTLSFrontend(fes []Frontend) bool {
@@ -402,206 +653,6 @@ func hasTLSFrontend(fes []Frontend) bool {
 		}
 	}
 	return false
-}
-
-// validate checks in and fills the defaults Render documents (the check
-// Host).
-func validate(in *Instance) error {
-	var errs []error
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-
-	if err := in.Version.Supported(); err != nil {
-		bad("%v", err)
-	}
-	if in.Index < 0 {
-		bad("instance index %d is negative", in.Index)
-	}
-	if in.CPU < 0 {
-		bad("CPU %d is negative", in.CPU)
-	}
-	if in.ServedByHeader && in.Node == "" {
-		bad("node name is required for the X-Served-By header")
-	}
-	if in.Node != "" && !nameRE.MatchString(in.Node) {
-		bad("node name %q: only letters, digits, '_', '.' and '-' are allowed", in.Node)
-	}
-	if in.MaxConn <= 0 {
-		bad("maxconn %d must be positive", in.MaxConn)
-	}
-	if in.ConnsPerSource < 0 || in.RatePerSource < 0 {
-		bad("per-source limits %d connections, %d per second: must not be negative", in.ConnsPerSource, in.RatePerSource)
-	}
-	switch {
-	case in.StatsSocket == "":
-		bad("stats socket path is required")
-	case !strings.HasPrefix(in.StatsSocket, "/"):
-		bad("stats socket path %q must be absolute", in.StatsSocket)
-	case !safeWord(in.StatsSocket):
-		bad("stats socket path %q has a space, quote, '#' or control character", in.StatsSocket)
-	case len(in.StatsSocket) > MaxStatsSocketPath:
-		bad("stats socket path %q is %d bytes; HAProxy takes at most %d", in.StatsSocket, len(in.StatsSocket), MaxStatsSocketPath)
-	}
-	if !balances[in.Balance] {
-		bad("balance %q: want leastconn, roundrobin, source, random or first", in.Balance)
-	}
-	for _, a := range []struct{ kind, name string }{{"user", in.User}, {"group", in.Group}} {
-		switch {
-		case a.name == "":
-			bad("%s is required: HAProxy must not keep root's privileges", a.kind)
-		case !accountRE.MatchString(a.name):
-			bad("%s %q is not a user or group name", a.kind, a.name)
-		case a.name == "root":
-			bad("%s root: HAProxy must not keep root's privileges", a.kind)
-		}
-	}
-	switch {
-	case in.Chroot == "":
-		bad("chroot directory is required")
-	case !strings.HasPrefix(in.Chroot, "/"):
-		bad("chroot directory %q must be absolute", in.Chroot)
-	case !safeWord(in.Chroot):
-		bad("chroot directory %q has a space, quote, '#' or control character", in.Chroot)
-	case path.Clean(in.Chroot) == "/":
-		bad("chroot directory %q is the whole file system", in.Chroot)
-	}
-	validateTimeouts(in.Timeouts, bad)
-
-	// Frontends.
-	if len(in.Frontends) == 0 {
-		bad("no frontends")
-	}
-	names := map[string]bool{}
-	fds := map[int]string{}
-	for i, fe := range in.Frontends {
-		label := checkName("frontend", i, fe.Name, names, bad)
-		switch fe.Mode {
-		case ModeTLS:
-			switch {
-			case fe.PEM == "":
-				bad("%s: mode tls needs a PEM file", label)
-			case !safeWord(fe.PEM):
-				bad("%s: PEM path %q has a space, quote, '#' or control character", label, fe.PEM)
-			}
-		case ModeHTTP:
-			if fe.PEM != "" {
-				bad("%s: mode http takes no PEM file", label)
-			}
-		default:
-			bad("%s: mode %q: want tls or http", label, fe.Mode)
-		}
-		if fe.Port == 0 {
-			bad("%s: port is required", label)
-		}
-		for _, v := range fe.VIPs {
-			if !v.IsValid() || v.Zone() != "" {
-				bad("%s: VIP %s is not an address", label, v)
-			}
-		}
-		if fe.Whitelist != "" && (!strings.HasPrefix(fe.Whitelist, "/") || !safeWord(fe.Whitelist)) {
-			bad("%s: whitelist file %q must be an absolute path without spaces, quotes, '#' or control characters", label, fe.Whitelist)
-		}
-		if len(fe.Binds) == 0 {
-			bad("%s: no binds (inherited sockets)", label)
-		}
-		for _, b := range fe.Binds {
-			if b.FD < 3 {
-				bad("%s: fd %d: inherited sockets start at fd 3 (0-2 are stdio)", label, b.FD)
-			} else if other, dup := fds[b.FD]; dup {
-				bad("%s: fd %d is already bound by frontend %q", label, b.FD, other)
-			} else {
-				fds[b.FD] = fe.Name
-			}
-			if b.Family != 4 && b.Family != 6 {
-				bad("%s: fd %d: family %d: want 4 or 6", label, b.FD, b.Family)
-			}
-		}
-	}
-
-	// Servers.
-	if len(in.Servers) == 0 {
-		bad("no backend servers")
-	}
-	snames := map[string]bool{}
-	for i, s := range in.Servers {
-		label := checkName("server", i, s.Name, snames, bad)
-		switch {
-		case !s.Addr.IsValid() || !s.Addr.Addr().IsValid():
-			bad("%s: address is required", label)
-		case s.Addr.Port() == 0:
-			bad("%s: address %s has no port", label, s.Addr)
-		case s.Addr.Addr().Zone() != "":
-			bad("%s: address %s: HAProxy takes no IPv6 zone", label, s.Addr)
-		case s.Addr.Addr().IsUnspecified():
-			bad("%s: address %s is unspecified", label, s.Addr)
-		}
-		if s.Weight < 0 || s.Weight > 256 {
-			bad("%s: weight %d: want 0..256", label, s.Weight)
-		}
-		if !s.TLS && (s.CAFile != "" || s.SNI != "") {
-			bad("%s: CA file and SNI need TLS", label)
-		}
-		if s.CAFile != "" && !safeWord(s.CAFile) {
-			bad("%s: CA file %q has a space, quote, '#' or control character", label, s.CAFile)
-		}
-		if s.SNI != "" && (!hostRE.MatchString(s.SNI) || strings.ContainsAny(s.SNI, "[]")) {
-			bad("%s: SNI %q is not a host name", label, s.SNI)
-		}
-	}
-
-	// Health check.
-	h := &in.Health
-	switch {
-	case h.Path == "":
-		bad("health check path is required")
-	case !strings.HasPrefix(h.Path, "/"):
-		bad("health check path %q must start with '/'", h.Path)
-	case !safeWord(h.Path):
-		bad("health check path %q has a space, quote, '#' or control character", h.Path)
-	}
-	if h.Host == "" {
-		h.Host = "localhost"
-		for _, s := range in.Servers {
-			if s.SNI != "" {
-				h.Host = s.SNI
-				break
-			}
-		}
-	} else if !hostRE.MatchString(h.Host) {
-		bad("health check Host %q is not a host name", h.Host)
-	}
-	if h.Interval < time.Millisecond || h.Interval > maxTimeout {
-		bad("health check interval %v: want 1ms..%v", h.Interval, maxTimeout)
-	}
-	if h.Fall < 1 {
-		bad("health check fall %d must be at least 1", h.Fall)
-	}
-	if h.Rise < 1 {
-		bad("health check rise %d must be at least 1", h.Rise)
-	}
-	return errors.Join(errs...)
-}
-
-func validateTimeouts(t Timeouts, bad func(string, ...any)) {
-	for _, x := range []struct {
-		name string
-		d    time.Duration
-	}{
-		{"connect", t.Connect},
-		{"client", t.Client},
-		{"server", t.Server},
-		{"http-request", t.HTTPRequest},
-		{"http-keep-alive", t.HTTPKeepAlive},
-	} {
-		if x.d < time.Millisecond || x.d > maxTimeout {
-			bad("timeout %s %v: want 1ms..%v", x.name, x.d, maxTimeout)
-		}
-	}
-	if t.Drain < 0 || t.Drain > maxTimeout {
-		bad("drain timeout %v: want 0..%v", t.Drain, maxTimeout)
-	}
-	if t.TLSHandshake < 0 || t.TLSHandshake > maxTimeout {
-		bad("tls handshake timeout %v: want 0..%v", t.TLSHandshake, maxTimeout)
-	}
 }
 
 // safeWord reports whether s can stand unquoted as one word of an HAProxy

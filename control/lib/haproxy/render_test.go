@@ -86,15 +86,11 @@ func TestRenderDirectives(t *testing.T) {
 		// backend
 		"backend s3",
 		"balance leastconn",
-		"option httpchk",
-		"http-check send meth GET uri / ver HTTP/1.1 hdr Host s3.internal",
-		"http-check expect rstatus ^[234]",
-		"default-server inter 2s fall 3 rise 2",
-		"server s0 192.0.2.10:9000 weight 100 check",
-		"server s1 [2001:db8::1]:9000 weight 50 check",
-		"server s2 192.0.2.12:443 weight 100 check ssl verify required ca-file /etc/ober/ca.pem verifyhost s3.internal sni str(s3.internal) check-sni s3.internal",
-		"server s3 192.0.2.13:443 weight 0 check ssl verify none",
-		"server s4 192.0.2.14:9000 weight 100 check send-proxy-v2 check-send-proxy",
+		"server s0 192.0.2.10:9000 weight 100",
+		"server s1 [2001:db8::1]:9000 weight 50",
+		"server s2 192.0.2.12:443 weight 100 ssl verify required ca-file /etc/ober/ca.pem verifyhost s3.internal sni str(s3.internal)",
+		"server s3 192.0.2.13:443 weight 0 ssl verify none",
+		"server s4 192.0.2.14:9000 weight 100 send-proxy-v2",
 	} {
 		require.Contains(t, ls, want, "missing line %q in\n%s", want, cfg)
 	}
@@ -109,6 +105,9 @@ func TestRenderDirectives(t *testing.T) {
 		"http-buffer-request", "compression", "option forwardfor",
 		"del-header", "replace-header", "set-header host", "authorization", "x-amz",
 		"client-hs", "tune.h2.fe.", "tune.ssl.default-dh-param",
+		// ober checks the servers, not HAProxy.
+		" check", "httpchk", "http-check", "inter ", "fall ", "rise ",
+		"mode tcp", "use_backend", "nbsrv", "disabled",
 	} {
 		require.NotContains(t, lower, banned, "config must not contain %q", banned)
 	}
@@ -129,10 +128,7 @@ func TestRenderOrderAndDeterminism(t *testing.T) {
 	// Servers keep the given order.
 	require.Less(t, idx("server s0 "), idx("server s1 "))
 	require.Less(t, idx("server s3 "), idx("server s4 "))
-	require.True(t, strings.HasSuffix(a, "check-send-proxy\n"))
-
-	// Render does not modify the caller's instance (the check Host default).
-	require.Empty(t, in.Health.Host)
+	require.True(t, strings.HasSuffix(a, "weight 100 send-proxy-v2\n"))
 }
 
 func TestRenderVersionGating(t *testing.T) {
@@ -165,9 +161,8 @@ func TestRenderOptionalParts(t *testing.T) {
 	in.Timeouts.Client = 10 * time.Second
 	in.Timeouts.Server = 1500 * time.Millisecond
 	in.Frontends = in.Frontends[1:] // plain HTTP only
-	in.Health = HealthCheck{Path: "/minio/health/live", Host: "s3.example.org", Interval: 500 * time.Millisecond, Fall: 1, Rise: 1}
-	in.Servers = in.Servers[:2]
-	in.Balance = "roundrobin"
+	in.Pools[0].Servers = in.Pools[0].Servers[:2]
+	in.Pools[0].Balance = BalanceRoundRobin
 	cfg := render(t, in)
 	ls := lines(cfg)
 
@@ -180,12 +175,6 @@ func TestRenderOptionalParts(t *testing.T) {
 	require.Contains(t, ls, "timeout server-fin 1500ms")
 	require.Contains(t, ls, "timeout tunnel 10s")
 	require.Contains(t, ls, "balance roundrobin")
-	require.Contains(t, ls, "http-check send meth GET uri /minio/health/live ver HTTP/1.1 hdr Host s3.example.org")
-	require.Contains(t, ls, "default-server inter 500ms fall 1 rise 1")
-
-	// Without any SNI the check Host is localhost.
-	in.Health.Host = ""
-	require.Contains(t, lines(render(t, in)), "http-check send meth GET uri /minio/health/live ver HTTP/1.1 hdr Host localhost")
 }
 
 func TestRenderServerAddresses(t *testing.T) {
@@ -195,6 +184,9 @@ func TestRenderServerAddresses(t *testing.T) {
 		{"[::1]:9000", "[::1]:9000"},
 		{"[2001:db8:0:0:1:0:0:1]:443", "[2001:db8::1:0:0:1]:443"},
 		{"[::ffff:192.0.2.1]:80", "192.0.2.1:80"},
+		// No port: the client's destination port.
+		{"10.1.2.3:0", "10.1.2.3"},
+		{"[2001:db8::1]:0", "[2001:db8::1]"},
 	} {
 		require.Equal(t, tc.want, serverAddr(netip.MustParseAddrPort(tc.in)), tc.in)
 	}
@@ -226,12 +218,13 @@ func TestRenderInputErrors(t *testing.T) {
 		want   string
 	}{
 		{"no frontends", func(in *Instance) { in.Frontends = nil }, "no frontends"},
-		{"no servers", func(in *Instance) { in.Servers = nil }, "no backend servers"},
+		{"no pools", func(in *Instance) { in.Pools = nil }, "no pools"},
+		{"no servers", func(in *Instance) { in.Pools[0].Servers = nil }, `pool 0 ("s3"): no servers`},
 		{"frontend name with space", func(in *Instance) { in.Frontends[0].Name = "tls 443" }, "only letters, digits"},
 		{"frontend name with hash", func(in *Instance) { in.Frontends[0].Name = "a#b" }, "only letters, digits"},
 		{"empty frontend name", func(in *Instance) { in.Frontends[0].Name = "" }, "frontend 0: name is required"},
 		{"duplicate frontend", func(in *Instance) { in.Frontends[1].Name = in.Frontends[0].Name }, "duplicate frontend name"},
-		{"bad mode", func(in *Instance) { in.Frontends[0].Mode = "https" }, `mode "https": want tls or http`},
+		{"bad mode", func(in *Instance) { in.Frontends[0].Mode = "https" }, `mode "https": want tls, http or tcp`},
 		{"tls without pem", func(in *Instance) { in.Frontends[0].PEM = "" }, "mode tls needs a PEM file"},
 		{"pem with space", func(in *Instance) { in.Frontends[0].PEM = "/run/my cert.pem" }, "PEM path"},
 		{"http with pem", func(in *Instance) { in.Frontends[1].PEM = "/x.pem" }, "mode http takes no PEM"},
@@ -241,24 +234,52 @@ func TestRenderInputErrors(t *testing.T) {
 		{"fd 0", func(in *Instance) { in.Frontends[1].Binds[0].FD = 0 }, "fd 0: inherited sockets start at fd 3"},
 		{"duplicate fd", func(in *Instance) { in.Frontends[1].Binds[0].FD = 3 }, `fd 3 is already bound by frontend "tls-443"`},
 		{"bad family", func(in *Instance) { in.Frontends[1].Binds[0].Family = 5 }, "family 5"},
-		{"server name", func(in *Instance) { in.Servers[0].Name = "s/0" }, "only letters, digits"},
-		{"duplicate server", func(in *Instance) { in.Servers[1].Name = "s0" }, "duplicate server name"},
-		{"no server address", func(in *Instance) { in.Servers[0].Addr = netip.AddrPort{} }, "address is required"},
-		{"no server port", func(in *Instance) { in.Servers[0].Addr = netip.MustParseAddrPort("192.0.2.1:0") }, "has no port"},
-		{"zone", func(in *Instance) { in.Servers[1].Addr = netip.MustParseAddrPort("[fe80::1%eth0]:80") }, "IPv6 zone"},
-		{"unspecified", func(in *Instance) { in.Servers[0].Addr = netip.MustParseAddrPort("0.0.0.0:80") }, "unspecified"},
-		{"weight", func(in *Instance) { in.Servers[0].Weight = 257 }, "weight 257"},
-		{"negative weight", func(in *Instance) { in.Servers[0].Weight = -1 }, "weight -1"},
-		{"ca without tls", func(in *Instance) { in.Servers[0].CAFile = "/ca.pem" }, "need TLS"},
-		{"bad sni", func(in *Instance) { in.Servers[2].SNI = "a b" }, "not a host name"},
-		{"balance", func(in *Instance) { in.Balance = "hash" }, `balance "hash"`},
-		{"empty balance", func(in *Instance) { in.Balance = "" }, `balance ""`},
-		{"health path", func(in *Instance) { in.Health.Path = "health" }, "must start with '/'"},
-		{"health path space", func(in *Instance) { in.Health.Path = "/a b" }, "health check path"},
-		{"health interval", func(in *Instance) { in.Health.Interval = 0 }, "health check interval"},
-		{"health fall", func(in *Instance) { in.Health.Fall = 0 }, "fall 0"},
-		{"health rise", func(in *Instance) { in.Health.Rise = 0 }, "rise 0"},
-		{"health host", func(in *Instance) { in.Health.Host = "a%b" }, "health check Host"},
+		{"server name", func(in *Instance) { in.Pools[0].Servers[0].Name = "s/0" }, `pool 0 ("s3"): server 0 ("s/0"): only letters, digits`},
+		{"server name with colon", func(in *Instance) { in.Pools[0].Servers[0].Name = "s:0" }, "only letters, digits"},
+		{"duplicate server", func(in *Instance) { in.Pools[0].Servers[1].Name = "s0" }, "duplicate server name"},
+		{"no server address", func(in *Instance) { in.Pools[0].Servers[0].Addr = netip.AddrPort{} }, "address is required"},
+		{"no server port", func(in *Instance) { in.Pools[0].Servers[0].Addr = netip.MustParseAddrPort("192.0.2.1:0") },
+			`pool 0 ("s3"): server "s0": address 192.0.2.1 has no port (only a tcp pool's servers take the client's port)`},
+		{"zone", func(in *Instance) { in.Pools[0].Servers[1].Addr = netip.MustParseAddrPort("[fe80::1%eth0]:80") }, "IPv6 zone"},
+		{"unspecified", func(in *Instance) { in.Pools[0].Servers[0].Addr = netip.MustParseAddrPort("0.0.0.0:80") }, "unspecified"},
+		{"weight", func(in *Instance) { in.Pools[0].Servers[0].Weight = 257 }, "weight 257: want 0..256"},
+		{"negative weight", func(in *Instance) { in.Pools[0].Servers[0].Weight = -1 }, "weight -1"},
+		{"negative priority", func(in *Instance) { in.Pools[0].Servers[0].Priority = -1 }, "priority -1 is negative"},
+		{"state", func(in *Instance) { in.Pools[0].Servers[0].State = "disabled" }, `state "disabled": want ready, drain or maint`},
+		{"proxy protocol", func(in *Instance) { in.Pools[0].Servers[0].ProxyProtocol = 3 }, "PROXY protocol version 3: want 1 or 2"},
+		{"ca without tls", func(in *Instance) { in.Pools[0].Servers[0].CAFile = "/ca.pem" }, "need TLS"},
+		{"bad sni", func(in *Instance) { in.Pools[0].Servers[2].SNI = "a b" }, "not a host name"},
+		{"balance", func(in *Instance) { in.Pools[0].Balance = "hash" }, `balance "hash": want roundrobin, weighted`},
+		{"empty balance", func(in *Instance) { in.Pools[0].Balance = "" }, `balance ""`},
+		{"pool name", func(in *Instance) { in.Pools[0].Name = "a/b"; in.Frontends[0].Pool = "a/b" }, `pool 0 ("a/b"): only letters, digits, '_', '.', ':' and '-'`},
+		{"duplicate pool", func(in *Instance) { in.Pools = append(in.Pools, in.Pools[0]) }, "duplicate pool name"},
+		{"unused pool", func(in *Instance) {
+			p := in.Pools[0]
+			p.Name = "spare"
+			in.Pools = append(in.Pools, p)
+		}, `pool 1 ("spare"): no frontend uses it`},
+		{"unknown pool", func(in *Instance) { in.Frontends[1].Pool = "nope" }, `frontend 1 ("http-80"): pool "nope" is not a pool of the instance`},
+		{"no pool", func(in *Instance) { in.Frontends[1].Pool = "" }, `frontend 1 ("http-80"): pool is required`},
+		{"tier name clash", func(in *Instance) {
+			p := in.Pools[0]
+			p.Name = "s3:p2"
+			in.Pools = append(in.Pools, p)
+			in.Frontends[1].Pool = "s3:p2"
+			in.Pools[0].Servers[0].Priority = 2
+		}, `pool 1 ("s3:p2"): priority 1 renders backend "s3:p2", which pool "s3" renders too`},
+		{"mixed modes", func(in *Instance) {
+			in.Frontends = append(in.Frontends, Frontend{Name: "tcp-9", Mode: ModeTCP, Port: 9, Binds: []Bind{{FD: 9, Family: 4}}, Pool: "s3"})
+		}, `pool 0 ("s3"): used by http frontend "tls-443" and tcp frontend "tcp-9": each needs a pool of its own`},
+		{"pool connect timeout", func(in *Instance) { in.Pools[0].ConnectTimeout = time.Microsecond }, `pool 0 ("s3"): connect timeout 1µs: want 1ms..`},
+		{"pool server timeout", func(in *Instance) { in.Pools[0].ServerTimeout = -time.Second }, "server timeout -1s"},
+		{"frontend client timeout", func(in *Instance) { in.Frontends[0].ClientTimeout = 30 * 24 * time.Hour }, `frontend 0 ("tls-443"): client timeout 720h0m0s`},
+		{"frontend maxconn", func(in *Instance) { in.Frontends[0].MaxConn = -1 }, "maxconn -1 is negative"},
+		{"tcp with pem", func(in *Instance) { in.Frontends[1].Mode = ModeTCP; in.Frontends[1].PEM = "/x.pem" }, "mode tcp takes no PEM"},
+		{"range on http", func(in *Instance) { in.Frontends[1].LastPort = 90 }, "a port range needs mode tcp, not http"},
+		{"backwards range", func(in *Instance) { in.Frontends[1].LastPort = 80 }, "port range 80-80: the last port must be above the first"},
+		{"passthrough on tls", func(in *Instance) {
+			in.Frontends[0].Passthrough = &Passthrough{InspectDelay: time.Second, Routes: []SNIRoute{{Names: []string{"a"}, Pool: "s3"}}}
+		}, "TLS passthrough needs mode tcp, not tls"},
 		{"timeout", func(in *Instance) { in.Timeouts.Client = 0 }, "timeout client 0s"},
 		{"timeout too large", func(in *Instance) { in.Timeouts.Server = 30 * 24 * time.Hour }, "timeout server 720h0m0s"},
 		{"negative drain", func(in *Instance) { in.Timeouts.Drain = -time.Second }, "drain timeout"},
@@ -295,8 +316,8 @@ func TestRenderInputErrors(t *testing.T) {
 	// Every problem is reported at once.
 	in := baseInstance()
 	in.Frontends[0].Binds[0].FD = 1
-	in.Servers[0].Weight = 1000
-	in.Balance = "nope"
+	in.Pools[0].Servers[0].Weight = 1000
+	in.Pools[0].Balance = "nope"
 	_, err := Render(in)
 	require.Error(t, err)
 	for _, want := range []string{"fd 1", "weight 1000", `balance "nope"`} {

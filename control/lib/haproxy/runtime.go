@@ -206,19 +206,30 @@ func ParseStat(out string) ([]StatRow, error) {
 	return rows, nil
 }
 
-// ServerState is the health of one backend server.
+// ServerState is one backend server as "show stat" reports it.
 type ServerState struct {
+	// Backend is the HAProxy backend: a pool's tier (TierBackend).
 	Backend string
 	Name    string
-	// Up is Status starting with "UP": up, or up and failing checks but
-	// not yet down ("UP 1/3"). NOLB, DRAIN, MAINT and DOWN are not up.
+	// Up is true for a server that takes new connections by its state:
+	// HAProxy's "no check" (ober renders servers without checks), or a
+	// Status starting with "UP" (up, or up and failing checks but not
+	// yet down: "UP 1/3"). DRAIN, MAINT, NOLB and DOWN are not up. A
+	// server of weight 0 may be up and still get nothing.
 	Up     bool
 	Status string
 	// CheckStatus is the last check result (L7OK, L4CON, ...) without the
-	// "* " HAProxy puts before it while a check is running.
+	// "* " HAProxy puts before it while a check is running; empty
+	// without checks.
 	CheckStatus string
-	CurConns    int64
-	Weight      int
+	// CurConns and TotalConns are the server's open and all-time
+	// connections (scur, stot), BytesIn and BytesOut its traffic from
+	// the clients and to them (bin, bout).
+	CurConns, TotalConns int64
+	BytesIn, BytesOut    int64
+	// Weight is the server's weight (a drained server keeps it; its
+	// Status says it takes nothing new).
+	Weight int
 }
 
 // ServerStates picks the server rows of rows, in order.
@@ -231,12 +242,102 @@ func ServerStates(rows []StatRow) []ServerState {
 		out = append(out, ServerState{
 			Backend:     r.Proxy,
 			Name:        r.Name,
-			Up:          strings.HasPrefix(r.Status, "UP"),
+			Up:          strings.HasPrefix(r.Status, "UP") || r.Status == "no check",
 			Status:      r.Status,
 			CheckStatus: strings.TrimPrefix(r.CheckStatus, "* "),
 			CurConns:    r.CurConns,
+			TotalConns:  r.TotalConns,
+			BytesIn:     r.BytesIn,
+			BytesOut:    r.BytesOut,
 			Weight:      r.Weight,
 		})
 	}
 	return out
+}
+
+// Servers reads every server of every backend in one "show stat" that
+// asks for server rows only (the cheapest way to poll thousands).
+func (r Runtime) Servers(ctx context.Context) ([]ServerState, error) {
+	out, err := r.Command(ctx, "show stat -1 4 -1")
+	if err != nil {
+		return nil, err
+	}
+	rows, err := ParseStat(out)
+	if err != nil {
+		return nil, fmt.Errorf("runtime API %s: show stat: %w", r.Path, err)
+	}
+	return ServerStates(rows), nil
+}
+
+// SetServerStateCommand is the runtime API command that puts a server
+// in state (StateReady, StateDrain, StateMaint), for a caller that
+// batches commands (several joined with ';' in one Command).
+func SetServerStateCommand(backend, server, state string) (string, error) {
+	if err := serverRef(backend, server); err != nil {
+		return "", err
+	}
+	switch state {
+	case StateReady, StateDrain, StateMaint:
+	default:
+		return "", fmt.Errorf("server %s/%s: state %q: want ready, drain or maint", backend, server, state)
+	}
+	return fmt.Sprintf("set server %s/%s state %s", backend, server, state), nil
+}
+
+// SetWeightCommand is the runtime API command that sets a server's
+// weight (0..256). A backend of balance source (a static algorithm)
+// takes only 0 and the rendered weight.
+func SetWeightCommand(backend, server string, weight int) (string, error) {
+	if err := serverRef(backend, server); err != nil {
+		return "", err
+	}
+	if weight < 0 || weight > 256 {
+		return "", fmt.Errorf("server %s/%s: weight %d: want 0..256", backend, server, weight)
+	}
+	return fmt.Sprintf("set weight %s/%s %d", backend, server, weight), nil
+}
+
+// SetServerState puts a server in state: ready takes new connections,
+// drain lets the open ones finish and takes no new ones, maint takes it
+// out at once (its open connections stay until they end).
+func (r Runtime) SetServerState(ctx context.Context, backend, server, state string) error {
+	cmd, err := SetServerStateCommand(backend, server, state)
+	if err != nil {
+		return err
+	}
+	return r.set(ctx, cmd)
+}
+
+// SetWeight sets a server's weight (0..256).
+func (r Runtime) SetWeight(ctx context.Context, backend, server string, weight int) error {
+	cmd, err := SetWeightCommand(backend, server, weight)
+	if err != nil {
+		return err
+	}
+	return r.set(ctx, cmd)
+}
+
+// set runs a command that answers nothing when it succeeds and a line
+// of text ("No such server.") when it does not.
+func (r Runtime) set(ctx context.Context, cmd string) error {
+	out, err := r.Command(ctx, cmd)
+	if err != nil {
+		return err
+	}
+	if msg := strings.TrimSpace(out); msg != "" {
+		return fmt.Errorf("runtime API %s: %q: %s", r.Path, cmd, firstLine(msg))
+	}
+	return nil
+}
+
+// serverRef checks a backend/server pair for the runtime API, which
+// splits at '/' and ends a command at ';' or a blank.
+func serverRef(backend, server string) error {
+	if !poolRE.MatchString(backend) {
+		return fmt.Errorf("backend %q: only %s are allowed", backend, poolChars)
+	}
+	if !nameRE.MatchString(server) {
+		return fmt.Errorf("server %q of backend %s: only %s are allowed", server, backend, nameChars)
+	}
+	return nil
 }

@@ -3,6 +3,7 @@ package haproxy
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"net"
 	"path/filepath"
 	"strings"
@@ -32,7 +33,7 @@ func TestParseStat(t *testing.T) {
 	out := strings.Join([]string{
 		statHeader,
 		statLine(t, map[string]string{"pxname": "tls-443", "svname": "FRONTEND", "scur": "3", "stot": "120", "bin": "1048576", "bout": "2048", "status": "OPEN", "type": "0", "req_tot": "118"}),
-		statLine(t, map[string]string{"pxname": "s3", "svname": "s0", "scur": "2", "stot": "60", "status": "UP", "weight": "100", "type": "2", "check_status": "L7OK", "addr": "192.0.2.10:9000"}),
+		statLine(t, map[string]string{"pxname": "s3", "svname": "s0", "scur": "2", "stot": "60", "bin": "5", "bout": "6", "status": "UP", "weight": "100", "type": "2", "check_status": "L7OK", "addr": "192.0.2.10:9000"}),
 		statLine(t, map[string]string{"pxname": "s3", "svname": "s1", "status": "UP 1/3", "weight": "50", "type": "2", "check_status": "* L4TOUT"}),
 		statLine(t, map[string]string{"pxname": "s3", "svname": "s2", "status": "DOWN 1/2", "weight": "100", "type": "2", "check_status": "L7OK"}),
 		statLine(t, map[string]string{"pxname": "s3", "svname": "s3", "status": "NOLB", "weight": "0", "type": "2", "check_status": "L7OK"}),
@@ -60,13 +61,13 @@ func TestParseStat(t *testing.T) {
 
 	states := ServerStates(rows)
 	require.Equal(t, []ServerState{
-		{Backend: "s3", Name: "s0", Up: true, Status: "UP", CheckStatus: "L7OK", CurConns: 2, Weight: 100},
+		{Backend: "s3", Name: "s0", Up: true, Status: "UP", CheckStatus: "L7OK", CurConns: 2, TotalConns: 60, BytesIn: 5, BytesOut: 6, Weight: 100},
 		{Backend: "s3", Name: "s1", Up: true, Status: "UP 1/3", CheckStatus: "L4TOUT", Weight: 50},
 		{Backend: "s3", Name: "s2", Up: false, Status: "DOWN 1/2", CheckStatus: "L7OK", Weight: 100},
 		{Backend: "s3", Name: "s3", Up: false, Status: "NOLB", CheckStatus: "L7OK"},
 		{Backend: "s3", Name: "s4", Up: false, Status: "MAINT", Weight: 100},
 		{Backend: "s3", Name: "s5", Up: false, Status: "DRAIN", Weight: 100},
-		{Backend: "s3", Name: "s6", Up: false, Status: "no check", Weight: 1},
+		{Backend: "s3", Name: "s6", Up: true, Status: "no check", Weight: 1},
 	}, states)
 	require.Empty(t, ServerStates(nil))
 
@@ -194,4 +195,77 @@ func TestRuntimeInfoRejectsGarbage(t *testing.T) {
 	require.ErrorContains(t, err, "unexpected answer")
 	_, err = Runtime{Path: path}.Stat(context.Background())
 	require.ErrorContains(t, err, "no CSV header")
+}
+
+func TestServerCommands(t *testing.T) {
+	cmd, err := SetServerStateCommand("web:api:p2", "s-1.a", StateDrain)
+	require.NoError(t, err)
+	require.Equal(t, "set server web:api:p2/s-1.a state drain", cmd)
+	cmd, err = SetWeightCommand("s3", "rgw1", 256)
+	require.NoError(t, err)
+	require.Equal(t, "set weight s3/rgw1 256", cmd)
+
+	for _, bad := range []struct {
+		backend, server, state string
+		want                   string
+	}{
+		{"s3", "rgw1", "disabled", `state "disabled": want ready, drain or maint`},
+		{"s3", "rgw1", "", `state ""`},
+		{"s3/x", "rgw1", StateReady, `backend "s3/x"`},
+		{"s3;shutdown", "rgw1", StateReady, `backend "s3;shutdown"`},
+		{"", "rgw1", StateReady, `backend ""`},
+		{"s3", "a b", StateReady, `server "a b" of backend s3`},
+		{"s3", "a:b", StateReady, `server "a:b"`},
+	} {
+		_, err := SetServerStateCommand(bad.backend, bad.server, bad.state)
+		require.ErrorContains(t, err, bad.want)
+	}
+	for _, w := range []int{-1, 257} {
+		_, err := SetWeightCommand("s3", "rgw1", w)
+		require.ErrorContains(t, err, fmt.Sprintf("weight %d: want 0..256", w))
+	}
+}
+
+func TestRuntimeServerHelpers(t *testing.T) {
+	ctx := context.Background()
+	stat := statHeader + "\n" +
+		statLine(t, map[string]string{"pxname": "web:p2", "svname": "a", "status": "no check", "type": "2", "weight": "7",
+			"scur": "1", "stot": "9", "bin": "100", "bout": "2000"}) + "\n" +
+		statLine(t, map[string]string{"pxname": "web:p2", "svname": "b", "status": "MAINT", "type": "2", "weight": "3"}) + "\n\n"
+	path, cmds := fakeSocket(t, func(cmd string) (string, bool) {
+		switch cmd {
+		case "show stat -1 4 -1":
+			return stat, true
+		case "set weight web/a 5", "set server web/a state maint":
+			return "\n", true
+		case "set weight web/b 5":
+			return "No such server.\n\n", true
+		}
+		return "Unknown command\n\n", true
+	})
+	rt := Runtime{Path: path, Timeout: time.Second}
+
+	states, err := rt.Servers(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "show stat -1 4 -1", <-cmds, "server rows only")
+	require.Equal(t, []ServerState{
+		{Backend: "web:p2", Name: "a", Up: true, Status: "no check", CurConns: 1, TotalConns: 9, BytesIn: 100, BytesOut: 2000, Weight: 7},
+		{Backend: "web:p2", Name: "b", Status: "MAINT", Weight: 3},
+	}, states)
+
+	require.NoError(t, rt.SetWeight(ctx, "web", "a", 5))
+	require.Equal(t, "set weight web/a 5", <-cmds)
+	require.NoError(t, rt.SetServerState(ctx, "web", "a", StateMaint))
+	require.Equal(t, "set server web/a state maint", <-cmds)
+	err = rt.SetWeight(ctx, "web", "b", 5)
+	require.ErrorContains(t, err, `"set weight web/b 5": No such server.`)
+	<-cmds
+	// Bad arguments never reach HAProxy.
+	require.Error(t, rt.SetWeight(ctx, "web", "b", 300))
+	require.Error(t, rt.SetServerState(ctx, "web", "b;x", StateReady))
+	select {
+	case c := <-cmds:
+		t.Fatalf("sent %q", c)
+	default:
+	}
 }

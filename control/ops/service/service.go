@@ -58,6 +58,10 @@ type Manager interface {
 	// Restart replaces the daemon by a new process while its HAProxy
 	// instances keep serving; when none runs, it starts one (Already set).
 	Restart(ctx context.Context) (*Report, error)
+	// Reload has the running daemon apply its configuration file again
+	// and waits until it did (Report.Generation) or refused
+	// (ErrReloadRefused, the running configuration stays).
+	Reload(ctx context.Context) (*Report, error)
 }
 
 // Report is what an action did.
@@ -82,6 +86,8 @@ type Report struct {
 	Notes []string
 	// Where is where the daemon logs (direct mode) or the unit's name.
 	Where string
+	// Generation is the configuration generation in force after Reload.
+	Generation uint64
 }
 
 // Options shape both managers.

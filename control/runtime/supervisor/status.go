@@ -17,11 +17,20 @@ const probeFailures = 3
 
 // BackendState is one backend server as one instance's checks see it.
 type BackendState struct {
+	// Backend is the HAProxy backend (a pool's priority tier) the server
+	// is in.
+	Backend     string `json:"backend,omitempty"`
 	Name        string `json:"name"`
 	Up          bool   `json:"up"`
 	Status      string `json:"status"`
 	CheckStatus string `json:"check_status,omitempty"`
 	Connections int64  `json:"connections"`
+	// TotalConnections, BytesIn and BytesOut count since the instance
+	// started.
+	TotalConnections int64 `json:"total_connections,omitempty"`
+	BytesIn          int64 `json:"bytes_in,omitempty"`
+	BytesOut         int64 `json:"bytes_out,omitempty"`
+	Weight           int   `json:"weight,omitempty"`
 }
 
 // InstanceStatus describes one instance slot.
@@ -174,9 +183,14 @@ func (s *Supervisor) probe(p *proc) {
 	}
 	p.conns = conns
 	p.backends = p.backends[:0]
-	for _, b := range haproxy.ServerStates(rows) {
+	for _, r := range rows {
+		if r.Type != haproxy.TypeServer {
+			continue
+		}
+		b := haproxy.ServerStates([]haproxy.StatRow{r})[0]
 		p.backends = append(p.backends, BackendState{
-			Name: b.Name, Up: b.Up, Status: b.Status, CheckStatus: b.CheckStatus, Connections: b.CurConns,
+			Backend: b.Backend, Name: b.Name, Up: b.Up, Status: b.Status, CheckStatus: b.CheckStatus, Connections: b.CurConns,
+			TotalConnections: r.TotalConns, BytesIn: r.BytesIn, BytesOut: r.BytesOut, Weight: b.Weight,
 		})
 	}
 }
@@ -189,4 +203,29 @@ func upCount(bs []BackendState) int {
 		}
 	}
 	return n
+}
+
+// LiveInstance is an instance of the serving generation whose sockets
+// are in the sockmap.
+type LiveInstance struct {
+	Index  int
+	PID    int
+	Socket string
+	// Backends are its servers as its last probe read them.
+	Backends []BackendState
+}
+
+// Live lists the serving generation's instances in service, in index
+// order: those whose servers the node keeps in step.
+func (s *Supervisor) Live() []LiveInstance {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []LiveInstance
+	for _, sl := range s.slots {
+		if p := sl.cur; p != nil && p.live {
+			out = append(out, LiveInstance{Index: sl.Index, PID: p.cmd.pid, Socket: p.sock, Backends: slices.Clone(p.backends)})
+		}
+	}
+	slices.SortFunc(out, func(a, b LiveInstance) int { return cmp.Compare(a.Index, b.Index) })
+	return out
 }

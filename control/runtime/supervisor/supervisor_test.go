@@ -157,15 +157,23 @@ func TestStatusReportsBackends(t *testing.T) {
 		}
 	}
 	require.Eventually(t, reports([]supervisor.BackendState{
-		{Name: "a", Up: true, Status: "UP", CheckStatus: "L7OK", Connections: 2},
-		{Name: "b", Up: false, Status: "DOWN", CheckStatus: "L4CON"},
+		{Backend: "s3", Name: "a", Up: true, Status: "UP", CheckStatus: "L7OK", Connections: 2, Weight: 1},
+		{Backend: "s3", Name: "b", Up: false, Status: "DOWN", CheckStatus: "L4CON", Weight: 1},
 	}), within, poll)
+	live := f.sup.Live()
+	require.Len(t, live, 2, "both instances serve")
+	for i, in := range live {
+		require.Equal(t, i, in.Index)
+		require.Equal(t, f.instance(i).PID, in.PID)
+		require.FileExists(t, in.Socket, "its runtime socket")
+		require.Len(t, in.Backends, 2)
+	}
 
 	mark := f.dp.mark()
 	write("fe,FRONTEND,5,OPEN,,0,", "s3,a,2,UP,L7OK,2,1", "s3,b,0,UP,L7OK,2,1", "s3,BACKEND,2,UP,,1,1")
 	require.Eventually(t, reports([]supervisor.BackendState{
-		{Name: "a", Up: true, Status: "UP", CheckStatus: "L7OK", Connections: 2},
-		{Name: "b", Up: true, Status: "UP", CheckStatus: "L7OK"},
+		{Backend: "s3", Name: "a", Up: true, Status: "UP", CheckStatus: "L7OK", Connections: 2, Weight: 1},
+		{Backend: "s3", Name: "b", Up: true, Status: "UP", CheckStatus: "L7OK", Weight: 1},
 	}), within, poll)
 	require.Contains(t, ops(f.dp.since(mark)), "change", "a backend coming up is a change")
 }
