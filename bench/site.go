@@ -372,10 +372,12 @@ func (t *topology) startBaseline(ctx context.Context, threads int) error {
 	}
 	in := haproxy.Instance{
 		Index: 0, Node: "baseline", StatsSocket: filepath.Join(dir, "stats.sock"), Threads: threads, CPU: 0,
-		Frontends: []haproxy.Frontend{{Name: "https", Mode: "tls", Port: 443, PEM: pems[0], Binds: []haproxy.Bind{{FD: 3, Family: 4}}}},
-		Servers:   []haproxy.Server{{Name: "s3a", Addr: backendAddr, Weight: 100}},
-		Balance:   "leastconn",
-		Health:    haproxy.HealthCheck{Path: "/", Interval: time.Second, Fall: 2, Rise: 1},
+		Frontends: []haproxy.Frontend{{Name: "https", Mode: "tls", Port: 443, PEM: pems[0], Binds: []haproxy.Bind{{FD: 3, Family: 4}},
+			Pool: haproxy.DefaultPool}},
+		// ober checks the backends itself, not HAProxy: the baseline has
+		// no check either, so the two differ only in what ober adds.
+		Pools: []haproxy.Pool{{Name: haproxy.DefaultPool, Balance: haproxy.BalanceLeastConn,
+			Servers: []haproxy.Server{{Name: "s3a", Addr: backendAddr, Weight: 100}}}},
 		Timeouts: haproxy.Timeouts{Connect: 5 * time.Second, Client: 5 * time.Minute, Server: 5 * time.Minute,
 			HTTPRequest: 30 * time.Second, HTTPKeepAlive: time.Minute},
 		MaxConn: 5000,

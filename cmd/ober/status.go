@@ -97,6 +97,43 @@ func fetchStatus(ctx context.Context, addr string) (*api.Status, error) {
 
 // printDaemon writes the daemon's part: health, configuration, the
 // instances and the backends.
+// printServices writes each service, its backends and the vip_pools.
+func printServices(tw io.Writer, d *api.DaemonStatus) {
+	fmt.Fprintln(tw, "SERVICE\tMODE\tPORT\tBALANCE\tFALLBACK\tSTATE\tCONNS\tVIPS")
+	for _, s := range d.Services {
+		port := fmt.Sprint(s.Port)
+		if s.LastPort != 0 {
+			port = fmt.Sprintf("%d-%d", s.Port, s.LastPort)
+		}
+		vips := make([]string, len(s.VIPs))
+		for i, v := range s.VIPs {
+			vips[i] = v.String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", s.Name, s.Mode, port, s.Balance, s.Fallback,
+			onOff(s.Up, "up", "DOWN"), s.TotalConnections, strings.Join(vips, ","))
+	}
+	fmt.Fprintln(tw)
+	fmt.Fprintln(tw, "SERVICE/POOL\tBACKEND\tADDRESS\tPRIO\tWEIGHT\tADMIN\tSTATE\tHEALTH\tCONNS\tLAST ERROR")
+	for _, s := range d.Services {
+		for _, b := range s.Backends {
+			health := fmt.Sprintf("%s %.0f%%", onOff(b.Up, "up", "DOWN"), 100*b.Health)
+			last := b.LastError
+			if last == "" {
+				last = "-"
+			}
+			fmt.Fprintf(tw, "%s/%s\t%s\t%s\t%d\t%d/%d\t%s\t%s\t%s\t%d/%d\t%s\n", s.Name, b.Pool, b.Name, b.Address, b.Priority,
+				b.EffectiveWeight, b.Weight, b.Admin, b.State, health, b.Connections, b.TotalConnections, last)
+		}
+	}
+	if len(d.VIPPools) > 0 {
+		fmt.Fprintln(tw)
+		fmt.Fprintln(tw, "VIP POOL\tSIZE\tUSED\tRESERVED\tFREE")
+		for _, p := range d.VIPPools {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\n", p.Name, p.Size, p.Used, p.Reserved, p.Free)
+		}
+	}
+}
+
 func printDaemon(w io.Writer, d *api.DaemonStatus) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	health := "ok"
@@ -143,10 +180,14 @@ func printDaemon(w io.Writer, d *api.DaemonStatus) error {
 		}
 	}
 	fmt.Fprintln(tw)
-	fmt.Fprintln(tw, "BACKEND\tADDRESS\tSTATE\tUP ON")
-	for _, b := range d.Backends {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d instances\n", b.Name, b.Address, onOff(b.Up, "up", "DOWN"), b.UpOn, b.CheckedBy)
+	if len(d.Backends) > 0 {
+		fmt.Fprintln(tw, "BACKEND\tADDRESS\tSTATE\tUP ON")
+		for _, b := range d.Backends {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d instances\n", b.Name, b.Address, onOff(b.Up, "up", "DOWN"), b.UpOn, b.CheckedBy)
+		}
+		fmt.Fprintln(tw)
 	}
+	printServices(tw, d)
 	fmt.Fprintln(tw)
 	if len(d.VIPs) > 0 {
 		fmt.Fprintln(tw, "VIP\tHELD HERE\tSTATE")

@@ -32,7 +32,13 @@ type DaemonStatus struct {
 	Health        HealthStatus    `json:"health"`
 	Config        ConfigStatus    `json:"config"`
 	HAProxy       HAProxyStatus   `json:"haproxy"`
-	Backends      []BackendStatus `json:"backends"`
+	// Backends are the top-level backends.servers (the default pool of
+	// the tls and http services), as ober's health checks see them.
+	Backends []BackendStatus `json:"backends"`
+	// Services are every service with its backends.
+	Services []DaemonServiceStatus `json:"services"`
+	// VIPPools are the vip_pools with their used and free addresses.
+	VIPPools []VIPPoolStatus `json:"vip_pools,omitempty"`
 	// VIPs lists every configured VIP and whether this node takes its
 	// traffic now.
 	VIPs []VIPHeldStatus `json:"vips"`
@@ -131,14 +137,87 @@ type HAProxyStatus struct {
 	Retired        []supervisor.RetiredStatus `json:"retired,omitempty"`
 }
 
-// BackendStatus is one backend server across the healthy instances: it
-// is up when any of them sees it up.
+// BackendStatus is one server of the top-level pool. ober checks each
+// backend once per node and tells every instance, so UpOn and CheckedBy
+// count the healthy instances that were told.
 type BackendStatus struct {
 	Name    string `json:"name"`
 	Address string `json:"address"`
 	Up      bool   `json:"up"`
-	// UpOn counts the healthy instances whose checks pass.
+	// UpOn counts the healthy instances sending it connections.
 	UpOn int `json:"up_on"`
-	// CheckedBy counts the healthy instances that reported it.
+	// CheckedBy counts the healthy instances.
 	CheckedBy int `json:"checked_by"`
+}
+
+// DaemonServiceStatus is one service and its backends, as the daemon runs
+// them (ServiceStatus is a dataplane services-table row).
+type DaemonServiceStatus struct {
+	Name string `json:"name"`
+	Mode string `json:"mode"`
+	// Port is the service's port; LastPort the end of its range, when it
+	// has one.
+	Port     uint16       `json:"port"`
+	LastPort uint16       `json:"last_port,omitempty"`
+	VIPs     []netip.Addr `json:"vips"`
+	Balance  string       `json:"balance"`
+	Fallback string       `json:"fallback"`
+	// Up says a backend takes new connections (ready), or fallback
+	// keep_last keeps the last ones in service.
+	Up bool `json:"up"`
+	// Connections, TotalConnections, BytesIn and BytesOut sum the
+	// backends' counters over the serving instances.
+	Connections      int64                  `json:"connections"`
+	TotalConnections int64                  `json:"total_connections"`
+	BytesIn          int64                  `json:"bytes_in"`
+	BytesOut         int64                  `json:"bytes_out"`
+	Backends         []DaemonBackendStatus `json:"backends"`
+}
+
+// DaemonBackendStatus is one backend server of a service's pool.
+type DaemonBackendStatus struct {
+	Name string `json:"name"`
+	// Pool is the service's pool ("default", or one of its pools[]);
+	// HAProxyBackend the HAProxy backend it is in (one per priority).
+	Pool           string `json:"pool"`
+	HAProxyBackend string `json:"haproxy_backend"`
+	Address        string `json:"address"`
+	Priority       int    `json:"priority"`
+	// Weight is the configured weight; EffectiveWeight what HAProxy
+	// uses now (slowstart, leastbandwidth, roundrobin's equal weights).
+	Weight          int `json:"weight"`
+	EffectiveWeight int `json:"effective_weight"`
+	// Admin is the operator's state (enabled, drain, disabled); State
+	// HAProxy's (ready, drain, maint).
+	Admin string `json:"admin"`
+	State string `json:"state"`
+	// Up is the health checks' verdict, Since when it was reached.
+	Up    bool      `json:"up"`
+	Since time.Time `json:"since"`
+	// Health is the fraction of the last 100 checks that passed (GORB's
+	// health).
+	Health       float64 `json:"health"`
+	ChecksPassed uint64  `json:"checks_passed"`
+	ChecksFailed uint64  `json:"checks_failed"`
+	LastError    string  `json:"last_error,omitempty"`
+	// Connections are open now; the others count since the serving
+	// instances started. Rate is bytes per second over the last second.
+	Connections      int64   `json:"connections"`
+	TotalConnections int64   `json:"total_connections"`
+	BytesIn          int64   `json:"bytes_in"`
+	BytesOut         int64   `json:"bytes_out"`
+	Rate             float64 `json:"bytes_per_second"`
+}
+
+// VIPPoolStatus is one vip_pools entry.
+type VIPPoolStatus struct {
+	Name string `json:"name"`
+	// Size counts the addresses the pool hands out; Used those services
+	// hold, Reserved the configured VIPs in it, Free the rest.
+	Size     uint64 `json:"size"`
+	Used     uint64 `json:"used"`
+	Reserved uint64 `json:"reserved"`
+	Free     uint64 `json:"free"`
+	// Allocations are the addresses given to services, by service.
+	Allocations map[string]netip.Addr `json:"allocations,omitempty"`
 }

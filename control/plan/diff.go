@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/ober-ingress/ober/control/lib/haproxy"
+	"github.com/ober-ingress/ober/control/runtime/supervisor"
 	"github.com/ober-ingress/ober/loader"
 )
 
@@ -23,9 +25,13 @@ type Changes struct {
 	Tables bool
 	// Whitelists are the lists whose prefixes differ.
 	Whitelists []loader.WhitelistID
-	Steering   bool
-	// HAProxy says the instances' configuration differs.
-	HAProxy bool
+	// Access are the access lists to set (new or changed).
+	Access   []loader.AccessID
+	Steering bool
+	// HAProxy says the instances' configuration differs; Servers that
+	// only backends' weights and admin states do, which the runtime API
+	// applies without renewing the instances.
+	HAProxy, Servers bool
 	// Peers says the BGP speaker's peers differ, Routes the routes it
 	// announces while the node is healthy.
 	Peers, Routes bool
@@ -40,6 +46,7 @@ func Diff(running, next *NodePlan) Changes {
 	if running == nil {
 		c.Attach = slices.Clone(next.Interfaces)
 		c.Tables, c.Whitelists, c.Steering = DiffTables(nil, &next.Tables)
+		c.Access, _ = DiffAccess(nil, &next.Tables)
 		c.HAProxy = true
 		c.Peers, c.Routes, c.VRRP = next.BGP != nil, next.BGP != nil, next.VRRP != nil
 		return c
@@ -55,7 +62,14 @@ func Diff(running, next *NodePlan) Changes {
 		}
 	}
 	c.Tables, c.Whitelists, c.Steering = DiffTables(&running.Tables, &next.Tables)
-	c.HAProxy = !sameInstances(running, next)
+	c.Access, _ = DiffAccess(&running.Tables, &next.Tables)
+	if !sameInstances(running, next, false) {
+		if sameInstances(running, next, true) {
+			c.Servers = true
+		} else {
+			c.HAProxy = true
+		}
+	}
 	if running.BGP != nil && next.BGP != nil {
 		c.Peers = !reflect.DeepEqual(running.BGP.Speaker.Peers, next.BGP.Speaker.Peers)
 		c.Routes = !reflect.DeepEqual(running.BGP.Routes, next.BGP.Routes)
@@ -82,15 +96,46 @@ func DiffTables(running, next *Tables) (services bool, whitelists []loader.White
 	return services, whitelists, running.Steering != next.Steering
 }
 
+// DiffAccess says which access lists writing next over running sets (new
+// or changed) and which it clears (no service of next uses them). A nil
+// running sets every list of next.
+func DiffAccess(running, next *Tables) (set, clear []loader.AccessID) {
+	for _, id := range slices.Sorted(maps.Keys(next.Access)) {
+		if running == nil {
+			set = append(set, id)
+			continue
+		}
+		if es, ok := running.Access[id]; !ok || !slices.Equal(es, next.Access[id]) {
+			set = append(set, id)
+		}
+	}
+	if running != nil {
+		for _, id := range slices.Sorted(maps.Keys(running.Access)) {
+			if _, ok := next.Access[id]; !ok {
+				clear = append(clear, id)
+			}
+		}
+	}
+	return set, clear
+}
+
 // sameInstances reports whether both plans run the same instances with
-// the same configuration, rendered alike for the comparison.
-func sameInstances(a, b *NodePlan) bool {
+// the same configuration, rendered alike for the comparison; with
+// anyServerState, whatever the servers' weights and admin states.
+func sameInstances(a, b *NodePlan, anyServerState bool) bool {
 	if !slices.Equal(a.Slots, b.Slots) || !slices.Equal(a.Listeners, b.Listeners) {
 		return false
 	}
+	render := func(p *NodePlan, sl supervisor.Slot) ([]byte, error) {
+		in := p.Instance(sl, p.ExampleFDs(), "/plan.sock")
+		if anyServerState {
+			in = sameServerStates(in)
+		}
+		return haproxy.Render(in)
+	}
 	for _, sl := range a.Slots {
-		x, err1 := a.Render(sl, a.ExampleFDs(), "/plan.sock")
-		y, err2 := b.Render(sl, b.ExampleFDs(), "/plan.sock")
+		x, err1 := render(a, sl)
+		y, err2 := render(b, sl)
 		if err1 != nil || err2 != nil || !bytes.Equal(x, y) {
 			return false
 		}
@@ -98,10 +143,31 @@ func sameInstances(a, b *NodePlan) bool {
 	return true
 }
 
+// sameServerStates gives every server of in one weight and state.
+func sameServerStates(in haproxy.Instance) haproxy.Instance {
+	pools := slices.Clone(in.Pools)
+	for i := range pools {
+		pools[i].Servers = slices.Clone(pools[i].Servers)
+		for j := range pools[i].Servers {
+			pools[i].Servers[j].Weight, pools[i].Servers[j].State = 1, haproxy.StateReady
+		}
+	}
+	in.Pools = pools
+	return in
+}
+
+// RuntimeOnly reports whether the only change is to backends' weights and
+// admin states.
+func (c Changes) RuntimeOnly() bool {
+	rest := c
+	rest.Servers = false
+	return c.Servers && rest.None()
+}
+
 // None reports whether nothing but the instances' renewal changes.
 func (c Changes) None() bool {
-	return len(c.Attach)+len(c.Detach)+len(c.Whitelists) == 0 &&
-		!c.Tables && !c.Steering && !c.HAProxy && !c.Peers && !c.Routes && !c.VRRP
+	return len(c.Attach)+len(c.Detach)+len(c.Whitelists)+len(c.Access) == 0 &&
+		!c.Tables && !c.Steering && !c.HAProxy && !c.Servers && !c.Peers && !c.Routes && !c.VRRP
 }
 
 // String names what changes, for the reload's log line.
@@ -118,8 +184,12 @@ func (c Changes) String() string {
 	for _, id := range c.Whitelists {
 		parts = append(parts, "whitelist "+id.String())
 	}
+	for _, id := range c.Access {
+		parts = append(parts, "access list "+id.String())
+	}
 	add(c.Steering, "steering")
 	add(c.HAProxy, "haproxy configuration")
+	add(c.Servers, "backend weights and states")
 	add(c.Peers, "bgp peers")
 	add(c.Routes, "bgp routes")
 	add(c.VRRP, "keepalived configuration")

@@ -13,6 +13,7 @@ import (
 	"github.com/ober-ingress/ober/control/lib/addrlist"
 	"github.com/ober-ingress/ober/control/lib/certs"
 	"github.com/ober-ingress/ober/control/lib/haproxy"
+	"github.com/ober-ingress/ober/control/lib/ipam"
 )
 
 // Make resolves cfg's names with r (nil: the system's), reads the facts
@@ -58,6 +59,13 @@ func ReadFacts(cfg *config.Config, v haproxy.Version) (Facts, error) {
 			return f, fmt.Errorf("services[%d].tls: %w", i, err)
 		}
 		f.PEM[svc.Name] = pem
+	}
+	if len(cfg.VIPPools) > 0 {
+		allocs, err := ipam.Load(IPAMPath(cfg))
+		if err != nil {
+			return f, fmt.Errorf("vip_pools: %w", err)
+		}
+		f.Allocations = allocs
 	}
 	return f, nil
 }

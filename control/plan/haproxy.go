@@ -2,6 +2,7 @@ package plan
 
 import (
 	"github.com/ober-ingress/ober/control/lib/haproxy"
+	"github.com/ober-ingress/ober/control/runtime/servers"
 	"github.com/ober-ingress/ober/control/runtime/supervisor"
 )
 
@@ -29,8 +30,7 @@ func (p *NodePlan) Instance(sl supervisor.Slot, fds map[uint32]int, statsSocket 
 		CPU:            sl.CPU,
 		Node:           c.Node.Name,
 		StatsSocket:    statsSocket,
-		Servers:        p.Servers,
-		Balance:        c.Backends.Balance,
+		Pools:          p.Pools,
 		MaxConn:        p.MaxConn,
 		ServedByHeader: c.HAProxy.ServedByHeader,
 		Version:        p.HAProxy,
@@ -38,10 +38,6 @@ func (p *NodePlan) Instance(sl supervisor.Slot, fds map[uint32]int, statsSocket 
 		Group:          c.HAProxy.Group,
 		Chroot:         c.HAProxy.Chroot,
 	}
-	in.Health.Path = c.Backends.Health.Path
-	in.Health.Interval = c.Backends.Health.Interval.Duration
-	in.Health.Fall = c.Backends.Health.Fall
-	in.Health.Rise = c.Backends.Health.Rise
 	t := c.Timeouts
 	in.Timeouts.Connect = t.Connect.Duration
 	in.Timeouts.Client = t.Client.Duration
@@ -57,19 +53,24 @@ func (p *NodePlan) Instance(sl supervisor.Slot, fds map[uint32]int, statsSocket 
 	in.ConnsPerSource = ceilDiv(*c.Limits.ConnectionsPerSource, len(p.Slots))
 	in.RatePerSource = ceilDiv(c.Limits.ConnectionRatePerSource, len(p.Slots))
 	for _, fe := range p.Frontends {
-		f := haproxy.Frontend{Name: fe.Service.Name, Mode: fe.Service.Mode, Port: fe.Service.Port, PEM: fe.PEM,
-			VIPs: fe.VIPs, Whitelist: p.ACLs[fe.Service.Whitelist]}
-		for _, l := range fe.Listeners {
-			f.Binds = append(f.Binds, haproxy.Bind{FD: fds[l.ID], Family: l.Family})
-		}
-		in.Frontends = append(in.Frontends, f)
+		in.Frontends = append(in.Frontends, p.haproxyFrontend(fe, fds))
 	}
 	return in
 }
 
-// Render is a slot's HAProxy configuration (supervisor.Plan.Render).
+// Render is a slot's HAProxy configuration (supervisor.Plan.Render) with
+// the servers as configured.
 func (p *NodePlan) Render(sl supervisor.Slot, fds map[uint32]int, statsSocket string) ([]byte, error) {
 	return haproxy.Render(p.Instance(sl, fds, statsSocket))
+}
+
+// RenderWith is Render with the servers' admin states and weights that
+// states gives when the instance starts (WithStates): what the running
+// instances have, so a new or restarted one serves as they do.
+func (p *NodePlan) RenderWith(states func() map[servers.Ref]servers.Desired) func(supervisor.Slot, map[uint32]int, string) ([]byte, error) {
+	return func(sl supervisor.Slot, fds map[uint32]int, statsSocket string) ([]byte, error) {
+		return haproxy.Render(WithStates(p.Instance(sl, fds, statsSocket), states()))
+	}
 }
 
 // ExampleFDs numbers the listeners as a process would inherit them in

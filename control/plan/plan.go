@@ -26,6 +26,7 @@ import (
 	"github.com/ober-ingress/ober/control/config"
 	"github.com/ober-ingress/ober/control/lib/addrlist"
 	"github.com/ober-ingress/ober/control/lib/haproxy"
+	"github.com/ober-ingress/ober/control/lib/ipam"
 	"github.com/ober-ingress/ober/control/runtime/bgp"
 	"github.com/ober-ingress/ober/control/runtime/supervisor"
 	"github.com/ober-ingress/ober/control/runtime/vrrp"
@@ -59,7 +60,15 @@ type NodePlan struct {
 	MaxConn   int
 	FDLimit   uint64
 	Frontends []Frontend
-	Servers   []haproxy.Server
+	// Pools are the HAProxy pools of every service; Servers their
+	// servers, as the health checks and the servers controller see them.
+	Pools   []haproxy.Pool
+	Servers []Server
+	// AccessIDs are the dataplane's access list IDs by service name,
+	// carried over to the next plan.
+	AccessIDs map[string]loader.AccessID
+	// IPAM is the address allocation of the services without VIPs.
+	IPAM IPAM
 	// ACLs are the whitelist files HAProxy loads, by list name.
 	ACLs map[string]string
 	// Files are the certificate bundles and whitelist files the instances
@@ -78,7 +87,9 @@ type Tables struct {
 	Services []loader.Service
 	// Whitelists hold each list's prefixes by dataplane ID, normalized.
 	Whitelists map[loader.WhitelistID][]netip.Prefix
-	Steering   bool
+	// Access are the services' access lists, compiled, by ID.
+	Access   map[loader.AccessID][]loader.AccessEntry
+	Steering bool
 }
 
 // Frontend is one service as HAProxy sees it.
@@ -88,6 +99,10 @@ type Frontend struct {
 	// PEM is the certificate bundle of a TLS service.
 	PEM  string
 	VIPs []netip.Addr
+	// Key is what the service is; PoolNames maps its pools' names
+	// (config.DefaultPool, pools[]) to their HAProxy pools.
+	Key       ServiceKey
+	PoolNames map[string]string
 }
 
 // File is one file the instances load.
@@ -119,12 +134,22 @@ type Facts struct {
 	// PEM is each TLS service's certificate chain and key, by service
 	// name, as HAProxy loads them.
 	PEM map[string][]byte
+	// Allocations are the addresses IPAM gave services before (read
+	// from node.state_dir), which they keep.
+	Allocations ipam.Allocations
 }
 
 // Build lays cfg out as a NodePlan. prev is the running plan, or nil: a
-// listener keeps its ID across plans (see ListenerKey).
+// listener keeps its ID across plans (see ListenerKey), and so does an
+// access list. The plan's Config is cfg with the addresses IPAM gives the
+// services without VIPs written in (see assignVIPs).
 func Build(cfg *config.Config, res *config.Resolved, f Facts, prev *NodePlan) (*NodePlan, error) {
+	cfg, ipamPlan, err := assignVIPs(cfg, f.Allocations)
+	if err != nil {
+		return nil, err
+	}
 	p := &NodePlan{
+		IPAM: ipamPlan,
 		Config: cfg, Resolved: res, HAProxy: f.HAProxy, FDLimit: f.FDLimit,
 		Interfaces: cfg.Node.Interfaces,
 		MaxConn:    min(cfg.Instances.MaxConn, MaxConnFor(f.FDLimit)),
@@ -145,6 +170,9 @@ func Build(cfg *config.Config, res *config.Resolved, f Facts, prev *NodePlan) (*
 		prevIDs = prev.ListenerIDs
 	}
 	alloc := newListenerIDs(prevIDs)
+	if err := p.accessLists(prev); err != nil {
+		return nil, err
+	}
 	for i, svc := range cfg.Services {
 		fe, err := p.frontend(i, svc, alloc, f)
 		if err != nil {
@@ -153,6 +181,9 @@ func Build(cfg *config.Config, res *config.Resolved, f Facts, prev *NodePlan) (*
 		p.Frontends = append(p.Frontends, fe)
 	}
 	p.ListenerIDs = alloc.got
+	if err := p.pools(); err != nil {
+		return nil, err
+	}
 	if cfg.HA.Mode == config.HAModeBGP && cfg.HA.BGP != nil {
 		p.routerServices(f.Addrs)
 	}
@@ -167,16 +198,6 @@ func Build(cfg *config.Config, res *config.Resolved, f Facts, prev *NodePlan) (*
 	}
 	for i, cpu := range cfg.CPUs() {
 		p.Slots = append(p.Slots, supervisor.Slot{Index: i, CPU: cpu})
-	}
-	for _, s := range res.Backends {
-		w := 100
-		if s.Weight != nil {
-			w = *s.Weight
-		}
-		p.Servers = append(p.Servers, haproxy.Server{
-			Name: s.Name, Addr: s.Addr, Weight: w,
-			TLS: s.TLS, CAFile: s.CAFile, SNI: s.SNI, ProxyProtocol: s.ProxyProtocol,
-		})
 	}
 	switch {
 	case cfg.HA.Mode == config.HAModeBGP && cfg.HA.BGP != nil:
@@ -197,11 +218,13 @@ func Build(cfg *config.Config, res *config.Resolved, f Facts, prev *NodePlan) (*
 }
 
 // frontend lays out service i: its listeners, one per address family of
-// its VIPs, its rows in the service table, and the files HAProxy loads
+// its VIPs, its rows in the service table (one per VIP and port of its
+// range, all handed to the one listener), and the files HAProxy loads
 // for it.
 func (p *NodePlan) frontend(i int, svc config.Service, alloc *listenerIDs, f Facts) (Frontend, error) {
 	cfg := p.Config
 	fe := Frontend{Service: svc, VIPs: cfg.ServiceVIPs(i)}
+	from, to := cfg.ServicePorts(i)
 	ids := map[int]uint32{}
 	for _, vip := range fe.VIPs {
 		fam := 4
@@ -211,7 +234,7 @@ func (p *NodePlan) frontend(i int, svc config.Service, alloc *listenerIDs, f Fac
 		id, ok := ids[fam]
 		if !ok {
 			var err error
-			id, err = alloc.id(ListenerKey{Service: svc.Name, Mode: svc.Mode, Port: svc.Port, Family: fam})
+			id, err = alloc.id(ListenerKey{Service: svc.Name, Mode: svc.Mode, Port: from, Family: fam})
 			if err != nil {
 				return fe, err
 			}
@@ -220,15 +243,19 @@ func (p *NodePlan) frontend(i int, svc config.Service, alloc *listenerIDs, f Fac
 			p.Listeners = append(p.Listeners, l)
 			fe.Listeners = append(fe.Listeners, l)
 		}
-		s := loader.Service{VIP: vip, Proto: loader.ProtoTCP, Port: svc.Port, Listener: id, Dispatch: true}
+		s := loader.Service{VIP: vip, Proto: loader.ProtoTCP, Listener: id, Dispatch: true,
+			Access: p.AccessIDs[svc.Name], Reject: svc.Reject}
 		if svc.Mode == config.ModeHTTP {
 			wl, err := loader.ParseWhitelistID(svc.Whitelist)
 			if err != nil {
 				return fe, fmt.Errorf("services[%d].whitelist: %w", i, err)
 			}
-			s.Enforce, s.Reject, s.Whitelist = true, svc.Reject, wl
+			s.Enforce, s.Whitelist = true, wl
 		}
-		p.Tables.Services = append(p.Tables.Services, s)
+		for port := int(from); port <= int(to); port++ {
+			s.Port = uint16(port)
+			p.Tables.Services = append(p.Tables.Services, s)
+		}
 	}
 	if svc.Mode == config.ModeHTTP && p.ACLs[svc.Whitelist] == "" {
 		// HAProxy checks the whitelist too, from a file of this plan.
@@ -283,7 +310,7 @@ func (p *NodePlan) TLSServices() map[netip.AddrPort]bool {
 			continue
 		}
 		for _, v := range fe.VIPs {
-			out[netip.AddrPortFrom(v.Unmap(), fe.Service.Port)] = true
+			out[netip.AddrPortFrom(v.Unmap(), fe.Key.Port)] = true
 		}
 	}
 	return out

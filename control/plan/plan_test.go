@@ -50,6 +50,18 @@ func resolved(t *testing.T, cfg *config.Config, lists map[string][]netip.Prefix)
 	for _, s := range cfg.Backends.Servers {
 		res.Backends = append(res.Backends, config.ResolvedServer{BackendServer: s, Addr: netip.MustParseAddrPort(s.Address)})
 	}
+	res.Pools = map[config.PoolRef][]config.ResolvedServer{}
+	for i := range cfg.Services {
+		for _, spec := range cfg.ServicePools(i) {
+			for _, s := range spec.Servers {
+				ap, err := netip.ParseAddrPort(s.Address)
+				if err != nil {
+					ap = netip.AddrPortFrom(netip.MustParseAddr(s.Address), 0)
+				}
+				res.Pools[spec.Ref] = append(res.Pools[spec.Ref], config.ResolvedServer{BackendServer: s, Addr: ap})
+			}
+		}
+	}
 	for k, v := range lists {
 		res.Whitelists[k] = v
 	}

@@ -179,7 +179,7 @@ func (a *announcer) backendScope(cfg *config.Config, now time.Time) scopeVerdict
 		// own view counts, or the end of every outage would flap it.
 		a.downSince = now
 	}
-	if now.Sub(a.downSince) < cfg.Backends.Health.Interval.Duration+2*handoff.DefaultHealthEvery {
+	if now.Sub(a.downSince) < longestCheckInterval(a.d.plan())+2*handoff.DefaultHealthEvery {
 		return scopeUndecided
 	}
 	return scopeLocal

@@ -41,7 +41,9 @@ import (
 	"github.com/ober-ingress/ober/control/runtime/bgp"
 	"github.com/ober-ingress/ober/control/runtime/handoff"
 	"github.com/ober-ingress/ober/control/runtime/handshake"
+	"github.com/ober-ingress/ober/control/runtime/pulse"
 	"github.com/ober-ingress/ober/control/runtime/sdnotify"
+	"github.com/ober-ingress/ober/control/runtime/servers"
 	"github.com/ober-ingress/ober/control/runtime/supervisor"
 	"github.com/ober-ingress/ober/control/runtime/tables"
 	"github.com/ober-ingress/ober/control/runtime/vrrp"
@@ -96,6 +98,10 @@ type Daemon struct {
 	// ka and tracker run in ha.mode vrrp.
 	ka      *vrrp.Keepalived
 	tracker *tracker
+	// pulse checks the backends; ctrl keeps their states and weights in
+	// every instance.
+	pulse *pulse.Pulse
+	ctrl  *servers.Controller
 
 	mu sync.Mutex
 	// cur is the plan in force, nil before the first one serves.
@@ -108,10 +114,7 @@ type Daemon struct {
 	addedVIPs   []netip.Prefix
 	ready       bool
 	stopping    bool
-	// backendsUp is the last backend verdict of a health check that had
-	// results.
-	backendsUp bool
-	startedAt  time.Time
+	startedAt   time.Time
 
 	// notifyFailed keeps a broken notification socket to one warning.
 	notifyFailed bool
@@ -178,6 +181,13 @@ func Run(ctx context.Context, opts Options) error {
 	if d.sup, err = d.newSupervisor(cfg); err != nil {
 		return err
 	}
+	if err := d.saveIPAM(p); err != nil {
+		return err
+	}
+	if err := d.startServers(ctx, p); err != nil {
+		return err
+	}
+	defer d.pulse.Close()
 	defer d.stop()
 	if err := d.sup.Apply(ctx, d.supervisorPlan(p, base)); err != nil {
 		return fmt.Errorf("start instances: %w", err)
@@ -496,7 +506,7 @@ func (d *Daemon) supervisorPlan(p *plan.NodePlan, base tables.Base) supervisor.P
 	return supervisor.Plan{
 		Slots:       p.Slots,
 		Listeners:   p.Listeners,
-		Render:      p.Render,
+		Render:      p.RenderWith(d.ctrl.Snapshot),
 		MaxTransfer: p.MaxTransfer(),
 		Commit:      func() error { return d.tables.Apply(p.Tables, base) },
 	}
@@ -533,15 +543,49 @@ func (d *Daemon) reload(ctx context.Context) (err error) {
 	defer func() {
 		if err != nil {
 			p.RemoveACLs(prev) // refused: no new instance loads them
+			if p.IPAM.Changed() && prev.IPAM.Allocations != nil {
+				// The running services keep the addresses they hold.
+				if werr := d.writeIPAM(prev); werr != nil {
+					d.log.Error("vip_pools: putting the running allocations back", "err", werr)
+				}
+			}
 		}
 	}()
 	if err := d.checkPlan(ctx, p); err != nil {
 		return err
 	}
 	ch := plan.Diff(prev, p)
+	if ch.RuntimeOnly() {
+		// Only backends' weights and admin states changed: HAProxy's
+		// runtime API applies them, and no instance is renewed.
+		if err := d.saveIPAM(p); err != nil {
+			return err
+		}
+		if err := d.setServers(p); err != nil {
+			return err
+		}
+		d.ctrl.Kick()
+		d.mu.Lock()
+		d.cur = p
+		d.generation++
+		d.loadedAt = time.Now()
+		d.mu.Unlock()
+		d.kick()
+		d.log.Info("configuration reloaded", "generation", d.generation, "changed", ch.String())
+		return nil
+	}
+	if err := d.saveIPAM(p); err != nil {
+		return err
+	}
+	if err := d.setServers(p); err != nil {
+		return err
+	}
 	attachedBefore := slices.Clone(d.attached)
 	addedBefore := slices.Clone(d.addedVIPs)
 	undo := func() {
+		if err := d.setServers(prev); err != nil {
+			d.log.Error("health checks: back to the running configuration's", "err", err)
+		}
 		for _, iface := range d.attached {
 			if !slices.Contains(attachedBefore, iface) {
 				_ = d.dp.DetachXDP(iface)

@@ -6,6 +6,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ober-ingress/ober/control/config"
+	"github.com/ober-ingress/ober/control/plan"
+	"github.com/ober-ingress/ober/control/runtime/servers"
 	"github.com/ober-ingress/ober/control/runtime/supervisor"
 	"github.com/ober-ingress/ober/control/runtime/vrrp"
 	"github.com/ober-ingress/ober/loader"
@@ -39,6 +42,11 @@ type collector struct {
 	hoPeerBackends         *prometheus.Desc
 	bgpOutage              *prometheus.Desc
 	tlsReaped              *prometheus.Desc
+
+	svcUp, svcConns, svcIn, svcOut     *prometheus.Desc
+	sbUp, sbHealth, sbWeight, sbEff    *prometheus.Desc
+	sbAdmin, sbState, sbChecks, sbOpen *prometheus.Desc
+	sbConns, sbIn, sbOut, vipPoolAddrs *prometheus.Desc
 }
 
 func newCollector(d *Daemon) *collector {
@@ -56,7 +64,23 @@ func newCollector(d *Daemon) *collector {
 		instUp:         desc("instance_up", "1 when the HAProxy instance is serving.", "instance", "cpu"),
 		instConns:      desc("instance_connections", "Client connections open on the instance.", "instance"),
 		instRestarts:   desc("instance_restarts_total", "Restarts of the instance after it exited.", "instance"),
-		backendUp:      desc("backend_up", "1 when at least one healthy instance sees the backend server up.", "backend", "address"),
+		backendUp:      desc("backend_up", "1 when ober's health checks see the server of the top-level backends up.", "backend", "address"),
+		svcUp:          desc("service_up", "1 when a backend of the service takes new connections (or fallback keep_last keeps the last ones).", "service"),
+		svcConns:       desc("service_connections_total", "Connections the service's backends took, summed over the serving instances.", "service"),
+		svcIn:          desc("service_bytes_in_total", "Bytes from clients to the service's backends.", "service"),
+		svcOut:         desc("service_bytes_out_total", "Bytes from the service's backends to clients.", "service"),
+		sbUp:           desc("service_backend_up", "1 when ober's health checks see the backend up.", "service", "pool", "backend"),
+		sbHealth:       desc("service_backend_health", "Fraction of the backend's last 100 health checks that passed.", "service", "pool", "backend"),
+		sbWeight:       desc("service_backend_weight", "The backend's configured weight.", "service", "pool", "backend"),
+		sbEff:          desc("service_backend_effective_weight", "The weight HAProxy uses now (slowstart, leastbandwidth); 0 when out of service.", "service", "pool", "backend"),
+		sbAdmin:        desc("service_backend_admin_state", "1 for the backend's admin state: enabled, drain or disabled.", "service", "pool", "backend", "state"),
+		sbState:        desc("service_backend_state", "1 for the backend's state in HAProxy: ready, drain or maint.", "service", "pool", "backend", "state"),
+		sbChecks:       desc("service_backend_checks_total", "Health checks of the backend, by result (passed, failed).", "service", "pool", "backend", "result"),
+		sbOpen:         desc("service_backend_connections", "Connections open to the backend now.", "service", "pool", "backend"),
+		sbConns:        desc("service_backend_connections_total", "Connections the backend took, summed over the serving instances.", "service", "pool", "backend"),
+		sbIn:           desc("service_backend_bytes_in_total", "Bytes from clients to the backend.", "service", "pool", "backend"),
+		sbOut:          desc("service_backend_bytes_out_total", "Bytes from the backend to clients.", "service", "pool", "backend"),
+		vipPoolAddrs:   desc("vip_pool_addresses", "Addresses of a vip_pools entry, by state (used, reserved, free).", "pool", "state"),
 		reloads:        desc("reloads_total", "Configuration reloads applied."),
 		reloadFails:    desc("reload_failures_total", "Configuration reloads refused; the previous configuration stayed."),
 		wlEntries:      desc("whitelist_entries", "Prefixes in a whitelist.", "list"),
@@ -93,7 +117,9 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		c.attached, c.configGen, c.healthy, c.instanceSlots,
 		c.bgpUp, c.bgpBFDUp, c.bgpFlaps, c.bgpPrefixes, c.bgpAnnouncing, c.bgpWithdraws,
 		c.vrrpState, c.vrrpMaster, c.vrrpHeld, c.vrrpTrans, c.vrrpRestarts, c.vrrpHealthy,
-		c.hoRefused, c.hoActive, c.hoSent, c.hoReceived, c.hoPeerBackends, c.bgpOutage, c.tlsReaped} {
+		c.hoRefused, c.hoActive, c.hoSent, c.hoReceived, c.hoPeerBackends, c.bgpOutage, c.tlsReaped,
+		c.svcUp, c.svcConns, c.svcIn, c.svcOut, c.sbUp, c.sbHealth, c.sbWeight, c.sbEff,
+		c.sbAdmin, c.sbState, c.sbChecks, c.sbOpen, c.sbConns, c.sbIn, c.sbOut, c.vipPoolAddrs} {
 		ch <- d
 	}
 }
@@ -148,9 +174,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		b := d.cur
 		fails, gen := d.reloadFails, d.generation
 		d.mu.Unlock()
-		for _, bs := range backends(b, st) {
+		for _, bs := range d.topLevelBackends(b, st) {
 			gauge(c.backendUp, b2f(bs.Up), bs.Name, bs.Address)
 		}
+		c.collectServices(b, counter, gauge)
 		counter(c.reloadFails, float64(fails))
 		gauge(c.configGen, float64(gen))
 	}
@@ -204,6 +231,43 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		counter(c.vrrpRestarts, float64(st.Restarts))
 		gauge(c.vrrpHealthy, b2f(st.Healthy))
+	}
+}
+
+// collectServices writes the services' and their backends' metrics.
+func (c *collector) collectServices(b *plan.NodePlan, counter, gauge func(*prometheus.Desc, float64, ...string)) {
+	for _, ss := range c.d.serviceStates(b) {
+		gauge(c.svcUp, b2f(ss.Up), ss.Name)
+		counter(c.svcConns, float64(ss.TotalConnections), ss.Name)
+		counter(c.svcIn, float64(ss.BytesIn), ss.Name)
+		counter(c.svcOut, float64(ss.BytesOut), ss.Name)
+		for _, bs := range ss.Backends {
+			l := []string{ss.Name, bs.Pool, bs.Name}
+			gauge(c.sbUp, b2f(bs.Up), l...)
+			gauge(c.sbHealth, bs.Health, l...)
+			gauge(c.sbWeight, float64(bs.Weight), l...)
+			gauge(c.sbEff, float64(bs.EffectiveWeight), l...)
+			for _, st := range []string{config.StateEnabled, config.StateDrain, config.StateDisabled} {
+				gauge(c.sbAdmin, b2f(bs.Admin == st), append(l, st)...)
+			}
+			for _, st := range []string{servers.Ready, servers.Drain, servers.Maint} {
+				gauge(c.sbState, b2f(bs.State == st), append(l, st)...)
+			}
+			counter(c.sbChecks, float64(bs.ChecksPassed), append(l, "passed")...)
+			counter(c.sbChecks, float64(bs.ChecksFailed), append(l, "failed")...)
+			gauge(c.sbOpen, float64(bs.Connections), l...)
+			counter(c.sbConns, float64(bs.TotalConnections), l...)
+			counter(c.sbIn, float64(bs.BytesIn), l...)
+			counter(c.sbOut, float64(bs.BytesOut), l...)
+		}
+	}
+	if b == nil {
+		return
+	}
+	for _, u := range b.IPAM.Usage() {
+		gauge(c.vipPoolAddrs, float64(u.Used), u.Name, "used")
+		gauge(c.vipPoolAddrs, float64(u.Reserved), u.Name, "reserved")
+		gauge(c.vipPoolAddrs, float64(u.Free), u.Name, "free")
 	}
 }
 

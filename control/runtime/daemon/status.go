@@ -13,8 +13,8 @@ import (
 
 	"github.com/ober-ingress/ober/control/api"
 	"github.com/ober-ingress/ober/control/config"
+	"github.com/ober-ingress/ober/control/lib/ipam"
 	"github.com/ober-ingress/ober/control/plan"
-	"github.com/ober-ingress/ober/control/runtime/supervisor"
 	"github.com/ober-ingress/ober/loader"
 )
 
@@ -67,7 +67,22 @@ func (d *Daemon) daemonStatus(ctx context.Context) *api.DaemonStatus {
 		ds.HAProxy.Instances = st.Instances
 		ds.HAProxy.OldGenerations = st.OldGenerations
 		ds.HAProxy.Retired = st.Retired
-		ds.Backends = backends(b, st)
+		ds.Backends = d.topLevelBackends(b, st)
+	}
+	ds.Services = d.serviceStates(b)
+	if b != nil {
+		for _, u := range b.IPAM.Usage() {
+			ps := api.VIPPoolStatus{Name: u.Name, Size: u.Size, Used: u.Used, Reserved: u.Reserved, Free: u.Free}
+			for svc, a := range b.IPAM.Allocations {
+				if slices.ContainsFunc(b.IPAM.Pools, func(p ipam.Pool) bool { return p.Name == u.Name && p.Contains(a) }) {
+					if ps.Allocations == nil {
+						ps.Allocations = map[string]netip.Addr{}
+					}
+					ps.Allocations[svc] = a
+				}
+			}
+			ds.VIPPools = append(ds.VIPPools, ps)
+		}
 	}
 	if d.speaker != nil {
 		bs := &api.BGPStatus{Status: d.speaker.Status(ctx)}
@@ -162,33 +177,6 @@ func addrsOn(iface string) map[netip.Addr]bool {
 	return set
 }
 
-// backends folds the instances' views of each backend server.
-func backends(b *plan.NodePlan, st supervisor.Status) []api.BackendStatus {
-	if b == nil {
-		return nil
-	}
-	var out []api.BackendStatus
-	for _, s := range b.Servers {
-		bs := api.BackendStatus{Name: s.Name, Address: s.Addr.String()}
-		for _, in := range st.Instances {
-			if in.State != supervisor.StateHealthy {
-				continue
-			}
-			i := slices.IndexFunc(in.Backends, func(x supervisor.BackendState) bool { return x.Name == s.Name })
-			if i < 0 {
-				continue
-			}
-			bs.CheckedBy++
-			if in.Backends[i].Up {
-				bs.UpOn++
-			}
-		}
-		bs.Up = bs.UpOn > 0
-		out = append(out, bs)
-	}
-	return out
-}
-
 // health is /health: the node serves when the dataplane is attached, an
 // instance is healthy and a backend is up.
 func (d *Daemon) health(context.Context) (bool, string) {
@@ -233,46 +221,17 @@ func (d *Daemon) healthFor(minInstances int, needBackend bool) (bool, string) {
 	if !needBackend {
 		return true, ""
 	}
-	bs := backends(b, st)
-	checked := false
-	for _, x := range bs {
-		if x.Up {
-			d.setBackendsUp(true)
-			return true, ""
-		}
-		checked = checked || x.CheckedBy > 0
+	if d.anyServiceUp(b) {
+		return true, ""
 	}
-	if !checked {
-		// A reload's new instances have not checked the backends yet:
-		// the last verdict stands, so a reload neither fails /health
-		// nor withdraws the routes.
-		if d.backendsWereUp() {
-			return true, ""
-		}
-		return false, "backends: no health check result yet"
-	}
-	d.setBackendsUp(false)
-	return false, fmt.Sprintf("no backend up (all %d failing their health checks)", len(bs))
+	return false, fmt.Sprintf("no backend up: every service's backends are down or disabled (%d backends)", len(b.Servers))
 }
 
-// backendsFailing reports whether every backend has been checked by a
-// healthy instance and none is up: an outage, not a start.
+// backendsFailing reports whether the node has backends and none takes
+// connections: an outage, not a start.
 func (d *Daemon) backendsFailing() bool {
-	d.mu.Lock()
-	b := d.cur
-	d.mu.Unlock()
-	if b == nil {
-		return false
-	}
-	bs := backends(b, d.sup.Status())
-	checked := false
-	for _, x := range bs {
-		if x.Up {
-			return false
-		}
-		checked = checked || x.CheckedBy > 0
-	}
-	return checked
+	b := d.plan()
+	return b != nil && len(b.Servers) > 0 && !d.anyServiceUp(b)
 }
 
 // reportHealth is what this node tells the other nodes: whether it has a
@@ -299,16 +258,4 @@ func (d *Daemon) dispatchedServices() map[netip.AddrPort]bool {
 		}
 	}
 	return out
-}
-
-func (d *Daemon) setBackendsUp(up bool) {
-	d.mu.Lock()
-	d.backendsUp = up
-	d.mu.Unlock()
-}
-
-func (d *Daemon) backendsWereUp() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.backendsUp
 }

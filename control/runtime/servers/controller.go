@@ -203,8 +203,18 @@ func (c *Controller) pass(ctx context.Context) {
 	for _, in := range insts {
 		live[in.PID] = true
 		told := c.pushed[in.PID]
+		// An instance of another plan (one a reload is replacing) lacks
+		// the servers it does not have: tell it only about its own, once
+		// its counters say which those are.
+		has := make(map[Ref]bool, len(in.Servers))
+		for _, s := range in.Servers {
+			has[s.Ref] = true
+		}
 		var cmds []string
 		for _, r := range slices.SortedFunc(maps.Keys(c.desired), compareRef) {
+			if len(has) > 0 && !has[r] {
+				continue
+			}
 			d := c.desired[r]
 			was, ok := told[r]
 			if !ok || was.State != d.State {

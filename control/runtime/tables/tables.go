@@ -1,7 +1,7 @@
 // Package tables is the one writer of a running node's dataplane maps.
 //
 // The daemon applies a plan's tables through it (VIPs and services,
-// whitelists, steering), the supervisor writes the sockmap, the Maglev
+// whitelists, access lists, steering), the supervisor writes the sockmap, the Maglev
 // table and the instance table through it (it is the supervisor's
 // Dataplane), and the drain handoff its owner and transition maps. One
 // component and one lock for all of them keeps the order of writes in
@@ -106,6 +106,24 @@ func (w *Writer) Apply(t plan.Tables, base Base) error {
 			return err
 		})
 	}
+	// Access lists before the service rows that point at them; the
+	// lists no row points at any more after.
+	setAccess, clearAccess := plan.DiffAccess(w.applied, &t)
+	for _, id := range setAccess {
+		prev, had, err := w.dp.AccessList(id)
+		if err != nil {
+			return rollback(err)
+		}
+		if err := w.dp.SetAccessList(id, t.Access[id]); err != nil {
+			return rollback(err)
+		}
+		undo = append(undo, func() error {
+			if had {
+				return w.dp.SetAccessList(id, prev)
+			}
+			return w.dp.ClearAccessList(id)
+		})
+	}
 	if services {
 		// The live tables, not the last plan's: on the first plan after
 		// a restart handover they are the previous ober's.
@@ -117,6 +135,26 @@ func (w *Writer) Apply(t plan.Tables, base Base) error {
 			return rollback(err)
 		}
 		undo = append(undo, func() error { return w.dp.SetServices(pv, ps) })
+	}
+	if w.applied == nil {
+		// The first plan of this process: lists an earlier ober left
+		// that no service of this plan uses.
+		live, err := w.dp.AccessListIDs()
+		if err != nil {
+			w.log.Warn("access lists: cannot list the live ones; unused ones stay", "err", err)
+		}
+		for _, id := range live {
+			if _, ok := t.Access[id]; !ok {
+				clearAccess = append(clearAccess, id)
+			}
+		}
+	}
+	for _, id := range clearAccess {
+		// No service row points at it any more: a failure only leaves
+		// an unused list behind.
+		if err := w.dp.ClearAccessList(id); err != nil {
+			w.log.Warn("access lists: clear an unused list", "id", id, "err", err)
+		}
 	}
 	if steering {
 		// The flag is the last write: nothing is left to undo after it.
