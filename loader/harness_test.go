@@ -23,7 +23,7 @@ var (
 	vip6      = netip.MustParseAddr("2001:db8::10")
 	host4     = netip.MustParseAddr("192.0.2.1")
 	host6     = netip.MustParseAddr("2001:db8::1")
-	client4   = netip.MustParseAddr("198.51.100.7") // in frontend-http
+	client4   = netip.MustParseAddr("198.51.100.7")   // in frontend-http
 	client4b  = netip.MustParseAddr("198.51.100.200") // in frontend-http, denied by both access lists
 	client6   = netip.MustParseAddr("2001:db8:c::7")
 	stranger4 = netip.MustParseAddr("203.0.113.99") // in no list
@@ -53,9 +53,9 @@ const (
 	aclStrict      = AccessID(1)
 	aclOpen        = AccessID(2)
 	aclUnset       = AccessID(3)
-	testInsts  = 4
-	testMSize  = 251 // small, prime: quick to rebuild in tests
-	testSeed   = 0x5eed
+	testInsts      = 4
+	testMSize      = 251 // small, prime: quick to rebuild in tests
+	testSeed       = 0x5eed
 	// Listeners per family: an IPv4 connection needs an IPv4 socket.
 	listenHTTPS = 0
 	listenHTTP  = 1

@@ -28,10 +28,10 @@ type DaemonStatus struct {
 	StartedAt time.Time `json:"started_at"`
 	// UptimeSeconds is the time since StartedAt when the status was
 	// taken, so that a script needs no clock of its own.
-	UptimeSeconds int64           `json:"uptime_seconds"`
-	Health        HealthStatus    `json:"health"`
-	Config        ConfigStatus    `json:"config"`
-	HAProxy       HAProxyStatus   `json:"haproxy"`
+	UptimeSeconds int64         `json:"uptime_seconds"`
+	Health        HealthStatus  `json:"health"`
+	Config        ConfigStatus  `json:"config"`
+	HAProxy       HAProxyStatus `json:"haproxy"`
 	// Backends are the top-level backends.servers (the default pool of
 	// the tls and http services), as ober's health checks see them.
 	Backends []BackendStatus `json:"backends"`
@@ -167,10 +167,10 @@ type DaemonServiceStatus struct {
 	Up bool `json:"up"`
 	// Connections, TotalConnections, BytesIn and BytesOut sum the
 	// backends' counters over the serving instances.
-	Connections      int64                  `json:"connections"`
-	TotalConnections int64                  `json:"total_connections"`
-	BytesIn          int64                  `json:"bytes_in"`
-	BytesOut         int64                  `json:"bytes_out"`
+	Connections      int64                 `json:"connections"`
+	TotalConnections int64                 `json:"total_connections"`
+	BytesIn          int64                 `json:"bytes_in"`
+	BytesOut         int64                 `json:"bytes_out"`
 	Backends         []DaemonBackendStatus `json:"backends"`
 }
 

@@ -149,7 +149,7 @@ func Build(cfg *config.Config, res *config.Resolved, f Facts, prev *NodePlan) (*
 		return nil, err
 	}
 	p := &NodePlan{
-		IPAM: ipamPlan,
+		IPAM:   ipamPlan,
 		Config: cfg, Resolved: res, HAProxy: f.HAProxy, FDLimit: f.FDLimit,
 		Interfaces: cfg.Node.Interfaces,
 		MaxConn:    min(cfg.Instances.MaxConn, MaxConnFor(f.FDLimit)),
