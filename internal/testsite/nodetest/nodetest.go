@@ -158,6 +158,8 @@ type Site struct {
 	log        *LogBuffer
 	clientDial *Dialer
 	api        *api.Client
+	extraMu    sync.Mutex
+	extra      map[netip.Addr]bool
 }
 
 // New builds the namespaces and the backend; Start runs ober.
@@ -649,4 +651,42 @@ func (o *Ober) InstancePIDs() ([]int, error) {
 		}
 	}
 	return out, nil
+}
+
+// Backend is the backend host's namespace, for tests that run their own
+// servers there (at addresses of BackendIP).
+func (s *Site) Backend() *netnstest.NS { return s.backend }
+
+// BackendIP is the i-th further address of the backend host,
+// 10.98.2.<10+i> (i < 200), added on first use: one per backend server a
+// test runs.
+func (s *Site) BackendIP(i int) netip.Addr {
+	s.t.Helper()
+	a := netip.AddrFrom4([4]byte{10, 98, 2, byte(10 + i)})
+	s.addOnce(s.backend, "veth-b", a)
+	return a
+}
+
+// ClientIP is the i-th further address of the client host,
+// 10.98.1.<10+i> (i < 200), added on first use: for tests that need
+// several clients (source hashing, access lists). Dial from it with
+// ClientDialer().DialFrom.
+func (s *Site) ClientIP(i int) netip.Addr {
+	s.t.Helper()
+	a := netip.AddrFrom4([4]byte{10, 98, 1, byte(10 + i)})
+	s.addOnce(s.Client, "veth-c", a)
+	return a
+}
+
+func (s *Site) addOnce(ns *netnstest.NS, dev string, a netip.Addr) {
+	s.extraMu.Lock()
+	defer s.extraMu.Unlock()
+	if s.extra == nil {
+		s.extra = map[netip.Addr]bool{}
+	}
+	if s.extra[a] {
+		return
+	}
+	ns.IP(s.t, "addr", "add", a.String()+"/24", "dev", dev)
+	s.extra[a] = true
 }
