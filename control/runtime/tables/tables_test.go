@@ -145,3 +145,45 @@ func TestApplyIsAllOrNothing(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, uint16(80), svcs[0].Port)
 }
+
+// Access lists are written before the rows that point at them, and a
+// list no row points at any more is cleared; on the first plan of a
+// process, so is one an earlier ober left.
+func TestApplyAccessLists(t *testing.T) {
+	d, w := open(t)
+	entries := func(allow bool) []loader.AccessEntry {
+		es, err := loader.CompileAccess([]loader.AccessRule{{Prefix: netip.MustParsePrefix("10.1.0.0/16"), Allow: allow}}, !allow)
+		require.NoError(t, err)
+		return es
+	}
+	require.NoError(t, d.SetAccessList(7, entries(true)), "left by an earlier ober")
+
+	with := func(id loader.AccessID, allow bool) plan.Tables {
+		tb := tablesWith(80)
+		tb.Services[0].Access = id
+		tb.Access = map[loader.AccessID][]loader.AccessEntry{id: entries(allow)}
+		return tb
+	}
+	base, err := w.ReadBase()
+	require.NoError(t, err)
+	require.NoError(t, w.Apply(with(1, true), base))
+	got, set, err := d.AccessList(1)
+	require.NoError(t, err)
+	require.True(t, set)
+	require.Equal(t, entries(true), got)
+	_, set, err = d.AccessList(7)
+	require.NoError(t, err)
+	require.False(t, set, "the earlier ober's list no row uses is cleared")
+
+	require.NoError(t, w.Apply(with(2, false), base))
+	_, set, err = d.AccessList(1)
+	require.NoError(t, err)
+	require.False(t, set, "list 1 is unused now")
+	got, set, err = d.AccessList(2)
+	require.NoError(t, err)
+	require.True(t, set)
+	require.Equal(t, entries(false), got)
+	_, svcs, err := d.Services()
+	require.NoError(t, err)
+	require.Equal(t, loader.AccessID(2), svcs[0].Access)
+}
