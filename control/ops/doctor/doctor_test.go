@@ -379,6 +379,16 @@ func TestBackends(t *testing.T) {
 	requireStatus(t, checkBackends(ctx, f.env(), cfg), Warn, "1 of 2 reachable; down: s1 rgw1.example:7480: connection refused")
 	f.dials["10.0.0.1:7480"] = context.DeadlineExceeded
 	requireStatus(t, checkBackends(ctx, f.env(), cfg), Fail, "none of 2 reachable", "S3 gateways")
+
+	// A service's own backends are reached too; one of a port range on
+	// its health check's port.
+	f = newFake(t)
+	cfg.Services = append(cfg.Services,
+		config.Service{Name: "db", Mode: config.ModeTCP, Port: 5432, Backends: []config.BackendServer{{Name: "a", Address: "10.0.1.1:5432"}}},
+		config.Service{Name: "rng", Mode: config.ModeTCP, Ports: config.PortRange{From: 7000, To: 7009},
+			Health: &config.ServiceHealth{Port: 7000}, Backends: []config.BackendServer{{Name: "b", Address: "10.0.1.2"}}})
+	f.dials["10.0.1.2:7000"] = errors.New("connection refused")
+	requireStatus(t, checkBackends(ctx, f.env(), cfg), Warn, "3 of 4 reachable; down: rng/default/b 10.0.1.2:7000: connection refused")
 }
 
 // A whole run on a fake machine: every check appears, and a missing

@@ -135,10 +135,49 @@ func dedup(s []string) []string {
 // needs longer than this to accept is as good as down for S3 clients.
 const dialTimeout = 2 * time.Second
 
+// doctorServer is one backend server to reach: its label and address.
+type doctorServer struct{ Name, Address string }
+
+// doctorServers are the top-level backends and every service's own,
+// each address once. A server without a port (a service's port range)
+// is reached on its health check's port, or skipped without one.
+func doctorServers(cfg *config.Config) []doctorServer {
+	var out []doctorServer
+	seen := map[string]bool{}
+	add := func(name, addr string) {
+		if !seen[addr] {
+			seen[addr] = true
+			out = append(out, doctorServer{name, addr})
+		}
+	}
+	for _, s := range cfg.Backends.Servers {
+		add(s.Name, s.Address)
+	}
+	for i := range cfg.Services {
+		svc := &cfg.Services[i]
+		for _, spec := range cfg.ServicePools(i) {
+			if spec.Shared {
+				continue
+			}
+			for _, s := range spec.Servers {
+				addr := s.Address
+				if _, _, err := net.SplitHostPort(addr); err != nil {
+					if svc.Health == nil || svc.Health.Port == 0 {
+						continue
+					}
+					addr = net.JoinHostPort(addr, strconv.Itoa(int(svc.Health.Port)))
+				}
+				add(spec.Ref.String()+"/"+s.Name, addr)
+			}
+		}
+	}
+	return out
+}
+
 // checkBackends connects to every backend server over TCP, all at once.
 func checkBackends(ctx context.Context, env Env, cfg *config.Config) Result {
 	r := Result{Name: "backends"}
-	servers := cfg.Backends.Servers
+	servers := doctorServers(cfg)
 	errs := make([]error, len(servers))
 	var wg sync.WaitGroup
 	for i, s := range servers {
@@ -174,7 +213,7 @@ func checkBackends(ctx context.Context, env Env, cfg *config.Config) Result {
 	default:
 		r.Status = Warn
 		r.Detail = fmt.Sprintf("%d of %d reachable; down: %s", up, len(servers), strings.Join(down, "; "))
-		r.Fix = "check the servers that are down; HAProxy sends them nothing until their health checks pass"
+		r.Fix = "check the servers that are down; ober sends them nothing until their health checks pass"
 	}
 	return r
 }
