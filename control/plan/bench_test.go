@@ -22,20 +22,17 @@ import (
 	"github.com/ober-ingress/ober/control/lib/certs"
 	"github.com/ober-ingress/ober/control/lib/haproxy"
 	"github.com/ober-ingress/ober/control/lib/procstat"
+	"github.com/ober-ingress/ober/loader"
 )
 
 // The benchmarks of a large configuration (issue 16): 1,000 services of
-// 10 backends each, on one IPv4 VIP and two instances. BENCHMARKS.md
-// ("Services at scale") has the figures and the commands:
+// 10 backends each, on one IPv4 VIP and two instances; and the same at
+// 250 services, which fit the dataplane's listener limit
+// (loader.MaxListeners, 256 service x address family pairs) as it is.
+// BENCHMARKS.md ("Services at scale") has the figures and the commands:
 //
 //	go test -run '^$' -bench 1000x10 -count 5 ./control/plan/
-const (
-	benchServices = 1000
-	benchBackends = 10
-	// Of the 1,000: 50 tls and 50 http services, the rest tcp.
-	benchTLS  = 50
-	benchHTTP = 50
-)
+const benchBackends = 10
 
 // benchBalances are spread over the services in turn.
 var benchBalances = []string{
@@ -43,24 +40,30 @@ var benchBalances = []string{
 	config.BalanceConsistent, config.BalanceRandom, config.BalanceFirst, config.BalanceLeastBandwidth,
 }
 
-// benchYAML is the configuration: services on distinct ports, each with
-// its own 10 backends given as IP literals (nothing to resolve). Every
-// 10th service has a priority tier (its last two backends), every 20th an
-// access list, every 5th tcp service sends PROXY v2.
-func benchYAML(runtimeDir string) []byte {
+// benchYAML is a configuration of n services on distinct ports, each
+// with its own 10 backends given as IP literals (nothing to resolve): a
+// twentieth tls, a twentieth http, the rest tcp. Every 10th service has
+// a priority tier (its last two backends), every 20th an access list,
+// every 5th tcp service sends PROXY v2.
+//
+// maxconn, unless 0, is instances.maxconn.
+func benchYAML(n int, runtimeDir string, maxconn int) []byte {
 	var b strings.Builder
 	fmt.Fprintf(&b, `node: {name: n1, interfaces: [eth1], runtime_dir: %s, state_dir: %s}
 haproxy: {user: nobody, group: nogroup}
-instances: {cpus: [0, 1]}
 vips: [10.20.0.10]
-services:
-`, runtimeDir, filepath.Join(runtimeDir, "state"))
-	for i := range benchServices {
+instances: {cpus: [0, 1]`, runtimeDir, filepath.Join(runtimeDir, "state"))
+	if maxconn > 0 {
+		fmt.Fprintf(&b, ", maxconn: %d", maxconn)
+	}
+	b.WriteString("}\n")
+	b.WriteString("services:\n")
+	for i := range n {
 		mode, port := config.ModeTCP, 20000+i
 		switch {
-		case i < benchTLS:
+		case i < n/20:
 			mode, port = config.ModeTLS, 30000+i
-		case i < benchTLS+benchHTTP:
+		case i < n/10:
 			mode, port = config.ModeHTTP, 31000+i
 		}
 		fmt.Fprintf(&b, "  - name: svc%d\n    mode: %s\n    port: %d\n    balance: %s\n",
@@ -89,19 +92,35 @@ services:
 
 // benchInput is what Build takes for the large configuration.
 type benchInput struct {
+	n     int
 	cfg   *config.Config
 	res   *config.Resolved
 	facts Facts
 }
 
-// newBenchInput parses the configuration and resolves it (IP literals:
-// no lookups), outside the timed part. v is the HAProxy release to render
-// for.
-func newBenchInput(b *testing.B, runtimeDir string, v haproxy.Version) benchInput {
+// newBenchInput parses the configuration of n services and resolves it
+// (IP literals: no lookups), outside the timed part. v is the HAProxy
+// release to render for. A size the dataplane cannot hold is skipped,
+// saying so.
+func newBenchInput(b *testing.B, n int, runtimeDir string, v haproxy.Version) benchInput {
 	b.Helper()
-	cfg, err := config.Parse(benchYAML(runtimeDir))
+	if n > loader.MaxListeners {
+		b.Skipf("%d services need %d listeners: the dataplane has %d (loader.MaxListeners, OBER_MAX_LISTENERS)",
+			n, n, loader.MaxListeners)
+	}
+	// The instances inherit this process's descriptor limit, raised to
+	// its hard limit as the daemon does (ReadFacts). Where that is too
+	// low for the default maxconn (20,000 connections, two descriptors
+	// each) beside n listeners, maxconn is lowered to fit: MaxConnFor's
+	// reserve does not count the listeners, and HAProxy would refuse to
+	// start (BENCHMARKS.md).
+	limit, maxconn := fdLimit(), 0
+	if need := uint64(2*20000 + n + 2*fdReserve); limit < need {
+		maxconn = (int(limit) - n - 2*fdReserve) / 2
+	}
+	cfg, err := config.Parse(benchYAML(n, runtimeDir, maxconn))
 	require.NoError(b, err)
-	require.Len(b, cfg.Services, benchServices)
+	require.Len(b, cfg.Services, n)
 	res, err := cfg.Resolve(context.Background(), nil)
 	require.NoError(b, err)
 	dir := b.TempDir()
@@ -109,13 +128,13 @@ func newBenchInput(b *testing.B, runtimeDir string, v haproxy.Version) benchInpu
 	require.NoError(b, err)
 	pem, err := certs.Bundle(certPath, keyPath)
 	require.NoError(b, err)
-	f := Facts{HAProxy: v, FDLimit: 1 << 20, PEM: map[string][]byte{}}
+	f := Facts{HAProxy: v, FDLimit: limit, PEM: map[string][]byte{}}
 	for _, svc := range cfg.Services {
 		if svc.Mode == config.ModeTLS {
 			f.PEM[svc.Name] = pem
 		}
 	}
-	return benchInput{cfg: cfg, res: res, facts: f}
+	return benchInput{n: n, cfg: cfg, res: res, facts: f}
 }
 
 func (in benchInput) build(b *testing.B) *NodePlan {
@@ -134,17 +153,22 @@ var benchVersion = haproxy.Version{Major: 2, Minor: 6, Patch: 12}
 // files). heap-KiB is the Go heap in use (HeapInuse, after a GC) of this
 // process holding the configuration, its resolution and one plan;
 // plan-heap-KiB is the part of it the plan adds.
-func BenchmarkPlan1000x10(b *testing.B) {
-	in := newBenchInput(b, "/run/ober", benchVersion)
+func BenchmarkPlan1000x10(b *testing.B) { benchPlan(b, 1000) }
+
+// BenchmarkPlan250x10 is BenchmarkPlan1000x10 at 250 services.
+func BenchmarkPlan250x10(b *testing.B) { benchPlan(b, 250) }
+
+func benchPlan(b *testing.B, n int) {
+	in := newBenchInput(b, n, "/run/ober", benchVersion)
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	p := in.build(b)
 	runtime.GC()
 	runtime.ReadMemStats(&after)
-	require.Len(b, p.Frontends, benchServices)
-	require.Len(b, p.Servers, benchServices*benchBackends)
-	require.Len(b, p.Listeners, benchServices, "one IPv4 listener per service")
+	require.Len(b, p.Frontends, n)
+	require.Len(b, p.Servers, n*benchBackends)
+	require.Len(b, p.Listeners, n, "one IPv4 listener per service")
 
 	b.ReportAllocs()
 	for b.Loop() {
@@ -158,13 +182,18 @@ func BenchmarkPlan1000x10(b *testing.B) {
 // BenchmarkRender1000x10 renders the HAProxy configuration of every
 // instance of the plan (two); an op is all of them. cfg-KiB is the size
 // of one instance's file.
-func BenchmarkRender1000x10(b *testing.B) {
-	p := newBenchInput(b, "/run/ober", benchVersion).build(b)
+func BenchmarkRender1000x10(b *testing.B) { benchRender(b, 1000) }
+
+// BenchmarkRender250x10 is BenchmarkRender1000x10 at 250 services.
+func BenchmarkRender250x10(b *testing.B) { benchRender(b, 250) }
+
+func benchRender(b *testing.B, n int) {
+	p := newBenchInput(b, n, "/run/ober", benchVersion).build(b)
 	require.Len(b, p.Slots, 2)
 	fds := p.ExampleFDs()
 	text, err := p.Render(p.Slots[0], fds, "/run/ober/haproxy-0.sock")
 	require.NoError(b, err)
-	require.Equal(b, benchServices, strings.Count(string(text), "\nfrontend "))
+	require.Equal(b, n, strings.Count(string(text), "\nfrontend "))
 
 	b.ReportAllocs()
 	for b.Loop() {
@@ -193,11 +222,16 @@ func benchHAProxy(b *testing.B) (string, haproxy.Version) {
 
 // BenchmarkCheck1000x10 times what a reload does before it starts an
 // instance: CheckHAProxy renders instance 0's configuration and has
-// `haproxy -c` parse it, with a placeholder socket for each of its 1,000
-// inherited listeners.
-func BenchmarkCheck1000x10(b *testing.B) {
+// `haproxy -c` parse it, with a placeholder socket for each of its
+// inherited listeners (one per service).
+func BenchmarkCheck1000x10(b *testing.B) { benchCheck(b, 1000) }
+
+// BenchmarkCheck250x10 is BenchmarkCheck1000x10 at 250 services.
+func BenchmarkCheck250x10(b *testing.B) { benchCheck(b, 250) }
+
+func benchCheck(b *testing.B, n int) {
 	_, v := benchHAProxy(b)
-	p := newBenchInput(b, b.TempDir(), v).build(b)
+	p := newBenchInput(b, n, b.TempDir(), v).build(b)
 	require.NoError(b, p.WriteFiles())
 	ctx := context.Background()
 	require.NoError(b, p.CheckHAProxy(ctx))
@@ -209,16 +243,21 @@ func BenchmarkCheck1000x10(b *testing.B) {
 }
 
 // BenchmarkInstance1000x10 starts one real HAProxy instance with the
-// configuration as ober renders it, its 1,000 listeners inherited
-// sockets on 127.0.0.1, and times it from exec to its runtime API
+// configuration as ober renders it, its listeners (one per service)
+// inherited sockets on 127.0.0.1, and times it from exec to its runtime API
 // answering (what a new instance takes to serve). rss-KiB is its VmRSS
 // then, the median of the runs (the last op's when there is only one).
-func BenchmarkInstance1000x10(b *testing.B) {
+func BenchmarkInstance1000x10(b *testing.B) { benchInstance(b, 1000) }
+
+// BenchmarkInstance250x10 is BenchmarkInstance1000x10 at 250 services.
+func BenchmarkInstance250x10(b *testing.B) { benchInstance(b, 250) }
+
+func benchInstance(b *testing.B, n int) {
 	bin, v := benchHAProxy(b)
 	dir, err := os.MkdirTemp("", "ober-bench")
 	require.NoError(b, err)
 	b.Cleanup(func() { os.RemoveAll(dir) })
-	p := newBenchInput(b, dir, v).build(b)
+	p := newBenchInput(b, n, dir, v).build(b)
 	require.NoError(b, p.WriteFiles())
 	chroot := p.Config.HAProxy.Chroot
 	if err := os.Mkdir(chroot, 0o555); err != nil && !errors.Is(err, fs.ErrExist) {
@@ -257,6 +296,7 @@ func BenchmarkInstance1000x10(b *testing.B) {
 		rss = append(rss, kib)
 	}
 	b.ReportMetric(median(rss), "rss-KiB")
+	b.ReportMetric(float64(p.MaxConn), "maxconn")
 }
 
 // startInstance runs HAProxy as the supervisor does (-f cfg -db) with
@@ -288,6 +328,8 @@ func startInstance(bin, cfgPath string, files []*os.File, rt haproxy.Runtime) (f
 			exited <- err
 			return 0, fmt.Errorf("haproxy exited at startup (%v): %s", err, out.String())
 		case <-ctx.Done():
+			_ = cmd.Process.Kill()
+			exited <- <-exited
 			return 0, fmt.Errorf("haproxy's runtime API did not answer in 30s: %s", out.String())
 		case <-time.After(time.Millisecond):
 		}

@@ -143,13 +143,19 @@ func sameInstances(a, b *NodePlan, anyServerState bool) bool {
 	return true
 }
 
-// sameServerStates gives every server of in one weight and state.
+// sameServerStates gives every server of in one state and, but under
+// balance source, whose map-based hash takes no other weight at run time
+// than the one it started with, one weight.
 func sameServerStates(in haproxy.Instance) haproxy.Instance {
 	pools := slices.Clone(in.Pools)
 	for i := range pools {
 		pools[i].Servers = slices.Clone(pools[i].Servers)
 		for j := range pools[i].Servers {
-			pools[i].Servers[j].Weight, pools[i].Servers[j].State = 1, haproxy.StateReady
+			s := &pools[i].Servers[j]
+			s.State = haproxy.StateReady
+			if pools[i].Balance != haproxy.BalanceSource {
+				s.Weight = 1
+			}
 		}
 	}
 	in.Pools = pools

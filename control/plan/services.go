@@ -190,6 +190,7 @@ func (p *NodePlan) pool(i int, spec config.PoolSpec, name string, resolved []con
 				Slowstart: slowstart,
 				KeepLast:  svc.Fallback == config.FallbackKeepLast,
 				Bandwidth: svc.Balance == config.BalanceLeastBandwidth,
+				Static:    svc.Balance == config.BalanceSource,
 			},
 			Target: target,
 		})

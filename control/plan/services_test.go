@@ -252,4 +252,13 @@ func TestDiffRuntimeOnly(t *testing.T) {
 	p3 := build(t, strings.Replace(tcpServices, "balance: weighted", "balance: leastconn", 1), facts(), p1)
 	require.False(t, Diff(p1, p3).RuntimeOnly(), "a balance change renders another configuration")
 	require.True(t, Diff(p1, p3).HAProxy)
+
+	// balance source's map-based hash takes no new weight at run time.
+	src := strings.Replace(tcpServices, "balance: weighted", "balance: source", 1)
+	p4 := build(t, src, facts(), nil)
+	require.True(t, p4.Servers[0].Control.Static)
+	p5 := build(t, strings.Replace(src, "weight: 100}", "weight: 150}", 1), facts(), p4)
+	require.False(t, Diff(p4, p5).RuntimeOnly(), "the instances are renewed with the new weight")
+	p6 := build(t, strings.Replace(src, "weight: 100}", "weight: 100, state: drain}", 1), facts(), p4)
+	require.True(t, Diff(p4, p6).RuntimeOnly(), "a state change still needs no renewal")
 }

@@ -55,6 +55,10 @@ type Server struct {
 	// Bandwidth (balance leastbandwidth) weighs servers by their byte
 	// rate: the busier, the lighter.
 	Bandwidth bool
+	// Static says the balance cannot change a weight at run time
+	// (HAProxy's map-based hash, balance source): the weight stays the
+	// configured one, without a slow start.
+	Static bool
 }
 
 // Desired is a server's state and effective weight in HAProxy.
@@ -120,7 +124,7 @@ func Compute(servers []Server, health map[string]Health, lastUp map[string]map[R
 		case s.Admin == AdminDrain:
 			d.State = Drain
 		}
-		if d.State == Ready && d.Weight > 0 {
+		if d.State == Ready && d.Weight > 0 && !s.Static {
 			f := 1.0
 			if s.Slowstart > 0 && !h.UpSince.IsZero() {
 				if in := now.Sub(h.UpSince); in < s.Slowstart {

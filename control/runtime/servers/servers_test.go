@@ -57,6 +57,10 @@ func TestComputeSlowstart(t *testing.T) {
 		steps = append(steps, w(now.Add(-time.Duration(i+1)*6*time.Second)))
 	}
 	require.IsIncreasing(t, steps)
+
+	// balance source cannot take another weight at run time: no ramp.
+	a.Static = true
+	require.Equal(t, 200, w(now))
 }
 
 // keep_last: when every server of a pool is down, the ones up last stay
