@@ -92,6 +92,8 @@ that holds the interfaces (for example with ip netns exec).`,
 		newStopCmd(a),
 		newRestartCmd(a),
 		newLogsCmd(a),
+		newReloadCmd(a),
+		newBackendCmd(a),
 	)
 	return cmd
 }

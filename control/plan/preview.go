@@ -10,6 +10,7 @@ import (
 	"strconv"
 
 	"github.com/ober-ingress/ober/control/config"
+	"github.com/ober-ingress/ober/control/lib/ipam"
 	"github.com/ober-ingress/ober/control/lib/addrlist"
 	"github.com/ober-ingress/ober/control/lib/haproxy"
 	"github.com/ober-ingress/ober/control/runtime/vrrp"
@@ -92,6 +93,13 @@ func RenderPreview(ctx context.Context, cfg *config.Config, r addrlist.Resolver)
 	f, err := ReadFacts(&scratch, v)
 	if err != nil {
 		return nil, err
+	}
+	if len(cfg.VIPPools) > 0 {
+		// The addresses the services hold, from the real state
+		// directory: the preview shows what applying would keep.
+		if f.Allocations, err = ipam.Load(IPAMPath(cfg)); err != nil {
+			return nil, fmt.Errorf("vip_pools: %w", err)
+		}
 	}
 	p, err := Build(cfg, res, f, nil)
 	if err != nil {

@@ -227,6 +227,20 @@ func (d *Document) keyHead(k *yaml.Node) (head, comment string, err error) {
 	return head, comment, nil
 }
 
+// keptComment is comment, a node's line comment as read from line i,
+// with the blanks before it on that line, when the line ends with it.
+func (d *Document) keptComment(i int, comment string) string {
+	l := d.content(i)
+	if !strings.HasSuffix(l, comment) {
+		return comment
+	}
+	j := len(l) - len(comment)
+	for j > 0 && (l[j-1] == ' ' || l[j-1] == '\t') {
+		j--
+	}
+	return l[j:]
+}
+
 func withComment(line, comment string) string {
 	if comment == "" || comment[0] == ' ' || comment[0] == '\t' {
 		return line + comment
@@ -479,6 +493,13 @@ func (d *Document) sequence(w *writer, s, os *yaml.Node, from, to, step int) err
 			err = d.mapping(w, it, it, c.line, c.end, step, false, true)
 		}
 		if errors.Is(err, errRewrite) {
+			if c.end == c.line+1 && it.LineComment != "" {
+				// An item of one line written again keeps the column of
+				// the comment that ends it, as a changed value does.
+				kept := *it
+				kept.LineComment = d.keptComment(c.line, it.LineComment)
+				it = &kept
+			}
 			err = d.newItem(w, it, dash, step)
 		}
 		if err != nil {

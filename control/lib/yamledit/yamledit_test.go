@@ -220,3 +220,12 @@ func TestItemsWrittenAnewWhenTheirTextCannotBeKept(t *testing.T) {
 	Set(l.Content[1], "a", Int(3), "")
 	require.Equal(t, "l:\n  # items\n  - a: 1\n  - a: 3\nz: 0\n", text(t, d))
 }
+
+func TestChangedFlowItemKeepsItsCommentColumn(t *testing.T) {
+	// A flow item is written again as a whole; the comment that ends its
+	// line stays where it was, as the comment after a changed value does.
+	in := "l:\n  - {a: 1, b: 2}     # first\n  - {a: 3}  # second\n"
+	d := parse(t, in)
+	Set(Get(d.Root(), "l").Content[0], "b", Int(20), "")
+	require.Equal(t, "l:\n  - {a: 1, b: 20}     # first\n  - {a: 3}  # second\n", text(t, d))
+}
