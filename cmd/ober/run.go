@@ -76,8 +76,11 @@ Logs go to stderr: text on a terminal, JSON otherwise (systemd's journal).`,
 				}
 				c := res.Plan.Config
 				fmt.Fprintf(a.out, "# %s is valid: %d VIPs, %d services, %d backends, %d instances on CPUs %v, HAProxy %s\n",
-					path, len(c.VIPs), len(c.Services), len(c.Backends.Servers),
+					path, len(c.VIPs), len(c.Services), len(res.Plan.Servers),
 					len(res.Plan.Slots), c.CPUs(), res.Plan.HAProxy)
+				for _, n := range c.BalanceNotes() {
+					fmt.Fprintf(a.out, "# %s\n", n)
+				}
 				fmt.Fprintf(a.out, "# HAProxy configuration of instance 0:\n%s", res.Rendered)
 				return nil
 			}

@@ -261,6 +261,9 @@ func (d *Daemon) firstPlan(ctx context.Context) (*plan.NodePlan, func(), error) 
 	if err != nil {
 		return fail(fmt.Errorf("config %s: %w", path, err))
 	}
+	for _, n := range cfg.BalanceNotes() {
+		d.log.Info("balance: " + n)
+	}
 	if p.MaxConn < cfg.Instances.MaxConn {
 		d.log.Warn("instances.maxconn lowered to fit the file descriptor limit (raise LimitNOFILE to keep it)",
 			"configured", cfg.Instances.MaxConn, "used", p.MaxConn, "nofile", p.FDLimit)
@@ -539,6 +542,9 @@ func (d *Daemon) reload(ctx context.Context) (err error) {
 	p, err := plan.Make(ctx, cfg, d.opts.Resolver, d.version, prev)
 	if err != nil {
 		return fmt.Errorf("config %s: %w", d.opts.ConfigPath, err)
+	}
+	for _, n := range cfg.BalanceNotes() {
+		d.log.Info("balance: " + n)
 	}
 	defer func() {
 		if err != nil {
