@@ -243,8 +243,10 @@ func (p *NodePlan) frontend(i int, svc config.Service, alloc *listenerIDs, f Fac
 			p.Listeners = append(p.Listeners, l)
 			fe.Listeners = append(fe.Listeners, l)
 		}
-		s := loader.Service{VIP: vip, Proto: loader.ProtoTCP, Listener: id, Dispatch: true,
-			Access: p.AccessIDs[svc.Name], Reject: svc.Reject}
+		s := loader.Service{VIP: vip, Proto: loader.ProtoTCP, Listener: id, Dispatch: true, Access: p.AccessIDs[svc.Name]}
+		// reject answers what XDP refuses: a service it polices (an
+		// access list, or the whitelist of plain HTTP) only.
+		s.Reject = svc.Reject && (s.Access != 0 || svc.Mode == config.ModeHTTP)
 		if svc.Mode == config.ModeHTTP {
 			wl, err := loader.ParseWhitelistID(svc.Whitelist)
 			if err != nil {

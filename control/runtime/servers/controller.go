@@ -200,6 +200,12 @@ func (c *Controller) pass(ctx context.Context) {
 	}
 	var jobs []job
 	live := map[int]bool{}
+	disabled := map[Ref]bool{}
+	for _, s := range c.servers {
+		if s.Admin == AdminDisabled {
+			disabled[s.Ref] = true
+		}
+	}
 	for _, in := range insts {
 		live[in.PID] = true
 		told := c.pushed[in.PID]
@@ -219,6 +225,11 @@ func (c *Controller) pass(ctx context.Context) {
 			was, ok := told[r]
 			if !ok || was.State != d.State {
 				cmds = append(cmds, fmt.Sprintf("set server %s/%s state %s", r.Backend, r.Server, d.State))
+				if disabled[r] && d.State == Maint {
+					// disabled is out at once: maint alone lets the
+					// open connections finish, as drain does.
+					cmds = append(cmds, fmt.Sprintf("shutdown sessions server %s/%s", r.Backend, r.Server))
+				}
 			}
 			if d.State != Maint && (!ok || was.Weight != d.Weight) {
 				cmds = append(cmds, fmt.Sprintf("set weight %s/%s %d", r.Backend, r.Server, d.Weight))

@@ -171,6 +171,13 @@ func TestControllerPushesDifferences(t *testing.T) {
 	cmds := rt.take("s1")
 	require.Contains(t, cmds, "set server svc~default~p1/b state ready")
 	require.Contains(t, cmds, "set weight svc~default~p1/b 5", "a tenth of 50 at first")
+
+	// Disabled is out at once: its open connections are cut; drain and
+	// a failed check let them finish.
+	b.Admin = AdminDisabled
+	c.Set([]Server{srv("a", 100), b})
+	c.pass(ctx)
+	require.Equal(t, []string{"set server svc~default~p1/b state maint", "shutdown sessions server svc~default~p1/b"}, rt.take("s1"))
 }
 
 func TestControllerMeasuresRates(t *testing.T) {
