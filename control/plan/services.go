@@ -2,10 +2,12 @@ package plan
 
 import (
 	"fmt"
+	"hash/fnv"
 	"net/netip"
 	"reflect"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/ober-ingress/ober/control/config"
@@ -195,7 +197,36 @@ func (p *NodePlan) pool(i int, spec config.PoolSpec, name string, resolved []con
 			Target: target,
 		})
 	}
+	if svc.Balance == config.BalanceConsistent {
+		stableIDs(hp.Servers)
+	}
 	return hp, out, nil
+}
+
+// stableIDs gives every server an id derived from its name. HAProxy
+// places a server on a consistent hash's ring by its id, which is its
+// position unless set: removing a server would renumber the ones after
+// it and move most clients. A name's id is a hash of it; the rare
+// collision takes the next free id, names in order, so that the answer
+// depends on the set of names only.
+func stableIDs(srvs []haproxy.Server) {
+	const space = 1 << 20
+	order := make([]int, len(srvs))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return strings.Compare(srvs[a].Name, srvs[b].Name) })
+	used := map[int]bool{}
+	for _, i := range order {
+		h := fnv.New32a()
+		h.Write([]byte(srvs[i].Name))
+		id := int(h.Sum32()%space) + 1
+		for used[id] {
+			id = id%space + 1
+		}
+		used[id] = true
+		srvs[i].ID = id
+	}
 }
 
 // healthCheck is a service's health as pulse checks it.

@@ -262,3 +262,34 @@ func TestDiffRuntimeOnly(t *testing.T) {
 	p6 := build(t, strings.Replace(src, "weight: 100}", "weight: 100, state: drain}", 1), facts(), p4)
 	require.True(t, Diff(p4, p6).RuntimeOnly(), "a state change still needs no renewal")
 }
+
+// A consistent hash's servers keep their ids (their places on HAProxy's
+// ring) when another server is removed before them.
+func TestConsistentIDs(t *testing.T) {
+	yaml := func(names ...string) string {
+		var b strings.Builder
+		b.WriteString("vips: [10.20.0.10]\nservices:\n  - {name: c, mode: tcp, port: 9000, balance: consistent, backends: [")
+		for i, n := range names {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(`{name: ` + n + `, address: "10.30.0.` + string(rune('1'+i)) + `:80"}`)
+		}
+		b.WriteString("]}\n")
+		return b.String()
+	}
+	ids := func(p *NodePlan) map[string]int {
+		out := map[string]int{}
+		for _, s := range p.Pools[0].Servers {
+			out[s.Name] = s.ID
+		}
+		return out
+	}
+	all := ids(build(t, yaml("b0", "b1", "b2", "b3"), facts(), nil))
+	less := ids(build(t, yaml("b0", "b2", "b3"), facts(), nil))
+	for _, n := range []string{"b0", "b2", "b3"} {
+		require.Equal(t, all[n], less[n], n)
+		require.NotZero(t, all[n])
+	}
+	require.Contains(t, renderAll(t, build(t, yaml("b0"), facts(), nil)), " id ")
+}

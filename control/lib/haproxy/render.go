@@ -211,6 +211,11 @@ type Server struct {
 	// ProxyProtocol sends a PROXY header of that version (ProxyV1,
 	// ProxyV2) first; 0 sends none.
 	ProxyProtocol int
+	// ID, when set, is the server's id in its backend instead of its
+	// position. HAProxy places a server on a consistent hash's ring by
+	// id: a stable one keeps the other servers' clients in place when a
+	// server is added or removed before them.
+	ID int
 }
 
 // Timeouts bound each phase of a connection.
@@ -605,6 +610,9 @@ func acceptRules(w *writer, in Instance, fe Frontend) {
 func serverLine(s Server) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "server %s %s weight %d", s.Name, serverAddr(s.Addr), s.Weight)
+	if s.ID > 0 {
+		fmt.Fprintf(&b, " id %d", s.ID)
+	}
 	if s.State == StateDrain || s.State == StateMaint {
 		b.WriteString(" disabled")
 	}

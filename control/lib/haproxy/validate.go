@@ -145,10 +145,20 @@ func validatePools(ps []Pool, lay layout, bad func(string, ...any)) map[string]*
 			bad("%s: no servers", label)
 		}
 		snames := map[string]bool{}
+		ids := map[[2]int]string{}
 		byPrio := map[int][]Server{}
 		for j, s := range p.Servers {
 			sl := checkName(label, "server", j, s.Name, nameRE, nameChars, snames, bad)
 			validateServer(sl, s, bad)
+			if s.ID < 0 {
+				bad("%s: id %d is negative", sl, s.ID)
+			} else if s.ID > 0 {
+				k := [2]int{max(s.Priority, 1), s.ID}
+				if other, dup := ids[k]; dup {
+					bad("%s: id %d is server %q's too", sl, s.ID, other)
+				}
+				ids[k] = s.Name
+			}
 			byPrio[max(s.Priority, 1)] = append(byPrio[max(s.Priority, 1)], s)
 		}
 		prios := make([]int, 0, len(byPrio))
