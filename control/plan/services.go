@@ -192,6 +192,7 @@ func (p *NodePlan) pool(i int, spec config.PoolSpec, name string, resolved []con
 				Slowstart: slowstart,
 				KeepLast:  svc.Fallback == config.FallbackKeepLast,
 				Bandwidth: svc.Balance == config.BalanceLeastBandwidth,
+				Addr:      rs.Addr,
 				Static:    svc.Balance == config.BalanceSource,
 			},
 			Target: target,

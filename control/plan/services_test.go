@@ -84,6 +84,7 @@ func TestBuildTCPServicePools(t *testing.T) {
 	require.Equal(t, servers.Server{
 		Ref: servers.Ref{Backend: "db:default:p2", Server: "b"}, Key: "db:default/b", Group: "db:default",
 		Weight: 200, Admin: config.StateDrain, Slowstart: 10 * time.Second, KeepLast: true,
+		Addr: netip.MustParseAddrPort("10.30.1.2:5432"),
 	}, b.Control)
 	require.Equal(t, pulse.KindTCP, b.Target.Check.Kind)
 	require.Equal(t, 500*time.Millisecond, b.Target.Check.Interval)

@@ -24,8 +24,13 @@ type Conn struct {
 	Local, Remote netip.AddrPort
 	// DataSegsOut counts the segments with data this side sent.
 	DataSegsOut uint32
-	// BytesReceived counts the bytes of data the peer sent.
-	BytesReceived uint64
+	// BytesReceived counts the bytes of data the peer sent;
+	// BytesAcked the bytes this side sent that the peer acknowledged.
+	BytesReceived, BytesAcked uint64
+	// Cookie is the kernel's identity of the socket, unique while the
+	// machine runs: a connection that closes and a new one of the same
+	// addresses differ by it.
+	Cookie uint64
 	// SinceSend is how long ago this side last sent data, or, when it
 	// never did, how long ago the connection was established (the kernel
 	// starts the clock then).
@@ -43,6 +48,7 @@ const (
 	msgLen           = 72 // struct inet_diag_msg
 	// Offsets into struct tcp_info.
 	tiLastDataSent = 44
+	tiBytesAcked   = 120
 	tiBytesRecv    = 128
 	tiDataSegsOut  = 156
 )
@@ -145,7 +151,8 @@ func parseConn(family uint8, b []byte) (Conn, bool) {
 		}
 		return netip.AddrPortFrom(a, binary.BigEndian.Uint16(port))
 	}
-	c := Conn{Local: addr(id[4:20], id[0:2]), Remote: addr(id[20:36], id[2:4])}
+	c := Conn{Local: addr(id[4:20], id[0:2]), Remote: addr(id[20:36], id[2:4]),
+		Cookie: uint64(binary.NativeEndian.Uint32(id[40:])) | uint64(binary.NativeEndian.Uint32(id[44:]))<<32}
 	for attrs := b[msgLen:]; len(attrs) >= 4; {
 		l := int(binary.NativeEndian.Uint16(attrs))
 		typ := binary.NativeEndian.Uint16(attrs[2:])
@@ -157,6 +164,7 @@ func parseConn(family uint8, b []byte) (Conn, bool) {
 			if len(ti) >= tiDataSegsOut+4 {
 				c.SinceSend = time.Duration(binary.NativeEndian.Uint32(ti[tiLastDataSent:])) * time.Millisecond
 				c.BytesReceived = binary.NativeEndian.Uint64(ti[tiBytesRecv:])
+				c.BytesAcked = binary.NativeEndian.Uint64(ti[tiBytesAcked:])
 				c.DataSegsOut = binary.NativeEndian.Uint32(ti[tiDataSegsOut:])
 			}
 		}

@@ -52,6 +52,8 @@ func TestDumpAndDestroy(t *testing.T) {
 		c := find()
 		require.Zero(t, c.DataSegsOut, "%s: the server sent nothing yet", addr)
 		require.Zero(t, c.BytesReceived)
+		require.NotZero(t, c.Cookie)
+		cookie := c.Cookie
 		require.GreaterOrEqual(t, c.SinceSend, 20*time.Millisecond, "the clock runs from the handshake")
 
 		_, err := client.Write([]byte("hello"))
@@ -64,6 +66,8 @@ func TestDumpAndDestroy(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 		c = find()
 		require.Equal(t, uint64(5), c.BytesReceived)
+		require.Equal(t, uint64(2), c.BytesAcked, "the client acknowledged the server's 2 bytes")
+		require.Equal(t, cookie, c.Cookie, "one socket, one cookie")
 		require.Equal(t, uint32(1), c.DataSegsOut)
 		require.Less(t, c.SinceSend, 20*time.Millisecond+10*time.Millisecond)
 

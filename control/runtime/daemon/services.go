@@ -13,6 +13,7 @@ import (
 	"github.com/ober-ingress/ober/control/api"
 	"github.com/ober-ingress/ober/control/config"
 	"github.com/ober-ingress/ober/control/lib/ipam"
+	"github.com/ober-ingress/ober/control/lib/sockdiag"
 	"github.com/ober-ingress/ober/control/plan"
 	"github.com/ober-ingress/ober/control/runtime/pulse"
 	"github.com/ober-ingress/ober/control/runtime/servers"
@@ -35,6 +36,7 @@ func (d *Daemon) startServers(ctx context.Context, p *plan.NodePlan) error {
 		Logger:    d.log.With("part", "servers"),
 		Health:    d.verdicts,
 		Instances: d.liveInstances,
+		Sockets:   nodeSockets,
 	})
 	if err := d.setServers(p); err != nil {
 		return err
@@ -284,4 +286,18 @@ func (d *Daemon) writeIPAM(p *plan.NodePlan) error {
 		return fmt.Errorf("vip_pools: %w", err)
 	}
 	return nil
+}
+
+// nodeSockets are the node's TCP connections, for leastbandwidth: the
+// instances' connections to the backends among them.
+func nodeSockets() ([]servers.Socket, error) {
+	conns, err := sockdiag.Established()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]servers.Socket, len(conns))
+	for i, c := range conns {
+		out[i] = servers.Socket{Cookie: c.Cookie, Remote: c.Remote, Bytes: c.BytesReceived + c.BytesAcked}
+	}
+	return out, nil
 }

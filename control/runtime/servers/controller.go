@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -51,6 +52,19 @@ type Options struct {
 	// Push sends runtime API commands to the instance at socket; default
 	// HAProxy's runtime API.
 	Push func(ctx context.Context, socket string, cmds []string) error
+	// Sockets lists the node's TCP connections with their byte counts,
+	// which leastbandwidth weighs servers by: HAProxy's own counters
+	// move only when a connection ends, so a long transfer would go
+	// unseen until it is over. Nil: the instances' counters are used.
+	Sockets func() ([]Socket, error)
+}
+
+// Socket is one TCP connection of the node: its kernel identity, its
+// peer, and the bytes it moved both ways.
+type Socket struct {
+	Cookie uint64
+	Remote netip.AddrPort
+	Bytes  uint64
 }
 
 // Controller keeps the instances' servers in their desired state.
@@ -72,7 +86,11 @@ type Controller struct {
 	// prev are the byte counters of the last pass, by PID.
 	prev     map[int]map[Ref]int64
 	prevAt   time.Time
-	rates    map[Ref]float64
+	// sockBytes are the connections' byte counts of the last pass, by
+	// cookie.
+	sockBytes map[uint64]uint64
+	sockAt    time.Time
+	rates     map[Ref]float64
 	counters map[Ref]Stats
 }
 
@@ -188,9 +206,20 @@ func (c *Controller) computeLocked(now time.Time) {
 // pass measures, computes and pushes.
 func (c *Controller) pass(ctx context.Context) {
 	insts := c.opts.Instances()
+	var socks []Socket
+	if c.opts.Sockets != nil && c.weighsBandwidth() {
+		var err error
+		if socks, err = c.opts.Sockets(); err != nil {
+			c.log.Warn("servers: cannot list the node's connections; leastbandwidth keeps its weights", "err", err)
+			socks = nil
+		}
+	}
 	now := time.Now()
 	c.mu.Lock()
 	c.measureLocked(insts, now)
+	if socks != nil {
+		c.measureSocketsLocked(socks, now)
+	}
 	c.computeLocked(now)
 	type job struct {
 		pid    int
@@ -290,6 +319,52 @@ func (c *Controller) measureLocked(insts []Instance, now time.Time) {
 		c.rates = rates
 	}
 	c.prev, c.prevAt, c.counters = prev, now, sums
+}
+
+// weighsBandwidth reports whether a server is balanced by leastbandwidth.
+func (c *Controller) weighsBandwidth() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.ContainsFunc(c.servers, func(s Server) bool { return s.Bandwidth })
+}
+
+// measureSocketsLocked derives the leastbandwidth servers' byte rates from
+// the connections to their addresses (any port for a server without
+// one): the bytes each connection moved since the last pass, all of
+// them for one opened since. It runs after measureLocked, whose prevAt
+// it shares.
+func (c *Controller) measureSocketsLocked(socks []Socket, now time.Time) {
+	moved := map[netip.AddrPort]uint64{}
+	cur := make(map[uint64]uint64, len(socks))
+	for _, sk := range socks {
+		cur[sk.Cookie] = sk.Bytes
+		if p, ok := c.sockBytes[sk.Cookie]; ok && sk.Bytes >= p {
+			moved[sk.Remote] += sk.Bytes - p
+		} else if c.sockBytes != nil {
+			moved[sk.Remote] += sk.Bytes
+		}
+	}
+	byIP := map[netip.Addr]uint64{}
+	for ap, b := range moved {
+		byIP[ap.Addr()] += b
+	}
+	first := c.sockBytes == nil
+	c.sockBytes = cur
+	el := now.Sub(c.sockAt).Seconds()
+	c.sockAt = now
+	if first || el <= 0 {
+		return
+	}
+	for _, s := range c.servers {
+		if !s.Bandwidth {
+			continue
+		}
+		b := moved[s.Addr]
+		if s.Addr.Port() == 0 {
+			b = byIP[s.Addr.Addr()]
+		}
+		c.rates[s.Ref] = float64(b) / el
+	}
 }
 
 func compareRef(a, b Ref) int {

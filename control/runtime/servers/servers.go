@@ -14,6 +14,7 @@ package servers
 
 import (
 	"math"
+	"net/netip"
 	"time"
 )
 
@@ -53,8 +54,10 @@ type Server struct {
 	// KeepLast keeps the servers last up in service when none is.
 	KeepLast bool
 	// Bandwidth (balance leastbandwidth) weighs servers by their byte
-	// rate: the busier, the lighter.
+	// rate: the busier, the lighter. The rate is measured on the node's
+	// connections to Addr (any port when it has none).
 	Bandwidth bool
+	Addr      netip.AddrPort
 	// Static says the balance cannot change a weight at run time
 	// (HAProxy's map-based hash, balance source): the weight stays the
 	// configured one, without a slow start.

@@ -2,6 +2,8 @@ package servers
 
 import (
 	"context"
+	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -204,4 +206,39 @@ func TestControllerMeasuresRates(t *testing.T) {
 	require.EqualValues(t, 3, st.Conns)
 	require.EqualValues(t, 10<<20, st.BytesOut)
 	require.Greater(t, st.Rate, float64(10<<20), "10 MiB in about 0.1 s")
+}
+
+// leastbandwidth sees a transfer while it runs: the rate comes from the
+// node's connections to the server, not from HAProxy's counters (which
+// move when a connection ends), and the busy server's weight drops.
+func TestControllerMeasuresSockets(t *testing.T) {
+	var mu sync.Mutex
+	busy, idle := srv("busy", 100), srv("idle", 100)
+	busy.Bandwidth, idle.Bandwidth = true, true
+	busy.Addr = netip.MustParseAddrPort("10.0.0.1:80")
+	idle.Addr = netip.MustParseAddrPort("10.0.0.2:0") // a port range: any port
+	socks := []Socket{{Cookie: 1, Remote: busy.Addr, Bytes: 1 << 20}, {Cookie: 2, Remote: netip.MustParseAddrPort("10.0.0.2:7001"), Bytes: 100}}
+	c := New(Options{
+		Health:    func() map[string]bool { return map[string]bool{busy.Key: true, idle.Key: true} },
+		Instances: func() []Instance { return []Instance{{PID: 7, Socket: "s"}} },
+		Push:      func(context.Context, string, []string) error { return nil },
+		Sockets: func() ([]Socket, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			return slices.Clone(socks), nil
+		},
+	})
+	c.Set([]Server{busy, idle})
+	c.pass(context.Background())
+	mu.Lock()
+	socks[0].Bytes += 50 << 20 // a download in flight
+	socks[1].Bytes += 1000
+	socks = append(socks, Socket{Cookie: 3, Remote: busy.Addr, Bytes: 5 << 20}) // opened since
+	mu.Unlock()
+	time.Sleep(100 * time.Millisecond)
+	c.pass(context.Background())
+	st := c.Stats()
+	require.Greater(t, st[busy.Ref].Rate, float64(55<<20), "55 MiB in about 0.1 s")
+	require.Less(t, st[idle.Ref].Rate, float64(1<<20))
+	require.Less(t, st[busy.Ref].Weight, st[idle.Ref].Weight/5, "the busy server gets far fewer new connections")
 }
