@@ -142,14 +142,28 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ober_cpumap SEC(".maps");
 
-/* Key: listener * OBER_MAX_INSTANCES + instance. */
+/* Listeners below OBER_LOW_LISTENERS. Key: listener * OBER_MAX_INSTANCES
+ * + instance. Its size and type are those of every earlier release: the
+ * running instances' sockets stay in it across an upgrade. */
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKMAP);
 	__type(key, __u32);
 	__type(value, __u64);
-	__uint(max_entries, OBER_MAX_SOCKETS);
+	__uint(max_entries, OBER_LOW_SOCKETS);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ober_sockets SEC(".maps");
+
+/* The other listeners, keyed the same way. A hash rather than an array:
+ * its keys are only the sockets it holds, so the loader lists them without
+ * looking up each of the 245,760 slots (a sockmap's key walk visits every
+ * slot, empty or not). */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, OBER_HIGH_SOCKETS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ober_sockets_hi SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -1282,8 +1296,13 @@ int ober_sk_lookup(struct bpf_sk_lookup *ctx)
 	for (i = 0; i < OBER_MAX_INSTANCES; i++) {
 		__u32 idx = (start + i) & (OBER_MAX_INSTANCES - 1);
 		__u32 key = listener * OBER_MAX_INSTANCES + idx;
-		struct bpf_sock *sk = bpf_map_lookup_elem(&ober_sockets, &key);
+		struct bpf_sock *sk;
 		long err;
+
+		if (listener < OBER_LOW_LISTENERS)
+			sk = bpf_map_lookup_elem(&ober_sockets, &key);
+		else
+			sk = bpf_map_lookup_elem(&ober_sockets_hi, &key);
 
 		if (!sk)
 			continue;

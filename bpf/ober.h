@@ -16,9 +16,17 @@
 /* Instances are the per-CPU HAProxy processes of one node. */
 #define OBER_MAX_INSTANCES 64
 /* A listener is a set of sockets, one per instance, that serves one or
- * more (VIP, proto, port) services: every VIP on :443 can share one. */
-#define OBER_MAX_LISTENERS 256
-#define OBER_MAX_SOCKETS (OBER_MAX_LISTENERS * OBER_MAX_INSTANCES)
+ * more (VIP, proto, port) services: every VIP on :443 can share one.
+ * Socket key: listener * OBER_MAX_INSTANCES + instance. The first
+ * OBER_LOW_LISTENERS have their sockets in ober_sockets, as in releases
+ * that had no more; the others in ober_sockets_hi. A pinned sockmap cannot
+ * grow, and its sockets cannot be moved from user space (a lookup gives a
+ * cookie, not the socket), so a node upgraded with running instances keeps
+ * its ober_sockets and gets ober_sockets_hi beside it. */
+#define OBER_MAX_LISTENERS 4096
+#define OBER_LOW_LISTENERS 256
+#define OBER_LOW_SOCKETS (OBER_LOW_LISTENERS * OBER_MAX_INSTANCES)
+#define OBER_HIGH_SOCKETS ((OBER_MAX_LISTENERS - OBER_LOW_LISTENERS) * OBER_MAX_INSTANCES)
 /* VIP and service rows of one table: a port range takes one row per port
  * (up to 1024), so 1,000 single-port services and a few dozen full ranges,
  * in both families, fit. The table allocates as it fills. */
@@ -112,7 +120,7 @@ struct ober_svc_key {
 };
 
 struct ober_svc_val {
-	__u32 listener; /* row of ober_sockets for this service */
+	__u32 listener; /* the sockets of this service (OBER_MAX_LISTENERS) */
 	__u16 flags;
 	__u8 whitelist; /* index into ober_whitelists */
 	__u8 _pad;

@@ -47,6 +47,8 @@ const (
 	portACLUnset  = 8004 // a list that was never set
 	portACLWL     = 8005 // whitelist frontend-http and the open list
 	portACLUDP    = 5301 // udp, strict
+	// Served by a listener whose sockets are in ober_sockets_hi.
+	portHigh = 9443
 	// A port range: one row per port, one listener bound to the first.
 	portRangeFirst = 7000
 	portRangeLast  = 7010
@@ -62,6 +64,8 @@ const (
 	listenUDP   = 2
 	listenRange = 3
 	listenV6    = 4 // added to the IPv4 listener for IPv6 services
+	// The first listener past ober_sockets (IPv6: listenHigh+listenV6).
+	listenHigh = lowListeners
 )
 
 func listenerFor(l uint32, a netip.Addr) uint32 {
@@ -97,6 +101,7 @@ func siteServices() []Service {
 				Enforce: true, Whitelist: WhitelistFrontendHTTP, Access: aclOpen},
 			Service{VIP: v, Proto: ProtoUDP, Port: portACLUDP, Listener: listenerFor(listenUDP, v), Dispatch: true,
 				Access: aclStrict},
+			Service{VIP: v, Proto: ProtoTCP, Port: portHigh, Listener: listenerFor(listenHigh, v), Dispatch: true},
 		)
 		out = append(out, rangeServices(v, portRangeFirst, portRangeLast, listenerFor(listenRange, v), aclOpen)...)
 	}

@@ -9,7 +9,7 @@ import (
 // the sizes against the compiled object; the fixture tests check meaning.
 const (
 	MaxInstances        = 64
-	MaxListeners        = 256
+	MaxListeners        = 4096  // listener IDs are 0..MaxListeners-1
 	MaxServiceEntries   = 65536 // VIPs plus (VIP, proto, port) rows; a port range takes one per port
 	MaxWhitelists       = 8
 	MaxWhitelistEntries = 1 << 20
@@ -28,6 +28,11 @@ const (
 	// MaxOwnedFlows is how many other nodes' flows the dataplane holds
 	// during a transition (OBER_MAX_OWNED_FLOWS).
 	MaxOwnedFlows = 1 << 20
+
+	// lowListeners have their sockets in ober_sockets, the sockmap of the
+	// releases that had no more listeners; the others in ober_sockets_hi
+	// (OBER_LOW_LISTENERS).
+	lowListeners = 256
 
 	maglevHeader = 2 // slot 0: M, slot 1: seed
 	maxVLANs     = 2

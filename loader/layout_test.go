@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"testing"
 
+	"github.com/cilium/ebpf"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 )
@@ -42,7 +43,19 @@ func TestLayoutMatchesBPF(t *testing.T) {
 	require.EqualValues(t, 4, mag.ValueSize)
 
 	require.EqualValues(t, MaxInstances, m["ober_instances"].MaxEntries)
-	require.EqualValues(t, MaxListeners*MaxInstances, m["ober_sockets"].MaxEntries)
+	// ober_sockets is as every earlier release pinned it: an upgrade adopts
+	// it, running instances' sockets and all. The listeners past it are in
+	// ober_sockets_hi.
+	lo, hi := m["ober_sockets"], m["ober_sockets_hi"]
+	require.Equal(t, ebpf.SockMap, lo.Type)
+	require.EqualValues(t, 256*MaxInstances, lo.MaxEntries)
+	require.EqualValues(t, 4, lo.KeySize)
+	require.EqualValues(t, 8, lo.ValueSize)
+	require.Equal(t, 256, lowListeners)
+	require.Equal(t, ebpf.SockHash, hi.Type)
+	require.EqualValues(t, (MaxListeners-lowListeners)*MaxInstances, hi.MaxEntries)
+	require.EqualValues(t, 4, hi.KeySize)
+	require.EqualValues(t, 8, hi.ValueSize)
 	require.EqualValues(t, reasonSlots*numActions, m["ober_counters"].MaxEntries)
 	require.LessOrEqual(t, int(numReasons), reasonSlots, "enum ober_reason outgrew OBER_R_SLOTS")
 	require.EqualValues(t, MaxInstances, m["ober_steered"].MaxEntries)

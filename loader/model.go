@@ -106,9 +106,12 @@ type Model struct {
 	maglev     []uint32
 	instCPU    map[uint32]int
 	cpumap     map[int]bool
-	sockets    map[uint32]bool
-	handoff    Handoff
-	owners     map[flowKey]netip.Addr
+	// sockets holds listener*MaxInstances+instance of each registered
+	// socket: the key the program looks up, in ober_sockets below
+	// lowListeners and ober_sockets_hi from there on.
+	sockets map[uint32]bool
+	handoff Handoff
+	owners  map[flowKey]netip.Addr
 
 	// Sockets reports whether the kernel owns a TCP segment's flow
 	// (Remote is the segment's source): its socket lookup finds a socket

@@ -71,7 +71,7 @@ func newSite(t *testing.T) *site {
 		// Before the namespace goes: the links live in this bpffs.
 		s.srv.Do(func() error { return errors.Join(d.DetachXDP("srv0"), d.DetachSkLookup()) })
 	})
-	for _, l := range []uint32{listenHTTPS, listenHTTP} {
+	for _, l := range []uint32{listenHTTPS, listenHTTP, listenHigh} {
 		for _, v6 := range []bool{false, true} {
 			for i := uint32(0); i < testInsts; i++ {
 				s.serve(t, lis(l, v6), i, v6)
@@ -263,6 +263,11 @@ func TestNamespaceTraffic(t *testing.T) {
 	t.Run("connections land where the model says", func(t *testing.T) {
 		closeAll(s.connectMany(t, dl, 1000, client4, ap(vip4, portHTTPS)))
 		closeAll(s.connectMany(t, dl, 200, client6, ap(vip6, portHTTPS)))
+	})
+
+	t.Run("a listener past ober_sockets", func(t *testing.T) {
+		closeAll(s.connectMany(t, dl, 200, client4, ap(vip4, portHigh)))
+		closeAll(s.connectMany(t, dl, 100, client6, ap(vip6, portHigh)))
 	})
 
 	t.Run("whitelist", func(t *testing.T) {

@@ -71,6 +71,7 @@ const (
 	oberMapOberProbing    = "ober_probing"
 	oberMapOberServiceSet = "ober_service_set"
 	oberMapOberSockets    = "ober_sockets"
+	oberMapOberSocketsHi  = "ober_sockets_hi"
 	oberMapOberSteered    = "ober_steered"
 	oberMapOberWhitelists = "ober_whitelists"
 	oberMapOberWlMeta     = "ober_wl_meta"
@@ -142,6 +143,7 @@ type oberMapSpecs struct {
 	OberProbing    *ebpf.MapSpec `ebpf:"ober_probing"`
 	OberServiceSet *ebpf.MapSpec `ebpf:"ober_service_set"`
 	OberSockets    *ebpf.MapSpec `ebpf:"ober_sockets"`
+	OberSocketsHi  *ebpf.MapSpec `ebpf:"ober_sockets_hi"`
 	OberSteered    *ebpf.MapSpec `ebpf:"ober_steered"`
 	OberWhitelists *ebpf.MapSpec `ebpf:"ober_whitelists"`
 	OberWlMeta     *ebpf.MapSpec `ebpf:"ober_wl_meta"`
@@ -187,6 +189,7 @@ type oberMaps struct {
 	OberProbing    *ebpf.Map `ebpf:"ober_probing"`
 	OberServiceSet *ebpf.Map `ebpf:"ober_service_set"`
 	OberSockets    *ebpf.Map `ebpf:"ober_sockets"`
+	OberSocketsHi  *ebpf.Map `ebpf:"ober_sockets_hi"`
 	OberSteered    *ebpf.Map `ebpf:"ober_steered"`
 	OberWhitelists *ebpf.Map `ebpf:"ober_whitelists"`
 	OberWlMeta     *ebpf.Map `ebpf:"ober_wl_meta"`
@@ -208,6 +211,7 @@ func (m *oberMaps) Close() error {
 		m.OberProbing,
 		m.OberServiceSet,
 		m.OberSockets,
+		m.OberSocketsHi,
 		m.OberSteered,
 		m.OberWhitelists,
 		m.OberWlMeta,

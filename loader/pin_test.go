@@ -1,7 +1,9 @@
 package loader
 
 import (
+	"cmp"
 	"errors"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"github.com/stretchr/testify/require"
 	"github.com/vishvananda/netlink"
 
@@ -458,4 +461,194 @@ func TestOneNamespacePerRoot(t *testing.T) {
 	}
 	require.NoError(t, err)
 	require.NotZero(t, xdpProgID(t, b, "eth1"))
+}
+
+// earlierObject is the dataplane of the release before ober_sockets_hi
+// (at most 256 listeners), as its `make generate` built it: its sk_lookup
+// program knows ober_sockets only, and its maps are this release's but
+// that one.
+const earlierObject = "testdata/ober_256_listeners.o"
+
+// pinEarlierRelease pins and links what the release before
+// ober_sockets_hi runs: its maps and programs under root, its sk_lookup
+// program attached to ns. It returns that program's id.
+func pinEarlierRelease(t *testing.T, root string, ns *netnstest.NS) uint32 {
+	t.Helper()
+	spec, err := ebpf.LoadCollectionSpec(earlierObject)
+	require.NoError(t, err)
+	require.NotContains(t, spec.Maps, "ober_sockets_hi")
+	require.Contains(t, spec.Maps, "ober_sockets")
+	ncpu, err := ebpf.PossibleCPU()
+	require.NoError(t, err)
+	spec.Maps["ober_cpumap"].MaxEntries = uint32(ncpu)
+	for _, dir := range []string{"maps", "progs", "links"} {
+		require.NoError(t, os.MkdirAll(filepath.Join(root, dir), 0o700))
+	}
+	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: filepath.Join(root, "maps")}})
+	require.NoError(t, err)
+	defer coll.Close()
+	require.NoError(t, coll.Programs["ober_xdp"].Pin(filepath.Join(root, "progs", "xdp")))
+	skl := coll.Programs["ober_sk_lookup"]
+	require.NoError(t, skl.Pin(filepath.Join(root, "progs", "sk_lookup")))
+	require.NoError(t, ns.Do(func() error {
+		ino, f, err := currentNetns()
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		l, err := link.AttachNetNs(int(f.Fd()), skl)
+		if err != nil {
+			return err
+		}
+		defer l.Close()
+		return l.Pin(filepath.Join(root, "links", skLookupPinName(ino)))
+	}))
+	return progID(t, skl)
+}
+
+// linkedSkLookup is the id of the program ns's pinned sk_lookup link runs.
+func linkedSkLookup(t *testing.T, root string, ns *netnstest.NS) uint32 {
+	t.Helper()
+	var id uint32
+	require.NoError(t, ns.Do(func() error {
+		ino, f, err := currentNetns()
+		if err != nil {
+			return err
+		}
+		f.Close()
+		l, err := link.LoadPinnedLink(filepath.Join(root, "links", skLookupPinName(ino)), nil)
+		if err != nil {
+			return err
+		}
+		defer l.Close()
+		info, err := l.Info()
+		if err != nil {
+			return err
+		}
+		id = uint32(info.Program)
+		return nil
+	}))
+	return id
+}
+
+// TestUpgradeFrom256Listeners: a node of the release before
+// ober_sockets_hi, its instances' sockets in ober_sockets and a client
+// connected, is opened by this release (`ober restart` does that). The
+// new sk_lookup program takes the link over while connections are being
+// made, none of which fails; the established one goes on, the running
+// sockets keep taking new ones where the model says; ober_sockets_hi is
+// created and pinned, and a listener past 256 serves.
+func TestUpgradeFrom256Listeners(t *testing.T) {
+	root := netnstest.BPFFS(t) + "/ober"
+	ns := netnstest.New(t, "upg256")
+	ns.IP(t, "addr", "add", vip4.String()+"/32", "dev", "lo")
+	ns.IP(t, "addr", "add", client4.String()+"/32", "dev", "lo")
+	earlierProg := pinEarlierRelease(t, root, ns)
+	hiPin := filepath.Join(root, "maps", "ober_sockets_hi")
+
+	// The earlier release's tables and sockets. Its writes are this
+	// release's; only a table-only handle of this release pins
+	// ober_sockets_hi, which the earlier one did not have.
+	var lowSvcs []Service
+	for _, sv := range siteServices() {
+		if sv.Listener < lowListeners {
+			lowSvcs = append(lowSvcs, sv)
+		}
+	}
+	ro, err := Open(Options{Root: root, MapsOnly: true, Logger: discardLogger()})
+	require.NoError(t, err)
+	require.NoError(t, ro.SetServices(siteVIPs(), lowSvcs))
+	require.NoError(t, ro.SetMaglev(testSeed, roundRobinTable(testMSize, testInsts)))
+	require.NoError(t, ro.SetInstances(testInstances()))
+	s := &site{d: ro, srv: ns, accepted: map[netip.AddrPort]acceptance{}}
+	for i := uint32(0); i < testInsts; i++ {
+		s.serve(t, listenHTTPS, i, false)
+	}
+	before, err := ro.Sockets()
+	require.NoError(t, err)
+	require.Len(t, before, testInsts)
+	require.NoError(t, ro.Close())
+	require.NoError(t, os.Remove(hiPin))
+	require.Equal(t, earlierProg, linkedSkLookup(t, root, ns))
+
+	dl := newDialer(t, ns, 4)
+	https := ap(vip4, portHTTPS)
+	established, err := dl.dial(client4, https, 5*time.Second)
+	require.NoError(t, err, "the earlier release serves")
+	defer established.Close()
+	require.NoError(t, roundTrip(established, "before"))
+
+	// Connections keep coming while the new release opens the pin root.
+	stop := make(chan struct{})
+	var made, failed int
+	var firstErr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			c, err := dl.dial(client4, https, 5*time.Second)
+			if err == nil {
+				err = roundTrip(c, "during")
+				c.Close()
+			}
+			if err != nil {
+				failed++
+				firstErr = cmp.Or(firstErr, err)
+			}
+			made++
+		}
+	}()
+	time.Sleep(100 * time.Millisecond)
+	d, err := Open(Options{Root: root, Logger: discardLogger()})
+	time.Sleep(100 * time.Millisecond)
+	close(stop)
+	<-done
+	require.NoError(t, err)
+	defer d.Close()
+	require.Zero(t, failed, "of %d connections made across the upgrade, %d failed: %v", made, failed, firstErr)
+	require.Greater(t, made, 10)
+	t.Logf("%d connections across the upgrade", made)
+
+	require.FileExists(t, hiPin, "the upgrade creates ober_sockets_hi")
+	require.NotEqual(t, earlierProg, progID(t, d.SkLookupProgram()))
+	require.Equal(t, progID(t, d.SkLookupProgram()), linkedSkLookup(t, root, ns), "the link runs the new program")
+	after, err := d.Sockets()
+	require.NoError(t, err)
+	require.Equal(t, before, after, "the running instances' sockets are where they were")
+	require.NoError(t, roundTrip(established, "after"), "the established connection goes on")
+
+	s.d = d
+	landWhereModelSays := func(dst netip.AddrPort, n int) {
+		t.Helper()
+		model := NewModel(mustSnapshot(t, d))
+		perInst := map[uint32]int{}
+		for i := 0; i < n; i++ {
+			c, err := dl.dial(client4, dst, 5*time.Second)
+			require.NoError(t, err, "%s: connection %d", dst, i)
+			require.NoError(t, roundTrip(c, "ping"))
+			from := c.LocalAddr().(*net.TCPAddr).AddrPort()
+			c.Close()
+			got := s.acceptanceOf(t, from)
+			want, _, ok := model.SkLookup(SkTuple{Proto: ProtoTCP, Remote: from, Local: dst})
+			require.True(t, ok)
+			require.Equal(t, want, got.instance, "%s from %s: instance", dst, from)
+			perInst[got.instance]++
+		}
+		require.Len(t, perInst, testInsts, "%s: every instance gets flows: %v", dst, perInst)
+	}
+	landWhereModelSays(https, 100)
+
+	// This release's configuration, with a listener past 256.
+	require.NoError(t, d.SetServices(siteVIPs(), siteServices()))
+	for i := uint32(0); i < testInsts; i++ {
+		s.serve(t, listenHigh, i, false)
+	}
+	landWhereModelSays(ap(vip4, portHigh), 100)
+	landWhereModelSays(https, 20)
+	require.NoError(t, roundTrip(established, "still"), "the established connection goes on")
 }

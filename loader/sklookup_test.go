@@ -127,6 +127,11 @@ func TestSkLookupFixtures(t *testing.T) {
 		for i := uint32(0); i < testInsts; i++ {
 			require.NoError(t, d.SetSocket(lis(listenRange, v6), i, listen(t, ns, ProtoTCP, v6)))
 		}
+		// Past ober_sockets: instances 0 and 2 only, so that some flows
+		// fall back there too.
+		for _, i := range []uint32{0, 2} {
+			require.NoError(t, d.SetSocket(lis(listenHigh, v6), i, listen(t, ns, ProtoTCP, v6)))
+		}
 	}
 
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -186,6 +191,8 @@ func TestSkLookupFixtures(t *testing.T) {
 		require.Contains(t, socketCookies(t, d)[listenRange], run(tu), "port %d", p)
 	}
 	require.Zero(t, run(randomTuple(rng, ProtoTCP, false, portRangeLast+1)), "past the range")
+	require.NotZero(t, check("listener 256 v4", 400, func() SkTuple { return randomTuple(rng, ProtoTCP, false, portHigh) }))
+	require.NotZero(t, check("listener 260 v6", 400, func() SkTuple { return randomTuple(rng, ProtoTCP, true, portHigh) }))
 	require.Zero(t, run(randomTuple(rng, ProtoTCP, false, portRangeFirst-1)), "before the range")
 	require.Zero(t, run(randomTuple(rng, ProtoUDP, false, portRangeFirst)), "the range is tcp")
 
@@ -215,4 +222,99 @@ func TestSkLookupFixtures(t *testing.T) {
 	after, err := d.Counters()
 	require.NoError(t, err)
 	require.Equal(t, before.Unassigned+1, after.Unassigned)
+}
+
+// TestSkLookupListenerEdges: listeners on both sides of the line between
+// ober_sockets and ober_sockets_hi, and the last one, each get their own
+// sockets, as the model says; Sockets lists them in order; a socket
+// cleared from either map is gone, and clearing it again is no error.
+func TestSkLookupListenerEdges(t *testing.T) {
+	d := openTestDataplane(t)
+	ns := netnstest.New(t, "ske")
+	edges := []uint32{0, lowListeners - 1, lowListeners, lowListeners + 1, MaxListeners - 1}
+	svcs := siteServices()
+	for i, l := range edges {
+		svcs = append(svcs, Service{VIP: vip4, Proto: ProtoTCP, Port: uint16(9500 + i), Listener: l, Dispatch: true})
+	}
+	require.NoError(t, d.SetServices(siteVIPs(), svcs))
+	for _, l := range edges {
+		for i := uint32(0); i < testInsts; i++ {
+			require.NoError(t, d.SetSocket(l, i, listen(t, ns, ProtoTCP, false)))
+		}
+	}
+	conn := listen(t, ns, ProtoTCP, false)
+	require.ErrorContains(t, d.SetSocket(MaxListeners, 0, conn), "listener 4096 out of range (max 4095)")
+	require.ErrorContains(t, d.SetServices(siteVIPs(), append(siteServices(),
+		Service{VIP: vip4, Proto: ProtoTCP, Port: 9600, Listener: MaxListeners, Dispatch: true})),
+		"listener 4096 out of range (max 4095)")
+
+	refs, err := d.Sockets()
+	require.NoError(t, err)
+	var got []uint32
+	for i, r := range refs {
+		got = append(got, r.Listener)
+		if i > 0 {
+			prev := refs[i-1]
+			require.True(t, prev.Listener < r.Listener || prev.Listener == r.Listener && prev.Instance < r.Instance,
+				"sockets in listener, instance order: %v", refs)
+		}
+	}
+	want := []uint32{}
+	for _, l := range edges {
+		for range testInsts {
+			want = append(want, l)
+		}
+	}
+	require.Equal(t, want, got)
+
+	rng := rand.New(rand.NewPCG(3, 4))
+	model := NewModel(mustSnapshot(t, d))
+	cookies := socketCookies(t, d)
+	run := func(tu SkTuple) uint64 {
+		t.Helper()
+		in := makeSkCtx(tu)
+		var out skLookupCtx
+		require.NoError(t, ns.Do(func() error {
+			_, err := d.SkLookupProgram().Run(&ebpf.RunOptions{Context: in, ContextOut: &out})
+			return err
+		}))
+		return out.Cookie
+	}
+	for i, l := range edges {
+		perInst := map[uint32]int{}
+		for n := 0; n < 100; n++ {
+			tu := randomTuple(rng, ProtoTCP, false, uint16(9500+i))
+			inst, fb, ok := model.SkLookup(tu)
+			require.True(t, ok)
+			require.False(t, fb)
+			cookie := run(tu)
+			gotInst, found := cookies[l][cookie]
+			require.True(t, found, "listener %d: %v got cookie %d, none of the listener's sockets", l, tu, cookie)
+			require.Equal(t, inst, gotInst, "listener %d: %v: instance", l, tu)
+			perInst[inst]++
+		}
+		require.Len(t, perInst, testInsts, "listener %d: every instance gets flows", l)
+	}
+
+	// Every socket of the last listener and of the first past ober_sockets
+	// cleared: their flows find none, twice clearing is fine.
+	for _, l := range []uint32{lowListeners, MaxListeners - 1, lowListeners - 1} {
+		for i := uint32(0); i < testInsts; i++ {
+			require.NoError(t, d.ClearSocket(l, i))
+			require.NoError(t, d.ClearSocket(l, i), "listener %d instance %d cleared again", l, i)
+		}
+		require.NotContains(t, socketCookies(t, d), l)
+	}
+	for i, l := range edges {
+		tu := randomTuple(rng, ProtoTCP, false, uint16(9500+i))
+		_, _, ok := NewModel(mustSnapshot(t, d)).SkLookup(tu)
+		cookie := run(tu)
+		if l == lowListeners || l == MaxListeners-1 || l == lowListeners-1 {
+			require.False(t, ok)
+			require.Zero(t, cookie, "listener %d has no socket left", l)
+			continue
+		}
+		require.True(t, ok)
+		require.Contains(t, cookies[l], cookie, "listener %d keeps its sockets", l)
+	}
 }

@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -558,21 +559,27 @@ func (d *Dataplane) CPUMap() ([]int, error) {
 	return out, nil
 }
 
-func socketKey(listener, inst uint32) (uint32, error) {
+// socketSlot is the map that holds listener's sockets and the key of
+// instance inst's, as the sk_lookup program finds them.
+func (d *Dataplane) socketSlot(listener, inst uint32) (*ebpf.Map, uint32, error) {
 	if listener >= MaxListeners {
-		return 0, fmt.Errorf("listener %d out of range (max %d)", listener, MaxListeners-1)
+		return nil, 0, fmt.Errorf("listener %d out of range (max %d)", listener, MaxListeners-1)
 	}
 	if inst >= MaxInstances {
-		return 0, fmt.Errorf("instance %d out of range (max %d)", inst, MaxInstances-1)
+		return nil, 0, fmt.Errorf("instance %d out of range (max %d)", inst, MaxInstances-1)
 	}
-	return listener*MaxInstances + inst, nil
+	key := listener*MaxInstances + inst
+	if listener < lowListeners {
+		return d.maps.OberSockets, key, nil
+	}
+	return d.maps.OberSocketsHi, key, nil
 }
 
 // SetSocket registers instance inst's socket for listener. The socket must
 // be a listening TCP socket (or an unconnected UDP one) without MPTCP;
 // the kernel refuses anything else.
 func (d *Dataplane) SetSocket(listener, inst uint32, conn syscall.Conn) error {
-	key, err := socketKey(listener, inst)
+	m, key, err := d.socketSlot(listener, inst)
 	if err != nil {
 		return fmt.Errorf("set socket: %w", err)
 	}
@@ -587,7 +594,7 @@ func (d *Dataplane) SetSocket(listener, inst uint32, conn syscall.Conn) error {
 	defer unlock()
 	var uerr error
 	err = raw.Control(func(fd uintptr) {
-		uerr = d.maps.OberSockets.Update(key, uint64(fd), ebpf.UpdateAny)
+		uerr = m.Update(key, uint64(fd), ebpf.UpdateAny)
 	})
 	if err = errors.Join(err, uerr); err != nil {
 		return fmt.Errorf("set socket %d/%d: %w", listener, inst, err)
@@ -598,7 +605,7 @@ func (d *Dataplane) SetSocket(listener, inst uint32, conn syscall.Conn) error {
 // ClearSocket removes instance inst's socket for listener; new flows
 // fall back to the next instance with a socket.
 func (d *Dataplane) ClearSocket(listener, inst uint32) error {
-	key, err := socketKey(listener, inst)
+	m, key, err := d.socketSlot(listener, inst)
 	if err != nil {
 		return fmt.Errorf("clear socket: %w", err)
 	}
@@ -608,8 +615,9 @@ func (d *Dataplane) ClearSocket(listener, inst uint32) error {
 	}
 	defer unlock()
 	// A sockmap answers EINVAL, not ENOENT, for an empty slot; the key was
-	// range-checked above, so EINVAL can only mean "already clear".
-	err = d.maps.OberSockets.Delete(key)
+	// range-checked above, so EINVAL can only mean "already clear". (The
+	// sockhash of the higher listeners answers ENOENT.)
+	err = m.Delete(key)
 	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) && !errors.Is(err, unix.EINVAL) {
 		return fmt.Errorf("clear socket %d/%d: %w", listener, inst, err)
 	}
@@ -623,11 +631,12 @@ type SocketRef struct {
 	Cookie   uint64 `json:"cookie"`
 }
 
-// Sockets lists the registered sockets.
+// Sockets lists the registered sockets, by listener and instance.
 func (d *Dataplane) Sockets() ([]SocketRef, error) {
 	var out []SocketRef
 	var cookie uint64
-	for key := uint32(0); key < MaxListeners*MaxInstances; key++ {
+	// A sockmap's key walk gives every slot, empty or not: look each up.
+	for key := uint32(0); key < lowListeners*MaxInstances; key++ {
 		err := d.maps.OberSockets.Lookup(key, &cookie)
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			continue
@@ -637,7 +646,29 @@ func (d *Dataplane) Sockets() ([]SocketRef, error) {
 		}
 		out = append(out, SocketRef{Listener: key / MaxInstances, Instance: key % MaxInstances, Cookie: cookie})
 	}
-	return out, nil
+	// The sockhash has keys only for its sockets. A socket closed during
+	// the walk leaves the map and restarts the walk from the first key:
+	// the seen set drops what the restart repeats.
+	var (
+		key  uint32
+		seen = map[uint32]bool{}
+		high []SocketRef
+	)
+	it := d.maps.OberSocketsHi.Iterate()
+	for it.Next(&key, &cookie) {
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		high = append(high, SocketRef{Listener: key / MaxInstances, Instance: key % MaxInstances, Cookie: cookie})
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read sockets: %w", err)
+	}
+	slices.SortFunc(high, func(a, b SocketRef) int {
+		return cmp.Or(cmp.Compare(a.Listener, b.Listener), cmp.Compare(a.Instance, b.Instance))
+	})
+	return append(out, high...), nil
 }
 
 // SetSteering switches CPU steering by the XDP program on or off. Off, the

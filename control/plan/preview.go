@@ -10,9 +10,9 @@ import (
 	"strconv"
 
 	"github.com/ober-ingress/ober/control/config"
-	"github.com/ober-ingress/ober/control/lib/ipam"
 	"github.com/ober-ingress/ober/control/lib/addrlist"
 	"github.com/ober-ingress/ober/control/lib/haproxy"
+	"github.com/ober-ingress/ober/control/lib/ipam"
 	"github.com/ober-ingress/ober/control/runtime/vrrp"
 )
 

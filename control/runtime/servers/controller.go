@@ -84,14 +84,14 @@ type Controller struct {
 	// pushed is what each instance (by PID) was last told.
 	pushed map[int]map[Ref]Desired
 	// prev are the byte counters of the last pass, by PID.
-	prev     map[int]map[Ref]int64
-	prevAt   time.Time
+	prev   map[int]map[Ref]int64
+	prevAt time.Time
 	// sockBytes are the connections' byte counts of the last pass, by
 	// cookie.
 	sockBytes map[uint64]uint64
 	sockAt    time.Time
 	rates     map[Ref]float64
-	counters map[Ref]Stats
+	counters  map[Ref]Stats
 }
 
 // batch bounds the commands of one runtime API call.
