@@ -604,7 +604,7 @@ func (d *Daemon) reload(ctx context.Context) (err error) {
 		undo()
 		return err
 	}
-	if err := d.ensureVIPs(cfg); err != nil {
+	if err := d.ensureVIPs(p.Config); err != nil {
 		undo()
 		return err
 	}
@@ -623,7 +623,7 @@ func (d *Daemon) reload(ctx context.Context) (err error) {
 		}
 	}
 	d.attached = slices.DeleteFunc(d.attached, func(iface string) bool { return slices.Contains(ch.Detach, iface) })
-	d.dropOldVIPs(cfg)
+	d.dropOldVIPs(p.Config)
 	d.mu.Lock()
 	d.cur = p
 	d.generation++
