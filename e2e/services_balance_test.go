@@ -785,7 +785,7 @@ func TestServicesBalanceSlowstart(t *testing.T) {
 	require.Greater(t, shares[len(shares)-1], 0.7*fair, "the last step's share is near the fair share: %v", shares)
 	require.Greater(t, shares[len(shares)-1], shares[0]+0.1, "the share rose over the window: %v", shares)
 
-	st = balWait(t, s, 5*time.Second, "b0 at full weight after the window", func(st *api.Status) bool {
+	balWait(t, s, 5*time.Second, "b0 at full weight after the window", func(st *api.Status) bool {
 		b, _ := balBackend(st, "bal-slow", "b0")
 		return b.EffectiveWeight == 100
 	})
