@@ -557,11 +557,11 @@ func (d *Daemon) reload(ctx context.Context) (err error) {
 			}
 		}
 	}()
-	if err := d.checkPlan(ctx, p); err != nil {
-		return err
-	}
 	ch := plan.Diff(prev, p)
 	if ch.RuntimeOnly() {
+		// The instances' configuration is the running one but for the
+		// servers' weights and states, which HAProxy took when it
+		// checked that: no new file, no check, nothing renewed.
 		// Only backends' weights and admin states changed: HAProxy's
 		// runtime API applies them, and no instance is renewed.
 		if err := d.saveIPAM(p); err != nil {
@@ -579,6 +579,9 @@ func (d *Daemon) reload(ctx context.Context) (err error) {
 		d.kick()
 		d.log.Info("configuration reloaded", "generation", d.generation, "changed", ch.String())
 		return nil
+	}
+	if err := d.checkPlan(ctx, p); err != nil {
+		return err
 	}
 	if err := d.saveIPAM(p); err != nil {
 		return err
