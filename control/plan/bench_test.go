@@ -27,11 +27,10 @@ import (
 
 // The benchmarks of a large configuration (issue 16): 1,000 services of
 // 10 backends each, on one IPv4 VIP and two instances; and the same at
-// 250 services, which fit the dataplane's listener limit
-// (loader.MaxListeners, 256 service x address family pairs) as it is.
-// BENCHMARKS.md ("Services at scale") has the figures and the commands:
+// 250 services, to see how each figure grows. BENCHMARKS.md ("Services
+// at scale") has the figures and the commands, such as:
 //
-//	go test -run '^$' -bench 1000x10 -count 5 ./control/plan/
+//	go test -run '^$' -bench '(Plan|Render)1000x10' -count 5 ./control/plan/
 const benchBackends = 10
 
 // benchBalances are spread over the services in turn.
@@ -40,14 +39,21 @@ var benchBalances = []string{
 	config.BalanceConsistent, config.BalanceRandom, config.BalanceFirst, config.BalanceLeastBandwidth,
 }
 
-// benchYAML is a configuration of n services on distinct ports, each
-// with its own 10 backends given as IP literals (nothing to resolve): a
-// twentieth tls, a twentieth http, the rest tcp. Every 10th service has
-// a priority tier (its last two backends), every 20th an access list,
-// every 5th tcp service sends PROXY v2.
-//
-// maxconn, unless 0, is instances.maxconn.
-func benchYAML(n int, runtimeDir string, maxconn int) []byte {
+// benchShape is a configuration of N services on distinct ports, each
+// with its own 10 backends given as IP literals (nothing to resolve).
+// Without Balance, a twentieth are tls, a twentieth http and the rest
+// tcp, and they take the balance methods in turn; with it, they are all
+// tcp and balance so. Every 10th service has a priority tier (its last
+// two backends), every 20th an access list, every 5th tcp service sends
+// PROXY v2.
+type benchShape struct {
+	N       int
+	Balance string
+}
+
+// yaml is the configuration; maxconn, unless 0, is instances.maxconn.
+func (sh benchShape) yaml(runtimeDir string, maxconn int) []byte {
+	n := sh.N
 	var b strings.Builder
 	fmt.Fprintf(&b, `node: {name: n1, interfaces: [eth1], runtime_dir: %s, state_dir: %s}
 haproxy: {user: nobody, group: nogroup}
@@ -59,15 +65,19 @@ instances: {cpus: [0, 1]`, runtimeDir, filepath.Join(runtimeDir, "state"))
 	b.WriteString("}\n")
 	b.WriteString("services:\n")
 	for i := range n {
-		mode, port := config.ModeTCP, 20000+i
+		mode, port, balance := config.ModeTCP, 20000+i, sh.Balance
 		switch {
+		case balance != "":
 		case i < n/20:
 			mode, port = config.ModeTLS, 30000+i
 		case i < n/10:
 			mode, port = config.ModeHTTP, 31000+i
 		}
+		if balance == "" {
+			balance = benchBalances[i%len(benchBalances)]
+		}
 		fmt.Fprintf(&b, "  - name: svc%d\n    mode: %s\n    port: %d\n    balance: %s\n",
-			i, mode, port, benchBalances[i%len(benchBalances)])
+			i, mode, port, balance)
 		switch {
 		case mode == config.ModeTLS:
 			b.WriteString("    tls: {self_signed: true}\n")
@@ -98,12 +108,17 @@ type benchInput struct {
 	facts Facts
 }
 
-// newBenchInput parses the configuration of n services and resolves it
-// (IP literals: no lookups), outside the timed part. v is the HAProxy
-// release to render for. A size the dataplane cannot hold is skipped,
-// saying so.
+// newBenchInput parses the configuration of n services (benchShape) and
+// resolves it (IP literals: no lookups), outside the timed part. v is the
+// HAProxy release to render for. A size the dataplane cannot hold is
+// skipped, saying so.
 func newBenchInput(b *testing.B, n int, runtimeDir string, v haproxy.Version) benchInput {
+	return newShapeInput(b, benchShape{N: n}, runtimeDir, v)
+}
+
+func newShapeInput(b *testing.B, sh benchShape, runtimeDir string, v haproxy.Version) benchInput {
 	b.Helper()
+	n := sh.N
 	if n > loader.MaxListeners {
 		b.Skipf("%d services need %d listeners: the dataplane has %d (loader.MaxListeners, OBER_MAX_LISTENERS)",
 			n, n, loader.MaxListeners)
@@ -115,10 +130,10 @@ func newBenchInput(b *testing.B, n int, runtimeDir string, v haproxy.Version) be
 	// reserve does not count the listeners, and HAProxy would refuse to
 	// start (BENCHMARKS.md).
 	limit, maxconn := fdLimit(), 0
-	if need := uint64(2*20000 + n + 2*fdReserve); limit < need {
+	if need := uint64(2*config.DefaultMaxConn + n + 2*fdReserve); limit < need {
 		maxconn = (int(limit) - n - 2*fdReserve) / 2
 	}
-	cfg, err := config.Parse(benchYAML(n, runtimeDir, maxconn))
+	cfg, err := config.Parse(sh.yaml(runtimeDir, maxconn))
 	require.NoError(b, err)
 	require.Len(b, cfg.Services, n)
 	res, err := cfg.Resolve(context.Background(), nil)
@@ -246,18 +261,28 @@ func benchCheck(b *testing.B, n int) {
 // configuration as ober renders it, its listeners (one per service)
 // inherited sockets on 127.0.0.1, and times it from exec to its runtime API
 // answering (what a new instance takes to serve). rss-KiB is its VmRSS
-// then, the median of the runs (the last op's when there is only one).
+// then, the median over the ops.
 func BenchmarkInstance1000x10(b *testing.B) { benchInstance(b, 1000) }
 
 // BenchmarkInstance250x10 is BenchmarkInstance1000x10 at 250 services.
 func BenchmarkInstance250x10(b *testing.B) { benchInstance(b, 250) }
 
-func benchInstance(b *testing.B, n int) {
+func benchInstance(b *testing.B, n int) { benchInstanceShape(b, benchShape{N: n}) }
+
+// BenchmarkInstanceBalance is BenchmarkInstance250x10 with every service
+// tcp and of one balance method: an instance's memory depends on it.
+func BenchmarkInstanceBalance(b *testing.B) {
+	for _, bal := range benchBalances {
+		b.Run(bal, func(b *testing.B) { benchInstanceShape(b, benchShape{N: 250, Balance: bal}) })
+	}
+}
+
+func benchInstanceShape(b *testing.B, sh benchShape) {
 	bin, v := benchHAProxy(b)
 	dir, err := os.MkdirTemp("", "ober-bench")
 	require.NoError(b, err)
 	b.Cleanup(func() { os.RemoveAll(dir) })
-	p := newBenchInput(b, n, dir, v).build(b)
+	p := newShapeInput(b, sh, dir, v).build(b)
 	require.NoError(b, p.WriteFiles())
 	chroot := p.Config.HAProxy.Chroot
 	if err := os.Mkdir(chroot, 0o555); err != nil && !errors.Is(err, fs.ErrExist) {
