@@ -126,9 +126,8 @@ func newShapeInput(b *testing.B, sh benchShape, runtimeDir string, v haproxy.Ver
 	// The instances inherit this process's descriptor limit, raised to
 	// its hard limit as the daemon does (ReadFacts). Where that is too
 	// low for the default maxconn (20,000 connections, two descriptors
-	// each) beside n listeners, maxconn is lowered to fit: MaxConnFor's
-	// reserve does not count the listeners, and HAProxy would refuse to
-	// start (BENCHMARKS.md).
+	// each) beside n listeners, maxconn is set to fit, as Build lowers
+	// it, so that every size is measured at the same maxconn.
 	limit, maxconn := fdLimit(), 0
 	if need := uint64(2*config.DefaultMaxConn + n + 2*fdReserve); limit < need {
 		maxconn = (int(limit) - n - 2*fdReserve) / 2

@@ -181,6 +181,13 @@ func Build(cfg *config.Config, res *config.Resolved, f Facts, prev *NodePlan) (*
 		p.Frontends = append(p.Frontends, fe)
 	}
 	p.ListenerIDs = alloc.got
+	// Every listener holds a descriptor of each instance, beside the two
+	// of each connection.
+	if n := uint64(len(p.Listeners)); f.FDLimit > n {
+		p.MaxConn = min(cfg.Instances.MaxConn, MaxConnFor(f.FDLimit-n))
+	} else {
+		p.MaxConn = min(cfg.Instances.MaxConn, MaxConnFor(0))
+	}
 	if err := p.pools(); err != nil {
 		return nil, err
 	}

@@ -260,7 +260,7 @@ services: [{name: https, port: 443, mode: tls, tls: {self_signed: true}}]
 	f.FDLimit = 20000
 	p, err := Build(cfg, resolved(t, cfg, nil), f, nil)
 	require.NoError(t, err)
-	require.Equal(t, 9900, p.MaxConn, "two descriptors a connection and a reserve of 200")
+	require.Equal(t, 9899, p.MaxConn, "two descriptors a connection, one per listener and a reserve of 200")
 	f.FDLimit = 1 << 20
 	p, err = Build(cfg, resolved(t, cfg, nil), f, nil)
 	require.NoError(t, err)
