@@ -572,10 +572,12 @@ func TestServicesWeight(t *testing.T) {
 	}
 	t.Logf("weight 50 -> 150 by %s: every instance's HAProxy has it %v after, status shows it %v after; the command took %v",
 		how, inHAProxy.Round(time.Millisecond), inStatus.Round(time.Millisecond), time.Since(sent).Round(time.Millisecond))
-	if began, ok := hcLogTime(s.Log(), "reloading configuration"); ok {
-		t.Logf("from the daemon's start of the reload to every instance's HAProxy having the weight: %v",
-			sent.Add(inHAProxy).Sub(began).Round(time.Millisecond))
-	}
+	began, ok := hcLogTime(s.Log(), "reloading configuration")
+	require.True(t, ok, "the daemon logs the reload")
+	took := sent.Add(inHAProxy).Sub(began)
+	t.Logf("from the daemon's start of the reload to every instance's HAProxy having the weight: %v", took.Round(time.Millisecond))
+	// BENCHMARKS.md: 150 ms measured; about three times that.
+	require.Less(t, took, 500*time.Millisecond, "a weight-only reload renews nothing and checks nothing: it is quick")
 	got = hcShare(ctx, s, 7501, n)
 	require.Equal(t, n, got["w1"]+got["w2"], "%v", got)
 	require.InDelta(t, 0.75, float64(got["w2"])/n, 0.05, "weights 50/150: %v", got)
