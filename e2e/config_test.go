@@ -253,7 +253,7 @@ func TestConfigDryRunWritesNothing(t *testing.T) {
 	require.Contains(t, out, "--- "+running+"\n+++ "+filepath.Join(s.run, "haproxy-0.g4.cfg")+"\n")
 	require.Contains(t, out, "-    maxconn 1\n")
 	require.Contains(t, out, "+    stats socket "+filepath.Join(s.run, "haproxy-0.g4.sock"))
-	require.Contains(t, out, "+    server s0 10.30.0.1:7480 weight 100 check")
+	require.Contains(t, out, "+    server s0 10.30.0.1:7480 weight 100\n")
 	require.Contains(t, out, "--- /dev/null\n+++ "+filepath.Join(s.run, "keepalived", "keepalived.conf")+"\n")
 	require.Contains(t, out, "+        10.20.0.12/32 dev lo")
 	require.Contains(t, out, "ssl crt "+filepath.Join(s.run, "tls", "https-"), "the bundle is named where the daemon writes it")

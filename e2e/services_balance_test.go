@@ -620,7 +620,7 @@ func TestServicesBalanceMethods(t *testing.T) {
 			}
 		}
 		flowing := received.Load()
-		require.Greater(t, flowing, int64(rate/2), "the download flows (the test's own premise)")
+		require.Greater(t, flowing, int64(64<<10), "the download flows (the test's own premise)")
 		b, _ := balBackend(st, "bal-lb", busy)
 		t.Logf("leastbandwidth: %s has delivered %.1f MB to the client so far; status: bytes_per_second %.0f, bytes_out %d, effective weight %d of %d",
 			busy, float64(flowing)/(1<<20), b.Rate, b.BytesOut, b.EffectiveWeight, b.Weight)
