@@ -294,3 +294,38 @@ func TestConsistentIDs(t *testing.T) {
 	}
 	require.Contains(t, renderAll(t, build(t, yaml("b0"), facts(), nil)), " id ")
 }
+
+// An address IPAM gives a service is announced as a configured VIP is: a
+// BGP route, or a keepalived instance with an owner chosen the same way.
+func TestIPAMAnnounced(t *testing.T) {
+	const services = `
+vips: [10.20.0.10]
+vip_pools: [{name: p, addresses: ["10.20.1.8/29"]}]
+services:
+  - {name: https, port: 443, mode: tls, tls: {self_signed: true}}
+  - {name: db, mode: tcp, port: 5432, vip_pool: p, backends: [{address: "10.30.0.1:5432"}]}
+`
+	alloc := netip.MustParseAddr("10.20.1.8")
+	bgpMode := build(t, services+`
+ha:
+  mode: bgp
+  bgp: {asn: 65001, peers: [{address: 192.0.2.1, asn: 65000}]}
+`, facts(), nil)
+	var routes []netip.Prefix
+	for _, r := range bgpMode.BGP.Routes {
+		routes = append(routes, r.Prefix)
+	}
+	require.Equal(t, []netip.Prefix{netip.MustParsePrefix("10.20.0.10/32"), netip.PrefixFrom(alloc, 32)}, routes)
+
+	vrrpMode := build(t, services+`
+ha:
+  mode: vrrp
+  vrrp: {interface: eth1, nodes: [192.0.2.11, 192.0.2.12]}
+`, facts(), nil)
+	var vips []netip.Addr
+	for _, in := range vrrpMode.VRRP.Instances {
+		vips = append(vips, in.VIP)
+		require.Len(t, in.Order, 2, "%s: every node takes part, its owner first", in.VIP)
+	}
+	require.Equal(t, []netip.Addr{netip.MustParseAddr("10.20.0.10"), alloc}, vips)
+}
