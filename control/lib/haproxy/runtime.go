@@ -121,8 +121,24 @@ type StatRow struct {
 	BytesOut    int64  // bout
 	ReqTotal    int64  // req_tot
 	Weight      int    // weight
-	// Raw holds every column by its header name.
-	Raw map[string]string
+	// Raw holds every column by its header name (Fields.Get).
+	Raw Fields
+}
+
+// Fields are one CSV line of "show stat" and the header naming its
+// columns. A map per line would cost a hundred entries for each of
+// thousands of servers on every probe.
+type Fields struct {
+	cols map[string]int // shared by every line of one output
+	rec  []string
+}
+
+// Get is the value of column col, or "" when the line has none.
+func (f Fields) Get(col string) string {
+	if i, ok := f.cols[col]; ok && i < len(f.rec) {
+		return f.rec[i]
+	}
+	return ""
 }
 
 // Stat runs "show stat" and parses its CSV.
@@ -157,6 +173,12 @@ func ParseStat(out string) ([]StatRow, error) {
 			return nil, fmt.Errorf("CSV header has no %q column", col)
 		}
 	}
+	cols := make(map[string]int, len(header))
+	for i, col := range header {
+		if _, dup := cols[col]; col != "" && !dup {
+			cols[col] = i
+		}
+	}
 	var rows []StatRow
 	for {
 		rec, err := rd.Read()
@@ -166,22 +188,17 @@ func ParseStat(out string) ([]StatRow, error) {
 		if err != nil {
 			return nil, err
 		}
-		raw := make(map[string]string, len(header))
-		for i, col := range header {
-			if col != "" && i < len(rec) {
-				raw[col] = rec[i]
-			}
-		}
+		raw := Fields{cols: cols, rec: rec}
 		row := StatRow{
-			Proxy:       raw["pxname"],
-			Name:        raw["svname"],
-			Status:      raw["status"],
-			CheckStatus: raw["check_status"],
+			Proxy:       raw.Get("pxname"),
+			Name:        raw.Get("svname"),
+			Status:      raw.Get("status"),
+			CheckStatus: raw.Get("check_status"),
 			Raw:         raw,
 		}
 		var perr error
 		num := func(col string) int64 {
-			s := raw[col]
+			s := raw.Get(col)
 			if s == "" {
 				return 0
 			}

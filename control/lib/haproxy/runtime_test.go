@@ -53,9 +53,9 @@ func TestParseStat(t *testing.T) {
 		CurConns: 3, TotalConns: 120, BytesIn: 1048576, BytesOut: 2048, ReqTotal: 118,
 		Raw: fe.Raw,
 	}, fe)
-	require.Equal(t, "OPEN", fe.Raw["status"])
-	require.Equal(t, "192.0.2.10:9000", rows[1].Raw["addr"])
-	require.Equal(t, "Layer4 timeout, retrying", rows[5].Raw["check_desc"], "quoted field with a comma")
+	require.Equal(t, "OPEN", fe.Raw.Get("status"))
+	require.Equal(t, "192.0.2.10:9000", rows[1].Raw.Get("addr"))
+	require.Equal(t, "Layer4 timeout, retrying", rows[5].Raw.Get("check_desc"), "quoted field with a comma")
 	require.Equal(t, TypeBackend, rows[8].Type)
 	require.Equal(t, "* L4TOUT", rows[2].CheckStatus, "StatRow keeps the in-progress marker")
 

@@ -516,7 +516,7 @@ func TestRealPriorityTiers(t *testing.T) {
 	denied := map[string]string{}
 	for _, r := range rows {
 		if r.Type == TypeFrontend {
-			denied[r.Proxy] = r.Raw["dcon"]
+			denied[r.Proxy] = r.Raw.Get("dcon")
 		}
 	}
 	require.Equal(t, map[string]string{"tiers": "0", "tiers-reject": "1"}, denied)
