@@ -98,6 +98,11 @@ type Daemon struct {
 	// ka and tracker run in ha.mode vrrp.
 	ka      *vrrp.Keepalived
 	tracker *tracker
+	// applies carries the management API's requests to apply the file
+	// (Apply) to the main loop, which batches them into one reload.
+	applies chan applyReq
+	// lastChanges is what the last reload that succeeded changed.
+	lastChanges plan.Changes
 	// pulse checks the backends; ctrl keeps their states and weights in
 	// every instance.
 	pulse *pulse.Pulse
@@ -135,7 +140,7 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	d := &Daemon{opts: opts, log: opts.Logger, startedAt: time.Now(), changes: make(chan struct{}, 1)}
+	d := &Daemon{opts: opts, log: opts.Logger, startedAt: time.Now(), changes: make(chan struct{}, 1), applies: make(chan applyReq)}
 	p, unlock, err := d.firstPlan(ctx)
 	if err != nil {
 		return err
@@ -342,6 +347,9 @@ func (d *Daemon) serve(ctx context.Context, apiDone <-chan error) error {
 				d.log.Error("reload refused; the running configuration stays", "err", err)
 			}
 			ready.reloaded(err)
+		case req := <-d.applies:
+			d.applyBatch(ctx, req)
+			ready.reloaded(nil)
 		case <-d.opts.Restart:
 			// Nothing of stop runs: no withdraw, no drain.
 			d.stopped = true
@@ -577,6 +585,7 @@ func (d *Daemon) reload(ctx context.Context) (err error) {
 		d.loadedAt = time.Now()
 		d.mu.Unlock()
 		d.kick()
+		d.lastChanges = ch
 		d.log.Info("configuration reloaded", "generation", d.generation, "changed", ch.String())
 		return nil
 	}
@@ -648,6 +657,7 @@ func (d *Daemon) reload(ctx context.Context) (err error) {
 		}
 		d.kick()
 	}
+	d.lastChanges = ch
 	d.log.Info("configuration reloaded", "generation", d.generation, "changed", ch.String())
 	return nil
 }
