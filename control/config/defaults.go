@@ -68,6 +68,9 @@ const (
 	// DefaultChrootName is haproxy.chroot's default under
 	// node.runtime_dir.
 	DefaultChrootName = "empty"
+	// DefaultAPISocketName is api.socket's default under
+	// node.runtime_dir.
+	DefaultAPISocketName = "api.sock"
 
 	DefaultHealthInterval = 2 * time.Second
 	DefaultConnect        = 5 * time.Second
@@ -283,6 +286,7 @@ func (c *Config) ApplyDefaults() {
 	// A relative runtime_dir is reported once, there, not again here.
 	if filepath.IsAbs(n.RuntimeDir) {
 		setString(&c.HAProxy.Chroot, filepath.Join(n.RuntimeDir, DefaultChrootName))
+		setString(&c.API.Socket, filepath.Join(n.RuntimeDir, DefaultAPISocketName))
 	}
 }
 

@@ -67,7 +67,7 @@ backends:
 		},
 		Limits:  Limits{ConnectionsPerSource: intp(DefaultConnectionsPerSource)},
 		HA:      HA{Mode: "none"},
-		API:     API{Listen: "127.0.0.1:8404"},
+		API:     API{Listen: "127.0.0.1:8404", Socket: "/run/ober/api.sock"},
 		HAProxy: HAProxy{Binary: "haproxy", User: "ober-haproxy", Group: "ober-haproxy", Chroot: "/run/ober/empty"},
 	}
 	require.Equal(t, want, c)

@@ -56,7 +56,7 @@ func TestParseErrors(t *testing.T) {
 		{"unknown key with dashes", strings.Replace(minimalYAML, "  interfaces: [eth0]", "  interfaces: [eth0]\n  xdp-mode: native", 1),
 			`node.xdp-mode: unknown key (line 3); did you mean "xdp_mode"?`},
 		{"unknown key far from any", minimalYAML + "api:\n  address: 127.0.0.1:1\n",
-			`api.address: unknown key (line 12); known keys here: listen`},
+			`api.address: unknown key (line 12); known keys here: listen, socket, manage, gorb_compat`},
 		{"several unknown keys", minimalYAML + "haproxy:\n  bin: /usr/sbin/haproxy\n  nbthread: 4\n",
 			"haproxy.bin: unknown key (line 12); did you mean \"binary\"?\n" +
 				"haproxy.nbthread: unknown key (line 13); known keys here: binary, served_by_header, user, group, chroot"},

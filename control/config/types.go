@@ -250,10 +250,49 @@ type Whitelists struct {
 	BackendHTTP  []string `yaml:"backend_http"`
 }
 
-// API is the daemon's health, status and metrics server.
+// API is the daemon's health, status and metrics server, and the
+// management API's listeners.
 type API struct {
 	// Listen is host:port; default 127.0.0.1:8404.
 	Listen string `yaml:"listen"`
+	// Socket is the management API's unix socket, for root on this node
+	// (the CLI). Default <node.runtime_dir>/api.sock; "off" disables it.
+	Socket string `yaml:"socket"`
+	// Manage is the management API's TCP listener, off unless
+	// Manage.Listen is set.
+	Manage APIManage `yaml:"manage"`
+	// GORBCompat is host:port of a listener that speaks GORB's routes and
+	// JSON; off unless set. A loopback address only: GORB's clients send
+	// no credentials.
+	GORBCompat string `yaml:"gorb_compat"`
+}
+
+// APISocketOff is the value of api.socket that disables the socket.
+const APISocketOff = "off"
+
+// APIManage is the management API over TCP: TLS only, and every request
+// authenticated by a bearer token or a client certificate.
+type APIManage struct {
+	// Listen is host:port; empty: no TCP listener.
+	Listen string `yaml:"listen"`
+	// TLS is the listener's certificate and, optionally, the CA that
+	// signs the clients' certificates.
+	TLS APITLS `yaml:"tls"`
+	// TokensFile holds the bearer tokens, one "name scope secret" a line
+	// (control/mgmt/access reads it).
+	TokensFile string `yaml:"tokens_file"`
+}
+
+// APITLS is the management listener's TLS configuration.
+type APITLS struct {
+	// Cert is a PEM file with the certificate chain (leaf first); it may
+	// also hold the key.
+	Cert string `yaml:"cert"`
+	// Key is a PEM file with the private key; default: the key in Cert.
+	Key string `yaml:"key"`
+	// ClientCA is a PEM file of the CAs whose client certificates are
+	// accepted; empty: no client certificates.
+	ClientCA string `yaml:"client_ca"`
 }
 
 // HAProxy selects and tunes the HAProxy binary.

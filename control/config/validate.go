@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -500,20 +501,149 @@ func parseWhitelistEntry(e string) ([]addrlist.Entry, error) {
 }
 
 func (c *Config) validateAPI(p *problems) {
-	l := c.API.Listen
-	if l == "" {
-		return
+	a := &c.API
+	if a.Listen != "" {
+		checkListenAddr(p, "api.listen", a.Listen, "127.0.0.1:8404")
 	}
-	host, port, err := net.SplitHostPort(l)
+	c.validateAPISocket(p)
+	c.validateAPIManage(p)
+	if g := a.GORBCompat; g != "" {
+		if ap, ok := checkListenAddr(p, "api.gorb_compat", g, "127.0.0.1:4672"); ok && !ap.Addr().IsLoopback() {
+			p.add("api.gorb_compat", quote(g), "must be a loopback address (127.0.0.1 or [::1]): GORB's clients send no credentials, so only root on this node is let in")
+		}
+	}
+	// The TCP listeners must not fight over a port.
+	type listener struct{ path, value string }
+	var ls []listener
+	for _, l := range []listener{{"api.listen", a.Listen}, {"api.manage.listen", a.Manage.Listen}, {"api.gorb_compat", a.GORBCompat}} {
+		if l.value != "" {
+			ls = append(ls, l)
+		}
+	}
+	for i, l := range ls {
+		for _, o := range ls[:i] {
+			if listenersClash(l.value, o.value) {
+				p.add(l.path, quote(l.value), "same port as %s (%s)", o.path, quote(o.value))
+			}
+		}
+	}
+}
+
+// checkListenAddr checks that s is ip:port and returns it parsed.
+func checkListenAddr(p *problems, path, s, example string) (netip.AddrPort, bool) {
+	host, port, err := net.SplitHostPort(s)
 	if err != nil {
-		p.add("api.listen", quote(l), "must be host:port (such as 127.0.0.1:8404)")
+		p.add(path, quote(s), "must be host:port (such as %s)", example)
+		return netip.AddrPort{}, false
+	}
+	a, err := netip.ParseAddr(host)
+	ok := true
+	if err != nil || a.Zone() != "" {
+		p.add(path, quote(s), "host must be an IP address (0.0.0.0 or [::] for all addresses)")
+		ok = false
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || n == 0 {
+		p.add(path, quote(s), "port must be 1-65535")
+		ok = false
+	}
+	if !ok {
+		return netip.AddrPort{}, false
+	}
+	return netip.AddrPortFrom(a.Unmap(), uint16(n)), true
+}
+
+// listenersClash reports whether two valid ip:port listeners would take
+// the same port: the same port on the same address, or on any address.
+func listenersClash(a, b string) bool {
+	x, err1 := netip.ParseAddrPort(a)
+	y, err2 := netip.ParseAddrPort(b)
+	if err1 != nil || err2 != nil || x.Port() != y.Port() {
+		return false
+	}
+	xa, ya := x.Addr().Unmap(), y.Addr().Unmap()
+	return xa == ya || xa.IsUnspecified() || ya.IsUnspecified()
+}
+
+// maxSocketPath is the longest path a unix socket can be bound to
+// (sun_path holds 108 bytes with the terminating NUL).
+const maxSocketPath = 107
+
+func (c *Config) validateAPISocket(p *problems) {
+	s := c.API.Socket
+	if s == "" || s == APISocketOff {
 		return
 	}
-	if a, err := netip.ParseAddr(host); err != nil || a.Zone() != "" {
-		p.add("api.listen", quote(l), "host must be an IP address (0.0.0.0 or [::] for all addresses)")
+	switch {
+	case !filepath.IsAbs(s):
+		p.add("api.socket", quote(s), "must be an absolute path, or off")
+	case strings.HasSuffix(s, "/"):
+		p.add("api.socket", quote(s), "must name a file, not a directory")
+	case len(s) > maxSocketPath:
+		p.add("api.socket", quote(s), "longer than %d bytes, the limit of a unix socket's path", maxSocketPath)
 	}
-	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
-		p.add("api.listen", quote(l), "port must be 1-65535")
+}
+
+func (c *Config) validateAPIManage(p *problems) {
+	m := &c.API.Manage
+	if m.Listen == "" {
+		for _, f := range []struct{ path, value string }{
+			{"api.manage.tls.cert", m.TLS.Cert},
+			{"api.manage.tls.key", m.TLS.Key},
+			{"api.manage.tls.client_ca", m.TLS.ClientCA},
+			{"api.manage.tokens_file", m.TokensFile},
+		} {
+			if f.value != "" {
+				p.add(f.path, quote(f.value), "has no effect without api.manage.listen (the TCP listener is off)")
+			}
+		}
+		return
+	}
+	checkListenAddr(p, "api.manage.listen", m.Listen, "0.0.0.0:8443")
+	if m.TLS.Cert == "" {
+		p.add("api.manage.tls.cert", "", "required when api.manage.listen is set: the TCP listener speaks HTTPS only")
+	} else {
+		checkCertAndKey(p, "api.manage.tls", &TLS{Cert: m.TLS.Cert, Key: m.TLS.Key}, c.now)
+	}
+	if m.TLS.ClientCA != "" {
+		checkCAFile(p, "api.manage.tls.client_ca", m.TLS.ClientCA)
+	}
+	if m.TokensFile == "" && m.TLS.ClientCA == "" {
+		p.add("api.manage.listen", quote(m.Listen), "needs api.manage.tokens_file or api.manage.tls.client_ca: every request over TCP must authenticate")
+	}
+	if m.TokensFile != "" {
+		checkTokensFile(p, "api.manage.tokens_file", m.TokensFile)
+	}
+}
+
+// checkTokensFile checks that the tokens file can be read and that nobody
+// but its owner can: it holds secrets. Its lines are parsed by the
+// daemon's access layer, which refuses the same modes.
+func checkTokensFile(p *problems, path, file string) {
+	v := quote(file)
+	if !filepath.IsAbs(file) {
+		p.add(path, v, "must be an absolute path")
+		return
+	}
+	st, err := os.Stat(file)
+	if err != nil {
+		p.add(path, v, "%s", fileProblem(err))
+		return
+	}
+	switch {
+	case st.IsDir():
+		p.add(path, v, "is a directory")
+		return
+	case !st.Mode().IsRegular():
+		p.add(path, v, "not a regular file")
+		return
+	}
+	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+		p.add(path, v, "mode %04o lets group or others read or change the tokens: chmod 600 it", perm)
+		return
+	}
+	if _, err := readSmallFile(file); err != nil {
+		p.add(path, v, "%s", fileProblem(err))
 	}
 }
 
