@@ -101,6 +101,10 @@ type Result struct {
 	ConfigGeneration uint64 `json:"config_generation"`
 	// Applied says how.
 	Applied Applied `json:"applied"`
+	// SharedBy lists, for a backend of the top-level backends.servers,
+	// every service that uses that pool: the change applies to all of
+	// them.
+	SharedBy []string `json:"shared_by,omitempty"`
 	// Diff is the change to ober.yaml, unified, for the audit log.
 	Diff string `json:"-"`
 }
