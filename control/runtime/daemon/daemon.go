@@ -103,6 +103,8 @@ type Daemon struct {
 	applies chan applyReq
 	// lastChanges is what the last reload that succeeded changed.
 	lastChanges plan.Changes
+	// mgmt serves the management API.
+	mgmt *management
 	// pulse checks the backends; ctrl keeps their states and weights in
 	// every instance.
 	pulse *pulse.Pulse
@@ -214,6 +216,10 @@ func Run(ctx context.Context, opts Options) error {
 			return err
 		}
 	}
+	if err := d.startManagement(cfg); err != nil {
+		return err
+	}
+	defer d.mgmt.close()
 	d.log.Info("serving", "node", cfg.Node.Name, "vips", len(cfg.VIPs), "services", len(cfg.Services),
 		"instances", len(p.Slots), "api", cfg.API.Listen)
 	return d.serve(ctx, apiDone)
@@ -547,6 +553,13 @@ func (d *Daemon) reload(ctx context.Context) (err error) {
 	if err := immutable(old, cfg); err != nil {
 		return fmt.Errorf("config %s: %w", d.opts.ConfigPath, err)
 	}
+	if d.mgmt != nil {
+		// The tokens file is read again: a token revoked is refused from
+		// this reload on.
+		if err := d.mgmt.loadTokens(cfg); err != nil {
+			return fmt.Errorf("config %s: %w", d.opts.ConfigPath, err)
+		}
+	}
 	p, err := plan.Make(ctx, cfg, d.opts.Resolver, d.version, prev)
 	if err != nil {
 		return fmt.Errorf("config %s: %w", d.opts.ConfigPath, err)
@@ -695,6 +708,12 @@ func immutable(old, cfg *config.Config) error {
 	same("node.bpffs_root", old.Node.BPFFSRoot, cfg.Node.BPFFSRoot)
 	same("node.runtime_dir", old.Node.RuntimeDir, cfg.Node.RuntimeDir)
 	same("api.listen", old.API.Listen, cfg.API.Listen)
+	same("api.socket", old.API.Socket, cfg.API.Socket)
+	same("api.manage.listen", old.API.Manage.Listen, cfg.API.Manage.Listen)
+	same("api.manage.tls.cert", old.API.Manage.TLS.Cert, cfg.API.Manage.TLS.Cert)
+	same("api.manage.tls.key", old.API.Manage.TLS.Key, cfg.API.Manage.TLS.Key)
+	same("api.manage.tls.client_ca", old.API.Manage.TLS.ClientCA, cfg.API.Manage.TLS.ClientCA)
+	same("api.gorb_compat", old.API.GORBCompat, cfg.API.GORBCompat)
 	same("haproxy.binary", old.HAProxy.Binary, cfg.HAProxy.Binary)
 	same("ha.mode", old.HA.Mode, cfg.HA.Mode)
 	if old.HA.BGP != nil && cfg.HA.BGP != nil {
