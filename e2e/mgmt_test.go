@@ -1,0 +1,123 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ober-ingress/ober/control/config"
+	"github.com/ober-ingress/ober/internal/testsite/nodetest"
+)
+
+// mgmtClient speaks to the daemon's management API over its unix socket.
+type mgmtClient struct {
+	t  *testing.T
+	hc *http.Client
+}
+
+func newMgmtClient(t *testing.T, socket string) *mgmtClient {
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", socket)
+	}}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &mgmtClient{t: t, hc: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
+}
+
+// do sends a request and returns the status and the decoded JSON answer.
+func (c *mgmtClient) do(method, path, body string) (int, map[string]any) {
+	c.t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, "http://ober"+path, rd)
+	require.NoError(c.t, err)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.hc.Do(req)
+	require.NoError(c.t, err)
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	require.NoError(c.t, err)
+	out := map[string]any{}
+	if len(bytes.TrimSpace(data)) > 0 {
+		require.NoError(c.t, json.Unmarshal(data, &out), "%s %s: %s", method, path, data)
+	}
+	return resp.StatusCode, out
+}
+
+// The management API on a real node: a tcp service created, given a
+// backend, its weight changed through the runtime API, and deleted; every
+// change in ober.yaml, with its comments kept, and in force when the
+// answer comes.
+func TestMgmtLifecycle(t *testing.T) {
+	s := nodetest.New(t, oberBin, 1)
+	be := s.BackendIP(0)
+	tcpSvcListen(t, s.Backend(), netip.AddrPortFrom(be, 9200).String(), func(c net.Conn) { io.WriteString(c, "one\n") })
+	c := s.Config(nodetest.Params{Instances: 2})
+	s.WriteConfig(c)
+	text, err := os.ReadFile(s.ConfigPath)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(s.ConfigPath, append([]byte("# the operator's note\n"), text...), 0o600))
+	s.Start()
+	api := newMgmtClient(t, filepath.Join(c.Node.RuntimeDir, config.DefaultAPISocketName))
+
+	code, out := api.do("PUT", "/api/v1/services/echo", fmt.Sprintf(
+		`{"mode": "tcp", "port": 7700, "backends": [{"name": "b0", "address": "%s:9200"}]}`, be))
+	require.Equal(t, http.StatusOK, code, "%v", out)
+	require.Equal(t, "reload", out["applied"])
+	require.Equal(t, "one", mgmtRead(t, s, 7700), "in force when the answer came")
+
+	code, out = api.do("PATCH", "/api/v1/services/echo/backends/b0", `{"weight": 50}`)
+	require.Equal(t, http.StatusOK, code, "%v", out)
+	require.Equal(t, "runtime", out["applied"], "a weight goes through the runtime API")
+
+	code, out = api.do("PATCH", "/api/v1/services/echo/backends/b0", `{"weight": 300}`)
+	require.Equal(t, http.StatusUnprocessableEntity, code, "%v", out)
+	require.Equal(t, "services[echo].backends[b0].weight", out["field"])
+
+	code, out = api.do("GET", "/api/v1/services/echo", "")
+	require.Equal(t, http.StatusOK, code, "%v", out)
+
+	file, err := os.ReadFile(s.ConfigPath)
+	require.NoError(t, err)
+	require.True(t, strings.HasPrefix(string(file), "# the operator's note\n"), "comments kept:\n%s", file)
+	require.Contains(t, string(file), "weight: 50")
+
+	code, out = api.do("DELETE", "/api/v1/services/echo", "")
+	require.Equal(t, http.StatusOK, code, "%v", out)
+	_, err = mgmtDial(t, s, 7700)
+	require.Error(t, err, "the deleted service no longer answers")
+}
+
+func mgmtDial(t *testing.T, s *nodetest.Site, port uint16) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	return s.ClientDialer().DialContext(ctx, "tcp", netip.AddrPortFrom(nodetest.VIP, port).String())
+}
+
+// mgmtRead reads what the service's backend says first.
+func mgmtRead(t *testing.T, s *nodetest.Site, port uint16) string {
+	t.Helper()
+	conn, err := mgmtDial(t, s, port)
+	require.NoError(t, err)
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 64)
+	n, _ := io.ReadAtLeast(conn, buf, 1)
+	return strings.TrimSpace(string(buf[:n]))
+}
