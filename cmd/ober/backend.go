@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -11,6 +13,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ober-ingress/ober/control/config"
+	"github.com/ober-ingress/ober/control/mgmt"
+	"github.com/ober-ingress/ober/control/mgmt/client"
 	"github.com/ober-ingress/ober/control/ops/backends"
 	"github.com/ober-ingress/ober/control/ops/service"
 )
@@ -18,23 +22,36 @@ import (
 func newBackendCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "backend",
-		Short: "Change a backend's weight or admin state, list the backends of each service",
+		Short: "Add, remove, drain and weigh backends, list the backends of each service",
 		Long: `backend works on the backends the configuration file gives each service:
 its own backends, its pools[], or the top-level backends.servers that tls and
 http services without backends of their own share.
 
-'backend set' edits the file and has the running daemon reload it; 'backend
-list' prints what the file says.`,
-		Example: `  ober backend list
-  ober backend set https rgw2 --state drain
-  ober backend set db pg1 --weight 50`,
+add, remove, drain, enable, disable and weight speak to the running
+daemon's management API (see 'ober service --help'): the change is written
+into ober.yaml and live when the command returns, and the command says
+whether it went through HAProxy's runtime API or needed a reload. 'backend
+set' does the same when the daemon's API answers, and edits the file
+itself when no daemon runs; 'backend list' prints what the file says.
+
+A backend is named by its service and its name; a name that is in two
+pools of the service needs --pool ("default" is the service's own).`,
+		Example: `  ober backend add web b3 --address 10.1.0.3:80 --weight 50
+  ober backend drain web b1
+  ober backend weight web b2 200
+  ober backend remove web b1
+  ober backend list
+  ober backend set https rgw2 --state drain`,
 	}
-	cmd.AddCommand(newBackendSetCmd(a), newBackendListCmd(a))
+	cmd.AddCommand(newBackendSetCmd(a), newBackendListCmd(a), newBackendAddCmd(a), newBackendRemoveCmd(a),
+		newBackendStateCmd(a, mgmt.Drain), newBackendStateCmd(a, mgmt.Enable), newBackendStateCmd(a, mgmt.Disable),
+		newBackendWeightCmd(a))
 	return cmd
 }
 
 type backendSetFlags struct {
 	serviceFlags
+	api      apiFlags
 	weight   int
 	state    string
 	pool     string
@@ -71,10 +88,16 @@ file must load as the daemon would load it, or nothing is written; the file
 is replaced in one step. Setting what the file says already writes nothing
 and reloads nothing.
 
---no-reload only edits the file; 'ober reload' applies it later. When no
-daemon answers on api.listen, set says so and leaves the file edited: the
-daemon applies it when it starts. When the daemon refuses the reload, the
-file stays edited, set prints why and exits 1.`,
+When the daemon's management API answers on its socket (api.socket, or
+--socket), set is a change through it: the API edits the file as above,
+validates it and applies it, through HAProxy's runtime API for a weight or
+a state, and set prints how. Otherwise set edits the file itself and has
+the daemon reload it (but not when --socket or --url named the API: then
+its error is set's). --no-reload only edits the file; 'ober reload'
+applies it later. When no daemon answers on api.listen, set says so and
+leaves the file edited: the daemon applies it when it starts. When the
+daemon refuses the reload, the file stays edited, set prints why and
+exits 1.`,
 		Example: `  ober backend set https rgw2 --state drain
   ober backend set https rgw2 --state enabled --weight 100
   ober backend set db pg1 --weight 0 --no-reload
@@ -96,6 +119,7 @@ file stays edited, set prints why and exits 1.`,
 	completeWords(cmd, "state", config.StateEnabled, config.StateDrain, config.StateDisabled)
 	f.add(cmd, false, service.DefaultStartTimeout, "how long to wait for the daemon to apply the configuration")
 	fl.Lookup("direct").Usage = directReloadUsage
+	f.api.add(cmd, true, false, false)
 	return cmd
 }
 
@@ -109,6 +133,18 @@ func runBackendSet(cmd *cobra.Command, a *app, f *backendSetFlags, svc, backend 
 	}
 	if req.Weight == nil && req.State == "" {
 		return errors.New("give --weight N or --state enabled|drain|disabled")
+	}
+	if !f.noReload {
+		done, err := a.backendSetAPI(cmd, f, req)
+		if done || err != nil {
+			return err
+		}
+	}
+	if cmd.Flags().Changed("if-match") {
+		if f.noReload {
+			return errors.New("--if-match is the management API's: it does not go with --no-reload")
+		}
+		return errors.New("--if-match needs the management API, and no daemon answers on it")
 	}
 	res, err := backends.Set(a.configPath, req)
 	if err != nil {
@@ -156,6 +192,45 @@ func runBackendSet(cmd *cobra.Command, a *app, f *backendSetFlags, svc, backend 
 	}
 	fmt.Fprintf(a.out, "reloaded: generation %d\n", rep.Generation)
 	return nil
+}
+
+// backendSetAPI makes set's change through the management API; done is
+// false when no daemon answers there, and set edits the file itself.
+func (a *app) backendSetAPI(cmd *cobra.Command, f *backendSetFlags, req backends.Request) (done bool, err error) {
+	f.api.timeout = f.timeout
+	c, err := a.mgmtClient(&f.api)
+	if errors.Is(err, errSocketOff) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	var patch object
+	var what []string
+	if req.Weight != nil {
+		patch.set("weight", *req.Weight)
+		what = append(what, "weight "+strconv.Itoa(*req.Weight))
+	}
+	if req.State != "" {
+		patch.set("state", req.State)
+		what = append(what, "state "+req.State)
+	}
+	js, err := json.Marshal(patch)
+	if err != nil {
+		return false, err
+	}
+	res, err := c.PatchBackend(cmd.Context(), req.Service, req.Backend, js, f.api.options(cmd, req.Pool)...)
+	// The API named on the command line is the one wanted: no falling
+	// back to the file behind the operator's back.
+	if errors.Is(err, client.ErrNoDaemon) && f.api.socket == "" && f.api.url == "" {
+		return false, nil
+	}
+	if err != nil {
+		return true, apiErr(err)
+	}
+	fmt.Fprintf(a.out, "%s %s: %s: %s\n", req.Service, req.Backend, strings.Join(what, ", "), applied(res))
+	a.sharedNote(res)
+	return true, nil
 }
 
 // errNoDaemon matches reloadIfRunning's error when no daemon answers.
@@ -217,5 +292,205 @@ it; 'ober status' shows what the daemon runs, with each backend's health.`,
 			return tw.Flush()
 		},
 	}
+	return cmd
+}
+
+// backendRef are the flags naming a backend: its pool.
+type backendRef struct {
+	api  apiFlags
+	pool string
+}
+
+func (f *backendRef) add(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.pool, "pool", "", `the pool the backend is in, when its name is in several ("default": the service's own)`)
+	f.api.add(cmd, true, true, true)
+}
+
+// what names a backend in messages: its pool too when --pool gave one.
+func (f *backendRef) what(svc, backend string) string {
+	if f.pool != "" && f.pool != config.DefaultPool {
+		return svc + " " + f.pool + "/" + backend
+	}
+	return svc + " " + backend
+}
+
+type backendAddFlags struct {
+	backendRef
+	address  string
+	weight   int
+	priority int
+	state    string
+}
+
+func newBackendAddCmd(a *app) *cobra.Command {
+	var f backendAddFlags
+	cmd := &cobra.Command{
+		Use:   "add SERVICE NAME --address HOST:PORT [--weight N] [--priority N] [--state S] [--pool P]",
+		Short: "Add a backend to a service",
+		Long: `add puts a backend into SERVICE's own backends, or into its pool --pool
+(PUT /api/v1/services/SERVICE/backends/NAME), and prints how it came into
+force: a new backend needs a reload of the instances.
+
+Adding what is there already (the same address) is not an error: the
+weight, priority and state given replace the backend's, and nothing
+changes when they are the same, so that a script can run add again. A
+backend of that name with another address is an error: remove it first.`,
+		Example: `  ober backend add web b3 --address 10.1.0.3:80
+  ober backend add web b4 --address 10.1.0.4:80 --weight 50 --priority 2
+  ober backend add sni eu1 --address 10.2.0.1:443 --pool eu --state drain`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			svc, name := args[0], args[1]
+			body := object{{"name", name}, {"address", f.address}}
+			if cmd.Flags().Changed("weight") {
+				body.set("weight", f.weight)
+			}
+			if cmd.Flags().Changed("priority") {
+				body.set("priority", f.priority)
+			}
+			if f.state != "" {
+				body.set("state", f.state)
+			}
+			js, err := json.Marshal(body)
+			if err != nil {
+				return err
+			}
+			c, err := a.mgmtClient(&f.api)
+			if err != nil {
+				return err
+			}
+			opts := f.api.options(cmd, f.pool)
+			// PUT replaces: make sure that it replaces only this backend.
+			old, err := c.Backend(cmd.Context(), svc, name, client.InPool(f.pool))
+			switch {
+			case err == nil:
+				var b backendForm
+				if json.Unmarshal(old, &b) == nil && b.Address != f.address {
+					return fmt.Errorf("%s is there already, with address %s: 'ober backend remove' it first, or give it another name", f.what(svc, name), b.Address)
+				}
+			case mgmt.StatusOf(err) != http.StatusNotFound:
+				return apiErr(err)
+			}
+			res, err := c.PutBackend(cmd.Context(), svc, name, js, opts...)
+			if err != nil {
+				return apiErr(err)
+			}
+			return a.report(&f.api, res, "%s (%s) added", f.what(svc, name), f.address)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.address, "address", "", "HOST:PORT, or a host alone on a service with a port range")
+	fl.IntVar(&f.weight, "weight", 0, "its weight, 0-256 (default 100)")
+	fl.IntVar(&f.priority, "priority", 0, "its priority: traffic goes to the lowest number that is up (default 1)")
+	fl.StringVar(&f.state, "state", "", "its admin state: enabled (default), drain or disabled")
+	completeWords(cmd, "state", config.StateEnabled, config.StateDrain, config.StateDisabled)
+	_ = cmd.MarkFlagRequired("address")
+	f.backendRef.add(cmd)
+	return cmd
+}
+
+func newBackendRemoveCmd(a *app) *cobra.Command {
+	var f backendRef
+	cmd := &cobra.Command{
+		Use:   "remove SERVICE NAME [--pool P] [--if-match GEN]",
+		Short: "Remove a backend from a service",
+		Long: `remove takes the backend out of the service (DELETE
+/api/v1/services/SERVICE/backends/NAME), which needs a reload. To let its
+open connections finish, drain it first ('ober backend drain') and remove
+it once they have.`,
+		Example: `  ober backend drain web b1 && sleep 60 && ober backend remove web b1
+  ober backend remove sni eu1 --pool eu`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.mgmtClient(&f.api)
+			if err != nil {
+				return err
+			}
+			res, err := c.DeleteBackend(cmd.Context(), args[0], args[1], f.api.options(cmd, f.pool)...)
+			if err != nil {
+				return apiErr(err)
+			}
+			return a.report(&f.api, res, "%s removed", f.what(args[0], args[1]))
+		},
+	}
+	f.add(cmd)
+	return cmd
+}
+
+// backendStates are what drain, enable and disable do, for their help.
+var backendStates = map[mgmt.Verb]struct{ short, long, state string }{
+	mgmt.Drain: {"Drain a backend: no new connections, the open ones finish",
+		"drain stops sending new connections to the backend; the open ones finish.\nHealth checks go on.", config.StateDrain},
+	mgmt.Enable: {"Put a drained or disabled backend back in service",
+		"enable puts the backend back in service: it takes new connections again\n(once its health checks find it up).", config.StateEnabled},
+	mgmt.Disable: {"Take a backend out at once, its open connections cut",
+		"disable takes the backend out at once: no new connections, and the open\nones are cut.", config.StateDisabled},
+}
+
+func newBackendStateCmd(a *app, verb mgmt.Verb) *cobra.Command {
+	var f backendRef
+	h := backendStates[verb]
+	cmd := &cobra.Command{
+		Use:   string(verb) + " SERVICE NAME [--pool P] [--if-match GEN]",
+		Short: h.short,
+		Long: h.long + `
+
+The state is written into ober.yaml (state: ` + h.state + `), so that it survives a
+restart, and applied through HAProxy's runtime API, without a reload.`,
+		Example: "  ober backend " + string(verb) + " web b1\n  ober backend " + string(verb) + " sni eu1 --pool eu",
+		Args:    cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.mgmtClient(&f.api)
+			if err != nil {
+				return err
+			}
+			do := map[mgmt.Verb]func(context.Context, string, string, ...client.Option) (*client.Result, error){
+				mgmt.Drain: c.Drain, mgmt.Enable: c.Enable, mgmt.Disable: c.Disable,
+			}[verb]
+			res, err := do(cmd.Context(), args[0], args[1], f.api.options(cmd, f.pool)...)
+			if err != nil {
+				return apiErr(err)
+			}
+			return a.report(&f.api, res, "%s: state %s", f.what(args[0], args[1]), h.state)
+		},
+	}
+	f.add(cmd)
+	return cmd
+}
+
+func newBackendWeightCmd(a *app) *cobra.Command {
+	var f backendRef
+	cmd := &cobra.Command{
+		Use:   "weight SERVICE NAME WEIGHT [--pool P] [--if-match GEN]",
+		Short: "Change a backend's weight",
+		Long: `weight sets the backend's weight, 0-256: the balance methods that use
+weights share new connections in proportion to them, and 0 takes the
+backend out of rotation. It is written into ober.yaml and applied through
+HAProxy's runtime API, without a reload.`,
+		Example: `  ober backend weight web b2 200
+  ober backend weight web b1 0
+  ober backend weight sni eu1 50 --pool eu --if-match 3`,
+		Args: cobra.ExactArgs(3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			w, err := strconv.Atoi(args[2])
+			if err != nil {
+				return fmt.Errorf("weight %q: not a number (0-256)", args[2])
+			}
+			js, err := json.Marshal(object{{"weight", w}})
+			if err != nil {
+				return err
+			}
+			c, err := a.mgmtClient(&f.api)
+			if err != nil {
+				return err
+			}
+			res, err := c.PatchBackend(cmd.Context(), args[0], args[1], js, f.api.options(cmd, f.pool)...)
+			if err != nil {
+				return apiErr(err)
+			}
+			return a.report(&f.api, res, "%s: weight %d", f.what(args[0], args[1]), w)
+		},
+	}
+	f.add(cmd)
 	return cmd
 }

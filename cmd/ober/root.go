@@ -94,6 +94,7 @@ that holds the interfaces (for example with ip netns exec).`,
 		newLogsCmd(a),
 		newReloadCmd(a),
 		newBackendCmd(a),
+		newSvcCmd(a),
 	)
 	return cmd
 }
