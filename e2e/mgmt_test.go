@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -120,4 +121,43 @@ func mgmtRead(t *testing.T, s *nodetest.Site, port uint16) string {
 	buf := make([]byte, 64)
 	n, _ := io.ReadAtLeast(conn, buf, 1)
 	return strings.TrimSpace(string(buf[:n]))
+}
+
+// A whole lifecycle through the CLI alone, against a real node: the
+// commands speak to the daemon's socket, and each change is in force when
+// the command returns.
+func TestMgmtCLILifecycle(t *testing.T) {
+	s := nodetest.New(t, oberBin, 1)
+	b0, b1 := s.BackendIP(0), s.BackendIP(1)
+	tcpSvcListen(t, s.Backend(), netip.AddrPortFrom(b0, 9200).String(), func(c net.Conn) { io.WriteString(c, "b0\n") })
+	tcpSvcListen(t, s.Backend(), netip.AddrPortFrom(b1, 9200).String(), func(c net.Conn) { io.WriteString(c, "b1\n") })
+	c := s.Config(nodetest.Params{Instances: 1})
+	s.WriteConfig(c)
+	s.Start()
+	socket := filepath.Join(c.Node.RuntimeDir, config.DefaultAPISocketName)
+	ober := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(oberBin, append(args, "--socket", socket)...).CombinedOutput()
+		require.NoError(t, err, "ober %s:\n%s", strings.Join(args, " "), out)
+		return string(out)
+	}
+	ober("service", "create", "--name", "web", "--mode", "tcp", "--port", "7800", "--vip", nodetest.VIP.String(),
+		"--backend", fmt.Sprintf("b0=%s:9200", b0))
+	require.Equal(t, "b0", mgmtRead(t, s, 7800))
+	ober("backend", "add", "web", "b1", "--address", fmt.Sprintf("%s:9200", b1))
+	ober("backend", "drain", "web", "b0")
+	for range 10 {
+		require.Equal(t, "b1", mgmtRead(t, s, 7800), "b0 drains: new connections go to b1")
+	}
+	out := ober("backend", "weight", "web", "b1", "50")
+	require.Contains(t, out, "runtime API")
+	require.Contains(t, ober("service", "show", "web"), "b1")
+	require.Contains(t, ober("service", "list"), "web")
+	ober("backend", "remove", "web", "b0")
+	ober("service", "delete", "web")
+	_, err := mgmtDial(t, s, 7800)
+	require.Error(t, err, "the deleted service no longer answers")
+	file, err := os.ReadFile(s.ConfigPath)
+	require.NoError(t, err)
+	require.NotContains(t, string(file), "web", "nothing of the service is left in ober.yaml")
 }
