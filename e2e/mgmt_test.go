@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ober-ingress/ober/control/config"
+	"github.com/ober-ingress/ober/internal/testsite/netnstest"
 	"github.com/ober-ingress/ober/internal/testsite/nodetest"
 )
 
@@ -160,4 +161,54 @@ func TestMgmtCLILifecycle(t *testing.T) {
 	file, err := os.ReadFile(s.ConfigPath)
 	require.NoError(t, err)
 	require.NotContains(t, string(file), "web", "nothing of the service is left in ober.yaml")
+}
+
+// GORB's own REST calls, sent with curl on the node as a GORB script
+// would, against a real ober with api.gorb_compat: the seed's examples
+// create a service and a backend that serve, a weight change, a refused
+// IPVS-only method, and the deletes.
+func TestMgmtGORB(t *testing.T) {
+	netnstest.RequireTool(t, "curl", "curl")
+	s := nodetest.New(t, oberBin, 1)
+	be := s.BackendIP(0)
+	tcpSvcListen(t, s.Backend(), netip.AddrPortFrom(be, 9300).String(), func(c net.Conn) { io.WriteString(c, "gorb\n") })
+	c := s.Config(nodetest.Params{Instances: 1})
+	c.API.GORBCompat = "127.0.0.1:4672"
+	s.WriteConfig(c)
+	s.Start()
+	curl := func(method, path, body string) (int, string) {
+		t.Helper()
+		args := []string{"-s", "-o", "-", "-w", "\n%{http_code}", "-X", method, "http://127.0.0.1:4672" + path}
+		if body != "" {
+			args = append(args, "-H", "Content-Type: application/json", "-d", body)
+		}
+		out, err := s.Node.Exec(context.Background(), "curl", args...).Output()
+		require.NoError(t, err)
+		text := strings.TrimSpace(string(out))
+		i := strings.LastIndex(text, "\n")
+		code := 0
+		fmt.Sscanf(text[i+1:], "%d", &code)
+		return code, text[:max(i, 0)]
+	}
+	code, out := curl("PUT", "/service/web", fmt.Sprintf(`{"host": "%s", "port": 7900, "protocol": "tcp", "method": "wrr", "persistent": false}`, nodetest.VIP))
+	require.Equal(t, http.StatusOK, code, out)
+	code, out = curl("PUT", "/service/web/b0", fmt.Sprintf(
+		`{"host": "%s", "port": 9300, "method": "nat", "weight": 100, "pulse": {"type": "tcp", "interval": "1s"}}`, be))
+	require.Equal(t, http.StatusOK, code, out)
+	require.Equal(t, "gorb", mgmtRead(t, s, 7900), "the GORB service serves")
+
+	code, out = curl("PATCH", "/service/web/b0", `{"weight": 50}`)
+	require.Equal(t, http.StatusOK, code, out)
+	code, out = curl("GET", "/service/web/b0", "")
+	require.Equal(t, http.StatusOK, code, out)
+	require.Regexp(t, `"weight": ?50`, out)
+
+	code, out = curl("PUT", "/service/web/b1", fmt.Sprintf(`{"host": "%s", "port": 9301, "method": "dr"}`, be))
+	require.Equal(t, http.StatusUnprocessableEntity, code, out)
+	require.Contains(t, out, "nat", "the refusal names ober's nearest method")
+
+	code, out = curl("DELETE", "/service/web", "")
+	require.Equal(t, http.StatusOK, code, out)
+	_, err := mgmtDial(t, s, 7900)
+	require.Error(t, err)
 }
