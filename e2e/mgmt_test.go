@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -211,4 +212,53 @@ func TestMgmtGORB(t *testing.T) {
 	require.Equal(t, http.StatusOK, code, out)
 	_, err := mgmtDial(t, s, 7900)
 	require.Error(t, err)
+}
+
+// The file is the single source of truth: a manual edit and a SIGHUP come
+// through the API as they are, counted as a change of the object, and a
+// write that read the object before the edit is refused.
+func TestMgmtManualEdit(t *testing.T) {
+	s := nodetest.New(t, oberBin, 1)
+	be := s.BackendIP(0)
+	tcpSvcListen(t, s.Backend(), netip.AddrPortFrom(be, 9200).String(), func(c net.Conn) { io.WriteString(c, "one\n") })
+	c := s.Config(nodetest.Params{Instances: 1})
+	s.WriteConfig(c)
+	s.Start()
+	api := newMgmtClient(t, filepath.Join(c.Node.RuntimeDir, config.DefaultAPISocketName))
+	code, out := api.do("PUT", "/api/v1/services/echo", fmt.Sprintf(
+		`{"mode": "tcp", "port": 7700, "backends": [{"name": "b0", "address": "%s:9200", "weight": 100}]}`, be))
+	require.Equal(t, http.StatusOK, code, "%v", out)
+	gen := out["generation"].(float64)
+
+	file, err := os.ReadFile(s.ConfigPath)
+	require.NoError(t, err)
+	edited := strings.Replace(string(file), "weight: 100", "weight: 70 # by hand", 1)
+	require.NotEqual(t, string(file), edited)
+	require.NoError(t, os.WriteFile(s.ConfigPath, []byte(edited), 0o600))
+	before := s.Status().Daemon.Config.Generation
+	s.Signal(syscall.SIGHUP)
+	require.Eventually(t, func() bool { return s.Status().Daemon.Config.Generation > before }, 10*time.Second, 50*time.Millisecond)
+
+	code, out = api.do("GET", "/api/v1/services/echo/backends/b0", "")
+	require.Equal(t, http.StatusOK, code, "%v", out)
+	require.EqualValues(t, 70, out["weight"], "the API reads the file as it is")
+	code, out = api.do("GET", "/api/v1/services/echo", "")
+	require.Equal(t, http.StatusOK, code, "%v", out)
+	require.Greater(t, out["generation"].(float64), gen, "the manual edit counts as a change")
+
+	req := func(ifMatch float64) int {
+		r, err := http.NewRequest("PATCH", "http://ober/api/v1/services/echo", strings.NewReader(`{"max_connections": 100}`))
+		require.NoError(t, err)
+		r.Header.Set("Content-Type", "application/merge-patch+json")
+		r.Header.Set("If-Match", fmt.Sprintf("%d", int(ifMatch)))
+		resp, err := api.hc.Do(r)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	require.Equal(t, http.StatusPreconditionFailed, req(gen), "a write based on the object before the edit")
+	require.Equal(t, http.StatusOK, req(out["generation"].(float64)))
+	file, err = os.ReadFile(s.ConfigPath)
+	require.NoError(t, err)
+	require.Contains(t, string(file), "# by hand", "the operator's comment stays")
 }
