@@ -58,6 +58,7 @@ var balanceAliases = []BalanceAlias{
 	{"mh", AliasFromGORB, BalanceConsistent, "Maglev hashing in IPVS; ober's consistent hash also moves about 1/N of the clients when a server comes or goes", false},
 	{"fo", AliasFromGORB, BalanceFirst, "IPVS sends everything to the available server of highest weight; ober's first takes the servers in their order; priority is ober's way to fail over", false},
 	{"ovf", AliasFromGORB, BalanceFirst, "IPVS fills a server up to its weight in connections; ober's first sends every connection to the first usable server", false},
+	{"twos", AliasFromGORB, BalanceRandom, "IPVS's two random choices is HAProxy's random(2)", false},
 	{"sh-fallback", AliasFromGORB, BalanceSource, "always on: a hash never picks a server that is down", true},
 	{"sh-port", AliasFromGORB, BalanceSource, "no equivalent: ober hashes the client address, never its port", true},
 	{"mh-fallback", AliasFromGORB, BalanceConsistent, "always on: a hash never picks a server that is down", true},

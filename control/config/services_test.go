@@ -587,6 +587,7 @@ func TestBalanceAliases(t *testing.T) {
 		"GORB mh":                  "consistent",
 		"GORB fo":                  "first",
 		"GORB ovf":                 "first",
+		"GORB twos":                "random",
 		"GORB sh-fallback":         "flag of source",
 		"GORB sh-port":             "flag of source",
 		"GORB mh-fallback":         "flag of consistent",

@@ -264,7 +264,6 @@ func TestRefusals(t *testing.T) {
 	}{
 		{"PUT", "/service/u", `{"port": 53, "protocol": "udp"}`, 422, []string{"UDP and kernel L4 services", `"field": "protocol"`}},
 		{"PUT", "/service/u", `{"port": 53, "protocol": "tcp|udp"}`, 400, []string{"specified protocol is unknown"}},
-		{"PUT", "/service/u", `{"port": 80, "method": "twos"}`, 422, []string{"use method random"}},
 		{"PUT", "/service/u", `{"port": 80, "method": "rr|wrr"}`, 400, []string{"unknown scheduler", "wlc"}},
 		{"PUT", "/service/u", `{"port": 80, "method": "sh-port"}`, 400, []string{"give it in flags"}},
 		{"PUT", "/service/u", `{"port": 80, "method": "sh", "flags": "sh-fallback|sh-port"}`, 422, []string{"flags sh-port", "never its port", "method sh"}},
@@ -378,11 +377,6 @@ func TestSchedulersFollowConfigsAliasTable(t *testing.T) {
 	}
 	if m, _, err := balance(""); err != nil || m != config.BalanceWeighted {
 		t.Errorf("GORB's default scheduler: %q, %v", m, err)
-	}
-	for name := range ipvsOnly {
-		if _, _, err := balance(name); mgmt.StatusOf(err) != 422 {
-			t.Errorf("%s: %v, want a 422", name, err)
-		}
 	}
 }
 

@@ -96,12 +96,6 @@ const (
 	fbZeroToOne = "fb-zero-to-one"
 )
 
-// ipvsOnly are IPVS schedulers config's alias table has no entry for,
-// with ober's nearest method and why.
-var ipvsOnly = map[string]struct{ method, why string }{
-	"twos": {config.BalanceRandom, "weighted random twos choice; ober's random draws two servers and takes the less loaded"},
-}
-
 // gorbName is the IPVS scheduler GET reports for an ober method; each is
 // one of config's GORB aliases of that method (a test checks it).
 var gorbName = map[string]string{
@@ -111,6 +105,7 @@ var gorbName = map[string]string{
 	config.BalanceSource:     "sh",
 	config.BalanceConsistent: "mh",
 	config.BalanceFirst:      "fo",
+	config.BalanceRandom:     "twos",
 }
 
 // Scheduler flags: the fallback flags are what ober always does; the
@@ -151,9 +146,6 @@ func balance(method string) (string, string, error) {
 			note += " (" + a.Note + ")"
 		}
 		return a.Method, note, nil
-	}
-	if o, ok := ipvsOnly[m]; ok {
-		return "", "", unprocessable("method", "method %s: ober has no %s scheduler (%s); use method %s", m, m, o.why, o.method)
 	}
 	var names []string
 	for _, a := range config.BalanceAliases() {
