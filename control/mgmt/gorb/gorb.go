@@ -94,6 +94,13 @@ func New(a mgmt.API, o Options) *Handler {
 	h.mux.HandleFunc("GET /service/{vs}/{rs}", h.getBackend)
 	h.mux.HandleFunc("PATCH /service/{vs}/{rs}", h.patchBackend)
 	h.mux.HandleFunc("DELETE /service/{vs}/{rs}", h.deleteBackend)
+	// GORB's README lists PATCH of a service, which its code never
+	// served: say so in the errors' JSON.
+	h.mux.HandleFunc("PATCH /service/{vs}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", "DELETE, GET, PUT")
+		h.fail(w, r, mgmt.Errorf(http.StatusMethodNotAllowed, "",
+			"PATCH /service/%s: GORB never served it; PUT the service again, or use ober's PATCH /api/v1/services/%s", r.PathValue("vs"), r.PathValue("vs")))
+	})
 	return h
 }
 
