@@ -397,7 +397,17 @@ func (s *Store) Do(ctx context.Context, ch Change) (Result, error) {
 		res, w, err = s.write(ch)
 		return err
 	})
-	log := s.log().With("who", ch.Who, "verb", string(ch.Verb), "kind", string(ch.Kind), "service", ch.Service)
+	name := ch.Service
+	if name == "" && len(res.Object) > 0 {
+		// A create names its service in the body.
+		var o struct {
+			Name string `json:"name"`
+		}
+		if json.Unmarshal(res.Object, &o) == nil {
+			name = o.Name
+		}
+	}
+	log := s.log().With("who", ch.Who, "verb", string(ch.Verb), "kind", string(ch.Kind), "service", name)
 	if ch.Kind == KindBackend {
 		log = log.With("backend", ch.Backend, "pool", ch.Pool)
 	}
@@ -409,6 +419,7 @@ func (s *Store) Do(ctx context.Context, ch Change) (Result, error) {
 		log.Debug("api change: nothing to do")
 		return res, nil
 	}
+
 	// The change is durable: a client gone away does not undo it.
 	actx := context.WithoutCancel(ctx)
 	applied, gen, err := s.Applier.Apply(actx)

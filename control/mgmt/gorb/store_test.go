@@ -98,7 +98,7 @@ func TestSeedFlowThroughTheStore(t *testing.T) {
 
 	// The last backend stays: ober keeps no tcp service without one.
 	c.must(200, "DELETE", "/service/web/b2", "")
-	if st, body, _ := c.do("DELETE", "/service/web/b1", ""); st != 422 || !strings.Contains(body, "add its successor first") {
+	if st, body, _ := c.do("DELETE", "/service/web/b1", ""); st != 409 || !strings.Contains(body, "add another backend first") {
 		t.Errorf("DELETE of the last backend: %d %s", st, body)
 	}
 	c.must(200, "PUT", "/service/web/g1", `{"host": "10.1.0.9", "port": 80}`)
