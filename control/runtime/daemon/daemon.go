@@ -591,7 +591,11 @@ func (d *Daemon) reload(ctx context.Context) (err error) {
 		if err := d.setServers(p); err != nil {
 			return err
 		}
-		d.ctrl.Kick()
+		// Every instance has the new weights and states before the
+		// reload counts as done: the API answers after this.
+		if err := d.ctrl.Sync(ctx); err != nil {
+			d.log.Warn("servers: not every instance has the new weights yet; the next pass retries", "err", err)
+		}
 		d.mu.Lock()
 		d.cur = p
 		d.generation++

@@ -2,6 +2,7 @@ package servers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -73,6 +74,8 @@ type Controller struct {
 	log  *slog.Logger
 	kick chan struct{}
 
+	// passMu keeps one pass at a time: Run's and Sync's.
+	passMu  sync.Mutex
 	mu      sync.Mutex
 	servers []Server
 	desired map[Ref]Desired
@@ -161,7 +164,7 @@ func (c *Controller) Run(ctx context.Context) {
 	t := time.NewTicker(c.opts.Every)
 	defer t.Stop()
 	for {
-		c.pass(ctx)
+		_ = c.pass(ctx) // logged; the next pass tries again
 		select {
 		case <-ctx.Done():
 			return
@@ -204,7 +207,9 @@ func (c *Controller) computeLocked(now time.Time) {
 }
 
 // pass measures, computes and pushes.
-func (c *Controller) pass(ctx context.Context) {
+func (c *Controller) pass(ctx context.Context) error {
+	c.passMu.Lock()
+	defer c.passMu.Unlock()
 	insts := c.opts.Instances()
 	var socks []Socket
 	if c.opts.Sockets != nil && c.weighsBandwidth() {
@@ -275,17 +280,27 @@ func (c *Controller) pass(ctx context.Context) {
 	}
 	c.mu.Unlock()
 
+	var errs []error
 	for _, j := range jobs {
 		if err := c.opts.Push(ctx, j.socket, j.cmds); err != nil {
 			if ctx.Err() == nil {
 				c.log.Warn("servers: push to an instance failed; trying again on the next pass", "pid", j.pid, "err", err)
 			}
+			errs = append(errs, fmt.Errorf("instance pid %d: %w", j.pid, err))
 			continue
 		}
 		c.mu.Lock()
 		c.pushed[j.pid] = j.want
 		c.mu.Unlock()
 	}
+	return errors.Join(errs...)
+}
+
+// Sync makes a pass now and returns once every live instance has been
+// told the servers' desired states, or with why one was not: a change
+// acknowledged after Sync is in HAProxy.
+func (c *Controller) Sync(ctx context.Context) error {
+	return c.pass(ctx)
 }
 
 // measureLocked sums the instances' counters and derives byte rates.
