@@ -357,7 +357,10 @@ func (s *Site) Config(n *Node) *config.Config {
 		},
 		Backends: config.Backends{
 			Servers: []config.BackendServer{{Name: "s3a", Address: BackendAddr.String()}},
-			Health:  config.HealthCheck{Interval: dur(200 * time.Millisecond), Fall: 2, Rise: 1},
+			// Three failures in a row: ober checks each backend once per
+			// node, and under the tests' 64 MiB transfers on 2 vCPUs two
+			// 200 ms checks in a row can time out and withdraw a node.
+			Health: config.HealthCheck{Interval: dur(200 * time.Millisecond), Fall: 3, Rise: 1},
 		},
 		Instances: config.Instances{Count: instances},
 		Timeouts:  config.Timeouts{Drain: dur(p.Drain)},
