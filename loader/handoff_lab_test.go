@@ -136,6 +136,10 @@ func (lab *handoffLab) run(r *xdpRunner, pkt []byte) (res xdpResult, err error) 
 	return res, err
 }
 
+// labClientPort is the client port of the lab's established connections.
+// No crafted segment of the tests uses it.
+const labClientPort = 30999
+
 // build makes the lab in the calling thread's namespace.
 func (lab *handoffLab) build() ([]net.Listener, []net.Conn, error) {
 	if self, init := nsInode("/proc/thread-self/ns/net"), nsInode("/proc/1/ns/net"); self == 0 || self == init {
@@ -223,7 +227,10 @@ func (lab *handoffLab) build() ([]net.Listener, []net.Conn, error) {
 			return lns, conns, err
 		}
 		lns = append(lns, ln)
-		d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(c.client, 0))}
+		// A fixed port below the ephemeral range: with a random one, the
+		// connection sometimes took a port that a test's crafted orphan
+		// segment uses, and that segment then had a socket (seen in CI).
+		d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(c.client, labClientPort))}
 		d.SetMultipathTCP(false)
 		cc, err := d.Dial("tcp", ln.Addr().String())
 		if err != nil {
