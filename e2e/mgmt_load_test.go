@@ -657,7 +657,7 @@ func TestMgmtBadInput(t *testing.T) {
 		{name: "name .. in the body", method: "POST", path: "/api/v1/services", body: `{"name": "..", ` + strings.TrimPrefix(mlSvcBody(7842, "", mlBackendBody("y", be, "")), "{"),
 			status: 400, msg: `services[]: "..": not a usable name (no "/", "." or "..")`, field: "services[]"},
 		{name: "VIP outside every pool", method: "PUT", path: "/api/v1/services/out", body: mlSvcBody(7843, `, "vips": ["10.98.0.150"]`, mlBackendBody("y", be, "")),
-			status: 422, msg: "services[out].vips[0]: 10.98.0.150: not one of the top-level vips", field: "services[out].vips[0]"},
+			status: 422, msg: "services[out].vips[0]: 10.98.0.150: not one of the top-level vips (10.98.0.100), nor in a vip_pools entry (p: 10.98.0.200-10.98.0.202)", field: "services[out].vips[0]"},
 		{name: "VIP outside its pool", method: "PUT", path: "/api/v1/services/out", body: mlSvcBody(7843, `, "vips": ["10.98.0.150"], "vip_pool": "p"`, mlBackendBody("y", be, "")),
 			status: 422, msg: `services[out].vips[0]: 10.98.0.150: not in vip_pool "p" (10.98.0.200-10.98.0.202)`, field: "services[out].vips[0]"},
 		{name: "port in use", method: "PUT", path: "/api/v1/services/twin", body: mlSvcBody(7840, "", mlBackendBody("y", be, "")),

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -125,6 +126,22 @@ func mgmtRead(t *testing.T, s *nodetest.Site, port uint16) string {
 	return strings.TrimSpace(string(buf[:n]))
 }
 
+// mgmtReadOrClosed reads what the service says first, and requires the
+// read to end by the service closing (or resetting) the connection, not
+// by the deadline.
+func mgmtReadOrClosed(t *testing.T, s *nodetest.Site, port uint16) string {
+	t.Helper()
+	conn, err := mgmtDial(t, s, port)
+	require.NoError(t, err)
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 64)
+	n, err := io.ReadAtLeast(conn, buf, 1)
+	var ne net.Error
+	require.False(t, errors.As(err, &ne) && ne.Timeout(), "the connection stayed open: %v", err)
+	return strings.TrimSpace(string(buf[:n]))
+}
+
 // A whole lifecycle through the CLI alone, against a real node: the
 // commands speak to the daemon's socket, and each change is in force when
 // the command returns.
@@ -193,6 +210,14 @@ func TestMgmtGORB(t *testing.T) {
 	}
 	code, out := curl("PUT", "/service/web", fmt.Sprintf(`{"host": "%s", "port": 7900, "protocol": "tcp", "method": "wrr", "persistent": false}`, nodetest.VIP))
 	require.Equal(t, http.StatusOK, code, out)
+	// Without backends yet, the service closes what it is given, and a
+	// crash before its first backend keeps it (it is in ober.yaml).
+	require.Equal(t, "", mgmtReadOrClosed(t, s, 7900), "a service without backends closes the connection")
+	s.Kill()
+	s.Start()
+	code, out = curl("GET", "/service/web", "")
+	require.Equal(t, http.StatusOK, code, "the service without backends survives kill -9: %s", out)
+	require.Regexp(t, `"port": ?7900`, out)
 	code, out = curl("PUT", "/service/web/b0", fmt.Sprintf(
 		`{"host": "%s", "port": 9300, "method": "nat", "weight": 100, "pulse": {"type": "tcp", "interval": "1s"}}`, be))
 	require.Equal(t, http.StatusOK, code, out)

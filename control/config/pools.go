@@ -30,7 +30,8 @@ type PoolSpec struct {
 
 // ServicePools returns services[i]'s pools: first DefaultPool (its own
 // backends, or the top-level backends.servers for a tls or http service
-// without any; a tcp service that has only pools[] has no DefaultPool),
+// without any; a tcp service that has only pools[] has no DefaultPool,
+// one with neither has an empty DefaultPool),
 // then its pools[] in order. It returns nil when i is out of range.
 // Resolved.Pools has the servers of each with their addresses, under the
 // same PoolRef.
@@ -47,6 +48,10 @@ func (c *Config) ServicePools(i int) []PoolSpec {
 		out = append(out, PoolSpec{Ref: PoolRef{name, DefaultPool}, Path: base + ".backends", Servers: s.Backends})
 	case c.usesSharedPool(i):
 		out = append(out, PoolSpec{Ref: PoolRef{name, DefaultPool}, Path: "backends.servers", Shared: true, Servers: c.Backends.Servers})
+	case s.Mode == ModeTCP && len(s.Pools) == 0:
+		// Kept while it has no backend yet (one created through the
+		// API before its backends): it closes every connection.
+		out = append(out, PoolSpec{Ref: PoolRef{name, DefaultPool}, Path: base + ".backends"})
 	}
 	for j := range s.Pools {
 		out = append(out, PoolSpec{

@@ -188,7 +188,7 @@ func (c *Config) validateServiceVIPs(p *problems, i int) {
 			if k := c.vipPoolOf(v.Addr); k >= 0 {
 				p.add(path, v.String(), "not one of the top-level vips; it is in vip_pools[%d], so set vip_pool: %s", k, c.VIPPools[k].Name)
 			} else {
-				p.add(path, v.String(), "not one of the top-level vips")
+				p.add(path, v.String(), "not one of the top-level vips%s", c.vipsHint())
 			}
 		default:
 			seen[v.Addr] = j
@@ -197,6 +197,32 @@ func (c *Config) validateServiceVIPs(p *problems, i int) {
 	if len(s.VIPs) == 0 && s.VIPPool == "" && len(c.VIPs) == 0 && len(c.VIPPools) > 0 && c.ServiceVIPPool(i) == "" {
 		p.add(base+".vips", "", "required: there are no top-level vips and no vip_pools entry has auto_assign; give vips or vip_pool")
 	}
+}
+
+// vipsHint lists, for an address that is in none of them, the top-level
+// vips and the vip_pools, so that the message says where it could be.
+func (c *Config) vipsHint() string {
+	const most = 8
+	var vips []string
+	for _, v := range c.VIPs {
+		if len(vips) == most {
+			vips = append(vips, fmt.Sprintf("and %d more", len(c.VIPs)-most))
+			break
+		}
+		vips = append(vips, v.Addr.String())
+	}
+	var pools []string
+	for _, vp := range c.VIPPools {
+		pools = append(pools, vp.Name+": "+strings.Join(vp.Addresses, ", "))
+	}
+	out := " (there are none)"
+	if len(vips) > 0 {
+		out = " (" + strings.Join(vips, ", ") + ")"
+	}
+	if len(pools) > 0 {
+		out += ", nor in a vip_pools entry (" + strings.Join(pools, "; ") + ")"
+	}
+	return out
 }
 
 // vipPoolHint suggests a pool for a name that is none.
@@ -337,9 +363,6 @@ func (c *Config) validateServicePools(p *problems, i int) {
 	base := fmt.Sprintf("services[%d]", i)
 	use := poolUse{l7: isL7(s.Mode), portRange: !s.Ports.IsZero()}
 	c.validateServers(p, base+".backends", s.Backends, use)
-	if s.Mode == ModeTCP && len(s.Backends) == 0 && len(s.Pools) == 0 {
-		p.add(base+".backends", "", "required for mode tcp, which has no default pool")
-	}
 	if len(s.Pools) > 0 && (s.Mode != ModeTCP || s.TLSPassthrough == nil) {
 		p.add(base+".pools", "", "only for tls_passthrough's routes (mode tcp)")
 	}

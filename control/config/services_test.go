@@ -165,8 +165,6 @@ func TestValidateServices(t *testing.T) {
 			`services[1].backends[1].proxy_protocol: true: a tcp service sends a PROXY header by its own proxy_protocol (v1 or v2)`},
 		{"sni on an http backend without tls", func(c *Config) { c.Services[4].Backends[0].SNI = "web.example.com" },
 			`services[4].backends[0].sni: "web.example.com": needs tls: true`},
-		{"tcp without backends", func(c *Config) { c.Services[1].Backends = nil },
-			`services[1].backends: required for mode tcp, which has no default pool`},
 		{"top-level pool needed", func(c *Config) { c.Backends.Servers = nil },
 			`backends.servers: at least one server is required`},
 
@@ -346,7 +344,7 @@ func TestValidateServices(t *testing.T) {
 		{"no address to take", func(c *Config) { c.VIPs = nil; c.VIPPools[0].AutoAssign = new(false) },
 			`services[0].vips: required: there are no top-level vips and no vip_pools entry has auto_assign; give vips or vip_pool` + "\n" +
 				`services[1].vips: required: there are no top-level vips and no vip_pools entry has auto_assign; give vips or vip_pool` + "\n" +
-				`services[2].vips[0]: 10.0.0.1: not one of the top-level vips` + "\n" +
+				`services[2].vips[0]: 10.0.0.1: not one of the top-level vips (there are none), nor in a vip_pools entry (lab: 10.20.0.0/28, 10.20.1.10-10.20.1.20)` + "\n" +
 				`services[3].vips: required: there are no top-level vips and no vip_pools entry has auto_assign; give vips or vip_pool` + "\n" +
 				`services[4].vips: required: there are no top-level vips and no vip_pools entry has auto_assign; give vips or vip_pool`},
 	}

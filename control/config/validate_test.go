@@ -95,7 +95,7 @@ func TestValidate(t *testing.T) {
 			c.Services[1].Port = 443
 		}, `services[1].port: 443: already used by services[0] ("https") on VIP fd00::1`},
 		{"service vip not top-level", func(c *Config) { c.Services[1].VIPs = []Addr{addr("10.0.0.1"), addr("10.0.0.9")} },
-			`services[1].vips[1]: 10.0.0.9: not one of the top-level vips`},
+			`services[1].vips[1]: 10.0.0.9: not one of the top-level vips (10.0.0.1, fd00::1)`},
 		{"service vip duplicate", func(c *Config) { c.Services[1].VIPs = []Addr{addr("10.0.0.1"), addr("10.0.0.1")} },
 			`services[1].vips[1]: 10.0.0.1: duplicate of services[1].vips[0]`},
 		{"tls missing", func(c *Config) { c.Services[0].TLS = nil },

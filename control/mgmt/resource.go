@@ -385,22 +385,6 @@ func fieldErrors(err error) []*config.FieldError {
 	return out
 }
 
-// lookup is what data says, defaults filled (the effective names of
-// services and backends). A file that does not validate is read anyway
-// when it decodes: the edited file is validated as a whole in any case.
-func lookup(data []byte) (*config.Config, error) {
-	cfg, err := config.Parse(data)
-	if err == nil {
-		return cfg, nil
-	}
-	var c config.Config
-	if yaml.Unmarshal(data, &c) != nil {
-		return nil, fmt.Errorf("ober.yaml does not load: %s", config.OneLine(err))
-	}
-	c.ApplyDefaults()
-	return &c, nil
-}
-
 // doc is the file being edited: its tree and what it says.
 type doc struct {
 	y    *yamledit.Document
@@ -408,12 +392,30 @@ type doc struct {
 	cfg  *config.Config
 }
 
+// parseDoc reads data once: the tree to edit, and what it says decoded
+// from that tree with the defaults applied, as config.Parse would give
+// it but without its checks. That is all an edit needs to find its
+// objects, a file that does not validate can still be corrected through
+// the API, and the Store validates the result anyway.
 func parseDoc(data []byte) (*doc, error) {
-	cfg, err := lookup(data)
+	y, err := yamledit.Parse(data)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("ober.yaml does not load: %s", config.OneLine(err))
 	}
-	return docOf(data, cfg)
+	root := y.Root()
+	if root == nil {
+		return nil, errors.New("ober.yaml: the top level is not a mapping of keys")
+	}
+	var c config.Config
+	if err := root.Decode(&c); err != nil {
+		// config.Parse says it with the field's path.
+		if _, perr := config.Parse(data); perr != nil {
+			err = perr
+		}
+		return nil, fmt.Errorf("ober.yaml does not load: %s", config.OneLine(err))
+	}
+	c.ApplyDefaults()
+	return &doc{y: y, root: root, cfg: &c}, nil
 }
 
 // docOf is parseDoc for data that cfg is already the reading of.

@@ -14,6 +14,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/pmezard/go-difflib/difflib"
 	"go.yaml.in/yaml/v3"
@@ -52,7 +54,42 @@ type Store struct {
 	Applier              Applier
 	Reader               Reader
 	Log                  *slog.Logger
+
+	q writeQueue
 }
+
+// writeQueue holds the writes waiting for the one that is being made.
+// Writes are made one group at a time, in the order they arrived: the
+// first to find the queue idle leads, makes every write queued by then
+// (as few groups as it can, see Do), and hands the lead to the first
+// write that arrived meanwhile. So writes in one process never wait on
+// the file lock against each other, and a burst costs few file writes
+// and few applies.
+type writeQueue struct {
+	mu      sync.Mutex
+	waiting []*pending
+	busy    bool
+}
+
+// pending is one write in the queue.
+type pending struct {
+	ctx  context.Context
+	ch   Change
+	res  Result
+	err  error
+	done chan struct{}
+	// lead is closed when this write is to lead the next group.
+	lead chan struct{}
+}
+
+func (p *pending) finish(res Result, err error) {
+	p.res, p.err = res, err
+	close(p.done)
+}
+
+// lockWait bounds a group's wait for the file lock: `ober sync` or a
+// reload holds it for a moment, never for long.
+const lockWait = 60 * time.Second
 
 // maxConfigSize is the largest ober.yaml config.Load reads.
 const maxConfigSize = 16 << 20
@@ -386,17 +423,83 @@ type written struct {
 // validates the whole file, writes it, then the generations; then, the
 // lock released, Apply brings it into force. Nothing is written when
 // any step before Apply fails. When Apply fails the file and the
-// generations are put back, as long as no other write came after (then
-// the file is left as it is, and the error says so): the daemon keeps
-// the configuration it had, and the file must say what is in force.
+// generations are put back, as long as nothing else wrote the file
+// since (then it is left as it is, and the error says so): the daemon
+// keeps the configuration it had, and the file must say what is in
+// force.
+//
+// Writes queue in the process and are made in order (writeQueue). The
+// backend changes without If-Match that queued while the previous group
+// was made go together (commitGroup): one read, one validation, one
+// write of the file and one Apply for all of them, each acknowledged
+// with its own generation. Every other write goes alone.
+//
+// Once queued, a write is made even if ctx ends: the caller may stop
+// listening, but an acknowledged change never depends on it.
 func (s *Store) Do(ctx context.Context, ch Change) (Result, error) {
-	var res Result
-	var w *written
-	err := s.locked(ctx, func() error {
-		var err error
-		res, w, err = s.write(ch)
-		return err
-	})
+	p := &pending{ctx: ctx, ch: ch, done: make(chan struct{}), lead: make(chan struct{})}
+	q := &s.q
+	q.mu.Lock()
+	q.waiting = append(q.waiting, p)
+	leader := !q.busy
+	q.busy = true
+	q.mu.Unlock()
+	if !leader {
+		select {
+		case <-p.done:
+			return p.res, p.err
+		case <-p.lead:
+		}
+	}
+	q.mu.Lock()
+	batch := q.waiting
+	q.waiting = nil
+	q.mu.Unlock()
+	s.commit(batch)
+	q.mu.Lock()
+	if len(q.waiting) > 0 {
+		close(q.waiting[0].lead)
+	} else {
+		q.busy = false
+	}
+	q.mu.Unlock()
+	<-p.done
+	return p.res, p.err
+}
+
+// groupable: a backend change without If-Match may share a group. The
+// others go alone: a service change may rename or move many objects,
+// and an If-Match must be checked against the file as the previous
+// change left it.
+func groupable(ch Change) bool { return ch.Kind == KindBackend && ch.IfMatch == nil }
+
+// commit makes batch's writes in order.
+func (s *Store) commit(batch []*pending) {
+	for len(batch) > 0 {
+		n := 1
+		if groupable(batch[0].ch) {
+			for n < len(batch) && groupable(batch[n].ch) {
+				n++
+			}
+		}
+		if n == 1 {
+			batch[0].finish(s.doOne(batch[0].ctx, batch[0].ch))
+			batch = batch[1:]
+			continue
+		}
+		rest := s.commitGroup(batch[:n])
+		batch = append(rest, batch[n:]...)
+	}
+}
+
+// lockCtx is the context a write waits for the lock under: the caller's
+// values, not its end, and at most lockWait.
+func lockCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), lockWait)
+}
+
+// changeLog is the logger of one change, with who made it and what.
+func (s *Store) changeLog(ch Change, res Result) *slog.Logger {
 	name := ch.Service
 	if name == "" && len(res.Object) > 0 {
 		// A create names its service in the body.
@@ -411,6 +514,21 @@ func (s *Store) Do(ctx context.Context, ch Change) (Result, error) {
 	if ch.Kind == KindBackend {
 		log = log.With("backend", ch.Backend, "pool", ch.Pool)
 	}
+	return log
+}
+
+// doOne makes one change on its own (Do).
+func (s *Store) doOne(ctx context.Context, ch Change) (Result, error) {
+	var res Result
+	var w *written
+	lctx, cancel := lockCtx(ctx)
+	err := s.locked(lctx, func() error {
+		var err error
+		res, w, err = s.write(ch)
+		return err
+	})
+	cancel()
+	log := s.changeLog(ch, res)
 	if err != nil {
 		log.Info("api change refused", "err", err)
 		return Result{}, err
@@ -426,20 +544,193 @@ func (s *Store) Do(ctx context.Context, ch Change) (Result, error) {
 	if err != nil {
 		msg := s.putBack(actx, w)
 		log.Error("api change not applied", "err", err, "file", msg, "diff", res.Diff)
-		st := StatusOf(err)
-		if strings.Contains(err.Error(), "no free address") {
-			st = http.StatusConflict
-		}
-		var me *Error
-		field := ""
-		if errors.As(err, &me) {
-			field = me.Field
-		}
-		return Result{}, &Error{Status: st, Field: field, Message: fmt.Sprintf("not applied: %s; %s", config.OneLine(err), msg)}
+		return Result{}, notApplied(err, msg)
 	}
 	res.Applied, res.ConfigGeneration = applied, gen
 	log.Info("api change applied", "applied", string(applied), "generation", res.Generation, "config_generation", gen, "diff", res.Diff)
 	return res, nil
+}
+
+// notApplied is the error of a change written but refused by Apply; msg
+// says what became of the file.
+func notApplied(err error, msg string) error {
+	st := StatusOf(err)
+	if strings.Contains(err.Error(), "no free address") {
+		st = http.StatusConflict
+	}
+	var me *Error
+	field := ""
+	if errors.As(err, &me) {
+		field = me.Field
+	}
+	return &Error{Status: st, Field: field, Message: fmt.Sprintf("not applied: %s; %s", config.OneLine(err), msg)}
+}
+
+// grouped is one change of a group that edited the file.
+type grouped struct {
+	p    *pending
+	ed   Edited
+	key  string
+	diff string
+}
+
+// commitGroup makes items, backend changes without If-Match, as one
+// write of the file: each is edited in turn onto the text the previous
+// left, the result is validated once, written once with every
+// generation counted (each change counts one for its backend and one
+// for the service that holds it, as it would alone), and applied once.
+// A change that fails on its own (404, 400, ...) is refused alone and
+// the others go on. When the whole does not validate, the changes are
+// made one by one instead, so that each gets its own answer. A second
+// change of a backend already changed in the group, and every change
+// after it, is returned to be made in a later group: a change's answer
+// carries its object as that change left it.
+func (s *Store) commitGroup(items []*pending) (later []*pending) {
+	var took []grouped
+	var w *written
+	var objs map[string]object
+	var gens *genFile
+	alone := false
+	lctx, cancel := lockCtx(items[0].ctx)
+	err := s.locked(lctx, func() error {
+		snap, err := s.read()
+		if err != nil {
+			return err
+		}
+		data := snap.data
+		touched := map[string]uint64{}
+		for i, p := range items {
+			out, ed, err := Edit(data, p.ch)
+			if err != nil {
+				s.changeLog(p.ch, Result{}).Info("api change refused", "err", err)
+				p.finish(Result{}, err)
+				continue
+			}
+			shared := len(ed.SharedBy) > 0
+			key := backendKey(ed.Service, ed.Pool, ed.Backend, shared)
+			if touched[key] > 0 {
+				later = items[i:]
+				break
+			}
+			if bytes.Equal(out, data) {
+				res := Result{Applied: AppliedNone, SharedBy: ed.SharedBy, Generation: snap.gens.Objects[key].Generation}
+				if o, ok := snap.objs[key]; ok {
+					if res.Object, err = objectJSON(o.value, res.Generation); err != nil {
+						p.finish(Result{}, err)
+						continue
+					}
+				}
+				s.changeLog(p.ch, res).Debug("api change: nothing to do")
+				p.finish(res, nil)
+				continue
+			}
+			if len(out) > maxConfigSize {
+				p.finish(Result{}, Errorf(http.StatusRequestEntityTooLarge, "", "ober.yaml would be %d bytes: more than config.Load reads (%d MiB)", len(out), maxConfigSize>>20))
+				continue
+			}
+			took = append(took, grouped{p: p, ed: ed, key: key, diff: diff(data, out, s.Path)})
+			touched[key]++
+			if !shared {
+				touched[serviceKey(ed.Service)]++
+			}
+			data = out
+		}
+		if len(took) == 0 {
+			if snap.counted {
+				return s.writeGens(snap.gens)
+			}
+			return nil
+		}
+		cfg, err := config.Parse(data)
+		if err != nil {
+			// Which change broke it is for each alone to find out.
+			alone = true
+			return nil
+		}
+		nd, err := docOf(data, cfg)
+		if err != nil {
+			return err
+		}
+		if objs, err = inventory(nd); err != nil {
+			return err
+		}
+		oldGensRaw, err := os.ReadFile(s.genPath())
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("generations: %w", err)
+		}
+		gens = snap.gens
+		for k, n := range touched {
+			r := gens.Objects[k]
+			r.Generation += n
+			r.Hash = objs[k].hash // "" once gone
+			gens.Objects[k] = r
+		}
+		gens.count(objs)
+		if err := atomicfile.Write(snap.target, data, snap.mode); err != nil {
+			return fmt.Errorf("%w; nothing was written", err)
+		}
+		if err := s.writeGens(gens); err != nil {
+			if perr := atomicfile.Write(snap.target, snap.data, snap.mode); perr != nil {
+				return fmt.Errorf("%w; and ober.yaml could not be put back: %v", err, perr)
+			}
+			return fmt.Errorf("%w; ober.yaml was put back as it was", err)
+		}
+		w = &written{target: snap.target, mode: snap.mode, old: snap.data, new: data, oldGensRaw: oldGensRaw}
+		return nil
+	})
+	cancel()
+	if alone {
+		for _, g := range took {
+			g.p.finish(s.doOne(g.p.ctx, g.p.ch))
+		}
+		return later
+	}
+	if err != nil {
+		for _, g := range took {
+			s.changeLog(g.p.ch, Result{}).Info("api change refused", "err", err)
+			g.p.finish(Result{}, err)
+		}
+		if len(took) == 0 {
+			// read failed: nothing was tried.
+			for _, p := range items[:len(items)-len(later)] {
+				select {
+				case <-p.done:
+				default:
+					p.finish(Result{}, err)
+				}
+			}
+		}
+		return later
+	}
+	if w == nil {
+		return later
+	}
+	actx := context.WithoutCancel(items[0].ctx)
+	applied, gen, err := s.Applier.Apply(actx)
+	var msg string
+	if err != nil {
+		msg = s.putBack(actx, w)
+	}
+	for _, g := range took {
+		res := Result{Diff: g.diff, SharedBy: g.ed.SharedBy, Generation: gens.Objects[g.key].Generation}
+		log := s.changeLog(g.p.ch, res)
+		if err != nil {
+			log.Error("api change not applied", "err", err, "file", msg, "group", len(took), "diff", g.diff)
+			g.p.finish(Result{}, notApplied(err, msg))
+			continue
+		}
+		if o, ok := objs[g.key]; ok && !g.ed.Deleted {
+			var jerr error
+			if res.Object, jerr = objectJSON(o.value, res.Generation); jerr != nil {
+				g.p.finish(Result{}, jerr)
+				continue
+			}
+		}
+		res.Applied, res.ConfigGeneration = applied, gen
+		log.Info("api change applied", "applied", string(applied), "generation", res.Generation, "config_generation", gen, "group", len(took), "diff", g.diff)
+		g.p.finish(res, nil)
+	}
+	return later
 }
 
 // putBack restores the file and generations w replaced, if nothing was

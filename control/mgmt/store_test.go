@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -490,9 +491,45 @@ func (g *gateApplier) Apply(context.Context) (Applied, uint64, error) {
 	return AppliedReload, 2, nil
 }
 
-// TestApplyFailureAfterLaterWrite: a failed Apply cannot put the file
-// back when another write came after; the error says the file keeps it.
-func TestApplyFailureAfterLaterWrite(t *testing.T) {
+// TestApplyFailureQueuesLaterWrite: a write that arrives while another's
+// Apply runs waits for it; when that Apply fails, its change is put back
+// and the later one is made on the file as it was.
+func TestApplyFailureQueuesLaterWrite(t *testing.T) {
+	s, _ := newStore(t, site)
+	mustMkdir(t, s)
+	g := &gateApplier{started: make(chan struct{}), release: make(chan struct{})}
+	s.Applier = g
+	first := make(chan error)
+	go func() {
+		_, err := s.Do(context.Background(), Change{Verb: Patch, Kind: KindBackend, Service: "db", Backend: "pg1", Body: json.RawMessage(`{"weight": 1}`)})
+		first <- err
+	}()
+	<-g.started
+	second := make(chan error)
+	go func() {
+		_, err := s.Do(context.Background(), Change{Verb: Patch, Kind: KindBackend, Service: "db", Backend: "s1", Body: json.RawMessage(`{"weight": 2}`)})
+		second <- err
+	}()
+	select {
+	case err := <-second:
+		t.Fatalf("the later write was answered (%v) while the earlier one's Apply ran", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(g.release)
+	err := <-first
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "not applied: reload failed; ober.yaml was put back as it was")
+	require.NoError(t, <-second)
+	cfg, err := config.Load(s.Path)
+	require.NoError(t, err)
+	require.Equal(t, 10, *cfg.Services[2].Backends[0].Weight, "the failed change is put back")
+	require.Equal(t, 2, *cfg.Services[2].Backends[1].Weight)
+}
+
+// TestApplyFailureAfterOtherWriter: a failed Apply cannot put the file
+// back when something else wrote it since (a hand edit, ober sync); the
+// error says the file keeps the change.
+func TestApplyFailureAfterOtherWriter(t *testing.T) {
 	s, _ := newStore(t, site)
 	mustMkdir(t, s)
 	g := &gateApplier{started: make(chan struct{}), release: make(chan struct{})}
@@ -503,13 +540,143 @@ func TestApplyFailureAfterLaterWrite(t *testing.T) {
 		done <- err
 	}()
 	<-g.started
-	do(t, s, Change{Verb: Patch, Kind: KindBackend, Service: "db", Backend: "s1", Body: json.RawMessage(`{"weight": 2}`)})
+	edited := strings.Replace(s.text(t), "# primary", "# primary, by hand", 1)
+	require.NoError(t, os.WriteFile(s.Path, []byte(edited), 0o640))
 	close(g.release)
 	err := <-done
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "not applied: reload failed; ober.yaml keeps the change")
+	require.Equal(t, edited, s.text(t))
+}
+
+// holdApplier holds its first Apply until release is closed, and counts
+// them all.
+type holdApplier struct {
+	calls   atomic.Uint64
+	started chan struct{}
+	release chan struct{}
+}
+
+func (h *holdApplier) Apply(context.Context) (Applied, uint64, error) {
+	if n := h.calls.Add(1); n == 1 {
+		close(h.started)
+		<-h.release
+	}
+	return AppliedReload, h.calls.Load(), nil
+}
+
+func (s *Store) queued() int {
+	s.q.mu.Lock()
+	defer s.q.mu.Unlock()
+	return len(s.q.waiting)
+}
+
+// queueBehind starts a write that holds the queue in its Apply, then the
+// changes chs, in order, queued behind it; it returns their answers once
+// the hold is released.
+func queueBehind(t *testing.T, s *Store, h *holdApplier, chs []Change) ([]Result, []error) {
+	t.Helper()
+	first := make(chan error, 1)
+	go func() {
+		_, err := s.Do(context.Background(), Change{Verb: Patch, Kind: KindBackend, Service: "db", Backend: "pg1", Body: json.RawMessage(`{"weight": 11}`)})
+		first <- err
+	}()
+	<-h.started
+	res := make([]Result, len(chs))
+	errs := make([]error, len(chs))
+	var wg sync.WaitGroup
+	for i, ch := range chs {
+		wg.Go(func() { res[i], errs[i] = s.Do(context.Background(), ch) })
+		require.Eventually(t, func() bool { return s.queued() == i+1 }, 5*time.Second, time.Millisecond)
+	}
+	close(h.release)
+	wg.Wait()
+	require.NoError(t, <-first)
+	return res, errs
+}
+
+// TestQueuedWritesGoTogether: backend changes queued behind a running
+// write are made as one write of the file and one Apply; one refused on
+// its own does not stop the others, and each is answered with its own
+// generation as if it had gone alone. A second change of the same
+// backend waits for a group of its own.
+func TestQueuedWritesGoTogether(t *testing.T) {
+	s, _ := newStore(t, site)
+	mustMkdir(t, s)
+	h := &holdApplier{started: make(chan struct{}), release: make(chan struct{})}
+	s.Applier = h
+	svc := decoded(t, must(s.Service(context.Background(), "db")))
+	gen0 := uint64(svc["generation"].(float64))
+	var chs []Change
+	for i := range 10 {
+		chs = append(chs, Change{Verb: Put, Kind: KindBackend, Service: "db", Backend: fmt.Sprintf("q%d", i),
+			Body: json.RawMessage(fmt.Sprintf(`{"address": "10.7.0.%d:5432", "weight": %d}`, i+1, i+1))})
+	}
+	// Refused alone: an unknown service, and a bad name.
+	chs = append(chs, Change{Verb: Put, Kind: KindBackend, Service: "nope", Backend: "x", Body: json.RawMessage(`{"address": "10.7.1.1:5432"}`)})
+	chs = append(chs, Change{Verb: Put, Kind: KindBackend, Service: "db", Backend: "../x", Body: json.RawMessage(`{"address": "10.7.1.2:5432"}`)})
+	// q0 again: a group of its own.
+	chs = append(chs, Change{Verb: Patch, Kind: KindBackend, Service: "db", Backend: "q0", Body: json.RawMessage(`{"weight": 200}`)})
+	res, errs := queueBehind(t, s, h, chs)
+	for i := range 10 {
+		require.NoError(t, errs[i], "q%d", i)
+		require.Equal(t, uint64(1), res[i].Generation, "q%d", i)
+		require.Equal(t, AppliedReload, res[i].Applied)
+		require.Equal(t, float64(i+1), decoded(t, res[i].Object)["weight"])
+		require.Equal(t, res[0].ConfigGeneration, res[i].ConfigGeneration, "one Apply carries the group")
+	}
+	require.Equal(t, http.StatusNotFound, StatusOf(errs[10]), "%v", errs[10])
+	require.Equal(t, http.StatusBadRequest, StatusOf(errs[11]), "%v", errs[11])
+	require.NoError(t, errs[12])
+	require.Equal(t, uint64(2), res[12].Generation)
+	require.Equal(t, float64(200), decoded(t, res[12].Object)["weight"])
+	require.Equal(t, uint64(3), h.calls.Load(), "the held write, the group, and q0's second change")
+
 	cfg, err := config.Load(s.Path)
 	require.NoError(t, err)
-	require.Equal(t, 1, *cfg.Services[2].Backends[0].Weight)
-	require.Equal(t, 2, *cfg.Services[2].Backends[1].Weight)
+	have := map[string]int{}
+	for _, b := range cfg.Services[2].Backends {
+		have[b.Name] = *b.Weight
+	}
+	require.Equal(t, 200, have["q0"])
+	for i := 1; i < 10; i++ {
+		require.Equal(t, i+1, have[fmt.Sprintf("q%d", i)])
+	}
+	svc = decoded(t, must(s.Service(context.Background(), "db")))
+	require.Equal(t, float64(gen0+1+11), svc["generation"], "the held write and each of the 11 changes count one")
+}
+
+// TestQueuedGroupThatDoesNotValidate: when the group's result does not
+// validate, each change is made alone, and only the bad one is refused,
+// with the validator's message.
+func TestQueuedGroupThatDoesNotValidate(t *testing.T) {
+	s, _ := newStore(t, site)
+	mustMkdir(t, s)
+	h := &holdApplier{started: make(chan struct{}), release: make(chan struct{})}
+	s.Applier = h
+	before := s.text(t)
+	chs := []Change{
+		{Verb: Put, Kind: KindBackend, Service: "db", Backend: "v1", Body: json.RawMessage(`{"address": "10.7.0.1:5432"}`)},
+		{Verb: Put, Kind: KindBackend, Service: "db", Backend: "bad", Body: json.RawMessage(`{"address": "10.7.0.2:5432", "weight": 999}`)},
+		{Verb: Put, Kind: KindBackend, Service: "db", Backend: "v2", Body: json.RawMessage(`{"address": "10.7.0.3:5432"}`)},
+	}
+	res, errs := queueBehind(t, s, h, chs)
+	require.NoError(t, errs[0])
+	require.NoError(t, errs[2])
+	require.Equal(t, http.StatusUnprocessableEntity, StatusOf(errs[1]), "%v", errs[1])
+	require.Contains(t, errs[1].Error(), "services[db].backends[bad].weight")
+	require.Equal(t, uint64(1), res[0].Generation)
+	require.Equal(t, uint64(1), res[2].Generation)
+	text := s.text(t)
+	require.NotContains(t, text, "10.7.0.2")
+	require.Contains(t, text, "10.7.0.1")
+	require.Contains(t, text, "10.7.0.3")
+	require.NotEqual(t, before, text)
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

@@ -110,6 +110,22 @@ func TestCheckEveryBalance(t *testing.T) {
 	}
 }
 
+// TestCheckPoolWithoutServers: a pool with no server yet (a tcp service
+// whose backends are still to come) renders a backend HAProxy accepts.
+func TestCheckPoolWithoutServers(t *testing.T) {
+	bin := haproxyBinary(t)
+	v := haproxyVersion(t, bin)
+	dir := shortTempDir(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	in := checkInstance(t, v, dir)
+	in.Pools[1].Servers = nil
+	text, err := Render(in)
+	require.NoError(t, err)
+	require.Contains(t, string(text), "backend "+in.Pools[1].Name+"\n")
+	require.NoError(t, Check(ctx, bin, writeConfig(t, dir, in), nil))
+}
+
 // TestCheckExtraBinaries checks the rendered configuration with more
 // HAProxy releases, listed in OBER_TEST_HAPROXY_EXTRA (colon-separated
 // paths), e.g. a 3.x build next to Debian 12's 2.6.

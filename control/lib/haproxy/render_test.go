@@ -219,7 +219,6 @@ func TestRenderInputErrors(t *testing.T) {
 	}{
 		{"no frontends", func(in *Instance) { in.Frontends = nil }, "no frontends"},
 		{"no pools", func(in *Instance) { in.Pools = nil }, "no pools"},
-		{"no servers", func(in *Instance) { in.Pools[0].Servers = nil }, `pool 0 ("s3"): no servers`},
 		{"frontend name with space", func(in *Instance) { in.Frontends[0].Name = "tls 443" }, "only letters, digits"},
 		{"frontend name with hash", func(in *Instance) { in.Frontends[0].Name = "a#b" }, "only letters, digits"},
 		{"empty frontend name", func(in *Instance) { in.Frontends[0].Name = "" }, "frontend 0: name is required"},

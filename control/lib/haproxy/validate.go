@@ -141,9 +141,6 @@ func validatePools(ps []Pool, lay layout, bad func(string, ...any)) map[string]*
 		}
 		optionalTimeout(label+": connect timeout", p.ConnectTimeout, bad)
 		optionalTimeout(label+": server timeout", p.ServerTimeout, bad)
-		if len(p.Servers) == 0 {
-			bad("%s: no servers", label)
-		}
 		snames := map[string]bool{}
 		ids := map[[2]int]string{}
 		byPrio := map[int][]Server{}
@@ -166,6 +163,12 @@ func validatePools(ps []Pool, lay layout, bad func(string, ...any)) map[string]*
 			prios = append(prios, pr)
 		}
 		slices.Sort(prios)
+		if len(prios) == 0 {
+			// A pool without servers is one backend with none: HAProxy
+			// closes what it is given (a tcp service whose backends are
+			// still to come).
+			prios = []int{1}
+		}
 		for _, pr := range prios {
 			name := TierBackend(p.Name, pr)
 			if other, dup := backends[name]; dup && p.Name != "" {

@@ -20,9 +20,6 @@ type fakeAPI struct {
 	gens    map[string]uint64
 	changes []mgmt.Change
 	stats   map[string]api.DaemonServiceStatus
-	// emptyTCP makes the fake accept a mode tcp service without
-	// backends, as config does not today.
-	emptyTCP bool
 	// failNext is returned by the next Do.
 	failNext error
 }
@@ -114,29 +111,16 @@ func (f *fakeAPI) Do(ctx context.Context, ch mgmt.Change) (mgmt.Result, error) {
 	if ch.IfMatch != nil && *ch.IfMatch != f.gens[ch.Service] {
 		return mgmt.Result{}, mgmt.Errorf(http.StatusPreconditionFailed, "", "stale generation")
 	}
-	empty := func(s map[string]any) error {
-		if !f.emptyTCP && len(backendsOf(s)) == 0 {
-			return mgmt.Errorf(http.StatusUnprocessableEntity, "services["+ch.Service+"].backends",
-				"services[%s].backends: required for mode tcp, which has no default pool", ch.Service)
-		}
-		return nil
-	}
 	res := mgmt.Result{Applied: mgmt.AppliedReload}
 	switch {
 	case ch.Kind == mgmt.KindService && ch.Verb == mgmt.Create:
 		if exists {
 			return mgmt.Result{}, mgmt.Errorf(http.StatusConflict, "services["+ch.Service+"]", "services[%s]: a service of that name exists already", ch.Service)
 		}
-		if err := empty(body); err != nil {
-			return mgmt.Result{}, err
-		}
 		f.order = append(f.order, ch.Service)
 		f.svcs[ch.Service] = body
 	case ch.Kind == mgmt.KindService && ch.Verb == mgmt.Patch:
 		m := mergePatch(clone(s), body)
-		if err := empty(m); err != nil {
-			return mgmt.Result{}, err
-		}
 		f.svcs[ch.Service] = m
 	case ch.Kind == mgmt.KindService && ch.Verb == mgmt.Delete:
 		delete(f.svcs, ch.Service)
@@ -159,13 +143,15 @@ func (f *fakeAPI) Do(ctx context.Context, ch mgmt.Change) (mgmt.Result, error) {
 			bs[i] = mergePatch(clone(bs[i].(map[string]any)), body)
 			res.Applied = mgmt.AppliedRuntime
 		case mgmt.Delete:
+			if len(bs) == 1 {
+				// As the Store refuses it.
+				return mgmt.Result{}, mgmt.Errorf(http.StatusConflict, "services["+ch.Service+"].backends["+ch.Backend+"]",
+					"services[%s].backends[%s]: the last backend of the service", ch.Service, ch.Backend)
+			}
 			bs = slices.Delete(bs, i, i+1)
 		}
 		m := clone(s)
 		m["backends"] = bs
-		if err := empty(m); err != nil {
-			return mgmt.Result{}, err
-		}
 		f.svcs[ch.Service] = m
 	default:
 		return mgmt.Result{}, mgmt.Errorf(http.StatusBadRequest, "", "the fake does not do %s of a %s", ch.Verb, ch.Kind)

@@ -15,10 +15,10 @@
 // does. GORB's 400 (bad input), 404, 409 and 500 keep their meaning; a
 // success answers 200 with an empty body, as GORB does.
 //
-// ober keeps a mode tcp service only with backends, where GORB creates a
-// service first and its backends after: a service the Store refuses for
-// having none is held here, in memory, until its first backend arrives,
-// and is then created with it in one change (see README, "from GORB").
+// GORB creates a service first and its backends after. ober writes the
+// service to ober.yaml at once, without backends (it closes every
+// connection until it has one); its first backend brings the pulse that
+// becomes the service's check, in one change (see README, "from GORB").
 package gorb
 
 import (
@@ -28,11 +28,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"net/http"
-	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -59,24 +55,17 @@ type Options struct {
 
 // Handler is GORB's API over an mgmt.API.
 type Handler struct {
-	api  mgmt.API
-	log  *slog.Logger
-	who  func(*http.Request) string
-	now  func() time.Time
-	mux  *http.ServeMux
-	mu   sync.Mutex // serializes writes: a write reads, then changes
-	wait map[string]waiting
-}
-
-// waiting is a GORB service without backends, which ober cannot keep.
-type waiting struct {
-	opts ServiceOptions
-	body map[string]any
+	api mgmt.API
+	log *slog.Logger
+	who func(*http.Request) string
+	now func() time.Time
+	mux *http.ServeMux
+	mu  sync.Mutex // serializes writes: a write reads, then changes
 }
 
 // New returns GORB's API over a.
 func New(a mgmt.API, o Options) *Handler {
-	h := &Handler{api: a, log: o.Logger, who: o.Who, now: o.Now, mux: http.NewServeMux(), wait: map[string]waiting{}}
+	h := &Handler{api: a, log: o.Logger, who: o.Who, now: o.Now, mux: http.NewServeMux()}
 	if h.log == nil {
 		h.log = slog.Default()
 	}
@@ -122,13 +111,6 @@ func (h *Handler) listServices(w http.ResponseWriter, r *http.Request) {
 		}
 		names = append(names, s.Name)
 	}
-	h.mu.Lock()
-	for _, n := range slices.Sorted(maps.Keys(h.wait)) {
-		if !slices.Contains(names, n) {
-			names = append(names, n)
-		}
-	}
-	h.mu.Unlock()
 	writeJSON(w, names)
 }
 
@@ -146,18 +128,7 @@ func (h *Handler) createService(w http.ResponseWriter, r *http.Request) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if _, ok := h.wait[vs]; ok {
-		h.fail(w, r, exists("services["+vs+"]"))
-		return
-	}
 	res, err := h.do(r, mgmt.Change{Verb: mgmt.Create, Kind: mgmt.KindService, Service: vs, Body: mustJSON(body)})
-	if isEmptyRefusal(err, vs) {
-		o.Method, _, _ = balance(o.Method)
-		h.wait[vs] = waiting{opts: o, body: body}
-		notes = append(notes, "ober keeps a mode tcp service only with backends: services["+vs+"] is created with its first backend")
-		h.ok(w, mgmt.Result{}, notes)
-		return
-	}
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -165,51 +136,8 @@ func (h *Handler) createService(w http.ResponseWriter, r *http.Request) {
 	h.ok(w, res, notes)
 }
 
-// isEmptyRefusal reports whether err is the Store's refusal of service
-// vs for having no backends.
-func isEmptyRefusal(err error, vs string) bool {
-	var e *mgmt.Error
-	if !errors.As(err, &e) || e.Status != http.StatusUnprocessableEntity && e.Status != http.StatusBadRequest {
-		return false
-	}
-	// The field names the service, or its index where the Store could
-	// not name it.
-	inner, ok := strings.CutPrefix(e.Field, "services[")
-	if !ok {
-		return false
-	}
-	if inner, ok = strings.CutSuffix(inner, "].backends"); !ok {
-		return false
-	}
-	if _, notIndex := strconv.Atoi(inner); inner != vs && notIndex != nil {
-		return false
-	}
-	// Nothing else may be wrong with the service (config's problems
-	// are joined with "; ", each led by its field).
-	for p := range strings.SplitSeq(e.Message, "; ") {
-		if !strings.HasPrefix(p, e.Field+":") {
-			return false
-		}
-	}
-	return true
-}
-
 func (h *Handler) getService(w http.ResponseWriter, r *http.Request) {
 	vs := r.PathValue("vs")
-	h.mu.Lock()
-	wt, ok := h.wait[vs]
-	h.mu.Unlock()
-	if ok {
-		o := wt.opts
-		if n, ok := gorbName[o.Method]; ok {
-			o.Method = n
-		}
-		if o.Fallback == "" {
-			o.Fallback = fbDefault
-		}
-		writeJSON(w, ServiceInfo{Options: o, Backends: []string{}, Fallback: o.Fallback})
-		return
-	}
 	s, _, err := h.service(r.Context(), vs)
 	if err != nil {
 		h.fail(w, r, err)
@@ -232,11 +160,6 @@ func (h *Handler) deleteService(w http.ResponseWriter, r *http.Request) {
 	vs := r.PathValue("vs")
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if _, ok := h.wait[vs]; ok {
-		delete(h.wait, vs)
-		h.ok(w, mgmt.Result{}, nil)
-		return
-	}
 	if _, _, err := h.tcpService(r.Context(), vs); err != nil {
 		h.fail(w, r, err)
 		return
@@ -270,21 +193,6 @@ func (h *Handler) createBackend(w http.ResponseWriter, r *http.Request) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if wt, ok := h.wait[vs]; ok {
-		body := maps.Clone(wt.body)
-		body["backends"] = []any{b}
-		if hc != nil {
-			body["health"] = healthJSON(hc)
-		}
-		res, err := h.do(r, mgmt.Change{Verb: mgmt.Create, Kind: mgmt.KindService, Service: vs, Body: mustJSON(body)})
-		if err != nil {
-			h.fail(w, r, err)
-			return
-		}
-		delete(h.wait, vs)
-		h.ok(w, res, nil)
-		return
-	}
 	s, gen, err := h.tcpService(r.Context(), vs)
 	if err != nil {
 		h.fail(w, r, err)
@@ -321,13 +229,6 @@ func (h *Handler) createBackend(w http.ResponseWriter, r *http.Request) {
 
 func (h *Handler) getBackend(w http.ResponseWriter, r *http.Request) {
 	vs, rs := r.PathValue("vs"), r.PathValue("rs")
-	h.mu.Lock()
-	_, ok := h.wait[vs]
-	h.mu.Unlock()
-	if ok {
-		h.fail(w, r, noBackend(vs, rs))
-		return
-	}
 	s, _, err := h.service(r.Context(), vs)
 	if err != nil {
 		h.fail(w, r, err)
@@ -377,15 +278,6 @@ func (h *Handler) deleteBackend(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := h.do(r, mgmt.Change{Verb: mgmt.Delete, Kind: mgmt.KindBackend, Service: vs, Backend: rs})
-	if isEmptyRefusal(err, vs) {
-		// GORB keeps a service without backends; ober does not, and
-		// forgetting the service here would lose it (and its lines in
-		// ober.yaml) at the next restart.
-		var e *mgmt.Error
-		errors.As(err, &e)
-		err = &mgmt.Error{Status: e.Status, Field: e.Field, Message: e.Message +
-			"; " + rs + " is the last backend of services[" + vs + "]: add its successor first, or DELETE /service/" + vs}
-	}
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -395,9 +287,6 @@ func (h *Handler) deleteBackend(w http.ResponseWriter, r *http.Request) {
 
 // writableBackend checks that rs is a backend of vs, a mode tcp service.
 func (h *Handler) writableBackend(ctx context.Context, vs, rs string) error {
-	if _, ok := h.wait[vs]; ok {
-		return noBackend(vs, rs)
-	}
 	s, _, err := h.tcpService(ctx, vs)
 	if err != nil {
 		return err

@@ -133,24 +133,26 @@ func TestReplayGORBSeedExamples(t *testing.T) {
 	f := newFake()
 	c := serve(t, f)
 
-	// PUT /service/<service>: ober cannot keep a tcp service without
-	// backends, so the service waits for its first backend.
+	// PUT /service/<service>: the service is created, without backends
+	// (it is kept in ober.yaml, and closes connections until it has one).
 	c.must(200, "PUT", "/service/web", seedService)
-	wantChanges(t, f.took(), mgmt.Change{Verb: mgmt.Create, Kind: mgmt.KindService, Service: "web"})
+	wantChanges(t, f.took(), mgmt.Change{Verb: mgmt.Create, Kind: mgmt.KindService, Service: "web", Body: json.RawMessage(`{
+		"name": "web", "mode": "tcp", "port": 12345, "vips": ["10.0.0.1"], "balance": "source", "fallback": "keep_last"}`)})
 	info := decodeInto[ServiceInfo](t, c.must(200, "GET", "/service/web", ""))
-	want := ServiceOptions{Host: "10.0.0.1", Port: 12345, Protocol: "tcp", Method: "sh", Flags: "sh-fallback", Persistent: true, Fallback: "fb-zero-to-one"}
+	// ober keeps no flags: the fallback ones are what it always does.
+	want := ServiceOptions{Host: "10.0.0.1", Port: 12345, Protocol: "tcp", Method: "sh", Persistent: true, Fallback: "fb-zero-to-one"}
 	if info.Options != want || len(info.Backends) != 0 || info.Health != 0 {
-		t.Errorf("GET of the waiting service: %+v", info)
+		t.Errorf("GET of the service without backends: %+v", info)
 	}
 	if got := decodeInto[[]string](t, c.must(200, "GET", "/service", "")); !reflect.DeepEqual(got, []string{"web"}) {
 		t.Errorf("GET /service: %v", got)
 	}
 
-	// PUT /service/<service>/<backend>: the service is created with it,
-	// the pulse its health check.
+	// PUT /service/<service>/<backend>: the first backend comes with the
+	// pulse that becomes the service's health check, in one change.
 	c.must(200, "PUT", "/service/web/b1", seedBackend)
-	wantChanges(t, f.took(), mgmt.Change{Verb: mgmt.Create, Kind: mgmt.KindService, Service: "web", Body: json.RawMessage(`{
-		"name": "web", "mode": "tcp", "port": 12345, "vips": ["10.0.0.1"], "balance": "source", "fallback": "keep_last",
+	gen := uint64(1)
+	wantChanges(t, f.took(), mgmt.Change{Verb: mgmt.Patch, Kind: mgmt.KindService, Service: "web", IfMatch: &gen, Body: json.RawMessage(`{
 		"backends": [{"name": "b1", "address": "10.1.0.1:12346", "weight": 100}],
 		"health": {"kind": "http", "interval": "5s", "timeout": "2s", "port": 54321, "method": "GET", "path": "/health", "status": "200"}}`)})
 
@@ -166,7 +168,6 @@ func TestReplayGORBSeedExamples(t *testing.T) {
 		{Name: "b2", Pool: "default", Up: false, Health: 0.5},
 	}}
 	info = decodeInto[ServiceInfo](t, c.must(200, "GET", "/service/web", ""))
-	want.Flags = "" // ober keeps no flags: the fallback ones are what it always does
 	if info.Options != want || !reflect.DeepEqual(info.Backends, []string{"b1", "b2"}) || info.Health != 0.75 || info.BackendsCount != 2 || info.Fallback != "fb-zero-to-one" {
 		t.Errorf("GET /service/web: %+v", info)
 	}
@@ -210,12 +211,10 @@ func TestReplayGORBSeedExamples(t *testing.T) {
 	}
 }
 
-// With a Store that keeps empty services, PUT /service creates at once;
-// without a host the Store picks the VIP; the first pulse is patched
+// Without a host the Store picks the VIP; the first pulse is patched
 // onto the service with its backend, under If-Match.
 func TestServiceCreatedAtOnceWithoutHost(t *testing.T) {
 	f := newFake()
-	f.emptyTCP = true
 	c := serve(t, f)
 	c.must(200, "PUT", "/service/app", `{"port": 8080}`)
 	wantChanges(t, f.took(), mgmt.Change{Verb: mgmt.Create, Kind: mgmt.KindService, Service: "app",
@@ -429,28 +428,8 @@ func TestGetServiceFromTheFile(t *testing.T) {
 	}
 }
 
-func TestEmptyRefusal(t *testing.T) {
-	for _, tc := range []struct {
-		err  error
-		want bool
-	}{
-		{mgmt.Errorf(422, "services[web].backends", "services[web].backends: required for mode tcp, which has no default pool"), true},
-		{mgmt.Errorf(422, "services[3].backends", "services[3].backends: required for mode tcp"), true},
-		{mgmt.Errorf(422, "services[db].backends", "services[db].backends: required for mode tcp"), false},
-		{mgmt.Errorf(422, "services[web].backends", "services[web].backends: required for mode tcp; services[web].vips[0]: 10.9.9.9: in no pool"), false},
-		{mgmt.Errorf(409, "services[web].backends", "services[web].backends: required for mode tcp"), false},
-		{mgmt.Errorf(422, "services[web].port", "services[web].port: 0: required"), false},
-		{io.EOF, false},
-		{nil, false},
-	} {
-		if got := isEmptyRefusal(tc.err, "web"); got != tc.want {
-			t.Errorf("isEmptyRefusal(%v) = %v", tc.err, got)
-		}
-	}
-}
-
-// Backends put at once on a service that waits for its first: one
-// creates it, the others join it; none is lost.
+// Backends put at once on a service without any: one brings the
+// service's check with it, the others join it; none is lost.
 func TestConcurrentFirstBackends(t *testing.T) {
 	f := newFake()
 	c := serve(t, f)
@@ -473,14 +452,14 @@ func TestConcurrentFirstBackends(t *testing.T) {
 			t.Error(e)
 		}
 	}
-	creates := 0
+	patches := 0
 	for _, ch := range f.took() {
-		if ch.Verb == mgmt.Create {
-			creates++
+		if ch.Kind == mgmt.KindService {
+			patches++
 		}
 	}
 	info := decodeInto[ServiceInfo](t, c.must(200, "GET", "/service/web", ""))
-	if creates != 1 || len(info.Backends) != n {
-		t.Errorf("%d creates, backends %v", creates, info.Backends)
+	if patches != 1 || len(info.Backends) != n {
+		t.Errorf("%d changes of the service, backends %v", patches, info.Backends)
 	}
 }
