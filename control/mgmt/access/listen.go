@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync/atomic"
 	"path/filepath"
 	"strconv"
 	"syscall"
@@ -145,6 +146,48 @@ func TLSConfig(m config.APIManage) (*tls.Config, error) {
 		}
 	}
 	return c, nil
+}
+
+// TLSFiles is the management listener's TLS material, read again on
+// every Reload (the daemon's reloads, SIGHUP among them): a renewed
+// certificate, key or client CA is used from the next handshake on,
+// without a restart. A Reload that fails keeps the material in use.
+type TLSFiles struct {
+	cur atomic.Pointer[tls.Config]
+}
+
+// NewTLSFiles reads m's files (TLSConfig).
+func NewTLSFiles(m config.APIManage) (*TLSFiles, error) {
+	t := &TLSFiles{}
+	if err := t.Reload(m); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// Reload reads m's files again.
+func (t *TLSFiles) Reload(m config.APIManage) error {
+	c, err := TLSConfig(m)
+	if err != nil {
+		return err
+	}
+	t.cur.Store(c)
+	return nil
+}
+
+// Swap takes o's material: read with NewTLSFiles, so that a caller can
+// check every file before changing anything.
+func (t *TLSFiles) Swap(o *TLSFiles) { t.cur.Store(o.cur.Load()) }
+
+// Config is the listener's configuration: each handshake takes the
+// material read last.
+func (t *TLSFiles) Config() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			return t.cur.Load(), nil
+		},
+	}
 }
 
 // ListenTLS listens on addr (host:port) and speaks TLS only: a client

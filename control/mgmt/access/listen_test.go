@@ -88,6 +88,9 @@ type tlsSetup struct {
 	client   tls.Certificate // from the client CA
 	stranger tls.Certificate // from another CA
 	manage   config.APIManage
+	files    *TLSFiles
+	dir      string
+	otherCA  *testCA
 }
 
 func newTLS(t *testing.T, withTokens bool) *tlsSetup {
@@ -109,9 +112,9 @@ func newTLS(t *testing.T, withTokens bool) *tlsSetup {
 		tokens, err = LoadTokens(m.TokensFile)
 		require.NoError(t, err)
 	}
-	c, err := TLSConfig(m)
+	files, err := NewTLSFiles(m)
 	require.NoError(t, err)
-	l, err := ListenTLS(m.Listen, c)
+	l, err := ListenTLS(m.Listen, files.Config())
 	require.NoError(t, err)
 	pool := x509.NewCertPool()
 	pool.AddCert(serverCA.cert)
@@ -122,7 +125,52 @@ func newTLS(t *testing.T, withTokens bool) *tlsSetup {
 		client:   client,
 		stranger: stranger,
 		manage:   m,
+		files:    files,
+		dir:      dir,
+		otherCA:  otherCA,
 	}
+}
+
+// A renewed certificate and client CA are used from the Reload on,
+// without a new listener; a Reload that fails keeps what was in use.
+func TestTLSFilesReload(t *testing.T) {
+	s := newTLS(t, true)
+	code, _, err := get(t, s.httpClient(s.client), "GET", s.url, "")
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, code)
+
+	// The server's certificate, renewed by another CA, written over the
+	// same files; and the client CA replaced.
+	renewedCA := newCA(t, s.dir, "server-ca-2")
+	_, cert2, key2 := renewedCA.issue(t, s.dir, "ober-node", true)
+	for from, to := range map[string]string{cert2: s.manage.TLS.Cert, key2: s.manage.TLS.Key, s.otherCA.path: s.manage.TLS.ClientCA} {
+		b, err := os.ReadFile(from)
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(to, b, 0o600))
+	}
+	_, _, err = get(t, s.httpClient(s.client), "GET", s.url, "")
+	require.NoError(t, err, "before the Reload the old material serves")
+
+	require.NoError(t, s.files.Reload(s.manage))
+	_, _, err = get(t, s.httpClient(s.client), "GET", s.url, "")
+	require.Error(t, err, "the old server CA no longer verifies the server")
+	renewed := x509.NewCertPool()
+	renewed.AddCert(renewedCA.cert)
+	s.serverCA = renewed
+	code, who, err := get(t, s.httpClient(s.stranger), "GET", s.url, "")
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, "cert stranger", who, "the new client CA admits its clients")
+	_, _, err = get(t, s.httpClient(s.client), "GET", s.url, "")
+	require.Error(t, err, "the old client CA's clients are refused")
+
+	// A broken key: the Reload fails and the renewed material stays.
+	require.NoError(t, os.WriteFile(s.manage.TLS.Key, []byte("not a key"), 0o600))
+	err = s.files.Reload(s.manage)
+	require.ErrorContains(t, err, "api.manage.tls")
+	code, _, err = get(t, s.httpClient(s.stranger), "GET", s.url, "")
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, code)
 }
 
 // httpClient presents cert, if given, whatever CAs the server asks for.

@@ -554,9 +554,10 @@ func (d *Daemon) reload(ctx context.Context) (err error) {
 		return fmt.Errorf("config %s: %w", d.opts.ConfigPath, err)
 	}
 	if d.mgmt != nil {
-		// The tokens file is read again: a token revoked is refused from
+		// The tokens file and the TLS listener's files are read again: a
+		// token revoked is refused, a renewed certificate served, from
 		// this reload on.
-		if err := d.mgmt.loadTokens(cfg); err != nil {
+		if err := d.mgmt.reloadFiles(cfg); err != nil {
 			return fmt.Errorf("config %s: %w", d.opts.ConfigPath, err)
 		}
 	}

@@ -20,6 +20,7 @@ import (
 type management struct {
 	store   *mgmt.Store
 	tokens  atomic.Pointer[access.Tokens]
+	tls     *access.TLSFiles // nil without api.manage.listen
 	servers []*http.Server
 }
 
@@ -65,11 +66,12 @@ func (d *Daemon) startManagement(cfg *config.Config) error {
 		serve("socket", l, api)
 	}
 	if addr := cfg.API.Manage.Listen; addr != "" {
-		tc, err := access.TLSConfig(cfg.API.Manage)
+		tf, err := access.NewTLSFiles(cfg.API.Manage)
 		if err != nil {
 			return fail(fmt.Errorf("api.manage: %w", err))
 		}
-		l, err := access.ListenTLS(addr, tc)
+		m.tls = tf
+		l, err := access.ListenTLS(addr, tf.Config())
 		if err != nil {
 			return fail(fmt.Errorf("api.manage.listen: %q: %w", addr, err))
 		}
@@ -85,6 +87,26 @@ func (d *Daemon) startManagement(cfg *config.Config) error {
 	}
 	d.mgmt = m
 	return nil
+}
+
+// reloadFiles reads the tokens file and the TLS listener's certificate,
+// key and client CA again; a reload calls it, so that a revoked token or
+// a renewed certificate takes effect without a restart. On an error
+// nothing changes.
+func (m *management) reloadFiles(cfg *config.Config) error {
+	if m.tls != nil {
+		// Read first: a bad certificate leaves the tokens as they were.
+		probe, err := access.NewTLSFiles(cfg.API.Manage)
+		if err != nil {
+			return fmt.Errorf("api.manage: %w", err)
+		}
+		if err := m.loadTokens(cfg); err != nil {
+			return err
+		}
+		m.tls.Swap(probe)
+		return nil
+	}
+	return m.loadTokens(cfg)
 }
 
 // loadTokens reads api.manage.tokens_file; a reload calls it again.
