@@ -9,9 +9,9 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"sync/atomic"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
