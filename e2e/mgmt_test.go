@@ -327,7 +327,10 @@ func TestMgmtConcurrentWriters(t *testing.T) {
 	require.Equal(t, gen0+writers, out["generation"].(float64), "the generation counts every write")
 	reloads := s.Status().Daemon.Config.Generation - cfgGen0
 	t.Logf("%d writes applied in %d reloads", writers, reloads)
-	require.Less(t, reloads, uint64(writers), "writes queued together share a reload")
+	// The first write goes alone, the ones queued meanwhile as one group
+	// (2 reloads in the runs of BENCHMARKS.md's burst); a client that
+	// connects late may make a third.
+	require.LessOrEqual(t, reloads, uint64(4), "writes queued together share a reload")
 
 	r, err := http.NewRequest("PATCH", "http://ober/api/v1/services/many", strings.NewReader(`{"max_connections": 10}`))
 	require.NoError(t, err)

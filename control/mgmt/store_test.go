@@ -680,3 +680,42 @@ func must[T any](v T, err error) T {
 	}
 	return v
 }
+
+// slowApplier takes a while to apply, as a reload does, and counts.
+type slowApplier struct{ calls atomic.Uint64 }
+
+func (a *slowApplier) Apply(context.Context) (Applied, uint64, error) {
+	time.Sleep(20 * time.Millisecond)
+	return AppliedReload, a.calls.Add(1), nil
+}
+
+// TestBurstTakesFewApplies: 300 backend adds sent at once are written in
+// a few groups, each one write of the file and one Apply (the burst of
+// BENCHMARKS.md took 2 reloads for 1,000), and every one is in the file
+// and counted.
+func TestBurstTakesFewApplies(t *testing.T) {
+	s, _ := newStore(t, site)
+	mustMkdir(t, s)
+	a := &slowApplier{}
+	s.Applier = a
+	gen0 := uint64(decoded(t, must(s.Service(context.Background(), "db")))["generation"].(float64))
+	const n = 300
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() {
+			_, errs[i] = s.Do(context.Background(), Change{Verb: Put, Kind: KindBackend, Service: "db", Backend: fmt.Sprintf("u%d", i),
+				Body: json.RawMessage(fmt.Sprintf(`{"address": "10.9.%d.%d:5432"}`, i/200, i%200+1))})
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		require.NoError(t, err, "u%d", i)
+	}
+	t.Logf("%d adds in %d applies", n, a.calls.Load())
+	require.LessOrEqual(t, a.calls.Load(), uint64(6), "queued adds share a write and an Apply")
+	cfg, err := config.Load(s.Path)
+	require.NoError(t, err)
+	require.Len(t, cfg.Services[2].Backends, 2+n)
+	require.Equal(t, float64(gen0+n), decoded(t, must(s.Service(context.Background(), "db")))["generation"])
+}
