@@ -624,8 +624,8 @@ func (s *Store) commitGroup(items []*pending) (later []*pending) {
 				p.finish(res, nil)
 				continue
 			}
-			if len(out) > maxConfigSize {
-				p.finish(Result{}, Errorf(http.StatusRequestEntityTooLarge, "", "ober.yaml would be %d bytes: more than config.Load reads (%d MiB)", len(out), maxConfigSize>>20))
+			if err := tooBig(out); err != nil {
+				p.finish(Result{}, err)
 				continue
 			}
 			took = append(took, grouped{p: p, ed: ed, key: key, diff: diff(data, out, s.Path)})
@@ -647,16 +647,8 @@ func (s *Store) commitGroup(items []*pending) (later []*pending) {
 			alone = true
 			return nil
 		}
-		nd, err := docOf(data, cfg)
-		if err != nil {
+		if _, objs, err = objectsOf(data, cfg); err != nil {
 			return err
-		}
-		if objs, err = inventory(nd); err != nil {
-			return err
-		}
-		oldGensRaw, err := os.ReadFile(s.genPath())
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("generations: %w", err)
 		}
 		gens = snap.gens
 		for k, n := range touched {
@@ -666,17 +658,8 @@ func (s *Store) commitGroup(items []*pending) (later []*pending) {
 			gens.Objects[k] = r
 		}
 		gens.count(objs)
-		if err := atomicfile.Write(snap.target, data, snap.mode); err != nil {
-			return fmt.Errorf("%w; nothing was written", err)
-		}
-		if err := s.writeGens(gens); err != nil {
-			if perr := atomicfile.Write(snap.target, snap.data, snap.mode); perr != nil {
-				return fmt.Errorf("%w; and ober.yaml could not be put back: %v", err, perr)
-			}
-			return fmt.Errorf("%w; ober.yaml was put back as it was", err)
-		}
-		w = &written{target: snap.target, mode: snap.mode, old: snap.data, new: data, oldGensRaw: oldGensRaw}
-		return nil
+		w, err = s.persist(snap, data, gens)
+		return err
 	})
 	cancel()
 	if alone {
@@ -812,37 +795,22 @@ func (s *Store) write(ch Change) (Result, *written, error) {
 		res.SharedBy = ed.SharedBy
 		return res, nil, nil
 	}
-	if len(out) > maxConfigSize {
-		return Result{}, nil, Errorf(http.StatusRequestEntityTooLarge, "", "ober.yaml would be %d bytes: more than config.Load reads (%d MiB)", len(out), maxConfigSize>>20)
+	if err := tooBig(out); err != nil {
+		return Result{}, nil, err
 	}
 	cfg, err := config.Parse(out)
 	if err != nil {
 		return Result{}, nil, validationError(out, err)
 	}
-	nd, err := docOf(out, cfg)
+	nd, objs, err := objectsOf(out, cfg)
 	if err != nil {
 		return Result{}, nil, err
-	}
-	objs, err := inventory(nd)
-	if err != nil {
-		return Result{}, nil, err
-	}
-	oldGensRaw, err := os.ReadFile(s.genPath())
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return Result{}, nil, fmt.Errorf("generations: %w", err)
 	}
 	gens := snap.gens
 	gens.count(objs)
-	if err := atomicfile.Write(snap.target, out, snap.mode); err != nil {
-		return Result{}, nil, fmt.Errorf("%w; nothing was written", err)
-	}
-	if err := s.writeGens(gens); err != nil {
-		// The generations must count what the file holds: without them
-		// the change is not acknowledged, so the file goes back.
-		if perr := atomicfile.Write(snap.target, snap.data, snap.mode); perr != nil {
-			return Result{}, nil, fmt.Errorf("%w; and ober.yaml could not be put back: %v", err, perr)
-		}
-		return Result{}, nil, fmt.Errorf("%w; ober.yaml was put back as it was", err)
+	w, err := s.persist(snap, out, gens)
+	if err != nil {
+		return Result{}, nil, err
 	}
 	res := Result{Diff: diff(snap.data, out, s.Path), SharedBy: ed.SharedBy}
 	nsnap := &snapshot{doc: nd, objs: objs, gens: gens}
@@ -854,7 +822,45 @@ func (s *Store) write(ch Change) (Result, *written, error) {
 			}
 		}
 	}
-	return res, &written{target: snap.target, mode: snap.mode, old: snap.data, new: out, oldGensRaw: oldGensRaw}, nil
+	return res, w, nil
+}
+
+// tooBig refuses a file config.Load would not read whole.
+func tooBig(out []byte) error {
+	if len(out) <= maxConfigSize {
+		return nil
+	}
+	return Errorf(http.StatusRequestEntityTooLarge, "", "ober.yaml would be %d bytes: more than config.Load reads (%d MiB)", len(out), maxConfigSize>>20)
+}
+
+// objectsOf is the inventory of out, which cfg is the reading of.
+func objectsOf(out []byte, cfg *config.Config) (*doc, map[string]object, error) {
+	nd, err := docOf(out, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	objs, err := inventory(nd)
+	return nd, objs, err
+}
+
+// persist writes out over snap's file, then gens. The generations must
+// count what the file holds: without them no change is acknowledged, so
+// when they cannot be written the file goes back.
+func (s *Store) persist(snap *snapshot, out []byte, gens *genFile) (*written, error) {
+	oldGensRaw, err := os.ReadFile(s.genPath())
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("generations: %w", err)
+	}
+	if err := atomicfile.Write(snap.target, out, snap.mode); err != nil {
+		return nil, fmt.Errorf("%w; nothing was written", err)
+	}
+	if err := s.writeGens(gens); err != nil {
+		if perr := atomicfile.Write(snap.target, snap.data, snap.mode); perr != nil {
+			return nil, fmt.Errorf("%w; and ober.yaml could not be put back: %v", err, perr)
+		}
+		return nil, fmt.Errorf("%w; ober.yaml was put back as it was", err)
+	}
+	return &written{target: snap.target, mode: snap.mode, old: snap.data, new: out, oldGensRaw: oldGensRaw}, nil
 }
 
 // edKey is the key of the object Edit changed, in snap.
