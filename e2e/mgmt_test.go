@@ -117,19 +117,22 @@ func mgmtDial(t *testing.T, s *nodetest.Site, port uint16) (net.Conn, error) {
 // mgmtRead reads what the service's backend says first.
 func mgmtRead(t *testing.T, s *nodetest.Site, port uint16) string {
 	t.Helper()
-	conn, err := mgmtDial(t, s, port)
-	require.NoError(t, err)
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-	buf := make([]byte, 64)
-	n, _ := io.ReadAtLeast(conn, buf, 1)
-	return strings.TrimSpace(string(buf[:n]))
+	text, _ := mgmtReadErr(t, s, port)
+	return text
 }
 
-// mgmtReadOrClosed reads what the service says first, and requires the
-// read to end by the service closing (or resetting) the connection, not
-// by the deadline.
+// mgmtReadOrClosed is mgmtRead that requires the read to end by the
+// service closing (or resetting) the connection, not by the deadline.
 func mgmtReadOrClosed(t *testing.T, s *nodetest.Site, port uint16) string {
+	t.Helper()
+	text, err := mgmtReadErr(t, s, port)
+	var ne net.Error
+	require.False(t, errors.As(err, &ne) && ne.Timeout(), "the connection stayed open: %v", err)
+	return text
+}
+
+// mgmtReadErr reads up to 64 bytes within 5 s; err is how the read ended.
+func mgmtReadErr(t *testing.T, s *nodetest.Site, port uint16) (string, error) {
 	t.Helper()
 	conn, err := mgmtDial(t, s, port)
 	require.NoError(t, err)
@@ -137,9 +140,7 @@ func mgmtReadOrClosed(t *testing.T, s *nodetest.Site, port uint16) string {
 	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
 	buf := make([]byte, 64)
 	n, err := io.ReadAtLeast(conn, buf, 1)
-	var ne net.Error
-	require.False(t, errors.As(err, &ne) && ne.Timeout(), "the connection stayed open: %v", err)
-	return strings.TrimSpace(string(buf[:n]))
+	return strings.TrimSpace(string(buf[:n])), err
 }
 
 // A whole lifecycle through the CLI alone, against a real node: the
