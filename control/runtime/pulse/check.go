@@ -24,12 +24,21 @@ const (
 	// KindHTTPS is KindHTTP over TLS.
 	KindHTTPS Kind = "https"
 	// KindProbe connects, writes Send and passes when the answer
-	// matches Expect and ExpectRegexp.
+	// matches Expect and ExpectRegexp; over UDP when Protocol says so.
 	KindProbe Kind = "probe"
 	// KindExec runs Command and passes when it exits 0.
 	KindExec Kind = "exec"
 	// KindNone is always up and sends nothing.
 	KindNone Kind = "none"
+)
+
+// Protocols of a probe.
+const (
+	// ProtocolTCP, the default, probes over a TCP connection.
+	ProtocolTCP = "tcp"
+	// ProtocolUDP sends Send as one datagram and matches the reply
+	// datagram: a probe of UDP services such as DNS servers.
+	ProtocolUDP = "udp"
 )
 
 // Defaults of a Check's zero fields.
@@ -81,6 +90,13 @@ type Check struct {
 	// it (each when set); with neither, connecting and sending pass.
 	Send, Expect []byte
 	ExpectRegexp *regexp.Regexp
+	// Protocol is a probe's transport: ProtocolTCP (also "") or
+	// ProtocolUDP. A UDP probe sends Send, which must not be empty, as
+	// one datagram from a socket connected to the target; the first
+	// reply datagram from the target (its first 4 KiB) is the answer,
+	// and with no Expect nor ExpectRegexp any reply passes. An ICMP port
+	// unreachable fails the check at once; no reply fails it at Timeout.
+	Protocol string
 
 	// Command is an exec check's program and arguments, run in its own
 	// process group with OBER_BACKEND_ADDR and OBER_BACKEND_PORT set,
@@ -121,6 +137,21 @@ func normalize(t Target) (Target, error) {
 	case KindTCP, KindHTTP, KindHTTPS, KindProbe, KindExec, KindNone:
 	default:
 		return t, fmt.Errorf("kind %q: not one of tcp, http, https, probe, exec, none", c.Kind)
+	}
+	switch c.Protocol {
+	case "", ProtocolTCP:
+		// Empty and tcp compare equal in sameTarget.
+		c.Protocol = ""
+	case ProtocolUDP:
+		if c.Kind != KindProbe {
+			return t, fmt.Errorf("protocol %q: only a probe check can use it, not kind %q", c.Protocol, c.Kind)
+		}
+		if len(c.Send) == 0 {
+			// Nothing sent, nothing answered: the check could only time out.
+			return t, fmt.Errorf("protocol %q: send is empty; a udp probe must send a datagram", c.Protocol)
+		}
+	default:
+		return t, fmt.Errorf("protocol %q: not one of tcp, udp", c.Protocol)
 	}
 	if c.Interval < 0 {
 		return t, fmt.Errorf("interval %s: must be positive", c.Interval)

@@ -134,19 +134,23 @@ func (c *checker) once() (time.Duration, error) {
 	case KindHTTP, KindHTTPS:
 		err = c.checkHTTP(ctx)
 	case KindProbe:
-		err = c.checkProbe(ctx)
+		if c.t.Check.Protocol == ProtocolUDP {
+			err = c.checkUDPProbe(ctx)
+		} else {
+			err = c.checkProbe(ctx)
+		}
 	case KindExec:
 		err = c.checkExec(ctx)
 	}
 	return time.Since(start), err
 }
 
-// dial connects to the target. Reads and writes on the connection end
-// with ctx: at its deadline, or at once when the checker is stopped.
-// The returned function hangs up.
-func (c *checker) dial(ctx context.Context) (net.Conn, func(), error) {
+// dial connects to the target over network (tcp or udp). Reads and
+// writes on the connection end with ctx: at its deadline, or at once
+// when the checker is stopped. The returned function hangs up.
+func (c *checker) dial(ctx context.Context, network string) (net.Conn, func(), error) {
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", c.addr)
+	conn, err := d.DialContext(ctx, network, c.addr)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -168,7 +172,7 @@ func hangUp(conn net.Conn) {
 }
 
 func (c *checker) checkTCP(ctx context.Context) error {
-	_, closeConn, err := c.dial(ctx)
+	_, closeConn, err := c.dial(ctx, "tcp")
 	if err != nil {
 		return err
 	}
@@ -180,7 +184,7 @@ func (c *checker) checkHTTP(ctx context.Context) error {
 	if c.tlsErr != nil {
 		return c.tlsErr
 	}
-	raw, closeConn, err := c.dial(ctx)
+	raw, closeConn, err := c.dial(ctx, "tcp")
 	if err != nil {
 		return err
 	}
@@ -215,7 +219,7 @@ func (c *checker) checkHTTP(ctx context.Context) error {
 }
 
 func (c *checker) checkProbe(ctx context.Context) error {
-	conn, closeConn, err := c.dial(ctx)
+	conn, closeConn, err := c.dial(ctx, "tcp")
 	if err != nil {
 		return err
 	}
