@@ -382,6 +382,7 @@ func (c *Config) applyServiceDefaults(i int) {
 		setString(&s.Whitelist, DefaultWhitelist)
 	}
 	c.applyBalance(fmt.Sprintf("services[%d].balance", i), &s.Balance, false)
+	c.applyKernelDefaults(i)
 	if s.Balance == "" {
 		s.Balance = DefaultBalance
 		if c.usesSharedPool(i) && slices.Contains(balanceMethods, c.Backends.Balance) {

@@ -52,7 +52,7 @@ func TestParseErrors(t *testing.T) {
 		{"unknown top-level key", strings.Replace(minimalYAML, "services:", "servces:", 1),
 			`servces: unknown key (line 4); did you mean "services"?`},
 		{"unknown nested key", strings.Replace(minimalYAML, "port: 80", "prot: 80", 1),
-			`services[0].prot: unknown key (line 7); did you mean "port"?`},
+			`services[0].prot: unknown key (line 7); did you mean "protocol"?`},
 		{"unknown key with dashes", strings.Replace(minimalYAML, "  interfaces: [eth0]", "  interfaces: [eth0]\n  xdp-mode: native", 1),
 			`node.xdp-mode: unknown key (line 3); did you mean "xdp_mode"?`},
 		{"unknown key far from any", minimalYAML + "api:\n  address: 127.0.0.1:1\n",
@@ -132,8 +132,8 @@ backends:
 	bad := strings.Replace(src, "&plain {mode: http,", "&plain {mode: http, prot: 1,", 1)
 	_, err = parse([]byte(bad), nodeA())
 	require.EqualError(t, err, ""+
-		`services[0].prot: unknown key (line 5); did you mean "port"?`+"\n"+
-		`services[1].prot: unknown key (line 5); did you mean "port"?`)
+		`services[0].prot: unknown key (line 5); did you mean "protocol"?`+"\n"+
+		`services[1].prot: unknown key (line 5); did you mean "protocol"?`)
 }
 
 func TestParseNullMeansDefault(t *testing.T) {

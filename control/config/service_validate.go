@@ -56,6 +56,7 @@ func (c *Config) validateService(p *problems, i int, names map[string]int) {
 	}
 	if s.ProxyProtocol != "" {
 		switch {
+		case IsKernelMode(s.Mode): // validateKernelKeys says why
 		case s.Mode != ModeTCP:
 			p.add(base+".proxy_protocol", quote(s.ProxyProtocol), "only for mode tcp (a tls or http service sets proxy_protocol: true on its backends)")
 		case s.ProxyProtocol != "v1" && s.ProxyProtocol != "v2":
@@ -122,13 +123,19 @@ func (c *Config) validateServiceMode(p *problems, i int) {
 		if s.Whitelist != "" {
 			p.add(base+".whitelist", quote(s.Whitelist), "only for mode http (a tcp service admits clients by access)")
 		}
-	case ModeUDP:
-		p.add(base+".mode", quote(s.Mode), `UDP services are not available yet (issue "UDP and kernel L4 services"); use tcp`)
+	case ModeUDP, ModeNAT:
+		if s.TLS != nil {
+			p.add(base+".tls", "", "not allowed for mode %s (the kernel forwards its packets as they are)", s.Mode)
+		}
+		if s.Whitelist != "" {
+			p.add(base+".whitelist", quote(s.Whitelist), "only for mode http (a %s service admits clients by access)", s.Mode)
+		}
 	case "":
-		p.add(base+".mode", "", "required: tls, http or tcp")
+		p.add(base+".mode", "", "required: tls, http, tcp, udp or nat")
 	default:
-		p.add(base+".mode", quote(s.Mode), "must be tls, http or tcp")
+		p.add(base+".mode", quote(s.Mode), "must be tls, http, tcp, udp or nat")
 	}
+	c.validateKernelKeys(p, i)
 }
 
 func (c *Config) validateServicePorts(p *problems, i int) {
@@ -139,13 +146,13 @@ func (c *Config) validateServicePorts(p *problems, i int) {
 	switch {
 	case s.Port != 0 && !r.IsZero():
 		p.add(base+".ports", text, "give port or ports, not both")
-	case s.Port == 0 && r.IsZero() && s.Mode == ModeTCP:
+	case s.Port == 0 && r.IsZero() && (s.Mode == ModeTCP || IsKernelMode(s.Mode)):
 		p.add(base+".port", "", "required (1-65535), or ports for a range")
 	case s.Port == 0 && r.IsZero():
 		p.add(base+".port", "", "required (1-65535)")
 	case r.IsZero():
-	case s.Mode != ModeTCP && s.Mode != ModeUDP:
-		p.add(base+".ports", text, "only for mode tcp")
+	case s.Mode != ModeTCP && !IsKernelMode(s.Mode):
+		p.add(base+".ports", text, "only for modes tcp, udp and nat")
 	case r.From == 0:
 		p.add(base+".ports", text, "ports must be 1-65535")
 	case r.From > r.To:
@@ -535,6 +542,7 @@ func (c *Config) validateHealth(p *problems, i int) {
 		{"send", quote(h.Send), h.Send != "", []string{CheckProbe}},
 		{"expect", quote(h.Expect), h.Expect != "", []string{CheckProbe}},
 		{"expect_regexp", quote(h.ExpectRegexp), h.ExpectRegexp != "", []string{CheckProbe}},
+		{"protocol", quote(h.Protocol), h.Protocol != "", []string{CheckProbe}},
 		{"command", "", len(h.Command) > 0, []string{CheckExec}},
 	}
 	ok := make(map[string]bool, len(keys))

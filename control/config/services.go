@@ -9,10 +9,23 @@ import (
 // Service modes beyond tls and http.
 const (
 	ModeTCP = "tcp"
-	// ModeUDP is reserved for kernel-forwarded UDP services; refused
-	// until ober has them.
+	// ModeUDP is a UDP service forwarded by the kernel (nftables).
 	ModeUDP = "udp"
+	// ModeNAT is a TCP or UDP service forwarded by the kernel.
+	ModeNAT = "nat"
 )
+
+// Protocols of a kernel-forwarded service, and its forwarding choices.
+const (
+	ProtocolTCP    = "tcp"
+	ProtocolUDP    = "udp"
+	ForwardFullNAT = "fullnat"
+	ForwardDNAT    = "dnat"
+)
+
+// IsKernelMode reports whether a mode is forwarded by the kernel rather
+// than by HAProxy.
+func IsKernelMode(mode string) bool { return mode == ModeUDP || mode == ModeNAT }
 
 // Balance methods: ober's vocabulary.
 const (
@@ -115,6 +128,9 @@ type ServiceHealth struct {
 	Send         string `yaml:"send"`
 	Expect       string `yaml:"expect"`
 	ExpectRegexp string `yaml:"expect_regexp"`
+	// Protocol is the probe's: tcp (default), or udp (one datagram sent,
+	// the first reply matched), which a UDP service's backends need.
+	Protocol string `yaml:"protocol"`
 
 	// Command is an exec check: the program and its arguments, run as
 	// haproxy.user with the backend in OBER_BACKEND_ADDR and
@@ -147,6 +163,11 @@ type ServiceTimeouts struct {
 	Connect     Duration `yaml:"connect"`
 	ClientIdle  Duration `yaml:"client_idle"`
 	BackendIdle Duration `yaml:"backend_idle"`
+	// UDP and UDPStream are the conntrack timeouts of a UDP flow of a
+	// udp or nat service: after its last datagram, and once it has gone
+	// both ways for a while; 0 keeps the kernel's (30s, 120s).
+	UDP       Duration `yaml:"udp"`
+	UDPStream Duration `yaml:"udp_stream"`
 }
 
 // Access is a service's client access list, enforced in XDP.

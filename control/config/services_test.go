@@ -78,8 +78,8 @@ func TestValidateServices(t *testing.T) {
 		want   string
 	}{
 		// mode
-		{"udp", func(c *Config) { c.Services[1].Mode = "udp" },
-			`services[1].mode: "udp": UDP services are not available yet (issue "UDP and kernel L4 services"); use tcp`},
+		{"udp with a PROXY header", func(c *Config) { c.Services[1].Mode = "udp"; c.Services[1].ProxyProtocol = "v2" },
+			`services[1].proxy_protocol: "v2": not for mode udp, which the kernel forwards without a proxy; use forward: dnat to show the client's address to the backends`},
 		{"tls on tcp", func(c *Config) { c.Services[1].TLS = &TLS{SelfSigned: true} },
 			`services[1].tls: not allowed for mode tcp (ober passes its bytes through); use mode tls to terminate TLS, or tls_passthrough to route by SNI`},
 		{"whitelist on tcp", func(c *Config) { c.Services[1].Whitelist = "frontend-http" },
@@ -91,7 +91,7 @@ func TestValidateServices(t *testing.T) {
 		{"tcp without port", func(c *Config) { c.Services[1].Port = 0 },
 			`services[1].port: required (1-65535), or ports for a range`},
 		{"ports on tls", func(c *Config) { c.Services[0].Port = 0; c.Services[0].Ports = PortRange{8000, 8010} },
-			`services[0].ports: 8000-8010: only for mode tcp`},
+			`services[0].ports: 8000-8010: only for modes tcp, udp and nat`},
 		{"ports reversed", func(c *Config) { c.Services[2].Ports = PortRange{7010, 7000} },
 			`services[2].ports: 7010-7000: the first port is above the last`},
 		{"ports from zero", func(c *Config) { c.Services[2].Ports = PortRange{0, 10} },
@@ -705,8 +705,8 @@ services:
 			`services[0].slowstart: "30" is not a duration (such as 500ms, 5s, 2m) (line 10)`},
 		{"weight 300", strings.Replace(base, "- address: 10.3.0.1", "- address: 10.3.0.1\n        weight: 300", 1),
 			`services[0].backends[0].weight: 300: must be 0-256`},
-		{"udp", strings.Replace(base, "mode: tcp", "mode: udp", 1),
-			`services[0].mode: "udp": UDP services are not available yet (issue "UDP and kernel L4 services"); use tcp`},
+		{"udp with a tcp check", strings.Replace(base, "mode: tcp", "mode: udp", 1),
+			`services[0].health.kind: "tcp": a UDP backend answers no TCP check: use probe with protocol: udp, exec or none`},
 		{"unknown balance", base + "    balance: lest_conn\n",
 			`services[0].balance: "lest_conn": unknown balance method; did you mean "leastconn"?`},
 		{"exec command that does not exist", strings.Replace(base, "port: 7000", "kind: exec\n      command: [/usr/lib/ober/no-such-check]", 1),

@@ -71,7 +71,7 @@ type Service struct {
 	Ports PortRange `yaml:"ports"`
 	// Mode is "tls" (HAProxy terminates TLS), "http" (plain HTTP,
 	// admitted only from Whitelist, enforced in XDP) or "tcp" (an L4
-	// proxy). "udp" is reserved.
+	// proxy), "udp" or "nat" (forwarded by the kernel through nftables).
 	Mode string `yaml:"mode"`
 	// VIPs restricts the service to some of the VIPs; default all, or an
 	// address of VIPPool.
@@ -121,6 +121,17 @@ type Service struct {
 	// Access admits or refuses clients by address, first match wins,
 	// enforced in XDP for every mode.
 	Access *Access `yaml:"access"`
+
+	// Protocol is what a mode nat service forwards: tcp (default) or
+	// udp; a mode udp service is udp.
+	Protocol string `yaml:"protocol"`
+	// Forward is how a udp or nat service reaches its backends: fullnat
+	// (default; they see the node's address) or dnat (they see the
+	// client's, and must route back through the node).
+	Forward string `yaml:"forward"`
+	// HashSourcePort makes balance source of a udp or nat service hash
+	// the client's port with its address.
+	HashSourcePort bool `yaml:"hash_source_port"`
 }
 
 // TLS is a service's certificate.

@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"github.com/ober-ingress/ober/control/config"
 	"github.com/ober-ingress/ober/control/lib/haproxy"
 	"github.com/ober-ingress/ober/control/runtime/servers"
 	"github.com/ober-ingress/ober/control/runtime/supervisor"
@@ -53,6 +54,9 @@ func (p *NodePlan) Instance(sl supervisor.Slot, fds map[uint32]int, statsSocket 
 	in.ConnsPerSource = ceilDiv(*c.Limits.ConnectionsPerSource, len(p.Slots))
 	in.RatePerSource = ceilDiv(c.Limits.ConnectionRatePerSource, len(p.Slots))
 	for _, fe := range p.Frontends {
+		if config.IsKernelMode(fe.Service.Mode) {
+			continue
+		}
 		in.Frontends = append(in.Frontends, p.haproxyFrontend(fe, fds))
 	}
 	return in

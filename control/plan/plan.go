@@ -64,6 +64,8 @@ type NodePlan struct {
 	// servers, as the health checks and the servers controller see them.
 	Pools   []haproxy.Pool
 	Servers []Server
+	// Kernel are the services the kernel forwards (modes udp and nat).
+	Kernel []KernelService
 	// AccessIDs are the dataplane's access list IDs by service name,
 	// carried over to the next plan.
 	AccessIDs map[string]loader.AccessID
@@ -232,6 +234,24 @@ func (p *NodePlan) frontend(i int, svc config.Service, alloc *listenerIDs, f Fac
 	cfg := p.Config
 	fe := Frontend{Service: svc, VIPs: cfg.ServiceVIPs(i)}
 	from, to := cfg.ServicePorts(i)
+	if config.IsKernelMode(svc.Mode) {
+		// The kernel forwards it (Kernel): XDP polices and passes its
+		// packets to the stack, where nftables translates them; no
+		// listener, no HAProxy.
+		proto := loader.ProtoTCP
+		if cfg.ServiceProtocol(i) == config.ProtocolUDP {
+			proto = loader.ProtoUDP
+		}
+		for _, vip := range fe.VIPs {
+			s := loader.Service{VIP: vip, Proto: proto, Access: p.AccessIDs[svc.Name]}
+			s.Reject = svc.Reject && s.Access != 0 && proto == loader.ProtoTCP
+			for port := int(from); port <= int(to); port++ {
+				s.Port = uint16(port)
+				p.Tables.Services = append(p.Tables.Services, s)
+			}
+		}
+		return fe, nil
+	}
 	ids := map[int]uint32{}
 	for _, vip := range fe.VIPs {
 		fam := 4

@@ -40,6 +40,29 @@ type Server struct {
 	// to set for exec checks).
 	Control servers.Server
 	Target  pulse.Target
+	// Kernel marks a backend of a service the kernel forwards: checked
+	// like the others, put in rotation by nftables (Kernel), not by
+	// HAProxy's runtime API.
+	Kernel bool
+}
+
+// KernelService is a service the kernel forwards (modes udp and nat):
+// what control/runtime/nftlb needs, besides which of its backends are up.
+type KernelService struct {
+	Name     string
+	Protocol string // config.ProtocolTCP or ProtocolUDP
+	VIPs     []netip.Addr
+	// Port, up to LastPort (equal for one port).
+	Port, LastPort uint16
+	Balance        string
+	HashSourcePort bool
+	Forward        string
+	Fallback       string
+	// UDPTimeout and UDPStreamTimeout are 0 for the kernel's.
+	UDPTimeout, UDPStreamTimeout time.Duration
+	// Servers are the service's backends, as indexes into
+	// NodePlan.Servers, in the file's order.
+	Servers []int
 }
 
 // ServiceKey is what a service of the plan is: its name, mode, ports and
@@ -89,6 +112,12 @@ func (p *NodePlan) pools() error {
 		svc := &cfg.Services[i]
 		fe := &p.Frontends[i]
 		names := map[string]string{} // config pool -> HAProxy pool
+		if config.IsKernelMode(svc.Mode) {
+			if err := p.kernelService(i); err != nil {
+				return err
+			}
+			continue
+		}
 		for _, spec := range cfg.ServicePools(i) {
 			name := svc.Name + ":" + spec.Ref.Pool
 			if spec.Shared {
@@ -120,6 +149,40 @@ func (p *NodePlan) pools() error {
 			fe.Key.Pools = append(fe.Key.Pools, names[pl.Name])
 		}
 	}
+	return nil
+}
+
+// kernelService lays out services[i], which the kernel forwards: its
+// backends are checked and counted as any service's (Servers), and
+// KernelService says how nftables spreads flows over those up.
+func (p *NodePlan) kernelService(i int) error {
+	cfg := p.Config
+	svc := &cfg.Services[i]
+	fe := &p.Frontends[i]
+	ks := KernelService{
+		Name: svc.Name, Protocol: cfg.ServiceProtocol(i), VIPs: slices.Clone(fe.VIPs),
+		Balance: svc.Balance, HashSourcePort: svc.HashSourcePort, Forward: svc.Forward, Fallback: svc.Fallback,
+		UDPTimeout: svc.Timeouts.UDP.Duration, UDPStreamTimeout: svc.Timeouts.UDPStream.Duration,
+	}
+	ks.Port, ks.LastPort = cfg.ServicePorts(i)
+	names := map[string]string{}
+	fe.Key = ServiceKey{Name: svc.Name, Mode: svc.Mode, Fallback: svc.Fallback, Port: ks.Port, LastPort: ks.LastPort}
+	for _, spec := range cfg.ServicePools(i) {
+		name := svc.Name + ":" + spec.Ref.Pool
+		names[spec.Ref.Pool] = name
+		fe.Key.Pools = append(fe.Key.Pools, name)
+		_, srv, err := p.pool(i, spec, name, p.Resolved.Pools[spec.Ref])
+		if err != nil {
+			return err
+		}
+		for _, s := range srv {
+			s.Kernel = true
+			ks.Servers = append(ks.Servers, len(p.Servers))
+			p.Servers = append(p.Servers, s)
+		}
+	}
+	fe.PoolNames = names
+	p.Kernel = append(p.Kernel, ks)
 	return nil
 }
 
@@ -259,6 +322,9 @@ func healthCheck(h *config.ServiceHealth) (pulse.Check, error) {
 			return c, fmt.Errorf("status: %q: %w", h.Status, err)
 		}
 		c.StatusMin, c.StatusMax = from, to
+	}
+	if h.Protocol == config.ProtocolUDP {
+		c.Protocol = pulse.ProtocolUDP
 	}
 	if h.Send != "" {
 		c.Send = []byte(h.Send)

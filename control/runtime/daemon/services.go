@@ -55,9 +55,11 @@ func (d *Daemon) setServers(p *plan.NodePlan) error {
 	if err := d.pulse.Set(targets); err != nil {
 		return fmt.Errorf("health checks: %w", err)
 	}
-	ctl := make([]servers.Server, len(p.Servers))
-	for i, s := range p.Servers {
-		ctl[i] = s.Control
+	ctl := make([]servers.Server, 0, len(p.Servers))
+	for _, s := range p.Servers {
+		if !s.Kernel { // nftables puts those in rotation, not HAProxy
+			ctl = append(ctl, s.Control)
+		}
 	}
 	d.ctrl.Set(ctl)
 	return nil
