@@ -41,6 +41,7 @@ import (
 	"github.com/ober-ingress/ober/control/runtime/bgp"
 	"github.com/ober-ingress/ober/control/runtime/handoff"
 	"github.com/ober-ingress/ober/control/runtime/handshake"
+	"github.com/ober-ingress/ober/control/runtime/kernelsvc"
 	"github.com/ober-ingress/ober/control/runtime/pulse"
 	"github.com/ober-ingress/ober/control/runtime/sdnotify"
 	"github.com/ober-ingress/ober/control/runtime/servers"
@@ -109,6 +110,9 @@ type Daemon struct {
 	// every instance.
 	pulse *pulse.Pulse
 	ctrl  *servers.Controller
+	// kernel keeps the nftables rules of the services the kernel
+	// forwards (modes udp and nat).
+	kernel *kernelsvc.Controller
 
 	mu sync.Mutex
 	// cur is the plan in force, nil before the first one serves.

@@ -12,9 +12,12 @@ import (
 
 	"github.com/ober-ingress/ober/control/api"
 	"github.com/ober-ingress/ober/control/config"
+	"github.com/ober-ingress/ober/control/lib/ctclean"
 	"github.com/ober-ingress/ober/control/lib/ipam"
 	"github.com/ober-ingress/ober/control/lib/sockdiag"
 	"github.com/ober-ingress/ober/control/plan"
+	"github.com/ober-ingress/ober/control/runtime/kernelsvc"
+	"github.com/ober-ingress/ober/control/runtime/nftlb"
 	"github.com/ober-ingress/ober/control/runtime/pulse"
 	"github.com/ober-ingress/ober/control/runtime/servers"
 	"github.com/ober-ingress/ober/control/runtime/supervisor"
@@ -29,8 +32,15 @@ func (d *Daemon) startServers(ctx context.Context, p *plan.NodePlan) error {
 		OnChange: func(key string, up bool) {
 			d.log.Info("backend health changed", "backend", key, "up", up)
 			d.ctrl.Kick()
+			d.kernel.Kick()
 			d.kick()
 		},
+	})
+	d.kernel = kernelsvc.New(kernelsvc.Options{
+		Applier: &nftlb.Applier{Log: d.log.With("part", "kernel")},
+		Clean:   ctclean.DeleteMany,
+		Health:  d.verdicts,
+		Logger:  d.log.With("part", "kernel"),
 	})
 	d.ctrl = servers.New(servers.Options{
 		Logger:    d.log.With("part", "servers"),
@@ -42,6 +52,7 @@ func (d *Daemon) startServers(ctx context.Context, p *plan.NodePlan) error {
 		return err
 	}
 	go d.ctrl.Run(ctx)
+	go d.kernel.Run(ctx)
 	return nil
 }
 
@@ -61,8 +72,32 @@ func (d *Daemon) setServers(p *plan.NodePlan) error {
 			ctl = append(ctl, s.Control)
 		}
 	}
+	if err := d.kernel.Set(context.Background(), kernelServices(p)); err != nil {
+		return err
+	}
 	d.ctrl.Set(ctl)
 	return nil
+}
+
+// kernelServices are p's services the kernel forwards, as kernelsvc
+// takes them.
+func kernelServices(p *plan.NodePlan) []kernelsvc.Service {
+	out := make([]kernelsvc.Service, 0, len(p.Kernel))
+	for _, k := range p.Kernel {
+		s := kernelsvc.Service{
+			Name: k.Name, Protocol: k.Protocol, VIPs: k.VIPs, Port: k.Port, LastPort: k.LastPort,
+			Balance: k.Balance, HashSourcePort: k.HashSourcePort, Forward: k.Forward, Fallback: k.Fallback,
+			UDPTimeout: k.UDPTimeout, UDPStreamTimeout: k.UDPStreamTimeout,
+		}
+		for _, i := range k.Servers {
+			sv := p.Servers[i]
+			s.Backends = append(s.Backends, kernelsvc.Backend{
+				Name: sv.Name, Addr: sv.Addr, Weight: sv.Weight, Priority: sv.Priority, Admin: sv.Admin, Key: sv.Target.Key,
+			})
+		}
+		out = append(out, s)
+	}
+	return out
 }
 
 // checkTargets are p's health check targets, its exec checks run as
