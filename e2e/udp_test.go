@@ -1,0 +1,86 @@
+package e2e
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ober-ingress/ober/control/config"
+	"github.com/ober-ingress/ober/internal/testsite/dnstest"
+	"github.com/ober-ingress/ober/internal/testsite/nodetest"
+)
+
+// udpQuery is a DNS query for dnstest.QName's TXT record, as a health
+// probe sends it: every byte below 0x80, so that the YAML string
+// carries it as it is.
+func udpQuery() string {
+	var b strings.Builder
+	b.WriteString("\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00")
+	for _, l := range strings.Split(strings.TrimSuffix(dnstest.QName, "."), ".") {
+		b.WriteByte(byte(len(l)))
+		b.WriteString(l)
+	}
+	b.WriteString("\x00\x00\x10\x00\x01")
+	return b.String()
+}
+
+// A udp service on the VIP in front of two real DNS servers: every query
+// of 2,000 over 100 source ports is answered, the flows split in turn
+// between the servers (roundrobin) and each flow stays on one; then one
+// server dies, its check (a DNS query over UDP) takes it out, and every
+// query is answered by the other.
+func TestUDPServiceDNS(t *testing.T) {
+	s := nodetest.New(t, oberBin, 1)
+	ns1 := dnstest.StartDnsmasq(t, s.Backend(), "ns1", netip.AddrPortFrom(s.BackendIP(0), 53))
+	dnstest.StartDnsmasq(t, s.Backend(), "ns2", netip.AddrPortFrom(s.BackendIP(1), 53))
+	out, err := s.Node.Exec(context.Background(), "sysctl", "-w", "net.ipv4.ip_forward=1").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+
+	c := s.Config(nodetest.Params{Instances: 1})
+	c.Services = append(c.Services, config.Service{
+		Name: "dns", Mode: config.ModeUDP, Port: 53, Balance: config.BalanceRoundRobin,
+		Health: &config.ServiceHealth{Kind: config.CheckProbe, Protocol: config.ProtocolUDP, Send: udpQuery(),
+			ExpectRegexp: "backend=", Interval: config.Duration{Duration: 200 * time.Millisecond}, Fall: 2, Rise: 1},
+		Backends: []config.BackendServer{
+			{Name: "ns1", Address: netip.AddrPortFrom(s.BackendIP(0), 53).String()},
+			{Name: "ns2", Address: netip.AddrPortFrom(s.BackendIP(1), 53).String()},
+		},
+	})
+	s.WriteConfig(c)
+	s.Start()
+
+	vip := netip.AddrPortFrom(nodetest.VIP, 53)
+	ask := func(n, ports int) dnstest.Tally {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		tl, err := dnstest.Ask(ctx, s.Client, vip, n, ports, time.Second)
+		require.NoError(t, err)
+		return tl
+	}
+	require.Eventually(t, func() bool { return ask(10, 10).Answered() == 10 }, 10*time.Second, 200*time.Millisecond, "the service answers")
+	tl := ask(2000, 100)
+	require.Equal(t, 2000, tl.Answered(), "lost %d, errors %d (%s)", tl.Lost, tl.Errors, tl.FirstError)
+	require.Empty(t, tl.MixedPorts(), "a flow stays on its server")
+	require.InDelta(t, 1000, tl.ByBackend["ns1"], 100, "%v", tl.ByBackend)
+	require.InDelta(t, 1000, tl.ByBackend["ns2"], 100, "%v", tl.ByBackend)
+
+	ns1.Kill()
+	require.Eventually(t, func() bool {
+		st := s.Status()
+		for _, svc := range st.Daemon.Services {
+			for _, b := range svc.Backends {
+				if svc.Name == "dns" && b.Name == "ns1" {
+					return !b.Up
+				}
+			}
+		}
+		return false
+	}, 5*time.Second, 100*time.Millisecond, "ns1's check fails within fall x interval")
+	tl = ask(2000, 100)
+	require.Equal(t, 2000, tl.ByBackend["ns2"], "every query to ns2: %v lost %d errors %d (%s)", tl.ByBackend, tl.Lost, tl.Errors, tl.FirstError)
+}
