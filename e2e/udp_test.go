@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"io"
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -83,4 +85,46 @@ func TestUDPServiceDNS(t *testing.T) {
 	}, 5*time.Second, 100*time.Millisecond, "ns1's check fails within fall x interval")
 	tl = ask(2000, 100)
 	require.Equal(t, 2000, tl.ByBackend["ns2"], "every query to ns2: %v lost %d errors %d (%s)", tl.ByBackend, tl.Lost, tl.Errors, tl.FirstError)
+}
+
+// A nat service forwards TCP in the kernel: with fullnat the backend
+// sees the node's address, with dnat the client's own (the backend
+// routes back through the node, as nodetest's backend host does).
+func TestNATServiceForwarding(t *testing.T) {
+	s := nodetest.New(t, oberBin, 1)
+	be := netip.AddrPortFrom(s.BackendIP(0), 9100)
+	tcpSvcListen(t, s.Backend(), be.String(), func(c net.Conn) {
+		io.WriteString(c, c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap().String()+"\n")
+	})
+	out, err := s.Node.Exec(context.Background(), "sysctl", "-w", "net.ipv4.ip_forward=1").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	c := s.Config(nodetest.Params{Instances: 1})
+	for _, svc := range []struct {
+		name    string
+		port    uint16
+		forward string
+	}{{"full", 7100, config.ForwardFullNAT}, {"kept", 7101, config.ForwardDNAT}} {
+		c.Services = append(c.Services, config.Service{Name: svc.name, Mode: config.ModeNAT, Port: svc.port, Forward: svc.forward,
+			Backends: []config.BackendServer{{Name: "b", Address: be.String()}}})
+	}
+	s.WriteConfig(c)
+	s.Start()
+	require.Eventually(t, func() bool { return mgmtReadOrEmpty(s, 7100) != "" }, 10*time.Second, 200*time.Millisecond)
+	require.Equal(t, "10.98.2.254", mgmtRead(t, s, 7100), "fullnat: the backend sees the node")
+	require.Equal(t, nodetest.ClientAddr.String(), mgmtRead(t, s, 7101), "dnat: the backend sees the client")
+}
+
+// mgmtReadOrEmpty is mgmtRead that answers "" instead of failing.
+func mgmtReadOrEmpty(s *nodetest.Site, port uint16) string {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	conn, err := s.ClientDialer().DialContext(ctx, "tcp", netip.AddrPortFrom(nodetest.VIP, port).String())
+	if err != nil {
+		return ""
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(time.Second))
+	buf := make([]byte, 64)
+	n, _ := io.ReadAtLeast(conn, buf, 1)
+	return strings.TrimSpace(string(buf[:n]))
 }
