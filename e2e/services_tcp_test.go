@@ -910,12 +910,13 @@ var tcpSvcBadServices = []struct{ name, service, want string }{
     health: {kind: exec, command: [/nonexistent/ober-check, --quick]}
     backends: [{address: "10.98.2.11:8000"}]`,
 		`services[2].health.command[0]: "/nonexistent/ober-check": no such file`},
-	{"udp", `
+	{"udp with a tcp check", `
   - name: t2
     port: 7001
     mode: udp
+    health: {kind: tcp}
     backends: [{address: "10.98.2.11:8000"}]`,
-		`services[2].mode: "udp": UDP services are not available yet (issue "UDP and kernel L4 services"); use tcp`},
+		`services[2].health.kind: "tcp": a UDP backend answers no TCP check: use probe with protocol: udp, exec or none`},
 }
 
 // tcpSvcWithService is tcpSvcCheckBase with service added to its
@@ -982,9 +983,9 @@ func TestServicesTCPBadInput(t *testing.T) {
 	require.Equal(t, gen, st.Daemon.HAProxy.Generation, "no instance was renewed")
 
 	cfg.Services[2].Backends[0].Weight = nil
-	cfg.Services[2].Mode = config.ModeUDP
+	cfg.Services[2].Mode = "sctp"
 	st = tcpSvcReload(t, s, cfg, false)
-	require.Equal(t, "config "+s.ConfigPath+`: services[2].mode: "udp": UDP services are not available yet (issue "UDP and kernel L4 services"); use tcp`,
+	require.Equal(t, "config "+s.ConfigPath+`: services[2].mode: "sctp": must be tls, http, tcp, udp or nat`,
 		st.Daemon.Config.LastReloadError)
 	require.EqualValues(t, 2, st.Daemon.Config.ReloadFailures)
 	got, err = tcpSvcAsk(s, netip.Addr{}, vip, "hi\n")
