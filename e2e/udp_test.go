@@ -6,10 +6,13 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/ti-mo/conntrack"
+	"golang.org/x/sys/unix"
 
 	"github.com/ober-ingress/ober/control/config"
 	"github.com/ober-ingress/ober/internal/testsite/dnstest"
@@ -71,6 +74,8 @@ func TestUDPServiceDNS(t *testing.T) {
 	require.InDelta(t, 1000, tl.ByBackend["ns1"], 100, "%v", tl.ByBackend)
 	require.InDelta(t, 1000, tl.ByBackend["ns2"], 100, "%v", tl.ByBackend)
 
+	// Flows pinned to ns1 in conntrack, to see them go with it.
+	require.NotZero(t, udpFlowsTo(t, s, s.BackendIP(0)), "the queries left conntrack entries to ns1")
 	ns1.Kill()
 	require.Eventually(t, func() bool {
 		st := s.Status()
@@ -83,8 +88,48 @@ func TestUDPServiceDNS(t *testing.T) {
 		}
 		return false
 	}, 5*time.Second, 100*time.Millisecond, "ns1's check fails within fall x interval")
+	require.Eventually(t, func() bool { return udpFlowsTo(t, s, s.BackendIP(0)) == 0 }, 3*time.Second, 100*time.Millisecond,
+		"ns1's conntrack entries are deleted once it is out")
 	tl = ask(2000, 100)
 	require.Equal(t, 2000, tl.ByBackend["ns2"], "every query to ns2: %v lost %d errors %d (%s)", tl.ByBackend, tl.Lost, tl.Errors, tl.FirstError)
+
+	// An access list that leaves the client out: XDP drops its queries
+	// (counted) and nothing reaches a server.
+	c.Services[len(c.Services)-1].Access = &config.Access{Default: config.AccessDeny, Rules: []string{"allow 10.200.0.0/16"}}
+	s.WriteConfig(c)
+	s.Signal(syscall.SIGHUP)
+	require.Eventually(t, func() bool { return s.Status().Daemon.Config.Generation >= 2 }, 10*time.Second, 100*time.Millisecond)
+	denied := tcpSvcPackets(s.Status(), "access_denied", "drop")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	tl, err = dnstest.Ask(ctx, s.Client, vip, 50, 10, 300*time.Millisecond)
+	require.NoError(t, err)
+	require.Equal(t, 0, tl.Answered(), "a client the access list leaves out gets nothing")
+	require.GreaterOrEqual(t, tcpSvcPackets(s.Status(), "access_denied", "drop")-denied, uint64(50), "XDP counts each as access_denied")
+}
+
+// udpFlowsTo counts the node's conntrack entries of UDP flows to the VIP
+// translated to backend.
+func udpFlowsTo(t *testing.T, s *nodetest.Site, backend netip.Addr) int {
+	t.Helper()
+	n := 0
+	require.NoError(t, s.Node.Do(func() error {
+		c, err := conntrack.Dial(nil)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		flows, err := c.Dump(nil)
+		for _, f := range flows {
+			// The health checks' own flows go to the backend directly.
+			if f.TupleOrig.Proto.Protocol == unix.IPPROTO_UDP && f.TupleOrig.IP.DestinationAddress == nodetest.VIP &&
+				f.TupleReply.IP.SourceAddress == backend {
+				n++
+			}
+		}
+		return err
+	}))
+	return n
 }
 
 // A nat service forwards TCP in the kernel: with fullnat the backend
