@@ -14,6 +14,7 @@ import (
 	"github.com/ti-mo/conntrack"
 	"golang.org/x/sys/unix"
 
+	"github.com/ober-ingress/ober/control/api"
 	"github.com/ober-ingress/ober/control/config"
 	"github.com/ober-ingress/ober/internal/testsite/dnstest"
 	"github.com/ober-ingress/ober/internal/testsite/nodetest"
@@ -74,6 +75,24 @@ func TestUDPServiceDNS(t *testing.T) {
 	require.InDelta(t, 1000, tl.ByBackend["ns1"], 100, "%v", tl.ByBackend)
 	require.InDelta(t, 1000, tl.ByBackend["ns2"], 100, "%v", tl.ByBackend)
 
+	// Status: both in rotation, each having had its half of the 100
+	// flows (and of the first ones that waited for the service).
+	byName := func() map[string]api.DaemonBackendStatus {
+		out := map[string]api.DaemonBackendStatus{}
+		for _, svc := range s.Status().Daemon.Services {
+			if svc.Name == "dns" {
+				for _, b := range svc.Backends {
+					out[b.Name] = b
+				}
+			}
+		}
+		return out
+	}
+	st := byName()
+	require.Equal(t, "rotation", st["ns1"].State)
+	require.GreaterOrEqual(t, st["ns1"].TotalConnections, int64(50), "the new flows nftables sent to ns1: %+v", st["ns1"])
+	require.GreaterOrEqual(t, st["ns2"].TotalConnections, int64(50))
+
 	// Flows pinned to ns1 in conntrack, to see them go with it.
 	require.NotZero(t, udpFlowsTo(t, s, s.BackendIP(0)), "the queries left conntrack entries to ns1")
 	ns1.Kill()
@@ -90,6 +109,7 @@ func TestUDPServiceDNS(t *testing.T) {
 	}, 5*time.Second, 100*time.Millisecond, "ns1's check fails within fall x interval")
 	require.Eventually(t, func() bool { return udpFlowsTo(t, s, s.BackendIP(0)) == 0 }, 3*time.Second, 100*time.Millisecond,
 		"ns1's conntrack entries are deleted once it is out")
+	require.Equal(t, "out", byName()["ns1"].State)
 	tl = ask(2000, 100)
 	require.Equal(t, 2000, tl.ByBackend["ns2"], "every query to ns2: %v lost %d errors %d (%s)", tl.ByBackend, tl.Lost, tl.Errors, tl.FirstError)
 

@@ -193,6 +193,10 @@ func (d *Daemon) serviceStates(p *plan.NodePlan) []api.DaemonServiceStatus {
 	health := d.pulse.States()
 	stats := d.ctrl.Stats()
 	desired := d.ctrl.Snapshot()
+	kernel, err := d.kernel.States()
+	if err != nil {
+		d.log.Debug("status without the kernel services' counters", "err", err)
+	}
 	byPool := map[string][]plan.Server{}
 	for _, s := range p.Servers {
 		byPool[s.HAPool] = append(byPool[s.HAPool], s)
@@ -222,6 +226,16 @@ func (d *Daemon) serviceStates(p *plan.NodePlan) []api.DaemonServiceStatus {
 					Up: h.Up, Since: h.Since, Health: h.Health, ChecksPassed: h.Passed, ChecksFailed: h.Failed,
 					LastError: h.LastError, Connections: st.Conns, TotalConnections: st.TotalConns,
 					BytesIn: st.BytesIn, BytesOut: st.BytesOut, Rate: st.Rate,
+				}
+				if s.Kernel {
+					// nftables, not HAProxy: in rotation or not, and the
+					// new flows its rule sent.
+					ks := kernel[svc.Name][s.Name]
+					b.HAProxyBackend, b.State, b.EffectiveWeight = "", "out", 0
+					if ks.InRotation {
+						b.State, b.EffectiveWeight = "rotation", s.Weight
+					}
+					b.TotalConnections, b.BytesIn = int64(ks.Flows), int64(ks.Bytes)
 				}
 				if b.State == servers.Maint {
 					b.EffectiveWeight = 0

@@ -50,10 +50,52 @@ type Service struct {
 	Backends                     []Backend
 }
 
-// Applier writes a Ruleset, or removes ober's table (nftlb.Applier).
+// Applier writes a Ruleset, removes ober's table, and reads the
+// backends' counters (nftlb.Applier).
 type Applier interface {
 	Apply(nftlb.Ruleset) error
 	Remove() error
+	Counters() (map[nftlb.Key]nftlb.Counter, error)
+}
+
+// BackendState is a backend as the kernel forwards to it.
+type BackendState struct {
+	// InRotation: new flows may go to it.
+	InRotation bool
+	// Flows and Bytes are the new flows sent to it since it was first
+	// in rotation (the nat rules see a flow's first packet only, so
+	// Bytes are those of first packets).
+	Flows, Bytes uint64
+}
+
+// States are the backends' states by service and backend name; the
+// counters are read from nftables now.
+func (c *Controller) States() (map[string]map[string]BackendState, error) {
+	c.mu.Lock()
+	out := map[string]map[string]BackendState{}
+	for _, s := range c.services {
+		out[s.Name] = map[string]BackendState{}
+		for _, b := range s.Backends {
+			_, in := c.rotation[s.Name][b.Name]
+			out[s.Name][b.Name] = BackendState{InRotation: in}
+		}
+	}
+	n := len(c.services)
+	c.mu.Unlock()
+	if n == 0 {
+		return out, nil
+	}
+	cs, err := c.o.Applier.Counters()
+	if err != nil {
+		return out, fmt.Errorf("kernel services' counters: %w", err)
+	}
+	for k, v := range cs {
+		if st, ok := out[k.Service][k.Backend]; ok {
+			st.Flows, st.Bytes = v.Packets, v.Bytes
+			out[k.Service][k.Backend] = st
+		}
+	}
+	return out, nil
 }
 
 // Cleaner deletes the conntrack entries of flows from a VIP port to

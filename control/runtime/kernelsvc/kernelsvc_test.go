@@ -21,6 +21,10 @@ type fakeApplier struct {
 	fail    error
 }
 
+func (f *fakeApplier) Counters() (map[nftlb.Key]nftlb.Counter, error) {
+	return map[nftlb.Key]nftlb.Counter{{Service: "dns", Backend: "a"}: {Packets: 7, Bytes: 700}}, nil
+}
+
 func (f *fakeApplier) Remove() error {
 	if f.fail != nil {
 		return f.fail
@@ -139,6 +143,9 @@ func TestControllerRotation(t *testing.T) {
 	require.Len(t, ap.got, 2)
 	require.Equal(t, []string{"a"}, ctl.Rotation()["dns"])
 	require.Equal(t, []cleaned{{unix.IPPROTO_UDP, netip.AddrPortFrom(vip, 53), []netip.AddrPort{b.Addr}}}, cl.take(), "b's flows go with it")
+	st, err := ctl.States()
+	require.NoError(t, err)
+	require.Equal(t, map[string]BackendState{"a": {InRotation: true, Flows: 7, Bytes: 700}, "b": {}}, st["dns"])
 
 	mu.Lock()
 	up["dns/b"] = true
