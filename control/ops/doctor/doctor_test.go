@@ -428,3 +428,28 @@ func TestConfigResult(t *testing.T) {
 	requireStatus(t, r, Fail, present+": vips: required\nservices[0].tls.cert: \"/a.pem\": no such file", "correct the file")
 	requireStatus(t, ConfigResult("/x.yaml", baseConfig(), nil), Pass, "1 VIPs, 1 services, 1 backends, HA mode none")
 }
+
+// A udp or nat service needs nftables, conntrack with room, and
+// forwarding for its VIPs' families; without one, nothing is asked.
+func TestKernelServices(t *testing.T) {
+	cfg := baseConfig()
+	require.Empty(t, checkKernelServices(newFake(t).env(), cfg), "no kernel service, nothing to check")
+	cfg.Services = append(cfg.Services, config.Service{Name: "dns", Mode: config.ModeUDP, Port: 53})
+	f := newFake(t).
+		file("proc/sys/net/netfilter/nf_conntrack_max", "1000\n").
+		file("proc/sys/net/netfilter/nf_conntrack_count", "10\n").
+		file("proc/sys/net/ipv4/ip_forward", "0\n")
+	rs := checkKernelServices(f.env(), cfg)
+	requireStatus(t, one(t, rs, "nftables"), Warn, "not loaded", "modprobe nf_tables")
+	requireStatus(t, one(t, rs, "conntrack"), Pass, "10 of 1000")
+	requireStatus(t, one(t, rs, "net.ipv4.ip_forward"), Fail, "net.ipv4.ip_forward is 0", "dropped", "sysctl -w net.ipv4.ip_forward=1")
+	require.Empty(t, find(rs, "net.ipv6.conf.all.forwarding"), "no IPv6 VIP")
+
+	f.file("sys/module/nf_tables/refcnt", "1\n").
+		file("proc/sys/net/netfilter/nf_conntrack_count", "900\n").
+		file("proc/sys/net/ipv4/ip_forward", "1\n")
+	rs = checkKernelServices(f.env(), cfg)
+	requireStatus(t, one(t, rs, "nftables"), Pass)
+	requireStatus(t, one(t, rs, "conntrack"), Fail, "900 of 1000", "nf_conntrack_max")
+	requireStatus(t, one(t, rs, "net.ipv4.ip_forward"), Pass)
+}
