@@ -47,6 +47,10 @@ const (
 	portACLUnset  = 8004 // a list that was never set
 	portACLWL     = 8005 // whitelist frontend-http and the open list
 	portACLUDP    = 5301 // udp, strict
+	// Services the kernel forwards (modes udp and nat): no listener, no
+	// dispatch; XDP polices and passes them to the stack.
+	portKernelUDP = 5401 // udp, strict
+	portKernelTCP = 5402 // tcp, no access list
 	// Served by a listener whose sockets are in ober_sockets_hi.
 	portHigh = 9443
 	// A port range: one row per port, one listener bound to the first.
@@ -102,6 +106,8 @@ func siteServices() []Service {
 			Service{VIP: v, Proto: ProtoUDP, Port: portACLUDP, Listener: listenerFor(listenUDP, v), Dispatch: true,
 				Access: aclStrict},
 			Service{VIP: v, Proto: ProtoTCP, Port: portHigh, Listener: listenerFor(listenHigh, v), Dispatch: true},
+			Service{VIP: v, Proto: ProtoUDP, Port: portKernelUDP, Access: aclStrict},
+			Service{VIP: v, Proto: ProtoTCP, Port: portKernelTCP},
 		)
 		out = append(out, rangeServices(v, portRangeFirst, portRangeLast, listenerFor(listenRange, v), aclOpen)...)
 	}
