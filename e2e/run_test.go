@@ -62,7 +62,7 @@ func TestRunCheck(t *testing.T) {
 		{"bad-cidr", "[10.98.1.1]", "[10.98.1.1, 10.0.0.0/33]",
 			`whitelists.frontend_http[1]: "10.0.0.0/33": invalid CIDR`},
 		{"unknown-key", "    port: 80", "    prot: 80",
-			`services[1].prot: unknown key (line 12); did you mean "port"?`},
+			`services[1].prot: unknown key (line 12); did you mean "protocol"?`},
 		{"port-clash", "    port: 80", "    port: 443",
 			`services[1].port: 443: already used by services[0] ("https") on VIP 10.98.0.100`},
 		{"unresolvable", "10.98.2.1:9000", "rgw9.invalid:7480",

@@ -200,7 +200,7 @@ func TestStatusDaemon(t *testing.T) {
 	// A reload the daemon refuses: the old configuration stays, and
 	// status says why.
 	bad := s.Config(nodetest.Params{Instances: 1})
-	bad.Services[0].Mode = "udp"
+	bad.Services[0].Mode = "sctp"
 	s.WriteConfig(bad)
 	s.Signal(syscall.SIGHUP)
 	waitStatus(t, statusOf, func(st *api.Status) bool { return st.Daemon.Config.LastReload == api.ReloadRefused })
