@@ -33,6 +33,11 @@ func newTestCmd(a *app) *cobra.Command {
              connection and answers backends.health.path; 2xx and 3xx are
              ok, and so is 4xx, which HAProxy's check also counts as up
              (S3 answers anonymous requests with 403);
+  routeback  (forward: dnat) each backend of a udp or nat service answers
+             a client through this node: an ICMP echo sent from a client's
+             address (one the service's access list allows, else
+             198.51.100.1 or 2001:db8::1) gets its reply back here. A
+             backend that answers no ICMP echo is a warning;
   tls        each TLS service's certificate: the chain parses, the key
              matches, it is valid now (warn within 30 days of expiry) and
              names a DNS name or a VIP; self-signed services say so;

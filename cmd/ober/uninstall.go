@@ -20,6 +20,8 @@ func newUninstallCmd(a *app) *cobra.Command {
     /run/ober/ober.pid when that process is 'ober run'), and waits for it
   - removes the dataplane pinned in --bpffs-root (/sys/fs/bpf/ober),
     detaching XDP and sk_lookup
+  - deletes the nftables table inet ober of the udp and nat services
+    (a table of that name that ober did not make is kept)
   - removes ober's units and the links enabling them (then daemon-reload),
     /etc/sysctl.d/90-ober.conf, the watchdog drop-in, the tmpfiles.d entry,
     the bash completion and the bpffs line bootstrap added to /etc/fstab

@@ -1,7 +1,8 @@
 // Package gorb serves GORB's REST API (github.com/kobolog/gorb, and the
 // qk4l/gorb fork's fallback) on top of the management API, so that a
 // script written for GORB drives ober unchanged: its routes, its JSON and
-// its status codes, mapped onto ober's mode tcp services.
+// its status codes, mapped onto ober's L4 services: mode tcp, and mode
+// udp for GORB's protocol udp.
 //
 // A GORB virtual service is an ober service of mode tcp named after it,
 // its host the service's one VIP (none: the Store allocates one from a
@@ -10,7 +11,7 @@
 // backend with its own pulse, ober each service with one check: the
 // first backend's pulse becomes the service's health, and a later
 // backend whose pulse differs is refused (422). What ober cannot do
-// (direct routing, tunnels, UDP, the port hash flags, persistence
+// (direct routing, tunnels, the port hash flags of TCP, persistence
 // without a hash) is refused with a 422 that names the nearest thing it
 // does. GORB's 400 (bad input), 404, 409 and 500 keep their meaning; a
 // success answers 200 with an empty body, as GORB does.
@@ -285,7 +286,7 @@ func (h *Handler) deleteBackend(w http.ResponseWriter, r *http.Request) {
 	h.ok(w, res, nil)
 }
 
-// writableBackend checks that rs is a backend of vs, a mode tcp service.
+// writableBackend checks that rs is a backend of vs, an L4 service.
 func (h *Handler) writableBackend(ctx context.Context, vs, rs string) error {
 	s, _, err := h.tcpService(ctx, vs)
 	if err != nil {
@@ -314,8 +315,8 @@ func (h *Handler) service(ctx context.Context, vs string) (config.Service, uint6
 // tcpService is service vs when GORB may change it: GORB is L4.
 func (h *Handler) tcpService(ctx context.Context, vs string) (config.Service, uint64, error) {
 	s, gen, err := h.service(ctx, vs)
-	if err == nil && s.Mode != config.ModeTCP {
-		err = unprocessable("services["+vs+"].mode", "services[%s].mode is %s: GORB's API changes mode tcp services only (GORB is L4); use ober's API (/api/v1) for this one", vs, s.Mode)
+	if err == nil && s.Mode != config.ModeTCP && !config.IsKernelMode(s.Mode) {
+		err = unprocessable("services["+vs+"].mode", "services[%s].mode is %s: GORB's API changes mode tcp, udp and nat services only (GORB is L4); use ober's API (/api/v1) for this one", vs, s.Mode)
 	}
 	return s, gen, err
 }

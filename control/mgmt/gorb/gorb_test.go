@@ -247,6 +247,31 @@ func TestServiceCreatedAtOnceWithoutHost(t *testing.T) {
 	}
 }
 
+// GORB's protocol udp is a udp service forwarded by the kernel as IPVS
+// NAT did (the client's address kept); sh-port, which ober refuses for
+// TCP, is the kernel's hash_source_port; GET reports it all back.
+func TestUDPService(t *testing.T) {
+	f := newFake()
+	c := serve(t, f)
+	c.must(200, "PUT", "/service/dns", `{"host": "10.0.0.53", "port": 53, "protocol": "udp", "method": "sh", "flags": "sh-fallback|sh-port", "persistent": true}`)
+	wantChanges(t, f.took(), mgmt.Change{Verb: mgmt.Create, Kind: mgmt.KindService, Service: "dns",
+		Body: json.RawMessage(`{"name": "dns", "mode": "udp", "forward": "dnat", "port": 53, "balance": "source", "hash_source_port": true, "vips": ["10.0.0.53"]}`)})
+	c.must(200, "PUT", "/service/dns/ns1", `{"host": "10.1.0.1", "port": 53, "method": "nat"}`)
+	wantChanges(t, f.took(), mgmt.Change{Verb: mgmt.Put, Kind: mgmt.KindBackend, Service: "dns", Backend: "ns1", Pool: "default",
+		Body: json.RawMessage(`{"name": "ns1", "address": "10.1.0.1:53", "weight": 100}`)})
+
+	f.add("kdns", map[string]any{"name": "kdns", "mode": "udp", "port": 53, "balance": "source", "hash_source_port": true,
+		"backends": []any{map[string]any{"name": "ns1", "address": "10.1.0.1:53"}}})
+	info := decodeInto[ServiceInfo](t, c.must(200, "GET", "/service/kdns", ""))
+	if info.Options.Protocol != "udp" || info.Options.Method != "sh" || info.Options.Flags != "sh-port" || !info.Options.Persistent {
+		t.Errorf("GET /service/kdns: %+v", info.Options)
+	}
+	c.must(200, "PATCH", "/service/kdns/ns1", `{"weight": 5}`)
+	if got := f.took(); len(got) != 1 || got[0].Backend != "ns1" {
+		t.Errorf("a udp service's backend weight goes through GORB's PATCH: %+v", got)
+	}
+}
+
 // Everything GORB takes that ober cannot do is refused before any
 // change, with the status and the words a user needs.
 func TestRefusals(t *testing.T) {
@@ -261,7 +286,8 @@ func TestRefusals(t *testing.T) {
 		status             int
 		words              []string
 	}{
-		{"PUT", "/service/u", `{"port": 53, "protocol": "udp"}`, 422, []string{"UDP and kernel L4 services", `"field": "protocol"`}},
+		{"PUT", "/service/u", `{"port": 53, "protocol": "udp", "method": "rr", "flags": "sh-port"}`, 422, []string{"flags sh-port", "method sh only", "roundrobin"}},
+		{"PUT", "/service/u", `{"port": 53, "protocol": "udp", "flags": "sh-sideways"}`, 400, []string{"specified flag is unknown"}},
 		{"PUT", "/service/u", `{"port": 53, "protocol": "tcp|udp"}`, 400, []string{"specified protocol is unknown"}},
 		{"PUT", "/service/u", `{"port": 80, "method": "rr|wrr"}`, 400, []string{"unknown scheduler", "wlc"}},
 		{"PUT", "/service/u", `{"port": 80, "method": "sh-port"}`, 400, []string{"give it in flags"}},
@@ -289,8 +315,8 @@ func TestRefusals(t *testing.T) {
 		{"PUT", "/service/web/b2", `{"host": "10.1.0.2", "port": 80, "pulse": {"type": "http", "args": {"expect": "OK"}}}`, 400, []string{"pulse.args.expect"}},
 		{"PUT", "/service/web/b1", `{"host": "10.1.0.1", "port": 80}`, 409, []string{"already exists"}},
 		{"PUT", "/service/none/b1", `{"host": "10.1.0.1", "port": 80}`, 404, []string{"no such service"}},
-		{"PUT", "/service/s3/b1", `{"host": "10.1.0.1", "port": 80}`, 422, []string{"mode is tls", "mode tcp services only"}},
-		{"DELETE", "/service/s3", ``, 422, []string{"mode tcp services only"}},
+		{"PUT", "/service/s3/b1", `{"host": "10.1.0.1", "port": 80}`, 422, []string{"mode is tls", "mode tcp, udp and nat services only"}},
+		{"DELETE", "/service/s3", ``, 422, []string{"mode tcp, udp and nat services only"}},
 		{"PATCH", "/service/web/b1", `{"host": "10.1.0.1"}`, 400, []string{"weight: required"}},
 		{"PATCH", "/service/web/nope", `{"weight": 1}`, 404, []string{"no such backend"}},
 		{"DELETE", "/service/web/nope", ``, 404, []string{"no such backend"}},

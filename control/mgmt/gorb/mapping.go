@@ -171,6 +171,29 @@ func checkFlags(flags, method string) error {
 	return nil
 }
 
+// udpFlags is checkFlags for a UDP service, where the kernel can hash
+// the client's port: sh-port asks for hash_source_port, and consistent
+// always hashes the whole flow.
+func udpFlags(flags, method string) (hashPort bool, err error) {
+	for f := range strings.SplitSeq(flags, "|") {
+		switch f = strings.ToLower(strings.TrimSpace(f)); {
+		case f == "sh-port" || f == "flag-2":
+			if method != config.BalanceSource {
+				return false, unprocessable("flags", "flags %s: hashes the port for method sh only (this service's method is ober's %s)", f, method)
+			}
+			hashPort = true
+		case f == "mh-port":
+			if method != config.BalanceConsistent {
+				return false, unprocessable("flags", "flags %s: for method mh only (this service's method is ober's %s)", f, method)
+			}
+		case f == "" || slices.Contains(acceptedFlags, f):
+		default:
+			return false, badRequest("flags", "flags %q: specified flag is unknown (GORB's are sh-fallback, sh-port, flag-1, flag-2, flag-3)", f)
+		}
+	}
+	return hashPort, nil
+}
+
 // isHash reports whether an ober method keeps a client on one server.
 func isHash(m string) bool { return m == config.BalanceSource || m == config.BalanceConsistent }
 
@@ -180,10 +203,11 @@ func serviceBody(vs string, o ServiceOptions) (map[string]any, []string, error) 
 	if o.Port == 0 {
 		return nil, nil, badRequest("port", "port: endpoint information is missing (a port is required)")
 	}
+	var udp bool
 	switch strings.ToLower(o.Protocol) {
 	case "", "tcp":
 	case "udp":
-		return nil, nil, unprocessable("protocol", "protocol udp: ober does not serve UDP yet (the issue \"UDP and kernel L4 services\"); use protocol tcp, or keep UDP services on IPVS")
+		udp = true
 	default:
 		return nil, nil, badRequest("protocol", "protocol %q: specified protocol is unknown (tcp or udp)", o.Protocol)
 	}
@@ -191,7 +215,13 @@ func serviceBody(vs string, o ServiceOptions) (map[string]any, []string, error) 
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := checkFlags(o.Flags, o.Method); err != nil {
+	hashPort := false
+	if udp {
+		hashPort, err = udpFlags(o.Flags, m)
+	} else {
+		err = checkFlags(o.Flags, o.Method)
+	}
+	if err != nil {
 		return nil, nil, err
 	}
 	if o.Persistent && !isHash(m) {
@@ -202,6 +232,16 @@ func serviceBody(vs string, o ServiceOptions) (map[string]any, []string, error) 
 		notes = append(notes, note)
 	}
 	b := map[string]any{"name": vs, "mode": config.ModeTCP, "port": o.Port, "balance": m}
+	if udp {
+		// IPVS's NAT, GORB's default forwarding, keeps the client's
+		// address, so the backends already route back through the
+		// director: dnat is that, fullnat would change what they see.
+		b["mode"], b["forward"] = config.ModeUDP, config.ForwardDNAT
+		notes = append(notes, "protocol udp is ober's mode udp with forward dnat, which the kernel forwards as IPVS NAT did (the backends see the client and answer through the node)")
+		if hashPort {
+			b["hash_source_port"] = true
+		}
+	}
 	if o.Host != "" {
 		a, err := netip.ParseAddr(o.Host)
 		if err != nil {
@@ -497,7 +537,13 @@ func pulseOf(h config.ServiceHealth) *PulseOptions {
 
 // optionsOf is an ober service as GORB's options.
 func optionsOf(s config.Service) ServiceOptions {
-	o := ServiceOptions{Protocol: "tcp", Port: s.Port, Method: s.Balance, Persistent: isHash(s.Balance), Fallback: fbDefault}
+	o := ServiceOptions{Protocol: config.ProtocolTCP, Port: s.Port, Method: s.Balance, Persistent: isHash(s.Balance), Fallback: fbDefault}
+	if s.Mode == config.ModeUDP || s.Protocol == config.ProtocolUDP {
+		o.Protocol = config.ProtocolUDP
+		if s.HashSourcePort {
+			o.Flags = "sh-port"
+		}
+	}
 	if s.Port == 0 {
 		o.Port = s.Ports.From
 	}

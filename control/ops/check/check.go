@@ -97,7 +97,7 @@ type Options struct {
 // (backend, tls, iface) still run on what the file says, so that one
 // run names every problem. Every group of checks runs at once; the
 // results come in a fixed order: config, haproxy, bgp or vrrp, backend,
-// tls, iface.
+// routeback, tls, iface.
 func Run(ctx context.Context, path string, o Options) []Result {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -124,6 +124,7 @@ func Run(ctx context.Context, path string, o Options) []Result {
 		func(ctx context.Context) []Result { return configChecks(ctx, path, cfg) },
 		func(ctx context.Context) []Result { return haChecks(ctx, o, cfg) },
 		func(ctx context.Context) []Result { return backendChecks(ctx, cfg) },
+		func(ctx context.Context) []Result { return routeBackChecks(ctx, cfg) },
 		func(context.Context) []Result { return tlsChecks(cfg) },
 		func(ctx context.Context) []Result { return ifaceChecks(ctx, cfg) },
 	)

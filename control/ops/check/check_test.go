@@ -314,3 +314,94 @@ backends:
 	require.Equal(t, "config", got[0].Name)
 	require.Contains(t, got[0].Detail, "no such file")
 }
+
+// A dnat service's backend passes the route-back check only when its
+// answers to a client come back through the node: with its default
+// route (or a route to the clients the access list admits) via the node
+// it passes, without one it fails naming the fix, and a backend that
+// answers no ICMP at all is a warning, not a verdict.
+func TestRouteBack(t *testing.T) {
+	node, be := netnstest.New(t, "rb-node"), netnstest.New(t, "rb-be")
+	netnstest.Veth(t, node, "eth-n", be, "eth-b", 1)
+	node.IP(t, "addr", "add", "10.78.0.1/24", "dev", "eth-n")
+	be.IP(t, "addr", "add", "10.78.0.2/24", "dev", "eth-b")
+	node.IP(t, "-6", "addr", "add", "fd00:78::1/64", "dev", "eth-n", "nodad")
+	be.IP(t, "-6", "addr", "add", "fd00:78::2/64", "dev", "eth-b", "nodad")
+	svc := func(access ...string) config.Service {
+		s := config.Service{Name: "pg", Mode: config.ModeNAT, Forward: config.ForwardDNAT}
+		if len(access) > 0 {
+			s.Access = &config.Access{Default: config.AccessDeny, Rules: access}
+		}
+		return s
+	}
+	check := func(s config.Service, addr string) Result {
+		var r Result
+		require.NoError(t, node.Do(func() error {
+			r = routeBackCheck(context.Background(), s, config.BackendServer{Name: "b", Address: addr})
+			return nil
+		}))
+		return r
+	}
+	const v4, v6 = "10.78.0.2:5432", "[fd00:78::2]:5432"
+
+	// No route back: the backend cannot answer 198.51.100.1 at all.
+	r := check(svc(), v4)
+	require.Equal(t, Fail, r.Status, "%+v", r)
+	require.Contains(t, r.Detail, "do not come back through this node")
+	require.Contains(t, r.Detail, "198.51.100.1")
+	require.Contains(t, r.Fix, "forward: fullnat")
+	r = check(svc(), v6)
+	require.Equal(t, Fail, r.Status, "%+v", r)
+	require.Contains(t, r.Detail, "2001:db8::1")
+
+	be.IP(t, "route", "add", "default", "via", "10.78.0.1")
+	be.IP(t, "-6", "route", "add", "default", "via", "fd00:78::1")
+	r = check(svc(), v4)
+	require.Equal(t, OK, r.Status, "%+v", r)
+	require.Greater(t, r.RTTMillis, 0.0)
+	r = check(svc(), v6)
+	require.Equal(t, OK, r.Status, "%+v", r)
+
+	// The access list's clients are what the backend must route: a
+	// route to them alone is enough, and the check uses one of them.
+	be.IP(t, "route", "del", "default")
+	be.IP(t, "route", "add", "10.200.0.0/16", "via", "10.78.0.1")
+	r = check(svc("deny 10.200.9.0/24", "allow 10.200.0.0/16"), v4)
+	require.Equal(t, OK, r.Status, "%+v", r)
+	require.Contains(t, r.Detail, "10.200.0.1")
+	r = check(svc(), v4)
+	require.Equal(t, Fail, r.Status, "a documentation address has no route: %+v", r)
+
+	// A backend that ignores ICMP echo cannot be judged.
+	out, err := be.Exec(context.Background(), "sysctl", "-w", "net.ipv4.icmp_echo_ignore_all=1").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	r = check(svc(), v4)
+	require.Equal(t, Warn, r.Status, "%+v", r)
+	require.True(t, r.OK)
+	require.Contains(t, r.Detail, "answers no ICMP echo")
+}
+
+// The filter and the parser agree on what a reply is: the echo request
+// itself (the other direction) and another id are not.
+func TestEchoPacketAndReply(t *testing.T) {
+	for _, pair := range [][2]string{{"198.51.100.1", "10.0.0.2"}, {"2001:db8::1", "fd00::2"}} {
+		client, backend := netip.MustParseAddr(pair[0]), netip.MustParseAddr(pair[1])
+		req := echoPacket(client, backend, 7, 3)
+		_, ok := echoReplySeq(req, client, backend, 7)
+		require.False(t, ok, "a request is no reply")
+		// The backend's reply: addresses swapped, type reply.
+		rep := echoPacket(backend, client, 7, 3)
+		if client.Is4() {
+			rep[20] = 0
+		} else {
+			rep[40] = 129
+		}
+		seq, ok := echoReplySeq(rep, client, backend, 7)
+		require.True(t, ok)
+		require.Equal(t, uint16(3), seq)
+		_, ok = echoReplySeq(rep, client, backend, 8)
+		require.False(t, ok, "another id")
+		_, ok = echoReplySeq(rep[:10], client, backend, 7)
+		require.False(t, ok, "truncated")
+	}
+}

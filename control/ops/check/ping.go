@@ -16,8 +16,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// pingFrom sends ICMP echo requests to peer from iface and self, the way
-// keepalived's unicast adverts leave, and returns the round trip of the
+// pingFrom sends ICMP echo requests to peer from iface ("": any) and
+// self, the way keepalived's unicast adverts leave, and returns the round trip of the
 // first answer. An echo goes out every eighth of wait, so one lost
 // packet (or the first one waiting for ARP) does not fail the check.
 func pingFrom(ctx context.Context, iface string, self, peer netip.Addr, wait time.Duration) (time.Duration, error) {
@@ -26,6 +26,9 @@ func pingFrom(ctx context.Context, iface string, self, peer netip.Addr, wait tim
 		network, reqType, replyType = "ip6:ipv6-icmp", 128, 129
 	}
 	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		if iface == "" {
+			return nil // the route to peer picks the interface
+		}
 		var serr error
 		err := rc.Control(func(fd uintptr) {
 			serr = unix.SetsockoptString(int(fd), unix.SOL_SOCKET, unix.SO_BINDTODEVICE, iface)

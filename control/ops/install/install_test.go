@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ober-ingress/ober/control/lib/tuning"
+	"github.com/ober-ingress/ober/control/runtime/nftlb"
 	"github.com/ober-ingress/ober/systemd"
 )
 
@@ -542,4 +543,48 @@ func TestManifestIsStable(t *testing.T) {
 	require.Contains(t, man.Dirs, ConfigDir)
 	require.Equal(t, FstabLine, man.FstabLine)
 	require.True(t, man.FstabCreated)
+}
+
+// fakeTable is ober's nftables table as uninstall sees it.
+type fakeTable struct {
+	exists  bool
+	err     error
+	removed int
+}
+
+func (f *fakeTable) Owned() (bool, error) { return f.exists, f.err }
+func (f *fakeTable) Remove() error {
+	f.removed++
+	f.exists = false
+	return nil
+}
+
+// Uninstall deletes the udp and nat services' nftables table, which the
+// daemon leaves when it stops, also when nothing else is left; a table of
+// that name that ober did not make stays.
+func TestUninstallRemovesTheNFTablesTable(t *testing.T) {
+	m := newMachine(t, debian12, "haproxy 2.6", "keepalived 2.2", "iproute2 6.1", "ethtool 6.1")
+	var out bytes.Buffer
+	require.NoError(t, Bootstrap(context.Background(), m.opts(&out)))
+	tbl := &fakeTable{exists: true}
+	out.Reset()
+	require.NoError(t, Uninstall(context.Background(), UninstallOptions{Root: m.root, Live: true, Out: &out, Yes: true, Table: tbl}))
+	require.Equal(t, 1, tbl.removed)
+	require.Contains(t, out.String(), "removed   nftables table inet ober (the udp and nat services' rules)\n")
+
+	// Only the table is left: uninstall still has that to do.
+	tbl.exists = true
+	out.Reset()
+	require.NoError(t, Uninstall(context.Background(), UninstallOptions{Root: m.root, Live: true, Out: &out, Yes: true, Table: tbl}))
+	require.Equal(t, 2, tbl.removed)
+	out.Reset()
+	require.NoError(t, Uninstall(context.Background(), UninstallOptions{Root: m.root, Live: true, Out: &out, Yes: true, Table: tbl}))
+	require.Equal(t, 2, tbl.removed)
+	require.Contains(t, out.String(), "nothing to remove")
+
+	foreign := &fakeTable{exists: true, err: nftlb.ErrNotOurs}
+	out.Reset()
+	require.NoError(t, Uninstall(context.Background(), UninstallOptions{Root: m.root, Live: true, Out: &out, Yes: true, Table: foreign}))
+	require.Zero(t, foreign.removed)
+	require.Contains(t, out.String(), "kept      nftables table inet ober: ober did not make it\n")
 }

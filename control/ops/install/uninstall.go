@@ -22,6 +22,7 @@ import (
 	"github.com/ober-ingress/ober/control/lib/procstat"
 	"github.com/ober-ingress/ober/control/lib/sysuser"
 	"github.com/ober-ingress/ober/control/lib/tuning"
+	"github.com/ober-ingress/ober/control/runtime/nftlb"
 	"github.com/ober-ingress/ober/loader"
 	"github.com/ober-ingress/ober/systemd"
 )
@@ -44,6 +45,18 @@ type UninstallOptions struct {
 	// PinRoot is where the dataplane is pinned (--bpffs-root); PinRoot
 	// when empty.
 	PinRoot string
+	// Table is the nftables table of the udp and nat services; when nil,
+	// table inet ober of this network namespace if Root is "/" and Live,
+	// none otherwise (a tree has no kernel state).
+	Table Table
+}
+
+// Table is what uninstall needs of ober's nftables table: nftlb.Applier.
+type Table interface {
+	// Owned reports whether the table exists, with nftlb.ErrNotOurs when
+	// it is not ober's.
+	Owned() (bool, error)
+	Remove() error
 }
 
 // DefaultStopTimeout is a little more than the unit's TimeoutStopSec.
@@ -89,6 +102,9 @@ func Uninstall(ctx context.Context, o UninstallOptions) error {
 	if o.Units == nil {
 		o.Units = systemd.Units()
 	}
+	if o.Table == nil && o.Live && filepath.Clean(o.Root) == "/" {
+		o.Table = &nftlb.Applier{}
+	}
 	if o.Live && os.Geteuid() != 0 {
 		return errors.New("must run as root: it stops ober and removes files under /etc, /usr and /var (or give --root DIR)")
 	}
@@ -106,7 +122,8 @@ func Uninstall(ctx context.Context, o UninstallOptions) error {
 	}
 	files, dirs := u.plan()
 	fstab := u.fstabHasOurs()
-	if running == nil && len(files) == 0 && len(dirs) == 0 && !fstab {
+	table := u.hasTable()
+	if running == nil && len(files) == 0 && len(dirs) == 0 && !fstab && !table {
 		fmt.Fprintf(o.Out, "nothing to remove: ober is not installed under %s\n", o.Root)
 		return nil
 	}
@@ -141,6 +158,14 @@ func Uninstall(ctx context.Context, o UninstallOptions) error {
 				return err
 			}
 		}
+	}
+	// The daemon leaves its nftables rules in place when it stops, so
+	// that a restart keeps the kernel services' flows.
+	if table {
+		if err := u.Table.Remove(); err != nil {
+			return fmt.Errorf("remove nftables table inet %s: %w", nftlb.TableName, err)
+		}
+		u.r.line(vRemoved, "nftables table inet %s (the udp and nat services' rules)", nftlb.TableName)
 	}
 	unitsRemoved, watchdogRemoved, sysctlRemoved := false, false, false
 	for _, f := range files {
@@ -533,4 +558,23 @@ func (d *daemon) stop(ctx context.Context, u *uninstaller) error {
 		case <-tick.C:
 		}
 	}
+}
+
+// hasTable reports whether ober's nftables table is there to remove. A
+// table of that name that ober did not make is kept, and said so;
+// nftables that cannot be read (no nf_tables) has no table of ober's.
+func (u *uninstaller) hasTable() bool {
+	if u.Table == nil {
+		return false
+	}
+	ok, err := u.Table.Owned()
+	switch {
+	case errors.Is(err, nftlb.ErrNotOurs):
+		u.r.line(vKept, "nftables table inet %s: ober did not make it", nftlb.TableName)
+		return false
+	case err != nil:
+		u.r.line(vNote, "nftables not read, no table removed: %v", err)
+		return false
+	}
+	return ok
 }

@@ -456,6 +456,16 @@ func (a *Applier) Apply(r Ruleset) error {
 	return nil
 }
 
+// Owned reports whether table inet ober exists; ErrNotOurs when it does
+// but ober did not make it.
+func (a *Applier) Owned() (bool, error) {
+	c, err := a.conn()
+	if err != nil {
+		return false, err
+	}
+	return owned(c)
+}
+
 // Remove deletes table inet ober, if it is ober's.
 func (a *Applier) Remove() error {
 	c, err := a.conn()
