@@ -917,6 +917,26 @@ var tcpSvcBadServices = []struct{ name, service, want string }{
     health: {kind: tcp}
     backends: [{address: "10.98.2.11:8000"}]`,
 		`services[2].health.kind: "tcp": a UDP backend answers no TCP check: use probe with protocol: udp, exec or none`},
+	{"udp with tls", `
+  - name: t2
+    port: 53
+    mode: udp
+    tls: {self_signed: true}
+    backends: [{address: "10.98.2.11:53"}]`,
+		`services[2].tls: not allowed for mode udp (the kernel forwards its packets as they are)`},
+	{"udp with proxy_protocol", `
+  - name: t2
+    port: 53
+    mode: udp
+    proxy_protocol: v2
+    backends: [{address: "10.98.2.11:53"}]`,
+		`services[2].proxy_protocol: "v2": not for mode udp, which the kernel forwards without a proxy; use forward: dnat to show the client's address to the backends`},
+	{"udp port range too large", `
+  - name: t2
+    ports: 20000-24096
+    mode: udp
+    backends: [{address: "10.98.2.11"}]`,
+		`services[2].ports: 20000-24096: 4097 ports; at most 1024, since each port of each VIP is a row of the dataplane's services table`},
 }
 
 // tcpSvcWithService is tcpSvcCheckBase with service added to its

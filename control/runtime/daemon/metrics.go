@@ -74,10 +74,10 @@ func newCollector(d *Daemon) *collector {
 		sbWeight:       desc("service_backend_weight", "The backend's configured weight.", "service", "pool", "backend"),
 		sbEff:          desc("service_backend_effective_weight", "The weight HAProxy uses now (slowstart, leastbandwidth); 0 when out of service.", "service", "pool", "backend"),
 		sbAdmin:        desc("service_backend_admin_state", "1 for the backend's admin state: enabled, drain or disabled.", "service", "pool", "backend", "state"),
-		sbState:        desc("service_backend_state", "1 for the backend's state in HAProxy: ready, drain or maint.", "service", "pool", "backend", "state"),
+		sbState:        desc("service_backend_state", "1 for the backend's state: in HAProxy ready, drain or maint; for a udp or nat service (nftables) rotation or out.", "service", "pool", "backend", "state"),
 		sbChecks:       desc("service_backend_checks_total", "Health checks of the backend, by result (passed, failed).", "service", "pool", "backend", "result"),
 		sbOpen:         desc("service_backend_connections", "Connections open to the backend now.", "service", "pool", "backend"),
-		sbConns:        desc("service_backend_connections_total", "Connections the backend took, summed over the serving instances.", "service", "pool", "backend"),
+		sbConns:        desc("service_backend_connections_total", "Connections the backend took, summed over the serving instances; for a udp or nat service, the new flows nftables sent it.", "service", "pool", "backend"),
 		sbIn:           desc("service_backend_bytes_in_total", "Bytes from clients to the backend.", "service", "pool", "backend"),
 		sbOut:          desc("service_backend_bytes_out_total", "Bytes from the backend to clients.", "service", "pool", "backend"),
 		vipPoolAddrs:   desc("vip_pool_addresses", "Addresses of a vip_pools entry, by state (used, reserved, free).", "pool", "state"),
@@ -250,7 +250,11 @@ func (c *collector) collectServices(b *plan.NodePlan, counter, gauge func(*prome
 			for _, st := range []string{config.StateEnabled, config.StateDrain, config.StateDisabled} {
 				gauge(c.sbAdmin, b2f(bs.Admin == st), append(l, st)...)
 			}
-			for _, st := range []string{servers.Ready, servers.Drain, servers.Maint} {
+			states := []string{servers.Ready, servers.Drain, servers.Maint}
+			if bs.State == KernelRotation || bs.State == KernelOut {
+				states = []string{KernelRotation, KernelOut}
+			}
+			for _, st := range states {
 				gauge(c.sbState, b2f(bs.State == st), append(l, st)...)
 			}
 			counter(c.sbChecks, float64(bs.ChecksPassed), append(l, "passed")...)

@@ -184,6 +184,13 @@ func (d *Daemon) liveInstances() []servers.Instance {
 	return out
 }
 
+// The states of a udp or nat service's backend in status and metrics:
+// nftables sends it new flows, or not.
+const (
+	KernelRotation = "rotation"
+	KernelOut      = "out"
+)
+
 // serviceStates are p's services with their backends as the health checks,
 // the controller and the instances' counters see them.
 func (d *Daemon) serviceStates(p *plan.NodePlan) []api.DaemonServiceStatus {
@@ -231,20 +238,20 @@ func (d *Daemon) serviceStates(p *plan.NodePlan) []api.DaemonServiceStatus {
 					// nftables, not HAProxy: in rotation or not, and the
 					// new flows its rule sent.
 					ks := kernel[svc.Name][s.Name]
-					b.HAProxyBackend, b.State, b.EffectiveWeight = "", "out", 0
+					b.HAProxyBackend, b.State, b.EffectiveWeight = "", KernelOut, 0
 					if ks.InRotation {
-						b.State, b.EffectiveWeight = "rotation", s.Weight
+						b.State, b.EffectiveWeight = KernelRotation, s.Weight
 					}
 					b.TotalConnections, b.BytesIn = int64(ks.Flows), int64(ks.Bytes)
 				}
 				if b.State == servers.Maint {
 					b.EffectiveWeight = 0
 				}
-				ss.Up = ss.Up || st.State == servers.Ready
-				ss.Connections += st.Conns
-				ss.TotalConnections += st.TotalConns
-				ss.BytesIn += st.BytesIn
-				ss.BytesOut += st.BytesOut
+				ss.Up = ss.Up || b.State == servers.Ready || b.State == KernelRotation
+				ss.Connections += b.Connections
+				ss.TotalConnections += b.TotalConnections
+				ss.BytesIn += b.BytesIn
+				ss.BytesOut += b.BytesOut
 				ss.Backends = append(ss.Backends, b)
 			}
 		}
@@ -269,6 +276,9 @@ func (d *Daemon) anyServiceUp(p *plan.NodePlan) bool {
 		if st.State == servers.Ready {
 			return true
 		}
+	}
+	if d.kernel != nil && d.kernel.Serving() {
+		return true
 	}
 	return len(p.Servers) == 0
 }

@@ -200,6 +200,24 @@ func (c *Controller) Rotation() map[string][]string {
 	return out
 }
 
+// Serving reports whether some service has a backend to send new flows
+// to, from the checks' verdicts of now rather than the last pass's: the
+// node's announcement asks as soon as a verdict changes.
+func (c *Controller) Serving() bool {
+	var up map[string]bool
+	if c.o.Health != nil {
+		up = c.o.Health()
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, s := range c.services {
+		if len(Choose(s, up, c.rotation[s.Name])) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 func (c *Controller) syncLocked(ctx context.Context) error {
 	var up map[string]bool
 	if c.o.Health != nil {

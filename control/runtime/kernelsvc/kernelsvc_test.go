@@ -206,3 +206,23 @@ func maps(m map[string]bool) map[string]bool {
 	}
 	return out
 }
+
+// Serving answers from the checks' verdicts of now, before a pass has
+// applied them: the node withdraws its VIPs as soon as no kernel service
+// has a backend, and keep_last keeps a service serving.
+func TestServing(t *testing.T) {
+	up := map[string]bool{"dns/a": true}
+	ctl := New(Options{Applier: &fakeApplier{}, Clean: (&fakeCleaner{}).clean, Health: func() map[string]bool { return maps(up) }})
+	require.False(t, ctl.Serving(), "no services")
+	svc := Service{Name: "dns", Protocol: config.ProtocolUDP, VIPs: []netip.Addr{vip}, Port: 53, Balance: config.BalanceWeighted,
+		Forward: config.ForwardFullNAT, Backends: []Backend{a, b}}
+	require.NoError(t, ctl.Set(context.Background(), []Service{svc}))
+	require.True(t, ctl.Serving())
+	up = map[string]bool{}
+	require.False(t, ctl.Serving(), "a is down though the last pass put it in rotation")
+	svc.Fallback = config.FallbackKeepLast
+	up = map[string]bool{"dns/a": true}
+	require.NoError(t, ctl.Set(context.Background(), []Service{svc}))
+	up = map[string]bool{}
+	require.True(t, ctl.Serving(), "keep_last keeps the last rotation")
+}
