@@ -126,7 +126,7 @@ type Controller struct {
 	// still needs its VIPs and ports to clean its flows.
 	defs    map[string]Service
 	applied *nftlb.Ruleset
-	lastErr  error
+	lastErr error
 }
 
 // New makes a Controller; Run it.
