@@ -279,12 +279,6 @@ const execPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
 
 func (c *checker) checkExec(ctx context.Context) error {
 	ck := &c.t.Check
-	cmd := exec.CommandContext(ctx, ck.Command[0], ck.Command[1:]...)
-	cmd.Env = []string{execPath,
-		"OBER_BACKEND_ADDR=" + c.t.Addr.Addr().String(),
-		"OBER_BACKEND_PORT=" + strconv.Itoa(int(c.t.port()))}
-	cmd.Dir = "/"
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: ck.Credential}
 	// The command's own pipe, not exec's copying: Wait then returns when
 	// the command exits, not when the last child holding the pipe does.
 	r, w, err := os.Pipe()
@@ -292,9 +286,25 @@ func (c *checker) checkExec(ctx context.Context) error {
 		return fmt.Errorf("exec %s: %w", ck.Command[0], err)
 	}
 	defer r.Close()
-	cmd.Stdout, cmd.Stderr = w, w
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	err = cmd.Start()
+	var cmd *exec.Cmd
+	for try := 1; ; try++ {
+		cmd = exec.CommandContext(ctx, ck.Command[0], ck.Command[1:]...)
+		cmd.Env = []string{execPath,
+			"OBER_BACKEND_ADDR=" + c.t.Addr.Addr().String(),
+			"OBER_BACKEND_PORT=" + strconv.Itoa(int(c.t.port()))}
+		cmd.Dir = "/"
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: ck.Credential}
+		cmd.Stdout, cmd.Stderr = w, w
+		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+		err = cmd.Start()
+		// "text file busy": the script was just written, and a process
+		// forked meanwhile (by this daemon or the tool that wrote it)
+		// holds it open until it execs. That passes in moments.
+		if !errors.Is(err, syscall.ETXTBSY) || try == 3 || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(time.Duration(try) * 10 * time.Millisecond)
+	}
 	w.Close()
 	if err != nil {
 		return fmt.Errorf("exec %s: %w", ck.Command[0], err)
