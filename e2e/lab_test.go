@@ -261,7 +261,7 @@ func TestLabUpDemoDown(t *testing.T) {
 
 var (
 	vrrpTakeover = regexp.MustCompile(`node3 took 10\.99\.1\.102 (\d+) ms after the kill`)
-	vrrpBack     = regexp.MustCompile(`node2 holds 10\.99\.1\.102 again ([\d.]+) s after its instances were back`)
+	vrrpBack     = regexp.MustCompile(`node2 holds 10\.99\.1\.102 again ([\d.]+) s after it left fault with its instances back`)
 )
 
 // TestLabVRRP: `ober lab up --ha vrrp` builds the site with the nodes in
@@ -294,8 +294,9 @@ func TestLabVRRP(t *testing.T) {
 	reqs := requireTally(t, res.stdout)
 	backS, err := strconv.ParseFloat(back[1], 64)
 	require.NoError(t, err)
-	// The preempt delay (2s) runs from keepalived seeing the node
-	// healthy, a poll of /status before the demo sees the restart.
+	// The preempt delay (2s) runs from node2's VRRP instance leaving
+	// fault, as keepalived reported it (measured from the demo's poll of
+	// the restart instead, it came out 1.3 s on a loaded machine).
 	require.GreaterOrEqual(t, backS, 1.8, "node2 took its VIP back before the preempt delay")
 	require.Contains(t, res.stdout, "no VIP on two nodes at once in any of")
 	require.NotContains(t, res.stdout, "TWO HOLDERS")
