@@ -33,7 +33,7 @@ const (
 	BalanceWeighted       = "weighted"       // in turn, by weight
 	BalanceLeastConn      = "leastconn"      // fewest open connections, by weight
 	BalanceSource         = "source"         // hash of the client address
-	BalanceConsistent     = "consistent"     // consistent hash of the client address
+	BalanceConsistent     = "consistent"     // consistent hash of the client address (of the whole flow in the kernel)
 	BalanceRandom         = "random"         // power of two random choices
 	BalanceFirst          = "first"          // the first server with room
 	BalanceLeastBandwidth = "leastbandwidth" // fewest bytes per second, measured by ober

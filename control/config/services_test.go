@@ -120,7 +120,7 @@ func TestValidateServices(t *testing.T) {
 		{"balance in capitals", func(c *Config) { c.Services[1].Balance = "WLC" },
 			`services[1].balance: "WLC": unknown balance method; did you mean "wlc"?`},
 		{"IPVS flag", func(c *Config) { c.Services[1].Balance = "sh-port" },
-			`services[1].balance: "sh-port": an IPVS scheduler flag, not a method (no equivalent: ober hashes the client address, never its port)`},
+			`services[1].balance: "sh-port": an IPVS scheduler flag, not a method (on a TCP proxy no equivalent, HAProxy hashes the client address only; in the kernel, hash_source_port: true)`},
 
 		// options
 		{"fallback", func(c *Config) { c.Services[1].Fallback = "drop" },
