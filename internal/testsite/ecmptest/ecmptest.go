@@ -1,12 +1,13 @@
 // Package ecmptest builds a BGP/ECMP site in network namespaces: a real
-// router (BIRD or FRR) spreading a VIP over three ober nodes, a client
-// behind the router, an S3 backend and a rogue router on the nodes'
-// segment.
+// router (BIRD or FRR) spreading a VIP over three ober nodes (or as many
+// as Params.Nodes says), a client behind the router, an S3 backend and a
+// rogue router on the nodes' segment.
 //
 //	client 10.99.2.2 --- 10.99.2.1 router 10.99.1.1 --+-- switch (bridge) --+-- node1 10.99.1.11
 //	                                                   |                    +-- node2 10.99.1.12
 //	                                                   |                    +-- node3 10.99.1.13
 //	                                                   |                    +-- backend 10.99.1.20:9000
+//	                                                   |                    |   (and BackendIP, BackendIP6)
 //	                                                   |                    +-- rogue 10.99.1.30
 //
 // Every node runs the real `ober run` in ha.mode bgp with its per-CPU
@@ -30,6 +31,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -77,7 +79,9 @@ type Params struct {
 	Drain time.Duration
 	// HoldDown is ha.bgp.hold_down; default 1s.
 	HoldDown time.Duration
-	// Handoff lists the three nodes in ha.bgp.handoff.
+	// Nodes is the number of ober nodes, 1 to maxNodes; default 3.
+	Nodes int
+	// Handoff lists every node in ha.bgp.handoff.
 	Handoff bool
 	// Password is the TCP MD5 key of every session, on both sides.
 	Password string
@@ -96,6 +100,17 @@ type Params struct {
 // instances is the number of HAProxy instances of every node.
 const instances = 2
 
+// maxNodes keeps the nodes' addresses, 10.99.1.11 up, below the backend's.
+const maxNodes = 8
+
+// maxBackendIPs keeps BackendIP's addresses, 10.99.1.21 up, below the
+// rogue router's.
+const maxBackendIPs = 9
+
+// maxClientIPs keeps ClientIP's addresses, 10.99.2.10 up, in the
+// client's subnet.
+const maxClientIPs = 200
+
 // Site is the built topology.
 type Site struct {
 	Client, Rogue *netnstest.NS
@@ -109,6 +124,9 @@ type Site struct {
 	bin, dir, cert, key           string
 	clientDial                    *nodetest.Dialer
 	backend                       *http.Server
+
+	extraMu sync.Mutex
+	extra   map[netip.Addr]bool // addresses BackendIP, ClientIP and their twins added
 }
 
 // Node is one ober node.
@@ -145,6 +163,12 @@ func New(t testing.TB, bin string, p Params) *Site {
 	}
 	if p.HoldDown == 0 {
 		p.HoldDown = time.Second
+	}
+	if p.Nodes == 0 {
+		p.Nodes = 3
+	}
+	if p.Nodes < 1 || p.Nodes > maxNodes {
+		t.Fatalf("ecmptest: %d nodes, want 1 to %d", p.Nodes, maxNodes)
 	}
 	s := &Site{t: t, p: p, bin: bin, dir: t.TempDir()}
 	sw := routertest.NewSwitch(t)
@@ -202,7 +226,7 @@ func New(t testing.TB, bin string, p Params) *Site {
 	port(s.Rogue, "x-sw", "sw-x")
 	s.Rogue.IP(t, "addr", "add", rogueAddr.String()+"/24", "dev", "x-sw")
 
-	for i := range 3 {
+	for i := range p.Nodes {
 		n := &Node{
 			site: s, Name: fmt.Sprintf("node%d", i+1), NS: netnstest.New(t, fmt.Sprintf("n%d", i+1)),
 			Addr:  netip.AddrFrom4([4]byte{10, 99, 1, byte(11 + i)}),
@@ -357,10 +381,12 @@ func (s *Site) Config(n *Node) *config.Config {
 		},
 		Backends: config.Backends{
 			Servers: []config.BackendServer{{Name: "s3a", Address: BackendAddr.String()}},
-			// Three failures in a row: ober checks each backend once per
-			// node, and under the tests' 64 MiB transfers on 2 vCPUs two
-			// 200 ms checks in a row can time out and withdraw a node.
-			Health: config.HealthCheck{Interval: dur(200 * time.Millisecond), Fall: 3, Rise: 1},
+			// Three failures of 500 ms checks in a row: under the tests'
+			// 64 MiB transfers on 2 vCPUs, two 200 ms checks in a row
+			// timed out and withdrew a node, and so did three: the
+			// router then rehashed its multipath, moving other nodes'
+			// transfers to nodes that had no socket for them (reset).
+			Health: config.HealthCheck{Interval: dur(500 * time.Millisecond), Fall: 3, Rise: 1},
 		},
 		Instances: config.Instances{Count: instances},
 		Timeouts:  config.Timeouts{Drain: dur(p.Drain)},
@@ -378,13 +404,13 @@ func (n *Node) WriteConfig(c *config.Config) {
 }
 
 // StartNodes runs ober on every node, waits until each is healthy and the
-// router has a three-way multipath route to both VIPs.
+// router has a multipath route to both VIPs through every node.
 func (s *Site) StartNodes() {
 	s.t.Helper()
 	for _, n := range s.Nodes {
 		n.Start()
 	}
-	s.WaitPaths(3, 30*time.Second)
+	s.WaitPaths(len(s.Nodes), 30*time.Second)
 }
 
 // WaitPaths waits until the router's routes to both VIPs have want next
@@ -419,6 +445,77 @@ func (n *Node) LinkUp() {
 	n.NS.IP(n.site.t, "link", "set", n.iface, "up")
 	n.NS.IP(n.site.t, "route", "replace", "default", "via", routerAddr.String())
 	n.NS.IP(n.site.t, "-6", "route", "replace", "default", "via", RouterAddr6.String())
+}
+
+// Backend is the backend host's namespace, on the nodes' segment, for
+// tests that run their own servers there (at BackendIP and BackendIP6).
+func (s *Site) Backend() *netnstest.NS { return s.backendNS }
+
+// BackendIP is the i-th further IPv4 address of the backend host,
+// 10.99.1.<21+i> (i < 9), added on first use: one per server a test runs
+// there. The nodes reach it on their segment, without a router.
+func (s *Site) BackendIP(i int) netip.Addr {
+	s.t.Helper()
+	if i < 0 || i >= maxBackendIPs {
+		s.t.Fatalf("ecmptest: backend address %d, want 0 to %d", i, maxBackendIPs-1)
+	}
+	a := netip.AddrFrom4([4]byte{10, 99, 1, byte(21 + i)})
+	s.addOnce(s.backendNS, "b-sw", a, "/24")
+	return a
+}
+
+// BackendIP6 is BackendIP's IPv6 twin, fd99:1::<21+i> (the number read
+// as hexadecimal digits, as the nodes' addresses are).
+func (s *Site) BackendIP6(i int) netip.Addr {
+	s.t.Helper()
+	if i < 0 || i >= maxBackendIPs {
+		s.t.Fatalf("ecmptest: backend address %d, want 0 to %d", i, maxBackendIPs-1)
+	}
+	a := netip.MustParseAddr(fmt.Sprintf("fd99:1::%d", 21+i))
+	// nodad: a server cannot bind an address under duplicate address
+	// detection.
+	s.addOnce(s.backendNS, "b-sw", a, "/64", "nodad")
+	return a
+}
+
+// ClientIP is the i-th further IPv4 address of the client host,
+// 10.99.2.<10+i> (i < 200), added on first use: for tests that need
+// flows from several client addresses.
+func (s *Site) ClientIP(i int) netip.Addr {
+	s.t.Helper()
+	if i < 0 || i >= maxClientIPs {
+		s.t.Fatalf("ecmptest: client address %d, want 0 to %d", i, maxClientIPs-1)
+	}
+	a := netip.AddrFrom4([4]byte{10, 99, 2, byte(10 + i)})
+	s.addOnce(s.Client, "c-r", a, "/24")
+	return a
+}
+
+// ClientIP6 is ClientIP's IPv6 twin, fd99:2::<10+i> (the number read as
+// hexadecimal digits, as the nodes' addresses are).
+func (s *Site) ClientIP6(i int) netip.Addr {
+	s.t.Helper()
+	if i < 0 || i >= maxClientIPs {
+		s.t.Fatalf("ecmptest: client address %d, want 0 to %d", i, maxClientIPs-1)
+	}
+	a := netip.MustParseAddr(fmt.Sprintf("fd99:2::%d", 10+i))
+	s.addOnce(s.Client, "c-r", a, "/64", "nodad")
+	return a
+}
+
+// addOnce adds a to dev in ns unless it did so before.
+func (s *Site) addOnce(ns *netnstest.NS, dev string, a netip.Addr, length string, flags ...string) {
+	s.t.Helper()
+	s.extraMu.Lock()
+	defer s.extraMu.Unlock()
+	if s.extra[a] {
+		return
+	}
+	if s.extra == nil {
+		s.extra = map[netip.Addr]bool{}
+	}
+	ns.IP(s.t, append([]string{"addr", "add", a.String() + length, "dev", dev}, flags...)...)
+	s.extra[a] = true
 }
 
 // ClientDialer dials from the client namespace.
