@@ -841,13 +841,14 @@ func (d *doc) editBackend(ch Change) (Edited, error) {
 		p.list.Content = append(p.list.Content[:at.index], p.list.Content[at.index+1:]...)
 		if len(p.list.Content) == 0 && p.spec.Ref.Pool == config.DefaultPool && !p.spec.Shared {
 			s := &d.cfg.Services[si]
+			own := s.Mode == config.ModeTCP || config.IsKernelMode(s.Mode) // never the top-level pool
 			switch {
-			case s.Mode != config.ModeTCP && len(d.cfg.Backends.Servers) > 0:
+			case !own && len(d.cfg.Backends.Servers) > 0:
 				return Edited{}, Errorf(http.StatusConflict, field,
 					"%s: the last backend of the service: without it the service would take the top-level backends.servers; add another backend first, or delete the service", field)
-			case s.Mode == config.ModeTCP && len(s.Pools) == 0:
+			case own && len(s.Pools) == 0:
 				return Edited{}, Errorf(http.StatusConflict, field,
-					"%s: the last backend of the service: a tcp service without backends cannot serve; add another backend first, or delete the service", field)
+					"%s: the last backend of the service: a %s service without backends cannot serve; add another backend first, or delete the service", field, s.Mode)
 			}
 		}
 		ed.Deleted = true

@@ -719,3 +719,32 @@ func TestBurstTakesFewApplies(t *testing.T) {
 	require.Len(t, cfg.Services[2].Backends, 2+n)
 	require.Equal(t, float64(gen0+n), decoded(t, must(s.Service(context.Background(), "db")))["generation"])
 }
+
+// A udp service goes through the API as any other: created with its UDP
+// probe, its backends changed one by one, its last backend kept (409, not
+// the top-level pool's message: a kernel service never takes that pool),
+// and what the kernel cannot do refused with the validator's words.
+func TestUDPService(t *testing.T) {
+	s, a := newStore(t, site)
+	mustMkdir(t, s)
+	do(t, s, Change{Verb: Create, Kind: KindService, Body: json.RawMessage(`{"name": "dns", "port": 53, "mode": "udp", "balance": "consistent",
+		"health": {"kind": "probe", "protocol": "udp", "send": "ping", "expect": "pong"},
+		"backends": [{"name": "ns1", "address": "10.6.0.1:53"}]}`)})
+	do(t, s, Change{Verb: Put, Kind: KindBackend, Service: "dns", Backend: "ns2", Pool: config.DefaultPool, Body: json.RawMessage(`{"address": "10.6.0.2:53", "weight": 3}`)})
+	do(t, s, Change{Verb: Drain, Kind: KindBackend, Service: "dns", Backend: "ns1"})
+	cfg, err := config.Load(s.Path)
+	require.NoError(t, err)
+	svc := cfg.Services[len(cfg.Services)-1]
+	require.Equal(t, config.ModeUDP, svc.Mode)
+	require.Equal(t, config.ForwardFullNAT, svc.Forward)
+	require.Len(t, svc.Backends, 2)
+	require.Equal(t, config.StateDrain, svc.Backends[0].State)
+
+	do(t, s, Change{Verb: Delete, Kind: KindBackend, Service: "dns", Backend: "ns1"})
+	refused(t, s, a, Change{Verb: Delete, Kind: KindBackend, Service: "dns", Backend: "ns2"}, http.StatusConflict,
+		"services[dns].backends[ns2]", "a udp service without backends cannot serve")
+	refused(t, s, a, Change{Verb: Patch, Kind: KindService, Service: "dns", Body: json.RawMessage(`{"proxy_protocol": "v2"}`)},
+		http.StatusUnprocessableEntity, "services[dns].proxy_protocol", "not for mode udp, which the kernel forwards without a proxy")
+	refused(t, s, a, Change{Verb: Patch, Kind: KindService, Service: "dns", Body: json.RawMessage(`{"health": {"kind": "tcp"}}`)},
+		http.StatusUnprocessableEntity, "services[dns].health.kind", "a UDP backend answers no TCP check")
+}
