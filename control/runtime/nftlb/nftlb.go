@@ -391,7 +391,7 @@ func owned(c *nftables.Conn) (exists bool, err error) {
 		if t.Name != TableName {
 			continue
 		}
-		objs, err := c.GetObjects(t)
+		objs, err := c.GetNamedObjects(t)
 		if err != nil {
 			return true, fmt.Errorf("nftables: objects of inet %s: %w", TableName, err)
 		}
@@ -493,7 +493,7 @@ func (a *Applier) Counters() (map[Key]Counter, error) {
 	if err != nil || !exists {
 		return nil, err
 	}
-	objs, err := c.GetObjects(table())
+	objs, err := c.GetNamedObjects(table())
 	if err != nil {
 		return nil, fmt.Errorf("nftables: counters of inet %s: %w", TableName, err)
 	}
@@ -565,7 +565,7 @@ func listState(c *nftables.Conn, t *nftables.Table) (*state, error) {
 	if st.sets, err = c.GetSets(t); err != nil {
 		return nil, fmt.Errorf("nftables: maps of inet %s: %w", TableName, err)
 	}
-	if st.objs, err = c.GetObjects(t); err != nil {
+	if st.objs, err = c.GetNamedObjects(t); err != nil {
 		return nil, fmt.Errorf("nftables: objects of inet %s: %w", TableName, err)
 	}
 	return st, nil

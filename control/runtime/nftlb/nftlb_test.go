@@ -479,6 +479,45 @@ func TestUDPTimeouts(t *testing.T) {
 	require.LessOrEqual(t, seen[53], uint32(15), "a query and its answer: the service's 15 s, not the kernel's 30 s")
 	require.Greater(t, seen[53], uint32(10))
 	require.LessOrEqual(t, seen[54], uint32(5), "unanswered: the other service's 5 s")
+
+	// With timeout objects in the table, the table is still read (ours,
+	// counters) and changed: a new timeout replaces the old object.
+	require.NoError(t, s.node.Do(func() error {
+		a := &Applier{}
+		if ok, err := a.Owned(); err != nil || !ok {
+			return fmt.Errorf("owned: %v %w", ok, err)
+		}
+		cs, err := a.Counters()
+		if err != nil {
+			return err
+		}
+		if cs[Key{Service: "dns", Backend: "b0"}].Packets == 0 {
+			return fmt.Errorf("no flow counted: %v", cs)
+		}
+		return nil
+	}))
+	svc.UDPTimeout = 20 * time.Second
+	s.apply(t, Ruleset{Services: []Service{svc}})
+	require.NoError(t, s.node.Do(func() error {
+		c, err := nftables.New()
+		if err != nil {
+			return err
+		}
+		objs, err := c.GetNamedObjects(table())
+		if err != nil {
+			return err
+		}
+		var timeouts []string
+		for _, o := range objs {
+			if no, ok := o.(*nftables.NamedObj); ok && no.Type == nftables.ObjTypeCtTimeout {
+				timeouts = append(timeouts, no.Name)
+			}
+		}
+		if len(timeouts) != 1 || !strings.Contains(timeouts[0], "20") {
+			return fmt.Errorf("timeout objects after the change: %v", timeouts)
+		}
+		return nil
+	}))
 }
 
 // The consistent table: shares follow the weights within a few per cent,
