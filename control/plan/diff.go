@@ -37,6 +37,10 @@ type Changes struct {
 	Peers, Routes bool
 	// VRRP says keepalived's configuration differs.
 	VRRP bool
+	// Kernel says the services the kernel forwards differ (their
+	// backends, weights, admin states, balance, timeouts): nftables
+	// takes them in one transaction, without renewing an instance.
+	Kernel bool
 }
 
 // Diff says what applying next over running changes; a nil running plan
@@ -49,6 +53,7 @@ func Diff(running, next *NodePlan) Changes {
 		c.Access, _ = DiffAccess(nil, &next.Tables)
 		c.HAProxy = true
 		c.Peers, c.Routes, c.VRRP = next.BGP != nil, next.BGP != nil, next.VRRP != nil
+		c.Kernel = len(next.Kernel) > 0
 		return c
 	}
 	for _, iface := range next.Interfaces {
@@ -77,7 +82,28 @@ func Diff(running, next *NodePlan) Changes {
 	if running.VRRP != nil && next.VRRP != nil {
 		c.VRRP = !reflect.DeepEqual(*running.VRRP, *next.VRRP)
 	}
+	c.Kernel = !reflect.DeepEqual(kernelView(running), kernelView(next))
 	return c
+}
+
+// kernelState is a kernel service with its backends as they are (the
+// service names them by index into NodePlan.Servers).
+type kernelState struct {
+	Service  KernelService
+	Backends []Server
+}
+
+func kernelView(p *NodePlan) []kernelState {
+	out := make([]kernelState, 0, len(p.Kernel))
+	for _, k := range p.Kernel {
+		st := kernelState{Service: k}
+		st.Service.Servers = nil
+		for _, i := range k.Servers {
+			st.Backends = append(st.Backends, p.Servers[i])
+		}
+		out = append(out, st)
+	}
+	return out
 }
 
 // DiffTables says what writing next over running changes in the
@@ -163,17 +189,18 @@ func sameServerStates(in haproxy.Instance) haproxy.Instance {
 }
 
 // RuntimeOnly reports whether the only change is to backends' weights and
-// admin states.
+// admin states, or to the kernel services, which nftables takes as they
+// are: neither renews an instance.
 func (c Changes) RuntimeOnly() bool {
 	rest := c
-	rest.Servers = false
-	return c.Servers && rest.None()
+	rest.Servers, rest.Kernel = false, false
+	return (c.Servers || c.Kernel) && rest.None()
 }
 
 // None reports whether nothing but the instances' renewal changes.
 func (c Changes) None() bool {
 	return len(c.Attach)+len(c.Detach)+len(c.Whitelists)+len(c.Access) == 0 &&
-		!c.Tables && !c.Steering && !c.HAProxy && !c.Servers && !c.Peers && !c.Routes && !c.VRRP
+		!c.Tables && !c.Steering && !c.HAProxy && !c.Servers && !c.Peers && !c.Routes && !c.VRRP && !c.Kernel
 }
 
 // String names what changes, for the reload's log line.
@@ -199,6 +226,7 @@ func (c Changes) String() string {
 	add(c.Peers, "bgp peers")
 	add(c.Routes, "bgp routes")
 	add(c.VRRP, "keepalived configuration")
+	add(c.Kernel, "kernel services")
 	if len(parts) == 0 {
 		return "nothing"
 	}

@@ -2,6 +2,7 @@ package plan
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -86,4 +87,30 @@ func TestBuildKernelServices(t *testing.T) {
 	for _, s := range p.Servers {
 		require.Equal(t, s.Service != "web", s.Kernel, "%s/%s", s.Service, s.Name)
 	}
+}
+
+// A kernel service's change (a backend's weight or state, its balance)
+// is nftables' alone: no instance is renewed, and a change of an HAProxy
+// service still renews them.
+func TestDiffKernelServices(t *testing.T) {
+	p1 := build(t, kernelServices, facts(), nil)
+	for _, c := range []struct{ name, from, to string }{
+		{"weight", `weight: 50, state: drain}`, `weight: 20, state: drain}`},
+		{"state", `weight: 50, state: drain}`, `weight: 50, state: disabled}`},
+		{"balance", `balance: consistent`, `balance: roundrobin`},
+		{"timeout", `timeouts: {udp: 10s}`, `timeouts: {udp: 20s}`},
+		{"backend", `{name: ns6, address: "[fd30::1]:53"}`, `{name: ns6, address: "[fd30::2]:53"}`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p2 := build(t, strings.Replace(kernelServices, c.from, c.to, 1), facts(), p1)
+			ch := Diff(p1, p2)
+			require.True(t, ch.Kernel, "changes: %s", ch)
+			require.True(t, ch.RuntimeOnly(), "changes: %s", ch)
+			require.Equal(t, "kernel services", ch.String())
+		})
+	}
+	require.False(t, Diff(p1, build(t, kernelServices, facts(), p1)).Kernel, "the same file")
+	p3 := build(t, strings.Replace(kernelServices, `address: "10.30.0.1:8080"`, `address: "10.30.0.2:8080"`, 1), facts(), p1)
+	require.False(t, Diff(p1, p3).Kernel)
+	require.False(t, Diff(p1, p3).RuntimeOnly(), "an HAProxy backend's address renews the instances")
 }
