@@ -250,7 +250,8 @@ func (p *Proxy) relay(s *session) {
 		if err := s.up.SetReadDeadline(deadline); err != nil {
 			return
 		}
-		sent, err := p.relayOne(rc, s)
+		last := p.cfg.MaxReplies > 0 && replies+1 >= p.cfg.MaxReplies
+		sent, err := p.relayOne(rc, s, last)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			continue // the client may have spoken since: the loop looks again
 		}
@@ -268,8 +269,11 @@ func (p *Proxy) relay(s *session) {
 
 // relayOne waits for one reply and sends it to the client. The buffer is
 // taken from the pool only once the reply is there, so an idle session
-// holds no 64 KiB of its own.
-func (p *Proxy) relayOne(rc syscall.RawConn, s *session) (sent bool, err error) {
+// holds no 64 KiB of its own. A session's last reply is sent only once
+// the session is forgotten: a client that asks again as soon as it has
+// the answer (a stub resolver on the same port) must open a new session,
+// not write into this one after its reader has stopped.
+func (p *Proxy) relayOne(rc syscall.RawConn, s *session, last bool) (sent bool, err error) {
 	var (
 		buf  *[]byte
 		n    int
@@ -298,6 +302,9 @@ func (p *Proxy) relayOne(rc syscall.RawConn, s *session) (sent bool, err error) 
 		return false, rerr
 	}
 	s.touch(p.epoch)
+	if last {
+		p.forget(s)
+	}
 	if _, err := p.conn.WriteToUDPAddrPort((*buf)[:n], s.client); err != nil {
 		if errors.Is(err, net.ErrClosed) {
 			return false, err
@@ -309,13 +316,19 @@ func (p *Proxy) relayOne(rc syscall.RawConn, s *session) (sent bool, err error) 
 	return true, nil
 }
 
-// end forgets the session so the client's next datagram opens a new one.
+// end forgets the session and closes its socket.
 func (p *Proxy) end(s *session) {
+	p.forget(s)
+	s.up.Close()
+	p.closed.Add(1)
+}
+
+// forget removes the session from the map, so that the client's next
+// datagram opens a new one.
+func (p *Proxy) forget(s *session) {
 	p.mu.Lock()
 	if p.sessions[s.client] == s {
 		delete(p.sessions, s.client)
 	}
 	p.mu.Unlock()
-	s.up.Close()
-	p.closed.Add(1)
 }

@@ -230,6 +230,29 @@ func TestMaxRepliesOneClosesSession(t *testing.T) {
 	}
 }
 
+// A client that asks again on the same port as soon as it has its one
+// reply, as a stub resolver reusing its port does, gets every answer:
+// the next query opens a new session rather than going into the one
+// that is closing.
+func TestMaxRepliesOneAskAgainAtOnce(t *testing.T) {
+	for _, ip := range families {
+		t.Run(ip, func(t *testing.T) {
+			a, b := startEcho(t, ip, "a"), startEcho(t, ip, "b")
+			p := startProxy(t, Config{Listen: listenAddr(ip), Backends: []netip.AddrPort{a.addr, b.addr}, MaxReplies: 1})
+			c := newClient(t, ip)
+			const queries = 500
+			for i := range queries {
+				msg := fmt.Sprintf("q%d", i)
+				reply, err := query(c, p.Addr(), msg)
+				require.NoError(t, err, "query %d of %d: %+v", i+1, queries, p.Stats())
+				_, err = backendOf(reply, msg)
+				require.NoError(t, err)
+			}
+			require.EqualValues(t, queries, p.Stats().SessionsOpened, "one session per query")
+		})
+	}
+}
+
 func TestIdleTimeoutClosesSession(t *testing.T) {
 	for _, ip := range families {
 		t.Run(ip, func(t *testing.T) {

@@ -126,6 +126,27 @@ func TestCheckPoolWithoutServers(t *testing.T) {
 	require.NoError(t, Check(ctx, bin, writeConfig(t, dir, in), nil))
 }
 
+// TestCheckIdleInstance: an instance with no frontend and no pool (a
+// node whose services the kernel forwards) renders a file HAProxy accepts;
+// a pool without a frontend is still refused.
+func TestCheckIdleInstance(t *testing.T) {
+	bin := haproxyBinary(t)
+	v := haproxyVersion(t, bin)
+	dir := shortTempDir(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	in := checkInstance(t, v, dir)
+	pools := in.Pools
+	in.Frontends, in.Pools = nil, nil
+	text, err := Render(in)
+	require.NoError(t, err)
+	require.NotContains(t, string(text), "frontend ")
+	require.NoError(t, Check(ctx, bin, writeConfig(t, dir, in), nil))
+	in.Pools = pools
+	_, err = Render(in)
+	require.ErrorContains(t, err, "no frontends")
+}
+
 // TestCheckExtraBinaries checks the rendered configuration with more
 // HAProxy releases, listed in OBER_TEST_HAPROXY_EXTRA (colon-separated
 // paths), e.g. a 3.x build next to Debian 12's 2.6.

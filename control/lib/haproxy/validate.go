@@ -110,6 +110,12 @@ func validate(in Instance) (layout, error) {
 	validateTimeouts(in.Timeouts, bad)
 
 	lay := layout{tiers: map[string][]tier{}, tcp: map[string]bool{}, tunnel: map[string]time.Duration{}}
+	if len(in.Frontends) == 0 && len(in.Pools) == 0 {
+		// Idle: a node whose services are all forwarded by the kernel
+		// still runs its instances (their runtime API answers), so that
+		// health, announcements and reloads work as anywhere else.
+		return lay, errors.Join(errs...)
+	}
 	pools := validatePools(in.Pools, lay, bad)
 	validateFrontends(in, pools, lay, bad)
 	return lay, errors.Join(errs...)
