@@ -649,6 +649,8 @@ func TestUpgradeFrom256Listeners(t *testing.T) {
 		s.serve(t, listenHigh, i, false)
 	}
 	landWhereModelSays(ap(vip4, portHigh), 100)
-	landWhereModelSays(https, 20)
+	// 60 flows: with 20, one of the four instances got none about once
+	// in 80 runs ((3/4)^20 each), which is chance, not a fault.
+	landWhereModelSays(https, 60)
 	require.NoError(t, roundTrip(established, "still"), "the established connection goes on")
 }
