@@ -362,11 +362,12 @@ func isIPLiteral(host string) bool {
 }
 
 // usesSharedPool reports whether services[i] is served by the top-level
-// backends.servers: a tls or http service without backends of its own. An
+// backends.servers: a tls or http service without backends of its own (a
+// tcp, udp or nat service never takes it). An
 // unknown mode counts as one, since it may be a typo of either.
 func (c *Config) usesSharedPool(i int) bool {
 	s := &c.Services[i]
-	return s.Mode != ModeTCP && s.Mode != ModeUDP && len(s.Backends) == 0
+	return s.Mode != ModeTCP && !IsKernelMode(s.Mode) && len(s.Backends) == 0
 }
 
 // isL7 reports whether a mode proxies HTTP, where backends can have TLS,

@@ -59,6 +59,24 @@ func TestKernelServicesDefaults(t *testing.T) {
 	require.Equal(t, 10*time.Second, syslog.Timeouts.UDP.Duration)
 }
 
+// A udp or nat service without backends has an empty pool of its own:
+// it never takes the top-level backends.servers (the S3 gateways), which
+// a nat service without backends once did.
+func TestKernelServiceWithoutBackends(t *testing.T) {
+	c, err := Parse([]byte(kernelHead + `  - {name: pg, mode: nat, port: 5432}
+  - {name: dns, mode: udp, port: 53}
+backends:
+  servers: [{name: s3a, address: "10.1.0.9:7480"}]
+`))
+	require.NoError(t, err)
+	for i := range c.Services {
+		pools := c.ServicePools(i)
+		require.Len(t, pools, 1, "%s", c.Services[i].Name)
+		require.False(t, pools[0].Shared, "%s takes the top-level pool", c.Services[i].Name)
+		require.Empty(t, pools[0].Servers)
+	}
+}
+
 // What the kernel cannot do is refused, with the field, the value and
 // what to use instead; the kernel's keys are refused on other modes.
 func TestKernelServicesRefused(t *testing.T) {
