@@ -607,14 +607,17 @@ func TestServicesBalanceMethods(t *testing.T) {
 		}()
 		others := slices.DeleteFunc([]string{"b0", "b1", "b2"}, func(n string) bool { return n == busy })
 		// ober measures the byte rates every second and lightens the busy
-		// server: (idle rate + 1 MB/s) / (its rate + 1 MB/s), about 1/6.
-		// Give it up to 10s; what the status said then goes into the
-		// failure message either way.
+		// server: (idle rate + 1 MB/s) / (its rate + 1 MB/s), about 1/6
+		// once the transfer runs at its full rate. Give it up to 10s to
+		// get there (a weight of 48 was taken once, while the transfer
+		// was still at 1.1 MB/s: its share then was 0.19, above the
+		// bound); what the status said goes into the failure message
+		// either way.
 		var st *api.Status
 		dropped := false
 		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 			st = s.Status()
-			if b, _ := balBackend(st, "bal-lb", busy); b.State == "ready" && b.EffectiveWeight > 0 && b.EffectiveWeight < 50 {
+			if b, _ := balBackend(st, "bal-lb", busy); b.State == "ready" && b.EffectiveWeight > 0 && b.EffectiveWeight <= 25 {
 				dropped = true
 				break
 			}
