@@ -11,7 +11,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/ti-mo/conntrack"
-	"golang.org/x/sys/unix"
 
 	"github.com/ober-ingress/ober/control/config"
 	"github.com/ober-ingress/ober/internal/testsite/dnstest"
@@ -281,25 +280,12 @@ func kernelFlows(t *testing.T, s *nodetest.Site, svc string) map[string]int64 {
 // VIP, so that the next datagrams are new flows the balance decides.
 func forgetUDPFlows(t *testing.T, s *nodetest.Site) {
 	t.Helper()
-	require.NoError(t, s.Node.Do(func() error {
-		c, err := conntrack.Dial(nil)
-		if err != nil {
-			return fmt.Errorf("conntrack: %w", err)
-		}
-		defer c.Close()
-		flows, err := c.Dump(nil)
-		if err != nil {
-			return fmt.Errorf("conntrack dump: %w", err)
-		}
-		for _, f := range flows {
-			if f.TupleOrig.Proto.Protocol == unix.IPPROTO_UDP && f.TupleOrig.IP.DestinationAddress == nodetest.VIP {
-				if err := c.Delete(f); err != nil {
-					return fmt.Errorf("conntrack delete %v: %w", f.TupleOrig, err)
-				}
-			}
+	vipUDPFlows(t, s, func(c *conntrack.Conn, f conntrack.Flow) error {
+		if err := c.Delete(f); err != nil {
+			return fmt.Errorf("conntrack delete %v: %w", f.TupleOrig, err)
 		}
 		return nil
-	}))
+	})
 }
 
 // clientNodeSide is the node's address on the client's link, the

@@ -235,6 +235,19 @@ func udpFlowsTo(t *testing.T, s *nodetest.Site, backend netip.Addr) int {
 func nodeUDPFlows(t *testing.T, s *nodetest.Site, match func(conntrack.Flow) bool) int {
 	t.Helper()
 	n := 0
+	vipUDPFlows(t, s, func(_ *conntrack.Conn, f conntrack.Flow) error {
+		if match(f) {
+			n++
+		}
+		return nil
+	})
+	return n
+}
+
+// vipUDPFlows calls each with the conntrack connection and every entry
+// of the node's UDP flows to the VIP, in the node's namespace.
+func vipUDPFlows(t *testing.T, s *nodetest.Site, each func(*conntrack.Conn, conntrack.Flow) error) {
+	t.Helper()
 	require.NoError(t, s.Node.Do(func() error {
 		c, err := conntrack.Dial(nil)
 		if err != nil {
@@ -246,13 +259,14 @@ func nodeUDPFlows(t *testing.T, s *nodetest.Site, match func(conntrack.Flow) boo
 			return fmt.Errorf("conntrack dump: %w", err)
 		}
 		for _, f := range flows {
-			if f.TupleOrig.Proto.Protocol == unix.IPPROTO_UDP && f.TupleOrig.IP.DestinationAddress == nodetest.VIP && match(f) {
-				n++
+			if f.TupleOrig.Proto.Protocol == unix.IPPROTO_UDP && f.TupleOrig.IP.DestinationAddress == nodetest.VIP {
+				if err := each(c, f); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
 	}))
-	return n
 }
 
 // A nat service forwards TCP in the kernel: with fullnat the backend
