@@ -228,6 +228,7 @@ func (c *Config) ApplyDefaults() {
 	setDuration(&b.Health.Interval, DefaultHealthInterval)
 	setInt(&b.Health.Fall, DefaultHealthFall)
 	setInt(&b.Health.Rise, DefaultHealthRise)
+	applyDiscoveryDefaults(b.Discovery)
 
 	// After the top-level backends: services on the top-level pool take
 	// their balance and health check from there.
@@ -367,7 +368,7 @@ func isIPLiteral(host string) bool {
 // unknown mode counts as one, since it may be a typo of either.
 func (c *Config) usesSharedPool(i int) bool {
 	s := &c.Services[i]
-	return s.Mode != ModeTCP && !IsKernelMode(s.Mode) && len(s.Backends) == 0
+	return s.Mode != ModeTCP && !IsKernelMode(s.Mode) && len(s.Backends) == 0 && s.Discovery == nil
 }
 
 // isL7 reports whether a mode proxies HTTP, where backends can have TLS,
@@ -384,6 +385,10 @@ func (c *Config) applyServiceDefaults(i int) {
 	}
 	c.applyBalance(fmt.Sprintf("services[%d].balance", i), &s.Balance, false)
 	c.applyKernelDefaults(i)
+	applyDiscoveryDefaults(s.Discovery)
+	for j := range s.Pools {
+		applyDiscoveryDefaults(s.Pools[j].Discovery)
+	}
 	if s.Balance == "" {
 		s.Balance = DefaultBalance
 		if c.usesSharedPool(i) && slices.Contains(balanceMethods, c.Backends.Balance) {

@@ -94,7 +94,7 @@ func TestParseErrors(t *testing.T) {
 			"node.interfaces: at least one interface is required\n" +
 				"vips: at least one VIP is required (or vip_pools to take addresses from)\n" +
 				"services: at least one service is required\n" +
-				"backends.servers: at least one server is required"},
+				"backends.servers: at least one server is required (or a discovery that finds them)"},
 		{"validation after decoding", strings.Replace(minimalYAML, "port: 80", "port: 80\n    whitelist: routers", 1),
 			`services[0].whitelist: "routers": must be frontend-http or backend-http`},
 	}

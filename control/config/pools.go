@@ -48,7 +48,7 @@ func (c *Config) ServicePools(i int) []PoolSpec {
 		out = append(out, PoolSpec{Ref: PoolRef{name, DefaultPool}, Path: base + ".backends", Servers: s.Backends})
 	case c.usesSharedPool(i):
 		out = append(out, PoolSpec{Ref: PoolRef{name, DefaultPool}, Path: "backends.servers", Shared: true, Servers: c.Backends.Servers})
-	case (s.Mode == ModeTCP || IsKernelMode(s.Mode)) && len(s.Pools) == 0:
+	case s.Discovery != nil || (s.Mode == ModeTCP || IsKernelMode(s.Mode)) && len(s.Pools) == 0:
 		// Kept while it has no backend yet (one created through the
 		// API before its backends): it closes every connection.
 		out = append(out, PoolSpec{Ref: PoolRef{name, DefaultPool}, Path: base + ".backends"})

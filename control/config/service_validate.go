@@ -136,6 +136,10 @@ func (c *Config) validateServiceMode(p *problems, i int) {
 		p.add(base+".mode", quote(s.Mode), "must be tls, http, tcp, udp or nat")
 	}
 	c.validateKernelKeys(p, i)
+	validatePoolDiscovery(p, base, s.Discovery, len(s.Backends))
+	for j := range s.Pools {
+		validatePoolDiscovery(p, fmt.Sprintf("%s.pools[%d]", base, j), s.Pools[j].Discovery, len(s.Pools[j].Backends))
+	}
 }
 
 func (c *Config) validateServicePorts(p *problems, i int) {

@@ -89,6 +89,8 @@ const DefaultPool = "default"
 type Pool struct {
 	Name     string          `yaml:"name"`
 	Backends []BackendServer `yaml:"backends"`
+	// Discovery finds the pool's backends.
+	Discovery *Discovery `yaml:"discovery"`
 }
 
 // ServiceHealth is a service's active check of each of its backends,

@@ -166,7 +166,7 @@ func TestValidateServices(t *testing.T) {
 		{"sni on an http backend without tls", func(c *Config) { c.Services[4].Backends[0].SNI = "web.example.com" },
 			`services[4].backends[0].sni: "web.example.com": needs tls: true`},
 		{"top-level pool needed", func(c *Config) { c.Backends.Servers = nil },
-			`backends.servers: at least one server is required`},
+			`backends.servers: at least one server is required (or a discovery that finds them)`},
 
 		// pools
 		{"pools without passthrough", func(c *Config) {
@@ -714,7 +714,7 @@ services:
 		{"vip pool key", base + "vip_pools:\n  - {name: lab, adresses: [10.20.0.0/28]}\n",
 			`vip_pools[0].adresses: unknown key (line 11); did you mean "addresses"?`},
 		{"a tls service still needs the top-level pool", base + "  - {mode: http, port: 80}\n",
-			`backends.servers: at least one server is required`},
+			`backends.servers: at least one server is required (or a discovery that finds them)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -97,6 +97,8 @@ type Service struct {
 	Backends []BackendServer `yaml:"backends"`
 	// Pools are further named pools, for TLSPassthrough's routes.
 	Pools []Pool `yaml:"pools"`
+	// Discovery finds the backends of the service's own pool.
+	Discovery *Discovery `yaml:"discovery"`
 	// Health is the service's active check; default the top-level
 	// backends.health for a service on the top-level pool, else a tcp
 	// connect.
@@ -154,6 +156,8 @@ type Backends struct {
 	Balance string          `yaml:"balance"`
 	Servers []BackendServer `yaml:"servers"`
 	Health  HealthCheck     `yaml:"health"`
+	// Discovery finds the servers.
+	Discovery *Discovery `yaml:"discovery"`
 }
 
 // BackendServer is one backend server.

@@ -282,9 +282,10 @@ func (c *Config) validateBackends(p *problems) {
 			p.add("backends.balance", quote(b.Balance), "%s", msg)
 		}
 	}
-	if len(b.Servers) == 0 && c.needsSharedPool() {
-		p.add("backends.servers", "", "at least one server is required")
+	if len(b.Servers) == 0 && c.needsSharedPool() && !discovers(b.Discovery) {
+		p.add("backends.servers", "", "at least one server is required (or a discovery that finds them)")
 	}
+	validatePoolDiscovery(p, "backends", b.Discovery, len(b.Servers))
 	c.validateServers(p, "backends.servers", b.Servers, poolUse{l7: true})
 
 	h := &b.Health

@@ -117,7 +117,7 @@ func TestValidate(t *testing.T) {
 		{"balance far from any", func(c *Config) { c.Backends.Balance = "fastest" },
 			`backends.balance: "fastest": unknown balance method; ober's are roundrobin, weighted, leastconn, source, consistent, random, first, leastbandwidth, and GORB's and GoBetween's names are accepted (SCHEMA.md)`},
 		{"no servers", func(c *Config) { c.Backends.Servers = nil },
-			`backends.servers: at least one server is required`},
+			`backends.servers: at least one server is required (or a discovery that finds them)`},
 		{"address missing", func(c *Config) { c.Backends.Servers[1].Address = "" },
 			`backends.servers[1].address: required: host:port`},
 		{"address without port", func(c *Config) { c.Backends.Servers[1].Address = "rgw2.example.com" },
