@@ -2,8 +2,8 @@
 // backend a source finds, the bounds on what a source may return, and
 // the Source a runner polls (or waits on, for the kinds that can tell a
 // change at once). Each kind lives in a package of its own below this
-// one (dns for srv and dns, file, http, exec, consul); none of them knows about
-// ober's configuration or plan.
+// one (dns for kinds srv and dns, file, httpsrc, exec, consul); none of
+// them knows about ober's configuration or plan.
 package discovery
 
 import (
