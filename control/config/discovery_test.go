@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/ober-ingress/ober/control/lib/discovery"
 )
 
 const discoveryHead = `node:
@@ -77,4 +79,51 @@ func TestDiscoveryRefused(t *testing.T) {
     backends: [{address: "10.1.0.1:6379"}]
 `))
 	require.ErrorContains(t, err, "services[0].backends: the pool's backends come from discovery kind srv: remove the list (an operator's state or weight for a found backend goes in services[0].discovery.overrides)")
+}
+
+// The found backends become the pool's servers: named after their
+// address, the source's weight and priority, an operator's override on
+// top (kept for a backend that is gone and comes back), a backend the
+// source no longer names drained; the loaded configuration is not
+// changed.
+func TestWithDiscovered(t *testing.T) {
+	c, err := Parse([]byte(discoveryHead + `  - name: s3
+    mode: tls
+    port: 443
+    tls: {self_signed: true}
+    discovery:
+      kind: srv
+      name: _s3._tcp.rgw.example
+      overrides:
+        - {address: "10.1.0.2:7480", state: drain}
+        - {address: "[fd00::3]:7480", weight: 7}
+        - {address: "10.1.0.9:7480", state: disabled}
+  - {name: static, mode: tcp, port: 7000, backends: [{address: "10.2.0.1:7000"}]}
+`))
+	require.NoError(t, err)
+	require.Equal(t, []DiscoveryPool{{Key: "services[s3]", Discovery: c.Services[0].Discovery}}, c.DiscoveryPools())
+	b := func(host string, w, prio int) discovery.Backend {
+		return discovery.Backend{Host: host, Port: 7480, Weight: w, Priority: prio}
+	}
+	d := c.WithDiscovered(map[string]Found{"services[s3]": {
+		Backends: []discovery.Backend{b("10.1.0.1", 256, 1), b("10.1.0.2", 128, 1), b("fd00::3", -1, 2)},
+		Draining: []discovery.Backend{b("10.1.0.4", 50, 1), b("10.1.0.1", 256, 1)},
+	}})
+	require.Empty(t, c.Services[0].Backends, "the loaded configuration stays as it was")
+	type srv struct {
+		name, addr, state string
+		weight, prio      int
+	}
+	var got []srv
+	for _, s := range d.Services[0].Backends {
+		got = append(got, srv{s.Name, s.Address, s.State, *s.Weight, s.Priority})
+	}
+	require.Equal(t, []srv{
+		{"10.1.0.1_7480", "10.1.0.1:7480", StateEnabled, 256, 1},
+		{"10.1.0.2_7480", "10.1.0.2:7480", StateDrain, 128, 1},
+		{"fd00..3_7480", "[fd00::3]:7480", StateEnabled, 7, 2},
+		{"10.1.0.4_7480", "10.1.0.4:7480", StateDrain, 50, 1},
+	}, got)
+	require.Equal(t, c.Services[1].Backends, d.Services[1].Backends, "a static pool is as the file says")
+	require.Empty(t, c.WithDiscovered(nil).Services[0].Backends, "nothing found yet")
 }
