@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ober-ingress/ober/control/config"
 	"github.com/ober-ingress/ober/control/lib/discovery"
 )
 
@@ -36,6 +37,10 @@ type Pool struct {
 	// SetEmpty empties the pool when a fetch fails (failpolicy
 	// setempty); otherwise the last backends stay (keeplast).
 	SetEmpty bool
+	// DrainFor is how long a backend the source no longer names stays
+	// in the pool, drained, so that its connections finish rather than
+	// being cut (the daemon's drain timeout).
+	DrainFor time.Duration
 }
 
 // State is a pool's discovery as status shows it.
@@ -44,6 +49,9 @@ type State struct {
 	// Backends are what the pool has now: the last fetch's, or the ones
 	// kept from before a failure.
 	Backends []discovery.Backend
+	// Draining are the backends the source no longer names, kept
+	// drained until DrainFor has passed since they went.
+	Draining []discovery.Backend
 	// Problems are the last fetch's refused entries.
 	Problems []string
 	// LastSuccess and LastError, with when the error happened.
@@ -61,7 +69,7 @@ type State struct {
 type Options struct {
 	// Apply gets the pools whose backends changed, with their backends
 	// now; it returns when they are in force (or refused).
-	Apply func(ctx context.Context, changed map[string][]discovery.Backend) error
+	Apply func(ctx context.Context, changed map[string]config.Found) error
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -78,7 +86,7 @@ type Runner struct {
 
 	mu      sync.Mutex
 	pools   map[string]*pool
-	pending map[string][]discovery.Backend
+	pending map[string]config.Found
 	wake    chan struct{}
 }
 
@@ -87,6 +95,8 @@ type pool struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	state  State
+	// goneAt is when each draining backend left the source, by ID.
+	goneAt map[string]time.Time
 }
 
 // New makes a Runner; Run starts its hand-overs.
@@ -103,7 +113,7 @@ func New(o Options) *Runner {
 	if o.RetryGap == 0 {
 		o.RetryGap = RetryGap
 	}
-	return &Runner{o: o, pools: map[string]*pool{}, pending: map[string][]discovery.Backend{}, wake: make(chan struct{}, 1)}
+	return &Runner{o: o, pools: map[string]*pool{}, pending: map[string]config.Found{}, wake: make(chan struct{}, 1)}
 }
 
 // Set makes ps the running pools: a new pool starts fetching, a pool no
@@ -120,12 +130,13 @@ func (r *Runner) Set(ctx context.Context, ps []Pool) {
 			continue
 		}
 		var keep State
+		goneAt := map[string]time.Time{}
 		if old != nil {
 			old.cancel()
-			keep = old.state
+			keep, goneAt = old.state, old.goneAt
 		}
 		keep.Kind = p.Kind
-		np := &pool{Pool: p, state: keep, done: make(chan struct{})}
+		np := &pool{Pool: p, state: keep, goneAt: goneAt, done: make(chan struct{})}
 		pctx, cancel := context.WithCancel(ctx)
 		np.cancel = cancel
 		r.pools[p.Key] = np
@@ -144,7 +155,8 @@ func (r *Runner) Set(ctx context.Context, ps []Pool) {
 // compared by identity, so the daemon passes the same Source for an
 // unchanged discovery block.
 func same(a, b Pool) bool {
-	return a.Kind == b.Kind && a.Source == b.Source && a.Interval == b.Interval && a.Timeout == b.Timeout && a.SetEmpty == b.SetEmpty
+	return a.Kind == b.Kind && a.Source == b.Source && a.Interval == b.Interval && a.Timeout == b.Timeout &&
+		a.SetEmpty == b.SetEmpty && a.DrainFor == b.DrainFor
 }
 
 // Stop ends every pool's fetching and waits for it.
@@ -170,21 +182,23 @@ func (r *Runner) States() map[string]State {
 	for k, p := range r.pools {
 		st := p.state
 		st.Backends = slices.Clone(st.Backends)
+		st.Draining = slices.Clone(st.Draining)
 		st.Problems = slices.Clone(st.Problems)
 		out[k] = st
 	}
 	return out
 }
 
-// Backends are a pool's backends now, and whether the pool is known.
-func (r *Runner) Backends(key string) ([]discovery.Backend, bool) {
+// Found is every pool's backends now, and those draining, by key: what
+// config.WithDiscovered takes.
+func (r *Runner) Found() map[string]config.Found {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	p, ok := r.pools[key]
-	if !ok {
-		return nil, false
+	out := make(map[string]config.Found, len(r.pools))
+	for k, p := range r.pools {
+		out[k] = config.Found{Backends: slices.Clone(p.state.Backends), Draining: slices.Clone(p.state.Draining)}
 	}
-	return slices.Clone(p.state.Backends), true
+	return out
 }
 
 // run fetches one pool until ctx ends.
@@ -264,12 +278,53 @@ func (r *Runner) fetch(ctx context.Context, p *pool) {
 	if slices.Equal(next, st.Backends) {
 		return
 	}
+	// What left starts draining; what came back stops.
+	in := map[string]bool{}
+	for _, b := range next {
+		in[b.ID()] = true
+		delete(p.goneAt, b.ID())
+	}
+	for _, b := range st.Backends {
+		if !in[b.ID()] && p.DrainFor > 0 {
+			if _, ok := p.goneAt[b.ID()]; !ok {
+				p.goneAt[b.ID()] = now
+				st.Draining = append(st.Draining, b)
+			}
+		}
+	}
+	st.Draining = slices.DeleteFunc(st.Draining, func(b discovery.Backend) bool { return in[b.ID()] })
 	st.Backends = next
 	st.Changes++
-	r.pending[p.Key] = slices.Clone(next)
+	r.changedLocked(p)
+}
+
+// changedLocked queues p's backends for the next Apply.
+func (r *Runner) changedLocked(p *pool) {
+	r.pending[p.Key] = config.Found{Backends: slices.Clone(p.state.Backends), Draining: slices.Clone(p.state.Draining)}
 	select {
 	case r.wake <- struct{}{}:
 	default:
+	}
+}
+
+// sweep lets go of the draining backends whose time is up.
+func (r *Runner) sweep() {
+	now := r.o.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, p := range r.pools {
+		n := len(p.state.Draining)
+		p.state.Draining = slices.DeleteFunc(p.state.Draining, func(b discovery.Backend) bool {
+			at, ok := p.goneAt[b.ID()]
+			if ok && now.Sub(at) >= p.DrainFor {
+				delete(p.goneAt, b.ID())
+				return true
+			}
+			return false
+		})
+		if len(p.state.Draining) != n {
+			r.changedLocked(p)
+		}
 	}
 }
 
@@ -300,10 +355,15 @@ const RetryGap = 5 * time.Second
 func (r *Runner) Run(ctx context.Context) {
 	var last time.Time
 	gap := r.o.Gap
+	sweep := time.NewTicker(r.o.Gap)
+	defer sweep.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-sweep.C:
+			r.sweep()
+			continue
 		case <-r.wake:
 		}
 		if wait := gap - r.o.Now().Sub(last); !last.IsZero() && wait > 0 {
@@ -317,7 +377,7 @@ func (r *Runner) Run(ctx context.Context) {
 		}
 		r.mu.Lock()
 		batch := r.pending
-		r.pending = map[string][]discovery.Backend{}
+		r.pending = map[string]config.Found{}
 		r.mu.Unlock()
 		if len(batch) == 0 {
 			continue

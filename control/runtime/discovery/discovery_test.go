@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ober-ingress/ober/control/config"
 	"github.com/ober-ingress/ober/control/lib/discovery"
 )
 
@@ -63,11 +64,11 @@ func backends(ports ...uint16) discovery.Result {
 // applies records what the runner handed over.
 type applies struct {
 	mu    sync.Mutex
-	calls []map[string][]discovery.Backend
+	calls []map[string]config.Found
 	fail  error
 }
 
-func (a *applies) apply(_ context.Context, ch map[string][]discovery.Backend) error {
+func (a *applies) apply(_ context.Context, ch map[string]config.Found) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.fail != nil {
@@ -78,14 +79,19 @@ func (a *applies) apply(_ context.Context, ch map[string][]discovery.Backend) er
 }
 
 func (a *applies) last(key string) ([]discovery.Backend, int) {
+	f, n := a.lastFound(key)
+	return f.Backends, n
+}
+
+func (a *applies) lastFound(key string) (config.Found, int) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for i := len(a.calls) - 1; i >= 0; i-- {
-		if b, ok := a.calls[i][key]; ok {
-			return b, len(a.calls)
+		if f, ok := a.calls[i][key]; ok {
+			return f, len(a.calls)
 		}
 	}
-	return nil, len(a.calls)
+	return config.Found{}, len(a.calls)
 }
 
 func start(t *testing.T, o Options, ps ...Pool) *Runner {
@@ -143,6 +149,7 @@ func TestFailPolicy(t *testing.T) {
 		e, _ := a.last("empty")
 		return len(e) == 0
 	}, 2*time.Second, 10*time.Millisecond, "setempty empties the pool")
+	require.Eventually(t, func() bool { return r.States()["keep"].LastError != "" }, 2*time.Second, 10*time.Millisecond)
 	st := r.States()
 	require.Len(t, st["keep"].Backends, 2, "keeplast keeps them")
 	require.Equal(t, "dial udp 10.0.0.53:53: connection refused", st["keep"].LastError)
@@ -188,9 +195,9 @@ func TestSet(t *testing.T) {
 	a := &applies{}
 	r := start(t, Options{Apply: a.apply, Gap: 10 * time.Millisecond},
 		Pool{Key: "x", Kind: "file", Source: src, Interval: 10 * time.Millisecond, Timeout: time.Second})
-	require.Eventually(t, func() bool { _, ok := r.Backends("x"); b, _ := r.Backends("x"); return ok && len(b) == 1 }, 2*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return len(r.Found()["x"].Backends) == 1 }, 2*time.Second, 5*time.Millisecond)
 	r.Set(context.Background(), nil)
-	_, ok := r.Backends("x")
+	_, ok := r.Found()["x"]
 	require.False(t, ok)
 	src.mu.Lock()
 	n := src.fetches
@@ -199,4 +206,30 @@ func TestSet(t *testing.T) {
 	src.mu.Lock()
 	require.LessOrEqual(t, src.fetches, n+1, "a removed pool stops fetching")
 	src.mu.Unlock()
+}
+
+// A backend the source no longer names stays, drained, for DrainFor, so
+// that its connections finish; then it goes. One that comes back before
+// is no longer draining.
+func TestDraining(t *testing.T) {
+	src := &fakeSource{res: backends(80, 81, 82)}
+	a := &applies{}
+	r := start(t, Options{Apply: a.apply, Gap: 20 * time.Millisecond},
+		Pool{Key: "d", Kind: "srv", Source: src, Interval: 20 * time.Millisecond, Timeout: time.Second, DrainFor: 400 * time.Millisecond})
+	require.Eventually(t, func() bool { b, _ := a.last("d"); return len(b) == 3 }, 2*time.Second, 5*time.Millisecond)
+	src.set(backends(80), nil)
+	require.Eventually(t, func() bool {
+		f, _ := a.lastFound("d")
+		return len(f.Backends) == 1 && len(f.Draining) == 2
+	}, 2*time.Second, 5*time.Millisecond, "81 and 82 drain")
+	src.set(backends(80, 82), nil)
+	require.Eventually(t, func() bool {
+		f, _ := a.lastFound("d")
+		return len(f.Backends) == 2 && len(f.Draining) == 1 && f.Draining[0].Port == 81
+	}, 2*time.Second, 5*time.Millisecond, "82 came back")
+	require.Eventually(t, func() bool {
+		f, _ := a.lastFound("d")
+		return len(f.Backends) == 2 && len(f.Draining) == 0
+	}, 3*time.Second, 10*time.Millisecond, "81 goes once its drain time is over")
+	require.Empty(t, r.States()["d"].Draining)
 }
