@@ -133,6 +133,9 @@ func (r *Runner) Set(ctx context.Context, ps []Pool) {
 		goneAt := map[string]time.Time{}
 		if old != nil {
 			old.cancel()
+			if old.Source != p.Source {
+				go closeAfter(old)
+			}
 			keep, goneAt = old.state, old.goneAt
 		}
 		keep.Kind = p.Kind
@@ -145,10 +148,17 @@ func (r *Runner) Set(ctx context.Context, ps []Pool) {
 	for k, p := range r.pools {
 		if !want[k] {
 			p.cancel()
+			go closeAfter(p)
 			delete(r.pools, k)
 			delete(r.pending, k)
 		}
 	}
+}
+
+// closeAfter closes a stopped pool's source once its loop has ended.
+func closeAfter(p *pool) {
+	<-p.done
+	closeSource(p.Source)
 }
 
 // same reports whether two set-ups of a pool are alike; a Source is
@@ -163,14 +173,19 @@ func same(a, b Pool) bool {
 func (r *Runner) Stop() {
 	r.mu.Lock()
 	var dones []chan struct{}
+	var stopped []*pool
 	for k, p := range r.pools {
 		p.cancel()
 		dones = append(dones, p.done)
+		stopped = append(stopped, p)
 		delete(r.pools, k)
 	}
 	r.mu.Unlock()
 	for _, d := range dones {
 		<-d
+	}
+	for _, p := range stopped {
+		closeSource(p.Source)
 	}
 }
 
