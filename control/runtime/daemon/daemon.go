@@ -81,6 +81,9 @@ type Daemon struct {
 	opts Options
 	log  *slog.Logger
 
+	// disc runs the pools' discovery (discovery.go).
+	disc discoveryState
+
 	dp *loader.Dataplane
 	// tables writes every map of dp this process writes.
 	tables  *tables.Writer
@@ -255,6 +258,9 @@ func (d *Daemon) firstPlan(ctx context.Context) (*plan.NodePlan, func(), error) 
 	}
 	// Again, under the lock: ober sync may have rewritten it meanwhile.
 	if cfg, err = config.Load(path); err != nil {
+		return fail(err)
+	}
+	if cfg, err = d.discover(ctx, cfg, true); err != nil {
 		return fail(err)
 	}
 	if d.handedOverAt, err = takeHandover(cfg); err != nil {
@@ -555,6 +561,9 @@ func (d *Daemon) reload(ctx context.Context) (err error) {
 		return err
 	}
 	if err := immutable(old, cfg); err != nil {
+		return fmt.Errorf("config %s: %w", d.opts.ConfigPath, err)
+	}
+	if cfg, err = d.discover(ctx, cfg, false); err != nil {
 		return fmt.Errorf("config %s: %w", d.opts.ConfigPath, err)
 	}
 	if d.mgmt != nil {

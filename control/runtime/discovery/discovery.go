@@ -189,6 +189,29 @@ func (r *Runner) Stop() {
 	}
 }
 
+// Fetched waits until each pool of keys has been fetched once, or ctx
+// ends.
+func (r *Runner) Fetched(ctx context.Context, keys []string) {
+	for {
+		r.mu.Lock()
+		done := true
+		for _, k := range keys {
+			if p, ok := r.pools[k]; ok && p.state.Fetches == 0 {
+				done = false
+			}
+		}
+		r.mu.Unlock()
+		if done {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
 // States are the pools' states by key.
 func (r *Runner) States() map[string]State {
 	r.mu.Lock()
