@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ober-ingress/ober/control/api"
 	"github.com/ober-ingress/ober/control/config"
 	"github.com/ober-ingress/ober/internal/testsite/nodetest"
 )
@@ -73,4 +74,31 @@ func TestDiscoveryFile(t *testing.T) {
 		}
 	}
 	require.Contains(t, states, "10.98.2.10_9400 drain", "the removed backend drains: %v", states)
+
+	// A malformed line is refused by name, the rest kept; the pool's
+	// discovery is in status and metrics.
+	require.NoError(t, os.WriteFile(list, []byte(addrs[1].String()+"\n10.98.2.99:0\n"), 0o644))
+	disc := func() api.DiscoveryStatus {
+		for _, ds := range s.Status().Daemon.Discovery {
+			if ds.Pool == "services[disc]" {
+				return ds
+			}
+		}
+		return api.DiscoveryStatus{}
+	}
+	require.Eventually(t, func() bool { return len(disc().Problems) == 1 }, 10*time.Second, 100*time.Millisecond)
+	ds := disc()
+	require.Equal(t, config.DiscoveryFile, ds.Kind)
+	require.Equal(t, []string{addrs[1].String()}, ds.Backends)
+	require.Contains(t, ds.Problems[0], "line 2")
+	require.Contains(t, ds.Problems[0], "port 0")
+	require.Contains(t, s.Metrics(), `ober_discovery_up{kind="file",pool="services[disc]"} 1`)
+
+	// The file gone: keeplast serves on with the last backends and says
+	// why.
+	require.NoError(t, os.Remove(list))
+	require.Eventually(t, func() bool { return disc().LastError != "" }, 10*time.Second, 100*time.Millisecond)
+	require.Contains(t, disc().LastError, "no such file or directory")
+	require.Equal(t, "b1", mgmtRead(t, s, 7900), "keeplast")
+	require.Contains(t, s.Metrics(), `ober_discovery_up{kind="file",pool="services[disc]"} 0`)
 }

@@ -39,6 +39,8 @@ type DaemonStatus struct {
 	Services []DaemonServiceStatus `json:"services"`
 	// VIPPools are the vip_pools with their used and free addresses.
 	VIPPools []VIPPoolStatus `json:"vip_pools,omitempty"`
+	// Discovery is every pool whose backends a source finds.
+	Discovery []DiscoveryStatus `json:"discovery,omitempty"`
 	// VIPs lists every configured VIP and whether this node takes its
 	// traffic now.
 	VIPs []VIPHeldStatus `json:"vips"`
@@ -220,4 +222,28 @@ type VIPPoolStatus struct {
 	Free     uint64 `json:"free"`
 	// Allocations are the addresses given to services, by service.
 	Allocations map[string]netip.Addr `json:"allocations,omitempty"`
+}
+
+// DiscoveryStatus is one pool's discovery.
+type DiscoveryStatus struct {
+	// Pool is "backends", "services[s3]" or "services[s3].pools[eu]".
+	Pool string `json:"pool"`
+	Kind string `json:"kind"`
+	// Backends are the host:port the source names now; Draining those it
+	// no longer names whose connections may still run.
+	Backends []string `json:"backends"`
+	Draining []string `json:"draining,omitempty"`
+	// Problems are the last fetch's refused entries, with why.
+	Problems    []string  `json:"problems,omitempty"`
+	LastSuccess time.Time `json:"last_success,omitzero"`
+	// LastError is set while the last fetch failed (the pool keeps its
+	// backends under failpolicy keeplast).
+	LastError string    `json:"last_error,omitempty"`
+	ErrorAt   time.Time `json:"error_at,omitzero"`
+	Fetches   uint64    `json:"fetches"`
+	Failures  uint64    `json:"failures"`
+	// Changes counts the fetches that changed the backends, Applied the
+	// reloads that carried them: the difference was coalesced.
+	Changes uint64 `json:"changes"`
+	Applied uint64 `json:"applied"`
 }

@@ -3,11 +3,14 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"maps"
 	"reflect"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/ober-ingress/ober/control/api"
 	"github.com/ober-ingress/ober/control/config"
 	"github.com/ober-ingress/ober/control/lib/discovery"
 	discrun "github.com/ober-ingress/ober/control/runtime/discovery"
@@ -92,4 +95,29 @@ func (d *Daemon) discover(ctx context.Context, cfg *config.Config, first bool) (
 		cancel()
 	}
 	return cfg.WithDiscovered(st.runner.Found()), nil
+}
+
+// discoveryStatus is the pools' discovery as status shows it, by pool.
+func (d *Daemon) discoveryStatus() []api.DiscoveryStatus {
+	d.disc.mu.Lock()
+	r := d.disc.runner
+	d.disc.mu.Unlock()
+	if r == nil {
+		return nil
+	}
+	states := r.States()
+	out := make([]api.DiscoveryStatus, 0, len(states))
+	for _, k := range slices.Sorted(maps.Keys(states)) {
+		st := states[k]
+		ds := api.DiscoveryStatus{Pool: k, Kind: st.Kind, Backends: []string{}, Problems: st.Problems, LastSuccess: st.LastSuccess,
+			LastError: st.LastError, ErrorAt: st.ErrorAt, Fetches: st.Fetches, Failures: st.Failures, Changes: st.Changes, Applied: st.Applied}
+		for _, b := range st.Backends {
+			ds.Backends = append(ds.Backends, b.ID())
+		}
+		for _, b := range st.Draining {
+			ds.Draining = append(ds.Draining, b.ID())
+		}
+		out = append(out, ds)
+	}
+	return out
 }

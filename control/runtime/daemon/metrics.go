@@ -47,6 +47,9 @@ type collector struct {
 	sbUp, sbHealth, sbWeight, sbEff    *prometheus.Desc
 	sbAdmin, sbState, sbChecks, sbOpen *prometheus.Desc
 	sbConns, sbIn, sbOut, vipPoolAddrs *prometheus.Desc
+
+	discBackends, discFetches, discChanges *prometheus.Desc
+	discApplied, discLastSuccess, discOK   *prometheus.Desc
 }
 
 func newCollector(d *Daemon) *collector {
@@ -54,60 +57,67 @@ func newCollector(d *Daemon) *collector {
 		return prometheus.NewDesc("ober_"+name, help, labels, nil)
 	}
 	return &collector{
-		d:              d,
-		packets:        desc("dataplane_packets_total", "Packets the XDP program saw, by verdict reason and XDP action.", "reason", "action"),
-		bytes:          desc("dataplane_bytes_total", "Bytes the XDP program saw, by verdict reason and XDP action.", "reason", "action"),
-		flows:          desc("instance_flows_total", "Connections sk_lookup handed to an instance.", "instance"),
-		fallbacks:      desc("instance_fallback_flows_total", "Connections an instance took because their preferred instance had no socket.", "instance"),
-		steered:        desc("instance_steered_packets_total", "Packets the XDP program redirected to an instance's CPU.", "instance"),
-		unassigned:     desc("dataplane_unassigned_flows_total", "Connections to a dispatched service that found no instance socket."),
-		instUp:         desc("instance_up", "1 when the HAProxy instance is serving.", "instance", "cpu"),
-		instConns:      desc("instance_connections", "Client connections open on the instance.", "instance"),
-		instRestarts:   desc("instance_restarts_total", "Restarts of the instance after it exited.", "instance"),
-		backendUp:      desc("backend_up", "1 when ober's health checks see the server of the top-level backends up.", "backend", "address"),
-		svcUp:          desc("service_up", "1 when a backend of the service takes new connections (or fallback keep_last keeps the last ones).", "service"),
-		svcConns:       desc("service_connections_total", "Connections the service's backends took, summed over the serving instances.", "service"),
-		svcIn:          desc("service_bytes_in_total", "Bytes from clients to the service's backends.", "service"),
-		svcOut:         desc("service_bytes_out_total", "Bytes from the service's backends to clients.", "service"),
-		sbUp:           desc("service_backend_up", "1 when ober's health checks see the backend up.", "service", "pool", "backend"),
-		sbHealth:       desc("service_backend_health", "Fraction of the backend's last 100 health checks that passed.", "service", "pool", "backend"),
-		sbWeight:       desc("service_backend_weight", "The backend's configured weight.", "service", "pool", "backend"),
-		sbEff:          desc("service_backend_effective_weight", "The weight HAProxy uses now (slowstart, leastbandwidth); 0 when out of service.", "service", "pool", "backend"),
-		sbAdmin:        desc("service_backend_admin_state", "1 for the backend's admin state: enabled, drain or disabled.", "service", "pool", "backend", "state"),
-		sbState:        desc("service_backend_state", "1 for the backend's state: in HAProxy ready, drain or maint; for a udp or nat service (nftables) rotation or out.", "service", "pool", "backend", "state"),
-		sbChecks:       desc("service_backend_checks_total", "Health checks of the backend, by result (passed, failed).", "service", "pool", "backend", "result"),
-		sbOpen:         desc("service_backend_connections", "Connections open to the backend now.", "service", "pool", "backend"),
-		sbConns:        desc("service_backend_connections_total", "Connections the backend took, summed over the serving instances; for a udp or nat service, the new flows nftables sent it.", "service", "pool", "backend"),
-		sbIn:           desc("service_backend_bytes_in_total", "Bytes from clients to the backend.", "service", "pool", "backend"),
-		sbOut:          desc("service_backend_bytes_out_total", "Bytes from the backend to clients.", "service", "pool", "backend"),
-		vipPoolAddrs:   desc("vip_pool_addresses", "Addresses of a vip_pools entry, by state (used, reserved, free).", "pool", "state"),
-		reloads:        desc("reloads_total", "Configuration reloads applied."),
-		reloadFails:    desc("reload_failures_total", "Configuration reloads refused; the previous configuration stayed."),
-		wlEntries:      desc("whitelist_entries", "Prefixes in a whitelist.", "list"),
-		wlGen:          desc("whitelist_generation", "Times a whitelist was replaced since the dataplane was created.", "list"),
-		attached:       desc("dataplane_attached", "1 for each interface running ober's XDP program.", "interface", "mode"),
-		configGen:      desc("config_generation", "Configuration generation in force (1 at start, +1 per applied reload)."),
-		healthy:        desc("healthy", "1 when /health answers 200."),
-		instanceSlots:  desc("instances", "Configured HAProxy instances."),
-		bgpUp:          desc("bgp_session_up", "1 when the BGP session to the router is established.", "peer", "asn"),
-		bgpBFDUp:       desc("bgp_bfd_up", "1 when the BFD session to the router is up (only peers with BFD).", "peer"),
-		bgpFlaps:       desc("bgp_session_flaps_total", "Times the established BGP session to the router went down.", "peer"),
-		bgpPrefixes:    desc("bgp_announced_prefixes", "VIP prefixes the node announces to its routers (0 while withdrawn)."),
-		bgpAnnouncing:  desc("bgp_announcing", "1 while the node announces its VIPs."),
-		bgpWithdraws:   desc("bgp_withdraws_total", "Times the node withdrew its VIPs (unhealthy or stopping)."),
-		vrrpState:      desc("vrrp_state", "1 for the VRRP state keepalived last reported for the VIP's instance (MASTER, BACKUP, FAULT, STOP, UNKNOWN).", "vip", "vrid", "state"),
-		vrrpMaster:     desc("vrrp_master", "1 while this node is the VIP's master.", "vip", "owner"),
-		vrrpHeld:       desc("vrrp_vip_held", "1 while the VIP's address is on this node's interface.", "vip"),
-		vrrpTrans:      desc("vrrp_transitions_total", "State changes keepalived reported for the VIP's instance.", "vip"),
-		vrrpRestarts:   desc("vrrp_keepalived_restarts_total", "Restarts of keepalived after it exited."),
-		vrrpHealthy:    desc("vrrp_healthy", "1 while the track file tells keepalived the node is healthy (0: fault, the VIPs go to the backups)."),
-		hoRefused:      desc("handoff_refused_total", "Datagrams of the nodes' handoff channel refused, by reason (authentication, replay, stale, stranger, malformed, body).", "reason"),
-		hoActive:       desc("handoff_active", "1 while a node is in transition and the dataplane hands orphans to their owners."),
-		hoSent:         desc("handoff_flows_sent_total", "Connection records sent to the other nodes."),
-		hoReceived:     desc("handoff_flows_received_total", "Connection records received from the other nodes."),
-		hoPeerBackends: desc("handoff_peer_backends_up", "For each other node heard from in the last 1.5 s: 1 when it reports a backend up.", "node"),
-		tlsReaped:      desc("tls_handshake_timeouts_total", "Connections ober ended because their TLS handshake outlasted timeouts.tls_handshake (HAProxy before 3.0, which has no handshake timeout of its own)."),
-		bgpOutage:      desc("bgp_backend_outage", "1 while the node announces although no backend is up, because no other node reports one up (clients get 503)."),
+		d:            d,
+		packets:      desc("dataplane_packets_total", "Packets the XDP program saw, by verdict reason and XDP action.", "reason", "action"),
+		bytes:        desc("dataplane_bytes_total", "Bytes the XDP program saw, by verdict reason and XDP action.", "reason", "action"),
+		flows:        desc("instance_flows_total", "Connections sk_lookup handed to an instance.", "instance"),
+		fallbacks:    desc("instance_fallback_flows_total", "Connections an instance took because their preferred instance had no socket.", "instance"),
+		steered:      desc("instance_steered_packets_total", "Packets the XDP program redirected to an instance's CPU.", "instance"),
+		unassigned:   desc("dataplane_unassigned_flows_total", "Connections to a dispatched service that found no instance socket."),
+		instUp:       desc("instance_up", "1 when the HAProxy instance is serving.", "instance", "cpu"),
+		instConns:    desc("instance_connections", "Client connections open on the instance.", "instance"),
+		instRestarts: desc("instance_restarts_total", "Restarts of the instance after it exited.", "instance"),
+		backendUp:    desc("backend_up", "1 when ober's health checks see the server of the top-level backends up.", "backend", "address"),
+		svcUp:        desc("service_up", "1 when a backend of the service takes new connections (or fallback keep_last keeps the last ones).", "service"),
+		svcConns:     desc("service_connections_total", "Connections the service's backends took, summed over the serving instances.", "service"),
+		svcIn:        desc("service_bytes_in_total", "Bytes from clients to the service's backends.", "service"),
+		svcOut:       desc("service_bytes_out_total", "Bytes from the service's backends to clients.", "service"),
+		sbUp:         desc("service_backend_up", "1 when ober's health checks see the backend up.", "service", "pool", "backend"),
+		sbHealth:     desc("service_backend_health", "Fraction of the backend's last 100 health checks that passed.", "service", "pool", "backend"),
+		sbWeight:     desc("service_backend_weight", "The backend's configured weight.", "service", "pool", "backend"),
+		sbEff:        desc("service_backend_effective_weight", "The weight HAProxy uses now (slowstart, leastbandwidth); 0 when out of service.", "service", "pool", "backend"),
+		sbAdmin:      desc("service_backend_admin_state", "1 for the backend's admin state: enabled, drain or disabled.", "service", "pool", "backend", "state"),
+		sbState:      desc("service_backend_state", "1 for the backend's state: in HAProxy ready, drain or maint; for a udp or nat service (nftables) rotation or out.", "service", "pool", "backend", "state"),
+		sbChecks:     desc("service_backend_checks_total", "Health checks of the backend, by result (passed, failed).", "service", "pool", "backend", "result"),
+		sbOpen:       desc("service_backend_connections", "Connections open to the backend now.", "service", "pool", "backend"),
+		sbConns:      desc("service_backend_connections_total", "Connections the backend took, summed over the serving instances; for a udp or nat service, the new flows nftables sent it.", "service", "pool", "backend"),
+		sbIn:         desc("service_backend_bytes_in_total", "Bytes from clients to the backend.", "service", "pool", "backend"),
+		sbOut:        desc("service_backend_bytes_out_total", "Bytes from the backend to clients.", "service", "pool", "backend"),
+		vipPoolAddrs: desc("vip_pool_addresses", "Addresses of a vip_pools entry, by state (used, reserved, free).", "pool", "state"),
+
+		discBackends:    desc("discovery_backends", "Backends of a discovering pool, by state: found (the source names it) or draining (gone from the source, its connections finishing).", "pool", "kind", "state"),
+		discFetches:     desc("discovery_fetches_total", "Fetches of a pool's source, by result (ok, failed).", "pool", "kind", "result"),
+		discChanges:     desc("discovery_changes_total", "Fetches that changed a pool's backends.", "pool", "kind"),
+		discApplied:     desc("discovery_applied_total", "Reloads that carried a pool's changes; changes_total minus this were coalesced.", "pool", "kind"),
+		discLastSuccess: desc("discovery_last_success_timestamp_seconds", "When a pool's source last answered.", "pool", "kind"),
+		discOK:          desc("discovery_up", "1 while a pool's last fetch succeeded, 0 while it fails (the pool keeps its backends under keeplast).", "pool", "kind"),
+		reloads:         desc("reloads_total", "Configuration reloads applied."),
+		reloadFails:     desc("reload_failures_total", "Configuration reloads refused; the previous configuration stayed."),
+		wlEntries:       desc("whitelist_entries", "Prefixes in a whitelist.", "list"),
+		wlGen:           desc("whitelist_generation", "Times a whitelist was replaced since the dataplane was created.", "list"),
+		attached:        desc("dataplane_attached", "1 for each interface running ober's XDP program.", "interface", "mode"),
+		configGen:       desc("config_generation", "Configuration generation in force (1 at start, +1 per applied reload)."),
+		healthy:         desc("healthy", "1 when /health answers 200."),
+		instanceSlots:   desc("instances", "Configured HAProxy instances."),
+		bgpUp:           desc("bgp_session_up", "1 when the BGP session to the router is established.", "peer", "asn"),
+		bgpBFDUp:        desc("bgp_bfd_up", "1 when the BFD session to the router is up (only peers with BFD).", "peer"),
+		bgpFlaps:        desc("bgp_session_flaps_total", "Times the established BGP session to the router went down.", "peer"),
+		bgpPrefixes:     desc("bgp_announced_prefixes", "VIP prefixes the node announces to its routers (0 while withdrawn)."),
+		bgpAnnouncing:   desc("bgp_announcing", "1 while the node announces its VIPs."),
+		bgpWithdraws:    desc("bgp_withdraws_total", "Times the node withdrew its VIPs (unhealthy or stopping)."),
+		vrrpState:       desc("vrrp_state", "1 for the VRRP state keepalived last reported for the VIP's instance (MASTER, BACKUP, FAULT, STOP, UNKNOWN).", "vip", "vrid", "state"),
+		vrrpMaster:      desc("vrrp_master", "1 while this node is the VIP's master.", "vip", "owner"),
+		vrrpHeld:        desc("vrrp_vip_held", "1 while the VIP's address is on this node's interface.", "vip"),
+		vrrpTrans:       desc("vrrp_transitions_total", "State changes keepalived reported for the VIP's instance.", "vip"),
+		vrrpRestarts:    desc("vrrp_keepalived_restarts_total", "Restarts of keepalived after it exited."),
+		vrrpHealthy:     desc("vrrp_healthy", "1 while the track file tells keepalived the node is healthy (0: fault, the VIPs go to the backups)."),
+		hoRefused:       desc("handoff_refused_total", "Datagrams of the nodes' handoff channel refused, by reason (authentication, replay, stale, stranger, malformed, body).", "reason"),
+		hoActive:        desc("handoff_active", "1 while a node is in transition and the dataplane hands orphans to their owners."),
+		hoSent:          desc("handoff_flows_sent_total", "Connection records sent to the other nodes."),
+		hoReceived:      desc("handoff_flows_received_total", "Connection records received from the other nodes."),
+		hoPeerBackends:  desc("handoff_peer_backends_up", "For each other node heard from in the last 1.5 s: 1 when it reports a backend up.", "node"),
+		tlsReaped:       desc("tls_handshake_timeouts_total", "Connections ober ended because their TLS handshake outlasted timeouts.tls_handshake (HAProxy before 3.0, which has no handshake timeout of its own)."),
+		bgpOutage:       desc("bgp_backend_outage", "1 while the node announces although no backend is up, because no other node reports one up (clients get 503)."),
 	}
 }
 
@@ -119,7 +129,8 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		c.vrrpState, c.vrrpMaster, c.vrrpHeld, c.vrrpTrans, c.vrrpRestarts, c.vrrpHealthy,
 		c.hoRefused, c.hoActive, c.hoSent, c.hoReceived, c.hoPeerBackends, c.bgpOutage, c.tlsReaped,
 		c.svcUp, c.svcConns, c.svcIn, c.svcOut, c.sbUp, c.sbHealth, c.sbWeight, c.sbEff,
-		c.sbAdmin, c.sbState, c.sbChecks, c.sbOpen, c.sbConns, c.sbIn, c.sbOut, c.vipPoolAddrs} {
+		c.sbAdmin, c.sbState, c.sbChecks, c.sbOpen, c.sbConns, c.sbIn, c.sbOut, c.vipPoolAddrs,
+		c.discBackends, c.discFetches, c.discChanges, c.discApplied, c.discLastSuccess, c.discOK} {
 		ch <- d
 	}
 }
@@ -131,6 +142,18 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge := func(desc *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, v, labels...)
+	}
+	for _, ds := range d.discoveryStatus() {
+		gauge(c.discBackends, float64(len(ds.Backends)), ds.Pool, ds.Kind, "found")
+		gauge(c.discBackends, float64(len(ds.Draining)), ds.Pool, ds.Kind, "draining")
+		counter(c.discFetches, float64(ds.Fetches-ds.Failures), ds.Pool, ds.Kind, "ok")
+		counter(c.discFetches, float64(ds.Failures), ds.Pool, ds.Kind, "failed")
+		counter(c.discChanges, float64(ds.Changes), ds.Pool, ds.Kind)
+		counter(c.discApplied, float64(ds.Applied), ds.Pool, ds.Kind)
+		if !ds.LastSuccess.IsZero() {
+			gauge(c.discLastSuccess, float64(ds.LastSuccess.UnixMilli())/1000, ds.Pool, ds.Kind)
+		}
+		gauge(c.discOK, b2f(ds.LastError == "" && !ds.LastSuccess.IsZero()), ds.Pool, ds.Kind)
 	}
 	if cs, err := d.dp.Counters(); err == nil {
 		for _, v := range cs.Verdicts {

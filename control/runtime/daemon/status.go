@@ -70,6 +70,7 @@ func (d *Daemon) daemonStatus(ctx context.Context) *api.DaemonStatus {
 		ds.Backends = d.topLevelBackends(b, st)
 	}
 	ds.Services = d.serviceStates(b)
+	ds.Discovery = d.discoveryStatus()
 	if b != nil {
 		for _, u := range b.IPAM.Usage() {
 			ps := api.VIPPoolStatus{Name: u.Name, Size: u.Size, Used: u.Used, Reserved: u.Reserved, Free: u.Free}
