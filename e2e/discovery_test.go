@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/ober-ingress/ober/control/api"
 	"github.com/ober-ingress/ober/control/config"
+	"github.com/ober-ingress/ober/internal/testsite/bindtest"
 	"github.com/ober-ingress/ober/internal/testsite/nodetest"
 )
 
@@ -101,4 +103,121 @@ func TestDiscoveryFile(t *testing.T) {
 	require.Contains(t, disc().LastError, "no such file or directory")
 	require.Equal(t, "b1", mgmtRead(t, s, 7900), "keeplast")
 	require.Contains(t, s.Metrics(), `ober_discovery_up{kind="file",pool="services[disc]"} 0`)
+}
+
+// discBackend serves a line naming itself, then answers each line it
+// reads with "<name> again": a connection that stays open can be asked
+// whether it still works.
+func discBackend(t *testing.T, s *nodetest.Site, addr netip.AddrPort, name string) {
+	tcpSvcListen(t, s.Backend(), addr.String(), func(c net.Conn) {
+		io.WriteString(c, name+"\n")
+		r := bufio.NewReader(c)
+		for {
+			if _, err := r.ReadString('\n'); err != nil {
+				return
+			}
+			io.WriteString(c, name+" again\n")
+		}
+	})
+}
+
+// A tcp service whose backends are a real BIND's SRV records, changed
+// with nsupdate: an added record takes connections within the interval;
+// a removed one takes no new connections while one already open on it
+// goes on; priorities decide; with the DNS server gone, keeplast serves
+// on with the last backends and status says why, setempty empties the
+// pool.
+func TestDiscoverySRV(t *testing.T) {
+	s := nodetest.New(t, oberBin, 1)
+	const zone = "rgw.test."
+	var addrs []netip.AddrPort
+	var records []bindtest.Record
+	for i := range 3 {
+		a := netip.AddrPortFrom(s.BackendIP(i), 9400)
+		addrs = append(addrs, a)
+		discBackend(t, s, a, fmt.Sprintf("rgw%d", i))
+		records = append(records, bindtest.A(fmt.Sprintf("rgw%d", i), a.Addr()))
+	}
+	records = append(records, bindtest.SRV("_kv._tcp", 10, 10, 9400, "rgw0"), bindtest.SRV("_kv._tcp", 10, 10, 9400, "rgw1"))
+	dnsAddr := s.BackendIP(5)
+	srv := bindtest.Start(t, s.Backend(), dnsAddr, zone, records)
+
+	c := s.Config(nodetest.Params{Instances: 1, Drain: 30 * time.Second})
+	sec := config.Duration{Duration: time.Second}
+	for _, svc := range []struct {
+		name string
+		port uint16
+		fail string
+	}{{"kv", 7910, config.FailKeepLast}, {"kvempty", 7911, config.FailSetEmpty}} {
+		c.Services = append(c.Services, config.Service{Name: svc.name, Mode: config.ModeTCP, Port: svc.port, Balance: config.BalanceRoundRobin,
+			Discovery: &config.Discovery{Kind: config.DiscoverySRV, Name: "_kv._tcp." + zone, Server: srv.Addr().String(),
+				Interval: sec, Timeout: sec, FailPolicy: svc.fail}})
+	}
+	s.WriteConfig(c)
+	s.Start()
+	names := func(port uint16, n int) map[string]int {
+		got := map[string]int{}
+		for range n {
+			got[mgmtRead(t, s, port)]++
+		}
+		return got
+	}
+	require.Eventually(t, func() bool { g := names(7910, 6); return g["rgw0"] > 0 && g["rgw1"] > 0 && len(g) == 2 },
+		10*time.Second, 200*time.Millisecond, "both SRV targets serve")
+
+	// Added: it takes connections within the 1 s interval (and a reload).
+	srv.Update(t, []bindtest.Record{bindtest.SRV("_kv._tcp", 10, 10, 9400, "rgw2")}, nil)
+	require.Eventually(t, func() bool { return names(7910, 6)["rgw2"] > 0 }, 10*time.Second, 200*time.Millisecond, "the added record serves")
+
+	// A connection open on rgw0, which is then removed: no new connection
+	// goes to rgw0, the open one goes on.
+	var held net.Conn
+	var heldReader *bufio.Reader
+	for try := 0; held == nil; try++ {
+		require.Less(t, try, 30, "no connection landed on rgw0")
+		conn, err := mgmtDial(t, s, 7910)
+		require.NoError(t, err)
+		r := bufio.NewReader(conn)
+		line, err := r.ReadString('\n')
+		require.NoError(t, err)
+		if line == "rgw0\n" {
+			held, heldReader = conn, r
+		} else {
+			conn.Close()
+		}
+	}
+	defer held.Close()
+	srv.Update(t, nil, []bindtest.Record{bindtest.SRV("_kv._tcp", 10, 10, 9400, "rgw0")})
+	require.Eventually(t, func() bool { g := names(7910, 9); return g["rgw0"] == 0 && g["rgw1"] > 0 && g["rgw2"] > 0 },
+		10*time.Second, 200*time.Millisecond, "the removed record takes no new connection")
+	_, err := io.WriteString(held, "still there?\n")
+	require.NoError(t, err)
+	require.NoError(t, held.SetReadDeadline(time.Now().Add(5*time.Second)))
+	line, err := heldReader.ReadString('\n')
+	require.NoError(t, err, "the connection open on the removed backend goes on")
+	require.Equal(t, "rgw0 again\n", line)
+
+	// Priorities: rgw2 alone at the best priority takes everything.
+	srv.Update(t, []bindtest.Record{bindtest.SRV("_kv._tcp", 5, 10, 9400, "rgw2")}, []bindtest.Record{bindtest.SRV("_kv._tcp", 10, 10, 9400, "rgw2")})
+	require.Eventually(t, func() bool { g := names(7910, 6); return g["rgw2"] == 6 }, 10*time.Second, 200*time.Millisecond, "traffic follows the priorities")
+
+	// The DNS server gone.
+	srv.Stop(t)
+	status := func(pool string) api.DiscoveryStatus {
+		for _, ds := range s.Status().Daemon.Discovery {
+			if ds.Pool == pool {
+				return ds
+			}
+		}
+		return api.DiscoveryStatus{}
+	}
+	require.Eventually(t, func() bool {
+		return status("services[kv]").LastError != "" && status("services[kvempty]").LastError != ""
+	},
+		10*time.Second, 100*time.Millisecond)
+	require.Equal(t, "rgw2", mgmtRead(t, s, 7910), "keeplast serves on")
+	require.Len(t, status("services[kv]").Backends, 2)
+	require.Empty(t, status("services[kvempty]").Backends, "setempty empties the pool")
+	require.Eventually(t, func() bool { return mgmtReadOrClosed(t, s, 7911) == "" }, 10*time.Second, 200*time.Millisecond,
+		"the emptied service closes connections")
 }
