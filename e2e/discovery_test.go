@@ -130,11 +130,9 @@ func discBackend(t *testing.T, s *nodetest.Site, addr netip.AddrPort, name strin
 func TestDiscoverySRV(t *testing.T) {
 	s := nodetest.New(t, oberBin, 1)
 	const zone = "rgw.test."
-	var addrs []netip.AddrPort
 	var records []bindtest.Record
 	for i := range 3 {
 		a := netip.AddrPortFrom(s.BackendIP(i), 9400)
-		addrs = append(addrs, a)
 		discBackend(t, s, a, fmt.Sprintf("rgw%d", i))
 		records = append(records, bindtest.A(fmt.Sprintf("rgw%d", i), a.Addr()))
 	}
