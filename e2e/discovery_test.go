@@ -219,3 +219,81 @@ func TestDiscoverySRV(t *testing.T) {
 	require.Eventually(t, func() bool { return mgmtReadOrClosed(t, s, 7911) == "" }, 10*time.Second, 200*time.Millisecond,
 		"the emptied service closes connections")
 }
+
+// A flapping source: 100 SRV changes in about 10 s (a record added and
+// removed in turn) cost about one reload a second, and a client asking
+// all along sees no failed request.
+func TestDiscoveryStorm(t *testing.T) {
+	s := nodetest.New(t, oberBin, 1)
+	const zone = "storm.test."
+	var records []bindtest.Record
+	for i := range 3 {
+		a := netip.AddrPortFrom(s.BackendIP(i), 9400)
+		discBackend(t, s, a, fmt.Sprintf("rgw%d", i))
+		records = append(records, bindtest.A(fmt.Sprintf("rgw%d", i), a.Addr()))
+	}
+	records = append(records, bindtest.SRV("_kv._tcp", 10, 10, 9400, "rgw0"), bindtest.SRV("_kv._tcp", 10, 10, 9400, "rgw1"))
+	srv := bindtest.Start(t, s.Backend(), s.BackendIP(5), zone, records)
+	c := s.Config(nodetest.Params{Instances: 1, Drain: time.Second})
+	sec := config.Duration{Duration: time.Second}
+	c.Services = append(c.Services, config.Service{Name: "kv", Mode: config.ModeTCP, Port: 7920, Balance: config.BalanceRoundRobin,
+		Discovery: &config.Discovery{Kind: config.DiscoverySRV, Name: "_kv._tcp." + zone, Server: srv.Addr().String(), Interval: sec, Timeout: sec}})
+	s.WriteConfig(c)
+	s.Start()
+	require.Eventually(t, func() bool { return mgmtRead(t, s, 7920) != "" }, 10*time.Second, 100*time.Millisecond)
+	before := s.Status().Daemon.Config.Generation
+
+	// The client: a new connection after another, each must be answered.
+	stop := make(chan struct{})
+	var asked, failed int
+	var firstErr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			text, err := mgmtReadErr(t, s, 7920)
+			asked++
+			if err != nil && text == "" {
+				failed++
+				if firstErr == nil {
+					firstErr = err
+				}
+			}
+		}
+	}()
+	extra := bindtest.SRV("_kv._tcp", 10, 10, 9400, "rgw2")
+	start := time.Now()
+	for i := range 100 {
+		if i%2 == 0 {
+			srv.Update(t, []bindtest.Record{extra}, nil)
+		} else {
+			srv.Update(t, nil, []bindtest.Record{extra})
+		}
+		if wait := time.Duration(i+1)*100*time.Millisecond - time.Since(start); wait > 0 {
+			time.Sleep(wait)
+		}
+	}
+	took := time.Since(start)
+	time.Sleep(2 * time.Second) // the last change applied, the client still asking
+	close(stop)
+	<-done
+	st := s.Status()
+	reloads := st.Daemon.Config.Generation - before
+	var ds api.DiscoveryStatus
+	for _, d := range st.Daemon.Discovery {
+		if d.Pool == "services[kv]" {
+			ds = d
+		}
+	}
+	t.Logf("100 changes in %v: %d fetches saw %d changes, %d reloads; %d requests, %d failed", took.Round(time.Millisecond), ds.Fetches, ds.Changes, reloads, asked, failed)
+	require.Zero(t, failed, "of %d requests during the storm, %d failed: %v", asked, failed, firstErr)
+	require.Greater(t, asked, 50)
+	limit := uint64(took/time.Second) + 3
+	require.LessOrEqual(t, reloads, limit, "at most about one reload a second over %v", took)
+	require.Positive(t, reloads)
+}
