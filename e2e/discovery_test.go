@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -296,4 +298,93 @@ func TestDiscoveryStorm(t *testing.T) {
 	limit := uint64(took/time.Second) + 3
 	require.LessOrEqual(t, reloads, limit, "at most about one reload a second over %v", took)
 	require.Positive(t, reloads)
+}
+
+// The http and exec kinds on a real node: a change is picked up within
+// the interval, a malformed entry is refused by its index or line with
+// the rest kept, and a source that answers too late is a failed fetch
+// that keeplast rides out.
+func TestDiscoveryHTTPAndExec(t *testing.T) {
+	s := nodetest.New(t, oberBin, 1)
+	var addrs []netip.AddrPort
+	for i := range 2 {
+		a := netip.AddrPortFrom(s.BackendIP(i), 9400)
+		addrs = append(addrs, a)
+		discBackend(t, s, a, fmt.Sprintf("b%d", i))
+	}
+	// The HTTP source, in the backends' namespace.
+	var mu sync.Mutex
+	answer, delay := "", time.Duration(0)
+	setHTTP := func(body string, d time.Duration) {
+		mu.Lock()
+		answer, delay = body, d
+		mu.Unlock()
+	}
+	src := netip.AddrPortFrom(s.BackendIP(6), 8080)
+	nodetest.Serve(t, s.Backend(), src, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		body, d := answer, delay
+		mu.Unlock()
+		time.Sleep(d)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, body)
+	}))
+	entry := func(a netip.AddrPort) string {
+		return fmt.Sprintf(`{"host": %q, "port": %d}`, a.Addr().String(), a.Port())
+	}
+	setHTTP("["+entry(addrs[0])+"]", 0)
+
+	// The exec source: a script the HAProxy user can run, printing a file.
+	dir, err := os.MkdirTemp("", "ober-disc-")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	require.NoError(t, os.Chmod(dir, 0o755))
+	data := filepath.Join(dir, "lines")
+	script := filepath.Join(dir, "list.sh")
+	require.NoError(t, os.WriteFile(data, []byte(addrs[0].String()+"\n"), 0o644))
+	require.NoError(t, os.WriteFile(script, []byte("#!/bin/sh\n[ -e "+dir+"/slow ] && sleep 5\nexec cat "+data+"\n"), 0o755))
+
+	c := s.Config(nodetest.Params{Instances: 1})
+	sec := config.Duration{Duration: time.Second}
+	c.Services = append(c.Services,
+		config.Service{Name: "web", Mode: config.ModeTCP, Port: 7930, Balance: config.BalanceRoundRobin,
+			Discovery: &config.Discovery{Kind: config.DiscoveryHTTP, URL: "http://" + src.String() + "/backends", Interval: sec, Timeout: sec}},
+		config.Service{Name: "cmd", Mode: config.ModeTCP, Port: 7931, Balance: config.BalanceRoundRobin,
+			Discovery: &config.Discovery{Kind: config.DiscoveryExec, Command: []string{script}, Interval: sec, Timeout: sec}})
+	s.WriteConfig(c)
+	s.Start()
+	require.Equal(t, "b0", mgmtRead(t, s, 7930))
+	require.Equal(t, "b0", mgmtRead(t, s, 7931))
+	status := func(pool string) api.DiscoveryStatus {
+		for _, ds := range s.Status().Daemon.Discovery {
+			if ds.Pool == pool {
+				return ds
+			}
+		}
+		return api.DiscoveryStatus{}
+	}
+
+	// A change, with a malformed entry beside it.
+	setHTTP(`[`+entry(addrs[1])+`, {"host": "10.98.2.99", "port": 0}]`, 0)
+	require.NoError(t, os.WriteFile(data, []byte(addrs[1].String()+"\n10.98.2.99:80 70000\n"), 0o644))
+	for _, svc := range []struct {
+		pool    string
+		port    uint16
+		problem string
+	}{{"services[web]", 7930, "entry 1"}, {"services[cmd]", 7931, "line 2"}} {
+		require.Eventually(t, func() bool { return mgmtRead(t, s, svc.port) == "b1" && len(status(svc.pool).Problems) == 1 },
+			10*time.Second, 200*time.Millisecond, "%s: the change is picked up", svc.pool)
+		require.Contains(t, status(svc.pool).Problems[0], svc.problem)
+		require.Equal(t, []string{addrs[1].String()}, status(svc.pool).Backends, "the rest kept")
+	}
+
+	// Too slow: a failed fetch; keeplast serves on.
+	setHTTP("["+entry(addrs[0])+"]", 3*time.Second)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "slow"), nil, 0o644))
+	require.Eventually(t, func() bool { return status("services[web]").LastError != "" && status("services[cmd]").LastError != "" },
+		15*time.Second, 200*time.Millisecond)
+	require.Contains(t, status("services[cmd]").LastError, "no answer within 1s")
+	require.Contains(t, status("services[web]").LastError, "no answer within 1s")
+	require.Equal(t, "b1", mgmtRead(t, s, 7930), "keeplast")
+	require.Equal(t, "b1", mgmtRead(t, s, 7931), "keeplast")
 }

@@ -299,7 +299,7 @@ func (r *Runner) fetch(ctx context.Context, p *pool) {
 		st.Failures++
 		st.LastError, st.ErrorAt = err.Error(), now
 		if errors.Is(err, context.DeadlineExceeded) {
-			st.LastError = fmt.Sprintf("no answer within %s", p.Timeout)
+			st.LastError = fmt.Sprintf("no answer within %s (%v)", p.Timeout, err)
 		}
 		r.o.Logger.Warn("discovery failed", "pool", p.Key, "kind", p.Kind, "err", st.LastError, "keeping", !p.SetEmpty)
 		if p.SetEmpty {
