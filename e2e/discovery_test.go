@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -105,6 +106,20 @@ func TestDiscoveryFile(t *testing.T) {
 	require.Contains(t, disc().LastError, "no such file or directory")
 	require.Equal(t, "b1", mgmtRead(t, s, 7900), "keeplast")
 	require.Contains(t, s.Metrics(), `ober_discovery_up{kind="file",pool="services[disc]"} 0`)
+
+	// A reload refused for a source that cannot be set up leaves the
+	// running discovery as it was: the file still rules its service.
+	gen := s.Status().Daemon.Config.Generation
+	c.Services = append(c.Services, config.Service{Name: "bad", Mode: config.ModeTCP, Port: 7901,
+		Discovery: &config.Discovery{Kind: config.DiscoveryHTTP, URL: "https://10.98.2.99/list", CAFile: "/nonexistent/ca.pem"}})
+	s.WriteConfig(c)
+	s.Signal(syscall.SIGHUP)
+	require.Eventually(t, func() bool { return s.Status().Daemon.Config.LastReloadError != "" }, 10*time.Second, 100*time.Millisecond)
+	require.Contains(t, s.Status().Daemon.Config.LastReloadError, "services[bad].discovery")
+	require.Equal(t, gen, s.Status().Daemon.Config.Generation)
+	write(addrs[0])
+	require.Eventually(t, func() bool { return mgmtRead(t, s, 7900) == "b0" }, 10*time.Second, 200*time.Millisecond,
+		"the running discovery goes on after the refused reload")
 }
 
 // discBackend serves a line naming itself, then answers each line it

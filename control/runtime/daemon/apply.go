@@ -7,9 +7,14 @@ import (
 	"github.com/ober-ingress/ober/control/mgmt"
 )
 
-// applyReq is one caller of Apply waiting for the file to be in force.
+// applyReq is one caller of Apply waiting for the file to be in force,
+// or (discovered) for what discovery found to be.
 type applyReq struct {
 	reply chan applyResult
+	// discovered asks for the running configuration with the pools'
+	// backends as found now, not for the file: a file being edited, or
+	// refused, must not hold discovery back.
+	discovered bool
 }
 
 type applyResult struct {
@@ -24,7 +29,17 @@ type applyResult struct {
 // reload: a burst of writes costs few reloads, each answered only once
 // its change is live.
 func (d *Daemon) Apply(ctx context.Context) (mgmt.Applied, uint64, error) {
-	req := applyReq{reply: make(chan applyResult, 1)}
+	return d.apply(ctx, applyReq{reply: make(chan applyResult, 1)})
+}
+
+// applyDiscovered brings what discovery found into force, on the running
+// configuration.
+func (d *Daemon) applyDiscovered(ctx context.Context) error {
+	_, _, err := d.apply(ctx, applyReq{reply: make(chan applyResult, 1), discovered: true})
+	return err
+}
+
+func (d *Daemon) apply(ctx context.Context, req applyReq) (mgmt.Applied, uint64, error) {
 	select {
 	case d.applies <- req:
 	case <-ctx.Done():
@@ -51,7 +66,13 @@ func (d *Daemon) applyBatch(ctx context.Context, first applyReq) {
 			more = false
 		}
 	}
-	err := d.reload(ctx)
+	// One file-based request in the batch reads the file, which takes
+	// what discovery found as well.
+	fromFile := false
+	for _, r := range batch {
+		fromFile = fromFile || !r.discovered
+	}
+	err := d.reloadFrom(ctx, fromFile)
 	res := applyResult{err: err}
 	if err == nil {
 		d.mu.Lock()

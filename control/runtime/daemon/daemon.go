@@ -260,7 +260,8 @@ func (d *Daemon) firstPlan(ctx context.Context) (*plan.NodePlan, func(), error) 
 	if cfg, err = config.Load(path); err != nil {
 		return fail(err)
 	}
-	if cfg, err = d.discover(ctx, cfg, true); err != nil {
+	d.disc.setLoaded(cfg)
+	if cfg, _, err = d.discover(ctx, cfg, true); err != nil {
 		return fail(err)
 	}
 	if d.handedOverAt, err = takeHandover(cfg); err != nil {
@@ -542,7 +543,11 @@ func (d *Daemon) supervisorPlan(p *plan.NodePlan, base tables.Base) supervisor.P
 // reload plans the configuration file again and applies what changed.
 // Nothing changes unless the whole new configuration is valid, resolves,
 // renders, passes HAProxy's check and its instances start.
-func (d *Daemon) reload(ctx context.Context) (err error) {
+func (d *Daemon) reload(ctx context.Context) error { return d.reloadFrom(ctx, true) }
+
+// reloadFrom is reload; without fromFile it plans the running
+// configuration again, with what discovery found now.
+func (d *Daemon) reloadFrom(ctx context.Context, fromFile bool) (err error) {
 	defer func() {
 		d.mu.Lock()
 		defer d.mu.Unlock()
@@ -553,19 +558,38 @@ func (d *Daemon) reload(ctx context.Context) (err error) {
 			d.reloadErr = ""
 		}
 	}()
-	d.log.Info("reloading configuration", "path", d.opts.ConfigPath)
 	prev := d.plan()
 	old := prev.Config
-	cfg, base, err := d.readConfig(ctx, old.Node.RuntimeDir)
+	var (
+		cfg  *config.Config
+		base tables.Base
+	)
+	if fromFile {
+		d.log.Info("reloading configuration", "path", d.opts.ConfigPath)
+		cfg, base, err = d.readConfig(ctx, old.Node.RuntimeDir)
+	} else {
+		d.log.Info("applying discovered backends")
+		cfg, base, err = d.runningConfig(ctx, old.Node.RuntimeDir)
+	}
 	if err != nil {
 		return err
 	}
+	loaded := cfg
 	if err := immutable(old, cfg); err != nil {
 		return fmt.Errorf("config %s: %w", d.opts.ConfigPath, err)
 	}
-	if cfg, err = d.discover(ctx, cfg, false); err != nil {
+	cfg, commitDiscovery, err := d.discover(ctx, cfg, false)
+	if err != nil {
 		return fmt.Errorf("config %s: %w", d.opts.ConfigPath, err)
 	}
+	// The pools' sources change with the reload, and only if it is
+	// taken: a refused file leaves the running discovery alone.
+	defer func() {
+		commitDiscovery(err == nil)
+		if err == nil {
+			d.disc.setLoaded(loaded)
+		}
+	}()
 	if d.mgmt != nil {
 		// The tokens file and the TLS listener's files are read again: a
 		// token revoked is refused, a renewed certificate served, from

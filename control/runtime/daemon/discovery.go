@@ -2,7 +2,9 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"reflect"
 	"slices"
@@ -13,7 +15,9 @@ import (
 	"github.com/ober-ingress/ober/control/api"
 	"github.com/ober-ingress/ober/control/config"
 	"github.com/ober-ingress/ober/control/lib/discovery"
+	"github.com/ober-ingress/ober/control/lib/whitelist"
 	discrun "github.com/ober-ingress/ober/control/runtime/discovery"
+	"github.com/ober-ingress/ober/control/runtime/tables"
 )
 
 // discoveryState is the daemon's part of discovery: the runner, and each
@@ -25,6 +29,39 @@ type discoveryState struct {
 	runner  *discrun.Runner
 	runCtx  context.Context
 	sources map[string]discSource
+	// loaded is the running generation's configuration as loaded.
+	loaded *config.Config
+}
+
+// setLoaded keeps the configuration of the running generation as it was
+// loaded, before discovery's backends: a reload for discovery alone
+// starts from it.
+func (st *discoveryState) setLoaded(cfg *config.Config) {
+	st.mu.Lock()
+	st.loaded = cfg
+	st.mu.Unlock()
+}
+
+// runningConfig is the running generation's configuration as loaded,
+// and the whitelists' live generations, read under the whitelist lock as
+// readConfig reads them.
+func (d *Daemon) runningConfig(ctx context.Context, runtimeDir string) (*config.Config, tables.Base, error) {
+	d.disc.mu.Lock()
+	cfg := d.disc.loaded
+	d.disc.mu.Unlock()
+	if cfg == nil {
+		return nil, nil, errors.New("discovery: no running configuration yet")
+	}
+	unlock, err := whitelist.Lock(ctx, runtimeDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer unlock()
+	base, err := d.tables.ReadBase()
+	if err != nil {
+		return nil, nil, fmt.Errorf("read whitelists: %w", err)
+	}
+	return cfg, base, nil
 }
 
 type discSource struct {
@@ -32,25 +69,29 @@ type discSource struct {
 	src   discovery.Source
 }
 
-// discover sets the runner's pools to cfg's and returns cfg with what
-// they found. At start it waits for each new pool's first fetch (up to
-// its timeout), so that the first plan has the backends.
-func (d *Daemon) discover(ctx context.Context, cfg *config.Config, first bool) (*config.Config, error) {
+// discover returns cfg with what its pools' sources found, and commit,
+// which makes those pools the running ones; a caller that does not
+// commit (a refused reload) calls it with false, which closes the
+// sources made for it and leaves the running ones as they were. At start
+// (first) the pools run at once, and discover waits for each one's first
+// fetch (up to its timeout), so that the first plan has the backends; a
+// pool new on a reload gets its backends with its first fetch, in a
+// reload of its own.
+func (d *Daemon) discover(ctx context.Context, cfg *config.Config, first bool) (*config.Config, func(ok bool), error) {
 	pools := cfg.DiscoveryPools()
 	st := &d.disc
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.runner == nil {
 		if len(pools) == 0 {
-			return cfg, nil
+			return cfg, func(bool) {}, nil
 		}
 		// The runner outlives this call: it runs on the daemon's context.
 		st.runCtx = ctx
 		st.runner = discrun.New(discrun.Options{
 			Logger: d.log.With("part", "discovery"),
 			Apply: func(ctx context.Context, _ map[string]config.Found) error {
-				_, _, err := d.Apply(ctx)
-				return err
+				return d.applyDiscovered(ctx)
 			},
 		})
 		st.sources = map[string]discSource{}
@@ -58,8 +99,16 @@ func (d *Daemon) discover(ctx context.Context, cfg *config.Config, first bool) (
 	}
 	var cred *syscall.Credential
 	next := map[string]discSource{}
+	var made []discovery.Source
 	var rps []discrun.Pool
 	var fresh []string
+	discard := func() {
+		for _, src := range made {
+			if c, ok := src.(io.Closer); ok {
+				_ = c.Close()
+			}
+		}
+	}
 	for _, p := range pools {
 		block := *p.Discovery
 		block.Overrides = nil // an operator's override is no new source
@@ -68,14 +117,17 @@ func (d *Daemon) discover(ctx context.Context, cfg *config.Config, first bool) (
 			if block.Kind == config.DiscoveryExec && cred == nil {
 				c, err := credential(cfg.HAProxy.User, cfg.HAProxy.Group)
 				if err != nil {
-					return nil, fmt.Errorf("%s.discovery.command: %w", p.Key, err)
+					discard()
+					return nil, nil, fmt.Errorf("%s.discovery.command: %w", p.Key, err)
 				}
 				cred = c
 			}
 			src, err := discrun.SourceFor(p.Key, p.Discovery, cred)
 			if err != nil {
-				return nil, err
+				discard()
+				return nil, nil, err
 			}
+			made = append(made, src)
 			s = discSource{block: block, src: src}
 			fresh = append(fresh, p.Key)
 		}
@@ -83,9 +135,22 @@ func (d *Daemon) discover(ctx context.Context, cfg *config.Config, first bool) (
 		rps = append(rps, discrun.Pool{Key: p.Key, Kind: block.Kind, Source: s.src, Interval: block.Interval.Duration,
 			Timeout: block.Timeout.Duration, SetEmpty: block.FailPolicy == config.FailSetEmpty, DrainFor: cfg.Timeouts.Drain.Duration})
 	}
+	commit := func(ok bool) {
+		if !ok {
+			discard()
+			return
+		}
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		st.sources = next
+		st.runner.Set(st.runCtx, rps)
+	}
+	if !first {
+		return cfg.WithDiscovered(st.runner.Found()), commit, nil
+	}
 	st.sources = next
 	st.runner.Set(st.runCtx, rps)
-	if first && len(fresh) > 0 {
+	if len(fresh) > 0 {
 		wait := time.Duration(0)
 		for _, p := range rps {
 			wait = max(wait, p.Timeout)
@@ -94,7 +159,7 @@ func (d *Daemon) discover(ctx context.Context, cfg *config.Config, first bool) (
 		st.runner.Fetched(wctx, fresh)
 		cancel()
 	}
-	return cfg.WithDiscovered(st.runner.Found()), nil
+	return cfg.WithDiscovered(st.runner.Found()), func(bool) {}, nil
 }
 
 // discoveryStatus is the pools' discovery as status shows it, by pool.
