@@ -19,6 +19,7 @@ import (
 	"github.com/ober-ingress/ober/control/api"
 	"github.com/ober-ingress/ober/control/config"
 	"github.com/ober-ingress/ober/internal/testsite/bindtest"
+	"github.com/ober-ingress/ober/internal/testsite/consultest"
 	"github.com/ober-ingress/ober/internal/testsite/nodetest"
 )
 
@@ -402,4 +403,55 @@ func TestDiscoveryHTTPAndExec(t *testing.T) {
 	require.Contains(t, status("services[web]").LastError, "no answer within 1s")
 	require.Equal(t, "b1", mgmtRead(t, s, 7930), "keeplast")
 	require.Equal(t, "b1", mgmtRead(t, s, 7931), "keeplast")
+}
+
+// Consul, against the in-process agent in the node's namespace (no
+// Consul package exists on these machines): a service's backends come
+// from the agent's health endpoint with a blocking query, so a change
+// serves at once although the interval is a minute; with consul.register
+// each service the node serves is registered as <service>-<port>-<proto>
+// with a check on ober's /health, and deregistered at stop.
+func TestDiscoveryConsul(t *testing.T) {
+	s := nodetest.New(t, oberBin, 1)
+	var addrs []netip.AddrPort
+	for i := range 2 {
+		a := netip.AddrPortFrom(s.BackendIP(i), 9400)
+		addrs = append(addrs, a)
+		discBackend(t, s, a, fmt.Sprintf("c%d", i))
+	}
+	var ln net.Listener
+	require.NoError(t, s.Node.Do(func() (err error) {
+		ln, err = net.Listen("tcp", "127.0.0.1:8500")
+		return err
+	}))
+	agent := consultest.NewOn(t, ln)
+	inst := func(i int) consultest.Instance {
+		return consultest.Instance{ID: fmt.Sprintf("c%d", i), Address: addrs[i].Addr().String(), Port: int(addrs[i].Port()), Passing: true}
+	}
+	agent.SetInstances("kv", []consultest.Instance{inst(0)})
+
+	c := s.Config(nodetest.Params{Instances: 1})
+	c.Consul = config.Consul{Register: true, Tags: []string{"ober"}}
+	c.Services = append(c.Services, config.Service{Name: "kv", Mode: config.ModeTCP, Port: 7940, Balance: config.BalanceRoundRobin,
+		Discovery: &config.Discovery{Kind: config.DiscoveryConsul, Name: "kv", PassingOnly: true, Interval: config.Duration{Duration: time.Minute}}})
+	s.WriteConfig(c)
+	s.Start()
+	require.Equal(t, "c0", mgmtRead(t, s, 7940))
+
+	agent.SetInstances("kv", []consultest.Instance{inst(1)})
+	require.Eventually(t, func() bool { return mgmtRead(t, s, 7940) == "c1" }, 10*time.Second, 100*time.Millisecond,
+		"a change comes with the blocking query, not the minute's interval")
+
+	require.Eventually(t, func() bool {
+		_, ok := agent.Registered()["kv-7940-tcp"]
+		return ok
+	}, 10*time.Second, 100*time.Millisecond, "the service is registered")
+	reg := agent.Registered()
+	require.Contains(t, reg, "https-443-tcp", "every service the node serves")
+	require.Equal(t, "10.98.0.100", reg["kv-7940-tcp"].Address)
+	require.Equal(t, []string{"ober"}, reg["kv-7940-tcp"].Tags)
+	s.Signal(syscall.SIGTERM)
+	_, err := s.Wait(time.Minute)
+	require.NoError(t, err)
+	require.Empty(t, agent.Registered(), "deregistered at stop")
 }

@@ -229,6 +229,7 @@ func (c *Config) ApplyDefaults() {
 	setInt(&b.Health.Fall, DefaultHealthFall)
 	setInt(&b.Health.Rise, DefaultHealthRise)
 	applyDiscoveryDefaults(b.Discovery)
+	applyConsulDefaults(&c.Consul)
 
 	// After the top-level backends: services on the top-level pool take
 	// their balance and health check from there.

@@ -69,6 +69,7 @@ backends:
 		HA:      HA{Mode: "none"},
 		API:     API{Listen: "127.0.0.1:8404", Socket: "/run/ober/api.sock"},
 		HAProxy: HAProxy{Binary: "haproxy", User: "ober-haproxy", Group: "ober-haproxy", Chroot: "/run/ober/empty"},
+		Consul:  Consul{Address: DefaultConsulAddress, CheckInterval: Duration{10 * time.Second}},
 	}
 	require.Equal(t, want, c)
 

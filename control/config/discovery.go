@@ -268,3 +268,48 @@ func validatePoolDiscovery(p *problems, base string, d *Discovery, listed int) {
 		p.add(base+key, "", "the pool's backends come from discovery kind %s: remove the list (an operator's state or weight for a found backend goes in %s.discovery.overrides)", d.Kind, base)
 	}
 }
+
+// Consul is the local Consul agent ober talks to.
+type Consul struct {
+	// Address of the agent, host:port or an http(s):// URL; default
+	// 127.0.0.1:8500.
+	Address string `yaml:"address"`
+	// TokenFile holds an ACL token; mode 0600.
+	TokenFile string `yaml:"token_file"`
+	// Register registers each service the node serves as
+	// <service>-<port>-<proto>, with a check on ober's /health
+	// (api.listen); deregistered when the node stops serving it.
+	Register bool `yaml:"register"`
+	// Tags go with every registration.
+	Tags []string `yaml:"tags"`
+	// CheckInterval is the agent's check of ober's /health; default 10s.
+	CheckInterval Duration `yaml:"check_interval"`
+}
+
+// DefaultConsulAddress is the local agent's HTTP API.
+const DefaultConsulAddress = "127.0.0.1:8500"
+
+func applyConsulDefaults(c *Consul) {
+	setString(&c.Address, DefaultConsulAddress)
+	if c.CheckInterval.Duration == 0 {
+		c.CheckInterval.Duration = 10 * time.Second
+	}
+}
+
+func validateConsul(p *problems, c *Consul) {
+	addr := strings.TrimPrefix(strings.TrimPrefix(c.Address, "http://"), "https://")
+	if _, _, err := net.SplitHostPort(addr); c.Address != "" && err != nil {
+		p.add("consul.address", quote(c.Address), "must be host:port (or an http:// or https:// URL) of the Consul agent")
+	}
+	if d := c.CheckInterval.Duration; d != 0 && d < time.Second {
+		p.add("consul.check_interval", fmtDuration(c.CheckInterval.Duration), "must be at least 1s")
+	}
+	if c.TokenFile != "" && !filepath.IsAbs(c.TokenFile) {
+		p.add("consul.token_file", quote(c.TokenFile), "must be absolute")
+	}
+	for i, tag := range c.Tags {
+		if tag == "" || strings.ContainsAny(tag, " \t\n/") {
+			p.add(fmt.Sprintf("consul.tags[%d]", i), quote(tag), "must be a word without spaces or slashes")
+		}
+	}
+}

@@ -26,6 +26,9 @@ type Config struct {
 	Whitelists Whitelists `yaml:"whitelists"`
 	API        API        `yaml:"api"`
 	HAProxy    HAProxy    `yaml:"haproxy"`
+	// Consul is the local Consul agent: kind consul's default, and where
+	// ober registers its services.
+	Consul Consul `yaml:"consul"`
 
 	// env is the machine the configuration is for; nil means this one.
 	// The yaml library and structChecker skip unexported fields, and

@@ -286,6 +286,7 @@ func (c *Config) validateBackends(p *problems) {
 		p.add("backends.servers", "", "at least one server is required (or a discovery that finds them)")
 	}
 	validatePoolDiscovery(p, "backends", b.Discovery, len(b.Servers))
+	validateConsul(p, &c.Consul)
 	c.validateServers(p, "backends.servers", b.Servers, poolUse{l7: true})
 
 	h := &b.Health

@@ -43,6 +43,7 @@ import (
 	"github.com/ober-ingress/ober/control/runtime/handshake"
 	"github.com/ober-ingress/ober/control/runtime/kernelsvc"
 	"github.com/ober-ingress/ober/control/runtime/pulse"
+	"github.com/ober-ingress/ober/control/runtime/register"
 	"github.com/ober-ingress/ober/control/runtime/sdnotify"
 	"github.com/ober-ingress/ober/control/runtime/servers"
 	"github.com/ober-ingress/ober/control/runtime/supervisor"
@@ -83,6 +84,9 @@ type Daemon struct {
 
 	// disc runs the pools' discovery (discovery.go).
 	disc discoveryState
+	// registrar keeps the services registered in Consul (register.go);
+	// nil without consul.register.
+	registrar *register.Registrar
 
 	dp *loader.Dataplane
 	// tables writes every map of dp this process writes.
@@ -229,6 +233,9 @@ func Run(ctx context.Context, opts Options) error {
 	defer d.mgmt.close()
 	d.log.Info("serving", "node", cfg.Node.Name, "vips", len(cfg.VIPs), "services", len(cfg.Services),
 		"instances", len(p.Slots), "api", cfg.API.Listen)
+	if err := d.startRegistration(ctx, cfg); err != nil {
+		return err
+	}
 	return d.serve(ctx, apiDone)
 }
 
@@ -388,6 +395,7 @@ func (d *Daemon) stop() {
 	d.stopping = true
 	drain := drainOf(d.cfgOrNil())
 	d.mu.Unlock()
+	d.deregisterAll()
 	if d.handoff != nil {
 		// The other nodes learn first that this one drains, so the
 		// connections the routers move to them after the withdraw come
@@ -779,4 +787,11 @@ func (d *Daemon) attach(ifaces []string, mode loader.XDPMode) error {
 		}
 	}
 	return nil
+}
+
+// isStopping reports whether stop has begun.
+func (d *Daemon) isStopping() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.stopping
 }

@@ -33,6 +33,8 @@ type Registrar struct {
 	done map[string]consul.Registration
 	// lastErr is the last sync's error, for status.
 	lastErr error
+	// closed: Close has run; Sync registers nothing more.
+	closed bool
 }
 
 // New makes a Registrar; nil log means slog.Default().
@@ -49,6 +51,9 @@ func New(agent Agent, log *slog.Logger) *Registrar {
 func (r *Registrar) Sync(ctx context.Context, want []consul.Registration) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.closed {
+		want = nil
+	}
 	wanted := map[string]consul.Registration{}
 	for _, w := range want {
 		if w.ID == "" {
@@ -82,6 +87,16 @@ func (r *Registrar) Sync(ctx context.Context, want []consul.Registration) error 
 	}
 	r.lastErr = errors.Join(errs...)
 	return r.lastErr
+}
+
+// Close deregisters everything, and from then on Sync registers
+// nothing: a Sync already under way when the node stops cannot register
+// a service again after it.
+func (r *Registrar) Close(ctx context.Context) error {
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
+	return r.Sync(ctx, nil)
 }
 
 // Registered are the IDs the agent took, sorted.

@@ -46,8 +46,10 @@ func TestSync(t *testing.T) {
 	require.NoError(t, r.Sync(ctx, []consul.Registration{s3, dns}))
 	require.Contains(t, srv.Registered(), "dns-53-udp")
 
-	// Stop: nothing stays.
-	require.NoError(t, r.Sync(ctx, nil))
+	// Stop: nothing stays, and a late Sync registers nothing again.
+	require.NoError(t, r.Close(ctx))
 	require.Empty(t, srv.Registered())
 	require.Empty(t, r.Registered())
+	require.NoError(t, r.Sync(ctx, []consul.Registration{s3}))
+	require.Empty(t, srv.Registered())
 }

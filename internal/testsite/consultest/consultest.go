@@ -18,6 +18,7 @@ package consultest
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -105,7 +106,12 @@ type Server struct {
 }
 
 // New starts a server on 127.0.0.1, closed at t's cleanup.
-func New(t testing.TB) *Server {
+func New(t testing.TB) *Server { return NewOn(t, nil) }
+
+// NewOn is New on the listener ln (nil: 127.0.0.1 of this process's
+// namespace), such as one opened in a test node's namespace, where the
+// agent of that node would listen.
+func NewOn(t testing.TB, ln net.Listener) *Server {
 	t.Helper()
 	s := &Server{
 		index:      1,
@@ -119,7 +125,12 @@ func New(t testing.TB) *Server {
 	mux.HandleFunc("PUT /v1/agent/service/register", s.register)
 	mux.HandleFunc("PUT /v1/agent/service/deregister/{id}", s.deregister)
 	mux.HandleFunc("GET /v1/agent/services", s.agentServices)
-	s.srv = httptest.NewServer(s.gate(mux))
+	if ln == nil {
+		s.srv = httptest.NewServer(s.gate(mux))
+	} else {
+		s.srv = &httptest.Server{Listener: ln, Config: &http.Server{Handler: s.gate(mux)}}
+		s.srv.Start()
+	}
 	t.Cleanup(func() {
 		close(s.done)
 		s.srv.Close()
