@@ -18,6 +18,7 @@ import (
 
 	"github.com/ober-ingress/ober/control/api"
 	"github.com/ober-ingress/ober/control/config"
+	"github.com/ober-ingress/ober/control/lib/discovery"
 	"github.com/ober-ingress/ober/internal/testsite/bindtest"
 	"github.com/ober-ingress/ober/internal/testsite/consultest"
 	"github.com/ober-ingress/ober/internal/testsite/nodetest"
@@ -454,4 +455,59 @@ func TestDiscoveryConsul(t *testing.T) {
 	_, err := s.Wait(time.Minute)
 	require.NoError(t, err)
 	require.Empty(t, agent.Registered(), "deregistered at stop")
+}
+
+// A found backend drained through the management API by its name takes
+// no new connection, and the drain is kept in ober.yaml's overrides, so
+// it holds when the backend leaves the source and comes back.
+func TestDiscoveryDrainThroughAPI(t *testing.T) {
+	s := nodetest.New(t, oberBin, 1)
+	var addrs []netip.AddrPort
+	for i := range 2 {
+		a := netip.AddrPortFrom(s.BackendIP(i), 9400)
+		addrs = append(addrs, a)
+		discBackend(t, s, a, fmt.Sprintf("b%d", i))
+	}
+	list := filepath.Join(t.TempDir(), "backends.txt")
+	write := func(as ...netip.AddrPort) {
+		var text string
+		for _, a := range as {
+			text += a.String() + "\n"
+		}
+		require.NoError(t, os.WriteFile(list+".tmp", []byte(text), 0o644))
+		require.NoError(t, os.Rename(list+".tmp", list))
+	}
+	write(addrs...)
+	c := s.Config(nodetest.Params{Instances: 1})
+	c.Services = append(c.Services, config.Service{Name: "disc", Mode: config.ModeTCP, Port: 7950, Balance: config.BalanceRoundRobin,
+		Discovery: &config.Discovery{Kind: config.DiscoveryFile, Path: list}})
+	s.WriteConfig(c)
+	s.Start()
+	names := func() map[string]int {
+		got := map[string]int{}
+		for range 6 {
+			got[mgmtRead(t, s, 7950)]++
+		}
+		return got
+	}
+	require.Eventually(t, func() bool { g := names(); return g["b0"] > 0 && g["b1"] > 0 }, 10*time.Second, 200*time.Millisecond)
+
+	api := newMgmtClient(t, filepath.Join(c.Node.RuntimeDir, config.DefaultAPISocketName))
+	b0 := config.DiscoveredName(discovery.Backend{Host: addrs[0].Addr().String(), Port: addrs[0].Port()})
+	code, out := api.do("POST", "/api/v1/services/disc/backends/"+b0+"/drain", "")
+	require.Equal(t, http.StatusOK, code, "%v", out)
+	require.Equal(t, map[string]int{"b1": 6}, names(), "a drained found backend takes no new connection")
+	text, err := os.ReadFile(s.ConfigPath)
+	require.NoError(t, err)
+	require.Contains(t, string(text), "address: "+addrs[0].String())
+	require.Contains(t, string(text), "state: drain")
+
+	// Gone from the source and back: still drained.
+	write(addrs[1])
+	time.Sleep(2 * time.Second)
+	write(addrs...)
+	require.Never(t, func() bool { return names()["b0"] > 0 }, 3*time.Second, 300*time.Millisecond, "the drain holds when it comes back")
+	code, out = api.do("POST", "/api/v1/services/disc/backends/"+b0+"/enable", "")
+	require.Equal(t, http.StatusOK, code, "%v", out)
+	require.Eventually(t, func() bool { return names()["b0"] > 0 }, 10*time.Second, 200*time.Millisecond)
 }

@@ -2,6 +2,8 @@ package config
 
 import (
 	"fmt"
+	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -123,4 +125,22 @@ func discoveredServers(d *Discovery, f Found, l7 bool) []BackendServer {
 // and port, such as 10.1.0.1_7480 or fd00..1_53, unique per address.
 func DiscoveredName(b discovery.Backend) string {
 	return strings.ReplaceAll(b.Host, ":", ".") + "_" + strconv.Itoa(int(b.Port))
+}
+
+// DiscoveredAddress is the host:port a DiscoveredName stands for; false
+// when name is not one.
+func DiscoveredAddress(name string) (string, bool) {
+	i := strings.LastIndexByte(name, '_')
+	if i <= 0 {
+		return "", false
+	}
+	port, err := strconv.ParseUint(name[i+1:], 10, 16)
+	if err != nil || port == 0 {
+		return "", false
+	}
+	host := name[:i]
+	if a, err := netip.ParseAddr(strings.ReplaceAll(host, ".", ":")); err == nil && a.Is6() && strings.Contains(host, "..") || err == nil && a.Is6() && strings.Count(host, ".") == 7 {
+		host = a.String()
+	}
+	return net.JoinHostPort(host, strconv.Itoa(int(port))), true
 }

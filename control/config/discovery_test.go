@@ -127,3 +127,16 @@ func TestWithDiscovered(t *testing.T) {
 	require.Equal(t, c.Services[1].Backends, d.Services[1].Backends, "a static pool is as the file says")
 	require.Empty(t, c.WithDiscovered(nil).Services[0].Backends, "nothing found yet")
 }
+
+// A found backend's name gives its address back.
+func TestDiscoveredAddress(t *testing.T) {
+	for _, b := range []discovery.Backend{{Host: "10.1.0.1", Port: 7480}, {Host: "fd00::3", Port: 53}, {Host: "rgw1.example", Port: 80}, {Host: "2001:db8:1:2:3:4:5:6", Port: 443}} {
+		got, ok := DiscoveredAddress(DiscoveredName(b))
+		require.True(t, ok)
+		require.Equal(t, b.ID(), got, DiscoveredName(b))
+	}
+	for _, bad := range []string{"rgw1", "rgw1_0", "rgw1_x", "_80", "a_70000"} {
+		_, ok := DiscoveredAddress(bad)
+		require.False(t, ok, bad)
+	}
+}

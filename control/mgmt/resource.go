@@ -808,6 +808,9 @@ func (d *doc) editBackend(ch Change) (Edited, error) {
 	if si < 0 {
 		return Edited{}, d.noService(ch.Service)
 	}
+	if disc, pool, kind := d.discoveryOf(si, svc, ch.Pool); disc != nil {
+		return d.editFound(ch, disc, pool, kind, field)
+	}
 	at, found, err := d.findBackend(si, svc, ch.Service, ch.Backend, ch.Pool)
 	if err != nil {
 		return Edited{}, err
@@ -911,4 +914,85 @@ func nameIt(m *yaml.Node, name string) {
 	if m.Kind == yaml.MappingNode && yamledit.Find(m, "name") < 0 {
 		yamledit.Set(m, "name", yamledit.Str(name), "")
 	}
+}
+
+// discoveryOf is the discovery block of services[si]'s pool poolName
+// (default: its own) when a source finds that pool's backends, with the
+// pool's name and the source's kind; nil otherwise.
+func (d *doc) discoveryOf(si int, svc *yaml.Node, poolName string) (*yaml.Node, string, string) {
+	s := &d.cfg.Services[si]
+	if poolName == "" || poolName == config.DefaultPool {
+		if s.Discovery == nil || s.Discovery.Kind == config.DiscoveryStatic {
+			return nil, "", ""
+		}
+		return yamledit.Get(svc, "discovery"), config.DefaultPool, s.Discovery.Kind
+	}
+	ps := yamledit.Get(svc, "pools")
+	for j := range s.Pools {
+		p := &s.Pools[j]
+		if p.Name != poolName || p.Discovery == nil || p.Discovery.Kind == config.DiscoveryStatic || ps == nil || j >= len(ps.Content) {
+			continue
+		}
+		return yamledit.Get(yamledit.Deref(ps.Content[j]), "discovery"), p.Name, p.Discovery.Kind
+	}
+	return nil, "", ""
+}
+
+// editFound changes an operator's say over a backend a source found: its
+// entry in discovery.overrides, by address, made when it has none. The
+// source alone adds and removes found backends.
+func (d *doc) editFound(ch Change, disc *yaml.Node, pool, kind, field string) (Edited, error) {
+	ed := Edited{Service: ch.Service, Backend: ch.Backend, Pool: pool}
+	switch ch.Verb {
+	case Put, Delete:
+		return Edited{}, Errorf(http.StatusConflict, field, "%s: the pool's backends come from discovery kind %s, which adds and removes them; a found backend takes drain, enable, disable and a PATCH of its weight", field, kind)
+	}
+	addr, ok := config.DiscoveredAddress(ch.Backend)
+	if !ok {
+		return Edited{}, Errorf(http.StatusNotFound, field, "%s: no such backend: a found backend is named after its address, such as 10.1.0.2_7480", field)
+	}
+	if err := own(disc, field); err != nil {
+		return Edited{}, err
+	}
+	list := yamledit.Get(disc, "overrides")
+	if list == nil || list.Kind != yaml.SequenceNode {
+		list = &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq"}
+		yamledit.Set(disc, "overrides", list, "")
+	}
+	var cur *yaml.Node
+	for _, it := range list.Content {
+		if v := yamledit.Get(yamledit.Deref(it), "address"); v != nil && v.Value == addr {
+			cur = yamledit.Deref(it)
+		}
+	}
+	if cur == nil {
+		cur = &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
+		yamledit.Set(cur, "address", yamledit.Str(addr), "")
+		list.Content = append(list.Content, cur)
+	}
+	switch ch.Verb {
+	case Drain, Enable, Disable:
+		state := map[Verb]string{Drain: config.StateDrain, Enable: config.StateEnabled, Disable: config.StateDisabled}[ch.Verb]
+		yamledit.Set(cur, "state", yamledit.Str(state), "")
+		return ed, nil
+	case Patch:
+		pt, err := body(ch, field, ch.Backend)
+		if err != nil {
+			return Edited{}, err
+		}
+		yamledit.Remove(pt, "name")
+		for i := 0; i+1 < len(pt.Content); i += 2 {
+			if k := pt.Content[i].Value; k != "weight" && k != "state" {
+				return Edited{}, Errorf(http.StatusUnprocessableEntity, field+"."+k, "%s.%s: a found backend's %s comes from its source; only weight and state can be set", field, k, k)
+			}
+		}
+		merged := mergePatch(cur, pt)
+		for i, it := range list.Content {
+			if yamledit.Deref(it) == cur {
+				list.Content[i] = merged
+			}
+		}
+		return ed, nil
+	}
+	return Edited{}, Errorf(http.StatusMethodNotAllowed, "", "%s is not a change of a backend", ch.Verb)
 }

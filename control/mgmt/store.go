@@ -10,9 +10,12 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -22,6 +25,7 @@ import (
 
 	"github.com/ober-ingress/ober/control/config"
 	"github.com/ober-ingress/ober/control/lib/atomicfile"
+	"github.com/ober-ingress/ober/control/lib/discovery"
 	"github.com/ober-ingress/ober/control/lib/whitelist"
 	"github.com/ober-ingress/ober/control/lib/yamledit"
 )
@@ -153,6 +157,34 @@ func inventory(d *doc) (map[string]object, error) {
 			for j, srv := range p.spec.Servers {
 				if it := p.item(j); it != nil {
 					if err := add(backendKey(name, p.spec.Ref.Pool, srv.Name, p.spec.Shared), it, srv.Name); err != nil {
+						return nil, err
+					}
+				}
+			}
+		}
+		// A found backend's object is its override, under its name.
+		pools := []string{config.DefaultPool}
+		for _, p := range d.cfg.Services[i].Pools {
+			pools = append(pools, p.Name)
+		}
+		for _, pn := range pools {
+			disc, pool, _ := d.discoveryOf(i, svc, pn)
+			if disc == nil {
+				continue
+			}
+			if l := yamledit.Get(disc, "overrides"); l != nil && l.Kind == yaml.SequenceNode {
+				for _, it := range l.Content {
+					it = yamledit.Deref(it)
+					v := yamledit.Get(it, "address")
+					if v == nil {
+						continue
+					}
+					b, ok := foundBackend(v.Value)
+					if !ok {
+						continue
+					}
+					bn := config.DiscoveredName(b)
+					if err := add(backendKey(name, pool, bn, false), it, bn); err != nil {
 						return nil, err
 					}
 				}
@@ -911,4 +943,20 @@ func diff(a, b []byte, name string) string {
 		return ""
 	}
 	return d
+}
+
+// foundBackend is an override's address as discovery names backends.
+func foundBackend(addr string) (discovery.Backend, bool) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return discovery.Backend{}, false
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return discovery.Backend{}, false
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		host = a.Unmap().String()
+	}
+	return discovery.Backend{Host: host, Port: uint16(n)}, true
 }

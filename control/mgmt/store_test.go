@@ -748,3 +748,43 @@ func TestUDPService(t *testing.T) {
 	refused(t, s, a, Change{Verb: Patch, Kind: KindService, Service: "dns", Body: json.RawMessage(`{"health": {"kind": "tcp"}}`)},
 		http.StatusUnprocessableEntity, "services[dns].health.kind", "a UDP backend answers no TCP check")
 }
+
+// A backend a source found is changed by its name (its address): drain,
+// enable, disable and a weight go to discovery.overrides in ober.yaml,
+// kept there while the backend is gone; adding or removing one is the
+// source's, and what else a source says is refused.
+func TestFoundBackend(t *testing.T) {
+	s, a := newStore(t, head+`services:
+  - name: s3
+    mode: tcp
+    port: 7480
+    discovery: {kind: srv, name: _s3._tcp.rgw.example}
+`)
+	mustMkdir(t, s)
+	res := do(t, s, Change{Verb: Drain, Kind: KindBackend, Service: "s3", Backend: "10.1.0.2_7480"})
+	require.Equal(t, "10.1.0.2_7480", decoded(t, res.Object)["name"])
+	do(t, s, Change{Verb: Patch, Kind: KindBackend, Service: "s3", Backend: "fd00..3_7480", Body: json.RawMessage(`{"weight": 7}`)})
+	do(t, s, Change{Verb: Patch, Kind: KindBackend, Service: "s3", Backend: "10.1.0.2_7480", Body: json.RawMessage(`{"weight": 20}`)})
+	cfg, err := config.Load(s.Path)
+	require.NoError(t, err)
+	w7, w20 := 7, 20
+	require.Equal(t, []config.DiscoveryOverride{
+		{Address: "10.1.0.2:7480", State: config.StateDrain, Weight: &w20},
+		{Address: "[fd00::3]:7480", Weight: &w7},
+	}, cfg.Services[0].Discovery.Overrides)
+	do(t, s, Change{Verb: Enable, Kind: KindBackend, Service: "s3", Backend: "10.1.0.2_7480"})
+	cfg, err = config.Load(s.Path)
+	require.NoError(t, err)
+	require.Equal(t, config.StateEnabled, cfg.Services[0].Discovery.Overrides[0].State)
+
+	refused(t, s, a, Change{Verb: Put, Kind: KindBackend, Service: "s3", Backend: "10.1.0.9_7480", Body: json.RawMessage(`{"address": "10.1.0.9:7480"}`)},
+		http.StatusConflict, "services[s3].backends[10.1.0.9_7480]", "discovery kind srv, which adds and removes them")
+	refused(t, s, a, Change{Verb: Delete, Kind: KindBackend, Service: "s3", Backend: "10.1.0.2_7480"},
+		http.StatusConflict, "services[s3].backends[10.1.0.2_7480]", "adds and removes them")
+	refused(t, s, a, Change{Verb: Patch, Kind: KindBackend, Service: "s3", Backend: "10.1.0.2_7480", Body: json.RawMessage(`{"priority": 2}`)},
+		http.StatusUnprocessableEntity, "services[s3].backends[10.1.0.2_7480].priority", "comes from its source")
+	refused(t, s, a, Change{Verb: Drain, Kind: KindBackend, Service: "s3", Backend: "rgw1"},
+		http.StatusNotFound, "services[s3].backends[rgw1]", "named after its address")
+	refused(t, s, a, Change{Verb: Patch, Kind: KindBackend, Service: "s3", Backend: "10.1.0.2_7480", Body: json.RawMessage(`{"weight": 300}`)},
+		http.StatusUnprocessableEntity, "", "must be 0-256")
+}
