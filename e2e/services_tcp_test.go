@@ -931,6 +931,25 @@ var tcpSvcBadServices = []struct{ name, service, want string }{
     proxy_protocol: v2
     backends: [{address: "10.98.2.11:53"}]`,
 		`services[2].proxy_protocol: "v2": not for mode udp, which the kernel forwards without a proxy; use forward: dnat to show the client's address to the backends`},
+	{"discovery srv name", `
+  - name: t2
+    port: 7001
+    mode: tcp
+    discovery: {kind: srv, name: rgw.example}`,
+		`services[2].discovery.name: "rgw.example": must be an SRV name _service._proto.domain, _proto _tcp or _udp (such as _s3._tcp.rgw.example)`},
+	{"discovery beside a list", `
+  - name: t2
+    port: 7001
+    mode: tcp
+    discovery: {kind: file, path: /etc/ober/t2.txt}
+    backends: [{address: "10.98.2.11:8000"}]`,
+		`services[2].backends: the pool's backends come from discovery kind file: remove the list (an operator's state or weight for a found backend goes in services[2].discovery.overrides)`},
+	{"discovery override weight", `
+  - name: t2
+    port: 7001
+    mode: tcp
+    discovery: {kind: file, path: /etc/ober/t2.txt, overrides: [{address: "10.98.2.11:8000", weight: 70000}]}`,
+		`services[2].discovery.overrides[0].weight: 70000: must be 0-256`},
 	{"udp port range too large", `
   - name: t2
     ports: 20000-24096
