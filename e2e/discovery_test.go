@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/vishvananda/netlink"
 
 	"github.com/ober-ingress/ober/control/api"
 	"github.com/ober-ingress/ober/control/config"
@@ -411,7 +412,8 @@ func TestDiscoveryHTTPAndExec(t *testing.T) {
 // from the agent's health endpoint with a blocking query, so a change
 // serves at once although the interval is a minute; with consul.register
 // each service the node serves is registered as <service>-<port>-<proto>
-// with a check on ober's /health, and deregistered at stop.
+// with a check on ober's /health, deregistered while the node does not
+// hold its VIP, and at stop.
 func TestDiscoveryConsul(t *testing.T) {
 	s := nodetest.New(t, oberBin, 1)
 	var addrs []netip.AddrPort
@@ -451,6 +453,25 @@ func TestDiscoveryConsul(t *testing.T) {
 	require.Contains(t, reg, "https-443-tcp", "every service the node serves")
 	require.Equal(t, "10.98.0.100", reg["kv-7940-tcp"].Address)
 	require.Equal(t, []string{"ober"}, reg["kv-7940-tcp"].Tags)
+
+	// The VIP leaves the node (an operator, or another holder taking
+	// it): the node serves nothing, so Consul must not send clients to
+	// it; back on the node, the services are registered again.
+	vip := &netlink.Addr{IPNet: &net.IPNet{IP: nodetest.VIP.AsSlice(), Mask: net.CIDRMask(32, 32)}}
+	lo := func() netlink.Link {
+		var l netlink.Link
+		require.NoError(t, s.Node.Do(func() (err error) { l, err = netlink.LinkByName("lo"); return err }))
+		return l
+	}()
+	require.NoError(t, s.Node.Do(func() error { return netlink.AddrDel(lo, vip) }))
+	require.Eventually(t, func() bool { return len(agent.Registered()) == 0 }, 5*time.Second, 100*time.Millisecond,
+		"deregistered once the node no longer holds the VIP: %v", agent.Registered())
+	require.NoError(t, s.Node.Do(func() error { return netlink.AddrAdd(lo, vip) }))
+	require.Eventually(t, func() bool {
+		_, ok := agent.Registered()["kv-7940-tcp"]
+		return ok
+	}, 5*time.Second, 100*time.Millisecond, "registered again with the VIP back")
+
 	s.Signal(syscall.SIGTERM)
 	_, err := s.Wait(time.Minute)
 	require.NoError(t, err)
