@@ -193,6 +193,8 @@ func validateDiscovery(p *problems, path string, d *Discovery) {
 				p.add(path+".url", quote(d.URL), "must be an http:// or https:// URL")
 			} else if u.User != nil {
 				p.add(path+".url", "", "must not carry credentials: use token_file")
+			} else if u.Scheme == "http" && d.TokenFile != "" {
+				p.add(path+".token_file", quote(d.TokenFile), "needs an https:// url: over http:// the token would cross the network in clear")
 			}
 		}
 	case DiscoveryExec:

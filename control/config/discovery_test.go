@@ -56,6 +56,7 @@ func TestDiscoveryRefused(t *testing.T) {
 		{"key of another kind", `{kind: file, path: /x, url: "http://a/"}`, `services[0].discovery.url: not for kind file (only http)`},
 		{"relative path", `{kind: file, path: kv.txt}`, `services[0].discovery.path: "kv.txt": must be absolute`},
 		{"url scheme", `{kind: http, url: "ftp://a/b"}`, `services[0].discovery.url: "ftp://a/b": must be an http:// or https:// URL`},
+		{"token in clear", `{kind: http, url: "http://a/b", token_file: /etc/ober/t}`, `services[0].discovery.token_file: "/etc/ober/t": needs an https:// url: over http:// the token would cross the network in clear`},
 		{"url credentials", `{kind: http, url: "https://u:p@a/b"}`, `services[0].discovery.url: must not carry credentials: use token_file`},
 		{"exec relative", `{kind: exec, command: [list-backends]}`, `services[0].discovery.command[0]: "list-backends": must be an absolute path`},
 		{"server", `{kind: srv, name: _s3._tcp.x, server: ns1}`, `services[0].discovery.server: "ns1": must be address:port, such as 10.0.0.53:53 or [fd00::53]:53`},

@@ -17,6 +17,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 	"unicode"
 
@@ -182,6 +183,12 @@ func readToken(path string) (string, error) {
 	}
 	if perm := st.Mode().Perm(); perm&0o077 != 0 {
 		return "", fail("mode %04o lets group or others read the token: chmod 600 it", perm)
+	}
+	// A token someone else could have planted is not ours to send.
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		if uid := int(sys.Uid); uid != 0 && uid != os.Geteuid() {
+			return "", fail("owned by uid %d: want root or uid %d, the user ober runs as", uid, os.Geteuid())
+		}
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxTokenBytes+1))
 	if err != nil {

@@ -406,6 +406,13 @@ func TestToken(t *testing.T) {
 		{"empty", writeToken(t, " \n", 0o600), "empty"},
 		{"missing", filepath.Join(t.TempDir(), "none"), "no such file"},
 		{"a directory", t.TempDir(), "not a regular file"},
+		{"someone else's", func() string {
+			p := writeToken(t, "x", 0o600)
+			if err := os.Chown(p, 65534, 65534); err != nil {
+				t.Fatalf("chown (tests run as root): %v", err)
+			}
+			return p
+		}(), "owned by uid 65534"},
 	} {
 		_, err := New(Options{Address: srv.Addr(), Service: "web", TokenFile: tc.path})
 		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), tc.path) {

@@ -99,6 +99,9 @@ func New(opts Options) (*Source, error) {
 		s.timeout = DefaultTimeout
 	}
 	if s.tokenFile != "" {
+		if u.Scheme != "https" {
+			return nil, fmt.Errorf("http discovery %s: token file %s: needs an https:// url, as over http:// the token would cross the network in clear", u.Redacted(), s.tokenFile)
+		}
 		if _, err := readToken(s.tokenFile); err != nil {
 			return nil, fmt.Errorf("http discovery %s: %w", u.Redacted(), err)
 		}

@@ -319,6 +319,10 @@ func TestToken(t *testing.T) {
 	_, err = s.Fetch(context.Background())
 	assert.ErrorContains(t, err, "mode 0640")
 
+	// Never over plain http, where anyone on the path reads it.
+	_, err = New(Options{URL: "http://lists.example/backends", TokenFile: tok})
+	assert.ErrorContains(t, err, "needs an https:// url")
+
 	for _, c := range []struct {
 		name string
 		path func() string
