@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -123,6 +124,20 @@ func TestDiscoveryFile(t *testing.T) {
 	write(addrs[0])
 	require.Eventually(t, func() bool { return mgmtRead(t, s, 7900) == "b0" }, 10*time.Second, 200*time.Millisecond,
 		"the running discovery goes on after the refused reload")
+
+	// A file of a million lines is refused whole, with the bound named;
+	// the last good backends serve on.
+	var big strings.Builder
+	for i := range 1_000_000 {
+		fmt.Fprintf(&big, "10.%d.%d.%d:80\n", i>>16, (i>>8)&255, i&255)
+	}
+	require.NoError(t, os.WriteFile(list+".tmp", []byte(big.String()), 0o644))
+	require.NoError(t, os.Rename(list+".tmp", list))
+	require.Eventually(t, func() bool { return strings.Contains(disc().LastError, "larger than the bound") }, 10*time.Second, 100*time.Millisecond,
+		"status says %q", disc().LastError)
+	require.Contains(t, disc().LastError, "4 MiB")
+	require.Equal(t, []string{addrs[0].String()}, disc().Backends)
+	require.Equal(t, "b0", mgmtRead(t, s, 7900), "keeplast")
 }
 
 // discBackend serves a line naming itself, then answers each line it
@@ -332,19 +347,20 @@ func TestDiscoveryHTTPAndExec(t *testing.T) {
 	}
 	// The HTTP source, in the backends' namespace.
 	var mu sync.Mutex
-	answer, delay := "", time.Duration(0)
+	answer, delay, code, ctype := "", time.Duration(0), http.StatusOK, "application/json"
 	setHTTP := func(body string, d time.Duration) {
 		mu.Lock()
-		answer, delay = body, d
+		answer, delay, code, ctype = body, d, http.StatusOK, "application/json"
 		mu.Unlock()
 	}
 	src := netip.AddrPortFrom(s.BackendIP(6), 8080)
 	nodetest.Serve(t, s.Backend(), src, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
-		body, d := answer, delay
+		body, d, c, ct := answer, delay, code, ctype
 		mu.Unlock()
 		time.Sleep(d)
-		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Type", ct)
+		w.WriteHeader(c)
 		io.WriteString(w, body)
 	}))
 	entry := func(a netip.AddrPort) string {
@@ -405,6 +421,30 @@ func TestDiscoveryHTTPAndExec(t *testing.T) {
 	require.Contains(t, status("services[web]").LastError, "no answer within 1s")
 	require.Equal(t, "b1", mgmtRead(t, s, 7930), "keeplast")
 	require.Equal(t, "b1", mgmtRead(t, s, 7931), "keeplast")
+
+	// Answers that are no list: each a failed fetch saying what it got,
+	// the last good backends serving on.
+	require.NoError(t, os.Remove(filepath.Join(dir, "slow")))
+	failsWith := func(pool string, port uint16, want string) {
+		t.Helper()
+		require.Eventually(t, func() bool { return strings.Contains(status(pool).LastError, want) }, 10*time.Second, 100*time.Millisecond,
+			"%s: want a failed fetch with %q, status says %q", pool, want, status(pool).LastError)
+		require.Equal(t, "b1", mgmtRead(t, s, port), "%s: keeplast after %q", pool, want)
+	}
+	mu.Lock()
+	answer, delay, code, ctype = "<html><body>backend list down</body></html>", 0, http.StatusInternalServerError, "text/html"
+	mu.Unlock()
+	failsWith("services[web]", 7930, "status 500 Internal Server Error, want 200")
+	mu.Lock()
+	code = http.StatusOK
+	mu.Unlock()
+	failsWith("services[web]", 7930, "it looks like HTML")
+	garbage := make([]byte, 4096)
+	for i := range garbage {
+		garbage[i] = byte(i*131 + 7)
+	}
+	require.NoError(t, os.WriteFile(data, garbage, 0o644))
+	failsWith("services[cmd]", 7931, "binary data, not lines of text")
 }
 
 // Consul, against the in-process agent in the node's namespace (no
