@@ -107,6 +107,10 @@ func buildTopology(ctx context.Context, dir, prefix, bin string, queues int) (t 
 		func() error { return netsite.Veth(ctx, t.client, "veth-c", t.node, "veth-n", q) },
 		func() error { return netsite.Veth(ctx, t.client, "veth-c2", t.node, "veth-n2", q) },
 		func() error { return netsite.Veth(ctx, t.backend, "veth-b", t.node, "veth-nb", q) },
+		// ober's XDP on veth-n sends with XDP_TX; the baseline's client
+		// end gets the same program, so both paths cost the same.
+		func() error { return netsite.WakeOnXDPTX(t.client, "veth-c") },
+		func() error { return netsite.WakeOnXDPTX(t.client, "veth-c2") },
 		func() error { return t.client.IP(ctx, "addr", "add", clientAddr.String()+"/24", "dev", "veth-c") },
 		func() error { return t.client.IP(ctx, "addr", "add", baseClient.String()+"/24", "dev", "veth-c2") },
 		func() error {

@@ -137,6 +137,10 @@ func (t *topology) attach(ctx context.Context, ns *netsite.NS, h host) error {
 	if err := netsite.Veth(ctx, ns, h.iface, t.sw, h.port, 1); err != nil {
 		return err
 	}
+	// Every port, as the nodes run ober's XDP, which sends with XDP_TX.
+	if err := netsite.WakeOnXDPTX(t.sw, h.port); err != nil {
+		return err
+	}
 	steps := [][]string{
 		{"link", "set", h.iface, "mtu", segmentMTU},
 		{"addr", "add", h.addr.String() + "/24", "dev", h.iface},

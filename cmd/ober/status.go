@@ -14,6 +14,7 @@ import (
 
 	"github.com/ober-ingress/ober/control/api"
 	"github.com/ober-ingress/ober/control/config"
+	"github.com/ober-ingress/ober/control/runtime/txwatch"
 	"github.com/ober-ingress/ober/loader"
 )
 
@@ -143,6 +144,11 @@ func printDaemon(w io.Writer, d *api.DaemonStatus) error {
 	fmt.Fprintf(tw, "node\t%s (ober %s, pid %d, up %s since %s)\n", d.Node, d.Version, d.PID,
 		time.Duration(d.UptimeSeconds)*time.Second, d.StartedAt.Format(time.RFC3339))
 	fmt.Fprintf(tw, "health\t%s\n", health)
+	for _, l := range d.Links {
+		if l.Transmit == txwatch.Stalled {
+			fmt.Fprintf(tw, "link %s\tCANNOT TRANSMIT since %s (%d times in all): %s\n", l.Iface, l.Since.Format(time.RFC3339), l.Stalls, l.Reason)
+		}
+	}
 	fmt.Fprintf(tw, "config\t%s, generation %d, loaded %s\n", d.Config.Path, d.Config.Generation, d.Config.LoadedAt.Format(time.RFC3339))
 	switch d.Config.LastReload {
 	case api.ReloadRefused:

@@ -7,6 +7,7 @@ import (
 	"github.com/ober-ingress/ober/control/runtime/bgp"
 	"github.com/ober-ingress/ober/control/runtime/handoff"
 	"github.com/ober-ingress/ober/control/runtime/supervisor"
+	"github.com/ober-ingress/ober/control/runtime/txwatch"
 	"github.com/ober-ingress/ober/control/runtime/vrrp"
 )
 
@@ -44,6 +45,9 @@ type DaemonStatus struct {
 	// VIPs lists every configured VIP and whether this node takes its
 	// traffic now.
 	VIPs []VIPHeldStatus `json:"vips"`
+	// Links are node.interfaces with their transmit verdict: a link up
+	// that sends nothing while dropping is "stalled".
+	Links []txwatch.State `json:"links"`
 	// BGP is set in ha.mode bgp.
 	BGP *BGPStatus `json:"bgp,omitempty"`
 	// VRRP is set in ha.mode vrrp.

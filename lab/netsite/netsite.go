@@ -25,6 +25,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
@@ -338,4 +342,35 @@ func (n *NS) Listen(addr string) (net.Listener, error) {
 		return nil, fmt.Errorf("listen %s in %s: %w", addr, n.Name, err)
 	}
 	return ln, nil
+}
+
+// WakeOnXDPTX attaches a program that passes every packet to iface in ns
+// by netlink, so that it stays attached after this process ends, for as
+// long as the interface lives. Put it on the peer of every veth whose
+// other end runs ober's XDP program: a veth wakes its peer for frames
+// sent with XDP_TX (ober's RSTs, the drain handoff) only when the peer
+// has an XDP program. Without one those frames wait in the peer's ring,
+// and once they fill it the link stops transmitting for good
+// (docs/veth-xdp-tx-wedge.md).
+func WakeOnXDPTX(ns *NS, iface string) error {
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name: "ober_wake_tx", Type: ebpf.XDP, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2 /* XDP_PASS */), asm.Return()},
+	})
+	if err != nil {
+		return fmt.Errorf("wake on XDP_TX: load the pass program: %w", err)
+	}
+	// The attachment holds its own reference to the program.
+	defer prog.Close()
+	err = ns.Do(func() error {
+		l, err := netlink.LinkByName(iface)
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetXdpFdWithFlags(l, prog.FD(), nl.XDP_FLAGS_DRV_MODE)
+	})
+	if err != nil {
+		return fmt.Errorf("wake on XDP_TX: attach to %s in %s: %w", iface, ns.Name, err)
+	}
+	return nil
 }

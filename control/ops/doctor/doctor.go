@@ -72,6 +72,9 @@ type Env struct {
 	Addrs func(iface string) ([]netip.Addr, error)
 	// Now is the clock certificates are checked against.
 	Now func() time.Time
+	// Sleep waits between two readings of the transmit counters; nil
+	// does not wait.
+	Sleep func(time.Duration)
 }
 
 // DefaultEnv is this machine.
@@ -104,6 +107,7 @@ func DefaultEnv() Env {
 		},
 		Addrs: interfaceAddrs,
 		Now:   time.Now,
+		Sleep: time.Sleep,
 	}
 }
 
@@ -153,6 +157,7 @@ func Run(ctx context.Context, env Env, cfg *config.Config) []Result {
 		})
 	}
 	rs = append(rs, checkInterfaces(ctx, env, cfg)...)
+	rs = append(rs, checkTransmit(env, cfg)...)
 	rs = append(rs, checkForwarding(env, cfg)...)
 	rs = append(rs, checkKernelServices(env, cfg)...)
 	running := daemonRunning(ctx, env, cfg)
@@ -194,6 +199,12 @@ func (e Env) readTrim(name string) (string, error) {
 		return "", err
 	}
 	return strings.TrimSpace(string(b)), nil
+}
+
+func (e Env) sleep(d time.Duration) {
+	if e.Sleep != nil {
+		e.Sleep(d)
+	}
 }
 
 // exec runs a command with a bound on its time: a hung binary must not

@@ -48,6 +48,7 @@ import (
 	"github.com/ober-ingress/ober/control/runtime/servers"
 	"github.com/ober-ingress/ober/control/runtime/supervisor"
 	"github.com/ober-ingress/ober/control/runtime/tables"
+	"github.com/ober-ingress/ober/control/runtime/txwatch"
 	"github.com/ober-ingress/ober/control/runtime/vrrp"
 	"github.com/ober-ingress/ober/loader"
 )
@@ -87,6 +88,9 @@ type Daemon struct {
 	// registrar keeps the services registered in Consul (register.go);
 	// nil without consul.register.
 	registrar *register.Registrar
+	// links tells a node.interfaces link that is up but cannot
+	// transmit (txwatch).
+	links *txwatch.Watch
 
 	dp *loader.Dataplane
 	// tables writes every map of dp this process writes.
@@ -153,7 +157,7 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	d := &Daemon{opts: opts, log: opts.Logger, startedAt: time.Now(), changes: make(chan struct{}, 1), applies: make(chan applyReq)}
+	d := &Daemon{opts: opts, log: opts.Logger, startedAt: time.Now(), changes: make(chan struct{}, 1), applies: make(chan applyReq), links: txwatch.New(0)}
 	p, unlock, err := d.firstPlan(ctx)
 	if err != nil {
 		return err
@@ -217,6 +221,7 @@ func Run(ctx context.Context, opts Options) error {
 	if d.reaper != nil {
 		go d.reaper.Run(ctx)
 	}
+	go d.links.Run(ctx, time.Second, func() []string { return d.plan().Config.Node.Interfaces }, d.log.With("part", "txwatch"))
 	switch {
 	case p.BGP != nil:
 		if err := d.startBGP(ctx, p); err != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/ober-ingress/ober/control/plan"
 	"github.com/ober-ingress/ober/control/runtime/servers"
 	"github.com/ober-ingress/ober/control/runtime/supervisor"
+	"github.com/ober-ingress/ober/control/runtime/txwatch"
 	"github.com/ober-ingress/ober/control/runtime/vrrp"
 	"github.com/ober-ingress/ober/loader"
 )
@@ -50,6 +51,8 @@ type collector struct {
 
 	discBackends, discFetches, discChanges *prometheus.Desc
 	discApplied, discLastSuccess, discOK   *prometheus.Desc
+
+	linkStalled, linkStalls *prometheus.Desc
 }
 
 func newCollector(d *Daemon) *collector {
@@ -90,6 +93,8 @@ func newCollector(d *Daemon) *collector {
 		discChanges:     desc("discovery_changes_total", "Fetches that changed a pool's backends.", "pool", "kind"),
 		discApplied:     desc("discovery_applied_total", "Reloads that carried a pool's changes; changes_total minus this were coalesced.", "pool", "kind"),
 		discLastSuccess: desc("discovery_last_success_timestamp_seconds", "When a pool's source last answered.", "pool", "kind"),
+		linkStalled:     desc("link_transmit_stalled", "1 while a node.interfaces link is up but sends nothing while dropping: its transmit queue is stopped.", "iface"),
+		linkStalls:      desc("link_transmit_stalls_total", "Times a node.interfaces link went stalled.", "iface"),
 		discOK:          desc("discovery_up", "1 while a pool's last fetch succeeded, 0 while it fails (the pool keeps its backends under keeplast).", "pool", "kind"),
 		reloads:         desc("reloads_total", "Configuration reloads applied."),
 		reloadFails:     desc("reload_failures_total", "Configuration reloads refused; the previous configuration stayed."),
@@ -130,7 +135,8 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		c.hoRefused, c.hoActive, c.hoSent, c.hoReceived, c.hoPeerBackends, c.bgpOutage, c.tlsReaped,
 		c.svcUp, c.svcConns, c.svcIn, c.svcOut, c.sbUp, c.sbHealth, c.sbWeight, c.sbEff,
 		c.sbAdmin, c.sbState, c.sbChecks, c.sbOpen, c.sbConns, c.sbIn, c.sbOut, c.vipPoolAddrs,
-		c.discBackends, c.discFetches, c.discChanges, c.discApplied, c.discLastSuccess, c.discOK} {
+		c.discBackends, c.discFetches, c.discChanges, c.discApplied, c.discLastSuccess, c.discOK,
+		c.linkStalled, c.linkStalls} {
 		ch <- d
 	}
 }
@@ -142,6 +148,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge := func(desc *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, v, labels...)
+	}
+	for _, l := range d.links.States() {
+		gauge(c.linkStalled, b2f(l.Transmit == txwatch.Stalled), l.Iface)
+		counter(c.linkStalls, float64(l.Stalls), l.Iface)
 	}
 	for _, ds := range d.discoveryStatus() {
 		gauge(c.discBackends, float64(len(ds.Backends)), ds.Pool, ds.Kind, "found")

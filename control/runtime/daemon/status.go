@@ -71,6 +71,7 @@ func (d *Daemon) daemonStatus(ctx context.Context) *api.DaemonStatus {
 	}
 	ds.Services = d.serviceStates(b)
 	ds.Discovery = d.discoveryStatus()
+	ds.Links = d.links.States()
 	if b != nil {
 		for _, u := range b.IPAM.Usage() {
 			ps := api.VIPPoolStatus{Name: u.Name, Size: u.Size, Used: u.Used, Reserved: u.Reserved, Free: u.Free}

@@ -193,11 +193,16 @@ func PassProgram(t testing.TB) *ebpf.Program {
 }
 
 // PassXDP attaches a program that passes every packet to iface in ns.
-// Put it on the peer of an interface whose XDP program answers with
-// XDP_TX (ober's whitelist RST): a veth wakes its peer to take such frames
-// only when the peer has an XDP program of its own; without one they wait
-// in its queue until unrelated traffic arrives.
-func PassXDP(t testing.TB, ns *NS, iface string) {
+// Put it on the peer of every interface that runs ober's XDP program,
+// which answers with XDP_TX (the whitelist's RSTs, the drain handoff): a
+// veth wakes its peer to take such frames only when the peer has an XDP
+// program of its own. Without one they wait in the peer's ring, and once
+// they fill it every later transmit is dropped and the link is stopped
+// for good (docs/veth-xdp-tx-wedge.md, TestVethXDPTXWedge).
+//
+// It returns the attachment, closed at cleanup; a test that wants the
+// wedge back closes it earlier.
+func PassXDP(t testing.TB, ns *NS, iface string) link.Link {
 	t.Helper()
 	prog := PassProgram(t)
 	var l link.Link
@@ -213,6 +218,7 @@ func PassXDP(t testing.TB, ns *NS, iface string) {
 		t.Fatalf("attach pass-through XDP to %s in %s: %v", iface, ns.Name, err)
 	}
 	t.Cleanup(func() { l.Close() })
+	return l
 }
 
 // Run runs a command and fails the test on error, returning its output.

@@ -30,6 +30,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf/link"
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 	"github.com/vishvananda/netns"
@@ -149,6 +150,10 @@ type Site struct {
 	// path and arguments following: setpriv with the unit's capability
 	// bounding set, say.
 	Wrap []string
+	// ClientWake is the pass program on the client's end of the node's
+	// link, which lets the node's XDP_TX frames wake it
+	// (netnstest.PassXDP). Closing it gives back the kernel's wedge.
+	ClientWake link.Link
 
 	t          testing.TB
 	backend    *netnstest.NS
@@ -172,6 +177,8 @@ func New(t testing.TB, bin string, queues int) *Site {
 	s.Client, s.Node, s.backend = netnstest.New(t, "cli"), netnstest.New(t, "node"), netnstest.New(t, "be")
 	netnstest.Veth(t, s.Client, "veth-c", s.Node, "veth-n", queues)
 	netnstest.Veth(t, s.backend, "veth-b", s.Node, "veth-nb", 1)
+	// ober's XDP on veth-n sends with XDP_TX (RSTs, handoff).
+	s.ClientWake = netnstest.PassXDP(t, s.Client, "veth-c")
 	s.Client.IP(t, "addr", "add", ClientAddr.String()+"/24", "dev", "veth-c")
 	s.Client.IP(t, "route", "add", VIP.String()+"/32", "via", nodeFront.String())
 	s.Node.IP(t, "addr", "add", nodeFront.String()+"/24", "dev", "veth-n")

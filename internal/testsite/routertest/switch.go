@@ -58,6 +58,9 @@ func (s *Switch) Attach(t testing.TB, ns *netnstest.NS, iface, port string, addr
 		t.Fatalf("routertest: prepare %s for attaching: %v", ns.Name, err)
 	}
 	netnstest.Veth(t, ns, iface, s.NS, port, 1)
+	// Every port, as any host on the segment may run ober's XDP, which
+	// sends with XDP_TX.
+	netnstest.PassXDP(t, s.NS, port)
 	s.NS.IP(t, "link", "set", port, "master", s.Bridge)
 	for _, a := range addrs {
 		args := []string{"addr", "add", a.String(), "dev", iface}

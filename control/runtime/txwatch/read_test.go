@@ -1,0 +1,114 @@
+package txwatch
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ober-ingress/ober/internal/testsite/netnstest"
+)
+
+// A real wedged veth (docs/veth-xdp-tx-wedge.md): A's XDP sends B's
+// frames back with XDP_TX into B's ring, which B, without an XDP program,
+// never drains. While A keeps trying to send, the watch calls eth-a
+// stalled within its window; restarting B's NAPI (GRO off and on) lets
+// A send again, and the watch says ok at the next sample.
+func TestWedgedVeth(t *testing.T) {
+	netnstest.RequireRoot(t)
+	a, b := netnstest.New(t, "txa"), netnstest.New(t, "txb")
+	netnstest.Veth(t, a, "eth-a", b, "eth-b", 1)
+	a.IP(t, "addr", "add", "10.77.1.1/24", "dev", "eth-a")
+	b.IP(t, "addr", "add", "10.77.1.2/24", "dev", "eth-b")
+	a.IP(t, "neigh", "replace", "10.77.1.2", "lladdr", "02:00:00:00:00:02", "dev", "eth-a", "nud", "permanent")
+	var macA string
+	require.NoError(t, a.Do(func() error {
+		ifi, err := net.InterfaceByName("eth-a")
+		if err == nil {
+			macA = ifi.HardwareAddr.String()
+		}
+		return err
+	}))
+	b.IP(t, "neigh", "replace", "10.77.1.1", "lladdr", macA, "dev", "eth-b", "nud", "permanent")
+
+	bounce, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name: "bounce", Type: ebpf.XDP, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 3 /* XDP_TX */), asm.Return()},
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { bounce.Close() })
+	require.NoError(t, a.Do(func() error {
+		ifi, err := net.InterfaceByName("eth-a")
+		if err != nil {
+			return err
+		}
+		l, err := link.AttachXDP(link.XDPOptions{Program: bounce, Interface: ifi.Index, Flags: link.XDPDriverMode})
+		if err == nil {
+			t.Cleanup(func() { l.Close() })
+		}
+		return err
+	}))
+
+	w := New(time.Second)
+	observe := func() State {
+		var st State
+		require.NoError(t, a.Do(func() error {
+			c, err := Read("eth-a")
+			st, _ = w.Observe("eth-a", time.Now(), c)
+			return err
+		}))
+		return st
+	}
+	// A sends all along, as a node's BGP, BFD and health checks do.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		_ = a.Do(func() error {
+			c, err := net.Dial("udp4", "10.77.1.2:9")
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			for ctx.Err() == nil {
+				c.Write([]byte("keepalive"))
+				time.Sleep(20 * time.Millisecond)
+			}
+			return nil
+		})
+	}()
+	for range 3 {
+		require.Equal(t, OK, observe().Transmit)
+		time.Sleep(400 * time.Millisecond)
+	}
+
+	require.NoError(t, b.Do(func() error {
+		c, err := net.Dial("udp4", "10.77.1.1:9")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		for range 2000 {
+			c.Write(make([]byte, 64))
+		}
+		return nil
+	}))
+	start := time.Now()
+	var st State
+	for st.Transmit != Stalled {
+		require.Less(t, time.Since(start), 5*time.Second, "not called stalled: %+v", st)
+		time.Sleep(200 * time.Millisecond)
+		st = observe()
+	}
+	t.Logf("stalled after %v: %s", time.Since(start).Round(10*time.Millisecond), st.Reason)
+	require.Contains(t, st.Reason, "sent no packet")
+
+	netnstest.Run(t, "ip", "netns", "exec", b.Name, "ethtool", "-K", "eth-b", "gro", "off")
+	netnstest.Run(t, "ip", "netns", "exec", b.Name, "ethtool", "-K", "eth-b", "gro", "on")
+	require.Eventually(t, func() bool { return observe().Transmit == OK }, 3*time.Second, 100*time.Millisecond,
+		"A sends again once B's NAPI runs")
+}
