@@ -16,15 +16,17 @@ import (
 	"github.com/ober-ingress/ober/internal/testsite/nodetest"
 )
 
-// A node whose link is up but cannot transmit says so. The client's end
-// of the node's link runs no XDP program here (the harness's cure taken
-// away), so the whitelist's RSTs, sent with XDP_TX, fill its ring and
+// A node whose link is up but cannot transmit says so. The harness's two
+// cures are taken away: the client's end of the node's link runs no XDP
+// program, and the node's end has no queueing discipline. The
+// whitelist's RSTs, sent with XDP_TX, then fill the client's ring, and
 // the node's later transmits are all dropped: the wedge the lab's users
 // met (docs/veth-xdp-tx-wedge.md). Status and metrics call veth-n
 // stalled within seconds, and ok again once the client's NAPI runs.
 func TestLinkTransmitStalled(t *testing.T) {
 	s := nodetest.New(t, oberBin, 1)
 	require.NoError(t, s.ClientWake.Close())
+	netnstest.Run(t, "ip", "netns", "exec", s.Node.Name, "tc", "qdisc", "del", "dev", "veth-n", "root")
 	c := s.Config(nodetest.Params{})
 	for i := range c.Services {
 		if c.Services[i].Mode == config.ModeHTTP {

@@ -44,8 +44,16 @@ type State struct {
 	Nodes    []NodeState    `json:"nodes"`
 	Backends []BackendState `json:"backends"`
 	Ceph     string         `json:"ceph"` // namespace of the monitor and OSD
+	S3       S3State        `json:"s3"`
 	// Namespaces lists every namespace of the lab.
 	Namespaces []string `json:"namespaces"`
+}
+
+// S3State is the S3 backend's storage.
+type S3State struct {
+	BlockFile string `json:"block_file"` // the OSD's sparse file
+	Capacity  int64  `json:"capacity"`   // its size
+	Quota     int64  `json:"quota"`      // what the S3 user may store
 }
 
 // RouterState is the BIRD router.
@@ -68,9 +76,10 @@ type NodeState struct {
 
 // BackendState is one S3 backend host.
 type BackendState struct {
-	Name   string `json:"name"`
-	NS     string `json:"ns"`
-	Listen string `json:"listen"`
+	Name    string `json:"name"`
+	NS      string `json:"ns"`
+	Listen  string `json:"listen"`
+	Gateway string `json:"gateway"` // radosgw's client name, rgw1
 }
 
 func statePath(dir string) string { return filepath.Join(filepath.Clean(dir), StateFile) }

@@ -30,7 +30,9 @@ type Report struct {
 	Nexthops map[netip.Prefix][]netip.Addr
 	// Holders maps every VIP to the nodes whose interface holds it
 	// (VRRP mode).
-	Holders  map[netip.Addr][]string
+	Holders map[netip.Addr][]string
+	// S3 is the S3 backend's storage; nil before Ceph was started.
+	S3       *S3Report
 	Problems []string
 }
 
@@ -120,9 +122,10 @@ func Status(ctx context.Context, dir string) (*Report, error) {
 	}
 	if vrrp {
 		r.holdersReport()
-		return r, nil
+	} else {
+		r.routerReport(ctx)
 	}
-	r.routerReport(ctx)
+	r.s3Report(ctx)
 	return r, nil
 }
 
@@ -330,6 +333,9 @@ func (r *Report) Print(w io.Writer) {
 		r.printVRRP(w)
 	} else {
 		r.printBGP(w)
+	}
+	if r.S3 != nil {
+		r.S3.print(w, st)
 	}
 	if st.AccessKey != "" {
 		fmt.Fprintln(w)

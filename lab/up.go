@@ -24,6 +24,12 @@ import (
 const (
 	DefaultDir    = "/run/ober-lab"
 	DefaultPrefix = "oberlab-"
+	// DefaultS3Dir holds the OSD's sparse block file: on a disk, as
+	// BlueStore needs O_DIRECT, which tmpfs (often /run) lacks.
+	DefaultS3Dir = "/var/lib/ober-lab"
+	// DefaultS3Capacity holds 8 GiB of objects with room to spare
+	// (cephlab.QuotaFor).
+	DefaultS3Capacity = 16 << 30
 )
 
 // teardownGrace is how long a lab's processes get to stop on SIGTERM: a
@@ -45,6 +51,14 @@ type Options struct {
 	Bin string
 	// HA is "bgp" (the default) or "vrrp".
 	HA string
+	// S3Dir holds the S3 backend's storage, a sparse file of S3Capacity
+	// bytes that takes disk space as objects are written; a
+	// subdirectory of it is the lab's and goes with `lab down`.
+	// Default DefaultS3Dir.
+	S3Dir string
+	// S3Capacity is the S3 backend's size; the S3 user may store about
+	// 80 % of it. Default DefaultS3Capacity.
+	S3Capacity int64
 	// Demo runs the demo once the lab is up.
 	Demo bool
 	// Install installs missing Debian packages with apt-get first.
@@ -74,6 +88,19 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.HA == "" {
 		o.HA = haBGP
+	}
+	if o.S3Dir == "" {
+		o.S3Dir = DefaultS3Dir
+	}
+	if !filepath.IsAbs(o.S3Dir) {
+		return o, fmt.Errorf("--s3-dir %q: must be an absolute path", o.S3Dir)
+	}
+	o.S3Dir = filepath.Clean(o.S3Dir)
+	if o.S3Capacity == 0 {
+		o.S3Capacity = DefaultS3Capacity
+	}
+	if o.S3Capacity < cephlab.MinCapacity {
+		return o, fmt.Errorf("--s3-capacity %s: at least %s, of which BlueStore's database takes about 290 MiB", gib(o.S3Capacity), gib(cephlab.MinCapacity))
 	}
 	if o.Out == nil {
 		o.Out = io.Discard
@@ -112,6 +139,9 @@ func Up(ctx context.Context, o Options) (*State, error) {
 		return nil, err
 	}
 	if err := checkFree(o.Dir, o.Prefix); err != nil {
+		return nil, err
+	}
+	if err := checkS3Dir(o); err != nil {
 		return nil, err
 	}
 	start := time.Now()
@@ -245,11 +275,11 @@ func build(ctx context.Context, o Options, p progress) (*State, error) {
 	}
 	p.printf("nodes: ober run started on node1-3 (%s)", o.Bin)
 
-	if err := startCeph(ctx, site, t, st); err != nil {
+	if err := startCeph(ctx, site, t, st, o); err != nil {
 		return nil, err
 	}
-	p.printf("S3 backends: Ceph (one monitor, one OSD in memory) and radosgw on %s, %s",
-		backends[0].listen(), backends[1].listen())
+	p.printf("S3 backends: Ceph (one monitor, one OSD of %s on %s, room for %s of objects) and radosgw on %s, %s",
+		gib(st.S3.Capacity), st.S3.BlockFile, gib(st.S3.Quota), backends[0].listen(), backends[1].listen())
 
 	for _, n := range st.Nodes {
 		if err := waitHealthy(ctx, n, 90*time.Second); err != nil {
@@ -288,28 +318,40 @@ func build(ctx context.Context, o Options, p progress) (*State, error) {
 }
 
 // startCeph runs the Ceph cluster and a radosgw on each S3 host.
-func startCeph(ctx context.Context, site *netsite.Site, t *topology, st *State) error {
+func startCeph(ctx context.Context, site *netsite.Site, t *topology, st *State, o Options) error {
 	dir := filepath.Join(site.Dir, "ceph")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
+	store := s3Store(o)
+	// Recorded before it is made, so that a failed start removes it.
+	if err := site.Ledger.Dir(store); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(store, 0o700); err != nil {
+		return fmt.Errorf("--s3-dir: %w", err)
+	}
+	st.S3 = S3State{BlockFile: filepath.Join(store, "osd.block"), Capacity: o.S3Capacity}
 	var gws []cephlab.Gateway
 	for i, b := range backends {
 		gws = append(gws, cephlab.Gateway{Name: b.gateway, NS: t.backends[i].Name, Listen: b.listen()})
-		st.Backends = append(st.Backends, BackendState{Name: b.role, NS: t.backends[i].Name, Listen: b.listen().String()})
+		st.Backends = append(st.Backends, BackendState{Name: b.role, NS: t.backends[i].Name, Listen: b.listen().String(), Gateway: b.gateway})
 	}
 	if err := st.save(); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
-	if _, err := cephlab.Start(ctx, cephlab.Options{
+	c, err := cephlab.Start(ctx, cephlab.Options{
 		Dir: dir, NS: t.ceph.Name, Mon: MonAddr, Gateways: gws,
-		AccessKey: st.AccessKey, SecretKey: st.SecretKey, MemoryBytes: 1 << 30, Ledger: site.Ledger,
-	}); err != nil {
+		AccessKey: st.AccessKey, SecretKey: st.SecretKey,
+		BlockFile: st.S3.BlockFile, CapacityBytes: o.S3Capacity, Ledger: site.Ledger,
+	})
+	if err != nil {
 		return fmt.Errorf("S3 backends (Ceph RGW, logs in %s): %w", filepath.Join(dir, "log"), err)
 	}
-	return nil
+	st.S3.Quota = c.Quota
+	return st.save()
 }
 
 const (

@@ -47,6 +47,7 @@ func needRoot(what string) error {
 func newLabUpCmd(a *app) *cobra.Command {
 	var o lab.Options
 	var noDemo, noInstall bool
+	var capacity string
 	cmd := &cobra.Command{
 		Use:   "up [--dir D] [--prefix P] [--ha bgp|vrrp] [--no-demo] [--no-install]",
 		Short: "Build the lab and run the demo",
@@ -73,12 +74,21 @@ its VIP, sampling the nodes' addresses every 5 ms: the time until node3
 holds it, the requests' outcome, whether two nodes ever held a VIP, and
 node2 taking it back after the preempt delay.
 
+The S3 backend's Ceph OSD keeps its objects in a sparse file of
+--s3-capacity bytes (default 16GiB) under --s3-dir (default
+/var/lib/ober-lab, which must be on a disk, not tmpfs): it takes disk space
+as objects are written, and goes with 'ober lab down'. The S3 user may
+store about 80% of the capacity (12.6 GiB of the default); past that,
+uploads are refused with 403 QuotaExceeded rather than left hanging on a
+full cluster.
+
 A lab already in --dir is an error: 'ober lab down' first. When building
 fails, up removes what it built and prints the end of the failing daemon's
 log.`,
 		Example: `  ober lab up
   ober lab up --ha vrrp
   ober lab up --no-demo
+  ober lab up --s3-capacity 64GiB --s3-dir /srv/ober-lab
   ober lab up --dir /run/my-lab --prefix mylab-`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -86,7 +96,12 @@ log.`,
 				return err
 			}
 			o.Demo, o.Install, o.Out = !noDemo, !noInstall, a.out
-			_, err := lab.Up(cmd.Context(), o)
+			n, err := parseSize(capacity)
+			if err != nil || n <= 0 {
+				return fmt.Errorf("--s3-capacity %q: want a size such as 16GiB or 4096MiB", capacity)
+			}
+			o.S3Capacity = int64(n)
+			_, err = lab.Up(cmd.Context(), o)
 			return err
 		},
 	}
@@ -96,6 +111,8 @@ log.`,
 	f.StringVar(&o.HA, "ha", "bgp", "how the nodes share the VIPs: bgp (ECMP from the router) or vrrp (keepalived, one VIP per node)")
 	f.BoolVar(&noDemo, "no-demo", false, "build the lab only")
 	f.BoolVar(&noInstall, "no-install", false, "fail instead of installing missing Debian packages")
+	f.StringVar(&o.S3Dir, "s3-dir", lab.DefaultS3Dir, "where the S3 backend's sparse storage file lives (a disk, not tmpfs)")
+	f.StringVar(&capacity, "s3-capacity", "16GiB", "the S3 backend's size; the S3 user may store about 80% of it")
 	return cmd
 }
 

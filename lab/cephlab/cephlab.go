@@ -1,20 +1,29 @@
 // Package cephlab runs a real Ceph RGW S3 gateway for the lab: a
-// one-monitor, one-OSD Ceph cluster (memstore, no disks, no auth) in a
-// network namespace, and one radosgw per backend host namespace, all from
-// Debian's packages (ceph-mon, ceph-osd, radosgw).
+// one-monitor, one-OSD Ceph cluster (no auth) in a network namespace, and
+// one radosgw per backend host namespace, all from Debian's packages
+// (ceph-mon, ceph-osd, radosgw).
+//
+// The OSD keeps its objects in BlueStore on a sparse file, which takes
+// disk space only as objects are written (memstore, the earlier choice,
+// held the lab's objects in memory: 1 GiB filled after a few uploads).
+// The S3 user gets a quota below the point where Ceph stops writes, so a
+// client that fills the OSD is told so (403 QuotaExceeded) instead of
+// meeting a full cluster that stops answering.
 //
 // The daemons fork into the background, as the lab needs them to outlive
 // the command that started them; every one is recorded in the site's
 // ledger (by the PID in its pid file) so that the lab's teardown stops
-// it. The data lives in memory: it is gone when the OSD stops.
+// it.
 package cephlab
 
 import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -54,16 +63,45 @@ type Options struct {
 	Gateways []Gateway
 	// AccessKey and SecretKey are the S3 user's credentials.
 	AccessKey, SecretKey string
-	// MemoryBytes bounds the OSD's memstore; default 2 GiB.
-	MemoryBytes int64
+	// BlockFile is the sparse file the OSD's BlueStore lives on; its
+	// directory must exist, on a file system with O_DIRECT (not tmpfs).
+	BlockFile string
+	// CapacityBytes is the block file's size. Default DefaultCapacity.
+	CapacityBytes int64
 	// Ledger records every daemon; required.
 	Ledger *ledger.Ledger
+}
+
+// DefaultCapacity is the OSD's size when Options leave it out.
+const DefaultCapacity = 2 << 30
+
+// MinCapacity is the smallest OSD BlueStore sets up comfortably (its
+// own database takes a slice of it).
+const MinCapacity = 1 << 30
+
+// FullRatio is where Ceph stops writes (mon osd full ratio): past it a
+// write waits, and RGW with it, until there is room again.
+const FullRatio = 0.95
+
+// QuotaShare is the part of the room below FullRatio the S3 user may
+// fill, leaving the rest to RGW's own metadata and a margin for the
+// quota's cached statistics.
+const QuotaShare = 0.85
+
+// QuotaFor is the S3 user's quota for an OSD with usage u when empty:
+// BlueStore's database has taken its share (about 290 MiB of a 1 GiB
+// OSD) before any object is written.
+func QuotaFor(u Usage) int64 {
+	room := int64(float64(u.Total)*FullRatio) - u.Used
+	return int64(float64(room) * QuotaShare)
 }
 
 // Cluster is a running cluster.
 type Cluster struct {
 	opts Options
 	conf string
+	// Quota is the S3 user's quota, in bytes.
+	Quota int64
 }
 
 // Required names the binaries a cluster needs and their Debian packages.
@@ -110,9 +148,26 @@ pid file = {{.Dir}}/run/$name.pid
 log file = {{.Dir}}/log/$name.log
 mon data = {{.Dir}}/mon/$cluster-$id
 osd data = {{.Dir}}/osd/$cluster-$id
-osd objectstore = memstore
-memstore device bytes = {{.Memory}}
+osd objectstore = bluestore
+bluestore block path = {{.BlockFile}}
+bluestore block create = true
+bluestore block size = {{.Capacity}}
+bluestore block db create = false
+bluestore block wal create = false
+bluestore fsck on mount = false
+# The lab's machines are small: the OSD's caches get 1 GiB, not 4.
+osd memory target = 1073741824
+# The user's quota is checked against stats cached this long; the
+# default ten minutes would let a client write far past it.
+rgw bucket quota ttl = 2
+rgw user quota bucket sync interval = 2
+rgw user quota sync interval = 5
 keyring = {{.Dir}}/keyring
+# One OSD, no replicas, no msgr2, no cephx: what a lab is, and nothing
+# to warn about, so that HEALTH_OK means all is well.
+mon warn on pool no redundancy = false
+mon warn on insecure global id reclaim allowed = false
+mon warn on msgr2 not enabled = false
 # The lab places the OSD in the CRUSH map itself (see Start).
 osd crush update on start = false
 osd class update on start = false
@@ -131,11 +186,14 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	if err := CheckInstalled(); err != nil {
 		return nil, err
 	}
-	if o.Ledger == nil || o.Dir == "" || o.NS == "" || !o.Mon.Is4() || len(o.Gateways) == 0 || o.AccessKey == "" || o.SecretKey == "" {
-		return nil, fmt.Errorf("cephlab: Dir, NS, an IPv4 Mon, Gateways, AccessKey, SecretKey and Ledger are required")
+	if o.Ledger == nil || o.Dir == "" || o.BlockFile == "" || o.NS == "" || !o.Mon.Is4() || len(o.Gateways) == 0 || o.AccessKey == "" || o.SecretKey == "" {
+		return nil, fmt.Errorf("cephlab: Dir, BlockFile, NS, an IPv4 Mon, Gateways, AccessKey, SecretKey and Ledger are required")
 	}
-	if o.MemoryBytes == 0 {
-		o.MemoryBytes = 2 << 30
+	if o.CapacityBytes == 0 {
+		o.CapacityBytes = DefaultCapacity
+	}
+	if o.CapacityBytes < MinCapacity {
+		return nil, fmt.Errorf("cephlab: capacity %d bytes: at least %d (1 GiB)", o.CapacityBytes, int64(MinCapacity))
 	}
 	c := &Cluster{opts: o, conf: filepath.Join(o.Dir, "ceph.conf")}
 	// The OSD and the gateways do not make their data directories.
@@ -155,7 +213,7 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	var conf bytes.Buffer
 	if err := confTmpl.Execute(&conf, map[string]any{
 		"FSID": fsid, "Mon": o.Mon, "Dir": o.Dir,
-		"Memory": o.MemoryBytes, "Gateways": o.Gateways,
+		"Capacity": o.CapacityBytes, "BlockFile": o.BlockFile, "Gateways": o.Gateways,
 	}); err != nil {
 		return nil, err
 	}
@@ -177,6 +235,11 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 		}
 	}
 	if err := c.daemon(ctx, o.NS, "mon.a", "ceph-mon", "-c", c.conf, "-i", "a"); err != nil {
+		return nil, err
+	}
+	// The lab runs no manager (the OSD's own counters give the space
+	// `lab status` reports): not a fault to warn of.
+	if err := c.run(ctx, o.NS, "ceph", "-c", c.conf, "health", "mute", "MGR_DOWN", "--sticky"); err != nil {
 		return nil, err
 	}
 	// The OSD's id and UUID are given rather than left to the monitor
@@ -213,6 +276,19 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	if err := c.run(ctx, g.NS, "radosgw-admin", "-c", c.conf, "-n", "client."+g.Name, "user", "create",
 		"--uid", "lab", "--display-name", "ober lab", "--access-key", o.AccessKey, "--secret-key", o.SecretKey); err != nil {
 		return nil, err
+	}
+	u, err := c.waitUsage(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c.Quota = QuotaFor(u)
+	for _, args := range [][]string{
+		{"quota", "set", "--quota-scope=user", "--uid", "lab", "--max-size", strconv.FormatInt(c.Quota, 10)},
+		{"quota", "enable", "--quota-scope=user", "--uid", "lab"},
+	} {
+		if err := c.run(ctx, g.NS, append([]string{"radosgw-admin", "-c", c.conf, "-n", "client." + g.Name}, args...)...); err != nil {
+			return nil, err
+		}
 	}
 	for _, g := range o.Gateways {
 		if err := waitHTTP(ctx, g); err != nil {
@@ -329,4 +405,110 @@ func inNS(name string, fn func() error) error {
 		errc <- fn()
 	}()
 	return <-errc
+}
+
+// Usage is the OSD's space, as its own counters report it (the lab
+// runs no manager, which `ceph df` would need).
+type Usage struct {
+	Total, Used, Avail int64
+}
+
+// Usage reads the OSD's space from its admin socket.
+func (c *Cluster) Usage(ctx context.Context) (Usage, error) {
+	return UsageOf(ctx, c.opts.Dir)
+}
+
+// UsageOf reads the space of the OSD of the cluster in dir.
+func UsageOf(ctx context.Context, dir string) (Usage, error) {
+	out, err := output(ctx, "", "ceph", "--admin-daemon", filepath.Join(dir, "run", "ceph-osd.0.asok"), "perf", "dump", "osd")
+	if err != nil {
+		return Usage{}, err
+	}
+	var pd struct {
+		OSD struct {
+			Total int64 `json:"stat_bytes"`
+			Used  int64 `json:"stat_bytes_used"`
+			Avail int64 `json:"stat_bytes_avail"`
+		} `json:"osd"`
+	}
+	if err := json.Unmarshal(out, &pd); err != nil {
+		return Usage{}, fmt.Errorf("cephlab: the OSD's counters: %w: %.200s", err, out)
+	}
+	return Usage{Total: pd.OSD.Total, Used: pd.OSD.Used, Avail: pd.OSD.Avail}, nil
+}
+
+// waitUsage waits until the OSD reports its space.
+func (c *Cluster) waitUsage(ctx context.Context) (Usage, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		u, err := c.Usage(ctx)
+		if err == nil && u.Total > 0 {
+			return u, nil
+		}
+		if time.Now().After(deadline) {
+			return u, fmt.Errorf("cephlab: the OSD reports no space after 30 s (%+v, %v); its log: %s", u, err, c.logTail("osd.0"))
+		}
+		select {
+		case <-ctx.Done():
+			return u, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// output runs a command (in ns when set) and returns its standard
+// output, naming it and its standard error on failure.
+func output(ctx context.Context, ns string, args ...string) ([]byte, error) {
+	if ns != "" {
+		args = append([]string{"ip", "netns", "exec", ns}, args...)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("cephlab: %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return out, nil
+}
+
+// Health is the cluster's health as the monitor sees it.
+type Health struct {
+	Status string // HEALTH_OK, HEALTH_WARN or HEALTH_ERR
+	// Checks are the failing checks, each as "CODE: summary".
+	Checks []string
+	// Full: the OSD or a pool is full or nearly (OSD_FULL, OSD_NEARFULL,
+	// OSD_BACKFILLFULL, POOL_FULL, POOL_NEAR_FULL), or the OSD stopped
+	// writes (failsafe).
+	Full bool
+}
+
+// HealthOf asks the monitor of the cluster whose configuration is conf,
+// from namespace ns.
+func HealthOf(ctx context.Context, conf, ns string) (Health, error) {
+	out, err := output(ctx, ns, "ceph", "-c", conf, "--connect-timeout", "5", "health", "detail", "-f", "json")
+	if err != nil {
+		return Health{}, err
+	}
+	var h struct {
+		Status string `json:"status"`
+		Checks map[string]struct {
+			Summary struct {
+				Message string `json:"message"`
+			} `json:"summary"`
+		} `json:"checks"`
+	}
+	if err := json.Unmarshal(out, &h); err != nil {
+		return Health{}, fmt.Errorf("cephlab: ceph health: %w: %.200s", err, out)
+	}
+	r := Health{Status: h.Status}
+	for _, code := range slices.Sorted(maps.Keys(h.Checks)) {
+		r.Checks = append(r.Checks, code+": "+h.Checks[code].Summary.Message)
+		if strings.Contains(code, "FULL") {
+			r.Full = true
+		}
+	}
+	return r, nil
 }

@@ -24,7 +24,9 @@ import (
 )
 
 // A cluster namespace and a gateway namespace on one link: S3 through
-// the gateway stores and returns an object byte for byte, and the
+// the gateway stores and returns an object byte for byte; a client that
+// fills the OSD is told so by the quota (403 QuotaExceeded) at about
+// QuotaShare of its capacity, and can read and delete after it; the
 // ledger's teardown leaves no Ceph process behind.
 func TestRGWRoundTrip(t *testing.T) {
 	netnstest.RequireRoot(t)
@@ -62,10 +64,10 @@ func TestRGWRoundTrip(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	started := time.Now()
-	_, err = Start(ctx, Options{
+	cl, err := Start(ctx, Options{
 		Dir: dir, NS: store, Mon: netip.MustParseAddr("10.97.0.1"),
 		Gateways:  []Gateway{{Name: "rgw1", NS: gw, Listen: netip.MustParseAddrPort("10.97.0.2:7480")}},
-		AccessKey: nodetest.AccessKey, SecretKey: nodetest.SecretKey, MemoryBytes: 512 << 20, Ledger: l,
+		AccessKey: nodetest.AccessKey, SecretKey: nodetest.SecretKey, BlockFile: filepath.Join(dir, "osd.block"), CapacityBytes: MinCapacity, Ledger: l,
 	})
 	require.NoError(t, err)
 	t.Logf("cluster and gateway up in %v", time.Since(started).Round(time.Millisecond))
@@ -92,6 +94,39 @@ func TestRGWRoundTrip(t *testing.T) {
 	got, err := io.ReadAll(obj)
 	require.NoError(t, err)
 	require.Equal(t, sha256.Sum256(data), sha256.Sum256(got))
+
+	// Full: 32 MiB objects until the gateway refuses one.
+	chunk := make([]byte, 32<<20)
+	for i := range chunk {
+		chunk[i] = byte(i * 7)
+	}
+	var stored int64
+	var refused error
+	for i := 0; refused == nil; i++ {
+		require.Less(t, stored, int64(MinCapacity), "no refusal before the OSD's whole capacity")
+		_, refused = mc.PutObject(ctx, "lab", fmt.Sprintf("fill-%d", i), bytes.NewReader(chunk), int64(len(chunk)), minio.PutObjectOptions{})
+		if refused == nil {
+			stored += int64(len(chunk))
+		}
+	}
+	resp := minio.ToErrorResponse(refused)
+	t.Logf("refused after %d MiB (quota %d MiB of %d MiB): %d %s", stored>>20, cl.Quota>>20, MinCapacity>>20, resp.StatusCode, resp.Code)
+	require.Equal(t, http.StatusForbidden, resp.StatusCode, "%v", refused)
+	require.Equal(t, "QuotaExceeded", resp.Code)
+	require.GreaterOrEqual(t, stored, cl.Quota-64<<20, "the quota lets the user fill nearly all of it")
+	// Still readable, and a delete makes room.
+	obj, err = mc.GetObject(ctx, "lab", "object", minio.GetObjectOptions{})
+	require.NoError(t, err)
+	got, err = io.ReadAll(obj)
+	require.NoError(t, err)
+	require.Equal(t, sha256.Sum256(data), sha256.Sum256(got))
+	for i := range 4 {
+		require.NoError(t, mc.RemoveObject(ctx, "lab", fmt.Sprintf("fill-%d", i), minio.RemoveObjectOptions{}))
+	}
+	require.Eventually(t, func() bool {
+		_, err := mc.PutObject(ctx, "lab", "after", bytes.NewReader(chunk), int64(len(chunk)), minio.PutObjectOptions{})
+		return err == nil
+	}, 15*time.Second, time.Second, "room again after deleting")
 
 	// Wrong credentials are refused: the gateway checks signatures.
 	bad, err := minio.New("10.97.0.2:7480", &minio.Options{

@@ -177,7 +177,9 @@ func (n *NS) Do(fn func() error) error {
 
 // Veth joins a (interface aName) to b (bName) with a veth pair of the
 // given number of queues, both ends up, with checksum offload off and GRO
-// on: see netnstest.Veth for why native XDP on veth needs both.
+// on (see netnstest.Veth for why native XDP on veth needs both), and a
+// queueing discipline on each end, so that a full peer ring stops the
+// queue instead of dropping the packet, as on a NIC.
 func Veth(ctx context.Context, a *NS, aName string, b *NS, bName string, queues int) error {
 	q := fmt.Sprint(queues)
 	if err := a.IP(ctx, "link", "add", aName, "numtxqueues", q, "numrxqueues", q, "type", "veth",
@@ -189,6 +191,9 @@ func Veth(ctx context.Context, a *NS, aName string, b *NS, bName string, queues 
 		name string
 	}{{a, aName}, {b, bName}} {
 		if _, err := end.ns.Run(ctx, "ethtool", "-K", end.name, "tx", "off", "rx", "off", "gro", "on"); err != nil {
+			return err
+		}
+		if _, err := end.ns.Run(ctx, "tc", "qdisc", "replace", "dev", end.name, "root", "pfifo_fast"); err != nil {
 			return err
 		}
 		if err := end.ns.IP(ctx, "link", "set", end.name, "up"); err != nil {

@@ -157,7 +157,7 @@ func Run(ctx context.Context, env Env, cfg *config.Config) []Result {
 		})
 	}
 	rs = append(rs, checkInterfaces(ctx, env, cfg)...)
-	rs = append(rs, checkTransmit(env, cfg)...)
+	rs = append(rs, checkTransmit(ctx, env, cfg)...)
 	rs = append(rs, checkForwarding(env, cfg)...)
 	rs = append(rs, checkKernelServices(env, cfg)...)
 	running := daemonRunning(ctx, env, cfg)

@@ -1,6 +1,8 @@
 package doctor
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"strconv"
@@ -17,10 +19,14 @@ const transmitWindow = 2 * time.Second
 type txSnap struct {
 	up                       bool
 	packets, dropped, errors uint64
+	// queued is the root qdisc's backlog in packets.
+	queued uint64
 }
 
-// readTx reads an interface's state and transmit counters from sysfs.
-func readTx(env Env, iface string) (txSnap, error) {
+// readTx reads an interface's state and transmit counters from sysfs,
+// and adds its root qdisc's drops and backlog (`tc -s -j qdisc`): behind
+// a qdisc, a stopped queue fills it and drops there, not in the driver.
+func readTx(ctx context.Context, env Env, iface string) (txSnap, error) {
 	dir := filepath.Join("sys/class/net", iface)
 	oper, err := env.readTrim(filepath.Join(dir, "operstate"))
 	if err != nil {
@@ -47,6 +53,21 @@ func readTx(env Env, iface string) (txSnap, error) {
 			return txSnap{}, fmt.Errorf("%s/statistics/%s: %q: %w", dir, c.name, v, err)
 		}
 	}
+	if out, err := env.exec(ctx, "tc", "-s", "-j", "qdisc", "show", "dev", iface); err == nil {
+		var qs []struct {
+			Root  bool   `json:"root"`
+			Drops uint64 `json:"drops"`
+			Qlen  uint64 `json:"qlen"`
+		}
+		if json.Unmarshal(out, &qs) == nil {
+			for _, q := range qs {
+				if q.Root {
+					s.dropped += q.Drops
+					s.queued = q.Qlen
+				}
+			}
+		}
+	}
 	return s, nil
 }
 
@@ -56,10 +77,10 @@ func readTx(env Env, iface string) (txSnap, error) {
 // sessions and health checks, and the counters are the only place that
 // says why. An interface whose counters cannot be read is left to the
 // interface check.
-func checkTransmit(env Env, cfg *config.Config) []Result {
+func checkTransmit(ctx context.Context, env Env, cfg *config.Config) []Result {
 	before := map[string]txSnap{}
 	for _, iface := range cfg.Node.Interfaces {
-		if s, err := readTx(env, iface); err == nil {
+		if s, err := readTx(ctx, env, iface); err == nil {
 			before[iface] = s
 		}
 	}
@@ -73,7 +94,7 @@ func checkTransmit(env Env, cfg *config.Config) []Result {
 		if !ok {
 			continue
 		}
-		a, err := readTx(env, iface)
+		a, err := readTx(ctx, env, iface)
 		if err != nil {
 			continue
 		}
@@ -86,10 +107,14 @@ func checkTransmit(env Env, cfg *config.Config) []Result {
 			r.Status = Warn
 			r.Detail = fmt.Sprintf("%s is down: nothing can be sent", iface)
 			r.Fix = fmt.Sprintf("ip link set %s up, and check its cable or peer", iface)
-		case sent == 0 && lost > 0:
+		case sent == 0 && (lost > 0 || b.queued > 0 && a.queued > 0):
 			r.Status = Fail
-			r.Detail = fmt.Sprintf("%s is up but sent no packet in %s while dropping %d and failing %d: its transmit queue is stopped",
+			r.Detail = fmt.Sprintf("%s is up but sent no packet in %s while dropping %d and failing %d",
 				iface, transmitWindow, a.dropped-b.dropped, a.errors-b.errors)
+			if a.queued > 0 {
+				r.Detail += fmt.Sprintf(", %d packets waiting in its qdisc", a.queued)
+			}
+			r.Detail += ": its transmit queue is stopped"
 			r.Fix = fmt.Sprintf("a veth: give its peer an XDP program (one that passes everything will do), so that ober's XDP_TX frames wake it (docs/veth-xdp-tx-wedge.md); "+
 				"a NIC: see `ethtool -S %s` for xdp_tx errors and `ethtool -l %s` for the queues; `ip link set %s down; ip link set %s up` restarts it", iface, iface, iface, iface)
 		case sent == 0:

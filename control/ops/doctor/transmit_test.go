@@ -1,6 +1,7 @@
 package doctor
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -44,12 +45,43 @@ func TestCheckTransmit(t *testing.T) {
 			env := f.env()
 			var slept time.Duration
 			env.Sleep = func(d time.Duration) { slept += d; write(tc.after) }
-			r := one(t, checkTransmit(env, baseConfig()), "transmit eth1")
+			r := one(t, checkTransmit(context.Background(), env, baseConfig()), "transmit eth1")
 			requireStatus(t, r, tc.status, tc.want...)
 			require.Equal(t, transmitWindow, slept)
 		})
 	}
 	// No counters to read (no sysfs): no result; the interface check
 	// speaks for a missing interface.
-	require.Empty(t, checkTransmit(newFake(t).env(), baseConfig()))
+	require.Empty(t, checkTransmit(context.Background(), newFake(t).env(), baseConfig()))
+}
+
+// Behind a qdisc a stopped queue drops, or holds its backlog, in the
+// qdisc: tc's counters count too.
+func TestCheckTransmitQdisc(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		before, after string
+		status        Status
+		want          string
+	}{
+		{"drops in the qdisc", `[{"kind":"pfifo_fast","root":true,"drops":10,"qlen":0}]`, `[{"kind":"pfifo_fast","root":true,"drops":60,"qlen":0}]`, Fail, "dropping 50"},
+		{"a backlog that stays", `[{"kind":"mq","root":true,"drops":0,"qlen":900}]`, `[{"kind":"mq","root":true,"drops":0,"qlen":1000}]`, Fail, "1000 packets waiting in its qdisc"},
+		{"children do not count twice", `[{"kind":"mq","root":true,"drops":0,"qlen":0},{"kind":"pfifo_fast","parent":"1:1","drops":0,"qlen":0}]`,
+			`[{"kind":"mq","root":true,"drops":0,"qlen":0},{"kind":"pfifo_fast","parent":"1:1","drops":7,"qlen":0}]`, Pass, "quiet"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFake(t).nic("eth1", "virtio_net", 1).
+				file("sys/class/net/eth1/operstate", "up\n").
+				file("sys/class/net/eth1/flags", "0x1003\n").
+				file("sys/class/net/eth1/statistics/tx_packets", "100\n").
+				file("sys/class/net/eth1/statistics/tx_dropped", "0\n").
+				file("sys/class/net/eth1/statistics/tx_errors", "0\n")
+			key := "tc -s -j qdisc show dev eth1"
+			f.exec[key] = tc.before
+			env := f.env()
+			env.Sleep = func(time.Duration) { f.exec[key] = tc.after }
+			r := one(t, checkTransmit(context.Background(), env, baseConfig()), "transmit eth1")
+			requireStatus(t, r, tc.status, tc.want)
+		})
+	}
 }

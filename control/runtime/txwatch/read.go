@@ -26,6 +26,21 @@ func Read(iface string) (Counters, error) {
 	if st := a.Statistics; st != nil {
 		c.Packets, c.Dropped, c.Errors = st.TxPackets, st.TxDropped, st.TxErrors
 	}
+	// The root qdisc's counters cover its children (mq sums its
+	// queues'): a stopped queue behind a qdisc fills it and then drops
+	// there, not in the driver.
+	qs, err := netlink.QdiscList(l)
+	if err != nil {
+		return c, fmt.Errorf("qdiscs of %s: %w", iface, err)
+	}
+	for _, q := range qs {
+		qa := q.Attrs()
+		if qa.Parent != netlink.HANDLE_ROOT || qa.Statistics == nil || qa.Statistics.Queue == nil {
+			continue
+		}
+		c.Dropped += uint64(qa.Statistics.Queue.Drops)
+		c.Queued = uint64(qa.Statistics.Queue.Qlen)
+	}
 	return c, nil
 }
 

@@ -23,6 +23,9 @@ func TestWedgedVeth(t *testing.T) {
 	netnstest.RequireRoot(t)
 	a, b := netnstest.New(t, "txa"), netnstest.New(t, "txb")
 	netnstest.Veth(t, a, "eth-a", b, "eth-b", 1)
+	// A's end as a veth comes by default, without a queueing
+	// discipline: then a full ring drops what A sends and wakes nothing.
+	netnstest.Run(t, "ip", "netns", "exec", a.Name, "tc", "qdisc", "del", "dev", "eth-a", "root")
 	a.IP(t, "addr", "add", "10.77.1.1/24", "dev", "eth-a")
 	b.IP(t, "addr", "add", "10.77.1.2/24", "dev", "eth-b")
 	a.IP(t, "neigh", "replace", "10.77.1.2", "lladdr", "02:00:00:00:00:02", "dev", "eth-a", "nud", "permanent")

@@ -1,6 +1,6 @@
 // Package txwatch tells when a link that is up has stopped transmitting:
-// over a window, the driver dropped or failed frames the stack gave it
-// and sent none.
+// over a window, it sent no packet while the driver or the queueing
+// discipline dropped or failed some, or held a backlog the whole time.
 //
 // A node in that state loses its BGP sessions and health checks and is
 // withdrawn, which is right, but the withdraw alone does not say why,
@@ -8,8 +8,8 @@
 // ring was filled by XDP_TX frames while the peer had no XDP program
 // (docs/veth-xdp-tx-wedge.md), and to NIC drivers that share transmit
 // queues between XDP and the stack and lose a wake-up. Nothing in the
-// counters of a quiet link looks like it: without drops there is no
-// stall.
+// counters of a quiet link looks like it: without drops or a backlog
+// there is no stall.
 package txwatch
 
 import (
@@ -28,8 +28,13 @@ const DefaultWindow = 3 * time.Second
 // Counters are a link's transmit counters at one moment.
 type Counters struct {
 	// Up: administratively up and the carrier present.
-	Up                       bool
+	Up bool
+	// Packets sent; Dropped by the driver or the root queueing
+	// discipline; Errors of the driver.
 	Packets, Dropped, Errors uint64
+	// Queued is the root queueing discipline's backlog, in packets: a
+	// stopped queue with a qdisc shows as a backlog that stays.
+	Queued uint64
 }
 
 // State is one link's verdict, for status.
@@ -46,6 +51,8 @@ type State struct {
 	TxPackets uint64 `json:"tx_packets"`
 	TxDropped uint64 `json:"tx_dropped"`
 	TxErrors  uint64 `json:"tx_errors"`
+	// Queued is the queueing discipline's backlog at the last sample.
+	Queued uint64 `json:"queued"`
 	// Stalls counts the times the link went stalled.
 	Stalls uint64 `json:"stalls"`
 }
@@ -115,13 +122,14 @@ func (w *Watch) Observe(iface string, at time.Time, c Counters) (State, bool) {
 	}
 	l.state.Transmit, l.state.Reason = next, reason
 	l.state.Up = c.Up
-	l.state.TxPackets, l.state.TxDropped, l.state.TxErrors = c.Packets, c.Dropped, c.Errors
+	l.state.TxPackets, l.state.TxDropped, l.state.TxErrors, l.state.Queued = c.Packets, c.Dropped, c.Errors, c.Queued
 	return l.state, next != was
 }
 
 // verdict: down while the link is down; ok at any packet sent;
 // stalled once a whole window with the link up sent no packet and
-// dropped or failed some, and from then on until a packet is sent.
+// dropped or failed some, or kept a backlog from start to end; from
+// then on until a packet is sent.
 func (w *Watch) verdict(s []sample, was string) (string, string) {
 	last := s[len(s)-1]
 	if !last.c.Up {
@@ -136,16 +144,21 @@ func (w *Watch) verdict(s []sample, was string) (string, string) {
 	}
 	upThroughout := !slices.ContainsFunc(s, func(x sample) bool { return !x.c.Up })
 	lost := (last.c.Dropped - first.c.Dropped) + (last.c.Errors - first.c.Errors)
-	if upThroughout && last.at.Sub(first.at) >= w.window && last.c.Packets == first.c.Packets && lost > 0 {
+	held := first.c.Queued > 0 && last.c.Queued > 0
+	if upThroughout && last.at.Sub(first.at) >= w.window && last.c.Packets == first.c.Packets && (lost > 0 || held) {
 		return Stalled, reason(first, last)
 	}
 	return OK, ""
 }
 
 func reason(first, last sample) string {
-	return fmt.Sprintf("up, but sent no packet in %s while dropping %d and failing %d: its transmit queue is stopped",
+	r := fmt.Sprintf("up, but sent no packet in %s while dropping %d and failing %d",
 		last.at.Sub(first.at).Round(100*time.Millisecond),
 		last.c.Dropped-first.c.Dropped, last.c.Errors-first.c.Errors)
+	if last.c.Queued > 0 {
+		r += fmt.Sprintf(", %d packets waiting in its queue", last.c.Queued)
+	}
+	return r + ": its transmit queue is stopped"
 }
 
 // States are every watched link's state, by name.

@@ -31,6 +31,8 @@ func TestVerdict(t *testing.T) {
 			{"5s", up(11, 12, 0), OK},
 		}},
 		{"errors count as drops", []step{{"0s", up(10, 0, 0), OK}, {"3s", up(10, 0, 3), Stalled}}},
+		{"a backlog that stays, nothing sent", []step{{"0s", Counters{Up: true, Packets: 10, Queued: 40}, OK}, {"3s", Counters{Up: true, Packets: 10, Queued: 60}, Stalled}}},
+		{"a backlog that drains", []step{{"0s", Counters{Up: true, Packets: 10, Queued: 40}, OK}, {"3s", Counters{Up: true, Packets: 10, Queued: 0}, OK}}},
 		{"less than a window", []step{{"0s", up(10, 0, 0), OK}, {"2900ms", up(10, 50, 0), OK}}},
 		{"some packets out among drops: congested, not stopped", []step{{"0s", up(10, 0, 0), OK}, {"1s", up(10, 5, 0), OK}, {"3s", up(11, 9, 0), OK}}},
 		{"down", []step{{"0s", up(10, 0, 0), OK}, {"1s", Counters{Packets: 10, Dropped: 3}, Down}, {"2s", up(10, 3, 0), OK},
