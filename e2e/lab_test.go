@@ -239,15 +239,35 @@ func TestLabUpDemoDown(t *testing.T) {
 	require.NoError(t, err)
 	require.NotZero(t, again.code)
 	require.Contains(t, again.stderr, "ober lab down")
+	// S3 storage BlueStore cannot use, or too small, is refused before
+	// anything is built.
+	dir2, prefix2 := newLab(t, "lab2")
+	for _, bad := range []struct{ flag, value, want string }{
+		{"--s3-dir", "/dev/shm/ober-lab-test", "--s3-dir /dev/shm/ober-lab-test is on tmpfs"},
+		{"--s3-capacity", "512MiB", "--s3-capacity 512 MiB: at least 1.0 GiB"},
+		{"--s3-capacity", "16PB", `--s3-capacity "16PB": want a size such as 16GiB`},
+	} {
+		res, err := runLab(ctx, "up", "--dir", dir2, "--prefix", prefix2, "--no-install", bad.flag, bad.value)
+		require.NoError(t, err)
+		require.NotZero(t, res.code, "%s %s", bad.flag, bad.value)
+		require.Contains(t, res.stderr, bad.want)
+		require.NoDirExists(t, dir2, "nothing built for %s %s", bad.flag, bad.value)
+	}
+	require.NoDirExists(t, "/dev/shm/ober-lab-test")
 
 	st, err := runLab(ctx, "status", "--dir", dir)
 	require.NoError(t, err)
 	require.Zero(t, st.code, "ober lab status:\n%s", st)
 	require.Contains(t, st.stdout, "nodes: 3 of 3 healthy, 3 announcing")
 	require.Contains(t, st.stdout, "3 next hops: 10.99.1.11, 10.99.1.12, 10.99.1.13")
+	require.Contains(t, st.stdout, "S3 backend (Ceph, HEALTH_OK)")
+	require.Contains(t, st.stdout, "of its 12.7 GiB quota")
 	require.Contains(t, st.stdout, "all well")
 
+	store := filepath.Join(lab.DefaultS3Dir, strings.TrimSuffix(prefix, "-")+"-s3")
+	require.FileExists(t, filepath.Join(store, "osd.block"))
 	labDown(ctx, t, before, dir, prefix)
+	require.NoDirExists(t, store, "lab down removes the S3 storage")
 
 	// Down again: nothing to do, and no error.
 	down, err := runLab(ctx, "down", "--dir", dir)

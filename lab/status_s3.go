@@ -62,8 +62,8 @@ func (r *Report) s3Report(ctx context.Context) {
 		full = append(full, fmt.Sprintf("the S3 user stored %s of its %s quota, so uploads are refused with 403 QuotaExceeded", gib(s.Stored), gib(s.Quota)))
 	}
 	if len(full) > 0 {
-		r.Problems = append([]string{"the S3 backend is full: " + strings.Join(full, "; ") +
-			": delete objects, or make a lab with a larger --s3-capacity"}, r.Problems...)
+		r.Problems = append([]string{"the S3 backend is full or nearly: " + strings.Join(full, "; ") +
+			": delete objects (RGW frees their space half a minute later), or make a lab with a larger --s3-capacity"}, r.Problems...)
 	} else if s.Health.Status != "" && s.Health.Status != "HEALTH_OK" {
 		r.Problems = append(r.Problems, "Ceph is "+s.Health.Status+": "+strings.Join(s.Health.Checks, "; "))
 	}
