@@ -2,13 +2,10 @@ package lab
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/ober-ingress/ober/lab/cephlab"
 )
@@ -50,7 +47,8 @@ func (r *Report) s3Report(ctx context.Context) {
 		s.Unread = append(s.Unread, "the OSD's space: "+err.Error())
 	}
 	if len(st.Backends) > 0 && st.Backends[0].Gateway != "" {
-		if s.Stored, err = userStored(ctx, conf, st.Backends[0]); err != nil {
+		b := st.Backends[0]
+		if s.Stored, err = cephlab.UserStored(ctx, conf, b.NS, b.Gateway, "lab"); err != nil {
 			s.Unread = append(s.Unread, "the S3 user's stats: "+err.Error())
 		}
 	}
@@ -70,27 +68,6 @@ func (r *Report) s3Report(ctx context.Context) {
 	for _, u := range s.Unread {
 		r.Problems = append(r.Problems, "S3 backend: cannot read "+u)
 	}
-}
-
-// userStored is what the lab's S3 user stored, from radosgw-admin in a
-// gateway's namespace.
-func userStored(ctx context.Context, conf string, b BackendState) (int64, error) {
-	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", b.NS, "radosgw-admin", "-c", conf, "-n", "client."+b.Gateway,
-		"user", "stats", "--uid", "lab", "--sync-stats").Output()
-	if err != nil {
-		return -1, fmt.Errorf("radosgw-admin user stats: %w", err)
-	}
-	var us struct {
-		Stats struct {
-			Size int64 `json:"size"`
-		} `json:"stats"`
-	}
-	if err := json.Unmarshal(out, &us); err != nil {
-		return -1, fmt.Errorf("radosgw-admin user stats: %w: %.200s", err, out)
-	}
-	return us.Stats.Size, nil
 }
 
 // print writes the S3 backend's part of the report.

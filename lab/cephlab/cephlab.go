@@ -528,3 +528,22 @@ func parseHealth(out []byte) (Health, error) {
 	}
 	return r, nil
 }
+
+// UserStored is what S3 user uid stored, asked of radosgw-admin as
+// gateway (rgw1) from its namespace ns; -1 with the error when it
+// cannot be had.
+func UserStored(ctx context.Context, conf, ns, gateway, uid string) (int64, error) {
+	out, err := output(ctx, ns, "radosgw-admin", "-c", conf, "-n", "client."+gateway, "user", "stats", "--uid", uid, "--sync-stats")
+	if err != nil {
+		return -1, err
+	}
+	var us struct {
+		Stats struct {
+			Size int64 `json:"size"`
+		} `json:"stats"`
+	}
+	if err := json.Unmarshal(out, &us); err != nil {
+		return -1, fmt.Errorf("cephlab: radosgw-admin user stats: %w: %.200s", err, out)
+	}
+	return us.Stats.Size, nil
+}

@@ -10,47 +10,41 @@ import (
 	"time"
 
 	"github.com/ober-ingress/ober/control/config"
+	"github.com/ober-ingress/ober/control/runtime/txwatch"
 )
 
 // transmitWindow is how long doctor watches the interfaces' transmit
 // counters.
 const transmitWindow = 2 * time.Second
 
-type txSnap struct {
-	up                       bool
-	packets, dropped, errors uint64
-	// queued is the root qdisc's backlog in packets.
-	queued uint64
-}
-
 // readTx reads an interface's state and transmit counters from sysfs,
 // and adds its root qdisc's drops and backlog (`tc -s -j qdisc`): behind
 // a qdisc, a stopped queue fills it and drops there, not in the driver.
-func readTx(ctx context.Context, env Env, iface string) (txSnap, error) {
+func readTx(ctx context.Context, env Env, iface string) (txwatch.Counters, error) {
 	dir := filepath.Join("sys/class/net", iface)
 	oper, err := env.readTrim(filepath.Join(dir, "operstate"))
 	if err != nil {
-		return txSnap{}, err
+		return txwatch.Counters{}, err
 	}
 	flags, err := env.readTrim(filepath.Join(dir, "flags"))
 	if err != nil {
-		return txSnap{}, err
+		return txwatch.Counters{}, err
 	}
 	f, err := strconv.ParseUint(strings.TrimPrefix(flags, "0x"), 16, 32)
 	if err != nil {
-		return txSnap{}, fmt.Errorf("%s/flags: %q: %w", dir, flags, err)
+		return txwatch.Counters{}, fmt.Errorf("%s/flags: %q: %w", dir, flags, err)
 	}
-	s := txSnap{up: f&1 != 0 && (oper == "up" || oper == "unknown")}
+	s := txwatch.Counters{Up: f&1 != 0 && (oper == "up" || oper == "unknown")}
 	for _, c := range []struct {
 		name string
 		to   *uint64
-	}{{"tx_packets", &s.packets}, {"tx_dropped", &s.dropped}, {"tx_errors", &s.errors}} {
+	}{{"tx_packets", &s.Packets}, {"tx_dropped", &s.Dropped}, {"tx_errors", &s.Errors}} {
 		v, err := env.readTrim(filepath.Join(dir, "statistics", c.name))
 		if err != nil {
-			return txSnap{}, err
+			return txwatch.Counters{}, err
 		}
 		if *c.to, err = strconv.ParseUint(v, 10, 64); err != nil {
-			return txSnap{}, fmt.Errorf("%s/statistics/%s: %q: %w", dir, c.name, v, err)
+			return txwatch.Counters{}, fmt.Errorf("%s/statistics/%s: %q: %w", dir, c.name, v, err)
 		}
 	}
 	if out, err := env.exec(ctx, "tc", "-s", "-j", "qdisc", "show", "dev", iface); err == nil {
@@ -62,8 +56,8 @@ func readTx(ctx context.Context, env Env, iface string) (txSnap, error) {
 		if json.Unmarshal(out, &qs) == nil {
 			for _, q := range qs {
 				if q.Root {
-					s.dropped += q.Drops
-					s.queued = q.Qlen
+					s.Dropped += q.Drops
+					s.Queued = q.Qlen
 				}
 			}
 		}
@@ -71,17 +65,21 @@ func readTx(ctx context.Context, env Env, iface string) (txSnap, error) {
 	return s, nil
 }
 
-// checkTransmit watches node.interfaces for transmitWindow: a link that
-// is up and sends nothing while its driver drops or fails what it is
-// given has a stopped transmit queue. The node then loses its BGP
-// sessions and health checks, and the counters are the only place that
-// says why. An interface whose counters cannot be read is left to the
-// interface check.
+// checkTransmit watches node.interfaces for transmitWindow and judges
+// them as the daemon does (txwatch): a link that is up and sends nothing
+// while its driver or qdisc drops, fails or holds what it is given has a
+// stopped transmit queue. The node then loses its BGP sessions and
+// health checks, and the counters are the only place that says why. An
+// interface whose counters cannot be read is left to the interface
+// check.
 func checkTransmit(ctx context.Context, env Env, cfg *config.Config) []Result {
-	before := map[string]txSnap{}
+	w := txwatch.New(transmitWindow)
+	start := time.Unix(0, 0)
+	before := map[string]txwatch.Counters{}
 	for _, iface := range cfg.Node.Interfaces {
-		if s, err := readTx(ctx, env, iface); err == nil {
-			before[iface] = s
+		if c, err := readTx(ctx, env, iface); err == nil {
+			before[iface] = c
+			w.Observe(iface, start, c)
 		}
 	}
 	if len(before) == 0 {
@@ -98,29 +96,24 @@ func checkTransmit(ctx context.Context, env Env, cfg *config.Config) []Result {
 		if err != nil {
 			continue
 		}
+		st, _ := w.Observe(iface, start.Add(transmitWindow), a)
 		r := Result{Name: "transmit " + iface, Status: Pass}
-		sent, lost := a.packets-b.packets, (a.dropped-b.dropped)+(a.errors-b.errors)
 		switch {
-		case a.packets < b.packets || a.dropped < b.dropped || a.errors < b.errors:
+		case a.Packets < b.Packets || a.Dropped < b.Dropped || a.Errors < b.Errors:
 			r.Detail = "the counters went back while watched: the interface was made anew"
-		case !a.up:
+		case st.Transmit == txwatch.Down:
 			r.Status = Warn
 			r.Detail = fmt.Sprintf("%s is down: nothing can be sent", iface)
 			r.Fix = fmt.Sprintf("ip link set %s up, and check its cable or peer", iface)
-		case sent == 0 && (lost > 0 || b.queued > 0 && a.queued > 0):
+		case st.Transmit == txwatch.Stalled:
 			r.Status = Fail
-			r.Detail = fmt.Sprintf("%s is up but sent no packet in %s while dropping %d and failing %d",
-				iface, transmitWindow, a.dropped-b.dropped, a.errors-b.errors)
-			if a.queued > 0 {
-				r.Detail += fmt.Sprintf(", %d packets waiting in its qdisc", a.queued)
-			}
-			r.Detail += ": its transmit queue is stopped"
+			r.Detail = iface + " is " + st.Reason
 			r.Fix = fmt.Sprintf("a veth: give its peer an XDP program (one that passes everything will do), so that ober's XDP_TX frames wake it (docs/veth-xdp-tx-wedge.md); "+
 				"a NIC: see `ethtool -S %s` for xdp_tx errors and `ethtool -l %s` for the queues; `ip link set %s down; ip link set %s up` restarts it", iface, iface, iface, iface)
-		case sent == 0:
+		case a.Packets == b.Packets:
 			r.Detail = fmt.Sprintf("quiet: nothing sent or dropped in %s", transmitWindow)
 		default:
-			r.Detail = fmt.Sprintf("sent %d packets in %s, %d dropped", sent, transmitWindow, lost)
+			r.Detail = fmt.Sprintf("sent %d packets in %s, %d dropped", a.Packets-b.Packets, transmitWindow, (a.Dropped-b.Dropped)+(a.Errors-b.Errors))
 		}
 		rs = append(rs, r)
 	}

@@ -735,6 +735,12 @@ func (d *Daemon) reloadFrom(ctx context.Context, fromFile bool) (err error) {
 // list `ober sync` changes after the file was read is noticed when the
 // plan is applied (tables.Base).
 func (d *Daemon) readConfig(ctx context.Context, runtimeDir string) (*config.Config, tables.Base, error) {
+	return d.withBase(ctx, runtimeDir, func() (*config.Config, error) { return config.Load(d.opts.ConfigPath) })
+}
+
+// withBase reads the whitelists' live generations and then, under the
+// same whitelist transaction lock, the configuration load gives.
+func (d *Daemon) withBase(ctx context.Context, runtimeDir string, load func() (*config.Config, error)) (*config.Config, tables.Base, error) {
 	unlock, err := whitelist.Lock(ctx, runtimeDir)
 	if err != nil {
 		return nil, nil, err
@@ -744,7 +750,7 @@ func (d *Daemon) readConfig(ctx context.Context, runtimeDir string) (*config.Con
 	if err != nil {
 		return nil, nil, fmt.Errorf("read whitelists: %w", err)
 	}
-	cfg, err := config.Load(d.opts.ConfigPath)
+	cfg, err := load()
 	if err != nil {
 		return nil, nil, err
 	}

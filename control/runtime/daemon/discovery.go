@@ -15,7 +15,6 @@ import (
 	"github.com/ober-ingress/ober/control/api"
 	"github.com/ober-ingress/ober/control/config"
 	"github.com/ober-ingress/ober/control/lib/discovery"
-	"github.com/ober-ingress/ober/control/lib/whitelist"
 	discrun "github.com/ober-ingress/ober/control/runtime/discovery"
 	"github.com/ober-ingress/ober/control/runtime/tables"
 )
@@ -52,16 +51,7 @@ func (d *Daemon) runningConfig(ctx context.Context, runtimeDir string) (*config.
 	if cfg == nil {
 		return nil, nil, errors.New("discovery: no running configuration yet")
 	}
-	unlock, err := whitelist.Lock(ctx, runtimeDir)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer unlock()
-	base, err := d.tables.ReadBase()
-	if err != nil {
-		return nil, nil, fmt.Errorf("read whitelists: %w", err)
-	}
-	return cfg, base, nil
+	return d.withBase(ctx, runtimeDir, func() (*config.Config, error) { return cfg, nil })
 }
 
 type discSource struct {

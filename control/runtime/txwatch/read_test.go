@@ -6,9 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
-	"github.com/cilium/ebpf/link"
 	"github.com/stretchr/testify/require"
 
 	"github.com/ober-ingress/ober/internal/testsite/netnstest"
@@ -39,23 +36,7 @@ func TestWedgedVeth(t *testing.T) {
 	}))
 	b.IP(t, "neigh", "replace", "10.77.1.1", "lladdr", macA, "dev", "eth-b", "nud", "permanent")
 
-	bounce, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name: "bounce", Type: ebpf.XDP, License: "GPL",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 3 /* XDP_TX */), asm.Return()},
-	})
-	require.NoError(t, err)
-	t.Cleanup(func() { bounce.Close() })
-	require.NoError(t, a.Do(func() error {
-		ifi, err := net.InterfaceByName("eth-a")
-		if err != nil {
-			return err
-		}
-		l, err := link.AttachXDP(link.XDPOptions{Program: bounce, Interface: ifi.Index, Flags: link.XDPDriverMode})
-		if err == nil {
-			t.Cleanup(func() { l.Close() })
-		}
-		return err
-	}))
+	netnstest.BounceXDP(t, a, "eth-a")
 
 	w := New(time.Second)
 	observe := func() State {
@@ -89,17 +70,7 @@ func TestWedgedVeth(t *testing.T) {
 		time.Sleep(400 * time.Millisecond)
 	}
 
-	require.NoError(t, b.Do(func() error {
-		c, err := net.Dial("udp4", "10.77.1.1:9")
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		for range 2000 {
-			c.Write(make([]byte, 64))
-		}
-		return nil
-	}))
+	netnstest.SendUDP(t, b, "10.77.1.1:9", 2000, 64)
 	start := time.Now()
 	var st State
 	for st.Transmit != Stalled {

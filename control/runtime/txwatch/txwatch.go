@@ -152,11 +152,11 @@ func (w *Watch) verdict(s []sample, was string) (string, string) {
 }
 
 func reason(first, last sample) string {
-	r := fmt.Sprintf("up, but sent no packet in %s while dropping %d and failing %d",
+	r := fmt.Sprintf("up but sent no packet in %s while dropping %d and failing %d",
 		last.at.Sub(first.at).Round(100*time.Millisecond),
 		last.c.Dropped-first.c.Dropped, last.c.Errors-first.c.Errors)
 	if last.c.Queued > 0 {
-		r += fmt.Sprintf(", %d packets waiting in its queue", last.c.Queued)
+		r += fmt.Sprintf(", %d packets waiting in its qdisc", last.c.Queued)
 	}
 	return r + ": its transmit queue is stopped"
 }

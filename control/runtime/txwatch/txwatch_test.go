@@ -64,7 +64,7 @@ func TestStateFields(t *testing.T) {
 	assert.Equal(t, Stalled, st.Transmit)
 	assert.Equal(t, t0.Add(3*time.Second), st.Since)
 	assert.Equal(t, uint64(1), st.Stalls)
-	assert.Equal(t, "up, but sent no packet in 3s while dropping 7 and failing 0: its transmit queue is stopped", st.Reason)
+	assert.Equal(t, "up but sent no packet in 3s while dropping 7 and failing 0: its transmit queue is stopped", st.Reason)
 	_, changed = w.Observe("eth1", t0.Add(4*time.Second), Counters{Up: true, Packets: 6, Dropped: 7})
 	require.True(t, changed)
 	w.Observe("eth0", t0, Counters{Up: true})

@@ -213,7 +213,29 @@ func PassProgram(t testing.TB) *ebpf.Program {
 // wedge back closes it earlier.
 func PassXDP(t testing.TB, ns *NS, iface string) link.Link {
 	t.Helper()
-	prog := PassProgram(t)
+	return attachXDP(t, ns, iface, PassProgram(t), "pass-through")
+}
+
+// BounceXDP attaches to iface in ns a program that sends every frame
+// back out where it came in (XDP_TX), closed at cleanup. A burst of
+// frames into it fills the peer's ring: what wedges a veth whose peer
+// has no XDP program and whose sender no qdisc
+// (docs/veth-xdp-tx-wedge.md).
+func BounceXDP(t testing.TB, ns *NS, iface string) {
+	t.Helper()
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name: "bounce", Type: ebpf.XDP, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 3 /* XDP_TX */), asm.Return()},
+	})
+	if err != nil {
+		t.Fatalf("load the bouncing XDP program: %v", err)
+	}
+	t.Cleanup(func() { prog.Close() })
+	attachXDP(t, ns, iface, prog, "bouncing")
+}
+
+func attachXDP(t testing.TB, ns *NS, iface string, prog *ebpf.Program, what string) link.Link {
+	t.Helper()
 	var l link.Link
 	err := ns.Do(func() error {
 		ifi, err := net.InterfaceByName(iface)
@@ -224,10 +246,30 @@ func PassXDP(t testing.TB, ns *NS, iface string) link.Link {
 		return err
 	})
 	if err != nil {
-		t.Fatalf("attach pass-through XDP to %s in %s: %v", iface, ns.Name, err)
+		t.Fatalf("attach %s XDP to %s in %s: %v", what, iface, ns.Name, err)
 	}
 	t.Cleanup(func() { l.Close() })
 	return l
+}
+
+// SendUDP sends n datagrams of size bytes from ns to addr (host:port).
+func SendUDP(t testing.TB, ns *NS, addr string, n, size int) {
+	t.Helper()
+	err := ns.Do(func() error {
+		c, err := net.Dial("udp4", addr)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		buf := make([]byte, size)
+		for range n {
+			c.Write(buf) // a full ring drops some: that is the point
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("send to %s from %s: %v", addr, ns.Name, err)
+	}
 }
 
 // Run runs a command and fails the test on error, returning its output.

@@ -5,9 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
-	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 )
 
@@ -60,42 +57,10 @@ func TestVethXDPTXWedge(t *testing.T) {
 				t.Fatalf("before any XDP_TX, B got %d of 10 datagrams from A", got)
 			}
 
-			bounce, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-				Name: "bounce", Type: ebpf.XDP, License: "GPL",
-				Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 3 /* XDP_TX */), asm.Return()},
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { bounce.Close() })
-			if err := a.Do(func() error {
-				ifi, err := net.InterfaceByName("eth-a")
-				if err != nil {
-					return err
-				}
-				l, err := link.AttachXDP(link.XDPOptions{Program: bounce, Interface: ifi.Index, Flags: link.XDPDriverMode})
-				if err == nil {
-					t.Cleanup(func() { l.Close() })
-				}
-				return err
-			}); err != nil {
-				t.Fatal(err)
-			}
+			BounceXDP(t, a, "eth-a")
 			// 2,000 frames from B, each sent back to B by XDP_TX: far more
 			// than B's ring (256) holds.
-			if err := b.Do(func() error {
-				c, err := net.Dial("udp4", "10.77.0.1:9")
-				if err != nil {
-					return err
-				}
-				defer c.Close()
-				for range 2000 {
-					c.Write(make([]byte, 64))
-				}
-				return nil
-			}); err != nil {
-				t.Fatal(err)
-			}
+			SendUDP(t, b, "10.77.0.1:9", 2000, 64)
 			time.Sleep(200 * time.Millisecond)
 			dropped := txDropped(t, a, "eth-a")
 			got := sendAndCount(t, a, sink, 10)
