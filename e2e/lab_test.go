@@ -478,3 +478,30 @@ func awsExample(ctx context.Context, t *testing.T, aws, out, prefix string) {
 	require.Contains(t, string(res), "demo-32MiB")
 	t.Logf("the printed aws example lists: %s", strings.TrimSpace(string(res)))
 }
+
+var soakRow = regexp.MustCompile(`(?m)^(steady|kill node1's HAProxy|reload node2|stop and start node3|flap node1's link)\s+[\d.]+\s+([\d.]+)\s+([\d.]+)\s+(\d+)\s+(\d+)$`)
+
+// TestLabSoak: `ober lab soak` for a minute on a fresh lab, as CI runs
+// it: aws-cli multipart uploads, ranged reads, listings and deletes
+// while node1 loses its HAProxy instances, node2 reloads, node3 stops
+// and starts, and node1's link flaps. Every phase is reported, the lab
+// is well at the end and every kept object reads back byte-exact.
+func TestLabSoak(t *testing.T) {
+	requireLab(t, "bgp")
+	before := viewHost(t)
+	dir, prefix := newLab(t, "soak")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	labUp(ctx, t, "--dir", dir, "--prefix", prefix, "--no-install", "--no-demo")
+	res, err := runLab(ctx, "soak", "--dir", dir, "--duration", "60s")
+	require.NoError(t, err)
+	t.Logf("ober lab soak:\n%s", res.stdout)
+	require.Zero(t, res.code, "ober lab soak:\n%s", res)
+	require.Contains(t, res.stdout, "all well")
+	require.Len(t, soakRow.FindAllStringSubmatch(res.stdout, -1), 5, "a row per phase")
+	kept := regexp.MustCompile(`objects: (\d+) acknowledged and kept, (\d+) read back byte-exact`).FindStringSubmatch(res.stdout)
+	require.NotNil(t, kept)
+	require.Equal(t, kept[1], kept[2])
+	require.NotEqual(t, "0", kept[1], "the soak kept objects to check")
+	labDown(ctx, t, before, dir, prefix)
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -33,7 +34,7 @@ touches the root namespace's interfaces, routes or sysctls. Needs root.`,
   ober lab up --ha vrrp`,
 		Args: cobra.NoArgs,
 	}
-	cmd.AddCommand(newLabUpCmd(a), newLabStatusCmd(a), newLabDownCmd(a))
+	cmd.AddCommand(newLabUpCmd(a), newLabStatusCmd(a), newLabDownCmd(a), newLabSoakCmd(a))
 	return cmd
 }
 
@@ -203,5 +204,61 @@ running it again is harmless.
 	}
 	cmd.Flags().StringVar(&dir, "dir", lab.DefaultDir, "the lab's directory")
 	cmd.Flags().StringVar(&prefix, "prefix", "", "the lab's namespace prefix, when --dir holds no record")
+	return cmd
+}
+
+func newLabSoakCmd(a *app) *cobra.Command {
+	o := lab.SoakOptions{}
+	var minSize, maxSize string
+	cmd := &cobra.Command{
+		Use:   "soak [--duration D]",
+		Short: "Run mixed S3 traffic through a BGP lab while disrupting its nodes, then check every object",
+		Long: `soak runs, from the client namespace with aws-cli, multipart uploads of
+--min-size to --max-size (8 parallel transfers each), reads of random byte
+ranges, listings and deletes, every object and range checked by SHA-256,
+for --duration. Meanwhile it kills node1's HAProxy instances, reloads
+node2, stops and starts node3 gracefully and takes node1's link down for
+2 s, one after another. At the end every node must be healthy and
+announce, the router must route over all of them, and every object the
+gateway acknowledged and that was not deleted must read back byte-exact.
+It prints throughput and errors per phase; the exit code is 1 when a
+check fails.`,
+		Example: `  ober lab soak
+  ober lab soak --duration 30m`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := needRoot("soak"); err != nil {
+				return err
+			}
+			for _, f := range []struct {
+				name, value string
+				to          *int64
+			}{{"--min-size", minSize, &o.MinSize}, {"--max-size", maxSize, &o.MaxSize}} {
+				n, err := parseSize(f.value)
+				if err != nil || n <= 0 {
+					return fmt.Errorf("%s %q: want a size such as 50MiB", f.name, f.value)
+				}
+				*f.to = int64(n)
+			}
+			if o.Duration < 10*time.Second {
+				return fmt.Errorf("--duration %s: at least 10s, for the four disruptions", o.Duration)
+			}
+			o.Out = a.out
+			r, err := lab.Soak(cmd.Context(), o)
+			if err != nil {
+				return err
+			}
+			r.Print(a.out)
+			if len(r.Problems) > 0 {
+				return fmt.Errorf("lab soak: %d problems", len(r.Problems))
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Dir, "dir", lab.DefaultDir, "the lab's directory")
+	f.DurationVar(&o.Duration, "duration", time.Minute, "how long the traffic runs")
+	f.StringVar(&minSize, "min-size", "50MiB", "the smallest upload")
+	f.StringVar(&maxSize, "max-size", "500MiB", "the largest upload")
 	return cmd
 }

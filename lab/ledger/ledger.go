@@ -123,6 +123,13 @@ func (l *Ledger) Process(pid int, name string) error {
 	return l.add(func(r *record) { r.Procs = append(r.Procs, Proc{PID: pid, Name: name, Start: start}) })
 }
 
+// Ended forgets a recorded process that has exited, so that a site
+// that restarted it (the soak's stop and start of a node) is not
+// reported with a dead process.
+func (l *Ledger) Ended(pid int) error {
+	return l.add(func(r *record) { r.Procs = slices.DeleteFunc(r.Procs, func(p Proc) bool { return p.PID == pid }) })
+}
+
 // Procs lists the recorded processes.
 func (l *Ledger) Procs() []Proc {
 	l.mu.Lock()
