@@ -35,7 +35,13 @@ func nodeConfig(ha string, i int, dir, root, cert, key, handoffKey string) *conf
 		},
 		Services: []config.Service{
 			{Name: "https", Port: 443, Mode: config.ModeTLS, TLS: &config.TLS{Cert: cert, Key: key}},
+			// Plain HTTP for the client namespace only, as Herr Ober serves
+			// it to a site's own hosts: XDP drops other sources' SYNs.
+			{Name: "http", Port: 80, Mode: config.ModeHTTP},
 		},
+		Whitelists: config.Whitelists{FrontendHTTP: []string{
+			netip.PrefixFrom(ClientAddr, 24).Masked().String(), netip.PrefixFrom(ClientAddr6, 64).Masked().String(),
+		}},
 		Backends: config.Backends{Health: config.HealthCheck{
 			// RGW's Swift health check answers with an empty body.
 			Path: "/swift/healthcheck", Interval: dur(500 * time.Millisecond), Fall: 2, Rise: 1,

@@ -35,6 +35,9 @@ type State struct {
 	// Endpoints are https://10.99.0.100 and https://[fd99::100] (BGP),
 	// or one per VIP, https://10.99.1.101 to .103 (VRRP).
 	Endpoints []string `json:"endpoints"`
+	// PlainEndpoints are the same VIPs over plain HTTP (port 80), which
+	// only the client namespace's addresses may reach.
+	PlainEndpoints []string `json:"plain_endpoints"`
 	AccessKey string   `json:"access_key"`
 	SecretKey string   `json:"secret_key"`
 	CA        string   `json:"ca"` // the VIPs' self-signed certificate

@@ -208,16 +208,20 @@ func build(ctx context.Context, o Options, p progress) (*State, error) {
 	}
 	access, secret := randomKey(20, upperAlnum), randomKey(40, alnum)
 	vips := []netip.Addr{VIP4, VIP6}
-	endpoints := []string{"https://" + VIP4.String(), "https://[" + VIP6.String() + "]"}
 	if o.HA == haVRRP {
-		vips, endpoints = VRRPVIPs, nil
-		for _, v := range VRRPVIPs {
-			endpoints = append(endpoints, "https://"+v.String())
+		vips = VRRPVIPs
+	}
+	var endpoints, plain []string
+	for _, v := range vips {
+		host := v.String()
+		if v.Is6() {
+			host = "[" + host + "]"
 		}
+		endpoints, plain = append(endpoints, "https://"+host), append(plain, "http://"+host)
 	}
 	st := &State{
 		Prefix: o.Prefix, Dir: o.Dir, HA: o.HA, Started: time.Now().UTC(),
-		Endpoints: endpoints, AccessKey: access, SecretKey: secret,
+		Endpoints: endpoints, PlainEndpoints: plain, AccessKey: access, SecretKey: secret,
 	}
 	if err := st.save(); err != nil {
 		return nil, err
@@ -376,6 +380,7 @@ func PrintAccess(w io.Writer, st *State) {
 	} else {
 		fmt.Fprintf(w, "S3 endpoint:  %s\n", strings.Join(st.Endpoints, "  "))
 	}
+	fmt.Fprintf(w, "plain HTTP:   %s  (from the client namespace only)\n", strings.Join(st.PlainEndpoints, "  "))
 	fmt.Fprintf(w, "access key:   %s\n", st.AccessKey)
 	fmt.Fprintf(w, "secret key:   %s\n", st.SecretKey)
 	fmt.Fprintf(w, "CA file:      %s\n", st.CA)
