@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -30,6 +31,13 @@ const pkg = "github.com/ober-ingress/ober/cmd/ober"
 // oberBin is the binary TestMain builds, stamped testVersion; the tests
 // run it for real, in namespaces, as an operator would.
 var oberBin string
+
+// init keeps the main goroutine on the process's main thread and every
+// other goroutine off it. Tests enter namespaces on threads locked to
+// their goroutines; had one of them been the main thread, which never
+// ends, /proc/PID/ns/net would name that namespace for the whole test
+// process, and `ober lab down` would stop it as a process of the lab.
+func init() { runtime.LockOSThread() }
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "ober-e2e-")

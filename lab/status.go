@@ -118,6 +118,9 @@ func Status(ctx context.Context, dir string) (*Report, error) {
 		case !vrrp && (nr.Health != http.StatusOK || !nr.Announcing):
 			r.Problems = append(r.Problems, fmt.Sprintf("%s: %s", n.Name, nr.summary()))
 		}
+		if r.Namespaces[n.NS] {
+			r.Problems = append(r.Problems, nodeRoutes(ctx, n)...)
+		}
 		r.Nodes = append(r.Nodes, nr)
 	}
 	if vrrp {
@@ -127,6 +130,22 @@ func Status(ctx context.Context, dir string) (*Report, error) {
 	}
 	r.s3Report(ctx)
 	return r, nil
+}
+
+// nodeRoutes names the default routes node n lacks. Without them the
+// node still looks healthy and announces, but its answers to clients
+// beyond the router go nowhere: a link taken down and up loses them,
+// and a host's network configuration would add them again.
+func nodeRoutes(ctx context.Context, n NodeState) []string {
+	var missing []string
+	ns := &netsite.NS{Name: n.NS}
+	for _, r := range []struct{ family, via string }{{"-4", RouterAddr.String()}, {"-6", RouterAddr6.String()}} {
+		out, err := ns.Run(ctx, "ip", r.family, "route", "show", "default")
+		if err != nil || !strings.Contains(out, "via "+r.via) {
+			missing = append(missing, fmt.Sprintf("%s has no default route via %s: its answers to the client are lost", n.Name, r.via))
+		}
+	}
+	return missing
 }
 
 func nodeReport(ctx context.Context, n NodeState, nsExists bool) NodeReport {

@@ -193,13 +193,25 @@ func (t *topology) clientLink(ctx context.Context) error {
 }
 
 // routerSysctls make the router forward and spread flows over all paths
-// of a multipath route by L4 hash. They are the router namespace's own.
+// of a multipath route by a hash of the 5-tuple. They are the router
+// namespace's own. Policy 3 with these fields, not policy 1 (L4): under
+// policy 1 Linux takes a packet's own L4 hash when it carries one, and
+// from the client's veth that is the client socket's hash, which TCP
+// changes after a retransmission timeout (net.core.txrehash). The rest
+// of the connection then went to another node, whose kernel reset it: a
+// 256 MiB transfer broke in 3 of 14 runs of the S3 client tests on a
+// loaded machine. A router on a wire hashes the headers, as policy 3 does.
 func routerSysctls(ns *netsite.NS) error {
 	for _, s := range [][2]string{
 		{"net/ipv4/ip_forward", "1"},
 		{"net/ipv6/conf/all/forwarding", "1"},
-		{"net/ipv4/fib_multipath_hash_policy", "1"},
-		{"net/ipv6/fib_multipath_hash_policy", "1"},
+		{"net/ipv4/fib_multipath_hash_policy", "3"},
+		{"net/ipv6/fib_multipath_hash_policy", "3"},
+		// source and destination address, protocol, source and
+		// destination port; not the IPv6 flow label, which TCP changes
+		// on a rehash too.
+		{"net/ipv4/fib_multipath_hash_fields", "0x0037"},
+		{"net/ipv6/fib_multipath_hash_fields", "0x0037"},
 	} {
 		if err := ns.Sysctl(s[0], s[1]); err != nil {
 			return err

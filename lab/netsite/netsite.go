@@ -285,11 +285,26 @@ func NewDialer(ns *NS, workers int) (*Dialer, error) {
 		d.wg.Add(1)
 		go func() {
 			defer d.wg.Done()
-			runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+			runtime.LockOSThread()
+			// The thread goes back to its namespace before it is
+			// unlocked; if it cannot, it stays locked and dies with the
+			// goroutine. Were it the main thread, which never dies, the
+			// process would otherwise stay in ns for good.
+			home, err := netns.Get()
+			if err != nil {
+				ready <- fmt.Errorf("open this thread's namespace: %w", err)
+				return
+			}
+			defer home.Close()
 			if err := netns.Set(h); err != nil {
 				ready <- fmt.Errorf("enter %s: %w", ns.Name, err)
 				return
 			}
+			defer func() {
+				if netns.Set(home) == nil {
+					runtime.UnlockOSThread()
+				}
+			}()
 			ready <- nil
 			for {
 				select {

@@ -229,15 +229,21 @@ func (c Config) hold() int { return int(c.HoldTime / time.Second) }
 func (c Config) bfdMillis() int { return int(c.BFDInterval / time.Millisecond) }
 
 // routerSysctls makes ns forward and spread flows over all paths of a
-// multipath route by L4 hash, as a router in front of ober nodes would.
+// multipath route by a hash of the 5-tuple, as a router in front of ober
+// nodes would. Not policy 1 (L4), which takes the hash a packet from a
+// local veth carries, the sender socket's, and TCP changes that after a
+// retransmission timeout: the flow would move to another node (the
+// lab's routerSysctls has the story).
 // /proc/sys/net belongs to the namespace of the thread that opens it, so
 // this never reaches the root namespace.
 func routerSysctls(ns *netnstest.NS) error {
 	settings := []struct{ path, value string }{
 		{"/proc/sys/net/ipv4/ip_forward", "1"},
 		{"/proc/sys/net/ipv6/conf/all/forwarding", "1"},
-		{"/proc/sys/net/ipv4/fib_multipath_hash_policy", "1"},
-		{"/proc/sys/net/ipv6/fib_multipath_hash_policy", "1"},
+		{"/proc/sys/net/ipv4/fib_multipath_hash_policy", "3"},
+		{"/proc/sys/net/ipv6/fib_multipath_hash_policy", "3"},
+		{"/proc/sys/net/ipv4/fib_multipath_hash_fields", "0x0037"},
+		{"/proc/sys/net/ipv6/fib_multipath_hash_fields", "0x0037"},
 	}
 	return ns.Do(func() error {
 		for _, s := range settings {
