@@ -481,27 +481,56 @@ func awsExample(ctx context.Context, t *testing.T, aws, out, prefix string) {
 
 var soakRow = regexp.MustCompile(`(?m)^(steady|kill node1's HAProxy|reload node2|stop and start node3|flap node1's link)\s+[\d.]+\s+([\d.]+)\s+([\d.]+)\s+(\d+)\s+(\d+)$`)
 
-// TestLabSoak: `ober lab soak` for a minute on a fresh lab, as CI runs
-// it: aws-cli multipart uploads, ranged reads, listings and deletes
-// while node1 loses its HAProxy instances, node2 reloads, node3 stops
-// and starts, and node1's link flaps. Every phase is reported, the lab
-// is well at the end and every kept object reads back byte-exact.
-func TestLabSoak(t *testing.T) {
+// TestLabS3: one fresh lab for the S3 work a user does with it. First
+// every client path through HAProxy to the real RGW (testS3Clients), then
+// `ober lab soak` for a minute, as CI runs it: aws-cli multipart uploads,
+// ranged reads, listings and deletes while node1 loses its HAProxy
+// instances, node2 reloads, node3 stops and starts, and node1's link
+// flaps. Every phase is reported and saw traffic, the lab is well at the
+// end and every kept object reads back byte-exact.
+func TestLabS3(t *testing.T) {
 	requireLab(t, "bgp")
 	before := viewHost(t)
-	dir, prefix := newLab(t, "soak")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	dir, prefix := newLab(t, "s3")
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	labUp(ctx, t, "--dir", dir, "--prefix", prefix, "--no-install", "--no-demo")
-	res, err := runLab(ctx, "soak", "--dir", dir, "--duration", "60s")
-	require.NoError(t, err)
-	t.Logf("ober lab soak:\n%s", res.stdout)
-	require.Zero(t, res.code, "ober lab soak:\n%s", res)
-	require.Contains(t, res.stdout, "all well")
-	require.Len(t, soakRow.FindAllStringSubmatch(res.stdout, -1), 5, "a row per phase")
-	kept := regexp.MustCompile(`objects: (\d+) acknowledged and kept, (\d+) read back byte-exact`).FindStringSubmatch(res.stdout)
-	require.NotNil(t, kept)
-	require.Equal(t, kept[1], kept[2])
-	require.NotEqual(t, "0", kept[1], "the soak kept objects to check")
+	t.Run("clients", func(t *testing.T) { testS3Clients(ctx, t, dir) })
+	t.Run("soak", func(t *testing.T) {
+		res, err := runLab(ctx, "soak", "--dir", dir, "--duration", "60s")
+		require.NoError(t, err)
+		t.Logf("ober lab soak:\n%s", res.stdout)
+		require.Zero(t, res.code, "ober lab soak:\n%s", res)
+		require.Contains(t, res.stdout, "all well")
+		rows := soakRow.FindAllStringSubmatch(res.stdout, -1)
+		require.Len(t, rows, 5, "a row per phase")
+		var up, down float64
+		for _, r := range rows {
+			u, _ := strconv.ParseFloat(r[2], 64)
+			d, _ := strconv.ParseFloat(r[3], 64)
+			up, down = up+u, down+d
+		}
+		require.Positive(t, up, "the soak uploaded")
+		require.Positive(t, down, "the soak read")
+		kept := regexp.MustCompile(`objects: (\d+) acknowledged and kept, (\d+) read back byte-exact`).FindStringSubmatch(res.stdout)
+		require.NotNil(t, kept)
+		require.Equal(t, kept[1], kept[2])
+		require.NotEqual(t, "0", kept[1], "the soak kept objects to check")
+	})
+	// A node that lost its default route still looks healthy and
+	// announces, while its answers to the client go nowhere (as after a
+	// link flap without a network configuration to restore it).
+	t.Run("status names a node without its route back", func(t *testing.T) {
+		node1 := &netsite.NS{Name: prefix + "node1"}
+		require.NoError(t, node1.IP(ctx, "route", "del", "default"))
+		res, err := runLab(ctx, "status", "--dir", dir)
+		require.NoError(t, node1.IP(ctx, "route", "add", "default", "via", lab.RouterAddr.String()))
+		require.NoError(t, err)
+		require.Equal(t, 1, res.code, "lab status:\n%s", res)
+		require.Contains(t, res.stdout, "node1 has no default route via "+lab.RouterAddr.String())
+		res, err = runLab(ctx, "status", "--dir", dir)
+		require.NoError(t, err)
+		require.Zero(t, res.code, "lab status with the route back:\n%s", res)
+	})
 	labDown(ctx, t, before, dir, prefix)
 }

@@ -1,17 +1,17 @@
 package lab
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -31,12 +31,14 @@ type SoakOptions struct {
 	Out io.Writer
 }
 
-// soakObject is an object the gateway acknowledged, and its local copy.
+// soakObject is an object the gateway acknowledged. Its bytes come from
+// a generator seeded by seed, so the soak keeps no copy and can make any
+// range of it again to compare.
 type soakObject struct {
 	key  string
 	size int64
+	seed uint64
 	sum  [32]byte
-	path string
 }
 
 // Phase is a stretch of the soak between two disruptions.
@@ -45,11 +47,14 @@ type Phase struct {
 	Start, End         time.Time
 	UpBytes, DownBytes int64
 	Ops, Errors        int
-	FirstErrors        []string
+	// InFlight were running when the phase began.
+	InFlight    int
+	FirstErrors []string
 }
 
 // SoakReport is what a soak did and found.
 type SoakReport struct {
+	Client string // aws --version
 	Phases []Phase
 	// Objects were acknowledged and still stored at the end; Verified
 	// of them read back byte-exact.
@@ -61,16 +66,27 @@ type SoakReport struct {
 type soak struct {
 	o      SoakOptions
 	st     *State
+	aws    string // aws-cli's path
 	bucket string
-	data   string // local copies
 	env    []string
+	// keep is how much the soak keeps stored: above it, writers delete
+	// instead of uploading, so that a soak of hours does not fill the
+	// S3 user's quota.
+	keep int64
 
 	mu      sync.Mutex
 	objects map[string]*soakObject
+	stored  int64
+	running int // operations in flight
 	phase   *Phase
 	phases  []*Phase
 	seq     int
 }
+
+// soakWorkers is how many aws-cli commands run at once: two writers
+// (uploads, deletes) and two readers (ranges, whole objects, listings),
+// each with 8 parallel transfers.
+const soakWorkers = 4
 
 // Soak runs mixed S3 traffic from the client namespace with aws-cli for
 // o.Duration while it disrupts the nodes in turn: an HAProxy kill, a
@@ -106,38 +122,59 @@ func Soak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 	if o.Out == nil {
 		o.Out = io.Discard
 	}
-	if _, err := exec.LookPath("aws"); err != nil {
+	s := &soak{o: o, st: st, bucket: fmt.Sprintf("soak-%d", time.Now().Unix()), objects: map[string]*soakObject{}}
+	if s.aws, err = exec.LookPath("aws"); err != nil {
 		return nil, errors.New("the soak needs aws-cli: apt-get install awscli")
 	}
-	s := &soak{o: o, st: st, bucket: fmt.Sprintf("soak-%d", time.Now().Unix()), objects: map[string]*soakObject{}}
-	s.data, err = os.MkdirTemp(o.Dir, "soak-")
+	// A third of the quota, and room for the largest upload of every
+	// writer on top.
+	s.keep = max(st.S3.Quota/3, 2*o.MaxSize)
+	if st.S3.Quota > 0 && s.keep+2*o.MaxSize > st.S3.Quota {
+		return nil, fmt.Errorf("soak: --max-size %d MiB does not fit the S3 user's quota of %d MiB twice over: lab up --s3-capacity larger",
+			o.MaxSize>>20, st.S3.Quota>>20)
+	}
+	cfg, err := os.CreateTemp("", "ober-soak-aws-*")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(s.data)
-	cfg := filepath.Join(s.data, "aws.config")
+	defer os.Remove(cfg.Name())
 	// 8 parallel transfers, 8 MiB parts: aws-cli's defaults but for the
-	// concurrency the issue asks for.
-	if err := os.WriteFile(cfg, []byte("[default]\ns3 =\n  max_concurrent_requests = 8\n  multipart_chunksize = 8MB\n"), 0o600); err != nil {
+	// concurrency.
+	if _, err := cfg.WriteString("[default]\ns3 =\n  max_concurrent_requests = 8\n  multipart_chunksize = 8MB\n"); err != nil {
 		return nil, err
 	}
-	s.env = append(os.Environ(), "AWS_CONFIG_FILE="+cfg, "AWS_SHARED_CREDENTIALS_FILE=/dev/null",
+	if err := cfg.Close(); err != nil {
+		return nil, err
+	}
+	s.env = append(os.Environ(), "AWS_CONFIG_FILE="+cfg.Name(), "AWS_SHARED_CREDENTIALS_FILE=/dev/null",
 		"AWS_ACCESS_KEY_ID="+st.AccessKey, "AWS_SECRET_ACCESS_KEY="+st.SecretKey, "AWS_DEFAULT_REGION=us-east-1",
 		// Ceph 16's RGW refuses the checksum trailers newer aws-clis send.
 		"AWS_REQUEST_CHECKSUM_CALCULATION=when_required", "AWS_RESPONSE_CHECKSUM_VALIDATION=when_required")
-	if _, err := s.aws(ctx, "s3", "mb", "s3://"+s.bucket); err != nil {
+	r := &SoakReport{}
+	if out, err := s.run(ctx, nil, nil, "--version"); err == nil {
+		r.Client = strings.TrimSpace(out)
+	}
+	if _, err := s.run(ctx, nil, nil, "s3", "mb", "s3://"+s.bucket); err != nil {
 		return nil, fmt.Errorf("soak: make the bucket: %w", err)
 	}
 
 	s.newPhase("steady")
+	// The checks at the end run on the caller's ctx: an interrupt stops
+	// them too.
+	check := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	for w := range 2 {
+	for w := range soakWorkers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.worker(ctx, rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(w))))
+			rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(w)))
+			if w%2 == 0 {
+				s.writer(ctx, rng)
+			} else {
+				s.reader(ctx, rng)
+			}
 		}()
 	}
 	events := []struct {
@@ -150,7 +187,6 @@ func Soak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 		{"flap node1's link", s.flap(0)},
 	}
 	step := o.Duration / time.Duration(len(events)+1)
-	var problems []string
 	for _, e := range events {
 		select {
 		case <-ctx.Done():
@@ -159,7 +195,7 @@ func Soak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 		fmt.Fprintf(o.Out, "[%s] %s\n", time.Now().Format("15:04:05"), e.name)
 		s.newPhase(e.name)
 		if err := e.do(ctx); err != nil {
-			problems = append(problems, fmt.Sprintf("%s: %v", e.name, err))
+			r.Problems = append(r.Problems, fmt.Sprintf("%s: %v", e.name, err))
 		}
 	}
 	select {
@@ -170,17 +206,22 @@ func Soak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 	wg.Wait()
 	s.newPhase("")
 
-	r := &SoakReport{Problems: problems}
 	for _, p := range s.phases {
 		r.Phases = append(r.Phases, *p)
+		if p.Ops+p.InFlight == 0 {
+			r.Problems = append(r.Problems, fmt.Sprintf("no S3 operation ran during %q: a longer --duration", p.Name))
+		}
 	}
-	check := context.Background()
 	if err := s.settled(check); err != nil {
 		r.Problems = append(r.Problems, err.Error())
 	}
+	fmt.Fprintf(o.Out, "[%s] reading back %d objects\n", time.Now().Format("15:04:05"), len(s.objects))
 	for _, obj := range s.objects {
 		r.Objects++
-		sum, err := s.getSum(check, obj.key, "")
+		// 500 MiB at 2 MiB/s: a read that takes longer is a problem.
+		octx, cancel := context.WithTimeout(check, 4*time.Minute)
+		sum, _, err := s.get(octx, obj.key)
+		cancel()
 		switch {
 		case err != nil:
 			r.Problems = append(r.Problems, fmt.Sprintf("%s (%d bytes) does not read back: %v", obj.key, obj.size, err))
@@ -189,6 +230,9 @@ func Soak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 		default:
 			r.Verified++
 		}
+	}
+	if _, err := s.run(check, nil, nil, "s3", "rb", "--force", "s3://"+s.bucket); err != nil {
+		r.Problems = append(r.Problems, fmt.Sprintf("remove the bucket %s: %v", s.bucket, err))
 	}
 	return r, nil
 }
@@ -204,22 +248,23 @@ func (s *soak) newPhase(name string) {
 		s.phase = nil
 		return
 	}
-	s.phase = &Phase{Name: name, Start: now}
+	s.phase = &Phase{Name: name, Start: now, InFlight: s.running}
 	s.phases = append(s.phases, s.phase)
 }
 
-// current is the phase now; an operation is counted in the phase it
-// started in.
-func (s *soak) current() *Phase {
+// begin starts an operation in the phase now, where it is counted.
+func (s *soak) begin() *Phase {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.running++
 	return s.phase
 }
 
-// count records an operation's outcome in phase p.
+// count records the outcome of an operation begun in phase p.
 func (s *soak) count(p *Phase, up, down int64, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.running--
 	if p == nil {
 		return
 	}
@@ -234,33 +279,56 @@ func (s *soak) count(p *Phase, up, down int64, err error) {
 	}
 }
 
-// worker makes operations until ctx ends: uploads most, then ranged
-// reads, listings and deletes.
-func (s *soak) worker(ctx context.Context, rng *rand.Rand) {
+// writer uploads, and deletes one object in five, or whenever the soak
+// keeps more than s.keep.
+func (s *soak) writer(ctx context.Context, rng *rand.Rand) {
 	for ctx.Err() == nil {
-		p := s.current()
-		switch n := rng.IntN(20); {
-		case n < 10 || s.count0() < 2:
-			obj, err := s.upload(ctx, rng)
-			if ctx.Err() != nil {
-				return
-			}
-			var size int64
-			if obj != nil {
-				size = obj.size
-			}
-			s.count(p, size, 0, err)
-		case n < 15:
-			got, err := s.rangeRead(ctx, rng)
-			if ctx.Err() == nil {
-				s.count(p, 0, got, err)
-			}
-		case n < 17:
-			s.count(p, 0, 0, s.list(ctx))
-		default:
-			s.count(p, 0, 0, s.remove(ctx, rng))
+		s.mu.Lock()
+		full, n := s.stored > s.keep, len(s.objects)
+		s.mu.Unlock()
+		p := s.begin()
+		if full || (n > 2 && rng.IntN(5) == 0) {
+			err := s.remove(ctx, rng)
+			s.count(s.unlessEnded(ctx, p), 0, 0, err)
+			continue
 		}
+		size, err := s.upload(ctx, rng)
+		s.count(s.unlessEnded(ctx, p), size, 0, err)
 	}
+}
+
+// reader reads byte ranges most, whole objects and listings less.
+func (s *soak) reader(ctx context.Context, rng *rand.Rand) {
+	for ctx.Err() == nil {
+		if s.count0() == 0 {
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+			continue
+		}
+		p := s.begin()
+		var got int64
+		var err error
+		switch n := rng.IntN(10); {
+		case n < 6:
+			got, err = s.rangeRead(ctx, rng)
+		case n < 8:
+			got, err = s.wholeRead(ctx, rng)
+		default:
+			err = s.list(ctx)
+		}
+		s.count(s.unlessEnded(ctx, p), 0, got, err)
+	}
+}
+
+// unlessEnded is p, or nil when the soak ended: an operation cut off at
+// the end is not an error.
+func (s *soak) unlessEnded(ctx context.Context, p *Phase) *Phase {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return p
 }
 
 func (s *soak) count0() int {
@@ -269,57 +337,61 @@ func (s *soak) count0() int {
 	return len(s.objects)
 }
 
-// upload writes a new random object locally and uploads it; it is
-// recorded only once aws-cli says the gateway took it.
-func (s *soak) upload(ctx context.Context, rng *rand.Rand) (*soakObject, error) {
+// upload streams a new object of random size to aws-cli; it is recorded
+// only once aws-cli says the gateway took it.
+func (s *soak) upload(ctx context.Context, rng *rand.Rand) (int64, error) {
 	s.mu.Lock()
 	s.seq++
 	key := fmt.Sprintf("obj-%05d", s.seq)
 	s.mu.Unlock()
-	size := s.o.MinSize + rng.Int64N(s.o.MaxSize-s.o.MinSize+1)
-	path := filepath.Join(s.data, key)
-	sum, err := writeRandom(path, size, rng.Uint64())
-	if err != nil {
-		return nil, err
+	obj := &soakObject{key: key, size: s.o.MinSize + rng.Int64N(s.o.MaxSize-s.o.MinSize+1), seed: rng.Uint64()}
+	h := sha256.New()
+	in := io.TeeReader(obj.bytes(0, obj.size), h)
+	if _, err := s.run(ctx, in, nil, "s3", "cp", "--only-show-errors", "--expected-size", fmt.Sprint(obj.size),
+		"-", "s3://"+s.bucket+"/"+key); err != nil {
+		return 0, fmt.Errorf("upload %s (%d MiB): %w", key, obj.size>>20, err)
 	}
-	if _, err := s.aws(ctx, "s3", "cp", "--only-show-errors", path, "s3://"+s.bucket+"/"+key); err != nil {
-		os.Remove(path)
-		return nil, fmt.Errorf("upload %s (%d MiB): %w", key, size>>20, err)
-	}
-	obj := &soakObject{key: key, size: size, sum: sum, path: path}
+	copy(obj.sum[:], h.Sum(nil))
 	s.mu.Lock()
 	s.objects[key] = obj
+	s.stored += obj.size
 	s.mu.Unlock()
-	return obj, nil
+	return obj.size, nil
 }
 
-// writeRandom writes size bytes from a seeded generator and returns
-// their SHA-256.
-func writeRandom(path string, size int64, seed uint64) ([32]byte, error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
-		return [32]byte{}, err
+// soakBlock is the generator's unit: any range is made from the blocks
+// it touches alone.
+const soakBlock = 1 << 20
+
+// bytes is the object's bytes [from, to).
+func (o *soakObject) bytes(from, to int64) io.Reader {
+	return &soakBytes{seed: o.seed, off: from, end: to}
+}
+
+type soakBytes struct {
+	seed     uint64
+	off, end int64
+	block    int64
+	src      *rand.ChaCha8
+}
+
+func (b *soakBytes) Read(p []byte) (int, error) {
+	if b.off >= b.end {
+		return 0, io.EOF
 	}
-	defer f.Close()
-	h := sha256.New()
-	var key [32]byte
-	for i := range 4 {
-		for j := range 8 {
-			key[i*8+j] = byte(seed >> (8 * j))
+	if i := b.off / soakBlock; b.src == nil || i != b.block {
+		var key [32]byte
+		binary.LittleEndian.PutUint64(key[:8], b.seed)
+		binary.LittleEndian.PutUint64(key[8:16], uint64(i))
+		b.src, b.block = rand.NewChaCha8(key), i
+		if skip := b.off % soakBlock; skip > 0 {
+			_, _ = b.src.Read(make([]byte, skip)) // never fails
 		}
-		seed = seed*6364136223846793005 + 1442695040888963407
 	}
-	src := rand.NewChaCha8(key)
-	w := bufio.NewWriterSize(io.MultiWriter(f, h), 1<<20)
-	if _, err := io.CopyN(w, src, size); err != nil {
-		return [32]byte{}, err
-	}
-	if err := w.Flush(); err != nil {
-		return [32]byte{}, err
-	}
-	var sum [32]byte
-	copy(sum[:], h.Sum(nil))
-	return sum, f.Close()
+	n := int(min(int64(len(p)), b.end-b.off, soakBlock-b.off%soakBlock))
+	_, _ = b.src.Read(p[:n]) // never fails
+	b.off += int64(n)
+	return n, nil
 }
 
 // pick is a random stored object, or nil.
@@ -339,8 +411,8 @@ func (s *soak) pick(rng *rand.Rand) *soakObject {
 	return nil
 }
 
-// rangeRead reads a random byte range of a stored object and compares
-// it with the local copy.
+// rangeRead reads a random byte range of a stored object, up to 16 MiB,
+// and compares it with the generator's.
 func (s *soak) rangeRead(ctx context.Context, rng *rand.Rand) (int64, error) {
 	obj := s.pick(rng)
 	if obj == nil {
@@ -349,25 +421,52 @@ func (s *soak) rangeRead(ctx context.Context, rng *rand.Rand) (int64, error) {
 	from := rng.Int64N(obj.size)
 	to := min(obj.size-1, from+rng.Int64N(16<<20))
 	want := sha256.New()
-	f, err := os.Open(obj.path)
+	_, _ = io.Copy(want, obj.bytes(from, to+1)) // never fails
+	got := sha256.New()
+	r, w, err := os.Pipe()
 	if err != nil {
-		return 0, nil // deleted meanwhile
-	}
-	defer f.Close()
-	if _, err := io.Copy(want, io.NewSectionReader(f, from, to-from+1)); err != nil {
 		return 0, err
 	}
-	got, err := s.getSum(ctx, obj.key, fmt.Sprintf("bytes=%d-%d", from, to))
+	done := make(chan int64)
+	go func() {
+		n, _ := io.Copy(got, r)
+		r.Close()
+		done <- n
+	}()
+	// get-object writes the body to its outfile and a JSON summary to
+	// stdout: the body goes to fd 3, a pipe.
+	_, err = s.run(ctx, nil, w, "s3api", "get-object", "--bucket", s.bucket, "--key", obj.key,
+		"--range", fmt.Sprintf("bytes=%d-%d", from, to), "/dev/fd/3")
+	w.Close()
+	n := <-done
 	if err != nil {
 		if s.gone(obj.key) {
 			return 0, nil
 		}
 		return 0, fmt.Errorf("range %d-%d of %s: %w", from, to, obj.key, err)
 	}
-	if hex.EncodeToString(want.Sum(nil)) != hex.EncodeToString(got[:]) {
-		return 0, fmt.Errorf("range %d-%d of %s: different bytes", from, to, obj.key)
+	if !bytes.Equal(want.Sum(nil), got.Sum(nil)) {
+		return n, fmt.Errorf("range %d-%d of %s: %d bytes, not the ones stored", from, to, obj.key, n)
 	}
-	return to - from + 1, nil
+	return n, nil
+}
+
+// wholeRead reads a stored object whole and compares its SHA-256.
+func (s *soak) wholeRead(ctx context.Context, rng *rand.Rand) (int64, error) {
+	obj := s.pick(rng)
+	if obj == nil {
+		return 0, nil
+	}
+	sum, n, err := s.get(ctx, obj.key)
+	switch {
+	case err != nil && s.gone(obj.key):
+		return 0, nil
+	case err != nil:
+		return n, fmt.Errorf("read %s: %w", obj.key, err)
+	case sum != obj.sum:
+		return n, fmt.Errorf("read %s: %d bytes, not the ones stored", obj.key, n)
+	}
+	return n, nil
 }
 
 func (s *soak) gone(key string) bool {
@@ -377,29 +476,26 @@ func (s *soak) gone(key string) bool {
 	return !ok
 }
 
-// getSum reads an object (or a range) with aws-cli into its SHA-256.
-func (s *soak) getSum(ctx context.Context, key, rng string) ([32]byte, error) {
-	args := []string{"s3api", "get-object", "--bucket", s.bucket, "--key", key}
-	if rng != "" {
-		args = append(args, "--range", rng)
-	}
-	out := filepath.Join(s.data, fmt.Sprintf("get-%d", time.Now().UnixNano()))
-	defer os.Remove(out)
-	if _, err := s.aws(ctx, append(args, out)...); err != nil {
-		return [32]byte{}, err
-	}
-	f, err := os.Open(out)
-	if err != nil {
-		return [32]byte{}, err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return [32]byte{}, err
+// get reads an object with aws-cli's multipart download (8 parallel
+// ranges) into its SHA-256.
+func (s *soak) get(ctx context.Context, key string) ([32]byte, int64, error) {
+	h := &countingHash{Hash: sha256.New()}
+	if _, err := s.run(ctx, nil, nil, "s3", "cp", "--only-show-errors", "s3://"+s.bucket+"/"+key, "-", h); err != nil {
+		return [32]byte{}, h.n, err
 	}
 	var sum [32]byte
 	copy(sum[:], h.Sum(nil))
-	return sum, nil
+	return sum, h.n, nil
+}
+
+type countingHash struct {
+	hash.Hash
+	n int64
+}
+
+func (c *countingHash) Write(p []byte) (int, error) {
+	c.n += int64(len(p))
+	return c.Hash.Write(p)
 }
 
 // list wants every acknowledged object in the bucket's listing.
@@ -410,7 +506,7 @@ func (s *soak) list(ctx context.Context) error {
 		before[k] = true
 	}
 	s.mu.Unlock()
-	out, err := s.aws(ctx, "s3", "ls", "s3://"+s.bucket+"/")
+	out, err := s.run(ctx, nil, nil, "s3", "ls", "s3://"+s.bucket+"/")
 	if err != nil {
 		return fmt.Errorf("list: %w", err)
 	}
@@ -430,29 +526,47 @@ func (s *soak) remove(ctx context.Context, rng *rand.Rand) error {
 		return nil
 	}
 	s.mu.Lock()
-	delete(s.objects, obj.key)
+	if _, ok := s.objects[obj.key]; ok {
+		delete(s.objects, obj.key)
+		s.stored -= obj.size
+	}
 	s.mu.Unlock()
-	os.Remove(obj.path)
-	if _, err := s.aws(ctx, "s3", "rm", "--only-show-errors", "s3://"+s.bucket+"/"+obj.key); err != nil {
+	if _, err := s.run(ctx, nil, nil, "s3", "rm", "--only-show-errors", "s3://"+s.bucket+"/"+obj.key); err != nil {
 		return fmt.Errorf("delete %s: %w", obj.key, err)
 	}
 	return nil
 }
 
-// aws runs aws-cli in the client namespace against the lab's first
-// endpoint and returns its output.
-func (s *soak) aws(ctx context.Context, args ...string) (string, error) {
-	argv := append([]string{"netns", "exec", s.st.Client, "aws", "--endpoint-url", s.st.Endpoints[0], "--ca-bundle", s.st.CA}, args...)
-	cmd := exec.CommandContext(ctx, "ip", argv...)
+// run runs aws-cli in the client namespace against the lab's first
+// endpoint with stdin (nil for none) and fd3 (nil for none), and returns
+// its output; the args' last element may be an io.Writer for stdout.
+func (s *soak) run(ctx context.Context, stdin io.Reader, fd3 *os.File, args ...any) (string, error) {
+	argv := []string{"netns", "exec", s.st.Client, s.aws, "--endpoint-url", s.st.Endpoints[0], "--ca-bundle", s.st.CA}
+	var stdout strings.Builder
+	var out io.Writer = &stdout
+	var words []string
+	for _, a := range args {
+		switch a := a.(type) {
+		case string:
+			words = append(words, a)
+		case io.Writer:
+			out = a
+		}
+	}
+	cmd := exec.CommandContext(ctx, "ip", append(argv, words...)...)
 	cmd.Env = s.env
-	var stdout, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Stdin = stdin
+	if fd3 != nil {
+		cmd.ExtraFiles = []*os.File{fd3}
+	}
+	var stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = out, &stderr
 	if err := cmd.Run(); err != nil {
 		msg := strings.TrimSpace(stderr.String())
 		if i := strings.LastIndexByte(msg, '\n'); i >= 0 {
 			msg = msg[i+1:]
 		}
-		return "", fmt.Errorf("aws %s: %v: %s", strings.Join(args[:min(2, len(args))], " "), err, msg)
+		return "", fmt.Errorf("aws %s: %v: %s", strings.Join(words[:min(2, len(words))], " "), err, msg)
 	}
 	return stdout.String(), nil
 }
@@ -516,7 +630,9 @@ func (s *soak) restart(i int) func(context.Context) error {
 	}
 }
 
-// flap takes node i's link down for 2 s.
+// flap takes node i's link down for 2 s. The kernel drops the routes
+// through a link that goes down; once it is up again the default routes
+// are put back, as a host's network configuration does.
 func (s *soak) flap(i int) func(context.Context) error {
 	return func(ctx context.Context) error {
 		ns := &netsite.NS{Name: s.st.Nodes[i].NS}
@@ -524,7 +640,18 @@ func (s *soak) flap(i int) func(context.Context) error {
 			return err
 		}
 		time.Sleep(2 * time.Second)
-		return ns.IP(ctx, "link", "set", "eth-sw", "up")
+		if err := ns.IP(ctx, "link", "set", "eth-sw", "up"); err != nil {
+			return err
+		}
+		for _, args := range [][]string{
+			{"route", "replace", "default", "via", RouterAddr.String()},
+			{"-6", "route", "replace", "default", "via", RouterAddr6.String()},
+		} {
+			if err := ns.IP(ctx, args...); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 }
 
@@ -550,6 +677,9 @@ func (s *soak) settled(ctx context.Context) error {
 // Print writes the report: per phase its throughput and errors, then
 // the checks.
 func (r *SoakReport) Print(w io.Writer) {
+	if r.Client != "" {
+		fmt.Fprintf(w, "client: %s\n", r.Client)
+	}
 	fmt.Fprintf(w, "%-24s %8s %10s %10s %6s %6s\n", "PHASE", "SECONDS", "UP MB/s", "DOWN MB/s", "OPS", "ERRORS")
 	for _, p := range r.Phases {
 		d := p.End.Sub(p.Start).Seconds()

@@ -38,9 +38,9 @@ type State struct {
 	// PlainEndpoints are the same VIPs over plain HTTP (port 80), which
 	// only the client namespace's addresses may reach.
 	PlainEndpoints []string `json:"plain_endpoints"`
-	AccessKey string   `json:"access_key"`
-	SecretKey string   `json:"secret_key"`
-	CA        string   `json:"ca"` // the VIPs' self-signed certificate
+	AccessKey      string   `json:"access_key"`
+	SecretKey      string   `json:"secret_key"`
+	CA             string   `json:"ca"` // the VIPs' self-signed certificate
 
 	Router   RouterState    `json:"router"`
 	Client   string         `json:"client"` // namespace
