@@ -39,6 +39,10 @@ type soakObject struct {
 	size int64
 	seed uint64
 	sum  [32]byte
+	// readers are reading it now: it is not deleted under them, since
+	// RGW may cut a read of a deleted object short once its garbage
+	// collector runs.
+	readers int
 }
 
 // Phase is a stretch of the soak between two disruptions.
@@ -394,7 +398,8 @@ func (b *soakBytes) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// pick is a random stored object, or nil.
+// pick is a random stored object, held for a read until done; nil when
+// there is none.
 func (s *soak) pick(rng *rand.Rand) *soakObject {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -404,11 +409,19 @@ func (s *soak) pick(rng *rand.Rand) *soakObject {
 	n := rng.IntN(len(s.objects))
 	for _, o := range s.objects {
 		if n == 0 {
+			o.readers++
 			return o
 		}
 		n--
 	}
 	return nil
+}
+
+// done ends a read of o.
+func (s *soak) done(o *soakObject) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	o.readers--
 }
 
 // rangeRead reads a random byte range of a stored object, up to 16 MiB,
@@ -418,6 +431,7 @@ func (s *soak) rangeRead(ctx context.Context, rng *rand.Rand) (int64, error) {
 	if obj == nil {
 		return 0, nil
 	}
+	defer s.done(obj)
 	from := rng.Int64N(obj.size)
 	to := min(obj.size-1, from+rng.Int64N(16<<20))
 	want := sha256.New()
@@ -440,9 +454,6 @@ func (s *soak) rangeRead(ctx context.Context, rng *rand.Rand) (int64, error) {
 	w.Close()
 	n := <-done
 	if err != nil {
-		if s.gone(obj.key) {
-			return 0, nil
-		}
 		return 0, fmt.Errorf("range %d-%d of %s: %w", from, to, obj.key, err)
 	}
 	if !bytes.Equal(want.Sum(nil), got.Sum(nil)) {
@@ -457,10 +468,9 @@ func (s *soak) wholeRead(ctx context.Context, rng *rand.Rand) (int64, error) {
 	if obj == nil {
 		return 0, nil
 	}
+	defer s.done(obj)
 	sum, n, err := s.get(ctx, obj.key)
 	switch {
-	case err != nil && s.gone(obj.key):
-		return 0, nil
 	case err != nil:
 		return n, fmt.Errorf("read %s: %w", obj.key, err)
 	case sum != obj.sum:
@@ -518,18 +528,23 @@ func (s *soak) list(ctx context.Context) error {
 	return nil
 }
 
-// remove deletes a stored object; it is forgotten first, so that no
-// check wants it back.
+// remove deletes a stored object that none reads; it is forgotten
+// first, so that no check wants it back.
 func (s *soak) remove(ctx context.Context, rng *rand.Rand) error {
-	obj := s.pick(rng)
-	if obj == nil {
+	s.mu.Lock()
+	var idle []*soakObject
+	for _, o := range s.objects {
+		if o.readers == 0 {
+			idle = append(idle, o)
+		}
+	}
+	if len(idle) == 0 {
+		s.mu.Unlock()
 		return nil
 	}
-	s.mu.Lock()
-	if _, ok := s.objects[obj.key]; ok {
-		delete(s.objects, obj.key)
-		s.stored -= obj.size
-	}
+	obj := idle[rng.IntN(len(idle))]
+	delete(s.objects, obj.key)
+	s.stored -= obj.size
 	s.mu.Unlock()
 	if _, err := s.run(ctx, nil, nil, "s3", "rm", "--only-show-errors", "s3://"+s.bucket+"/"+obj.key); err != nil {
 		return fmt.Errorf("delete %s: %w", obj.key, err)
