@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -71,6 +72,7 @@ type soak struct {
 	o      SoakOptions
 	st     *State
 	aws    string // aws-cli's path
+	tmp    string // whole objects read back, one file a reader at most
 	bucket string
 	env    []string
 	// keep is how much the soak keeps stored: above it, writers delete
@@ -137,11 +139,20 @@ func Soak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 		return nil, fmt.Errorf("soak: --max-size %d MiB does not fit the S3 user's quota of %d MiB twice over: lab up --s3-capacity larger",
 			o.MaxSize>>20, st.S3.Quota>>20)
 	}
-	cfg, err := os.CreateTemp("", "ober-soak-aws-*")
+	// On the S3 backend's disk, which lab down removes, when the lab has
+	// one; the lab's own directory is often a tmpfs.
+	tmpRoot := ""
+	if st.S3.BlockFile != "" {
+		tmpRoot = filepath.Dir(st.S3.BlockFile)
+	}
+	if s.tmp, err = os.MkdirTemp(tmpRoot, "soak-"); err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(s.tmp)
+	cfg, err := os.CreateTemp(s.tmp, "aws-config-")
 	if err != nil {
 		return nil, err
 	}
-	defer os.Remove(cfg.Name())
 	// 8 parallel transfers, 8 MiB parts: aws-cli's defaults but for the
 	// concurrency.
 	if _, err := cfg.WriteString("[default]\ns3 =\n  max_concurrent_requests = 8\n  multipart_chunksize = 8MB\n"); err != nil {
@@ -224,13 +235,13 @@ func Soak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 		r.Objects++
 		// 500 MiB at 2 MiB/s: a read that takes longer is a problem.
 		octx, cancel := context.WithTimeout(check, 4*time.Minute)
-		sum, _, err := s.get(octx, obj.key)
+		sum, n, err := s.get(octx, obj.key)
 		cancel()
 		switch {
 		case err != nil:
 			r.Problems = append(r.Problems, fmt.Sprintf("%s (%d bytes) does not read back: %v", obj.key, obj.size, err))
 		case sum != obj.sum:
-			r.Problems = append(r.Problems, fmt.Sprintf("%s (%d bytes) reads back different bytes", obj.key, obj.size))
+			r.Problems = append(r.Problems, fmt.Sprintf("%s (%d bytes) reads back %d bytes, not the ones stored", obj.key, obj.size, n))
 		default:
 			r.Verified++
 		}
@@ -474,7 +485,7 @@ func (s *soak) wholeRead(ctx context.Context, rng *rand.Rand) (int64, error) {
 	case err != nil:
 		return n, fmt.Errorf("read %s: %w", obj.key, err)
 	case sum != obj.sum:
-		return n, fmt.Errorf("read %s: %d bytes, not the ones stored", obj.key, n)
+		return n, fmt.Errorf("read %s: %d bytes of %d, not the ones stored", obj.key, n, obj.size)
 	}
 	return n, nil
 }
@@ -487,10 +498,28 @@ func (s *soak) gone(key string) bool {
 }
 
 // get reads an object with aws-cli's multipart download (8 parallel
-// ranges) into its SHA-256.
+// ranges) into a file, and returns the file's SHA-256 and size. Not to
+// stdout: aws-cli 2.9's download to a stream writes a part cut short
+// and retried wrongly and may still exit 0 (fixed in s3transfer in
+// 2025), which the soak first took for corruption.
 func (s *soak) get(ctx context.Context, key string) ([32]byte, int64, error) {
+	dir, err := os.MkdirTemp(s.tmp, "get-")
+	if err != nil {
+		return [32]byte{}, 0, err
+	}
+	defer os.RemoveAll(dir)
+	// aws-cli writes beside the name and renames: open it afterwards.
+	name := filepath.Join(dir, "object")
+	if _, err := s.run(ctx, nil, nil, "s3", "cp", "--only-show-errors", "s3://"+s.bucket+"/"+key, name); err != nil {
+		return [32]byte{}, 0, err
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		return [32]byte{}, 0, err
+	}
+	defer f.Close()
 	h := &countingHash{Hash: sha256.New()}
-	if _, err := s.run(ctx, nil, nil, "s3", "cp", "--only-show-errors", "s3://"+s.bucket+"/"+key, "-", h); err != nil {
+	if _, err := io.Copy(h, f); err != nil {
 		return [32]byte{}, h.n, err
 	}
 	var sum [32]byte
