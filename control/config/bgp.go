@@ -78,7 +78,8 @@ type BGPPeer struct {
 	Port uint16 `yaml:"port"`
 	// Password turns on TCP MD5 signatures.
 	Password string `yaml:"password"`
-	// HoldTime (default 9s; 0s or at least 3s, whole seconds) and
+	// HoldTime (whole seconds from 3s; 0s or unset takes the default
+	// 9s) and
 	// Keepalive (default a third of the hold time).
 	HoldTime  Duration `yaml:"hold_time"`
 	Keepalive Duration `yaml:"keepalive"`

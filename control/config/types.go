@@ -240,10 +240,11 @@ type Timeouts struct {
 	TLSHandshake Duration `yaml:"tls_handshake"`
 }
 
-// Limits bound what one client address may hold of the node.
+// Limits bound what one client address may hold of each proxied
+// service of the node (tls, http and tcp; not udp or nat).
 type Limits struct {
 	// ConnectionsPerSource caps a client address's open connections to
-	// the node's services; default 1000, 0 for no cap.
+	// one service; default 1000, 0 for no cap.
 	ConnectionsPerSource *int `yaml:"connections_per_source"`
 	// ConnectionRatePerSource caps a client address's new connections
 	// per second; default 0, no cap.
