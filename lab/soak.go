@@ -233,10 +233,7 @@ func Soak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 	fmt.Fprintf(o.Out, "[%s] reading back %d objects\n", time.Now().Format("15:04:05"), len(s.objects))
 	for _, obj := range s.objects {
 		r.Objects++
-		// 500 MiB at 2 MiB/s: a read that takes longer is a problem.
-		octx, cancel := context.WithTimeout(check, 4*time.Minute)
-		sum, n, err := s.get(octx, obj.key)
-		cancel()
+		sum, n, err := s.readBack(check, obj.key)
 		switch {
 		case err != nil:
 			r.Problems = append(r.Problems, fmt.Sprintf("%s (%d bytes) does not read back: %v", obj.key, obj.size, err))
@@ -250,6 +247,25 @@ func Soak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 		r.Problems = append(r.Problems, fmt.Sprintf("remove the bucket %s: %v", s.bucket, err))
 	}
 	return r, nil
+}
+
+// readBack reads an object whole for the final check. A read that fails
+// is tried twice more: the check is about the gateway's bytes, and
+// aws-cli itself fails now and then (a segmentation fault of Debian's
+// 2.9 was seen once in an hour of soaks). Different bytes are not
+// retried.
+func (s *soak) readBack(ctx context.Context, key string) (sum [32]byte, n int64, err error) {
+	for range 3 {
+		// 500 MiB at 2 MiB/s: a read that takes longer is a problem.
+		octx, cancel := context.WithTimeout(ctx, 4*time.Minute)
+		sum, n, err = s.get(octx, key)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return sum, n, err
+		}
+		fmt.Fprintf(s.o.Out, "[%s] read of %s failed, again: %v\n", time.Now().Format("15:04:05"), key, err)
+	}
+	return sum, n, err
 }
 
 func (s *soak) newPhase(name string) {
