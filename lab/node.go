@@ -106,8 +106,13 @@ func startNode(site *netsite.Site, ns *netsite.NS, ha string, i int, bin, bpffs,
 	if err := os.WriteFile(ns0.Config, []byte(text), 0o600); err != nil {
 		return ns0, fmt.Errorf("write %s: %w", ns0.Config, err)
 	}
-	ns0.PID, err = site.Spawn(ns, "ober "+h.role, ns0.Log, bin, "run", "--config", ns0.Config, "--log-level", "info")
+	ns0.PID, err = spawnNode(site, ns, ns0, bin)
 	return ns0, err
+}
+
+// spawnNode starts n's `ober run` in ns, recorded in the site's ledger.
+func spawnNode(site *netsite.Site, ns *netsite.NS, n NodeState, bin string) (int, error) {
+	return site.Spawn(ns, "ober "+n.Name, n.Log, bin, "run", "--config", n.Config, "--log-level", "info")
 }
 
 // nodeAPI asks a node's daemon on its default API address, dialled in

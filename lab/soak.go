@@ -678,11 +678,9 @@ func (s *soak) restart(i int) func(context.Context) error {
 		if err := site.Ledger.Ended(n.PID); err != nil {
 			return err
 		}
-		pid, err := site.Spawn(&netsite.NS{Name: n.NS}, "ober "+n.Name, n.Log, s.o.Bin, "run", "--config", n.Config, "--log-level", "info")
-		if err != nil {
+		if n.PID, err = spawnNode(site, &netsite.NS{Name: n.NS}, *n, s.o.Bin); err != nil {
 			return err
 		}
-		n.PID = pid
 		if err := s.st.save(); err != nil {
 			return err
 		}
@@ -703,15 +701,7 @@ func (s *soak) flap(i int) func(context.Context) error {
 		if err := ns.IP(ctx, "link", "set", "eth-sw", "up"); err != nil {
 			return err
 		}
-		for _, args := range [][]string{
-			{"route", "replace", "default", "via", RouterAddr.String()},
-			{"-6", "route", "replace", "default", "via", RouterAddr6.String()},
-		} {
-			if err := ns.IP(ctx, args...); err != nil {
-				return err
-			}
-		}
-		return nil
+		return setNodeRoutes(ctx, ns)
 	}
 }
 
@@ -749,12 +739,5 @@ func (r *SoakReport) Print(w io.Writer) {
 		}
 	}
 	fmt.Fprintf(w, "objects: %d acknowledged and kept, %d read back byte-exact\n", r.Objects, r.Verified)
-	if len(r.Problems) == 0 {
-		fmt.Fprintln(w, "all well")
-		return
-	}
-	fmt.Fprintf(w, "problems (%d):\n", len(r.Problems))
-	for _, p := range r.Problems {
-		fmt.Fprintf(w, "  - %s\n", p)
-	}
+	printProblems(w, r.Problems)
 }

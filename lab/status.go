@@ -361,13 +361,8 @@ func (r *Report) Print(w io.Writer) {
 		PrintAccess(w, st)
 	}
 	fmt.Fprintln(w)
-	if len(r.Problems) == 0 {
-		fmt.Fprintln(w, "all well")
+	if !printProblems(w, r.Problems) {
 		return
-	}
-	fmt.Fprintf(w, "problems (%d):\n", len(r.Problems))
-	for _, p := range r.Problems {
-		fmt.Fprintf(w, "  - %s\n", p)
 	}
 	logs := []string{filepath.Join(st.Dir, "node*", "ober.log")}
 	if st.HA != haVRRP {
@@ -432,4 +427,18 @@ func onOff(b bool, on, off string) string {
 		return on
 	}
 	return off
+}
+
+// printProblems ends a report: "all well", or the problems one a line;
+// it tells whether there were any.
+func printProblems(w io.Writer, problems []string) bool {
+	if len(problems) == 0 {
+		fmt.Fprintln(w, "all well")
+		return false
+	}
+	fmt.Fprintf(w, "problems (%d):\n", len(problems))
+	for _, p := range problems {
+		fmt.Fprintf(w, "  - %s\n", p)
+	}
+	return true
 }

@@ -98,13 +98,8 @@ func buildTopology(ctx context.Context, site *netsite.Site, st *State) (*topolog
 		h := nodeHost(i)
 		// The nodes reach the client through the router; drain handoff's
 		// XDP FIB lookup needs forwarding on the node's link.
-		for _, args := range [][]string{
-			{"route", "add", "default", "via", RouterAddr.String()},
-			{"-6", "route", "add", "default", "via", RouterAddr6.String()},
-		} {
-			if err := ns.IP(ctx, args...); err != nil {
-				return nil, err
-			}
+		if err := setNodeRoutes(ctx, ns); err != nil {
+			return nil, err
 		}
 		if err := ns.Sysctl("net/ipv4/conf/"+h.iface+"/forwarding", "1"); err != nil {
 			return nil, err
@@ -186,6 +181,20 @@ func (t *topology) clientLink(ctx context.Context) error {
 		{t.client, []string{"-6", "route", "add", "default", "via", RouterCli6.String()}},
 	} {
 		if err := s.ns.IP(ctx, s.args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// setNodeRoutes sets a node's default routes through the router, which a
+// link going down takes away.
+func setNodeRoutes(ctx context.Context, ns *netsite.NS) error {
+	for _, args := range [][]string{
+		{"route", "replace", "default", "via", RouterAddr.String()},
+		{"-6", "route", "replace", "default", "via", RouterAddr6.String()},
+	} {
+		if err := ns.IP(ctx, args...); err != nil {
 			return err
 		}
 	}
