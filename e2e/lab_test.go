@@ -495,6 +495,23 @@ func TestLabS3(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	labUp(ctx, t, "--dir", dir, "--prefix", prefix, "--no-install", "--no-demo")
+	t.Run("plain HTTP only from the client subnets", func(t *testing.T) {
+		// The router's own address is not whitelisted: XDP drops its SYNs
+		// to port 80, while port 443 is open to it as to anyone.
+		d, err := netsite.NewDialer(&netsite.NS{Name: prefix + "router"}, 1)
+		require.NoError(t, err)
+		defer d.Close()
+		dctx, dcancel := context.WithTimeout(ctx, 2*time.Second)
+		defer dcancel()
+		c, err := d.DialContext(dctx, "tcp", lab.VIP4.String()+":443")
+		require.NoError(t, err, "port 443 from the router")
+		c.Close()
+		c, err = d.DialContext(dctx, "tcp", lab.VIP4.String()+":80")
+		if err == nil {
+			c.Close()
+		}
+		require.Error(t, err, "port 80 from the router, which is not whitelisted")
+	})
 	t.Run("clients", func(t *testing.T) { testS3Clients(ctx, t, dir) })
 	t.Run("soak", func(t *testing.T) {
 		res, err := runLab(ctx, "soak", "--dir", dir, "--duration", "60s")
