@@ -245,8 +245,17 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	}
 	// The lab runs no manager (the OSD's own counters give the space
 	// `lab status` reports): not a fault to warn of.
-	if err := c.run(ctx, o.NS, "ceph", "-c", c.conf, "health", "mute", "MGR_DOWN", "--sticky"); err != nil {
-		return nil, err
+	// A monitor just started may answer EPERM ("problem getting command
+	// descriptions") for a moment: tried for up to 10 s.
+	for try := 0; ; try++ {
+		err := c.run(ctx, o.NS, "ceph", "-c", c.conf, "health", "mute", "MGR_DOWN", "--sticky")
+		if err == nil {
+			break
+		}
+		if try == 20 || !strings.Contains(err.Error(), "command descriptions") {
+			return nil, err
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
 	// The OSD's id and UUID are given rather than left to the monitor
 	// and to mkfs, so that the monitor's record and the store agree.
