@@ -60,7 +60,10 @@ func nodeConfig(ha string, i int, dir, root, cert, key, handoffKey string) *conf
 	}
 	if ha == haVRRP {
 		c.VIPs = addrs(VRRPVIPs...)
-		c.HA = config.HA{Mode: config.HAModeVRRP, VRRP: &config.VRRP{Nodes: nodes, PreemptDelay: dur(preemptDelay)}}
+		// The handoff keeps the connections of planned moves: the owner
+		// taking its VIP back, a graceful stop, `ober vip move`.
+		c.HA = config.HA{Mode: config.HAModeVRRP, VRRP: &config.VRRP{Nodes: nodes, PreemptDelay: dur(preemptDelay),
+			Handoff: &config.Handoff{KeyFile: handoffKey}}}
 		return c
 	}
 	c.VIPs = addrs(VIP4, VIP6)

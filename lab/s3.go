@@ -60,6 +60,12 @@ type answer struct {
 // answer's body into its SHA-256. The payload's hash is signed, so the
 // gateway checks the upload too.
 func (c *s3Client) do(ctx context.Context, method, path string, body []byte) (answer, error) {
+	return c.doPaced(ctx, method, path, body, 0)
+}
+
+// doPaced is do, reading the answer's body at most at rate bytes a
+// second (0: as fast as it comes): a download that lasts.
+func (c *s3Client) doPaced(ctx context.Context, method, path string, body []byte, rate int64) (answer, error) {
 	start := time.Now()
 	req, err := http.NewRequestWithContext(ctx, method, c.endpoint+path, bytes.NewReader(body))
 	if err != nil {
@@ -77,7 +83,11 @@ func (c *s3Client) do(ctx context.Context, method, path string, body []byte) (an
 	a := answer{status: resp.StatusCode, servedBy: resp.Header.Get("X-Served-By")}
 	h := sha256.New()
 	var head bytes.Buffer
-	a.size, err = io.Copy(io.MultiWriter(h, &limited{&head, 512}), resp.Body)
+	var r io.Reader = resp.Body
+	if rate > 0 {
+		r = &pacedReader{r: r, rate: rate, start: time.Now()}
+	}
+	a.size, err = io.Copy(io.MultiWriter(h, &limited{&head, 512}), r)
 	a.took = time.Since(start)
 	copy(a.sum[:], h.Sum(nil))
 	if err != nil {
@@ -87,6 +97,23 @@ func (c *s3Client) do(ctx context.Context, method, path string, body []byte) (an
 		a.body = strings.TrimSpace(head.String())
 	}
 	return a, nil
+}
+
+// pacedReader reads no faster than rate bytes a second on average.
+type pacedReader struct {
+	r     io.Reader
+	rate  int64
+	start time.Time
+	n     int64
+}
+
+func (p *pacedReader) Read(b []byte) (int, error) {
+	// Small reads keep the pace smooth.
+	n, err := p.r.Read(b[:min(len(b), 64<<10)])
+	p.n += int64(n)
+	due := p.start.Add(time.Duration(float64(p.n) / float64(p.rate) * float64(time.Second)))
+	time.Sleep(time.Until(due))
+	return n, err
 }
 
 // limited keeps the first n bytes written.

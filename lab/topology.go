@@ -104,6 +104,11 @@ func buildTopology(ctx context.Context, site *netsite.Site, st *State) (*topolog
 		if err := ns.Sysctl("net/ipv4/conf/"+h.iface+"/forwarding", "1"); err != nil {
 			return nil, err
 		}
+		// VRRP's handoff keeps the VIPs on lo: only their holder (the
+		// VIP on its link) may answer ARP for them.
+		if err := ns.Sysctl("net/ipv4/conf/"+h.iface+"/arp_ignore", "1"); err != nil {
+			return nil, err
+		}
 	}
 	return t, nil
 }

@@ -95,6 +95,7 @@ that holds the interfaces (for example with ip netns exec).`,
 		newReloadCmd(a),
 		newBackendCmd(a),
 		newSvcCmd(a),
+		newVIPCmd(a),
 	)
 	return cmd
 }

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/ober-ingress/ober/control/api"
 	"github.com/ober-ingress/ober/control/config"
 	"github.com/ober-ingress/ober/control/runtime/txwatch"
+	"github.com/ober-ingress/ober/control/runtime/vrrp"
 	"github.com/ober-ingress/ober/loader"
 )
 
@@ -239,6 +242,9 @@ func printDaemon(w io.Writer, d *api.DaemonStatus) error {
 			health = "FAULT: " + v.Fault
 		}
 		fmt.Fprintf(tw, "vrrp	keepalived pid %d, %d restarts, %s\n", v.PID, v.Restarts, health)
+		if h := v.Handoff; h != nil {
+			fmt.Fprintf(tw, "handoff\t%s\n", vrrpHandoffLine(h))
+		}
 		fmt.Fprintln(tw)
 		fmt.Fprintln(tw, "VIP	VRID	PRIORITY	OWNER	STATE	HELD HERE	TRANSITIONS	SINCE")
 		for _, in := range v.Instances {
@@ -250,12 +256,53 @@ func printDaemon(w io.Writer, d *api.DaemonStatus) error {
 			if !in.Since.IsZero() {
 				since = in.Since.Format(time.RFC3339)
 			}
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%d\t%s\n", in.VIP, in.VRID, in.Priority, in.Owner, state,
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%d\t%s\n", in.VIP, in.VRID, priorityText(in.Priority, in.Offset), in.Owner, state,
 				onOff(in.Held, "yes", "no"), in.Transitions, since)
 		}
 		fmt.Fprintln(tw)
 	}
 	return tw.Flush()
+}
+
+// priorityText is a VIP's priority with what its priority file adds, as
+// keepalived counts it (within 1-254).
+func priorityText(prio, offset int) string {
+	switch {
+	case offset == vrrp.HoldOffset:
+		return fmt.Sprintf("%d (held at 1: not ready)", prio)
+	case offset == vrrp.MoveOffset:
+		return fmt.Sprintf("%d (254: moved here)", prio)
+	case offset != 0:
+		return fmt.Sprintf("%d%+d", prio, offset)
+	}
+	return strconv.Itoa(prio)
+}
+
+// vrrpHandoffLine is "ready; draining 10.0.0.1; moved here 10.0.0.2;
+// nodes in transition: ...".
+func vrrpHandoffLine(h *api.VRRPHandoffStatus) string {
+	parts := []string{"ready: planned moves keep their connections"}
+	if !h.Ready {
+		parts[0] = "NOT READY (every VIP held at priority 1): " + h.NotReady
+	}
+	if len(h.Moved) > 0 {
+		parts = append(parts, "moved here by an operator: "+addrList(h.Moved))
+	}
+	if len(h.Draining) > 0 {
+		parts = append(parts, "lost, connections still handed back here: "+addrList(h.Draining))
+	}
+	for _, tr := range h.Transitions {
+		parts = append(parts, fmt.Sprintf("%s %s until %s", tr.Node, tr.State, tr.Until.Format(time.RFC3339)))
+	}
+	return strings.Join(parts, "; ")
+}
+
+func addrList(as []netip.Addr) string {
+	s := make([]string, len(as))
+	for i, a := range as {
+		s[i] = a.String()
+	}
+	return strings.Join(s, ", ")
 }
 
 // printStatus writes the human view: a header, then one table per part.

@@ -82,6 +82,27 @@ type VRRPStatus struct {
 	vrrp.Status
 	// Fault says why the node is in fault (its instances give up the VIPs).
 	Fault string `json:"fault,omitempty"`
+	// Handoff is the state of ha.vrrp.handoff; nil without it.
+	Handoff *VRRPHandoffStatus `json:"handoff,omitempty"`
+}
+
+// VRRPHandoffStatus says whether planned VIP moves keep their
+// connections.
+type VRRPHandoffStatus struct {
+	// Ready: the node may take VIPs at its own priorities. Until then
+	// it holds them all at priority 1; NotReady says why.
+	Ready    bool   `json:"ready"`
+	NotReady string `json:"not_ready,omitempty"`
+	// Moved lists the VIPs an operator moved to this node (`ober vip
+	// move`); Draining the VIPs this node lost whose connections the
+	// new holder still hands back here.
+	Moved    []netip.Addr `json:"moved,omitempty"`
+	Draining []netip.Addr `json:"draining,omitempty"`
+	// Transitions, NodeReports and Stats are the channel's, as in BGP
+	// mode.
+	Transitions []handoff.Transition `json:"transitions,omitempty"`
+	NodeReports []handoff.PeerHealth `json:"node_reports,omitempty"`
+	Stats       *handoff.Stats       `json:"stats,omitempty"`
 }
 
 // HealthStatus is /health's answer.

@@ -210,18 +210,7 @@ func (b *BGP) applyDefaults() {
 		b.AnnounceWhen.BackendUp = &t
 	}
 	setDuration(&b.HoldDown, DefaultHoldDown)
-	if b.Handoff.Port == 0 {
-		b.Handoff.Port = DefaultHandoffPort
-	}
-	setDuration(&b.Handoff.JoinWindow, DefaultJoinWindow)
-	setDuration(&b.Handoff.MaxTransition, DefaultMaxTransition)
-	if b.Handoff.Rate == nil {
-		r := uint64(DefaultHandoffRate)
-		b.Handoff.Rate = &r
-	}
-	if b.Handoff.Burst == 0 {
-		b.Handoff.Burst = DefaultHandoffBurst
-	}
+	b.Handoff.applyDefaults()
 	setString(&b.AnnounceWhen.BackendScope, BackendScopeCluster)
 	if b.PathMTU == nil {
 		m := DefaultPathMTU
@@ -339,44 +328,7 @@ func (c *Config) validateBGP(p *problems) {
 	if d := b.HoldDown.Duration; d < 0 || d > time.Hour {
 		p.add("ha.bgp.hold_down", fmtDuration(d), "must be 0s to 1h")
 	}
-	seenNode := map[netip.Addr]int{}
-	for i, n := range b.Handoff.Nodes {
-		path := fmt.Sprintf("ha.bgp.handoff.nodes[%d]", i)
-		switch j, dup := seenNode[n.Addr]; {
-		case !n.Is4() || n.IsUnspecified() || n.IsMulticast() || n.IsLoopback():
-			p.add(path, addrValue(n.Addr), "must be a node's unicast IPv4 address (handoff tunnels are IPv4)")
-		case dup:
-			p.add(path, n.String(), "duplicate of ha.bgp.handoff.nodes[%d]", j)
-		default:
-			seenNode[n.Addr] = i
-		}
-	}
-	if w := b.Handoff.JoinWindow.Duration; w < 0 || w > time.Hour {
-		p.add("ha.bgp.handoff.join_window", fmtDuration(w), "must be 0s to 1h")
-	}
-	if len(b.Handoff.Nodes) > MaxHandoffNodes {
-		p.add("ha.bgp.handoff.nodes", strconv.Itoa(len(b.Handoff.Nodes))+" nodes", "at most %d", MaxHandoffNodes)
-	}
-	if len(b.Handoff.Nodes) == 1 {
-		p.add("ha.bgp.handoff.nodes", b.Handoff.Nodes[0].String(), "one node has nobody to hand off to; list every node or none")
-	}
-	switch k := b.Handoff.KeyFile; {
-	case len(b.Handoff.Nodes) > 0 && k == "":
-		p.add("ha.bgp.handoff.key_file", "", "required with handoff.nodes: the nodes authenticate each other with it (make one with `openssl rand -hex 32 > FILE; chmod 600 FILE` and copy it to every node)")
-	case k != "":
-		if _, err := ReadHandoffKey(k); err != nil {
-			p.add("ha.bgp.handoff.key_file", quote(k), "%v", err)
-		}
-	}
-	if m := b.Handoff.MaxTransition.Duration; m < time.Second || m > 24*time.Hour {
-		p.add("ha.bgp.handoff.max_transition", fmtDuration(m), "must be 1s to 24h")
-	}
-	if r := b.Handoff.Rate; r != nil && *r > 1_000_000_000 {
-		p.add("ha.bgp.handoff.rate", strconv.FormatUint(*r, 10), "must be at most 1000000000 per second (0: no limit)")
-	}
-	if bu := b.Handoff.Burst; bu > 1<<32-1 {
-		p.add("ha.bgp.handoff.burst", strconv.FormatUint(bu, 10), "must be at most 4294967295")
-	}
+	b.Handoff.validate(p, "ha.bgp.handoff", "ha.bgp.handoff.nodes", b.Handoff.Nodes)
 	if m := b.PathMTU; m != nil && *m != 0 && (*m < MinPathMTU || *m > 65535) {
 		p.add("ha.bgp.path_mtu", strconv.Itoa(*m), "must be 1280 to 65535 bytes, or 0 to leave the MSS alone")
 	}
@@ -512,4 +464,72 @@ func ReadHandoffKey(path string) ([]byte, error) {
 		return nil, fmt.Errorf("holds %d bytes; the key must have at least %d (openssl rand -hex 32)", len(key), MinHandoffKey)
 	}
 	return key, nil
+}
+
+func (h *Handoff) applyDefaults() {
+	if h.Port == 0 {
+		h.Port = DefaultHandoffPort
+	}
+	setDuration(&h.JoinWindow, DefaultJoinWindow)
+	setDuration(&h.MaxTransition, DefaultMaxTransition)
+	if h.Rate == nil {
+		r := uint64(DefaultHandoffRate)
+		h.Rate = &r
+	}
+	if h.Burst == 0 {
+		h.Burst = DefaultHandoffBurst
+	}
+}
+
+// validate checks a handoff block at prefix whose nodes are nodes, listed
+// at nodesKey (its own list in BGP mode, ha.vrrp.nodes in VRRP mode).
+func (h *Handoff) validate(p *problems, prefix, nodesKey string, nodes []Addr) {
+	h.validateNodes(p, nodesKey, nodes)
+	h.validateRest(p, prefix, nodesKey, nodes)
+}
+
+// validateNodes checks the nodes' addresses and number.
+func (h *Handoff) validateNodes(p *problems, nodesKey string, nodes []Addr) {
+	seenNode := map[netip.Addr]int{}
+	for i, n := range nodes {
+		path := fmt.Sprintf("%s[%d]", nodesKey, i)
+		switch j, dup := seenNode[n.Addr]; {
+		case !n.Is4() || n.IsUnspecified() || n.IsMulticast() || n.IsLoopback():
+			p.add(path, addrValue(n.Addr), "must be a node's unicast IPv4 address (handoff tunnels are IPv4)")
+		case dup:
+			p.add(path, n.String(), "duplicate of %s[%d]", nodesKey, j)
+		default:
+			seenNode[n.Addr] = i
+		}
+	}
+	if len(nodes) > MaxHandoffNodes {
+		p.add(nodesKey, strconv.Itoa(len(nodes))+" nodes", "at most %d", MaxHandoffNodes)
+	}
+	if len(nodes) == 1 {
+		p.add(nodesKey, nodes[0].String(), "one node has nobody to hand off to; list every node or none")
+	}
+}
+
+// validateRest checks everything of the block but the nodes.
+func (h *Handoff) validateRest(p *problems, prefix, nodesKey string, nodes []Addr) {
+	if w := h.JoinWindow.Duration; w < 0 || w > time.Hour {
+		p.add(prefix+".join_window", fmtDuration(w), "must be 0s to 1h")
+	}
+	switch k := h.KeyFile; {
+	case len(nodes) > 0 && k == "":
+		p.add(prefix+".key_file", "", "required with %s: the nodes authenticate each other with it (make one with `openssl rand -hex 32 > FILE; chmod 600 FILE` and copy it to every node)", nodesKey)
+	case k != "":
+		if _, err := ReadHandoffKey(k); err != nil {
+			p.add(prefix+".key_file", quote(k), "%v", err)
+		}
+	}
+	if m := h.MaxTransition.Duration; m < time.Second || m > 24*time.Hour {
+		p.add(prefix+".max_transition", fmtDuration(m), "must be 1s to 24h")
+	}
+	if r := h.Rate; r != nil && *r > 1_000_000_000 {
+		p.add(prefix+".rate", strconv.FormatUint(*r, 10), "must be at most 1000000000 per second (0: no limit)")
+	}
+	if bu := h.Burst; bu > 1<<32-1 {
+		p.add(prefix+".burst", strconv.FormatUint(bu, 10), "must be at most 4294967295")
+	}
 }

@@ -128,7 +128,7 @@ func TestValidateBGP(t *testing.T) {
 		{"handoff alone", func(c *Config) { twoNodes(c); c.HA.BGP.Handoff.Nodes = []Addr{addr("10.9.0.11")} },
 			`ha.bgp.handoff.nodes: 10.9.0.11: one node has nobody to hand off to; list every node or none`},
 		{"handoff without a key", func(c *Config) { twoNodes(c); c.HA.BGP.Handoff.KeyFile = "" },
-			"ha.bgp.handoff.key_file: required with handoff.nodes: the nodes authenticate each other with it (make one with `openssl rand -hex 32 > FILE; chmod 600 FILE` and copy it to every node)"},
+			"ha.bgp.handoff.key_file: required with ha.bgp.handoff.nodes: the nodes authenticate each other with it (make one with `openssl rand -hex 32 > FILE; chmod 600 FILE` and copy it to every node)"},
 		{"handoff key missing", func(c *Config) { twoNodes(c); c.HA.BGP.Handoff.KeyFile = "/nonexistent/handoff.key" },
 			`ha.bgp.handoff.key_file: "/nonexistent/handoff.key": no such file`},
 		{"handoff key short", func(c *Config) { twoNodes(c); c.HA.BGP.Handoff.KeyFile = short },

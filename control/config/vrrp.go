@@ -39,6 +39,17 @@ type VRRP struct {
 	GARP GARP `yaml:"garp"`
 	// Keepalived is the binary; default "keepalived".
 	Keepalived string `yaml:"keepalived"`
+	// Handoff, when set, keeps the connections of a planned VIP move
+	// (preempt back, a graceful stop or restart, `ober vip move`) alive:
+	// the new holder forwards the segments it has no socket for to the
+	// previous holder, which keeps serving them. Its nodes are Nodes.
+	Handoff *Handoff `yaml:"handoff"`
+	// PathMTU is the largest packet the VIPs' TCP connections are sent
+	// with the handoff on: their MSS is clamped to it (IPv4 PathMTU-40,
+	// IPv6 PathMTU-60), so that a segment the new holder hands back
+	// fits with the 20 bytes of its IP-in-IP header. Default 1400 with
+	// Handoff, 0 turns the clamp off; unused without Handoff.
+	PathMTU *int `yaml:"path_mtu"`
 }
 
 // GARP shapes the gratuitous ARPs (IPv4) and unsolicited neighbour
@@ -73,6 +84,13 @@ func (c *Config) applyVRRPDefaults() {
 	setInt(&v.GARP.Repeat, DefaultGARPRepeat)
 	if v.Keepalived == "" {
 		v.Keepalived = "keepalived"
+	}
+	if v.Handoff != nil {
+		v.Handoff.applyDefaults()
+		if v.PathMTU == nil {
+			m := DefaultPathMTU
+			v.PathMTU = &m
+		}
 	}
 }
 
@@ -165,6 +183,23 @@ func (c *Config) validateVRRP(p *problems) {
 	}
 	if d := v.GARP.Refresh.Duration; d < 0 || (d > 0 && d < time.Second) {
 		p.add("ha.vrrp.garp.refresh", fmtDuration(d), "must be 0s (off) or at least 1s")
+	}
+	if h := v.Handoff; h != nil {
+		if len(h.Nodes) > 0 {
+			p.add("ha.vrrp.handoff.nodes", fmt.Sprint(h.Nodes), "the VRRP handoff runs between ha.vrrp.nodes; remove it")
+		}
+		// ha.vrrp.nodes were checked above; the handoff adds that its
+		// tunnels are IPv4 and that a node needs a peer.
+		if family.IsValid() && !family.Is4() {
+			p.add("ha.vrrp.handoff", "", "needs IPv4 ha.vrrp.nodes (its tunnels are IPv4); these are IPv6")
+		}
+		if len(v.Nodes) == 1 {
+			p.add("ha.vrrp.handoff", "", "one node has nobody to hand off to; remove it")
+		}
+		h.validateRest(p, "ha.vrrp.handoff", "ha.vrrp.nodes", v.Nodes)
+	}
+	if m := v.PathMTU; m != nil && *m != 0 && (*m < MinPathMTU || *m > 65535) {
+		p.add("ha.vrrp.path_mtu", strconv.Itoa(*m), "must be 1280 to 65535 bytes, or 0 to leave the MSS alone")
 	}
 }
 

@@ -159,8 +159,27 @@ type Reader interface {
 	Pools(ctx context.Context) (json.RawMessage, error)
 }
 
+// Mover changes what lives outside the file: where a VIP is held (VRRP
+// mode). It answers a VIPMove as JSON, or an *Error.
+type Mover interface {
+	// MoveVIP moves vip to the node whose address is to, or back to its
+	// owner when to is "owner".
+	MoveVIP(ctx context.Context, vip, to string) (json.RawMessage, error)
+}
+
+// VIPMove is the answer to a move.
+type VIPMove struct {
+	VIP string `json:"vip"`
+	// To is the target node's address, or "owner".
+	To string `json:"to"`
+	// Done says this node saw the move happen (it took the VIP, or gave
+	// it up) before answering; otherwise Message says what is pending.
+	Done    bool   `json:"done"`
+	Message string `json:"message"`
+}
+
 // API is what the HTTP layer (httpapi), the GORB layer (gorb) and the
-// tests drive: the Store, with the daemon's Reader.
+// tests drive: the Store, with the daemon's Reader and Mover.
 type API interface {
 	// Services lists every service's JSON form, with its generation, in
 	// the file's order.
@@ -174,4 +193,5 @@ type API interface {
 	// returns without error; nothing changed when it returns one.
 	Do(ctx context.Context, ch Change) (Result, error)
 	Reader
+	Mover
 }

@@ -57,6 +57,7 @@ type Store struct {
 	RuntimeDir, StateDir string
 	Applier              Applier
 	Reader               Reader
+	Mover                Mover
 	Log                  *slog.Logger
 
 	q writeQueue
@@ -441,6 +442,14 @@ func (s *Store) Pools(ctx context.Context) (json.RawMessage, error) {
 		return nil, Errorf(http.StatusServiceUnavailable, "", "no daemon status to read")
 	}
 	return s.Reader.Pools(ctx)
+}
+
+// MoveVIP is the Mover's.
+func (s *Store) MoveVIP(ctx context.Context, vip, to string) (json.RawMessage, error) {
+	if s.Mover == nil {
+		return nil, Errorf(http.StatusServiceUnavailable, "", "no daemon to move a VIP")
+	}
+	return s.Mover.MoveVIP(ctx, vip, to)
 }
 
 // written is what Do wrote, to put it back if Apply fails.

@@ -313,16 +313,25 @@ func stamp(data []byte) string {
 // ClampedMSS is the MSS of a VIP listener of the family: under ECMP (BGP
 // mode) clamped to ha.bgp.path_mtu less the IP and TCP headers, since a
 // router's "fragmentation needed" may reach another node than the
-// flow's; 0 (the route's) otherwise.
+// flow's; in VRRP mode with the handoff to ha.vrrp.path_mtu; 0 (the
+// route's) otherwise.
 func ClampedMSS(cfg *config.Config, family int) int {
-	b := cfg.HA.BGP
-	if cfg.HA.Mode != config.HAModeBGP || b == nil || b.PathMTU == nil || *b.PathMTU == 0 {
+	var mtu *int
+	switch {
+	case cfg.HA.Mode == config.HAModeBGP && cfg.HA.BGP != nil:
+		mtu = cfg.HA.BGP.PathMTU
+	case cfg.HA.Mode == config.HAModeVRRP && cfg.HA.VRRP != nil && cfg.HA.VRRP.Handoff != nil:
+		// The new holder of a VIP hands the previous one's segments back
+		// in IP-in-IP: they must fit with 20 bytes more.
+		mtu = cfg.HA.VRRP.PathMTU
+	}
+	if mtu == nil || *mtu == 0 {
 		return 0
 	}
 	if family == 6 {
-		return *b.PathMTU - 60
+		return *mtu - 60
 	}
-	return *b.PathMTU - 40
+	return *mtu - 40
 }
 
 // MaxTransfer is how long a replaced instance of this plan may finish its

@@ -214,6 +214,24 @@ func (c *Client) Pools(ctx context.Context) ([]json.RawMessage, error) {
 	return listOf(raw, "pools", http.MethodGet+" "+PathPools)
 }
 
+// MoveVIP moves vip to the node at address to, or back to its owner
+// ("owner"), in VRRP mode.
+func (c *Client) MoveVIP(ctx context.Context, vip, to string) (*mgmt.VIPMove, error) {
+	body, err := json.Marshal(map[string]string{"to": to})
+	if err != nil {
+		return nil, err
+	}
+	raw, err := c.Do(ctx, http.MethodPost, MovePath(vip), body)
+	if err != nil {
+		return nil, err
+	}
+	var m mgmt.VIPMove
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, fmt.Errorf("POST %s: decode the answer: %w", MovePath(vip), err)
+	}
+	return &m, nil
+}
+
 func (c *Client) write(ctx context.Context, method, path string, body json.RawMessage, opts []Option) (*Result, error) {
 	raw, err := c.Do(ctx, method, path, body, opts...)
 	if err != nil {

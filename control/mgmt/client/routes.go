@@ -47,6 +47,9 @@ func ActionPath(service, backend string, verb mgmt.Verb) string {
 	return BackendPath(service, backend) + "/" + string(verb)
 }
 
+// MovePath is the path that moves a VIP between VRRP nodes.
+func MovePath(vip string) string { return Prefix + "/vips/" + url.PathEscape(vip) + "/move" }
+
 // Route is one method and path pattern of the API.
 type Route struct {
 	Method string
@@ -80,5 +83,6 @@ func Routes() []Route {
 		{http.MethodPost, backend + "/" + string(mgmt.Enable)},
 		{http.MethodPost, backend + "/" + string(mgmt.Disable)},
 		{http.MethodGet, PathPools},
+		{http.MethodPost, Prefix + "/vips/{vip}/move"},
 	}
 }

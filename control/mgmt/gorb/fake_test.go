@@ -175,6 +175,10 @@ func (f *fakeAPI) Pools(ctx context.Context) (json.RawMessage, error) {
 	return json.RawMessage("[]"), nil
 }
 
+func (f *fakeAPI) MoveVIP(context.Context, string, string) (json.RawMessage, error) {
+	return nil, mgmt.Errorf(409, "", "no VIP moves in GORB's API")
+}
+
 // took returns the changes made since the last call.
 func (f *fakeAPI) took() []mgmt.Change {
 	f.mu.Lock()

@@ -161,3 +161,13 @@ func errorBody(t *testing.T, w *httptest.ResponseRecorder, status int) mgmt.Erro
 	}
 	return mgmt.Error{Status: w.Code, Message: *e.Error, Field: e.Field}
 }
+
+func (f *fakeAPI) MoveVIP(_ context.Context, vip, to string) (json.RawMessage, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.reads = append(f.reads, "MoveVIP "+vip+" "+to)
+	if f.err != nil {
+		return nil, f.err
+	}
+	return json.RawMessage(`{"vip":"` + vip + `","to":"` + to + `","done":true,"message":"moved"}`), nil
+}

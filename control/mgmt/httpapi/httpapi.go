@@ -138,6 +138,7 @@ func (h *handler) routes() []route {
 		{"POST", backend + "/enable", h.write(mgmt.Enable, mgmt.KindBackend)},
 		{"POST", backend + "/disable", h.write(mgmt.Disable, mgmt.KindBackend)},
 		{"GET", Prefix + "/pools", h.pools},
+		{"POST", Prefix + "/vips/{vip}/move", h.moveVIP},
 		{"GET", Prefix + "/openapi.json", h.openapi},
 	}
 }
@@ -254,6 +255,42 @@ func (h *handler) pools(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, struct {
 		Pools json.RawMessage `json:"pools"`
 	}{p})
+}
+
+// moveVIP moves a VIP between VRRP nodes: {"to": "<node address>"} or
+// {"to": "owner"}.
+func (h *handler) moveVIP(w http.ResponseWriter, r *http.Request) {
+	body, err := readBody(w, r, false)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	var req struct {
+		To *string `json:"to"`
+	}
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		h.fail(w, r, mgmt.Errorf(http.StatusBadRequest, "", "body: %v (want {\"to\": \"<node address>\" or \"owner\"})", err))
+		return
+	}
+	if req.To == nil || *req.To == "" {
+		h.fail(w, r, mgmt.Errorf(http.StatusUnprocessableEntity, "to", "required: a node's address of ha.vrrp.nodes, or \"owner\""))
+		return
+	}
+	vip := r.PathValue("vip")
+	res, err := h.api.MoveVIP(r.Context(), vip, *req.To)
+	audit := access.Audit(r.Context())
+	audit.Diff = fmt.Sprintf("vip %s: move to %s", vip, *req.To)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	audit.Applied = "vrrp"
+	w.Header().Set("Content-Type", mediaJSON)
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(res)
 }
 
 func (h *handler) openapi(w http.ResponseWriter, _ *http.Request) {

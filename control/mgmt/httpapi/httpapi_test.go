@@ -677,3 +677,32 @@ func assertJSON(t *testing.T, got, want []byte) {
 		t.Fatalf("got %s, want %s", gb, wb)
 	}
 }
+
+// A VIP move's body is checked here: the target is required, and a body
+// with another field is refused before the daemon sees it.
+func TestMoveVIPBody(t *testing.T) {
+	for _, c := range []struct {
+		body string
+		code int
+		want string
+	}{
+		{`{"to":"10.0.0.2"}`, 200, `"done":true`},
+		{`{}`, 422, `"field": "to"`},
+		{`{"to":""}`, 422, `"field": "to"`},
+		{`{"to":"owner","now":true}`, 400, `unknown field \"now\"`},
+		{`[1]`, 400, `must be a JSON object`},
+	} {
+		f := newFake()
+		w := serve(t, New(f, nil), req{method: "POST", path: "/api/v1/vips/10.0.0.10/move", body: body(c.body),
+			header: map[string]string{"Content-Type": "application/json"}})
+		if w.Code != c.code || !strings.Contains(w.Body.String(), c.want) {
+			t.Errorf("%s: %d %s, want %d with %s", c.body, w.Code, w.Body, c.code, c.want)
+		}
+		switch {
+		case c.code == 200 && !slices.Equal(f.reads, []string{"MoveVIP 10.0.0.10 10.0.0.2"}):
+			t.Errorf("%s: the daemon got %q", c.body, f.reads)
+		case c.code != 200 && len(f.reads) > 0:
+			t.Errorf("%s: a refused body reached the daemon: %q", c.body, f.reads)
+		}
+	}
+}

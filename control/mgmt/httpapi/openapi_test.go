@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"cmp"
 	"encoding"
 	"encoding/json"
 	"reflect"
@@ -97,7 +98,9 @@ func TestDocumentHasEveryRoute(t *testing.T) {
 // documented success.
 func TestDocumentOperationsAreServed(t *testing.T) {
 	d := loadDocument(t)
-	values := strings.NewReplacer("{name}", "web", "{backend}", "b1")
+	values := strings.NewReplacer("{name}", "web", "{backend}", "b1", "{vip}", "10.0.0.10")
+	// The body an operation needs to succeed; {} for the others.
+	bodies := map[string]string{"POST /api/v1/vips/{vip}/move": `{"to":"owner"}`}
 	for _, op := range d.operations() {
 		method, path, _ := strings.Cut(op, " ")
 		var o struct {
@@ -111,12 +114,13 @@ func TestDocumentOperationsAreServed(t *testing.T) {
 		}
 		q := req{method: method, path: values.Replace(path), header: map[string]string{}}
 		if o.RequestBody != nil {
-			q.body = body(`{}`)
+			b := cmp.Or(bodies[op], `{}`)
+			q.body = body(b)
 			for ct := range o.RequestBody.Content {
 				// Every media type the document gives is taken.
 				q.header["Content-Type"] = ct
 				w := serve(t, New(newFake(), nil), q)
-				q.body = body(`{}`)
+				q.body = body(b)
 				if _, ok := o.Responses[strconv.Itoa(w.Code)]; !ok || w.Code >= 300 {
 					t.Errorf("%s as %s: status %d, not a documented success; body %s", op, ct, w.Code, w.Body)
 				}

@@ -232,35 +232,43 @@ func (d *Daemon) startHandoff(cfg *config.Config) error {
 	if !self.IsValid() {
 		return fmt.Errorf("ha.bgp.handoff.nodes: none of %v is an address of node.interfaces %v", nodes, cfg.Node.Interfaces)
 	}
+	return d.runHandoff(cfg, "ha.bgp.handoff", ho, nodes, self, nil)
+}
+
+// runHandoff starts the nodes' channel of the handoff block at key.
+func (d *Daemon) runHandoff(cfg *config.Config, key string, ho config.Handoff, nodes []netip.Addr, self netip.Addr,
+	onMove func(context.Context, netip.Addr, netip.Addr) error) error {
 	// XDP's FIB lookup forwards nothing out of an interface whose
 	// forwarding is off; say so instead of failing quietly later.
 	for _, iface := range cfg.Node.Interfaces {
 		v, err := procstat.Proc.Sysctl("net/ipv4/conf/" + iface + "/forwarding")
 		if err == nil && v != "1" {
-			return fmt.Errorf("ha.bgp.handoff: IPv4 forwarding is off on %s; the dataplane hands connections to other nodes through it (sysctl -w net.ipv4.conf.%s.forwarding=1)", iface, iface)
+			return fmt.Errorf("%s: IPv4 forwarding is off on %s; the dataplane hands connections to other nodes through it (sysctl -w net.ipv4.conf.%s.forwarding=1)", key, iface, iface)
 		}
 	}
-	key, err := config.ReadHandoffKey(ho.KeyFile)
+	hkey, err := config.ReadHandoffKey(ho.KeyFile)
 	if err != nil {
-		return fmt.Errorf("ha.bgp.handoff.key_file: %q: %w", ho.KeyFile, err)
+		return fmt.Errorf("%s.key_file: %q: %w", key, ho.KeyFile, err)
 	}
 	reader, err := d.dp.NewFlows()
 	if err != nil {
-		return fmt.Errorf("ha.bgp.handoff: %w", err)
+		return fmt.Errorf("%s: %w", key, err)
 	}
+	d.localFlows = handoff.NewLocalFlows(d.dispatchedServices, reader)
 	d.handoff, err = handoff.Start(handoff.Options{
-		Self: self, Nodes: nodes, Port: ho.Port, Key: key,
+		Self: self, Nodes: nodes, Port: ho.Port, Key: hkey,
 		MaxTransition: ho.MaxTransition.Duration, Rate: *ho.Rate, Burst: ho.Burst,
 		Dataplane: d.tables,
-		Flows:     handoff.NewLocalFlows(d.dispatchedServices, reader),
+		Flows:     d.localFlows,
 		Health:    d.reportHealth,
+		OnMove:    onMove,
 		Logger:    d.log.With("part", "handoff"),
 	})
 	if err != nil {
 		reader.Close()
-		return fmt.Errorf("ha.bgp.handoff: %w", err)
+		return fmt.Errorf("%s: %w", key, err)
 	}
 	d.flowReader = reader
-	d.log.Info("drain handoff on", "self", self, "nodes", len(nodes))
+	d.log.Info("handoff on", "self", self, "nodes", len(nodes))
 	return nil
 }

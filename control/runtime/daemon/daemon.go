@@ -105,6 +105,9 @@ type Daemon struct {
 	handoff *handoff.Handoff
 	// flowReader feeds the handoff the connections this node makes.
 	flowReader *loader.FlowReader
+	localFlows *handoff.LocalFlows
+	// vh moves the VIPs in VRRP mode with ha.vrrp.handoff.
+	vh *vrrpHandoff
 	// reaper bounds TLS handshakes where HAProxy cannot.
 	reaper *handshake.Reaper
 	// ka and tracker run in ha.mode vrrp.
@@ -417,14 +420,31 @@ func (d *Daemon) stop() {
 		d.ann.withdraw("stopping")
 		time.Sleep(routersConverge)
 	}
+	if d.vh != nil {
+		// stop's own drain covers every connection from here on.
+		d.vh.stop()
+	}
 	if d.tracker != nil {
 		// The VIPs first, the same way: the backups take them while this
-		// node finishes what it has.
+		// node finishes what it has (with ha.vrrp.handoff, they hand the
+		// segments back: the VIPs stay on lo until the end).
 		d.tracker.release(time.Second)
+		if d.vh != nil {
+			// The VIPs stay on lo: SYNs that reach this node before the
+			// new holder's gratuitous ARPs are served here, and handed
+			// back to it later, instead of refused.
+			time.Sleep(routersConverge)
+		}
 	}
 	d.log.Info("stopping: draining instances", "drain", drain)
+	began := time.Now()
 	d.sup.Stop(context.Background(), drain)
 	if d.handoff != nil {
+		// A finished instance's last bytes may still be in the kernel's
+		// send buffers, paced by a slow client whose segments the other
+		// nodes hand back: they must keep doing so until those sockets
+		// are gone too.
+		d.waitSocketsGone(began.Add(drain))
 		hctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		if err := d.handoff.Done(hctx); err != nil {
 			d.log.Warn("drain handoff: end not acknowledged by every node (they forget this node when its drain time ends)", "err", err)
@@ -434,12 +454,42 @@ func (d *Daemon) stop() {
 		d.flowReader.Close()
 	}
 	d.stopKeepalived()
+	if d.vh != nil {
+		d.vh.dropLo()
+	}
 	if d.speaker != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		if err := d.speaker.Stop(sctx); err != nil {
 			d.log.Warn("bgp sessions not closed cleanly; the routers drop them with the process", "err", err)
 		}
 		cancel()
+	}
+}
+
+// waitSocketsGone waits, until deadline at most, for the VIPs' last
+// connections to close in the kernel.
+func (d *Daemon) waitSocketsGone(deadline time.Time) {
+	if d.localFlows == nil {
+		return
+	}
+	for {
+		open, err := d.localFlows.OpenByVIP()
+		if err != nil {
+			d.log.Warn("stopping: cannot list the last connections", "err", err)
+			return
+		}
+		n := 0
+		for _, c := range open {
+			n += c
+		}
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			d.log.Warn("stopping: connections still open in the kernel at the end of the drain; the other nodes stop handing them back", "open", n)
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
@@ -718,6 +768,12 @@ func (d *Daemon) reloadFrom(ctx context.Context, fromFile bool) (err error) {
 		d.kick()
 	}
 	if d.ka != nil {
+		if d.vh != nil {
+			if err := d.vh.reloaded(p.Config); err != nil {
+				d.log.Error("vrrp handoff: the VIPs on lo", "err", err)
+			}
+			d.vh.setInstances(p.VRRP.Instances)
+		}
 		if ch.VRRP {
 			if err := d.ka.Reload(ctx, *p.VRRP); err != nil {
 				d.log.Error("vrrp: keepalived keeps its previous configuration", "err", err)
@@ -777,6 +833,15 @@ func immutable(old, cfg *config.Config) error {
 	same("api.gorb_compat", old.API.GORBCompat, cfg.API.GORBCompat)
 	same("haproxy.binary", old.HAProxy.Binary, cfg.HAProxy.Binary)
 	same("ha.mode", old.HA.Mode, cfg.HA.Mode)
+	if old.HA.VRRP != nil && cfg.HA.VRRP != nil {
+		hf := func(h *config.Handoff) string {
+			if h == nil {
+				return "off"
+			}
+			return fmt.Sprintf("key_file %s, port %d", h.KeyFile, h.Port)
+		}
+		same("ha.vrrp.handoff", hf(old.HA.VRRP.Handoff), hf(cfg.HA.VRRP.Handoff))
+	}
 	if old.HA.BGP != nil && cfg.HA.BGP != nil {
 		same("ha.bgp.asn", fmt.Sprint(old.HA.BGP.ASN), fmt.Sprint(cfg.HA.BGP.ASN))
 		same("ha.bgp.router_id", old.HA.BGP.RouterID.String(), cfg.HA.BGP.RouterID.String())

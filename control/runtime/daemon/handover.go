@@ -55,6 +55,18 @@ func (d *Daemon) handover() {
 			d.log.Warn("restart handover: cannot leave the handover mark; the next BGP speaker starts as a fresh one", "err", err)
 		}
 	}
+	if d.vh != nil && d.handoff != nil {
+		// The backups take the VIPs for the restart: they hand this
+		// node's connections back to the instances that keep serving
+		// them (the VIPs stay on lo, the dataplane keeps decapsulating)
+		// until the next ober has them back.
+		d.vh.stop()
+		hctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		if err := d.handoff.Drain(hctx, cfgMaxTransition(cfg)); err != nil {
+			d.log.Warn("restart handover: not every node acknowledged; their share of this node's connections will be reset", "err", err)
+		}
+		cancel()
+	}
 	if d.tracker != nil {
 		d.tracker.release(time.Second)
 	}
@@ -69,6 +81,13 @@ func (d *Daemon) handover() {
 	if d.handoff != nil {
 		d.handoff.Close()
 	}
+}
+
+func cfgMaxTransition(cfg *config.Config) time.Duration {
+	if cfg != nil && cfg.HA.VRRP != nil && cfg.HA.VRRP.Handoff != nil {
+		return cfg.HA.VRRP.Handoff.MaxTransition.Duration
+	}
+	return config.DefaultMaxTransition
 }
 
 // takeHandover reads and removes the mark a previous ober left at its

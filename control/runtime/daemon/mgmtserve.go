@@ -32,7 +32,7 @@ func (d *Daemon) startManagement(cfg *config.Config) error {
 	log := d.log.With("part", "api")
 	m := &management{store: &mgmt.Store{
 		Path: d.opts.ConfigPath, RuntimeDir: cfg.Node.RuntimeDir, StateDir: cfg.Node.StateDir,
-		Applier: d, Reader: d, Log: log,
+		Applier: d, Reader: d, Mover: d, Log: log,
 	}}
 	if err := m.loadTokens(cfg); err != nil {
 		return err

@@ -110,6 +110,15 @@ func (d *Daemon) daemonStatus(ctx context.Context) *api.DaemonStatus {
 				vs.Fault = reason
 			}
 		}
+		if d.vh != nil && d.handoff != nil {
+			hs := &api.VRRPHandoffStatus{}
+			hs.Ready, hs.NotReady, hs.Moved, hs.Draining = d.vh.status()
+			hs.Transitions = d.handoff.InTransition()
+			hs.NodeReports = d.handoff.Peers()
+			st := d.handoff.Stats()
+			hs.Stats = &st
+			vs.Handoff = hs
+		}
 		ds.VRRP = vs
 	}
 	ds.VIPs = vipsHeld(b, ds)

@@ -17,18 +17,34 @@ func (d *Daemon) startVRRP(ctx context.Context, p *plan.NodePlan) error {
 	cfg, kc := p.Config, *p.VRRP
 	ok, _ := d.healthFor(1, true)
 	log := d.log.With("part", "vrrp")
+	var offsets map[int]int
+	if cfg.HA.VRRP.Handoff != nil {
+		if err := d.startVRRPHandoff(ctx, p); err != nil {
+			return err
+		}
+		offsets = d.vh.holdAll()
+	}
 	var err error
 	d.ka, err = vrrp.Start(ctx, vrrp.Options{
 		Binary: cfg.HA.VRRP.Keepalived, Dir: filepath.Join(cfg.Node.RuntimeDir, "keepalived"),
-		Config: kc, Healthy: ok, Logger: log,
+		Config: kc, Healthy: ok, Offsets: offsets, Logger: log,
 		OnState: func(in vrrp.Instance, from, to vrrp.State) {
 			log.Info("vrrp state", "vip", in.VIP, "vrid", in.VRID, "from", from, "to", to, "owner", in.Owner)
+			if d.vh != nil {
+				d.vh.state(in, from, to)
+			}
 		},
 	})
 	if err != nil {
 		return fmt.Errorf("ha.vrrp: %w", err)
 	}
-	log.Info("keepalived started", "self", kc.Self, "interface", kc.Interface, "instances", len(kc.Instances))
+	if d.vh != nil {
+		d.vh.mu.Lock()
+		d.vh.ka = d.ka
+		d.vh.mu.Unlock()
+	}
+	log.Info("keepalived started", "self", kc.Self, "interface", kc.Interface, "instances", len(kc.Instances),
+		"handoff", d.vh != nil)
 	d.tracker = &tracker{d: d, ka: d.ka, healthy: ok}
 	go d.tracker.run(ctx, d.changes)
 	return nil
@@ -68,6 +84,11 @@ func (t *tracker) evaluate() {
 		return
 	}
 	ok, reason := t.d.healthFor(1, true)
+	if vh := t.d.vh; vh != nil {
+		// Healthy first, still held at priority 1 (a backup of last
+		// resort), then ready once the peers know.
+		defer vh.health(ok, reason)
+	}
 	if ok == t.healthy {
 		t.reason = reason
 		return

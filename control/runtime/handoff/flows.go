@@ -68,3 +68,31 @@ func (l *LocalFlows) Established() ([]loader.Flow, error) {
 func (l *LocalFlows) New(wait time.Duration) ([]loader.Flow, error) {
 	return l.reader.Read(wait, 4096)
 }
+
+// tcpTimeWait is the state of a closed connection waiting out its last
+// segments: it serves no more data.
+const tcpTimeWait = 6
+
+// OpenByVIP counts the connections to a service that still carry data
+// (every state that Established lists but time-wait), by VIP address.
+func (l *LocalFlows) OpenByVIP() (map[netip.Addr]int, error) {
+	svcs := l.services()
+	out := map[netip.Addr]int{}
+	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		socks, err := netlink.SocketDiagTCP(fam)
+		if err != nil {
+			return nil, fmt.Errorf("list connections: %w", err)
+		}
+		for _, s := range socks {
+			if s.State == tcpListen || s.State == tcpClose || s.State == tcpTimeWait {
+				continue
+			}
+			local, ok := netip.AddrFromSlice(s.ID.Source)
+			if !ok || !svcs[netip.AddrPortFrom(local.Unmap(), s.ID.SourcePort)] {
+				continue
+			}
+			out[local.Unmap()]++
+		}
+	}
+	return out, nil
+}

@@ -87,6 +87,10 @@ type Options struct {
 	// transition ended, for the last segments of moved connections still
 	// on their way; default 2s.
 	Linger time.Duration
+	// OnMove applies an operator's move of vip to target (the zero
+	// address: back to its owner) on this node; nil refuses moves. It
+	// runs on its own goroutine, and may use Join and Drain.
+	OnMove func(ctx context.Context, vip, target netip.Addr) error
 	Logger *slog.Logger
 }
 
@@ -121,6 +125,11 @@ type Handoff struct {
 	health   map[netip.Addr]PeerHealth
 	noticeID uint64
 	ackCh    chan struct{}
+	// results collects the peers' answers to this node's moves, by id;
+	// moving remembers the moves of peers being applied or applied, so
+	// that a retry is answered and not applied twice.
+	results map[uint64]map[netip.Addr]string
+	moving  map[moveKey]*moveDone
 	// records serialises the snapshots: two at once would only double
 	// the traffic.
 	records sync.Mutex
@@ -179,6 +188,8 @@ func Start(opts Options) (*Handoff, error) {
 		acks:    map[uint64]map[netip.Addr]bool{},
 		health:  map[netip.Addr]PeerHealth{},
 		ackCh:   make(chan struct{}, 1),
+		results: map[uint64]map[netip.Addr]string{},
+		moving:  map[moveKey]*moveDone{},
 		closed:  make(chan struct{}),
 	}
 	// A restarted daemon starts with nobody in transition and no records.
@@ -204,6 +215,9 @@ func (h *Handoff) Close() {
 	h.conn.Close()
 	h.done.Wait()
 }
+
+// Self is this node's address on the channel.
+func (h *Handoff) Self() netip.Addr { return h.opts.Self }
 
 // transition is one node's state and its deadline.
 type transition struct {
@@ -425,9 +439,19 @@ func (h *Handoff) announce(ctx context.Context, state byte, until time.Time) err
 		t.Stop()
 	}
 	if left := missing(); len(left) > 0 {
-		return fmt.Errorf("handoff: no acknowledgement of %q from %v", stateName(state), left)
+		return &NotAckedError{What: stateName(state), Peers: left}
 	}
 	return nil
+}
+
+// NotAckedError names the peers that did not acknowledge a notice.
+type NotAckedError struct {
+	What  string
+	Peers []netip.Addr
+}
+
+func (e *NotAckedError) Error() string {
+	return fmt.Sprintf("handoff: no acknowledgement of %q from %v", e.What, e.Peers)
 }
 
 // refuse counts a refused datagram and says so, at most once a minute
@@ -520,6 +544,26 @@ func (h *Handoff) handle(src netip.Addr, msg message) error {
 		h.stats.flowsReceived.Add(uint64(len(flows)))
 		if err := h.opts.Dataplane.AddOwners(src, flows); err != nil {
 			h.log.Error("handoff: record a peer's connections", "peer", src, "err", err)
+		}
+	case kindMove:
+		id, vip, target, err := parseMove(msg.body)
+		if err != nil {
+			return err
+		}
+		h.moveAsked(src, msg.epoch, id, vip, target)
+	case kindResult:
+		id, refusal, err := parseResult(msg.body)
+		if err != nil {
+			return err
+		}
+		h.mu.Lock()
+		if m, ok := h.results[id]; ok {
+			m[src] = refusal
+		}
+		h.mu.Unlock()
+		select {
+		case h.ackCh <- struct{}{}:
+		default:
 		}
 	case kindHealth:
 		if len(msg.body) != 1 {

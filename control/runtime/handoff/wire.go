@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/ober-ingress/ober/loader"
@@ -48,6 +49,8 @@ const (
 	kindAck    byte = 2 // a notice arrived
 	kindFlows  byte = 3 // connections the sender owns
 	kindHealth byte = 4 // the sender's view of its backends
+	kindMove   byte = 5 // an operator moves a VIP to a node (VRRP)
+	kindResult byte = 6 // a move was applied, or why not
 )
 
 // message is one decoded datagram.
@@ -197,6 +200,48 @@ func parseAck(b []byte) (uint64, error) {
 		return 0, errBody
 	}
 	return binary.BigEndian.Uint64(b), nil
+}
+
+// move body: id (8) | VIP, 16 bytes (IPv4 mapped) | target IPv4 (4), all
+// zero for "back to the owner".
+func moveBody(id uint64, vip, target netip.Addr) []byte {
+	b := binary.BigEndian.AppendUint64(nil, id)
+	v := vip.As16()
+	b = append(b, v[:]...)
+	var t [4]byte
+	if target.IsValid() {
+		t = target.As4()
+	}
+	return append(b, t[:]...)
+}
+
+func parseMove(b []byte) (id uint64, vip, target netip.Addr, err error) {
+	if len(b) != 28 {
+		return 0, netip.Addr{}, netip.Addr{}, errBody
+	}
+	vip = netip.AddrFrom16([16]byte(b[8:24])).Unmap()
+	if t := netip.AddrFrom4([4]byte(b[24:28])); !t.IsUnspecified() {
+		target = t
+	}
+	return binary.BigEndian.Uint64(b), vip, target, nil
+}
+
+// maxReason bounds a refusal's text in a result.
+const maxReason = 512
+
+// result body: id (8) | refusal, empty when applied.
+func resultBody(id uint64, refusal string) []byte {
+	if len(refusal) > maxReason {
+		refusal = strings.ToValidUTF8(refusal[:maxReason], "")
+	}
+	return append(binary.BigEndian.AppendUint64(nil, id), refusal...)
+}
+
+func parseResult(b []byte) (uint64, string, error) {
+	if len(b) < 8 || len(b) > 8+maxReason {
+		return 0, "", errBody
+	}
+	return binary.BigEndian.Uint64(b), string(b[8:]), nil
 }
 
 // Health flags.

@@ -33,6 +33,9 @@ type Options struct {
 	Dir     string // private runtime dir for keepalived.conf, pid files, the FIFO, the track file
 	Config  Config // TrackFile/NotifyFIFO are set by Start under Dir
 	Healthy bool   // the initial health written to the track file before keepalived starts
+	// Offsets are the initial priority offsets by VRID (SetOffset); a
+	// VRID left out starts at 0.
+	Offsets map[int]int
 	Logger  *slog.Logger
 	// OnState is called (from the FIFO reader goroutine) on every state
 	// change keepalived reports, and with to == Unknown (from the
@@ -79,8 +82,9 @@ type Keepalived struct {
 	cfg       Config
 	inst      map[string]*instState
 	healthy   bool
-	written   bool // the track file holds healthy
-	pid       int  // keepalived parent, 0 when not running
+	written   bool        // the track file holds healthy
+	offsets   map[int]int // by VRID, as the priority files hold them
+	pid       int         // keepalived parent, 0 when not running
 	restarts  uint64
 	stopping  bool
 	changed   chan struct{} // closed and replaced on every state change
@@ -129,6 +133,10 @@ func Start(ctx context.Context, o Options) (*Keepalived, error) {
 		readerDone: make(chan struct{}),
 		changed:    make(chan struct{}),
 		inst:       map[string]*instState{},
+		offsets:    map[int]int{},
+	}
+	for vrid, off := range o.Offsets {
+		k.offsets[vrid] = off
 	}
 	cfg := k.withPaths(o.Config)
 	text, err := Render(cfg)
@@ -165,6 +173,9 @@ func Start(ctx context.Context, o Options) (*Keepalived, error) {
 		k.log.Warn("removed stale VIP addresses left from before", "interface", cfg.Interface, "vips", removed)
 	}
 	if err := k.SetHealthy(o.Healthy); err != nil {
+		return fail(err)
+	}
+	if err := k.writeOffsets(cfg); err != nil {
 		return fail(err)
 	}
 	if err := k.openFIFO(cfg.NotifyFIFO); err != nil {
@@ -243,6 +254,61 @@ func (k *Keepalived) SetHealthy(ok bool) error {
 	return nil
 }
 
+// Priority offsets: what a priority file may hold.
+const (
+	// HoldOffset puts a node at priority 1 for a VIP: it takes the VIP
+	// only when no other node can, never from a master.
+	HoldOffset = -253
+	// MoveOffset puts a node at priority 254 for a VIP: it preempts every
+	// other node.
+	MoveOffset = 253
+)
+
+// SetOffset writes VRID's priority file: keepalived adds off to this
+// node's priority for that VIP, within 1-254, at once (inotify).
+func (k *Keepalived) SetOffset(vrid, off int) error {
+	if off < HoldOffset || off > MoveOffset {
+		return fmt.Errorf("vrrp: priority offset %d: must be %d to %d", off, HoldOffset, MoveOffset)
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if cur, ok := k.offsets[vrid]; ok && cur == off && k.cfg.TrackFile != "" {
+		if _, err := os.Stat(PriorityFile(k.cfg.TrackFile, vrid)); err == nil {
+			return nil
+		}
+	}
+	k.offsets[vrid] = off
+	return k.writeOffsetLocked(vrid)
+}
+
+// Offset is VRID's priority offset now.
+func (k *Keepalived) Offset(vrid int) int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.offsets[vrid]
+}
+
+func (k *Keepalived) writeOffsetLocked(vrid int) error {
+	path := PriorityFile(filepath.Join(k.dir, "health"), vrid)
+	if err := atomicfile.Write(path, []byte(strconv.Itoa(k.offsets[vrid])+"\n"), 0o600); err != nil {
+		return fmt.Errorf("vrrp: priority file: %w", err)
+	}
+	return nil
+}
+
+// writeOffsets writes every instance's priority file before keepalived
+// reads c: a missing file would count as a fault.
+func (k *Keepalived) writeOffsets(c Config) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, in := range c.Instances {
+		if err := k.writeOffsetLocked(in.VRID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Reload applies a new Config (render, `keepalived -t`, then SIGHUP); on a
 // bad config the running one stays and the error says why.
 func (k *Keepalived) Reload(ctx context.Context, c Config) error {
@@ -251,6 +317,9 @@ func (k *Keepalived) Reload(ctx context.Context, c Config) error {
 	c = k.withPaths(c)
 	text, err := Render(c)
 	if err != nil {
+		return err
+	}
+	if err := k.writeOffsets(c); err != nil {
 		return err
 	}
 	if err := k.check(ctx, text); err != nil {
@@ -385,6 +454,10 @@ type InstanceStatus struct {
 	Since       time.Time  `json:"since"`
 	Transitions uint64     `json:"transitions"`
 	Held        bool       `json:"held"` // the VIP address is on the interface now
+	// Offset is what the VIP's priority file adds to Priority (keepalived
+	// keeps the sum within 1-254): HoldOffset while the node is not
+	// ready to take VIPs, MoveOffset when an operator moved the VIP here.
+	Offset int `json:"priority_offset,omitempty"`
 }
 
 // Status reports keepalived's process, the track file and every instance,
@@ -397,7 +470,7 @@ func (k *Keepalived) Status() Status {
 		st := k.inst[in.Name]
 		s.Instances = append(s.Instances, InstanceStatus{
 			Name: in.Name, VIP: in.VIP.Unmap(), VRID: in.VRID, Priority: in.Priority, Owner: in.Owner,
-			State: st.state, Since: st.since, Transitions: st.transitions,
+			State: st.state, Since: st.since, Transitions: st.transitions, Offset: k.offsets[in.VRID],
 		})
 	}
 	k.mu.Unlock()

@@ -185,6 +185,16 @@ func Render(c Config) ([]byte, error) {
 	w(1, "file %q", c.TrackFile)
 	w(1, "weight 0")
 	w(0, "}")
+	// Each VIP's priority file moves this node's priority for it: -253
+	// holds a node not yet ready to take the VIP at priority 1, +253 makes
+	// the target of a move the highest at 254 (keepalived limits the sum
+	// to 1-254).
+	for _, in := range c.Instances {
+		w(0, "track_file %s {", priorityTrack(in.VRID))
+		w(1, "file %q", PriorityFile(c.TrackFile, in.VRID))
+		w(1, "weight 1")
+		w(0, "}")
+	}
 	for _, in := range c.Instances {
 		vip := in.VIP.Unmap()
 		w(0, "")
@@ -216,6 +226,7 @@ func Render(c Config) ([]byte, error) {
 		}
 		w(1, "track_file {")
 		w(2, "%s weight 0", trackName)
+		w(2, "%s weight 1", priorityTrack(in.VRID))
 		w(1, "}")
 		w(1, "virtual_ipaddress {")
 		w(2, "%s/%d dev %s", vip, vip.BitLen(), c.Interface)
@@ -223,6 +234,13 @@ func Render(c Config) ([]byte, error) {
 		w(0, "}")
 	}
 	return b.Bytes(), nil
+}
+
+func priorityTrack(vrid int) string { return fmt.Sprintf("ober_prio_%d", vrid) }
+
+// PriorityFile is the priority file of VRID beside the health track file.
+func PriorityFile(trackFile string, vrid int) string {
+	return filepath.Join(filepath.Dir(trackFile), fmt.Sprintf("priority_%d", vrid))
 }
 
 // decimalSeconds writes d as keepalived's decimal seconds, to the

@@ -64,7 +64,8 @@ func TestRenderLines(t *testing.T) {
 		"vrrp_instance ober_51 {\n    state BACKUP\n    interface vr0\n    virtual_router_id 51\n    priority 190\n    advert_int 0.1\n    preempt_delay 1.5\n",
 		"vrrp_instance ober_52 {\n    state BACKUP\n    interface vr0\n    virtual_router_id 52\n    priority 200\n",
 		"    unicast_src_ip 10.0.0.2\n    unicast_peer {\n        10.0.0.1\n    }\n",
-		"    track_file {\n        ober_health weight 0\n    }\n",
+		"    track_file {\n        ober_health weight 0\n        ober_prio_51 weight 1\n    }\n",
+		"track_file ober_prio_52 {\n    file \"" + PriorityFile(c.TrackFile, 52) + "\"\n    weight 1\n}\n",
 		"    virtual_ipaddress {\n        10.98.0.2/32 dev vr0\n    }\n",
 	} {
 		if !strings.Contains(s, want) {

@@ -19,6 +19,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -29,6 +30,7 @@ import (
 
 	"github.com/ober-ingress/ober/control/config"
 	"github.com/ober-ingress/ober/control/lib/certs"
+	"github.com/ober-ingress/ober/control/runtime/handoff"
 	"github.com/ober-ingress/ober/internal/testsite/netnstest"
 	"github.com/ober-ingress/ober/internal/testsite/nodetest"
 	"github.com/ober-ingress/ober/internal/testsite/routertest"
@@ -51,9 +53,15 @@ type Params struct {
 	PreemptDelay time.Duration
 	// Instances per node; default 2.
 	Instances int
+	// Handoff turns ha.vrrp.handoff on: planned moves keep their
+	// connections.
+	Handoff bool
+	// Drain is timeouts.drain; default 2s.
+	Drain time.Duration
 }
 
-// Timers of every node: ha.vrrp.advert_interval and timeouts.drain.
+// Timers of every node: ha.vrrp.advert_interval and the default
+// timeouts.drain.
 const (
 	advertInterval = 100 * time.Millisecond
 	drain          = 2 * time.Second
@@ -102,6 +110,9 @@ func New(t testing.TB, bin string, p Params) *Site {
 	if p.Instances == 0 {
 		p.Instances = 2
 	}
+	if p.Drain == 0 {
+		p.Drain = drain
+	}
 	s := &Site{t: t, P: p, bin: bin, dir: t.TempDir()}
 	sw := routertest.NewSwitch(t)
 	s.Client = netnstest.New(t, "vcli")
@@ -129,6 +140,26 @@ func New(t testing.TB, bin string, p Params) *Site {
 		n.nl = h
 		n.Ober = nodetest.NewOber(t, n.Name, n.NS, bin)
 		s.Nodes = append(s.Nodes, n)
+		if p.Handoff {
+			// The dataplane forwards handed-back segments out of the
+			// segment's interface, and only the VIP's holder may answer
+			// ARP for it (every node keeps the VIPs on lo).
+			if err := n.NS.Do(func() error {
+				for _, k := range []string{"forwarding", "arp_ignore"} {
+					if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+n.Iface+"/"+k, []byte("1"), 0); err != nil {
+						return err
+					}
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if p.Handoff {
+		if err := handoff.NewKeyFile(filepath.Join(s.dir, "handoff.key")); err != nil {
+			t.Fatal(err)
+		}
 	}
 	var err error
 	s.cert, s.key, err = certs.SelfSigned(filepath.Join(s.dir, "tls"), []string{"s3.vrrp.test"}, VIPs)
@@ -136,7 +167,10 @@ func New(t testing.TB, bin string, p Params) *Site {
 		t.Fatal(err)
 	}
 	s.s3 = nodetest.NewS3()
-	nodetest.Serve(t, s.backend, BackendAddr, s.s3)
+	mux := http.NewServeMux()
+	mux.HandleFunc(nodetest.BytesPath, nodetest.ServeBytes)
+	mux.Handle("/", s.s3)
+	nodetest.Serve(t, s.backend, BackendAddr, mux)
 	for _, n := range s.Nodes {
 		n.writeConfig(s.config(n))
 	}
@@ -149,6 +183,9 @@ func New(t testing.TB, bin string, p Params) *Site {
 func (s *Site) config(n *Node) *config.Config {
 	dur := func(d time.Duration) config.Duration { return config.Duration{Duration: d} }
 	vrrp := &config.VRRP{AdvertInterval: dur(advertInterval), PreemptDelay: dur(s.P.PreemptDelay)}
+	if s.P.Handoff {
+		vrrp.Handoff = &config.Handoff{KeyFile: filepath.Join(s.dir, "handoff.key")}
+	}
 	for _, m := range s.Nodes {
 		vrrp.Nodes = append(vrrp.Nodes, config.Addr{Addr: m.Addr})
 	}
@@ -165,7 +202,7 @@ func (s *Site) config(n *Node) *config.Config {
 			Health:  config.HealthCheck{Interval: dur(200 * time.Millisecond), Fall: 2, Rise: 1},
 		},
 		Instances: config.Instances{Count: s.P.Instances},
-		Timeouts:  config.Timeouts{Drain: dur(drain)},
+		Timeouts:  config.Timeouts{Drain: dur(s.P.Drain)},
 		HAProxy:   config.HAProxy{ServedByHeader: true},
 		HA:        config.HA{Mode: config.HAModeVRRP, VRRP: vrrp},
 	}
