@@ -128,8 +128,10 @@ type Handoff struct {
 	// results collects the peers' answers to this node's moves, by id;
 	// moving remembers the moves of peers being applied or applied, so
 	// that a retry is answered and not applied twice.
-	results map[uint64]map[netip.Addr]string
-	moving  map[moveKey]*moveDone
+	results  map[uint64]map[netip.Addr]string
+	moving   map[moveKey]*moveDone
+	resultCh chan struct{} // a result arrived; ackCh is the notices'
+
 	// records serialises the snapshots: two at once would only double
 	// the traffic.
 	records sync.Mutex
@@ -182,15 +184,16 @@ func Start(opts Options) (*Handoff, error) {
 	_ = conn.SetWriteBuffer(4 << 20)
 	h := &Handoff{
 		opts: opts, log: opts.Logger, conn: conn,
-		seal:    sealer{key: opts.Key, self: opts.Self.As4(), epoch: uint64(time.Now().UnixNano())},
-		transit: map[netip.Addr]transition{},
-		windows: map[netip.Addr]*replayWindow{},
-		acks:    map[uint64]map[netip.Addr]bool{},
-		health:  map[netip.Addr]PeerHealth{},
-		ackCh:   make(chan struct{}, 1),
-		results: map[uint64]map[netip.Addr]string{},
-		moving:  map[moveKey]*moveDone{},
-		closed:  make(chan struct{}),
+		seal:     sealer{key: opts.Key, self: opts.Self.As4(), epoch: uint64(time.Now().UnixNano())},
+		transit:  map[netip.Addr]transition{},
+		windows:  map[netip.Addr]*replayWindow{},
+		acks:     map[uint64]map[netip.Addr]bool{},
+		health:   map[netip.Addr]PeerHealth{},
+		ackCh:    make(chan struct{}, 1),
+		results:  map[uint64]map[netip.Addr]string{},
+		moving:   map[moveKey]*moveDone{},
+		resultCh: make(chan struct{}, 1),
+		closed:   make(chan struct{}),
 	}
 	// A restarted daemon starts with nobody in transition and no records.
 	if err := errors.Join(h.program(false), opts.Dataplane.ClearOwners()); err != nil {
@@ -562,7 +565,7 @@ func (h *Handoff) handle(src netip.Addr, msg message) error {
 		}
 		h.mu.Unlock()
 		select {
-		case h.ackCh <- struct{}{}:
+		case h.resultCh <- struct{}{}:
 		default:
 		}
 	case kindHealth:

@@ -121,7 +121,7 @@ wait:
 			for _, p := range missing() {
 				h.send(kindMove, body, p)
 			}
-		case <-h.ackCh:
+		case <-h.resultCh:
 		}
 	}
 	e := &MoveError{Refused: map[netip.Addr]string{}, Silent: missing()}
