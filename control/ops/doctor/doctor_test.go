@@ -179,6 +179,21 @@ func TestForwarding(t *testing.T) {
 		"net.ipv4.conf.eth1.forwarding is 0", "refuses to start", "sysctl -w net.ipv4.conf.eth1.forwarding=1")
 	f.file("proc/sys/net/ipv4/conf/eth1/forwarding", "1\n")
 	requireStatus(t, one(t, checkForwarding(f.env(), cfg), "forwarding eth1"), Pass)
+
+	// VRRP with the handoff: forwarding, and only the holder answers ARP.
+	cfg.HA = config.HA{Mode: "vrrp", VRRP: &config.VRRP{Interface: "eth1", Handoff: &config.Handoff{KeyFile: "/etc/ober/handoff.key"}}}
+	f = newFake(t).file("proc/sys/net/ipv4/conf/eth1/forwarding", "1\n").
+		file("proc/sys/net/ipv4/conf/all/arp_ignore", "0\n").file("proc/sys/net/ipv4/conf/eth1/arp_ignore", "0\n")
+	requireStatus(t, one(t, checkForwarding(f.env(), cfg), "forwarding eth1"), Pass, "VRRP handoff")
+	requireStatus(t, one(t, checkForwarding(f.env(), cfg), "arp_ignore eth1"), Fail,
+		"net.ipv4.conf.eth1.arp_ignore is 0", "answer ARP for VIPs it does not hold", "sysctl -w net.ipv4.conf.eth1.arp_ignore=1")
+	f.file("proc/sys/net/ipv4/conf/eth1/arp_ignore", "1\n")
+	requireStatus(t, one(t, checkForwarding(f.env(), cfg), "arp_ignore eth1"), Pass)
+	f.file("proc/sys/net/ipv4/conf/all/arp_ignore", "2\n").file("proc/sys/net/ipv4/conf/eth1/arp_ignore", "0\n")
+	requireStatus(t, one(t, checkForwarding(f.env(), cfg), "arp_ignore all"), Pass)
+	// Without the handoff VRRP asks for neither.
+	cfg.HA.VRRP.Handoff = nil
+	require.Empty(t, checkForwarding(f.env(), cfg))
 }
 
 const haproxy2612 = `HAProxy version 2.6.12-1+deb12u4 2026/10/17 - https://haproxy.org/

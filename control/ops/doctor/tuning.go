@@ -68,27 +68,44 @@ func sysctlFix(s tuning.Sysctl) string {
 // other nodes through a FIB lookup, which finds nothing on an interface
 // whose forwarding is off; the daemon refuses to start then.
 func checkForwarding(env Env, cfg *config.Config) []Result {
-	if cfg.HA.Mode != "bgp" || cfg.HA.BGP == nil || len(cfg.HA.BGP.Handoff.Nodes) == 0 {
+	bgp := cfg.HA.Mode == "bgp" && cfg.HA.BGP != nil && len(cfg.HA.BGP.Handoff.Nodes) > 0
+	vrrp := cfg.HA.Mode == "vrrp" && cfg.HA.VRRP != nil && cfg.HA.VRRP.Handoff != nil
+	if !bgp && !vrrp {
 		return nil
 	}
+	what := "BGP handoff"
+	if vrrp {
+		what = "VRRP handoff"
+	}
 	var rs []Result
-	for _, iface := range cfg.Node.Interfaces {
-		key := "net.ipv4.conf." + iface + ".forwarding"
-		r := Result{Name: "forwarding " + iface}
+	sysctl := func(iface, name, want, why string) {
+		key := "net.ipv4.conf." + iface + "." + name
+		r := Result{Name: name + " " + iface}
 		// Slashes: an interface name may hold a dot (eth0.100).
-		v, err := env.proc().Sysctl("net/ipv4/conf/" + iface + "/forwarding")
+		v, err := env.proc().Sysctl("net/ipv4/conf/" + iface + "/" + name)
 		switch {
 		case err != nil:
 			r.Status, r.Detail = Fail, fmt.Sprintf("cannot read %s: %v", key, err)
 			r.Fix = "check node.interfaces"
-		case v != "1":
+		case v != want:
 			r.Status = Fail
-			r.Detail = fmt.Sprintf("%s is %s: BGP handoff forwards connections to the other nodes through %s, and the daemon refuses to start", key, v, iface)
-			r.Fix = fmt.Sprintf("`sysctl -w %s=1`, and add `%s = 1` to %s", key, key, tuning.File)
+			r.Detail = fmt.Sprintf("%s is %s: %s, and the daemon refuses to start", key, v, why)
+			r.Fix = fmt.Sprintf("`sysctl -w %s=%s`, and add `%s = %s` to %s", key, want, key, want, tuning.File)
 		default:
-			r.Status, r.Detail = Pass, key+" = 1 (BGP handoff)"
+			r.Status, r.Detail = Pass, key+" = "+want+" ("+what+")"
 		}
 		rs = append(rs, r)
+	}
+	for _, iface := range cfg.Node.Interfaces {
+		sysctl(iface, "forwarding", "1", what+" forwards connections to the other nodes through "+iface)
+	}
+	if vrrp {
+		// The kernel takes the larger of all and the interface's.
+		if v, err := env.proc().Sysctl("net/ipv4/conf/all/arp_ignore"); err == nil && v != "0" {
+			rs = append(rs, Result{Name: "arp_ignore all", Status: Pass, Detail: "net.ipv4.conf.all.arp_ignore = " + v + " (VRRP handoff)"})
+		} else {
+			sysctl(cfg.HA.VRRP.Interface, "arp_ignore", "1", "the VRRP handoff keeps the VIPs on lo, and the node would answer ARP for VIPs it does not hold")
+		}
 	}
 	return rs
 }
