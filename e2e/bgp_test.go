@@ -471,7 +471,10 @@ func TestBGPLinkCut(t *testing.T) {
 				require.Less(t, median(took), 500*time.Millisecond)
 			} else {
 				t.Logf("link cut without BFD (hold time 3s): %v", took)
-				require.Greater(t, took[0], 2*time.Second, "gone before the hold time: something else noticed")
+				// The hold time runs from the last keepalive (every
+				// second, later on a busy machine), not from the cut: one
+				// fresh clone's CI run saw 1.8 s.
+				require.Greater(t, took[0], time.Second, "gone long before the hold time: something else noticed")
 				require.Less(t, took[0], 5*time.Second)
 			}
 		})
