@@ -69,12 +69,18 @@ func (l *LocalFlows) New(wait time.Duration) ([]loader.Flow, error) {
 	return l.reader.Read(wait, 4096)
 }
 
-// tcpTimeWait is the state of a closed connection waiting out its last
-// segments: it serves no more data.
-const tcpTimeWait = 6
+// tcpFinWait2 is a connection this end closed, its data and FIN
+// acknowledged, waiting for the peer's FIN (for up to tcp_fin_timeout
+// once its process is gone); tcpTimeWait one waiting out its last
+// segments. Neither has anything left to deliver.
+const (
+	tcpFinWait2 = 5
+	tcpTimeWait = 6
+)
 
-// OpenByVIP counts the connections to a service that still carry data
-// (every state that Established lists but time-wait), by VIP address.
+// OpenByVIP counts the connections to a service that still have data or
+// a FIN of theirs to deliver (every state that Established lists but
+// fin-wait-2 and time-wait), by VIP address.
 func (l *LocalFlows) OpenByVIP() (map[netip.Addr]int, error) {
 	svcs := l.services()
 	out := map[netip.Addr]int{}
@@ -84,7 +90,7 @@ func (l *LocalFlows) OpenByVIP() (map[netip.Addr]int, error) {
 			return nil, fmt.Errorf("list connections: %w", err)
 		}
 		for _, s := range socks {
-			if s.State == tcpListen || s.State == tcpClose || s.State == tcpTimeWait {
+			if s.State == tcpListen || s.State == tcpClose || s.State == tcpTimeWait || s.State == tcpFinWait2 {
 				continue
 			}
 			local, ok := netip.AddrFromSlice(s.ID.Source)
