@@ -25,6 +25,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -37,6 +38,7 @@ import (
 
 	"github.com/ober-ingress/ober/control/api"
 	"github.com/ober-ingress/ober/control/config"
+	"github.com/ober-ingress/ober/control/lib/procstat"
 	"github.com/ober-ingress/ober/control/lib/sysuser"
 	"github.com/ober-ingress/ober/internal/testsite/netnstest"
 	"github.com/ober-ingress/ober/internal/testsite/s3server"
@@ -173,6 +175,8 @@ func New(t testing.TB, bin string, queues int) *Site {
 	netnstest.RequireRoot(t)
 	requireHAProxyUser(t)
 	s := &Site{t: t, bin: bin, Dir: t.TempDir(), log: &LogBuffer{}}
+	// Registered first, so it runs last, after ober's own stop.
+	t.Cleanup(func() { KillStrayHAProxy(t, s.Dir+"/") })
 	s.Root = netnstest.BPFFS(t) + "/ober"
 	s.Client, s.Node, s.backend = netnstest.New(t, "cli"), netnstest.New(t, "node"), netnstest.New(t, "be")
 	netnstest.Veth(t, s.Client, "veth-c", s.Node, "veth-n", queues)
@@ -696,4 +700,31 @@ func (s *Site) addOnce(ns *netnstest.NS, dev string, a netip.Addr) {
 	}
 	ns.IP(s.t, "addr", "add", a.String()+"/24", "dev", dev)
 	s.extra[a] = true
+}
+
+// KillStrayHAProxy kills the HAProxy instances still running from a
+// configuration under dir: ones an ober of the test started and left
+// behind, as a kill -9 of it does (they would serve their connections
+// for up to timeouts.max_transfer, an hour).
+func KillStrayHAProxy(t testing.TB, dir string) {
+	pids, err := procstat.Proc.PIDs()
+	if err != nil {
+		t.Logf("stray HAProxy instances not looked for: %v", err)
+		return
+	}
+	var killed []int
+	for _, pid := range pids {
+		args, err := procstat.Proc.Cmdline(pid)
+		if err != nil || len(args) < 3 || filepath.Base(args[0]) != "haproxy" {
+			continue
+		}
+		if slices.ContainsFunc(args[1:], func(a string) bool { return strings.HasPrefix(a, dir) }) {
+			if syscall.Kill(pid, syscall.SIGKILL) == nil {
+				killed = append(killed, pid)
+			}
+		}
+	}
+	if len(killed) > 0 {
+		t.Logf("killed %d HAProxy instances left running from %s: %v", len(killed), dir, killed)
+	}
 }
