@@ -34,11 +34,7 @@ func (d *Daemon) ensureVIPs(cfg *config.Config) error {
 		if slices.ContainsFunc(have, func(a netlink.Addr) bool { return prefixOf(a) == p }) {
 			continue
 		}
-		a := &netlink.Addr{IPNet: &net.IPNet{IP: v.Addr.AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Bits())}}
-		if v.Addr.Is6() {
-			a.Flags = unix.IFA_F_NODAD
-		}
-		if err := netlink.AddrAdd(link, a); err != nil && !errors.Is(err, unix.EEXIST) {
+		if err := addHostAddr(link, p); err != nil {
 			return fmt.Errorf("vips: add %s to %s: %w", p, cfg.Node.VIPInterface, err)
 		}
 		d.addedVIPs = append(d.addedVIPs, p)
@@ -70,14 +66,35 @@ func (d *Daemon) removeVIPs(iface string, keep []netip.Prefix) {
 			left = append(left, p)
 			continue
 		}
-		a := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Bits())}}
-		if err := netlink.AddrDel(link, a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+		if err := delHostAddr(link, p); err != nil {
 			d.log.Warn("remove vip", "vip", p, "err", err)
 			continue
 		}
 		d.log.Info("vip removed", "vip", p, "iface", iface)
 	}
 	d.addedVIPs = left
+}
+
+// addHostAddr puts p on link (IPv6 without duplicate address detection:
+// a VIP is expected on several nodes); one already there is no error.
+func addHostAddr(link netlink.Link, p netip.Prefix) error {
+	a := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Bits())}}
+	if p.Addr().Is6() {
+		a.Flags = unix.IFA_F_NODAD
+	}
+	if err := netlink.AddrAdd(link, a); err != nil && !errors.Is(err, unix.EEXIST) {
+		return err
+	}
+	return nil
+}
+
+// delHostAddr takes p off link; one already gone is no error.
+func delHostAddr(link netlink.Link, p netip.Prefix) error {
+	a := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Bits())}}
+	if err := netlink.AddrDel(link, a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+		return err
+	}
+	return nil
 }
 
 func prefixOf(a netlink.Addr) netip.Prefix {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -12,7 +11,6 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/ober-ingress/ober/control/config"
 	"github.com/ober-ingress/ober/control/lib/procstat"
@@ -477,11 +475,7 @@ func (vh *vrrpHandoff) syncLoLocked(cfg *config.Config) error {
 			continue
 		}
 		if !slices.ContainsFunc(have, func(a netlink.Addr) bool { return prefixOf(a) == p }) {
-			a := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Bits())}}
-			if p.Addr().Is6() {
-				a.Flags = unix.IFA_F_NODAD
-			}
-			if err := netlink.AddrAdd(link, a); err != nil && !errors.Is(err, unix.EEXIST) {
+			if err := addHostAddr(link, p); err != nil {
 				errs = append(errs, fmt.Errorf("add %s to lo: %w", p, err))
 				continue
 			}
@@ -494,8 +488,7 @@ func (vh *vrrpHandoff) syncLoLocked(cfg *config.Config) error {
 			left = append(left, p)
 			continue
 		}
-		a := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Bits())}}
-		if err := netlink.AddrDel(link, a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+		if err := delHostAddr(link, p); err != nil {
 			errs = append(errs, fmt.Errorf("remove %s from lo: %w", p, err))
 			left = append(left, p)
 		}
