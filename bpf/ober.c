@@ -67,6 +67,16 @@ struct {
 	});
 } ober_service_set SEC(".maps");
 
+/* Destinations that are surely not the node's (struct ober_vip_absent);
+ * written by the loader around every swap of ober_service_set. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct ober_vip_absent);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ober_vip_absent SEC(".maps");
+
 /* One slot per whitelist; a sync builds a new trie and swaps the slot. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
@@ -759,9 +769,53 @@ __attribute__((noinline)) int ober_decide(struct xdp_md *ctx, __u32 meta, __u32 
 	 * looking up once its header makes sense. */
 	if (rx && (meta & (META_BAD_L3 | META_V4MAPPED)))
 		return verdict(len, OBER_R_MALFORMED, XDP_DROP);
+	/* Host traffic ends here, without a lookup in the table. */
+	struct ober_vip_absent *absent = bpf_map_lookup_elem(&ober_vip_absent, &k);
+	__u32 slot = ober_vip_slot(daddr);
+	if (absent && (absent->words[slot / 64] >> (slot % 64)) & 1)
+		return verdict(len, OBER_R_NOT_VIP, rx ? XDP_DROP : XDP_PASS);
 	table = bpf_map_lookup_elem(&ober_service_set, &k);
 	if (!table)
 		return verdict(len, OBER_R_NOT_VIP, rx ? XDP_DROP : XDP_PASS);
+
+	/* A well-formed TCP or UDP packet that is no later fragment passes
+	 * every check below that comes before the service's row, so its row
+	 * is looked up first: for a service, that one lookup is all, since
+	 * every row's address has a VIP row in the same table
+	 * (ValidateServices). Only a packet without a row, or one the checks
+	 * may refuse, looks up its destination's VIP row. */
+	struct ober_svc_val *svc = NULL;
+	__u32 l4off = l3off + l3hlen;
+	int looked = 0;
+	/* Widened once, behind a barrier: clang would otherwise drop the mask
+	 * the verifier needs to bound the pointer. */
+	__u64 l4w = l4off & 0xfff;
+	ober_barrier_var(l4w);
+	if (!(meta & (META_BAD_L3 | META_V4MAPPED)) && frag != FRAG_LATER &&
+	    (proto == IPPROTO_TCP || proto == IPPROTO_UDP) && l4off <= 0xfff) {
+		l4 = data + l4w;
+		if ((void *)(l4 + 8) <= data_end && l4len >= 8) {
+			if (proto == IPPROTO_TCP) {
+				if ((void *)(l4 + 20) <= data_end && l4len >= 20) {
+					__u32 doff = (__u32)(l4[12] >> 4) * 4;
+
+					if (doff >= 20 && doff <= l4len) {
+						tcpflags = l4[13];
+						looked = 1;
+					}
+				}
+			} else {
+				looked = 1;
+			}
+			if (looked) {
+				ports = *(__u32 *)l4;
+				svc = lookup_svc(table, daddr, (__be16)(ports >> 16), proto);
+			}
+		}
+	}
+	if (svc)
+		goto service;
+
 	struct ober_svc_val *vip = lookup_svc(table, daddr, 0, 0);
 	if (!vip)
 		return verdict(len, OBER_R_NOT_VIP, rx ? XDP_DROP : XDP_PASS);
@@ -772,6 +826,9 @@ __attribute__((noinline)) int ober_decide(struct xdp_md *ctx, __u32 meta, __u32 
 	int fail = host ? XDP_PASS : XDP_DROP;
 	int bad = rx ? XDP_DROP : fail;
 
+	/* The checks passed and the service's row is not there. */
+	if (looked)
+		return verdict(len, host ? passed : OBER_R_NO_SERVICE, fail);
 	/* IPv4-mapped addresses never belong on the wire (RFC 4942 2.1.3); here
 	 * they would alias IPv4 VIPs and IPv4 whitelist entries. */
 	if (meta & META_V4MAPPED)
@@ -792,26 +849,20 @@ __attribute__((noinline)) int ober_decide(struct xdp_md *ctx, __u32 meta, __u32 
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
 		return verdict(len, host ? passed : OBER_R_NO_SERVICE, fail);
 
-	__u32 l4off = l3off + l3hlen;
+	/* A TCP or UDP header the fast path above could not read. */
 	if (l4off > 0xfff)
 		return verdict(len, OBER_R_MALFORMED, bad);
 	l4 = data + (l4off & 0xfff);
-	if ((void *)(l4 + 8) > data_end || l4len < 8)
-		goto short_l4;
-	if (proto == IPPROTO_TCP) {
-		if ((void *)(l4 + 20) > data_end || l4len < 20)
-			goto short_l4;
-		__u32 doff = (__u32)(l4[12] >> 4) * 4;
-		if (doff < 20 || doff > l4len)
-			return verdict(len, OBER_R_MALFORMED, bad);
-		tcpflags = l4[13];
+	if ((void *)(l4 + 8) > data_end || l4len < 8 ||
+	    (proto == IPPROTO_TCP && ((void *)(l4 + 20) > data_end || l4len < 20))) {
+		/* RFC 1858: a first fragment too short for the L4 header hides it. */
+		if (frag == FRAG_FIRST)
+			return verdict(len, OBER_R_FRAGMENT, fail);
+		return verdict(len, OBER_R_MALFORMED, bad);
 	}
-	ports = *(__u32 *)l4;
+	return verdict(len, OBER_R_MALFORMED, bad); /* the TCP data offset */
 
-	struct ober_svc_val *svc = lookup_svc(table, daddr, (__be16)(ports >> 16), proto);
-	if (!svc)
-		return verdict(len, host ? passed : OBER_R_NO_SERVICE, fail);
-
+service:;
 	/* Both source checks must admit: the whitelist (http services), then
 	 * the service's own access list. Each is one LPM lookup of the same
 	 * key, built only when a check needs it. */
@@ -895,12 +946,6 @@ __attribute__((noinline)) int ober_decide(struct xdp_md *ctx, __u32 meta, __u32 
 		sc->bytes += len;
 	}
 	return verdict(len, steered, action);
-
-short_l4:
-	/* RFC 1858: a first fragment too short for the L4 header hides it. */
-	if (frag == FRAG_FIRST)
-		return verdict(len, OBER_R_FRAGMENT, fail);
-	return verdict(len, OBER_R_MALFORMED, bad);
 }
 
 /* The parsers pass rx on to ober_decide: the outer source of a packet

@@ -129,6 +129,31 @@ struct ober_svc_val {
 };
 
 /*
+ * Which destinations are surely no VIP nor host address, so that the XDP
+ * program passes host traffic without a lookup in the services table. A
+ * destination hashes (ober_vip_slot) to one of OBER_VIP_SLOTS bits; a set
+ * bit says that no VIP row of the live table hashes there. A clear bit
+ * says nothing: the table decides, so an all-zero map (a fresh pin, an
+ * upgrade) costs lookups and never admits a packet unpoliced. The loader
+ * keeps it a subset of the truth across a table swap: it clears the new
+ * VIPs' bits before the swap and sets the old ones' after.
+ */
+#define OBER_VIP_SLOT_BITS 16
+#define OBER_VIP_SLOTS (1u << OBER_VIP_SLOT_BITS)
+
+struct ober_vip_absent {
+	__u64 words[OBER_VIP_SLOTS / 64];
+};
+
+/* The destination's address as four host-order words of its bytes, IPv4
+ * mapped; Fibonacci hashing of their xor. The Go side reads the same
+ * bytes the same way. */
+static __always_inline __u32 ober_vip_slot(const __u32 *a)
+{
+	return ((a[0] ^ a[1] ^ a[2] ^ a[3]) * 0x9e3779b1u) >> (32 - OBER_VIP_SLOT_BITS);
+}
+
+/*
  * Whitelist LPM key. The family byte comes first so that the families
  * never alias: an IPv6 "::/0" must not admit every IPv4 source, as it
  * would if IPv4 were stored IPv4-mapped. prefixlen counts its 8 bits.

@@ -143,6 +143,9 @@ func Open(opts Options) (*Dataplane, error) {
 		var earlier bool
 		earlier, err = d.migrateServices()
 		if err == nil {
+			err = d.rebuildAbsent()
+		}
+		if err == nil {
 			d.xdp, err = d.adoptProgram("xdp", objs.OberXdp)
 		} else {
 			objs.OberXdp.Close()

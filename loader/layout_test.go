@@ -25,6 +25,11 @@ func TestLayoutMatchesBPF(t *testing.T) {
 	require.Equal(t, svcKeySize, binary.Size(svcKey{}))
 	require.Equal(t, earlierSvcValSize, binary.Size(earlierSvcVal{}))
 
+	absent := m["ober_vip_absent"]
+	require.Equal(t, ebpf.Array, absent.Type)
+	require.EqualValues(t, 1, absent.MaxEntries)
+	require.EqualValues(t, binary.Size(vipAbsent{}), absent.ValueSize, "struct ober_vip_absent")
+
 	acl := m["ober_access"]
 	require.EqualValues(t, MaxAccessLists, acl.MaxEntries)
 	require.EqualValues(t, binary.Size(lpmKey{}), acl.InnerMap.KeySize, "struct ober_lpm_key")

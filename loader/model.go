@@ -453,6 +453,10 @@ func parseV6(pkt []byte, l3off int) parsed {
 }
 
 // decide mirrors ober_decide; rx is nil but for a decapsulated packet.
+// The program skips lookups this order makes (ober_vip_absent answers for
+// a destination no VIP hashes to; a well-formed TCP or UDP packet finds
+// its service's row before its VIP's), which only miss or agree: the
+// verdicts are these.
 func (m *Model) decide(pkt []byte, p parsed, cpu int, rx *received) Decision {
 	dec := func(r Reason, a Action) Decision {
 		return Decision{Action: a, Reason: r, Instance: NoInstance, Out: pkt}

@@ -46,6 +46,11 @@ type oberOberInstance struct {
 	Flags uint32
 }
 
+type oberOberVipAbsent struct {
+	_     structs.HostLayout
+	Words [1024]uint64
+}
+
 type oberOberWlMeta struct {
 	_          structs.HostLayout
 	Generation uint64
@@ -73,6 +78,7 @@ const (
 	oberMapOberSockets    = "ober_sockets"
 	oberMapOberSocketsHi  = "ober_sockets_hi"
 	oberMapOberSteered    = "ober_steered"
+	oberMapOberVipAbsent  = "ober_vip_absent"
 	oberMapOberWhitelists = "ober_whitelists"
 	oberMapOberWlMeta     = "ober_wl_meta"
 	oberProgOberSkLookup  = "ober_sk_lookup"
@@ -145,6 +151,7 @@ type oberMapSpecs struct {
 	OberSockets    *ebpf.MapSpec `ebpf:"ober_sockets"`
 	OberSocketsHi  *ebpf.MapSpec `ebpf:"ober_sockets_hi"`
 	OberSteered    *ebpf.MapSpec `ebpf:"ober_steered"`
+	OberVipAbsent  *ebpf.MapSpec `ebpf:"ober_vip_absent"`
 	OberWhitelists *ebpf.MapSpec `ebpf:"ober_whitelists"`
 	OberWlMeta     *ebpf.MapSpec `ebpf:"ober_wl_meta"`
 }
@@ -191,6 +198,7 @@ type oberMaps struct {
 	OberSockets    *ebpf.Map `ebpf:"ober_sockets"`
 	OberSocketsHi  *ebpf.Map `ebpf:"ober_sockets_hi"`
 	OberSteered    *ebpf.Map `ebpf:"ober_steered"`
+	OberVipAbsent  *ebpf.Map `ebpf:"ober_vip_absent"`
 	OberWhitelists *ebpf.Map `ebpf:"ober_whitelists"`
 	OberWlMeta     *ebpf.Map `ebpf:"ober_wl_meta"`
 }
@@ -213,6 +221,7 @@ func (m *oberMaps) Close() error {
 		m.OberSockets,
 		m.OberSocketsHi,
 		m.OberSteered,
+		m.OberVipAbsent,
 		m.OberWhitelists,
 		m.OberWlMeta,
 	)

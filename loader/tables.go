@@ -200,10 +200,21 @@ func (d *Dataplane) swapServices(keys []svcKey, vals []svcVal) error {
 			return fmt.Errorf("fill table (%d of %d rows written): %w", n, len(keys), err)
 		}
 	}
+	// The VIP filter says "surely not a VIP" only where neither table has
+	// one while the swap is under way, and where the new one has none
+	// after it.
+	cur, err := d.readAbsent()
+	if err != nil {
+		return err
+	}
+	next := absentFor(keys)
+	if err := d.writeAbsent(cur.and(next)); err != nil {
+		return err
+	}
 	if err := d.maps.OberServiceSet.Update(uint32(0), inner, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("swap table: %w", err)
 	}
-	return nil
+	return d.writeAbsent(next)
 }
 
 // Services reads back the live VIP and service tables, sorted.
