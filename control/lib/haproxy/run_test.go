@@ -674,3 +674,85 @@ func testRealSoftStopServesIdleConnection(t *testing.T, bin string) {
 		t.Fatalf("haproxy still running 5s after its last connection closed\n%s", out)
 	}
 }
+
+// TestRealH2ConnectionRenewed: on 3.0 an HTTP/2 client connection is sent
+// a graceful GOAWAY after h2TotalStreams requests and the client goes on
+// over a new one (which Maglev may place elsewhere), with no request
+// lost; on 2.6, which has no such limit, the connection carries them all.
+func TestRealH2ConnectionRenewed(t *testing.T) {
+	haproxytest.Each(t, testRealH2ConnectionRenewed)
+}
+
+func testRealH2ConnectionRenewed(t *testing.T, bin string) {
+	dir := shortTempDir(t)
+	cert := newTestCert(t, dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") }))
+	defer be.Close()
+	f, addr := listenerFile(t)
+	in := baseInstance()
+	in.Version = haproxyVersion(t, bin)
+	in.CPU = lastCPU(t)
+	in.StatsSocket = filepath.Join(dir, "s.sock")
+	in.Frontends = []Frontend{{Name: "tls-443", Mode: ModeTLS, Port: 443, PEM: cert.CombinedPEM,
+		Binds: []Bind{{FD: 3, Family: 4}}, Pool: DefaultPool}}
+	in.Pools = []Pool{{Name: DefaultPool, Balance: BalanceLeastConn,
+		Servers: []Server{{Name: "be", Addr: netip.MustParseAddrPort(be.Listener.Addr().String()), Weight: 1}}}}
+	in.MaxConn = 1000
+	unprivileged(t, &in, dir)
+	_, out, exited := startHAProxy(t, bin, writeConfig(t, dir, in), f)
+	waitReady(t, ctx, Runtime{Path: in.StatsSocket, Timeout: time.Second}, exited)
+
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: cert.Pool, ServerName: "localhost"}, ForceAttemptHTTP2: true}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	var conns atomic.Int64
+	trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
+		if !i.Reused {
+			conns.Add(1)
+		}
+	}}
+	const requests = h2TotalStreams + 200
+	jobs := make(chan int)
+	errs := make(chan error, requests)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range jobs {
+				req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), "GET", "https://"+addr+"/bucket/key", nil)
+				if err != nil {
+					errs <- err
+					continue
+				}
+				resp, err := client.Do(req)
+				if err != nil {
+					errs <- err
+					continue
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusOK {
+					errs <- fmt.Errorf("%s %s", resp.Proto, resp.Status)
+				}
+			}
+		}()
+	}
+	for i := range requests {
+		jobs <- i
+	}
+	close(jobs)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err, "haproxy output:\n%s", out)
+	}
+	if FeaturesFor(in.Version).H2MaxTotalStreams {
+		require.GreaterOrEqual(t, conns.Load(), int64(2), "a new connection after %d requests", h2TotalStreams)
+	} else {
+		require.Equal(t, int64(1), conns.Load(), "one connection carries every request")
+	}
+}
