@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"crypto/tls"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -74,6 +75,6 @@ func TestServeHAProxy30(t *testing.T) {
 	tc.Close()
 
 	res := ober(t, s.Node, 0, "--config", s.ConfigPath, "--bpffs-root", s.Root, "status")
-	require.Regexp(t, `(?m)^haproxy +`+bin+` 3\.0\.\d+, 1 reloads`, res.stdout)
+	require.Regexp(t, `(?m)^haproxy +`+regexp.QuoteMeta(bin)+` 3\.0\.\d+, 1 reloads`, res.stdout)
 	require.Regexp(t, `(?m)^features +h2-frontend-window=on client-handshake-timeout=on h2-glitches-threshold=on h2-max-total-streams=on$`, res.stdout)
 }
