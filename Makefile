@@ -4,15 +4,25 @@ BIN     := bin/ober
 PKGS    := ./...
 SHELL   := /bin/bash
 
-.PHONY: all build deps generate check-generated check-files test lint fuzz bench lab clean
+.PHONY: all build deps haproxy30 generate check-generated check-files test lint fuzz bench lab clean
 
 all: build
 
-# Debian packages for building, testing and the lab (as root).
+# Debian packages for building, testing and the lab (as root), and
+# HAProxy 3.0 beside the system's 2.6.
 deps:
 	apt-get update -q
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$(grep -v '^#' .ci/packages)
 	$(GO) mod download
+	$(MAKE) haproxy30
+
+# HAProxy 3.0 (Debian 13's) in $(HAPROXY30_DIR): a debootstrapped trixie
+# root and the wrapper $(HAPROXY30_DIR)/haproxy that runs it, for
+# haproxy.binary, `ober bench --haproxy` and the tests. Skipped when the
+# wrapper already answers; about a minute and 230 MB otherwise.
+HAPROXY30_DIR ?= /var/cache/ober/haproxy-3.0
+haproxy30:
+	bash lab/haproxy-root.sh $(HAPROXY30_DIR)
 
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 

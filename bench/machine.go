@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ober-ingress/ober/control/lib/haproxy"
 	"github.com/ober-ingress/ober/control/lib/procstat"
 )
 
@@ -30,7 +31,7 @@ const toolTimeout = 5 * time.Second
 // ReadMachine describes the machine the bench runs on. It never fails:
 // whatever cannot be read (a missing tool, a missing /proc file) is left
 // empty, since a report with a blank field is still worth having.
-func ReadMachine(ctx context.Context) Machine {
+func ReadMachine(ctx context.Context, haproxyBin string) Machine {
 	var m Machine
 	if ci, err := procstat.Proc.CPUInfo(); err == nil {
 		m.CPUModel, m.Flags = ci.Model, cryptoOf(ci.Flags)
@@ -48,7 +49,8 @@ func ReadMachine(ctx context.Context) Machine {
 	if err := unix.Uname(&u); err == nil {
 		m.Kernel = unix.ByteSliceToString(u.Release[:])
 	}
-	m.HAProxy = toolLine(ctx, "haproxy", "-v")
+	m.HAProxy = toolLine(ctx, haproxyBin, "-v")
+	m.HAProxyTLS = haproxy.TLSLibrary(toolOutput(ctx, haproxyBin, "-vv"))
 	m.OpenSSL = toolLine(ctx, "openssl", "version")
 	return m
 }
@@ -56,6 +58,12 @@ func ReadMachine(ctx context.Context) Machine {
 // toolLine is the first non-empty line a tool prints, or "" when the tool
 // is missing or fails.
 func toolLine(ctx context.Context, name string, args ...string) string {
+	return firstLine(toolOutput(ctx, name, args...))
+}
+
+// toolOutput is what a tool prints on stdout, or "" when the tool is
+// missing or fails.
+func toolOutput(ctx context.Context, name string, args ...string) string {
 	ctx, cancel := context.WithTimeout(ctx, toolTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
@@ -64,7 +72,7 @@ func toolLine(ctx context.Context, name string, args ...string) string {
 	if err != nil {
 		return ""
 	}
-	return firstLine(string(out))
+	return string(out)
 }
 
 func firstLine(s string) string {

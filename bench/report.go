@@ -25,12 +25,16 @@ type Report struct {
 
 // Machine is what the figures were measured on.
 type Machine struct {
-	CPUModel string   `json:"cpu_model"`
-	Cores    int      `json:"cores"` // online logical CPUs
-	Kernel   string   `json:"kernel"`
-	HAProxy  string   `json:"haproxy"` // version line
-	OpenSSL  string   `json:"openssl"` // version line
-	Flags    []string `json:"flags"`   // of interest: aes, avx2, vaes, ...
+	CPUModel string `json:"cpu_model"`
+	Cores    int    `json:"cores"` // online logical CPUs
+	Kernel   string `json:"kernel"`
+	HAProxy  string `json:"haproxy"` // version line of the binary both targets ran
+	// HAProxyTLS is the TLS library that HAProxy runs on (`haproxy -vv`),
+	// which is what serves the handshakes; OpenSSL below is the system's
+	// openssl tool, which measured the crypto ceiling.
+	HAProxyTLS string   `json:"haproxy_tls,omitempty"`
+	OpenSSL    string   `json:"openssl"` // version line
+	Flags      []string `json:"flags"`   // of interest: aes, avx2, vaes, ...
 }
 
 // Crypto is the machine's crypto ceiling, from `openssl speed`.

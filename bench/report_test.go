@@ -196,7 +196,7 @@ func TestParseCPUList(t *testing.T) {
 }
 
 func TestReadMachine(t *testing.T) {
-	m := ReadMachine(t.Context())
+	m := ReadMachine(t.Context(), "haproxy")
 	assert.GreaterOrEqual(t, m.Cores, 1)
 	assert.NotEmpty(t, m.Kernel)
 	if _, err := os.Stat("/proc/cpuinfo"); err == nil {
@@ -207,6 +207,7 @@ func TestReadMachine(t *testing.T) {
 	}
 	if _, err := exec.LookPath("haproxy"); err == nil {
 		assert.Contains(t, m.HAProxy, "HAProxy")
+		assert.Contains(t, m.HAProxyTLS, "OpenSSL")
 	}
 	assert.Empty(t, toolLine(t.Context(), "ober-no-such-tool", "-v"), "a missing tool is an empty string")
 	assert.Empty(t, toolLine(t.Context(), "false"), "a failing tool is an empty string")

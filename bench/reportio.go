@@ -366,8 +366,8 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	p("%s\n", head)
 	m := r.Machine
-	p("machine: %s, %d CPUs, kernel %s; %s; %s; flags: %s\n",
-		orDash(m.CPUModel), m.Cores, orDash(m.Kernel), orDash(m.HAProxy), orDash(m.OpenSSL), orDash(strings.Join(m.Flags, " ")))
+	p("machine: %s, %d CPUs, kernel %s; %s on %s; %s; flags: %s\n",
+		orDash(m.CPUModel), m.Cores, orDash(m.Kernel), orDash(m.HAProxy), orDash(m.HAProxyTLS), orDash(m.OpenSSL), orDash(strings.Join(m.Flags, " ")))
 	cr := r.Crypto
 	p("crypto ceiling: %s, %d B blocks: %.2f GB/s per core, %.2f GB/s for the machine (%s)\n",
 		orDash(cr.Cipher), cr.BlockBytes, cr.GBpsPerCore, cr.GBpsMachine, orDash(cr.Command))

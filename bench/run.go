@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ober-ingress/ober/control/lib/haproxy"
 	"github.com/ober-ingress/ober/lab/netsite"
 )
 
@@ -20,6 +21,11 @@ import (
 type Options struct {
 	// Bin is the ober binary the node runs; default this executable.
 	Bin string
+	// HAProxy is the HAProxy binary both targets run: ober's instances
+	// (haproxy.binary) and the baseline; a path or a name looked up in
+	// PATH, default haproxy. The 3.0 wrapper of `make deps` compares
+	// the two on 3.0.
+	HAProxy string
 	// Dir holds the run's site (namespaces' files, the bpffs mount, the
 	// node's configuration and logs); default /run/ober-bench. Prefix
 	// starts the namespaces' names; default "oberbench-".
@@ -92,6 +98,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.Prefix == "" {
 		o.Prefix = "oberbench-"
+	}
+	if o.HAProxy == "" {
+		o.HAProxy = "haproxy"
 	}
 	if o.Bin == "" {
 		exe, err := os.Executable()
@@ -171,8 +180,19 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		Instances: o.Instances, ObjectBytes: o.ObjectBytes, Conns: o.Conns, PointSeconds: o.Window.Seconds(), RateSeconds: o.RateWindow.Seconds(), Steering: !o.NoSteering,
 		SmallBytes: smallBytes, XDPPackets: o.XDPPackets,
 	}}
-	rep.Machine = ReadMachine(ctx)
+	// The binary must be an HAProxy ober renders for before anything is
+	// built: both targets run it.
+	hv, err := haproxy.DetectVersion(ctx, o.HAProxy)
+	if err != nil {
+		return nil, fmt.Errorf("bench --haproxy %s: %w", o.HAProxy, err)
+	}
+	if err := hv.Supported(); err != nil {
+		return nil, fmt.Errorf("bench --haproxy %s: %w", o.HAProxy, err)
+	}
+	rep.Machine = ReadMachine(ctx, o.HAProxy)
 	say("machine: %s, %d CPUs, kernel %s", rep.Machine.CPUModel, rep.Machine.Cores, rep.Machine.Kernel)
+	say("haproxy (ober's instances and the baseline): %s; %s; %s (%s)", o.HAProxy, hv.Raw,
+		orDash(rep.Machine.HAProxyTLS), haproxy.FeaturesFor(hv))
 	secs := 3
 	if o.Quick {
 		secs = 1
@@ -186,6 +206,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	t, err := buildTopology(ctx, o.Dir, o.Prefix, o.Bin, slicesMax(o.Instances))
 	if t != nil {
 		t.noSteering = o.NoSteering
+		t.haproxy = o.HAProxy
 	}
 	if err != nil {
 		return nil, err

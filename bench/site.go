@@ -69,6 +69,7 @@ type topology struct {
 	tls     *tls.Config
 
 	noSteering       bool
+	haproxy          string // the HAProxy binary of both targets
 	oberPID, basePID int
 	instancePIDs     []int
 	baseLn           *os.File
@@ -236,6 +237,7 @@ func (t *topology) nodeConfig(n int) *config.Config {
 			Health:  config.HealthCheck{Path: "/", Interval: config.Duration{Duration: time.Second}, Fall: 2, Rise: 1},
 		},
 		Instances: config.Instances{Count: n, CPUs: cpus, Steering: &steering},
+		HAProxy:   config.HAProxy{Binary: t.haproxy},
 		Timeouts:  config.Timeouts{Drain: config.Duration{Duration: time.Second}},
 	}
 }
@@ -357,7 +359,7 @@ func (t *topology) startBaseline(ctx context.Context, threads int) error {
 	if len(pems) != 1 {
 		return fmt.Errorf("the node's certificate bundle: found %v", pems)
 	}
-	v, err := haproxy.DetectVersion(ctx, "haproxy")
+	v, err := haproxy.DetectVersion(ctx, t.haproxy)
 	if err != nil {
 		return err
 	}
@@ -402,7 +404,7 @@ func (t *topology) startBaseline(ctx context.Context, threads int) error {
 		return err
 	}
 	defer logf.Close()
-	cmd := exec.Command("ip", "netns", "exec", t.node.Name, "haproxy", "-f", cfg, "-db")
+	cmd := exec.Command("ip", "netns", "exec", t.node.Name, t.haproxy, "-f", cfg, "-db")
 	cmd.ExtraFiles = []*os.File{f}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

@@ -8,6 +8,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -18,6 +19,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/ober-ingress/ober/internal/testsite/haproxytest"
 )
 
 // doctorConfig is a configuration for the namespace of TestDoctor; BACKEND
@@ -137,6 +140,17 @@ func TestDoctor(t *testing.T) {
 	require.Contains(t, res.stdout, "veth: native XDP")
 	require.Regexp(t, `(?m)^(PASS|WARN)  haproxy +HAProxy \d+\.\d+\.\d+, `, res.stdout)
 	require.Empty(t, res.stderr)
+
+	// HAProxy 3.0 through the wrapper of `make deps` (the trixie loader
+	// and libraries): a pass, with the OpenSSL it runs on.
+	v30 := write("v30.yaml", ln.Addr().String(), "      cert: "+cert+"\n      key: "+key+"\n")
+	f, err := os.OpenFile(v30, os.O_APPEND|os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = fmt.Fprintf(f, "haproxy:\n  binary: %s\n", haproxytest.V30(t))
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	res = ober(t, s.srv, 0, "doctor", "--config", v30)
+	require.Regexp(t, `(?m)^PASS  haproxy +HAProxy 3\.0\.\d+, OpenSSL 3\.`, res.stdout)
 
 	// --json: the same results as an array of objects.
 	res = ober(t, s.srv, 0, "doctor", "--config", good, "--json")

@@ -48,7 +48,8 @@ stops by itself: the bound is printed first. Needs root.`,
 		Example: `  ober bench --quick            # about a minute
   ober bench --out results/     # the full run, about 10 minutes on 2 CPUs
   ober bench --instances 1,2,4 --sizes 64MiB --conns 1,8,64
-  ober bench --steering=false   # ober without the XDP redirect to the instance's CPU`,
+  ober bench --steering=false   # ober without the XDP redirect to the instance's CPU
+  ober bench --quick --haproxy /var/cache/ober/haproxy-3.0/haproxy   # both targets on HAProxy 3.0`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if os.Geteuid() != 0 {
@@ -112,6 +113,7 @@ stops by itself: the bound is printed first. Needs root.`,
 	f.StringVar(&o.Dir, "dir", "", "directory of the run's namespaces' files (default /run/ober-bench)")
 	f.StringVar(&o.Prefix, "prefix", "", "prefix of the run's namespace names (default oberbench-)")
 	f.StringVar(&o.Bin, "ober", "", "the ober binary the node runs (default this one)")
+	f.StringVar(&o.HAProxy, "haproxy", "", "the HAProxy binary of ober's instances and of the baseline, e.g. /var/cache/ober/haproxy-3.0/haproxy from make deps (default haproxy)")
 	return cmd
 }
 

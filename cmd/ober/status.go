@@ -164,6 +164,17 @@ func printDaemon(w io.Writer, d *api.DaemonStatus) error {
 	}
 	fmt.Fprintf(tw, "haproxy\t%s %s, %d reloads, %d restarts, %d draining\n", d.HAProxy.Binary, d.HAProxy.Version,
 		d.HAProxy.Reloads, d.HAProxy.Restarts, d.HAProxy.Draining)
+	if len(d.HAProxy.Features) > 0 {
+		var fs []string
+		for _, f := range d.HAProxy.Features {
+			state := "off"
+			if f.Enabled {
+				state = "on"
+			}
+			fs = append(fs, f.Name+"="+state)
+		}
+		fmt.Fprintf(tw, "features\t%s\n", strings.Join(fs, " "))
+	}
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "INSTANCE\tCPU\tPID\tSTATE\tCONNS\tRESTARTS\tLAST EXIT")
 	for _, in := range d.HAProxy.Instances {

@@ -149,8 +149,11 @@ type VIPHeldStatus struct {
 
 // HAProxyStatus describes the instances.
 type HAProxyStatus struct {
-	Binary     string                      `json:"binary"`
-	Version    string                      `json:"version"`
+	Binary  string `json:"binary"`
+	Version string `json:"version"`
+	// Features are the renderer's version-gated directives, each on or
+	// off for Version (haproxy.Features).
+	Features   []HAProxyFeature            `json:"features"`
 	Generation uint64                      `json:"generation"`
 	Reloads    uint64                      `json:"reloads"`
 	Restarts   uint64                      `json:"restarts"`
@@ -162,6 +165,15 @@ type HAProxyStatus struct {
 	// (timeouts.max_transfer).
 	OldGenerations int                        `json:"old_generations"`
 	Retired        []supervisor.RetiredStatus `json:"retired,omitempty"`
+}
+
+// HAProxyFeature is one version-gated directive of the rendered
+// configuration.
+type HAProxyFeature struct {
+	Name      string `json:"name"`
+	Directive string `json:"directive"`
+	Since     string `json:"since"` // oldest release it is used with
+	Enabled   bool   `json:"enabled"`
 }
 
 // BackendStatus is one server of the top-level pool. ober checks each

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/ober-ingress/ober/internal/testsite/haproxytest"
 )
 
 // checkInstance has a frontend of every kind: TLS with a real PEM and
@@ -81,8 +83,9 @@ func writeConfig(t *testing.T, dir string, in Instance) string {
 	return path
 }
 
-func TestCheckRenderedConfig(t *testing.T) {
-	bin := haproxyBinary(t)
+func TestCheckRenderedConfig(t *testing.T) { haproxytest.Each(t, testCheckRenderedConfig) }
+
+func testCheckRenderedConfig(t *testing.T, bin string) {
 	v := haproxyVersion(t, bin)
 	dir := shortTempDir(t)
 	path := writeConfig(t, dir, checkInstance(t, v, dir))
@@ -96,8 +99,9 @@ func TestCheckRenderedConfig(t *testing.T) {
 
 // TestCheckEveryBalance: HAProxy takes what each balance method renders,
 // in tcp and http backends.
-func TestCheckEveryBalance(t *testing.T) {
-	bin := haproxyBinary(t)
+func TestCheckEveryBalance(t *testing.T) { haproxytest.Each(t, testCheckEveryBalance) }
+
+func testCheckEveryBalance(t *testing.T, bin string) {
 	v := haproxyVersion(t, bin)
 	dir := shortTempDir(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -112,8 +116,9 @@ func TestCheckEveryBalance(t *testing.T) {
 
 // TestCheckPoolWithoutServers: a pool with no server yet (a tcp service
 // whose backends are still to come) renders a backend HAProxy accepts.
-func TestCheckPoolWithoutServers(t *testing.T) {
-	bin := haproxyBinary(t)
+func TestCheckPoolWithoutServers(t *testing.T) { haproxytest.Each(t, testCheckPoolWithoutServers) }
+
+func testCheckPoolWithoutServers(t *testing.T, bin string) {
 	v := haproxyVersion(t, bin)
 	dir := shortTempDir(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -129,8 +134,9 @@ func TestCheckPoolWithoutServers(t *testing.T) {
 // TestCheckIdleInstance: an instance with no frontend and no pool (a
 // node whose services the kernel forwards) renders a file HAProxy accepts;
 // a pool without a frontend is still refused.
-func TestCheckIdleInstance(t *testing.T) {
-	bin := haproxyBinary(t)
+func TestCheckIdleInstance(t *testing.T) { haproxytest.Each(t, testCheckIdleInstance) }
+
+func testCheckIdleInstance(t *testing.T, bin string) {
 	v := haproxyVersion(t, bin)
 	dir := shortTempDir(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -147,29 +153,9 @@ func TestCheckIdleInstance(t *testing.T) {
 	require.ErrorContains(t, err, "no frontends")
 }
 
-// TestCheckExtraBinaries checks the rendered configuration with more
-// HAProxy releases, listed in OBER_TEST_HAPROXY_EXTRA (colon-separated
-// paths), e.g. a 3.x build next to Debian 12's 2.6.
-func TestCheckExtraBinaries(t *testing.T) {
-	list := os.Getenv("OBER_TEST_HAPROXY_EXTRA")
-	for _, bin := range strings.Split(list, ":") {
-		if bin == "" {
-			continue
-		}
-		t.Run(filepath.Base(bin), func(t *testing.T) {
-			v := haproxyVersion(t, bin)
-			t.Logf("%s: %s (%s)", bin, v.Raw, FeaturesFor(v))
-			dir := shortTempDir(t)
-			path := writeConfig(t, dir, checkInstance(t, v, dir))
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			require.NoError(t, Check(ctx, bin, path, nil))
-		})
-	}
-}
+func TestCheckReportsAlerts(t *testing.T) { haproxytest.Each(t, testCheckReportsAlerts) }
 
-func TestCheckReportsAlerts(t *testing.T) {
-	bin := haproxyBinary(t)
+func testCheckReportsAlerts(t *testing.T, bin string) {
 	v := haproxyVersion(t, bin)
 	dir := shortTempDir(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

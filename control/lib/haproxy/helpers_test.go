@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -17,20 +16,13 @@ import (
 	"github.com/ober-ingress/ober/control/lib/certs"
 	"github.com/ober-ingress/ober/control/lib/procstat"
 	"github.com/ober-ingress/ober/control/lib/sysuser"
+	"github.com/ober-ingress/ober/internal/testsite/haproxytest"
 )
 
-// haproxyBinary is the HAProxy the real tests run: /usr/sbin/haproxy, else
-// haproxy in PATH. Its absence fails the test: the package is about
-// HAProxy and cannot be verified without it.
-func haproxyBinary(t *testing.T) string {
-	t.Helper()
-	if _, err := os.Stat("/usr/sbin/haproxy"); err == nil {
-		return "/usr/sbin/haproxy"
-	}
-	p, err := exec.LookPath("haproxy")
-	require.NoError(t, err, "install haproxy (apt-get install haproxy)")
-	return p
-}
+// haproxyBinary is the system's HAProxy (Debian 12's 2.6), for the
+// tests that run one release; the ones that run every release take
+// theirs from haproxytest.Each.
+func haproxyBinary(t *testing.T) string { return haproxytest.System(t) }
 
 func haproxyVersion(t *testing.T, bin string) Version {
 	t.Helper()

@@ -80,6 +80,17 @@ const (
 	// 100 ms path; 1 MiB lifts that 16-fold and costs no memory (HAProxy
 	// stops reading the socket when its buffer is full).
 	h2Window = 1 << 20
+	// h2Glitches is how many HTTP/2 protocol glitches a client connection
+	// may commit before it is closed (HAProxy 3.0). A well-behaved client
+	// commits next to none; a rapid-reset or CONTINUATION flood commits
+	// thousands within a second. 3.0 sets no threshold by default.
+	h2Glitches = 1000
+	// h2TotalStreams is how many requests a client HTTP/2 connection
+	// carries before a graceful GOAWAY (HAProxy 3.0): its client then
+	// reconnects, so that long-lived connections spread again over the
+	// instances and nodes after one was added. One new TLS handshake per
+	// 10000 requests costs nothing measurable.
+	h2TotalStreams = 10000
 	// maxTimeout is the largest timer HAProxy takes (2^31-1 ms).
 	maxTimeout = 2147483647 * time.Millisecond
 
@@ -349,6 +360,9 @@ func Render(in Instance) ([]byte, error) {
 	if t.Drain > 0 {
 		w.opt("hard-stop-after %s", duration(t.Drain))
 	}
+	// No close-spread-time (2.6 and 3.0 have it): with it a soft-stopped
+	// instance answers 408 to a request whose headers are still arriving
+	// (TestRealSoftStop), where without it the request is served.
 	// Raw lines on stdout: ober reads them. "notice" keeps server state
 	// changes and, with log-separate-errors, failed requests; successful
 	// requests log at "info" and are filtered out.
@@ -365,6 +379,12 @@ func Render(in Instance) ([]byte, error) {
 		} else {
 			w.opt("tune.h2.initial-window-size %d", h2Window)
 		}
+		if f.H2GlitchesThreshold {
+			w.opt("tune.h2.fe.glitches-threshold %d", h2Glitches)
+		}
+		if f.H2MaxTotalStreams {
+			w.opt("tune.h2.fe.max-total-streams %d", h2TotalStreams)
+		}
 	}
 	w.line("")
 
@@ -375,6 +395,12 @@ func Render(in Instance) ([]byte, error) {
 	w.opt("option dontlognull")
 	w.opt("option log-separate-errors")
 	w.opt("option http-keep-alive")
+	// A soft-stopped instance (a reload) keeps a client's idle keep-alive
+	// connection until the client's next request, answers it with
+	// "Connection: close", and only then closes: closing it at once races
+	// a request the client (an S3 SDK's pool) may be sending on it, which
+	// then fails with a reset. hard-stop-after still bounds the wait.
+	w.opt("option idle-close-on-response")
 	w.opt("option redispatch")
 	w.opt("retries 3")
 	w.opt("timeout connect %s", duration(t.Connect))

@@ -139,13 +139,22 @@ func TestRenderVersionGating(t *testing.T) {
 	require.Contains(t, ls, "tune.h2.fe.initial-window-size 1048576")
 	require.NotContains(t, ls, "tune.h2.initial-window-size 1048576")
 	require.Contains(t, ls, "timeout client-hs 30s")
-	require.Contains(t, cfg, "# Features: h2-frontend-window=on client-handshake-timeout=on")
+	require.Contains(t, ls, "tune.h2.fe.glitches-threshold 1000")
+	require.Contains(t, ls, "tune.h2.fe.max-total-streams 10000")
+	require.Contains(t, cfg, "# Features: h2-frontend-window=on client-handshake-timeout=on h2-glitches-threshold=on h2-max-total-streams=on")
+	// In every release since 2.6: not gated.
+	require.Contains(t, ls, "option idle-close-on-response")
 
 	in.Version = Version{Major: 2, Minor: 8, Patch: 3}
 	cfg = render(t, in)
 	ls = lines(cfg)
 	require.Contains(t, ls, "tune.h2.fe.initial-window-size 1048576")
 	require.NotContains(t, cfg, "client-hs")
+	for _, l := range ls {
+		require.NotContains(t, l, "tune.h2.fe.glitches-threshold")
+		require.NotContains(t, l, "tune.h2.fe.max-total-streams")
+	}
+	require.Contains(t, ls, "option idle-close-on-response")
 	require.Contains(t, cfg, "(version line not recorded)")
 
 	in.Version.Raw = "HAProxy version 2.8.3\nglobal\n    daemon"

@@ -1,6 +1,7 @@
 package haproxy
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -27,7 +28,10 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
 	"golang.org/x/sys/unix"
+
+	"github.com/ober-ingress/ober/internal/testsite/haproxytest"
 )
 
 // seen is what a backend server received.
@@ -185,19 +189,10 @@ func startHAProxy(t *testing.T, bin, cfg string, files ...*os.File) (cmd *exec.C
 	return cmd, out, exited
 }
 
-func TestRealRun(t *testing.T) {
-	realRun(t, haproxyBinary(t))
-}
-
-// TestRealRunExtraBinaries repeats TestRealRun with the HAProxy releases
-// listed in OBER_TEST_HAPROXY_EXTRA (colon-separated paths).
-func TestRealRunExtraBinaries(t *testing.T) {
-	for _, bin := range strings.Split(os.Getenv("OBER_TEST_HAPROXY_EXTRA"), ":") {
-		if bin != "" {
-			t.Run(filepath.Base(bin), func(t *testing.T) { realRun(t, bin) })
-		}
-	}
-}
+// TestRealRun serves TLS, HTTP/2 and plain HTTP through a rendered
+// instance, unprivileged in its chroot, with every release of
+// haproxytest.All.
+func TestRealRun(t *testing.T) { haproxytest.Each(t, realRun) }
 
 func realRun(t *testing.T, bin string) {
 	v := haproxyVersion(t, bin)
@@ -549,8 +544,9 @@ func realRun(t *testing.T, bin string) {
 // it once Drain has passed even with a request in flight, and the
 // inherited socket, of which ober keeps a copy, is still listening
 // afterwards (HAProxy neither closes nor shuts it down for the parent).
-func TestRealSoftStop(t *testing.T) {
-	bin := haproxyBinary(t)
+func TestRealSoftStop(t *testing.T) { haproxytest.Each(t, testRealSoftStop) }
+
+func testRealSoftStop(t *testing.T, bin string) {
 	v := haproxyVersion(t, bin)
 	dir := shortTempDir(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -606,4 +602,157 @@ func TestRealSoftStop(t *testing.T) {
 	accepted, err := ln.Accept()
 	require.NoError(t, err)
 	accepted.Close()
+}
+
+// TestRealSoftStopServesIdleConnection: a client's idle keep-alive
+// connection outlives the soft stop of a reload (option
+// idle-close-on-response): its next request is served, answered with
+// "Connection: close", and only then is the connection closed. Closed at
+// once instead, it races a request the client may be sending on it.
+func TestRealSoftStopServesIdleConnection(t *testing.T) {
+	haproxytest.Each(t, testRealSoftStopServesIdleConnection)
+}
+
+func testRealSoftStopServesIdleConnection(t *testing.T, bin string) {
+	dir := shortTempDir(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	be := httptest.NewServer(&recorder{})
+	defer be.Close()
+	f, addr := listenerFile(t)
+	in := baseInstance()
+	in.Version = haproxyVersion(t, bin)
+	in.CPU = lastCPU(t)
+	in.StatsSocket = filepath.Join(dir, "s.sock")
+	in.ServedByHeader = false
+	in.Frontends = []Frontend{{Name: "http-80", Mode: ModeHTTP, Port: 80, Binds: []Bind{{FD: 3, Family: 4}}, Pool: DefaultPool}}
+	in.Pools = []Pool{{Name: DefaultPool, Balance: BalanceLeastConn,
+		Servers: []Server{{Name: "be", Addr: netip.MustParseAddrPort(be.Listener.Addr().String()), Weight: 1}}}}
+	in.Timeouts.Drain = 10 * time.Second
+	in.MaxConn = 1000
+	unprivileged(t, &in, dir)
+	cmd, out, exited := startHAProxy(t, bin, writeConfig(t, dir, in), f)
+	waitReady(t, ctx, Runtime{Path: in.StatsSocket, Timeout: time.Second}, exited)
+
+	c, err := net.Dial("tcp4", addr)
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.SetDeadline(time.Now().Add(20*time.Second)))
+	r := bufio.NewReader(c)
+	get := func(id string) *http.Response {
+		_, err := fmt.Fprintf(c, "GET /bucket/%s HTTP/1.1\r\nHost: s3.test\r\nX-Test-ID: %s\r\n\r\n", id, id)
+		require.NoError(t, err)
+		resp, err := http.ReadResponse(r, nil)
+		require.NoError(t, err, "haproxy output:\n%s", out)
+		_, err = io.Copy(io.Discard, resp.Body)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp
+	}
+	first := get("before")
+	require.Equal(t, http.StatusOK, first.StatusCode)
+	require.False(t, first.Close, "keep-alive before the stop")
+
+	require.NoError(t, cmd.Process.Signal(syscall.SIGUSR1))
+	// Long enough for HAProxy to have closed idle connections, were it
+	// going to.
+	time.Sleep(500 * time.Millisecond)
+	select {
+	case <-exited:
+		t.Fatalf("haproxy exited with an idle client connection open\n%s", out)
+	default:
+	}
+	last := get("after")
+	require.Equal(t, http.StatusOK, last.StatusCode)
+	require.True(t, last.Close, "the answer after the stop says Connection: close")
+	_, err = r.ReadByte()
+	require.ErrorIs(t, err, io.EOF, "the connection is closed after that answer")
+	select {
+	case <-exited:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("haproxy still running 5s after its last connection closed\n%s", out)
+	}
+}
+
+// TestRealH2ConnectionRenewed: on 3.0 an HTTP/2 client connection is sent
+// a graceful GOAWAY after h2TotalStreams requests and the client goes on
+// over a new one (which Maglev may place elsewhere), with no request
+// lost; on 2.6, which has no such limit, the connection carries them all.
+func TestRealH2ConnectionRenewed(t *testing.T) {
+	haproxytest.Each(t, testRealH2ConnectionRenewed)
+}
+
+func testRealH2ConnectionRenewed(t *testing.T, bin string) {
+	dir := shortTempDir(t)
+	cert := newTestCert(t, dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") }))
+	defer be.Close()
+	f, addr := listenerFile(t)
+	in := baseInstance()
+	in.Version = haproxyVersion(t, bin)
+	in.CPU = lastCPU(t)
+	in.StatsSocket = filepath.Join(dir, "s.sock")
+	in.Frontends = []Frontend{{Name: "tls-443", Mode: ModeTLS, Port: 443, PEM: cert.CombinedPEM,
+		Binds: []Bind{{FD: 3, Family: 4}}, Pool: DefaultPool}}
+	in.Pools = []Pool{{Name: DefaultPool, Balance: BalanceLeastConn,
+		Servers: []Server{{Name: "be", Addr: netip.MustParseAddrPort(be.Listener.Addr().String()), Weight: 1}}}}
+	in.MaxConn = 1000
+	unprivileged(t, &in, dir)
+	_, out, exited := startHAProxy(t, bin, writeConfig(t, dir, in), f)
+	waitReady(t, ctx, Runtime{Path: in.StatsSocket, Timeout: time.Second}, exited)
+
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: cert.Pool, ServerName: "localhost"}, ForceAttemptHTTP2: true}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	var conns atomic.Int64
+	trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
+		if !i.Reused {
+			conns.Add(1)
+		}
+	}}
+	const requests = h2TotalStreams + 200
+	jobs := make(chan int)
+	errs := make(chan error, requests)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range jobs {
+				req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), "GET", "https://"+addr+"/bucket/key", nil)
+				if err != nil {
+					errs <- err
+					continue
+				}
+				resp, err := client.Do(req)
+				if err != nil {
+					errs <- err
+					continue
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusOK {
+					errs <- fmt.Errorf("%s %s", resp.Proto, resp.Status)
+				}
+			}
+		}()
+	}
+	for i := range requests {
+		jobs <- i
+	}
+	close(jobs)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err, "haproxy output:\n%s", out)
+	}
+	if FeaturesFor(in.Version).H2MaxTotalStreams {
+		require.GreaterOrEqual(t, conns.Load(), int64(2), "a new connection after %d requests", h2TotalStreams)
+	} else {
+		require.Equal(t, int64(1), conns.Load(), "one connection carries every request")
+	}
 }

@@ -25,6 +25,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ober-ingress/ober/internal/testsite/haproxytest"
+
 	"github.com/ober-ingress/ober/control/lib/certs"
 )
 
@@ -254,10 +256,10 @@ func refused(addr string, wrap func(net.Conn) net.Conn) error {
 
 // serviceInstance is an instance of the HAProxy at hand with the given
 // frontends and pools, run unprivileged as ober runs it.
-func serviceInstance(t *testing.T, dir string, fes []Frontend, pools []Pool) Instance {
+func serviceInstance(t *testing.T, bin, dir string, fes []Frontend, pools []Pool) Instance {
 	t.Helper()
 	in := baseInstance()
-	in.Version = haproxyVersion(t, haproxyBinary(t))
+	in.Version = haproxyVersion(t, bin)
 	in.CPU = lastCPU(t)
 	in.StatsSocket = filepath.Join(dir, "s.sock")
 	in.ServedByHeader = false
@@ -269,13 +271,13 @@ func serviceInstance(t *testing.T, dir string, fes []Frontend, pools []Pool) Ins
 
 // runInstance checks and starts in with files as fd 3, 4, ... and waits
 // for its runtime API.
-func runInstance(t *testing.T, dir string, in Instance, files ...*os.File) Runtime {
+func runInstance(t *testing.T, bin, dir string, in Instance, files ...*os.File) Runtime {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cfg := writeConfig(t, dir, in)
-	require.NoError(t, Check(ctx, haproxyBinary(t), cfg, nil))
-	_, _, done := startHAProxy(t, haproxyBinary(t), cfg, files...)
+	require.NoError(t, Check(ctx, bin, cfg, nil))
+	_, _, done := startHAProxy(t, bin, cfg, files...)
 	rt := Runtime{Path: in.StatsSocket, Timeout: 2 * time.Second}
 	waitReady(t, ctx, rt, done)
 	return rt
@@ -284,14 +286,16 @@ func runInstance(t *testing.T, dir string, in Instance, files ...*os.File) Runti
 // TestRealTCPProxyProtocol: a tcp service forwards to two servers, each
 // told the client's and the VIP's addresses in a PROXY v2 header, and
 // another to a server told them in v1; data flows both ways.
-func TestRealTCPProxyProtocol(t *testing.T) {
+func TestRealTCPProxyProtocol(t *testing.T) { haproxytest.Each(t, testRealTCPProxyProtocol) }
+
+func testRealTCPProxyProtocol(t *testing.T, bin string) {
 	dir := shortTempDir(t)
 	a := newTCPServer(t, "A", "127.0.0.1:0", true)
 	b := newTCPServer(t, "B", "127.0.0.1:0", true)
 	c := newTCPServer(t, "C", "127.0.0.1:0", true)
 	f2, addr2 := listenerFile(t)
 	f1, addr1 := listenerFile(t)
-	in := serviceInstance(t, dir, []Frontend{
+	in := serviceInstance(t, bin, dir, []Frontend{
 		{Name: "tcp-v2", Mode: ModeTCP, Port: 9000, Binds: []Bind{{FD: 3, Family: 4}}, Pool: "v2",
 			VIPs: []netip.Addr{netip.MustParseAddr("127.0.0.1")}},
 		{Name: "tcp-v1", Mode: ModeTCP, Port: 9001, Binds: []Bind{{FD: 4, Family: 4}}, Pool: "v1"},
@@ -302,7 +306,7 @@ func TestRealTCPProxyProtocol(t *testing.T) {
 		}},
 		{Name: "v1", Balance: BalanceLeastConn, Servers: []Server{{Name: "c", Addr: c.addrPort(), Weight: 100, ProxyProtocol: ProxyV1}}},
 	})
-	runInstance(t, dir, in, f2, f1)
+	runInstance(t, bin, dir, in, f2, f1)
 
 	names := map[string]int{}
 	var clients []netip.AddrPort
@@ -341,18 +345,20 @@ func TestRealTCPProxyProtocol(t *testing.T) {
 // the port the client connected to. Here that is the listener's own
 // port; on a node, sk_lookup hands a port range's listener connections
 // to every port of the range, and each reaches the server on its own.
-func TestRealServerWithoutPort(t *testing.T) {
+func TestRealServerWithoutPort(t *testing.T) { haproxytest.Each(t, testRealServerWithoutPort) }
+
+func testRealServerWithoutPort(t *testing.T, bin string) {
 	dir := shortTempDir(t)
 	f, addr := listenerFile(t)
 	port := netip.MustParseAddrPort(addr).Port()
 	// Another loopback address, same port: only the destination port
 	// can bring a connection there.
 	srv := newTCPServer(t, "P", fmt.Sprintf("127.0.0.2:%d", port), true)
-	in := serviceInstance(t, dir, []Frontend{{Name: "range", Mode: ModeTCP, Port: port, LastPort: port + 10,
+	in := serviceInstance(t, bin, dir, []Frontend{{Name: "range", Mode: ModeTCP, Port: port, LastPort: port + 10,
 		Binds: []Bind{{FD: 3, Family: 4}}, Pool: "range"}}, []Pool{{Name: "range", Balance: BalanceRoundRobin,
 		Servers: []Server{{Name: "p", Addr: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.2"), 0), Weight: 100, ProxyProtocol: ProxyV2}}}})
 	require.Contains(t, string(mustRender(t, in)), "server p 127.0.0.2 weight 100 send-proxy-v2\n")
-	runInstance(t, dir, in, f)
+	runInstance(t, bin, dir, in, f)
 
 	s, name, err := dialServer(addr, nil)
 	require.NoError(t, err)
@@ -376,7 +382,9 @@ func mustRender(t *testing.T, in Instance) []byte {
 // verifies the server's own certificate); others are refused or go to
 // the default pool, and RejectWhenDown refuses what would go to a pool
 // without a usable server.
-func TestRealPassthrough(t *testing.T) {
+func TestRealPassthrough(t *testing.T) { haproxytest.Each(t, testRealPassthrough) }
+
+func testRealPassthrough(t *testing.T, bin string) {
 	dir := shortTempDir(t)
 	certPath, keyPath, err := certs.SelfSigned(dir, []string{"a.test", "b.test", "api7.b.test", "c.test"}, nil)
 	require.NoError(t, err)
@@ -395,7 +403,7 @@ func TestRealPassthrough(t *testing.T) {
 		{Names: []string{"a.test"}, Pool: "pa"},
 		{Regexp: `^(b|api[0-9]+\.b)\.test$`, Pool: "pb"},
 	}
-	in := serviceInstance(t, dir, []Frontend{
+	in := serviceInstance(t, bin, dir, []Frontend{
 		{Name: "strict", Mode: ModeTCP, Port: 443, Binds: []Bind{{FD: 3, Family: 4}},
 			Passthrough: &Passthrough{InspectDelay: 2 * time.Second, Routes: routes}},
 		{Name: "default", Mode: ModeTCP, Port: 8443, Binds: []Bind{{FD: 4, Family: 4}}, Pool: "pa", RejectWhenDown: true,
@@ -404,7 +412,7 @@ func TestRealPassthrough(t *testing.T) {
 		{Name: "pa", Balance: BalanceLeastConn, Servers: []Server{{Name: "a", Addr: a.addrPort(), Weight: 100}}},
 		{Name: "pb", Balance: BalanceLeastConn, Servers: []Server{{Name: "b", Addr: b.addrPort(), Weight: 100}}},
 	})
-	rt := runInstance(t, dir, in, fStrict, fDefault)
+	rt := runInstance(t, bin, dir, in, fStrict, fDefault)
 
 	tlsTo := func(sni string) func(net.Conn) net.Conn {
 		return func(c net.Conn) net.Conn {
@@ -468,14 +476,16 @@ func TestRealPassthrough(t *testing.T) {
 // TestRealPriorityTiers: a pool's lower tier serves only while the
 // higher has no usable server (maintenance, weight 0), and takes over
 // and gives back at once through the runtime API.
-func TestRealPriorityTiers(t *testing.T) {
+func TestRealPriorityTiers(t *testing.T) { haproxytest.Each(t, testRealPriorityTiers) }
+
+func testRealPriorityTiers(t *testing.T, bin string) {
 	dir := shortTempDir(t)
 	a := newTCPServer(t, "A", "127.0.0.1:0", false)
 	b := newTCPServer(t, "B", "127.0.0.1:0", false)
 	c := newTCPServer(t, "C", "127.0.0.1:0", false)
 	f, addr := listenerFile(t)
 	fr, addrReject := listenerFile(t)
-	in := serviceInstance(t, dir, []Frontend{
+	in := serviceInstance(t, bin, dir, []Frontend{
 		{Name: "tiers", Mode: ModeTCP, Port: 9000, Binds: []Bind{{FD: 3, Family: 4}}, Pool: "p"},
 		{Name: "tiers-reject", Mode: ModeTCP, Port: 9001, Binds: []Bind{{FD: 4, Family: 4}}, Pool: "p", RejectWhenDown: true},
 	}, []Pool{{Name: "p", Balance: BalanceWeighted, Servers: []Server{
@@ -484,7 +494,7 @@ func TestRealPriorityTiers(t *testing.T) {
 		// Starts in maintenance, as the checks found it.
 		{Name: "c", Addr: c.addrPort(), Weight: 100, Priority: 3, State: StateMaint},
 	}}})
-	rt := runInstance(t, dir, in, f, fr)
+	rt := runInstance(t, bin, dir, in, f, fr)
 	ctx := context.Background()
 
 	require.Equal(t, "A", whoAnswers(t, addr))
@@ -551,13 +561,15 @@ func TestRealPriorityTiers(t *testing.T) {
 // TestRealDrainAndWeight: a drained server keeps its open connection
 // working while new ones go to the other; weights set at run time take
 // effect on the next connection.
-func TestRealDrainAndWeight(t *testing.T) {
+func TestRealDrainAndWeight(t *testing.T) { haproxytest.Each(t, testRealDrainAndWeight) }
+
+func testRealDrainAndWeight(t *testing.T, bin string) {
 	dir := shortTempDir(t)
 	a := newTCPServer(t, "A", "127.0.0.1:0", false)
 	b := newTCPServer(t, "B", "127.0.0.1:0", false)
 	f, addr := listenerFile(t)
 	fs, addrSource := listenerFile(t)
-	in := serviceInstance(t, dir, []Frontend{
+	in := serviceInstance(t, bin, dir, []Frontend{
 		{Name: "rr", Mode: ModeTCP, Port: 9000, Binds: []Bind{{FD: 3, Family: 4}}, Pool: "rr"},
 		{Name: "src", Mode: ModeTCP, Port: 9001, Binds: []Bind{{FD: 4, Family: 4}}, Pool: "src"},
 	}, []Pool{
@@ -566,7 +578,7 @@ func TestRealDrainAndWeight(t *testing.T) {
 		{Name: "src", Balance: BalanceSource, Servers: []Server{
 			{Name: "a", Addr: a.addrPort(), Weight: 100}, {Name: "b", Addr: b.addrPort(), Weight: 100}}},
 	})
-	rt := runInstance(t, dir, in, f, fs)
+	rt := runInstance(t, bin, dir, in, f, fs)
 	ctx := context.Background()
 
 	var held *session
@@ -629,18 +641,20 @@ func TestRealDrainAndWeight(t *testing.T) {
 // TestRealRejectHTTP: an http service whose pool has no usable server
 // answers 503, or with RejectWhenDown closes the connection unanswered,
 // also for a request on a connection opened while the pool had one.
-func TestRealRejectHTTP(t *testing.T) {
+func TestRealRejectHTTP(t *testing.T) { haproxytest.Each(t, testRealRejectHTTP) }
+
+func testRealRejectHTTP(t *testing.T, bin string) {
 	dir := shortTempDir(t)
 	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }))
 	t.Cleanup(be.Close)
 	f503, addr503 := listenerFile(t)
 	fRej, addrRej := listenerFile(t)
-	in := serviceInstance(t, dir, []Frontend{
+	in := serviceInstance(t, bin, dir, []Frontend{
 		{Name: "h503", Mode: ModeHTTP, Port: 80, Binds: []Bind{{FD: 3, Family: 4}}, Pool: DefaultPool},
 		{Name: "hreject", Mode: ModeHTTP, Port: 81, Binds: []Bind{{FD: 4, Family: 4}}, Pool: DefaultPool, RejectWhenDown: true},
 	}, []Pool{{Name: DefaultPool, Balance: BalanceLeastConn, Servers: []Server{
 		{Name: "s0", Addr: netip.MustParseAddrPort(be.Listener.Addr().String()), Weight: 100}}}})
-	rt := runInstance(t, dir, in, f503, fRej)
+	rt := runInstance(t, bin, dir, in, f503, fRej)
 	ctx := context.Background()
 
 	get := func(c net.Conn, r *bufio.Reader) (int, error) {

@@ -131,6 +131,18 @@ type Features struct {
 	// http-request timeout. Without it HAProxy bounds a stalled handshake
 	// with "timeout client" only.
 	ClientHandshakeTimeout bool
+	// H2GlitchesThreshold writes "tune.h2.fe.glitches-threshold"
+	// (verified in 3.0; absent from 2.6): a client HTTP/2 connection
+	// that commits that many protocol glitches (rapid stream resets,
+	// CONTINUATION floods and the like) is closed, so one abusive client
+	// cannot spend an instance's only thread. 2.6 has no such bound.
+	H2GlitchesThreshold bool
+	// H2MaxTotalStreams writes "tune.h2.fe.max-total-streams" (verified
+	// in 3.0; absent from 2.6): after that many requests a client HTTP/2
+	// connection is sent a graceful GOAWAY and the client opens a new
+	// one, which Maglev and ECMP may place on another instance or node.
+	// 2.6 keeps such a connection on its instance for its whole life.
+	H2MaxTotalStreams bool
 }
 
 // Feature describes one entry of Features for display.
@@ -146,6 +158,8 @@ func FeaturesFor(v Version) Features {
 	return Features{
 		H2FrontendWindow:       v.AtLeast(2, 8),
 		ClientHandshakeTimeout: v.AtLeast(3, 0),
+		H2GlitchesThreshold:    v.AtLeast(3, 0),
+		H2MaxTotalStreams:      v.AtLeast(3, 0),
 	}
 }
 
@@ -154,6 +168,8 @@ func (f Features) List() []Feature {
 	return []Feature{
 		{Name: "h2-frontend-window", Directive: "tune.h2.fe.initial-window-size", Since: "2.8", Enabled: f.H2FrontendWindow},
 		{Name: "client-handshake-timeout", Directive: "timeout client-hs", Since: "3.0", Enabled: f.ClientHandshakeTimeout},
+		{Name: "h2-glitches-threshold", Directive: "tune.h2.fe.glitches-threshold", Since: "3.0", Enabled: f.H2GlitchesThreshold},
+		{Name: "h2-max-total-streams", Directive: "tune.h2.fe.max-total-streams", Since: "3.0", Enabled: f.H2MaxTotalStreams},
 	}
 }
 

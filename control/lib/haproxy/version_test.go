@@ -94,15 +94,15 @@ func TestFeaturesFor(t *testing.T) {
 		{Version{Major: 2, Minor: 7}, Features{}},
 		{Version{Major: 2, Minor: 8}, Features{H2FrontendWindow: true}},
 		{Version{Major: 2, Minor: 9, Patch: 1}, Features{H2FrontendWindow: true}},
-		{Version{Major: 3, Minor: 0, Patch: 5}, Features{H2FrontendWindow: true, ClientHandshakeTimeout: true}},
-		{Version{Major: 3, Minor: 2}, Features{H2FrontendWindow: true, ClientHandshakeTimeout: true}},
+		{Version{Major: 3, Minor: 0, Patch: 5}, Features{H2FrontendWindow: true, ClientHandshakeTimeout: true, H2GlitchesThreshold: true, H2MaxTotalStreams: true}},
+		{Version{Major: 3, Minor: 2}, Features{H2FrontendWindow: true, ClientHandshakeTimeout: true, H2GlitchesThreshold: true, H2MaxTotalStreams: true}},
 	} {
 		require.Equal(t, tc.want, FeaturesFor(tc.v), tc.v.String())
 	}
 	f := FeaturesFor(Version{Major: 2, Minor: 8})
-	require.Equal(t, "h2-frontend-window=on client-handshake-timeout=off", f.String())
+	require.Equal(t, "h2-frontend-window=on client-handshake-timeout=off h2-glitches-threshold=off h2-max-total-streams=off", f.String())
 	list := f.List()
-	require.Len(t, list, 2)
+	require.Len(t, list, 4)
 	require.Equal(t, "tune.h2.fe.initial-window-size", list[0].Directive)
 	require.Equal(t, "2.8", list[0].Since)
 	require.True(t, list[0].Enabled)

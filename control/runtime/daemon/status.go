@@ -13,6 +13,7 @@ import (
 
 	"github.com/ober-ingress/ober/control/api"
 	"github.com/ober-ingress/ober/control/config"
+	"github.com/ober-ingress/ober/control/lib/haproxy"
 	"github.com/ober-ingress/ober/control/lib/ipam"
 	"github.com/ober-ingress/ober/control/plan"
 	"github.com/ober-ingress/ober/loader"
@@ -41,6 +42,10 @@ func (d *Daemon) daemonStatus(ctx context.Context) *api.DaemonStatus {
 			LastReloadError: d.reloadErr, ReloadFailures: d.reloadFails,
 		},
 		HAProxy: api.HAProxyStatus{Version: d.version.String()},
+	}
+	for _, f := range haproxy.FeaturesFor(d.version).List() {
+		ds.HAProxy.Features = append(ds.HAProxy.Features,
+			api.HAProxyFeature{Name: f.Name, Directive: f.Directive, Since: f.Since, Enabled: f.Enabled})
 	}
 	switch {
 	case d.reloadErr != "":

@@ -715,7 +715,9 @@ func KillStrayHAProxy(t testing.TB, dir string) {
 	var killed []int
 	for _, pid := range pids {
 		args, err := procstat.Proc.Cmdline(pid)
-		if err != nil || len(args) < 3 || filepath.Base(args[0]) != "haproxy" {
+		// HAProxy 3.0's wrapper (lab/haproxy-root.sh) execs the trixie
+		// loader, which names the binary in a later argument.
+		if err != nil || len(args) < 3 || !slices.ContainsFunc(args, func(a string) bool { return filepath.Base(a) == "haproxy" }) {
 			continue
 		}
 		if slices.ContainsFunc(args[1:], func(a string) bool { return strings.HasPrefix(a, dir) }) {
