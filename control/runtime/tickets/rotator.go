@@ -34,7 +34,8 @@ type Options struct {
 
 // Status is what status and metrics show: never a key.
 type Status struct {
-	// Epoch is the epoch whose key encrypts; Period its length.
+	// Epoch is the epoch whose key encrypts; Period its length, 0
+	// while tickets are off.
 	Epoch  int64
 	Period time.Duration
 	// Next is when the next epoch begins.
@@ -92,8 +93,23 @@ func (r *Rotator) Set(seed []byte, period time.Duration, shared bool) error {
 		clear(r.synced)
 		r.written = -1 << 62
 	}
-	_, err := r.writeLocked(Epoch(r.opts.Now(), period))
-	return err
+	epoch := Epoch(r.opts.Now(), period)
+	if _, err := r.writeLocked(epoch); err != nil {
+		return err
+	}
+	r.st.Epoch, r.st.Period, r.st.Next, r.st.Shared = epoch, period, Start(epoch+1, period), shared
+	return nil
+}
+
+// Off stops the rotations (tickets turned off): the keys file stays
+// for the instances still running, which keep their keys.
+func (r *Rotator) Off() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.seed, r.period, r.shared = nil, 0, false
+	clear(r.synced)
+	r.written = -1 << 62
+	r.st.Epoch, r.st.Period, r.st.Next, r.st.Shared = 0, 0, time.Time{}, false
 }
 
 // writeLocked writes File for epoch unless it holds it already.
