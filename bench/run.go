@@ -169,7 +169,8 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 
 	rep = &Report{Version: o.Version, Started: start.UTC(), Quick: o.Quick, Settings: Settings{
 		Instances: o.Instances, ObjectBytes: o.ObjectBytes, Conns: o.Conns, PointSeconds: o.Window.Seconds(), RateSeconds: o.RateWindow.Seconds(), Steering: !o.NoSteering,
-		SmallBytes: smallBytes, XDPPackets: o.XDPPackets,
+		SessionTickets: true,
+		SmallBytes:     smallBytes, XDPPackets: o.XDPPackets,
 	}}
 	rep.Machine = ReadMachine(ctx)
 	say("machine: %s, %d CPUs, kernel %s", rep.Machine.CPUModel, rep.Machine.Cores, rep.Machine.Kernel)
@@ -248,6 +249,15 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 			h.Instances = n
 			rep.Handshakes = append(rep.Handshakes, h)
 			say("%d inst  new TLS connections, %s: %.0f/s", n, target, h.ConnsPerSecond)
+		}
+		for _, target := range []string{TargetOber, TargetHAProxy} {
+			h, err := t.resumed(ctx, target, handshakeConns, o.RateWindow)
+			if err != nil {
+				return nil, err
+			}
+			h.Instances = n
+			rep.Resumed = append(rep.Resumed, h)
+			say("%d inst  resumed TLS connections, %s: %.0f/s (%d of %d resumed)", n, target, h.ConnsPerSecond, h.Resumed, h.Handshakes)
 		}
 		for _, target := range []string{TargetOber, TargetHAProxy} {
 			s, err := t.small(ctx, target, smallBytes, smallConns, o.RateWindow)
