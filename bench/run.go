@@ -138,7 +138,7 @@ func (o Options) Bound() time.Duration {
 		return 0
 	}
 	windows := time.Duration(o.points())*(o.Window+2*time.Second) +
-		time.Duration(len(o.Instances)*4)*(o.RateWindow+2*time.Second)
+		time.Duration(len(o.Instances)*6)*(o.RateWindow+2*time.Second) /* 2 targets x full, resumed, small */
 	xdp := time.Duration(o.XDPPackets) * 12 * 2 * 5 * time.Microsecond
 	setup := 30*time.Second + time.Duration(len(o.Instances))*60*time.Second
 	return windows + xdp + setup + 10*time.Second /* openssl */
