@@ -746,6 +746,11 @@ func (d *Daemon) reloadFrom(ctx context.Context, fromFile bool) (err error) {
 		if err := d.setServers(prev); err != nil {
 			d.log.Error("health checks: back to the running configuration's", "err", err)
 		}
+		if prevSeed, prevShared, err := ticketSeed(prev); err != nil {
+			d.log.Error("tls session tickets: back to the running configuration's", "err", err)
+		} else if err := d.setTickets(prev, prevSeed, prevShared); err != nil {
+			d.log.Error("tls session tickets: back to the running configuration's", "err", err)
+		}
 		for _, iface := range d.attached {
 			if !slices.Contains(attachedBefore, iface) {
 				_ = d.dp.DetachXDP(iface)
@@ -759,6 +764,13 @@ func (d *Daemon) reloadFrom(ctx context.Context, fromFile bool) (err error) {
 		return err
 	}
 	if err := d.ensureVIPs(p.Config); err != nil {
+		undo()
+		return err
+	}
+	// The new instances load the new seed's keys (the file must be
+	// there: tickets may have just been turned on); the rotator moves
+	// the running ones too.
+	if err := d.setTickets(p, seed, shared); err != nil {
 		undo()
 		return err
 	}
@@ -783,11 +795,8 @@ func (d *Daemon) reloadFrom(ctx context.Context, fromFile bool) (err error) {
 	d.generation++
 	d.loadedAt = time.Now()
 	d.mu.Unlock()
-	// The new instances loaded the running seed's keys: the rotator
-	// moves them, and the file, to the new one's.
-	if err := d.setTickets(p, seed, shared); err != nil {
-		d.log.Error("tls session tickets: the instances keep the previous keys", "err", err)
-	}
+	// The serving instances are now the new plan's.
+	d.tickets.Kick()
 	if d.speaker != nil {
 		if ch.Peers {
 			if err := d.speaker.SetPeers(ctx, p.BGP.Speaker.Peers); err != nil {
