@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ober-ingress/ober/internal/testsite/ecmptest"
+	"github.com/ober-ingress/ober/internal/testsite/nodetest"
 )
 
 // getResumable makes one request on a new connection with cfg's session
@@ -87,4 +89,62 @@ func resumeAcrossNodes(t *testing.T, s *ecmptest.Site) {
 		require.NoError(t, err)
 		require.Equal(t, fmt.Sprint(epoch), metricValue(t, m, "ober_tls_ticket_key_epoch"))
 	}
+}
+
+// fetchResumable is fetchServedBy with cfg's session cache: the instance
+// that served the request and whether the TLS session was resumed.
+func fetchResumable(ctx context.Context, s *nodetest.Site, cfg *tls.Config) (instance int, resumed bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	c, err := s.ClientDialer().DialContext(ctx, "tcp4", nodetest.VIP.String()+":443")
+	if err != nil {
+		return -1, false, err
+	}
+	defer c.Close()
+	if d, ok := ctx.Deadline(); ok {
+		_ = c.SetDeadline(d)
+	}
+	tc := tls.Client(c, cfg)
+	if _, err := fmt.Fprintf(tc, "GET /objects/probe HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", nodetest.VIP); err != nil {
+		return -1, false, err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(tc), nil)
+	if err != nil {
+		return -1, false, err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		return -1, false, err
+	}
+	_, idx, ok := strings.Cut(resp.Header.Get("X-Served-By"), "/")
+	if !ok {
+		return -1, false, fmt.Errorf("no X-Served-By header (status %s)", resp.Status)
+	}
+	instance, err = strconv.Atoi(idx)
+	return instance, tc.ConnectionState().DidResume, err
+}
+
+// resumeAcrossInstances reconnects one client, which keeps its session,
+// until Maglev has sent it three times to another instance than the one
+// that issued its ticket, and checks those connections resumed (tickets
+// on) or did not (off: each instance has its own session cache).
+func resumeAcrossInstances(t *testing.T, s *nodetest.Site, tickets bool) {
+	t.Helper()
+	ctx := context.Background()
+	cfg := s.TLSConfig()
+	cfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	prev, resumed, err := fetchResumable(ctx, s, cfg)
+	require.NoError(t, err)
+	require.False(t, resumed, "the first connection is a full handshake")
+	across := 0
+	for i := 0; i < 60 && across < 3; i++ {
+		inst, resumed, err := fetchResumable(ctx, s, cfg)
+		require.NoError(t, err)
+		if inst != prev {
+			across++
+			require.Equal(t, tickets, resumed, "connection %d: instance %d with a session of instance %d: resumed %v", i, inst, prev, resumed)
+		}
+		prev = inst
+	}
+	require.Equal(t, 3, across, "60 connections never reached the other instance")
 }
