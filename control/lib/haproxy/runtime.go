@@ -373,15 +373,20 @@ func (r Runtime) TLSKeys(ctx context.Context, file string) ([]string, error) {
 // ParseTLSKeys parses the answer of "show tls-keys <file>": after a
 // comment line, one "<ref>.<n> <key>" line per key, n from 0.
 func ParseTLSKeys(out string) ([]string, error) {
+	if !strings.HasPrefix(strings.TrimSpace(out), "#") {
+		// HAProxy's refusal ("unable to locate referenced filename").
+		return nil, fmt.Errorf("show tls-keys: %s", firstLineOf(out))
+	}
 	var keys []string
-	for _, line := range strings.Split(out, "\n") {
+	for i, line := range strings.Split(out, "\n") {
 		line = strings.TrimSpace(line)
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
 		id, key, ok := strings.Cut(line, " ")
 		if _, n, dot := strings.Cut(id, "."); !ok || !dot || n != strconv.Itoa(len(keys)) {
-			return nil, fmt.Errorf("show tls-keys: unexpected line %q", line)
+			// The line is not quoted: it may hold a key.
+			return nil, fmt.Errorf("show tls-keys: line %d is not \"<ref>.%d <key>\"", i+1, len(keys))
 		}
 		keys = append(keys, strings.TrimSpace(key))
 	}
@@ -404,4 +409,9 @@ func (r Runtime) SetTLSKey(ctx context.Context, file, key string) error {
 		return fmt.Errorf("runtime API %s: set ssl tls-key %s: %s", r.Path, file, strings.TrimSpace(lastLines(out, 1)))
 	}
 	return nil
+}
+
+func firstLineOf(s string) string {
+	line, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
+	return line
 }
