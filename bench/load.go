@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net/http"
@@ -197,14 +198,15 @@ func (p *pattern) Read(b []byte) (int, error) {
 
 // handshakes opens a new TLS connection for every request (a full
 // handshake: the client keeps no session tickets) on conns concurrent
-// clients for window.
+// clients for window. resumed is the same with tickets kept.
 func (t *topology) handshakes(ctx context.Context, target string, conns int, window time.Duration) (Handshakes, error) {
 	tr := t.transport(conns, false)
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr}
 	url := fmt.Sprintf("https://%s/bench/0", addr(target))
 	var sink atomic.Int64
-	tl, err := runWindow(ctx, conns, window, nil, func(ctx context.Context, _ int) error {
+	cpu := t.cpuMeter(target)
+	tl, err := runWindow(ctx, conns, window, cpu.stop, func(ctx context.Context, _ int) error {
 		return t.transfer(ctx, client, http.MethodGet, url, 0, nil, &sink)
 	})
 	if err != nil {
@@ -212,10 +214,94 @@ func (t *topology) handshakes(ctx context.Context, target string, conns int, win
 	}
 	h := Handshakes{Target: target, Conns: conns, Handshakes: tl.ok, Seconds: tl.elapsed.Seconds(),
 		ConnsPerSecond: float64(tl.ok) / tl.elapsed.Seconds(), Errors: tl.failed}
+	cpu.fill(&h)
+	t.settle(ctx, t.haproxyPIDs(target))
 	if tl.ok == 0 {
 		return h, fmt.Errorf("handshakes %s: none completed in %v (first error: %v)", target, window, tl.first)
 	}
 	return h, nil
+}
+
+// resumed is handshakes with clients that keep their session tickets:
+// each of the conns clients has its own session cache, makes one full
+// handshake before the window, and then resumes its session on every new
+// connection (one 0-byte GET each) for window.
+func (t *topology) resumed(ctx context.Context, target string, conns int, window time.Duration) (Handshakes, error) {
+	url := fmt.Sprintf("https://%s/bench/0", addr(target))
+	clients := make([]*http.Client, conns)
+	for i := range clients {
+		tr := t.transport(1, false)
+		tr.TLSClientConfig.ClientSessionCache = tls.NewLRUClientSessionCache(1)
+		defer tr.CloseIdleConnections()
+		clients[i] = &http.Client{Transport: tr}
+		if _, err := getZero(ctx, clients[i], url); err != nil {
+			return Handshakes{}, fmt.Errorf("resumed handshakes %s: the first connection: %w", target, err)
+		}
+	}
+	var resumed atomic.Int64
+	cpu := t.cpuMeter(target)
+	tl, err := runWindow(ctx, conns, window, cpu.stop, func(ctx context.Context, w int) error {
+		did, err := getZero(ctx, clients[w], url)
+		if did {
+			resumed.Add(1)
+		}
+		return err
+	})
+	if err != nil {
+		return Handshakes{}, err
+	}
+	h := Handshakes{Target: target, Conns: conns, Handshakes: tl.ok, Seconds: tl.elapsed.Seconds(),
+		ConnsPerSecond: float64(tl.ok) / tl.elapsed.Seconds(), Errors: tl.failed, Resumed: int(resumed.Load())}
+	cpu.fill(&h)
+	t.settle(ctx, t.haproxyPIDs(target))
+	if tl.ok == 0 {
+		return h, fmt.Errorf("resumed handshakes %s: none completed in %v (first error: %v)", target, window, tl.first)
+	}
+	return h, nil
+}
+
+// cpuMeter measures the CPU time of a target's HAProxy processes from
+// now until stop.
+type cpuMeter struct {
+	pids      []int
+	start, at float64
+}
+
+func (t *topology) cpuMeter(target string) *cpuMeter {
+	pids := t.haproxyPIDs(target)
+	return &cpuMeter{pids: pids, start: cpuSeconds(pids)}
+}
+
+func (m *cpuMeter) stop() { m.at = cpuSeconds(m.pids) - m.start }
+
+// fill sets h's CPU figures.
+func (m *cpuMeter) fill(h *Handshakes) {
+	h.HAProxyCPUSeconds = m.at
+	if m.at > 0 {
+		h.PerCPUSecond = float64(h.Handshakes) / m.at
+	}
+}
+
+// getZero GETs a 0-byte object on a new connection and reports whether
+// its TLS session was resumed. Reading the answer is what stores a TLS
+// 1.3 ticket: it arrives after the handshake.
+func getZero(ctx context.Context, client *http.Client, url string) (resumed bool, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return false, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return false, err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		return false, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return false, fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return resp.TLS != nil && resp.TLS.DidResume, nil
 }
 
 // small GETs size-byte objects over conns keep-alive connections for

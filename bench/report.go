@@ -17,6 +17,10 @@ type Report struct {
 	Throughput []Throughput `json:"throughput"`
 	// Handshakes: new TLS connections per second (one request each).
 	Handshakes []Handshakes `json:"handshakes"`
+	// Resumed: new TLS connections per second whose client resumes its
+	// session with a ticket (one request each); absent from runs before
+	// Settings.SessionTickets.
+	Resumed []Handshakes `json:"resumed,omitempty"`
 	// Small: 4 KiB GETs on keep-alive connections.
 	Small []Small `json:"small"`
 	// XDP: ns per packet of ober's program and of an empty one.
@@ -59,8 +63,11 @@ type Settings struct {
 	RateSeconds  float64 `json:"rate_seconds"`  // window of the handshake and small figures
 	SmallBytes   int     `json:"small_bytes"`
 	// Steering is ober's instances.steering in this run.
-	Steering   bool `json:"steering"`
-	XDPPackets int  `json:"xdp_packets"`
+	Steering bool `json:"steering"`
+	// SessionTickets says both targets issue session tickets from the
+	// same keys, and the run has Resumed points.
+	SessionTickets bool `json:"session_tickets"`
+	XDPPackets     int  `json:"xdp_packets"`
 }
 
 // Targets of the HTTP figures.
@@ -100,6 +107,15 @@ type Handshakes struct {
 	Seconds        float64 `json:"seconds"`
 	ConnsPerSecond float64 `json:"conns_per_second"`
 	Errors         int     `json:"errors"`
+	// Resumed counts the connections whose session was resumed (the
+	// Resumed points; 0 in the full handshakes').
+	Resumed int `json:"resumed,omitempty"`
+	// HAProxyCPUSeconds is the CPU time of the target's HAProxy
+	// processes in the window, and PerCPUSecond the connections per
+	// second of it: what the server side costs, apart from the client
+	// and backend that share the machine.
+	HAProxyCPUSeconds float64 `json:"haproxy_cpu_seconds,omitempty"`
+	PerCPUSecond      float64 `json:"per_cpu_second,omitempty"`
 }
 
 // Small is the small-request rate and latency of one target.

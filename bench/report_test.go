@@ -243,6 +243,7 @@ func plausibleReport() *Report {
 		Settings: Settings{
 			Instances: []int{2}, ObjectBytes: []int{64 << 20}, Conns: []int{1, 2, 4, 8},
 			PointSeconds: 10, RateSeconds: 5, SmallBytes: 4096, XDPPackets: 10000,
+			SessionTickets: true,
 		},
 	}
 	for _, op := range []string{"GET", "PUT"} {
@@ -257,6 +258,11 @@ func plausibleReport() *Report {
 	r.Handshakes = []Handshakes{
 		{Target: TargetOber, Instances: 2, Conns: 16, Handshakes: 30000, Seconds: 10, ConnsPerSecond: 3000},
 		{Target: TargetHAProxy, Instances: 2, Conns: 16, Handshakes: 24000, Seconds: 10, ConnsPerSecond: 2400, Errors: 3},
+	}
+	r.Resumed = []Handshakes{
+		{Target: TargetOber, Instances: 2, Conns: 16, Handshakes: 70000, Seconds: 10, ConnsPerSecond: 7000, Resumed: 70000,
+			HAProxyCPUSeconds: 8, PerCPUSecond: 8750},
+		{Target: TargetHAProxy, Instances: 2, Conns: 16, Handshakes: 50000, Seconds: 10, ConnsPerSecond: 5000, Resumed: 49990},
 	}
 	r.Small = []Small{
 		{Target: TargetOber, Instances: 2, Conns: 16, Bytes: 4096, Requests: 200000, Seconds: 10,
@@ -343,6 +349,13 @@ func TestCheckRejects(t *testing.T) {
 		}, "throughput: no GET point for target ober"},
 		{"no ober handshakes", func(r *Report) { r.Handshakes = r.Handshakes[1:] }, "handshakes: no point for target ober"},
 		{"no haproxy small", func(r *Report) { r.Small = r.Small[:1] }, "small: no point for target haproxy"},
+		{"no haproxy resumed", func(r *Report) { r.Resumed = r.Resumed[:1] }, "resumed: no point for target haproxy"},
+		{"tickets refused", func(r *Report) { r.Resumed[0].Resumed = 100 },
+			"resumed[0] (ober x 16 conns): resumed 100 of 70000 handshakes, below 0.99"},
+		{"full handshakes resumed", func(r *Report) { r.Handshakes[1].Resumed = 5 },
+			"handshakes[1] (haproxy x 16 conns): resumed 5: a full handshake's client keeps no session"},
+		{"resumed without tickets", func(r *Report) { r.Settings.SessionTickets = false },
+			"resumed: 2 points in a run without settings.session_tickets"},
 		{"no syn", func(r *Report) { r.XDP = r.XDP[1:] }, `xdp: no case whose name contains "syn"`},
 		{"no non-vip", func(r *Report) { r.XDP = r.XDP[:3] }, `xdp: no case whose name contains "non-vip"`},
 		{"empty", func(r *Report) { *r = Report{} }, "throughput: no GET point for target ober"},
@@ -514,7 +527,9 @@ func TestWriteText(t *testing.T) {
 	assert.Regexp(t, `(?m)^\s*GET\s+64 MiB\s+2\s+8\s+2\.50\s+2\.00\s+1\.25\s+23%\s+0\.00\s+0\.00\s+0\s+0\s*$`, out, "throughput row with ratio")
 	assert.Regexp(t, `(?m)^\s*GET\s+64 MiB\s+4\s+8\s+2\.50\s+-\s+-\s+23%\s+0\.00\s+-\s+0\s+-\s*$`, out, "a missing side")
 	assert.Regexp(t, `(?m)^\s*PUT\s+64 MiB\s+2\s+1\s+0\.50\s+0\.40\s+1\.25`, out)
-	assert.Regexp(t, `(?m)^\s*2\s+16\s+3000\s+2400\s+1\.25\s+0\s+3\s*$`, out, "handshakes row")
+	assert.Regexp(t, `(?m)^\s*2\s+16\s+3000\s+2400\s+1\.25\s+-\s+-\s+0\s+3\s*$`, out, "handshakes row")
+	assert.Regexp(t, `(?m)^\s*2\s+16\s+7000\s+5000\s+1\.40\s+8750\s+-\s+0\s+0\s*$`, out, "resumed row")
+	assert.Less(t, strings.Index(out, "full handshakes"), strings.Index(out, "resumed TLS connections"))
 	assert.Regexp(t, `(?m)^\s*4 KiB\s+2\s+16\s+20000\s+10000\s+2\.00\s+0\.70\s+2\.10\s+1\.40\s+4\.00\s+0\s+0\s*$`, out, "small row")
 	assert.Regexp(t, `(?m)^\s*syn-v4-redirect\s+redirect\s+180\.0\s+40\.0\s+140\.0\s*$`, out, "xdp row")
 	assert.Less(t, strings.Index(out, "GET"), strings.Index(out, "PUT"), "GET first")

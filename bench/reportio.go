@@ -74,6 +74,9 @@ const (
 	// A million new TLS connections per second is beyond a whole rack
 	// of handshake hardware, let alone one test machine.
 	maxConnsPerSecond = 1e6
+	// minResumed is the share of a resumed point's connections that
+	// must have resumed.
+	minResumed = 0.99
 	// 100 µs per packet is a program that looped or a clock in the wrong
 	// unit; XDP programs run in tens to hundreds of ns.
 	maxXDPNs = 100000
@@ -182,18 +185,36 @@ func (r *Report) Check() error {
 		}
 	}
 
-	for i, h := range r.Handshakes {
-		where := fmt.Sprintf("handshakes[%d] (%s x %d conns)", i, h.Target, h.Conns)
-		if h.Target != TargetOber && h.Target != TargetHAProxy {
-			c.addf("%s: target %q is not %s or %s", where, h.Target, TargetOber, TargetHAProxy)
+	checkHandshakes := func(list string, hs []Handshakes) {
+		for i, h := range hs {
+			where := fmt.Sprintf("%s[%d] (%s x %d conns)", list, i, h.Target, h.Conns)
+			if h.Target != TargetOber && h.Target != TargetHAProxy {
+				c.addf("%s: target %q is not %s or %s", where, h.Target, TargetOber, TargetHAProxy)
+			}
+			c.positive(where, "instances", float64(h.Instances))
+			c.positive(where, "conns", float64(h.Conns))
+			c.positive(where, "handshakes", float64(h.Handshakes))
+			c.positive(where, "seconds", h.Seconds)
+			c.positive(where, "conns_per_second", h.ConnsPerSecond)
+			c.below(where, "conns_per_second", h.ConnsPerSecond, maxConnsPerSecond)
+			c.errorRate(where, h.Errors, h.Handshakes, "handshakes")
+			if h.HAProxyCPUSeconds < 0 || h.PerCPUSecond < 0 {
+				c.addf("%s: haproxy_cpu_seconds %s or per_cpu_second %s is negative", where, num(h.HAProxyCPUSeconds), num(h.PerCPUSecond))
+			}
+			switch {
+			case list == "handshakes" && h.Resumed != 0:
+				c.addf("%s: resumed %d: a full handshake's client keeps no session", where, h.Resumed)
+			case list == "resumed" && float64(h.Resumed) < minResumed*float64(h.Handshakes):
+				// A client whose tickets are refused makes full
+				// handshakes: the point would measure the wrong thing.
+				c.addf("%s: resumed %d of %d handshakes, below %s", where, h.Resumed, h.Handshakes, num(minResumed))
+			}
 		}
-		c.positive(where, "instances", float64(h.Instances))
-		c.positive(where, "conns", float64(h.Conns))
-		c.positive(where, "handshakes", float64(h.Handshakes))
-		c.positive(where, "seconds", h.Seconds)
-		c.positive(where, "conns_per_second", h.ConnsPerSecond)
-		c.below(where, "conns_per_second", h.ConnsPerSecond, maxConnsPerSecond)
-		c.errorRate(where, h.Errors, h.Handshakes, "handshakes")
+	}
+	checkHandshakes("handshakes", r.Handshakes)
+	checkHandshakes("resumed", r.Resumed)
+	if !r.Settings.SessionTickets && len(r.Resumed) > 0 {
+		c.addf("resumed: %d points in a run without settings.session_tickets", len(r.Resumed))
 	}
 
 	for i, s := range r.Small {
@@ -238,6 +259,9 @@ func (r *Report) Check() error {
 		}
 		if !slices.ContainsFunc(r.Handshakes, func(h Handshakes) bool { return h.Target == target }) {
 			c.addf("handshakes: no point for target %s", target)
+		}
+		if r.Settings.SessionTickets && !slices.ContainsFunc(r.Resumed, func(h Handshakes) bool { return h.Target == target }) {
+			c.addf("resumed: no point for target %s", target)
 		}
 		if !slices.ContainsFunc(r.Small, func(s Small) bool { return s.Target == target }) {
 			c.addf("small: no point for target %s", target)
@@ -319,6 +343,14 @@ func cell[T any](t *T, format string, v func(*T) float64) string {
 		return "-"
 	}
 	return fmt.Sprintf(format, v(t))
+}
+
+// cellMeasured is cell of a figure that older reports lack (0): "-".
+func cellMeasured(t *Handshakes, v func(*Handshakes) float64) string {
+	if t == nil || !(v(t) > 0) {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f", v(t))
 }
 
 // ratio is ober over haproxy, or "-" when it means nothing.
@@ -403,23 +435,36 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 
 	type hkey struct{ instances, conns int }
-	hkeys, hpairs := pairUp(r.Handshakes,
-		func(h Handshakes) string { return h.Target },
-		func(h Handshakes) hkey { return hkey{h.Instances, h.Conns} },
-		func(a, b hkey) int {
-			return cmp.Or(cmp.Compare(a.instances, b.instances), cmp.Compare(a.conns, b.conns))
-		})
-	p("\nnew TLS connections per second, one request each\n")
-	p("instances\tconns\tober\thaproxy\tober/haproxy\terrors ober\terrors haproxy\t\n")
-	for _, k := range hkeys {
-		hpairs[k].rows(func(o, h *Handshakes) {
-			cps := func(t *Handshakes) float64 { return t.ConnsPerSecond }
-			p("%d\t%d\t%s\t%s\t%s\t%s\t%s\t\n", k.instances, k.conns,
-				cell(o, "%.0f", cps), cell(h, "%.0f", cps),
-				ratio(get(o, cps), get(h, cps), o != nil && h != nil),
-				cell(o, "%.0f", func(t *Handshakes) float64 { return float64(t.Errors) }),
-				cell(h, "%.0f", func(t *Handshakes) float64 { return float64(t.Errors) }))
-		})
+	for _, table := range []struct {
+		title string
+		hs    []Handshakes
+	}{
+		{"new TLS connections per second, one request each (full handshakes)", r.Handshakes},
+		{"resumed TLS connections per second, one request each (the client keeps its session ticket)", r.Resumed},
+	} {
+		if len(table.hs) == 0 {
+			continue
+		}
+		hkeys, hpairs := pairUp(table.hs,
+			func(h Handshakes) string { return h.Target },
+			func(h Handshakes) hkey { return hkey{h.Instances, h.Conns} },
+			func(a, b hkey) int {
+				return cmp.Or(cmp.Compare(a.instances, b.instances), cmp.Compare(a.conns, b.conns))
+			})
+		p("\n%s\n", table.title)
+		p("instances\tconns\tober\thaproxy\tober/haproxy\tober per cpu-s\thaproxy per cpu-s\terrors ober\terrors haproxy\t\n")
+		for _, k := range hkeys {
+			hpairs[k].rows(func(o, h *Handshakes) {
+				cps := func(t *Handshakes) float64 { return t.ConnsPerSecond }
+				per := func(t *Handshakes) float64 { return t.PerCPUSecond }
+				p("%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", k.instances, k.conns,
+					cell(o, "%.0f", cps), cell(h, "%.0f", cps),
+					ratio(get(o, cps), get(h, cps), o != nil && h != nil),
+					cellMeasured(o, per), cellMeasured(h, per),
+					cell(o, "%.0f", func(t *Handshakes) float64 { return float64(t.Errors) }),
+					cell(h, "%.0f", func(t *Handshakes) float64 { return float64(t.Errors) }))
+			})
+		}
 	}
 
 	type skey struct{ bytes, instances, conns int }

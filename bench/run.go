@@ -147,7 +147,7 @@ func (o Options) Bound() time.Duration {
 		return 0
 	}
 	windows := time.Duration(o.points())*(o.Window+2*time.Second) +
-		time.Duration(len(o.Instances)*4)*(o.RateWindow+2*time.Second)
+		time.Duration(len(o.Instances)*6)*(o.RateWindow+2*time.Second) /* 2 targets x full, resumed, small */
 	xdp := time.Duration(o.XDPPackets) * 12 * 2 * 5 * time.Microsecond
 	setup := 30*time.Second + time.Duration(len(o.Instances))*60*time.Second
 	return windows + xdp + setup + 10*time.Second /* openssl */
@@ -178,7 +178,8 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 
 	rep = &Report{Version: o.Version, Started: start.UTC(), Quick: o.Quick, Settings: Settings{
 		Instances: o.Instances, ObjectBytes: o.ObjectBytes, Conns: o.Conns, PointSeconds: o.Window.Seconds(), RateSeconds: o.RateWindow.Seconds(), Steering: !o.NoSteering,
-		SmallBytes: smallBytes, XDPPackets: o.XDPPackets,
+		SessionTickets: true,
+		SmallBytes:     smallBytes, XDPPackets: o.XDPPackets,
 	}}
 	// The binary must be an HAProxy ober renders for before anything is
 	// built: both targets run it.
@@ -269,6 +270,15 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 			h.Instances = n
 			rep.Handshakes = append(rep.Handshakes, h)
 			say("%d inst  new TLS connections, %s: %.0f/s", n, target, h.ConnsPerSecond)
+		}
+		for _, target := range []string{TargetOber, TargetHAProxy} {
+			h, err := t.resumed(ctx, target, handshakeConns, o.RateWindow)
+			if err != nil {
+				return nil, err
+			}
+			h.Instances = n
+			rep.Resumed = append(rep.Resumed, h)
+			say("%d inst  resumed TLS connections, %s: %.0f/s (%d of %d resumed)", n, target, h.ConnsPerSecond, h.Resumed, h.Handshakes)
 		}
 		for _, target := range []string{TargetOber, TargetHAProxy} {
 			s, err := t.small(ctx, target, smallBytes, smallConns, o.RateWindow)

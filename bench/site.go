@@ -28,6 +28,7 @@ import (
 	"github.com/ober-ingress/ober/control/lib/haproxy"
 	"github.com/ober-ingress/ober/control/lib/procstat"
 	"github.com/ober-ingress/ober/control/lib/sysuser"
+	"github.com/ober-ingress/ober/control/plan"
 	"github.com/ober-ingress/ober/control/runtime/supervisor"
 	"github.com/ober-ingress/ober/lab/netsite"
 )
@@ -389,6 +390,12 @@ func (t *topology) startBaseline(ctx context.Context, threads int) error {
 		MaxConn: 5000,
 		Version: v,
 		User:    sysuser.HAProxyUser, Group: sysuser.HAProxyUser, Chroot: chroot,
+		// The node's session ticket keys: both targets resume sessions
+		// the same way (the resumed handshakes' point).
+		TicketKeys: plan.TicketKeysFile(filepath.Join(t.site.Dir, "node", "run")),
+	}
+	if _, err := os.Stat(in.TicketKeys); err != nil {
+		return fmt.Errorf("the node's ticket keys, for the baseline: %w", err)
 	}
 	text, err := haproxy.Render(in)
 	if err != nil {

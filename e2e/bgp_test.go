@@ -217,6 +217,7 @@ func TestBGPECMP(t *testing.T) {
 			for _, n := range s.Nodes {
 				require.NotZero(t, spread[n.Name], "%s got no connection: ECMP does not spread", n.Name)
 			}
+			t.Run("session tickets", func(t *testing.T) { resumeAcrossNodes(t, s) })
 
 			m, err := s.Nodes[0].Metrics()
 			require.NoError(t, err)

@@ -399,9 +399,14 @@ func TestServeInstanceKilled(t *testing.T) {
 // keeps serving.
 func TestServeReload(t *testing.T) {
 	s := nodetest.New(t, oberBin, 2)
-	s.WriteConfig(s.Config(nodetest.Params{ServedByHeader: true}))
+	first := s.Config(nodetest.Params{ServedByHeader: true})
+	// Tickets off, then on (the default) after the reload: the reload
+	// must give its instances the keys they load.
+	first.TLS.SessionTickets.Enabled = new(false)
+	s.WriteConfig(first)
 	s.Start()
 	before := s.Status().Daemon.HAProxy.Instances
+	resumeAcrossInstances(t, s, false)
 
 	stop := make(chan struct{})
 	var res []attempt
@@ -438,6 +443,9 @@ func TestServeReload(t *testing.T) {
 	tc := tls.Client(c, s.TLSConfig())
 	require.NoError(t, tc.Handshake(), "the added service answers")
 	tc.Close()
+	resumeAcrossInstances(t, s, true)
+	require.NotNil(t, st.Daemon.HAProxy.SessionTickets, "status shows the keys' epoch once tickets are on")
+	require.False(t, st.Daemon.HAProxy.SessionTickets.Shared, "without key_file, the node's own seed")
 
 	// A broken configuration: refused, and everything stays as it was.
 	s.WriteConfigText(nodetest.YAML(t, s.Config(reloaded)) + "bogus_key: 1\n")

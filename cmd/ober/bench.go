@@ -34,8 +34,9 @@ measures, side by side in one run:
     (XDP, sk_lookup, N single-threaded HAProxy instances pinned to CPUs)
     and through the same HAProxy build as one process with N threads and
     no XDP, over a sweep of object sizes and connection counts;
-  - new TLS connections per second and 4 KiB requests per second with
-    p50/p99 latency, for both;
+  - new TLS connections per second, full and resumed (the client keeps
+    its session ticket), and 4 KiB requests per second with p50/p99
+    latency, for both;
   - the XDP program's ns per packet (SYN, established ACK, whitelist drop,
     non-VIP pass) beside an empty XDP program;
   - the machine's crypto ceiling, 'openssl speed' AES-GCM on one core, to

@@ -175,6 +175,7 @@ func printDaemon(w io.Writer, d *api.DaemonStatus) error {
 		}
 		fmt.Fprintf(tw, "features\t%s\n", strings.Join(fs, " "))
 	}
+	fmt.Fprintf(tw, "tls tickets\t%s\n", ticketLine(d.HAProxy.SessionTickets))
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "INSTANCE\tCPU\tPID\tSTATE\tCONNS\tRESTARTS\tLAST EXIT")
 	for _, in := range d.HAProxy.Instances {
@@ -519,4 +520,21 @@ func statusCounters(w io.Writer, st *api.DataplaneStatus) {
 	for _, l := range lines {
 		fmt.Fprint(w, l)
 	}
+}
+
+// ticketLine says which key encrypts the sessions' tickets, by epoch.
+func ticketLine(ts *api.TicketStatus) string {
+	if ts == nil {
+		return "off (sessions resume only on the instance that cached them)"
+	}
+	scope := "this node's own seed"
+	if ts.Shared {
+		scope = "shared key_file"
+	}
+	s := fmt.Sprintf("epoch %d of %s, %s, next key %s", ts.Epoch, time.Duration(ts.RotateSeconds)*time.Second, scope,
+		ts.NextRotation.Local().Format(time.RFC3339))
+	if ts.PushFailures > 0 {
+		s += fmt.Sprintf(", %d failed pushes", ts.PushFailures)
+	}
+	return s
 }

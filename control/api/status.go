@@ -165,6 +165,28 @@ type HAProxyStatus struct {
 	// (timeouts.max_transfer).
 	OldGenerations int                        `json:"old_generations"`
 	Retired        []supervisor.RetiredStatus `json:"retired,omitempty"`
+	// SessionTickets are the instances' TLS session ticket keys, by
+	// epoch (never a key); nil while tls.session_tickets is off or no
+	// service terminates TLS.
+	SessionTickets *TicketStatus `json:"session_tickets,omitempty"`
+}
+
+// TicketStatus is the state of the TLS session ticket keys.
+type TicketStatus struct {
+	// Epoch numbers the period whose key encrypts: whole periods of
+	// RotateSeconds since 1970, the same on every node of a site.
+	Epoch         int64 `json:"epoch"`
+	RotateSeconds int64 `json:"rotate_seconds"`
+	// NextRotation is when the next key takes over.
+	NextRotation time.Time `json:"next_rotation"`
+	// Shared says the keys derive from tls.session_tickets.key_file,
+	// so that the site's nodes accept each other's tickets; false, from
+	// the node's own seed.
+	Shared bool `json:"shared"`
+	// Rotations counts the epochs this ober moved the instances to;
+	// PushFailures the pushes to an instance that failed (retried).
+	Rotations    uint64 `json:"rotations"`
+	PushFailures uint64 `json:"push_failures"`
 }
 
 // HAProxyFeature is one version-gated directive of the rendered

@@ -441,10 +441,11 @@ func (c *Config) routersWhitelist(res *Resolved) error {
 	return p.err()
 }
 
-// ReadHandoffKey reads the nodes' shared key: the file's bytes, a final
-// newline left out. It must hold at least MinHandoffKey bytes and be
-// readable by its owner only, as a secret is.
-func ReadHandoffKey(path string) ([]byte, error) {
+// ReadSharedKey reads a secret the nodes of a site share (the handoff
+// key, the TLS session ticket seed): the file's bytes, a final newline
+// left out. It must hold at least MinHandoffKey bytes and be readable by
+// its owner only, as a secret is.
+func ReadSharedKey(path string) ([]byte, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, errors.New(fileProblem(err))
@@ -519,7 +520,7 @@ func (h *Handoff) validateRest(p *problems, prefix, nodesKey string, nodes []Add
 	case len(nodes) > 0 && k == "":
 		p.add(prefix+".key_file", "", "required with %s: the nodes authenticate each other with it (make one with `openssl rand -hex 32 > FILE; chmod 600 FILE` and copy it to every node)", nodesKey)
 	case k != "":
-		if _, err := ReadHandoffKey(k); err != nil {
+		if _, err := ReadSharedKey(k); err != nil {
 			p.add(prefix+".key_file", quote(k), "%v", err)
 		}
 	}

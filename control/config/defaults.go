@@ -285,6 +285,7 @@ func (c *Config) ApplyDefaults() {
 	setString(&c.HAProxy.Binary, DefaultHAProxyBinary)
 	setString(&c.HAProxy.User, DefaultHAProxyUser)
 	setString(&c.HAProxy.Group, DefaultHAProxyGroup)
+	c.TLS.SessionTickets.applyDefaults()
 	// A relative runtime_dir is reported once, there, not again here.
 	if filepath.IsAbs(n.RuntimeDir) {
 		setString(&c.HAProxy.Chroot, filepath.Join(n.RuntimeDir, DefaultChrootName))

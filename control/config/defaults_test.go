@@ -70,6 +70,7 @@ backends:
 		API:     API{Listen: "127.0.0.1:8404", Socket: "/run/ober/api.sock"},
 		HAProxy: HAProxy{Binary: "haproxy", User: "ober-haproxy", Group: "ober-haproxy", Chroot: "/run/ober/empty"},
 		Consul:  Consul{Address: DefaultConsulAddress, CheckInterval: Duration{10 * time.Second}},
+		TLS:     TLSSettings{SessionTickets: SessionTickets{Enabled: new(true), Rotate: Duration{12 * time.Hour}}},
 	}
 	require.Equal(t, want, c)
 

@@ -26,6 +26,9 @@ type Config struct {
 	Whitelists Whitelists `yaml:"whitelists"`
 	API        API        `yaml:"api"`
 	HAProxy    HAProxy    `yaml:"haproxy"`
+	// TLS holds the node-wide settings of the services that terminate
+	// TLS (tickets.go); each service's certificate is its own tls block.
+	TLS TLSSettings `yaml:"tls"`
 	// Consul is the local Consul agent: kind consul's default, and where
 	// ober registers its services.
 	Consul Consul `yaml:"consul"`

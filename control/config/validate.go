@@ -39,6 +39,7 @@ func (c *Config) Validate() error {
 	c.validateWhitelists(&p)
 	c.validateAPI(&p)
 	c.validateHAProxy(&p)
+	c.validateSessionTickets(&p)
 	return p.err()
 }
 

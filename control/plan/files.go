@@ -2,6 +2,8 @@ package plan
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -69,7 +71,16 @@ func (p *NodePlan) CheckHAProxy(ctx context.Context) error {
 	for _, l := range p.Listeners {
 		list = append(list, fds[l.ID])
 	}
-	text, err := p.Render(p.Slots[0], fds, filepath.Join(dir, "check.sock"))
+	in := p.Instance(p.Slots[0], fds, filepath.Join(dir, "check.sock"))
+	if in.TicketKeys != "" {
+		// The keys file is runtime/tickets' to write, and may not be
+		// there yet: HAProxy checks the syntax with keys of its own.
+		in.TicketKeys = filepath.Join(dir, "ticket-keys")
+		if err := writeCheckKeys(in.TicketKeys); err != nil {
+			return fmt.Errorf("haproxy check: %w", err)
+		}
+	}
+	text, err := haproxy.Render(in)
 	if err != nil {
 		return fmt.Errorf("render haproxy config: %w", err)
 	}
@@ -81,4 +92,18 @@ func (p *NodePlan) CheckHAProxy(ctx context.Context) error {
 		return fmt.Errorf("haproxy refuses the rendered config: %w", err)
 	}
 	return nil
+}
+
+// writeCheckKeys writes a keys file of random keys for the check.
+func writeCheckKeys(path string) error {
+	var b []byte
+	for range 3 {
+		k := make([]byte, 80)
+		if _, err := rand.Read(k); err != nil {
+			return err
+		}
+		b = append(b, base64.StdEncoding.EncodeToString(k)...)
+		b = append(b, '\n')
+	}
+	return os.WriteFile(path, b, 0o600)
 }

@@ -38,6 +38,7 @@ func (p *NodePlan) Instance(sl supervisor.Slot, fds map[uint32]int, statsSocket 
 		User:           c.HAProxy.User,
 		Group:          c.HAProxy.Group,
 		Chroot:         c.HAProxy.Chroot,
+		TicketKeys:     p.TicketKeys,
 	}
 	t := c.Timeouts
 	in.Timeouts.Connect = t.Connect.Duration

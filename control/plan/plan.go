@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/ober-ingress/ober/control/config"
@@ -73,6 +74,11 @@ type NodePlan struct {
 	IPAM IPAM
 	// ACLs are the whitelist files HAProxy loads, by list name.
 	ACLs map[string]string
+	// TicketKeys is the TLS session ticket keys file the instances
+	// load (TicketKeysFile) while tls.session_tickets is on and a
+	// service terminates TLS; empty otherwise. Its keys change with
+	// time, so it is not one of Files: runtime/tickets writes it.
+	TicketKeys string
 	// Files are the certificate bundles and whitelist files the instances
 	// load. Each is named by its content, so a file a running instance
 	// loaded never changes under it.
@@ -207,6 +213,9 @@ func Build(cfg *config.Config, res *config.Resolved, f Facts, prev *NodePlan) (*
 	}
 	for i, cpu := range cfg.CPUs() {
 		p.Slots = append(p.Slots, supervisor.Slot{Index: i, CPU: cpu})
+	}
+	if cfg.TLS.SessionTickets.On() && slices.ContainsFunc(cfg.Services, func(s config.Service) bool { return s.Mode == config.ModeTLS }) {
+		p.TicketKeys = TicketKeysFile(cfg.Node.RuntimeDir)
 	}
 	switch {
 	case cfg.HA.Mode == config.HAModeBGP && cfg.HA.BGP != nil:
@@ -352,4 +361,10 @@ func (p *NodePlan) TLSServices() map[netip.AddrPort]bool {
 		}
 	}
 	return out
+}
+
+// TicketKeysFile is where the TLS session ticket keys of the instances
+// are: on node.runtime_dir, a tmpfs, beside the certificate bundles.
+func TicketKeysFile(runtimeDir string) string {
+	return filepath.Join(runtimeDir, "tls", "ticket-keys")
 }

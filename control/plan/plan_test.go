@@ -367,3 +367,43 @@ services:
 func itoa(n uint16) string { return strconv.Itoa(int(n)) }
 
 func ptr[T any](v T) *T { return &v }
+
+// The instances load the ticket keys file while tickets are on and a
+// service terminates TLS; with tickets off, or nothing to terminate, no
+// file is named and the binds keep no-tls-tickets.
+func TestBuildTicketKeys(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml, want string
+	}{
+		{"on by default", `
+vips: [10.20.0.10]
+services:
+  - {name: https, port: 443, mode: tls, tls: {self_signed: true}}
+`, "/run/ober/tls/ticket-keys"},
+		{"turned off", `
+vips: [10.20.0.10]
+services:
+  - {name: https, port: 443, mode: tls, tls: {self_signed: true}}
+tls: {session_tickets: {enabled: false}}
+`, ""},
+		{"no tls service", `
+vips: [10.20.0.10]
+services:
+  - {name: http, port: 80, mode: http}
+`, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := parse(t, tc.yaml)
+			p, err := Build(cfg, resolved(t, cfg, nil), facts(), nil)
+			require.NoError(t, err)
+			require.Equal(t, tc.want, p.TicketKeys)
+			text, err := p.Render(p.Slots[0], p.ExampleFDs(), "/run/ober/haproxy-0.g1.sock")
+			require.NoError(t, err)
+			if tc.want == "" {
+				require.NotContains(t, string(text), "tls-ticket-keys")
+			} else {
+				require.Contains(t, string(text), "tls-ticket-keys "+tc.want)
+			}
+		})
+	}
+}

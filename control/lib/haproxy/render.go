@@ -97,6 +97,9 @@ const (
 	ciphers12    = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 	ciphersuites = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
 	sslOptions   = "ssl-min-ver TLSv1.2 no-tls-tickets"
+	// sslTicketOptions are the binds' with session tickets on
+	// (Instance.TicketKeys).
+	sslTicketOptions = "ssl-min-ver TLSv1.2"
 )
 
 // Bind is one inherited listening socket of a frontend.
@@ -282,6 +285,12 @@ type Instance struct {
 	// socket as root. All three are required: no rendered instance
 	// keeps root's privileges.
 	User, Group, Chroot string
+	// TicketKeys is the tls-ticket-keys file of the TLS frontends: set,
+	// they issue session tickets encrypted with its keys, which every
+	// instance given the same file accepts, and the runtime API changes
+	// them ("set ssl tls-key <file>"). Empty, tickets are off and a
+	// session resumes only on the instance that keeps it in its cache.
+	TicketKeys string
 }
 
 // TierBackend is the HAProxy backend of a pool's servers of one
@@ -369,7 +378,11 @@ func Render(in Instance) ([]byte, error) {
 	w.opt("log stdout format raw local0 notice")
 	w.opt("ssl-default-bind-ciphers %s", ciphers12)
 	w.opt("ssl-default-bind-ciphersuites %s", ciphersuites)
-	w.opt("ssl-default-bind-options %s", sslOptions)
+	if in.TicketKeys != "" {
+		w.opt("ssl-default-bind-options %s", sslTicketOptions)
+	} else {
+		w.opt("ssl-default-bind-options %s", sslOptions)
+	}
 	w.opt("ssl-default-server-ciphers %s", ciphers12)
 	w.opt("ssl-default-server-ciphersuites %s", ciphersuites)
 	w.opt("ssl-default-server-options %s", sslOptions)
@@ -454,6 +467,9 @@ func frontend(w *writer, in Instance, lay layout, fe Frontend) {
 		bind := fmt.Sprintf("bind fd@%d", b.FD)
 		if fe.Mode == ModeTLS {
 			bind += " ssl crt " + fe.PEM + " alpn h2,http/1.1"
+			if in.TicketKeys != "" {
+				bind += " tls-ticket-keys " + in.TicketKeys
+			}
 		}
 		w.opt("%s  # IPv%d port %s", bind, b.Family, ports)
 	}

@@ -338,3 +338,29 @@ func TestRenderInputErrors(t *testing.T) {
 	_, err = Render(in)
 	require.NoError(t, err)
 }
+
+// With a ticket keys file the TLS binds load it and the binds' tickets
+// are on; the connections to the servers keep them off; without, every
+// bind has them off.
+func TestRenderTicketKeys(t *testing.T) {
+	in := baseInstance()
+	in.TicketKeys = "/run/ober/tls/ticket-keys"
+	out, err := Render(in)
+	require.NoError(t, err)
+	cfg := string(out)
+	require.Contains(t, cfg, "\n    ssl-default-bind-options ssl-min-ver TLSv1.2\n")
+	require.Contains(t, cfg, "ssl-default-server-options ssl-min-ver TLSv1.2 no-tls-tickets")
+	require.Contains(t, cfg, "bind fd@3 ssl crt /run/ober/tls-443.pem alpn h2,http/1.1 tls-ticket-keys /run/ober/tls/ticket-keys  # IPv4 port 443")
+	require.Contains(t, cfg, "bind fd@4 ssl crt /run/ober/tls-443.pem alpn h2,http/1.1 tls-ticket-keys /run/ober/tls/ticket-keys  # IPv6 port 443")
+	require.Contains(t, cfg, "bind fd@5  # IPv4 port 80", "a plain HTTP bind takes no keys")
+
+	in.TicketKeys = ""
+	out, err = Render(in)
+	require.NoError(t, err)
+	require.NotContains(t, string(out), "tls-ticket-keys")
+	require.Contains(t, string(out), "ssl-default-bind-options ssl-min-ver TLSv1.2 no-tls-tickets")
+
+	in.TicketKeys = "run/keys"
+	_, err = Render(in)
+	require.ErrorContains(t, err, `ticket keys path "run/keys" must be absolute`)
+}

@@ -358,3 +358,60 @@ func serverRef(backend, server string) error {
 	}
 	return nil
 }
+
+// TLSKeys runs "show tls-keys <file>": the session ticket keys of the
+// listeners that loaded file (tls-ticket-keys), base64, oldest first;
+// the second encrypts.
+func (r Runtime) TLSKeys(ctx context.Context, file string) ([]string, error) {
+	out, err := r.Command(ctx, "show tls-keys "+file)
+	if err != nil {
+		return nil, err
+	}
+	return ParseTLSKeys(out)
+}
+
+// ParseTLSKeys parses the answer of "show tls-keys <file>": after a
+// comment line, one "<ref>.<n> <key>" line per key, n from 0.
+func ParseTLSKeys(out string) ([]string, error) {
+	if !strings.HasPrefix(strings.TrimSpace(out), "#") {
+		// HAProxy's refusal ("unable to locate referenced filename").
+		return nil, fmt.Errorf("show tls-keys: %s", firstLineOf(out))
+	}
+	var keys []string
+	for i, line := range strings.Split(out, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		id, key, ok := strings.Cut(line, " ")
+		if _, n, dot := strings.Cut(id, "."); !ok || !dot || n != strconv.Itoa(len(keys)) {
+			// The line is not quoted: it may hold a key.
+			return nil, fmt.Errorf("show tls-keys: line %d is not \"<ref>.%d <key>\"", i+1, len(keys))
+		}
+		keys = append(keys, strings.TrimSpace(key))
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("show tls-keys: no keys in %q", lastLines(out, 3))
+	}
+	return keys, nil
+}
+
+// SetTLSKey runs "set ssl tls-key <file> <key>": key becomes the newest
+// of the listeners that loaded file, the oldest is dropped, and the one
+// that was newest encrypts from then on.
+func (r Runtime) SetTLSKey(ctx context.Context, file, key string) error {
+	out, err := r.Command(ctx, "set ssl tls-key "+file+" "+key)
+	if err != nil {
+		// Command's errors quote the command: the key stays out of them.
+		return errors.New(strings.ReplaceAll(err.Error(), key, "<key>"))
+	}
+	if !strings.Contains(out, "TLS ticket key updated") {
+		return fmt.Errorf("runtime API %s: set ssl tls-key %s: %s", r.Path, file, strings.TrimSpace(lastLines(out, 1)))
+	}
+	return nil
+}
+
+func firstLineOf(s string) string {
+	line, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
+	return line
+}

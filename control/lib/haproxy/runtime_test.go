@@ -269,3 +269,16 @@ func TestRuntimeServerHelpers(t *testing.T) {
 	default:
 	}
 }
+
+func TestParseTLSKeys(t *testing.T) {
+	keys, err := ParseTLSKeys("# id secret\n# 0 (/run/ober/tls/ticket-keys)\n0.0 AAA=\n0.1 BBB=\n0.2 CCC=\n\n")
+	require.NoError(t, err)
+	require.Equal(t, []string{"AAA=", "BBB=", "CCC="}, keys, "oldest first, as HAProxy lists them")
+
+	_, err = ParseTLSKeys("'show tls-keys' unable to locate referenced filename\n")
+	require.ErrorContains(t, err, "unable to locate referenced filename")
+
+	_, err = ParseTLSKeys("# id secret\n0.0 AAA=\n0.2 SECRETKEY=\n")
+	require.EqualError(t, err, `show tls-keys: line 3 is not "<ref>.1 <key>"`)
+	require.NotContains(t, err.Error(), "SECRETKEY", "a key never reaches an error message")
+}

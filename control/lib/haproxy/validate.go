@@ -87,6 +87,9 @@ func validate(in Instance) (layout, error) {
 	case len(in.StatsSocket) > MaxStatsSocketPath:
 		bad("stats socket path %q is %d bytes; HAProxy takes at most %d", in.StatsSocket, len(in.StatsSocket), MaxStatsSocketPath)
 	}
+	if k := in.TicketKeys; k != "" && (!strings.HasPrefix(k, "/") || !safeWord(k)) {
+		bad("ticket keys path %q must be absolute, without a space, quote, '#' or control character", k)
+	}
 	for _, a := range []struct{ kind, name string }{{"user", in.User}, {"group", in.Group}} {
 		switch {
 		case a.name == "":

@@ -246,7 +246,7 @@ func (d *Daemon) runHandoff(cfg *config.Config, key string, ho config.Handoff, n
 			return fmt.Errorf("%s: IPv4 forwarding is off on %s; the dataplane hands connections to other nodes through it (sysctl -w net.ipv4.conf.%s.forwarding=1)", key, iface, iface)
 		}
 	}
-	hkey, err := config.ReadHandoffKey(ho.KeyFile)
+	hkey, err := config.ReadSharedKey(ho.KeyFile)
 	if err != nil {
 		return fmt.Errorf("%s.key_file: %q: %w", key, ho.KeyFile, err)
 	}

@@ -48,6 +48,7 @@ import (
 	"github.com/ober-ingress/ober/control/runtime/servers"
 	"github.com/ober-ingress/ober/control/runtime/supervisor"
 	"github.com/ober-ingress/ober/control/runtime/tables"
+	"github.com/ober-ingress/ober/control/runtime/tickets"
 	"github.com/ober-ingress/ober/control/runtime/txwatch"
 	"github.com/ober-ingress/ober/control/runtime/vrrp"
 	"github.com/ober-ingress/ober/loader"
@@ -127,6 +128,8 @@ type Daemon struct {
 	// kernel keeps the nftables rules of the services the kernel
 	// forwards (modes udp and nat).
 	kernel *kernelsvc.Controller
+	// tickets keeps the instances' TLS session ticket keys.
+	tickets *tickets.Rotator
 
 	mu sync.Mutex
 	// cur is the plan in force, nil before the first one serves.
@@ -203,6 +206,9 @@ func Run(ctx context.Context, opts Options) error {
 	if err := d.ensureVIPs(cfg); err != nil {
 		return err
 	}
+	if err := d.startTickets(ctx, p); err != nil {
+		return err
+	}
 	if d.sup, err = d.newSupervisor(cfg); err != nil {
 		return err
 	}
@@ -221,6 +227,8 @@ func Run(ctx context.Context, opts Options) error {
 	d.mu.Lock()
 	d.cur, d.generation, d.loadedAt, d.ready = p, 1, time.Now(), true
 	d.mu.Unlock()
+	// Instances taken over from an earlier ober may hold older keys.
+	d.tickets.Kick()
 	if d.reaper != nil {
 		go d.reaper.Run(ctx)
 	}
@@ -344,7 +352,12 @@ func (d *Daemon) newSupervisor(cfg *config.Config) (*supervisor.Supervisor, erro
 		MaglevSeed:  seed,
 		MaglevPrev:  prev,
 		MaxTransfer: cfg.Timeouts.MaxTransfer.Duration,
-		OnChange:    d.kick,
+		OnChange: func() {
+			d.kick()
+			// New instances load the file, which may have rotated
+			// since they read it.
+			d.tickets.Kick()
+		},
 	})
 }
 
@@ -689,6 +702,10 @@ func (d *Daemon) reloadFrom(ctx context.Context, fromFile bool) (err error) {
 		if err := d.saveIPAM(p); err != nil {
 			return err
 		}
+		seed, shared, err := ticketSeed(p)
+		if err != nil {
+			return err
+		}
 		if err := d.setServers(p); err != nil {
 			return err
 		}
@@ -702,12 +719,19 @@ func (d *Daemon) reloadFrom(ctx context.Context, fromFile bool) (err error) {
 		d.generation++
 		d.loadedAt = time.Now()
 		d.mu.Unlock()
+		if err := d.setTickets(p, seed, shared); err != nil {
+			d.log.Error("tls session tickets: the instances keep the previous keys", "err", err)
+		}
 		d.kick()
 		d.lastChanges = ch
 		d.log.Info("configuration reloaded", "generation", d.generation, "changed", ch.String())
 		return nil
 	}
 	if err := d.checkPlan(ctx, p); err != nil {
+		return err
+	}
+	seed, shared, err := ticketSeed(p)
+	if err != nil {
 		return err
 	}
 	if err := d.saveIPAM(p); err != nil {
@@ -722,6 +746,11 @@ func (d *Daemon) reloadFrom(ctx context.Context, fromFile bool) (err error) {
 		if err := d.setServers(prev); err != nil {
 			d.log.Error("health checks: back to the running configuration's", "err", err)
 		}
+		if prevSeed, prevShared, err := ticketSeed(prev); err != nil {
+			d.log.Error("tls session tickets: back to the running configuration's", "err", err)
+		} else if err := d.setTickets(prev, prevSeed, prevShared); err != nil {
+			d.log.Error("tls session tickets: back to the running configuration's", "err", err)
+		}
 		for _, iface := range d.attached {
 			if !slices.Contains(attachedBefore, iface) {
 				_ = d.dp.DetachXDP(iface)
@@ -735,6 +764,13 @@ func (d *Daemon) reloadFrom(ctx context.Context, fromFile bool) (err error) {
 		return err
 	}
 	if err := d.ensureVIPs(p.Config); err != nil {
+		undo()
+		return err
+	}
+	// The new instances load the new seed's keys (the file must be
+	// there: tickets may have just been turned on); the rotator moves
+	// the running ones too.
+	if err := d.setTickets(p, seed, shared); err != nil {
 		undo()
 		return err
 	}
@@ -759,6 +795,8 @@ func (d *Daemon) reloadFrom(ctx context.Context, fromFile bool) (err error) {
 	d.generation++
 	d.loadedAt = time.Now()
 	d.mu.Unlock()
+	// The serving instances are now the new plan's.
+	d.tickets.Kick()
 	if d.speaker != nil {
 		if ch.Peers {
 			if err := d.speaker.SetPeers(ctx, p.BGP.Speaker.Peers); err != nil {

@@ -20,29 +20,30 @@ import (
 type collector struct {
 	d *Daemon
 
-	packets, bytes         *prometheus.Desc
-	flows, fallbacks       *prometheus.Desc
-	steered, unassigned    *prometheus.Desc
-	instUp, instConns      *prometheus.Desc
-	instRestarts           *prometheus.Desc
-	backendUp              *prometheus.Desc
-	reloads, reloadFails   *prometheus.Desc
-	wlEntries, wlGen       *prometheus.Desc
-	attached, configGen    *prometheus.Desc
-	healthy, instanceSlots *prometheus.Desc
-	bgpUp, bgpBFDUp        *prometheus.Desc
-	bgpFlaps, bgpPrefixes  *prometheus.Desc
-	bgpAnnouncing          *prometheus.Desc
-	bgpWithdraws           *prometheus.Desc
-	vrrpState, vrrpMaster  *prometheus.Desc
-	vrrpHeld, vrrpTrans    *prometheus.Desc
-	vrrpRestarts           *prometheus.Desc
-	vrrpHealthy            *prometheus.Desc
-	hoRefused, hoActive    *prometheus.Desc
-	hoSent, hoReceived     *prometheus.Desc
-	hoPeerBackends         *prometheus.Desc
-	bgpOutage              *prometheus.Desc
-	tlsReaped              *prometheus.Desc
+	packets, bytes                               *prometheus.Desc
+	flows, fallbacks                             *prometheus.Desc
+	steered, unassigned                          *prometheus.Desc
+	instUp, instConns                            *prometheus.Desc
+	instRestarts                                 *prometheus.Desc
+	backendUp                                    *prometheus.Desc
+	reloads, reloadFails                         *prometheus.Desc
+	wlEntries, wlGen                             *prometheus.Desc
+	attached, configGen                          *prometheus.Desc
+	healthy, instanceSlots                       *prometheus.Desc
+	bgpUp, bgpBFDUp                              *prometheus.Desc
+	bgpFlaps, bgpPrefixes                        *prometheus.Desc
+	bgpAnnouncing                                *prometheus.Desc
+	bgpWithdraws                                 *prometheus.Desc
+	vrrpState, vrrpMaster                        *prometheus.Desc
+	vrrpHeld, vrrpTrans                          *prometheus.Desc
+	vrrpRestarts                                 *prometheus.Desc
+	vrrpHealthy                                  *prometheus.Desc
+	hoRefused, hoActive                          *prometheus.Desc
+	hoSent, hoReceived                           *prometheus.Desc
+	hoPeerBackends                               *prometheus.Desc
+	bgpOutage                                    *prometheus.Desc
+	tlsReaped                                    *prometheus.Desc
+	ticketEpoch, ticketRotations, ticketFailures *prometheus.Desc
 
 	svcUp, svcConns, svcIn, svcOut     *prometheus.Desc
 	sbUp, sbHealth, sbWeight, sbEff    *prometheus.Desc
@@ -121,6 +122,9 @@ func newCollector(d *Daemon) *collector {
 		hoSent:          desc("handoff_flows_sent_total", "Connection records sent to the other nodes."),
 		hoReceived:      desc("handoff_flows_received_total", "Connection records received from the other nodes."),
 		hoPeerBackends:  desc("handoff_peer_backends_up", "For each other node heard from in the last 1.5 s: 1 when it reports a backend up.", "node"),
+		ticketEpoch:     desc("tls_ticket_key_epoch", "The epoch whose TLS session ticket key encrypts (whole periods of tls.session_tickets.rotate since 1970; the same on every node of a site); absent while tickets are off."),
+		ticketRotations: desc("tls_ticket_key_rotations_total", "Epochs this ober moved the instances' ticket keys to."),
+		ticketFailures:  desc("tls_ticket_key_push_failures_total", "Pushes of ticket keys to an instance that failed (retried)."),
 		tlsReaped:       desc("tls_handshake_timeouts_total", "Connections ober ended because their TLS handshake outlasted timeouts.tls_handshake (HAProxy before 3.0, which has no handshake timeout of its own)."),
 		bgpOutage:       desc("bgp_backend_outage", "1 while the node announces although no backend is up, because no other node reports one up (clients get 503)."),
 	}
@@ -133,6 +137,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		c.bgpUp, c.bgpBFDUp, c.bgpFlaps, c.bgpPrefixes, c.bgpAnnouncing, c.bgpWithdraws,
 		c.vrrpState, c.vrrpMaster, c.vrrpHeld, c.vrrpTrans, c.vrrpRestarts, c.vrrpHealthy,
 		c.hoRefused, c.hoActive, c.hoSent, c.hoReceived, c.hoPeerBackends, c.bgpOutage, c.tlsReaped,
+		c.ticketEpoch, c.ticketRotations, c.ticketFailures,
 		c.svcUp, c.svcConns, c.svcIn, c.svcOut, c.sbUp, c.sbHealth, c.sbWeight, c.sbEff,
 		c.sbAdmin, c.sbState, c.sbChecks, c.sbOpen, c.sbConns, c.sbIn, c.sbOut, c.vipPoolAddrs,
 		c.discBackends, c.discFetches, c.discChanges, c.discApplied, c.discLastSuccess, c.discOK,
@@ -148,6 +153,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge := func(desc *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, v, labels...)
+	}
+	if ts := d.ticketStatus(); ts != nil {
+		gauge(c.ticketEpoch, float64(ts.Epoch))
+		counter(c.ticketRotations, float64(ts.Rotations))
+		counter(c.ticketFailures, float64(ts.PushFailures))
 	}
 	for _, l := range d.links.States() {
 		gauge(c.linkStalled, b2f(l.Transmit == txwatch.Stalled), l.Iface)

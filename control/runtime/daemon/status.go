@@ -72,6 +72,7 @@ func (d *Daemon) daemonStatus(ctx context.Context) *api.DaemonStatus {
 		ds.HAProxy.Instances = st.Instances
 		ds.HAProxy.OldGenerations = st.OldGenerations
 		ds.HAProxy.Retired = st.Retired
+		ds.HAProxy.SessionTickets = d.ticketStatus()
 		ds.Backends = d.topLevelBackends(b, st)
 	}
 	ds.Services = d.serviceStates(b)

@@ -319,18 +319,18 @@ func parseFlows(b []byte) ([]loader.Flow, error) {
 func NewKeyFile(path string) error {
 	var k [32]byte
 	if _, err := rand.Read(k[:]); err != nil {
-		return fmt.Errorf("handoff key: %w", err)
+		return fmt.Errorf("shared key: %w", err)
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if errors.Is(err, os.ErrExist) {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("handoff key: %w", err)
+		return fmt.Errorf("shared key: %w", err)
 	}
 	if _, err := fmt.Fprintf(f, "%s\n", hex.EncodeToString(k[:])); err != nil {
 		f.Close()
-		return fmt.Errorf("handoff key: %w", err)
+		return fmt.Errorf("shared key: %w", err)
 	}
 	return f.Close()
 }

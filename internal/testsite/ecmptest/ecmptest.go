@@ -264,6 +264,11 @@ func New(t testing.TB, bin string, p Params) *Site {
 	if err := handoff.NewKeyFile(filepath.Join(s.dir, "handoff.key")); err != nil {
 		t.Fatal(err)
 	}
+	// The site's nodes share their TLS session ticket seed, as an
+	// operator's would: a session resumes on any node.
+	if err := handoff.NewKeyFile(filepath.Join(s.dir, "tickets.key")); err != nil {
+		t.Fatal(err)
+	}
 	s.s3 = nodetest.NewS3()
 	s.StartBackend()
 	t.Cleanup(s.StopBackend)
@@ -392,6 +397,8 @@ func (s *Site) Config(n *Node) *config.Config {
 		Timeouts:  config.Timeouts{Drain: dur(p.Drain)},
 		HAProxy:   config.HAProxy{ServedByHeader: true},
 		HA:        config.HA{Mode: config.HAModeBGP, BGP: bgp},
+		TLS: config.TLSSettings{SessionTickets: config.SessionTickets{
+			KeyFile: filepath.Join(s.dir, "tickets.key")}},
 	}
 }
 
