@@ -85,7 +85,7 @@ func (t *topology) throughput(ctx context.Context, target, op string, size int64
 	tr := t.transport(conns, true)
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr}
-	url := fmt.Sprintf("https://%s/bench/%d", addr(target), size)
+	url := fmt.Sprintf("https://%s/bench/%d", t.addr(target), size)
 	var got atomic.Int64
 	recv0 := t.received.Load()
 	pids := t.haproxyPIDs(target)
@@ -203,7 +203,7 @@ func (t *topology) handshakes(ctx context.Context, target string, conns int, win
 	tr := t.transport(conns, false)
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr}
-	url := fmt.Sprintf("https://%s/bench/0", addr(target))
+	url := fmt.Sprintf("https://%s/bench/0", t.addr(target))
 	var sink atomic.Int64
 	cpu := t.cpuMeter(target)
 	tl, err := runWindow(ctx, conns, window, cpu.stop, func(ctx context.Context, _ int) error {
@@ -227,7 +227,7 @@ func (t *topology) handshakes(ctx context.Context, target string, conns int, win
 // handshake before the window, and then resumes its session on every new
 // connection (one 0-byte GET each) for window.
 func (t *topology) resumed(ctx context.Context, target string, conns int, window time.Duration) (Handshakes, error) {
-	url := fmt.Sprintf("https://%s/bench/0", addr(target))
+	url := fmt.Sprintf("https://%s/bench/0", t.addr(target))
 	clients := make([]*http.Client, conns)
 	for i := range clients {
 		tr := t.transport(1, false)
@@ -310,7 +310,7 @@ func (t *topology) small(ctx context.Context, target string, size, conns int, wi
 	tr := t.transport(conns, true)
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr}
-	url := fmt.Sprintf("https://%s/bench/%d", addr(target), size)
+	url := fmt.Sprintf("https://%s/bench/%d", t.addr(target), size)
 	var sink atomic.Int64
 	// Open the connections first: this figure is about requests, the
 	// handshakes have their own.
@@ -337,20 +337,18 @@ func (t *topology) small(ctx context.Context, target string, size, conns int, wi
 	}
 	all := slices.Concat(lat...)
 	s := Small{Target: target, Conns: conns, Bytes: size, Requests: len(all), Seconds: tl.elapsed.Seconds(),
-		Errors: tl.failed}
+		Errors: tl.failed, latencies: all}
 	if len(all) == 0 {
 		return s, fmt.Errorf("small %s: no request completed in %v (first error: %v)", target, window, tl.first)
 	}
 	slices.Sort(all)
-	s.RequestsPerSecond = float64(len(all)) / tl.elapsed.Seconds()
-	s.P50Ms = float64(all[len(all)/2]) / 1e6
-	s.P99Ms = float64(all[len(all)*99/100]) / 1e6
+	s.setRates()
 	return s, nil
 }
 
 // haproxyPIDs are the HAProxy processes serving target.
 func (t *topology) haproxyPIDs(target string) []int {
-	if target == TargetHAProxy {
+	if target == TargetHAProxy || t.aa {
 		return []int{t.basePID}
 	}
 	return t.instancePIDs

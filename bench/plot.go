@@ -243,7 +243,9 @@ func WriteSVG(w io.Writer, r *Report) error {
 		title += fmt.Sprintf(" (crypto ceiling %.2f GB/s, off scale)", s.ceilingGBps)
 	}
 	sub := "GB/s (10^9 B/s) by concurrent connections; solid: ober, dashed: haproxy"
-	if !r.Settings.Steering {
+	if r.Settings.AA {
+		sub = strings.Replace(sub, "solid: ober", "solid: haproxy again (A/A)", 1)
+	} else if !r.Settings.Steering {
 		sub = strings.Replace(sub, "solid: ober", "solid: ober (steering off)", 1)
 	}
 	if s.ceiling > 0 {

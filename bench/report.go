@@ -1,6 +1,9 @@
 package bench
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // Report is one run of the bench harness, as written to its JSON file.
 // Field names are stable: scripts compare runs by them.
@@ -67,7 +70,9 @@ type Settings struct {
 	// SessionTickets says both targets issue session tickets from the
 	// same keys, and the run has Resumed points.
 	SessionTickets bool `json:"session_tickets"`
-	XDPPackets     int  `json:"xdp_packets"`
+	// AA marks a calibration run: both columns are the baseline HAProxy.
+	AA         bool `json:"aa,omitempty"`
+	XDPPackets int  `json:"xdp_packets"`
 }
 
 // Targets of the HTTP figures.
@@ -130,6 +135,67 @@ type Small struct {
 	P50Ms             float64 `json:"p50_ms"`
 	P99Ms             float64 `json:"p99_ms"`
 	Errors            int     `json:"errors"`
+	// latencies are the requests' latencies, sorted: what two halves of
+	// one figure pool for their percentiles.
+	latencies []time.Duration
+}
+
+// merge adds up two measurements of the same point.
+func (a Throughput) merge(b Throughput) Throughput {
+	a.Objects += b.Objects
+	a.Bytes += b.Bytes
+	a.Seconds += b.Seconds
+	a.Errors += b.Errors
+	a.HAProxyCPUSeconds += b.HAProxyCPUSeconds
+	a.GBps, a.GBPerCPUSecond = 0, 0
+	if a.Seconds > 0 {
+		a.GBps = float64(a.Bytes) / a.Seconds / 1e9
+	}
+	if a.HAProxyCPUSeconds > 0 {
+		a.GBPerCPUSecond = float64(a.Bytes) / a.HAProxyCPUSeconds / 1e9
+	}
+	return a
+}
+
+// merge adds up two measurements of the same rate.
+func (a Handshakes) merge(b Handshakes) Handshakes {
+	a.Handshakes += b.Handshakes
+	a.Resumed += b.Resumed
+	a.Seconds += b.Seconds
+	a.Errors += b.Errors
+	a.HAProxyCPUSeconds += b.HAProxyCPUSeconds
+	a.ConnsPerSecond, a.PerCPUSecond = 0, 0
+	if a.Seconds > 0 {
+		a.ConnsPerSecond = float64(a.Handshakes) / a.Seconds
+	}
+	if a.HAProxyCPUSeconds > 0 {
+		a.PerCPUSecond = float64(a.Handshakes) / a.HAProxyCPUSeconds
+	}
+	return a
+}
+
+// merge pools two measurements of the same point, percentiles included.
+func (a Small) merge(b Small) Small {
+	a.latencies = slices.Concat(a.latencies, b.latencies)
+	slices.Sort(a.latencies)
+	a.Requests += b.Requests
+	a.Seconds += b.Seconds
+	a.Errors += b.Errors
+	a.setRates()
+	return a
+}
+
+// setRates derives the rate and the percentiles from Requests, Seconds
+// and the latencies.
+func (s *Small) setRates() {
+	s.RequestsPerSecond, s.P50Ms, s.P99Ms = 0, 0, 0
+	if s.Seconds > 0 {
+		s.RequestsPerSecond = float64(s.Requests) / s.Seconds
+	}
+	if n := len(s.latencies); n > 0 {
+		s.P50Ms = float64(s.latencies[n/2]) / 1e6
+		s.P99Ms = float64(s.latencies[n*99/100]) / 1e6
+	}
 }
 
 // XDPPoint is one packet path's cost.

@@ -393,7 +393,9 @@ func (r *Report) WriteText(w io.Writer) error {
 	if r.Quick {
 		head += ", quick"
 	}
-	if !r.Settings.Steering {
+	if r.Settings.AA {
+		head += ", A/A calibration: the ober column is the baseline HAProxy measured again"
+	} else if !r.Settings.Steering {
 		head += ", ober's steering off"
 	}
 	p("%s\n", head)

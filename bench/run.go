@@ -52,6 +52,12 @@ type Options struct {
 	// NoSteering runs ober with instances.steering off: sk_lookup alone
 	// dispatches, XDP redirects nothing.
 	NoSteering bool
+	// AA is a calibration run: the baseline HAProxy is measured in both
+	// columns, in the same order and windows as a normal run; ober runs
+	// idle. Its ratios show how far two measurements of the very
+	// same target differ on this machine: the noise a real ratio must
+	// clear.
+	AA bool
 	// Version is ober's version, recorded in the report.
 	Version string
 	// Progress receives a line per step; nil for none.
@@ -146,8 +152,10 @@ func (o Options) Bound() time.Duration {
 	if err != nil {
 		return 0
 	}
-	windows := time.Duration(o.points())*(o.Window+2*time.Second) +
-		time.Duration(len(o.Instances)*6)*(o.RateWindow+2*time.Second) /* 2 targets x full, resumed, small */
+	// Each figure is measured in two halves (abba), each with its own
+	// allowance for connecting and settling.
+	windows := time.Duration(o.points())*(o.Window+4*time.Second) +
+		time.Duration(len(o.Instances)*6)*(o.RateWindow+4*time.Second) /* 2 targets x full, resumed, small */
 	xdp := time.Duration(o.XDPPackets) * 12 * 2 * 5 * time.Microsecond
 	setup := 30*time.Second + time.Duration(len(o.Instances))*60*time.Second
 	return windows + xdp + setup + 10*time.Second /* openssl */
@@ -177,7 +185,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	}
 
 	rep = &Report{Version: o.Version, Started: start.UTC(), Quick: o.Quick, Settings: Settings{
-		Instances: o.Instances, ObjectBytes: o.ObjectBytes, Conns: o.Conns, PointSeconds: o.Window.Seconds(), RateSeconds: o.RateWindow.Seconds(), Steering: !o.NoSteering,
+		Instances: o.Instances, ObjectBytes: o.ObjectBytes, Conns: o.Conns, PointSeconds: o.Window.Seconds(), RateSeconds: o.RateWindow.Seconds(), Steering: !o.NoSteering, AA: o.AA,
 		SessionTickets: true,
 		SmallBytes:     smallBytes, XDPPackets: o.XDPPackets,
 	}}
@@ -206,7 +214,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 
 	t, err := buildTopology(ctx, o.Dir, o.Prefix, o.Bin, slicesMax(o.Instances))
 	if t != nil {
-		t.noSteering = o.NoSteering
+		t.noSteering, t.aa = o.NoSteering, o.AA
 		t.haproxy = o.HAProxy
 	}
 	if err != nil {
@@ -234,7 +242,13 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 
 	point := 0
 	for _, n := range o.Instances {
-		say("node: ober with %d instance(s), steering %v; baseline: one HAProxy with %d thread(s)", n, !o.NoSteering, n)
+		if o.AA {
+			// ober still runs, idle: the baseline serves the certificate
+			// bundle it writes.
+			say("A/A calibration: one HAProxy with %d thread(s) in both columns; ober runs idle", n)
+		} else {
+			say("node: ober with %d instance(s), steering %v; baseline: one HAProxy with %d thread(s)", n, !o.NoSteering, n)
+		}
 		if err := t.startOber(ctx, n); err != nil {
 			return nil, err
 		}
@@ -245,49 +259,57 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 			for _, op := range []string{http.MethodGet, http.MethodPut} {
 				for _, conns := range o.Conns {
 					var line []string
-					for _, target := range []string{TargetOber, TargetHAProxy} {
+					ps, err := abba(ctx, o.Window, func(ctx context.Context, target string, window time.Duration) (Throughput, error) {
+						return t.throughput(ctx, target, op, int64(size), conns, window)
+					}, Throughput.merge)
+					if err != nil {
+						return nil, err
+					}
+					for _, p := range ps {
 						point++
-						p, err := t.throughput(ctx, target, op, int64(size), conns, o.Window)
-						if err != nil {
-							return nil, err
-						}
 						p.Instances = n
 						if rep.Crypto.GBpsMachine > 0 {
 							p.OfCrypto = p.GBps / rep.Crypto.GBpsMachine
 						}
 						rep.Throughput = append(rep.Throughput, p)
-						line = append(line, fmt.Sprintf("%s %.3f GB/s", target, p.GBps))
+						line = append(line, fmt.Sprintf("%s %.3f GB/s", p.Target, p.GBps))
 					}
 					say("[%d/%d] %d inst  %-3s %5s x %2d conns: %s", point, o.points(), n, op, sizeName(size), conns, strings.Join(line, ", "))
 				}
 			}
 		}
-		for _, target := range []string{TargetOber, TargetHAProxy} {
-			h, err := t.handshakes(ctx, target, handshakeConns, o.RateWindow)
-			if err != nil {
-				return nil, err
-			}
+		hs, err := abba(ctx, o.RateWindow, func(ctx context.Context, target string, window time.Duration) (Handshakes, error) {
+			return t.handshakes(ctx, target, handshakeConns, window)
+		}, Handshakes.merge)
+		if err != nil {
+			return nil, err
+		}
+		for _, h := range hs {
 			h.Instances = n
 			rep.Handshakes = append(rep.Handshakes, h)
-			say("%d inst  new TLS connections, %s: %.0f/s", n, target, h.ConnsPerSecond)
+			say("%d inst  new TLS connections, %s: %.0f/s", n, h.Target, h.ConnsPerSecond)
 		}
-		for _, target := range []string{TargetOber, TargetHAProxy} {
-			h, err := t.resumed(ctx, target, handshakeConns, o.RateWindow)
-			if err != nil {
-				return nil, err
-			}
+		rs, err := abba(ctx, o.RateWindow, func(ctx context.Context, target string, window time.Duration) (Handshakes, error) {
+			return t.resumed(ctx, target, handshakeConns, window)
+		}, Handshakes.merge)
+		if err != nil {
+			return nil, err
+		}
+		for _, h := range rs {
 			h.Instances = n
 			rep.Resumed = append(rep.Resumed, h)
-			say("%d inst  resumed TLS connections, %s: %.0f/s (%d of %d resumed)", n, target, h.ConnsPerSecond, h.Resumed, h.Handshakes)
+			say("%d inst  resumed TLS connections, %s: %.0f/s (%d of %d resumed)", n, h.Target, h.ConnsPerSecond, h.Resumed, h.Handshakes)
 		}
-		for _, target := range []string{TargetOber, TargetHAProxy} {
-			s, err := t.small(ctx, target, smallBytes, smallConns, o.RateWindow)
-			if err != nil {
-				return nil, err
-			}
+		ss, err := abba(ctx, o.RateWindow, func(ctx context.Context, target string, window time.Duration) (Small, error) {
+			return t.small(ctx, target, smallBytes, smallConns, window)
+		}, Small.merge)
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range ss {
 			s.Instances = n
 			rep.Small = append(rep.Small, s)
-			say("%d inst  4 KiB GETs, %s: %.0f req/s, p50 %.2f ms, p99 %.2f ms", n, target, s.RequestsPerSecond, s.P50Ms, s.P99Ms)
+			say("%d inst  4 KiB GETs, %s: %.0f req/s, p50 %.2f ms, p99 %.2f ms", n, s.Target, s.RequestsPerSecond, s.P50Ms, s.P99Ms)
 		}
 		if err := errors.Join(t.stopBaseline(), t.stopOber()); err != nil {
 			return nil, err
@@ -316,4 +338,32 @@ func sizeName(b int) string {
 		return fmt.Sprintf("%dKiB", b>>10)
 	}
 	return fmt.Sprintf("%dB", b)
+}
+
+// abbaOrder is the order of the half-windows of one figure: ober, the
+// baseline, the baseline again, ober again. Measured one after the other,
+// whichever target went first would carry any drift of a shared machine
+// during the point (another tenant's load, caches and TCP buffers warming
+// up); in this order a linear drift weighs on both alike.
+var abbaOrder = []string{TargetOber, TargetHAProxy, TargetHAProxy, TargetOber}
+
+// abba measures a figure of both targets, each as two half-windows in
+// abbaOrder, and merges each target's halves. It returns ober's figure
+// first, then the baseline's.
+func abba[T any](ctx context.Context, window time.Duration, measure func(ctx context.Context, target string, window time.Duration) (T, error), merge func(a, b T) T) ([]T, error) {
+	half := window / 2
+	got := map[string][]T{}
+	for _, target := range abbaOrder {
+		v, err := measure(ctx, target, half)
+		if err != nil {
+			return nil, err
+		}
+		got[target] = append(got[target], v)
+	}
+	out := make([]T, 0, 2)
+	for _, target := range []string{TargetOber, TargetHAProxy} {
+		h := got[target]
+		out = append(out, merge(h[0], h[1]))
+	}
+	return out, nil
 }

@@ -69,8 +69,10 @@ type topology struct {
 	nodeAPI *api.Client
 	tls     *tls.Config
 
-	noSteering       bool
-	haproxy          string // the HAProxy binary of both targets
+	noSteering bool
+	haproxy    string // the HAProxy binary of both targets
+	// aa measures the baseline in both columns: no ober runs.
+	aa               bool
 	oberPID, basePID int
 	instancePIDs     []int
 	baseLn           *os.File
@@ -453,9 +455,10 @@ func (t *topology) stopBaseline() error {
 	return stopPID(pid, "baseline haproxy", 10*time.Second)
 }
 
-// addr is the HTTPS address of a target.
-func addr(target string) string {
-	if target == TargetOber {
+// addr is the HTTPS address of a target. In an A/A run both targets
+// are the baseline.
+func (t *topology) addr(target string) string {
+	if target == TargetOber && !t.aa {
 		return vip.String() + ":443"
 	}
 	return baseNode.String() + ":443"

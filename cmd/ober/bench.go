@@ -50,7 +50,8 @@ stops by itself: the bound is printed first. Needs root.`,
   ober bench --out results/     # the full run, about 10 minutes on 2 CPUs
   ober bench --instances 1,2,4 --sizes 64MiB --conns 1,8,64
   ober bench --steering=false   # ober without the XDP redirect to the instance's CPU
-  ober bench --quick --haproxy /var/cache/ober/haproxy-3.0/haproxy   # both targets on HAProxy 3.0`,
+  ober bench --quick --haproxy /var/cache/ober/haproxy-3.0/haproxy   # both targets on HAProxy 3.0
+  ober bench --aa               # the baseline against itself: how far ratios move by chance`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if os.Geteuid() != 0 {
@@ -110,6 +111,7 @@ stops by itself: the bound is printed first. Needs root.`,
 	f.StringVar(&conns, "conns", "", "connection counts of the sweep, comma-separated (default 1,4,16,64; quick 1,8,32)")
 	f.DurationVar(&window, "window", 0, "time per throughput point (default 4s; quick 1.5s)")
 	f.DurationVar(&rateWindow, "rate-window", 0, "time per handshake and small-request figure (default 5s; quick 2s)")
+	f.BoolVar(&o.AA, "aa", false, "calibration: measure the baseline HAProxy in both columns (ober runs idle); its ratios are the machine's noise")
 	f.BoolVar(&steering, "steering", true, "ober's instances.steering (false: sk_lookup alone dispatches, XDP redirects nothing)")
 	f.StringVar(&o.Dir, "dir", "", "directory of the run's namespaces' files (default /run/ober-bench)")
 	f.StringVar(&o.Prefix, "prefix", "", "prefix of the run's namespace names (default oberbench-)")
