@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ober-ingress/ober/control/config"
 	"github.com/ober-ingress/ober/lab/netsite"
 )
 
@@ -43,9 +44,9 @@ type Options struct {
 	// XDPPackets per case and program; default DefaultXDPPackets (quick
 	// 5000).
 	XDPPackets int
-	// NoSteering runs ober with instances.steering off: sk_lookup alone
-	// dispatches, XDP redirects nothing.
-	NoSteering bool
+	// Steering is ober's instances.steering; default auto (ober's
+	// default).
+	Steering config.Steering
 	// Version is ober's version, recorded in the report.
 	Version string
 	// Progress receives a line per step; nil for none.
@@ -168,7 +169,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	}
 
 	rep = &Report{Version: o.Version, Started: start.UTC(), Quick: o.Quick, Settings: Settings{
-		Instances: o.Instances, ObjectBytes: o.ObjectBytes, Conns: o.Conns, PointSeconds: o.Window.Seconds(), RateSeconds: o.RateWindow.Seconds(), Steering: !o.NoSteering,
+		Instances: o.Instances, ObjectBytes: o.ObjectBytes, Conns: o.Conns, PointSeconds: o.Window.Seconds(), RateSeconds: o.RateWindow.Seconds(), SteeringMode: string(o.Steering),
 		SmallBytes: smallBytes, XDPPackets: o.XDPPackets,
 	}}
 	rep.Machine = ReadMachine(ctx)
@@ -185,7 +186,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 
 	t, err := buildTopology(ctx, o.Dir, o.Prefix, o.Bin, slicesMax(o.Instances))
 	if t != nil {
-		t.noSteering = o.NoSteering
+		t.steering = o.Steering
 	}
 	if err != nil {
 		return nil, err
@@ -212,10 +213,16 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 
 	point := 0
 	for _, n := range o.Instances {
-		say("node: ober with %d instance(s), steering %v; baseline: one HAProxy with %d thread(s)", n, !o.NoSteering, n)
 		if err := t.startOber(ctx, n); err != nil {
 			return nil, err
 		}
+		on, err := t.steeringOn(ctx)
+		if err != nil {
+			return nil, err
+		}
+		rep.Settings.SteeringOn = append(rep.Settings.SteeringOn, on)
+		rep.Settings.Steering = rep.Settings.Steering || on
+		say("node: ober with %d instance(s), steering %s (%s); baseline: one HAProxy with %d thread(s)", n, o.Steering, onOff(on), n)
 		if err := t.startBaseline(ctx, n); err != nil {
 			return nil, err
 		}

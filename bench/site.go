@@ -68,7 +68,7 @@ type topology struct {
 	nodeAPI *api.Client
 	tls     *tls.Config
 
-	noSteering       bool
+	steering         config.Steering
 	oberPID, basePID int
 	instancePIDs     []int
 	baseLn           *os.File
@@ -221,7 +221,6 @@ func (t *topology) nodeConfig(n int) *config.Config {
 	for i := range cpus {
 		cpus[i] = i % runtime.NumCPU()
 	}
-	steering := !t.noSteering
 	return &config.Config{
 		Node: config.Node{
 			Name: "bench", Interfaces: []string{"veth-n"}, XDPMode: config.XDPModeNative,
@@ -235,7 +234,7 @@ func (t *topology) nodeConfig(n int) *config.Config {
 			Servers: []config.BackendServer{{Name: "s3a", Address: backendAddr.String()}},
 			Health:  config.HealthCheck{Path: "/", Interval: config.Duration{Duration: time.Second}, Fall: 2, Rise: 1},
 		},
-		Instances: config.Instances{Count: n, CPUs: cpus, Steering: &steering},
+		Instances: config.Instances{Count: n, CPUs: cpus, Steering: t.steering},
 		Timeouts:  config.Timeouts{Drain: config.Duration{Duration: time.Second}},
 	}
 }
@@ -309,6 +308,27 @@ func (s nodeStatus) Healthy(n int) bool {
 	ins := s.Daemon.HAProxy.Instances
 	return len(ins) == n && s.Daemon.Health.OK &&
 		!slices.ContainsFunc(ins, func(in supervisor.InstanceStatus) bool { return in.State != supervisor.StateHealthy })
+}
+
+// steeringOn reads whether the node's XDP steers: with
+// instances.steering auto, the node decides.
+func (t *topology) steeringOn(ctx context.Context) (bool, error) {
+	st, err := t.nodeAPI.Status(ctx)
+	if err != nil {
+		return false, fmt.Errorf("the node's steering: %w", err)
+	}
+	if st.DataplaneStatus == nil {
+		return false, errors.New("the node's steering: the status has no dataplane part")
+	}
+	return st.Steering, nil
+}
+
+// onOff is "on" or "off".
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
 }
 
 func (t *topology) status(ctx context.Context) (nodeStatus, error) {

@@ -22,7 +22,7 @@ func newBenchCmd(a *app, version string) *cobra.Command {
 		instances, sizes   string
 		conns              string
 		window, rateWindow time.Duration
-		steering           bool
+		steering           string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -48,7 +48,8 @@ stops by itself: the bound is printed first. Needs root.`,
 		Example: `  ober bench --quick            # about a minute
   ober bench --out results/     # the full run, about 10 minutes on 2 CPUs
   ober bench --instances 1,2,4 --sizes 64MiB --conns 1,8,64
-  ober bench --steering=false   # ober without the XDP redirect to the instance's CPU`,
+  ober bench --steering=on      # ober with the XDP redirect to the instance's CPU forced on
+  ober bench --steering=off     # and forced off`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if os.Geteuid() != 0 {
@@ -65,7 +66,9 @@ stops by itself: the bound is printed first. Needs root.`,
 				return err
 			}
 			o.Window, o.RateWindow = window, rateWindow
-			o.NoSteering = !steering
+			if err := o.Steering.UnmarshalText([]byte(steering)); err != nil {
+				return fmt.Errorf("bench --steering: %w", err)
+			}
 			o.Version = version
 			o.Progress = a.out
 			if err := os.MkdirAll(out, 0o755); err != nil {
@@ -108,7 +111,7 @@ stops by itself: the bound is printed first. Needs root.`,
 	f.StringVar(&conns, "conns", "", "connection counts of the sweep, comma-separated (default 1,4,16,64; quick 1,8,32)")
 	f.DurationVar(&window, "window", 0, "time per throughput point (default 4s; quick 1.5s)")
 	f.DurationVar(&rateWindow, "rate-window", 0, "time per handshake and small-request figure (default 5s; quick 2s)")
-	f.BoolVar(&steering, "steering", true, "ober's instances.steering (false: sk_lookup alone dispatches, XDP redirects nothing)")
+	f.StringVar(&steering, "steering", "auto", "ober's instances.steering: auto (ober's default), on (XDP redirects each packet to its instance's CPU) or off (sk_lookup alone dispatches)")
 	f.StringVar(&o.Dir, "dir", "", "directory of the run's namespaces' files (default /run/ober-bench)")
 	f.StringVar(&o.Prefix, "prefix", "", "prefix of the run's namespace names (default oberbench-)")
 	f.StringVar(&o.Bin, "ober", "", "the ober binary the node runs (default this one)")

@@ -164,6 +164,9 @@ func printDaemon(w io.Writer, d *api.DaemonStatus) error {
 	}
 	fmt.Fprintf(tw, "haproxy\t%s %s, %d reloads, %d restarts, %d draining\n", d.HAProxy.Binary, d.HAProxy.Version,
 		d.HAProxy.Reloads, d.HAProxy.Restarts, d.HAProxy.Draining)
+	if s := d.Steering; s != nil {
+		fmt.Fprintf(tw, "cpu steering\t%s (%s)\n", onOff(s.On, "on", "off"), s.Reason)
+	}
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "INSTANCE\tCPU\tPID\tSTATE\tCONNS\tRESTARTS\tLAST EXIT")
 	for _, in := range d.HAProxy.Instances {
