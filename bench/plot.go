@@ -246,7 +246,7 @@ func WriteSVG(w io.Writer, r *Report) error {
 	if r.Settings.AA {
 		sub = strings.Replace(sub, "solid: ober", "solid: haproxy again (A/A)", 1)
 	} else if !r.Settings.Steering {
-		sub = strings.Replace(sub, "solid: ober", "solid: ober (steering off)", 1)
+		sub = strings.Replace(sub, "solid: ober", "solid: ober (no cpumap hop)", 1)
 	}
 	if s.ceiling > 0 {
 		sub += fmt.Sprintf("; dotted: %s ceiling, %.2f GB/s per core x %d", orDash(r.Crypto.Cipher), r.Crypto.GBpsPerCore, r.Machine.Cores)

@@ -65,8 +65,13 @@ type Settings struct {
 	PointSeconds float64 `json:"point_seconds"` // window of each throughput point
 	RateSeconds  float64 `json:"rate_seconds"`  // window of the handshake and small figures
 	SmallBytes   int     `json:"small_bytes"`
-	// Steering is ober's instances.steering in this run.
-	Steering bool `json:"steering"`
+	// SteeringMode is ober's instances.steering in this run (auto, on,
+	// off; empty in runs before auto), SteeringOn whether the node's XDP
+	// steered, per entry of Instances (auto decides by the node's links
+	// and instance count), and Steering whether it steered in any.
+	SteeringMode string `json:"steering_mode,omitempty"`
+	SteeringOn   []bool `json:"steering_on,omitempty"`
+	Steering     bool   `json:"steering"`
 	// SessionTickets says both targets issue session tickets from the
 	// same keys, and the run has Resumed points.
 	SessionTickets bool `json:"session_tickets"`

@@ -393,9 +393,18 @@ func (r *Report) WriteText(w io.Writer) error {
 	if r.Quick {
 		head += ", quick"
 	}
-	if r.Settings.AA {
+	switch {
+	case r.Settings.AA:
 		head += ", A/A calibration: the ober column is the baseline HAProxy measured again"
-	} else if !r.Settings.Steering {
+	case r.Settings.SteeringMode != "":
+		var ons []string
+		for i, on := range r.Settings.SteeringOn {
+			if i < len(r.Settings.Instances) {
+				ons = append(ons, fmt.Sprintf("%s with %d", onOff(on), r.Settings.Instances[i]))
+			}
+		}
+		head += fmt.Sprintf(", ober's steering %s (%s)", r.Settings.SteeringMode, strings.Join(ons, ", "))
+	case !r.Settings.Steering:
 		head += ", ober's steering off"
 	}
 	p("%s\n", head)

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ober-ingress/ober/control/config"
 	"github.com/ober-ingress/ober/control/lib/haproxy"
 	"github.com/ober-ingress/ober/lab/netsite"
 )
@@ -49,9 +50,9 @@ type Options struct {
 	// XDPPackets per case and program; default DefaultXDPPackets (quick
 	// 5000).
 	XDPPackets int
-	// NoSteering runs ober with instances.steering off: sk_lookup alone
-	// dispatches, XDP redirects nothing.
-	NoSteering bool
+	// Steering is ober's instances.steering; default auto (ober's
+	// default).
+	Steering config.Steering
 	// AA is a calibration run: the baseline HAProxy is measured in both
 	// columns, in the same order and windows as a normal run; ober runs
 	// idle. Its ratios show how far two measurements of the very
@@ -185,7 +186,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	}
 
 	rep = &Report{Version: o.Version, Started: start.UTC(), Quick: o.Quick, Settings: Settings{
-		Instances: o.Instances, ObjectBytes: o.ObjectBytes, Conns: o.Conns, PointSeconds: o.Window.Seconds(), RateSeconds: o.RateWindow.Seconds(), Steering: !o.NoSteering, AA: o.AA,
+		Instances: o.Instances, ObjectBytes: o.ObjectBytes, Conns: o.Conns, PointSeconds: o.Window.Seconds(), RateSeconds: o.RateWindow.Seconds(), SteeringMode: string(o.Steering), AA: o.AA,
 		SessionTickets: true,
 		SmallBytes:     smallBytes, XDPPackets: o.XDPPackets,
 	}}
@@ -214,7 +215,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 
 	t, err := buildTopology(ctx, o.Dir, o.Prefix, o.Bin, slicesMax(o.Instances))
 	if t != nil {
-		t.noSteering, t.aa = o.NoSteering, o.AA
+		t.steering, t.aa = o.Steering, o.AA
 		t.haproxy = o.HAProxy
 	}
 	if err != nil {
@@ -242,15 +243,21 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 
 	point := 0
 	for _, n := range o.Instances {
-		if o.AA {
-			// ober still runs, idle: the baseline serves the certificate
-			// bundle it writes.
-			say("A/A calibration: one HAProxy with %d thread(s) in both columns; ober runs idle", n)
-		} else {
-			say("node: ober with %d instance(s), steering %v; baseline: one HAProxy with %d thread(s)", n, !o.NoSteering, n)
-		}
+		// In an A/A run ober still runs, idle: the baseline serves the
+		// certificate bundle it writes.
 		if err := t.startOber(ctx, n); err != nil {
 			return nil, err
+		}
+		on, err := t.steeringOn(ctx)
+		if err != nil {
+			return nil, err
+		}
+		rep.Settings.SteeringOn = append(rep.Settings.SteeringOn, on)
+		rep.Settings.Steering = rep.Settings.Steering || on
+		if o.AA {
+			say("A/A calibration: one HAProxy with %d thread(s) in both columns; ober runs idle", n)
+		} else {
+			say("node: ober with %d instance(s), steering %s (%s); baseline: one HAProxy with %d thread(s)", n, o.Steering, onOff(on), n)
 		}
 		if err := t.startBaseline(ctx, n); err != nil {
 			return nil, err

@@ -69,8 +69,8 @@ type topology struct {
 	nodeAPI *api.Client
 	tls     *tls.Config
 
-	noSteering bool
-	haproxy    string // the HAProxy binary of both targets
+	steering config.Steering
+	haproxy  string // the HAProxy binary of both targets
 	// aa measures the baseline in both columns: no ober runs.
 	aa               bool
 	oberPID, basePID int
@@ -225,7 +225,6 @@ func (t *topology) nodeConfig(n int) *config.Config {
 	for i := range cpus {
 		cpus[i] = i % runtime.NumCPU()
 	}
-	steering := !t.noSteering
 	return &config.Config{
 		Node: config.Node{
 			Name: "bench", Interfaces: []string{"veth-n"}, XDPMode: config.XDPModeNative,
@@ -239,7 +238,7 @@ func (t *topology) nodeConfig(n int) *config.Config {
 			Servers: []config.BackendServer{{Name: "s3a", Address: backendAddr.String()}},
 			Health:  config.HealthCheck{Path: "/", Interval: config.Duration{Duration: time.Second}, Fall: 2, Rise: 1},
 		},
-		Instances: config.Instances{Count: n, CPUs: cpus, Steering: &steering},
+		Instances: config.Instances{Count: n, CPUs: cpus, Steering: t.steering},
 		HAProxy:   config.HAProxy{Binary: t.haproxy},
 		Timeouts:  config.Timeouts{Drain: config.Duration{Duration: time.Second}},
 	}
@@ -314,6 +313,27 @@ func (s nodeStatus) Healthy(n int) bool {
 	ins := s.Daemon.HAProxy.Instances
 	return len(ins) == n && s.Daemon.Health.OK &&
 		!slices.ContainsFunc(ins, func(in supervisor.InstanceStatus) bool { return in.State != supervisor.StateHealthy })
+}
+
+// steeringOn reads whether the node's XDP steers: with
+// instances.steering auto, the node decides.
+func (t *topology) steeringOn(ctx context.Context) (bool, error) {
+	st, err := t.nodeAPI.Status(ctx)
+	if err != nil {
+		return false, fmt.Errorf("the node's steering: %w", err)
+	}
+	if st.DataplaneStatus == nil {
+		return false, errors.New("the node's steering: the status has no dataplane part")
+	}
+	return st.Steering, nil
+}
+
+// onOff is "on" or "off".
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
 }
 
 func (t *topology) status(ctx context.Context) (nodeStatus, error) {

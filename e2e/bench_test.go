@@ -61,6 +61,10 @@ func TestBenchQuick(t *testing.T) {
 	require.NotEmpty(t, rep.Machine.CPUModel)
 	require.Positive(t, rep.Machine.Cores)
 	require.Len(t, rep.Throughput, 12, "2 ops x 3 conn counts x 2 targets")
+	// ober's default, auto, on links with a receive queue per instance
+	// (the quick run's 2 instances on 2-queue veths): no cpumap hop.
+	require.Equal(t, "auto", rep.Settings.SteeringMode)
+	require.Equal(t, []bool{false}, rep.Settings.SteeringOn, "auto with 2 receive queues for 2 instances")
 
 	svg, err := os.ReadFile(filepath.Join(out, "bench.svg"))
 	require.NoError(t, err)

@@ -22,7 +22,7 @@ func newBenchCmd(a *app, version string) *cobra.Command {
 		instances, sizes   string
 		conns              string
 		window, rateWindow time.Duration
-		steering           bool
+		steering           string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -49,7 +49,8 @@ stops by itself: the bound is printed first. Needs root.`,
 		Example: `  ober bench --quick            # about a minute
   ober bench --out results/     # the full run, about 10 minutes on 2 CPUs
   ober bench --instances 1,2,4 --sizes 64MiB --conns 1,8,64
-  ober bench --steering=false   # ober without the XDP redirect to the instance's CPU
+  ober bench --steering=on      # ober with the XDP redirect to the instance's CPU forced on
+  ober bench --steering=off     # and forced off
   ober bench --quick --haproxy /var/cache/ober/haproxy-3.0/haproxy   # both targets on HAProxy 3.0
   ober bench --aa               # the baseline against itself: how far ratios move by chance`,
 		Args: cobra.NoArgs,
@@ -68,7 +69,9 @@ stops by itself: the bound is printed first. Needs root.`,
 				return err
 			}
 			o.Window, o.RateWindow = window, rateWindow
-			o.NoSteering = !steering
+			if err := o.Steering.UnmarshalText([]byte(steering)); err != nil {
+				return fmt.Errorf("bench --steering: %w", err)
+			}
 			o.Version = version
 			o.Progress = a.out
 			if err := os.MkdirAll(out, 0o755); err != nil {
@@ -112,7 +115,7 @@ stops by itself: the bound is printed first. Needs root.`,
 	f.DurationVar(&window, "window", 0, "time per throughput point (default 4s; quick 1.5s)")
 	f.DurationVar(&rateWindow, "rate-window", 0, "time per handshake and small-request figure (default 5s; quick 2s)")
 	f.BoolVar(&o.AA, "aa", false, "calibration: measure the baseline HAProxy in both columns (ober runs idle); its ratios are the machine's noise")
-	f.BoolVar(&steering, "steering", true, "ober's instances.steering (false: sk_lookup alone dispatches, XDP redirects nothing)")
+	f.StringVar(&steering, "steering", "auto", "ober's instances.steering: auto (ober's default), on (XDP redirects each packet to its instance's CPU) or off (sk_lookup alone dispatches)")
 	f.StringVar(&o.Dir, "dir", "", "directory of the run's namespaces' files (default /run/ober-bench)")
 	f.StringVar(&o.Prefix, "prefix", "", "prefix of the run's namespace names (default oberbench-)")
 	f.StringVar(&o.Bin, "ober", "", "the ober binary the node runs (default this one)")

@@ -176,6 +176,9 @@ func printDaemon(w io.Writer, d *api.DaemonStatus) error {
 		fmt.Fprintf(tw, "features\t%s\n", strings.Join(fs, " "))
 	}
 	fmt.Fprintf(tw, "tls tickets\t%s\n", ticketLine(d.HAProxy.SessionTickets))
+	if s := d.Steering; s != nil {
+		fmt.Fprintf(tw, "cpu steering\t%s (%s)\n", onOff(s.On, "on", "off"), s.Reason)
+	}
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "INSTANCE\tCPU\tPID\tSTATE\tCONNS\tRESTARTS\tLAST EXIT")
 	for _, in := range d.HAProxy.Instances {

@@ -52,6 +52,18 @@ type DaemonStatus struct {
 	BGP *BGPStatus `json:"bgp,omitempty"`
 	// VRRP is set in ha.mode vrrp.
 	VRRP *VRRPStatus `json:"vrrp,omitempty"`
+	// Steering is instances.steering and what the node made of it.
+	Steering *SteeringStatus `json:"steering,omitempty"`
+}
+
+// SteeringStatus is the XDP cpumap hop's setting and decision.
+type SteeringStatus struct {
+	// Mode is instances.steering: auto, on or off.
+	Mode string `json:"mode"`
+	// On is the decision the running plan wrote to the dataplane.
+	On bool `json:"on"`
+	// Reason says why, for auto the receive queues it counted.
+	Reason string `json:"reason"`
 }
 
 // BGPStatus is the speaker's state and whether the node announces.

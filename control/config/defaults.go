@@ -257,9 +257,8 @@ func (c *Config) ApplyDefaults() {
 		}
 	}
 	setInt(&in.MaxConn, DefaultMaxConn)
-	if in.Steering == nil {
-		on := true
-		in.Steering = &on
+	if in.Steering == "" {
+		in.Steering = SteeringAuto
 	}
 
 	t := &c.Timeouts

@@ -54,7 +54,7 @@ backends:
 			},
 			Health: HealthCheck{Path: "/", Interval: dur(DefaultHealthInterval), Fall: 3, Rise: 2},
 		},
-		Instances: Instances{Count: 2, CPUs: []int{0, 1}, MaxConn: 20000, Steering: new(true)},
+		Instances: Instances{Count: 2, CPUs: []int{0, 1}, MaxConn: 20000, Steering: SteeringAuto},
 		Timeouts: Timeouts{
 			Connect:       dur(DefaultConnect),
 			Client:        dur(DefaultClient),

@@ -23,6 +23,9 @@ func fill(v reflect.Value) {
 	case *Duration:
 		p.Duration = 1500 * time.Millisecond
 		return
+	case *Steering:
+		*p = SteeringOff
+		return
 	}
 	switch v.Kind() {
 	case reflect.Struct:
@@ -126,7 +129,7 @@ func TestMarshalLeavesUnsetOut(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "{}\n", string(data))
 
-	no, zero := false, 0
+	zero := 0
 	c := &Config{
 		Node: Node{Interfaces: []string{"eth0", "eth1"}},
 		VIPs: []Addr{addr("10.0.0.1"), addr("fd00::1")},
@@ -135,7 +138,7 @@ func TestMarshalLeavesUnsetOut(t *testing.T) {
 			{Name: "http", Port: 80, Mode: ModeHTTP, Whitelist: "frontend-http"},
 		},
 		Backends:  Backends{Servers: []BackendServer{{Address: "10.1.0.1:7480", Weight: &zero}}},
-		Instances: Instances{Count: 2, CPUs: []int{0, 1}, Steering: &no},
+		Instances: Instances{Count: 2, CPUs: []int{0, 1}, Steering: SteeringOff},
 		Timeouts:  Timeouts{Drain: dur(3 * time.Second)},
 		HA:        HA{Mode: HAModeBGP, BGP: &BGP{ASN: 65010, Peers: []BGPPeer{{Address: addr("10.9.0.1"), ASN: 65000}}}},
 	}
@@ -160,7 +163,7 @@ backends:
 instances:
   count: 2
   cpus: [0, 1]
-  steering: false
+  steering: "off"
 timeouts:
   drain: 3s
 ha:
@@ -179,11 +182,24 @@ ha:
 	require.Equal(t, "node-a", got.Node.Name)
 	require.Equal(t, "tls-443", got.Services[0].Name)
 	require.Equal(t, 0, *got.Backends.Servers[0].Weight)
-	require.False(t, *got.Instances.Steering)
+	require.Equal(t, SteeringOff, got.Instances.Steering)
 	require.Equal(t, DefaultBGPHoldTime, got.HA.BGP.Peers[0].HoldTime.Duration)
 }
 
 func TestMarshalRefusesAMissingAddress(t *testing.T) {
 	_, err := Marshal(&Config{VIPs: []Addr{addr("10.0.0.1"), {}}})
 	require.EqualError(t, err, "vips[1]: no IP address to write")
+}
+
+func TestSteeringValues(t *testing.T) {
+	for text, want := range map[string]Steering{
+		"auto": SteeringAuto, "on": SteeringOn, "off": SteeringOff,
+		"true": SteeringOn, "false": SteeringOff, "Auto": SteeringAuto,
+	} {
+		c, err := parse([]byte(minimalYAML+"instances:\n  steering: "+text+"\n"), nodeA())
+		require.NoError(t, err, text)
+		require.Equal(t, want, c.Instances.Steering, text)
+	}
+	_, err := parse([]byte(minimalYAML+"instances:\n  steering: sometimes\n"), nodeA())
+	require.EqualError(t, err, `instances.steering: "sometimes" is not a steering mode (auto, on or off) (line 12)`)
 }

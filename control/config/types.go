@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -214,10 +215,41 @@ type Instances struct {
 	CPUs []int `yaml:"cpus"`
 	// MaxConn per instance; default 20000.
 	MaxConn int `yaml:"maxconn"`
-	// Steering has XDP redirect each packet of a dispatched service to
-	// its instance's CPU; default true. Off, packets are processed on the
-	// CPU the NIC's RSS chose and sk_lookup alone picks the instance.
-	Steering *bool `yaml:"steering"`
+	// Steering decides whether XDP redirects each packet of a dispatched
+	// service to its instance's CPU (a cpumap hop); default auto. Off,
+	// packets are processed on the CPU the NIC's RSS chose and sk_lookup
+	// alone picks the instance.
+	Steering Steering `yaml:"steering"`
+}
+
+// Steering is instances.steering: on, off, or auto.
+type Steering string
+
+// The values of instances.steering. YAML's true and false read as on and
+// off, as the key was a bool before auto.
+const (
+	// SteeringAuto hops only where the NIC cannot spread the receive
+	// work over the instances' CPUs itself: an interface of
+	// node.interfaces has fewer receive queues than there are instances
+	// (see plan.DecideSteering).
+	SteeringAuto Steering = "auto"
+	SteeringOn   Steering = "on"
+	SteeringOff  Steering = "off"
+)
+
+// UnmarshalText reads on, off, auto, true or false.
+func (s *Steering) UnmarshalText(b []byte) error {
+	switch v := strings.ToLower(string(b)); v {
+	case "auto":
+		*s = SteeringAuto
+	case "on", "true":
+		*s = SteeringOn
+	case "off", "false":
+		*s = SteeringOff
+	default:
+		return fmt.Errorf("%q is not a steering mode (auto, on or off)", b)
+	}
+	return nil
 }
 
 // Timeouts bound each phase of a connection. HAProxy's client and server

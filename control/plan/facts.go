@@ -38,7 +38,8 @@ func Make(ctx context.Context, cfg *config.Config, r addrlist.Resolver, v haprox
 // node yet) and the descriptor limit, which it raises to the hard limit
 // for the instances to inherit.
 func ReadFacts(cfg *config.Config, v haproxy.Version) (Facts, error) {
-	f := Facts{HAProxy: v, FDLimit: fdLimit(), PEM: map[string][]byte{}}
+	f := Facts{HAProxy: v, FDLimit: fdLimit(), PEM: map[string][]byte{},
+		RXQueues: rxQueues("/sys", cfg.Node.Interfaces)}
 	var err error
 	switch {
 	case cfg.HA.Mode == config.HAModeBGP && cfg.HA.BGP != nil:

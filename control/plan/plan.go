@@ -46,6 +46,9 @@ type NodePlan struct {
 
 	// Tables are what the dataplane's maps hold.
 	Tables Tables
+	// SteeringReason says why Tables.Steering is what it is
+	// (DecideSteering).
+	SteeringReason string
 
 	// Slots and Listeners are the supervisor's instance positions and
 	// socket rows; ListenerIDs are the listeners' IDs by what they serve,
@@ -145,6 +148,9 @@ type Facts struct {
 	// Allocations are the addresses IPAM gave services before (read
 	// from node.state_dir), which they keep.
 	Allocations ipam.Allocations
+	// RXQueues are the receive queues of node.interfaces, by name, for
+	// instances.steering: auto.
+	RXQueues map[string]int
 }
 
 // Build lays cfg out as a NodePlan. prev is the running plan, or nil: a
@@ -169,7 +175,7 @@ func Build(cfg *config.Config, res *config.Resolved, f Facts, prev *NodePlan) (*
 	}
 	p.XDPMode = mode
 	t := &p.Tables
-	t.Steering = *cfg.Instances.Steering
+	t.Steering, p.SteeringReason = DecideSteering(cfg.Instances.Steering, cfg.Instances.Count, cfg.Node.Interfaces, f.RXQueues)
 	for _, a := range cfg.VIPs {
 		t.VIPs = append(t.VIPs, loader.VIP{Addr: a.Addr})
 	}

@@ -62,6 +62,7 @@ func (d *Daemon) daemonStatus(ctx context.Context) *api.DaemonStatus {
 	if b != nil {
 		ds.Node = b.Config.Node.Name
 		ds.HAProxy.Binary = b.Config.HAProxy.Binary
+		ds.Steering = &api.SteeringStatus{Mode: string(b.Config.Instances.Steering), On: b.Tables.Steering, Reason: b.SteeringReason}
 	}
 	if d.sup != nil {
 		st := d.sup.Status()

@@ -240,9 +240,12 @@ func (s *Site) Config(p Params) *config.Config {
 		HAProxy:    config.HAProxy{ServedByHeader: p.ServedByHeader},
 	}
 	c.Timeouts.Drain = config.Duration{Duration: p.Drain}
+	// Explicit either way: the tests that predict an instance from the
+	// Maglev table need the hop, whatever auto would choose for the
+	// site's links.
+	c.Instances.Steering = config.SteeringOn
 	if p.NoSteering {
-		steering := false
-		c.Instances.Steering = &steering
+		c.Instances.Steering = config.SteeringOff
 	}
 	return c
 }
