@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -90,11 +91,26 @@ func (t *topology) throughput(ctx context.Context, target, op string, size int64
 	recv0 := t.received.Load()
 	pids := t.haproxyPIDs(target)
 	cpu0 := cpuSeconds(pids)
+	mach0, err := readMachineCPU()
+	if err != nil {
+		return Throughput{}, err
+	}
+	tx0, rx0, err := t.clientPackets(target)
+	if err != nil {
+		return Throughput{}, err
+	}
 	var cpu float64
+	var mach machineCPU
+	var tx, rx uint64
+	var atEndErr error
 	var delivered int64
 	bufs := make([][]byte, conns)
 	tl, err := runWindow(ctx, conns, window, func() {
 		cpu = cpuSeconds(pids) - cpu0
+		m, err := readMachineCPU()
+		mach = m.sub(mach0)
+		tx, rx, atEndErr = t.clientPackets(target)
+		atEndErr = errors.Join(err, atEndErr)
 		// Bytes delivered by the end of the window: for GET what the
 		// client read, for PUT what the backend read.
 		delivered = got.Load()
@@ -107,7 +123,7 @@ func (t *topology) throughput(ctx context.Context, target, op string, size int64
 		}
 		return t.transfer(ctx, client, op, url, size, bufs[w], &got)
 	})
-	if err != nil {
+	if err := errors.Join(err, atEndErr); err != nil {
 		return Throughput{}, err
 	}
 	p := Throughput{
@@ -115,6 +131,8 @@ func (t *topology) throughput(ctx context.Context, target, op string, size int64
 		Objects: tl.ok, Bytes: delivered, Seconds: tl.elapsed.Seconds(),
 		GBps: float64(delivered) / tl.elapsed.Seconds() / 1e9, Errors: tl.failed,
 		HAProxyCPUSeconds: cpu,
+		MachineCPUSeconds: mach.busy, SoftirqCPUSeconds: mach.softirq,
+		ClientTxPackets: int64(tx - tx0), ClientRxPackets: int64(rx - rx0),
 	}
 	if cpu > 0 {
 		p.GBPerCPUSecond = float64(delivered) / cpu / 1e9

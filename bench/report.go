@@ -106,6 +106,18 @@ type Throughput struct {
 	// machine, where the client and backend do not share the node's CPUs.
 	HAProxyCPUSeconds float64 `json:"haproxy_cpu_seconds"`
 	GBPerCPUSecond    float64 `json:"gb_per_cpu_second"`
+	// MachineCPUSeconds is the busy time of the whole machine in the
+	// window (/proc/stat: client, backend and node together), and
+	// SoftirqCPUSeconds the part of it in softirq, where the kernel
+	// receives packets (XDP, the cpumap's and the veths' receive, TCP
+	// input). ClientTxPackets and ClientRxPackets are the packets the
+	// client sent to the target and received from it: the node's
+	// packets in and out on its client link. Together they give the
+	// per-packet figures of the scaling model in BENCHMARKS.md.
+	MachineCPUSeconds float64 `json:"machine_cpu_seconds,omitempty"`
+	SoftirqCPUSeconds float64 `json:"softirq_cpu_seconds,omitempty"`
+	ClientTxPackets   int64   `json:"client_tx_packets,omitempty"`
+	ClientRxPackets   int64   `json:"client_rx_packets,omitempty"`
 }
 
 // Handshakes is the new-connection rate of one target.
@@ -152,6 +164,10 @@ func (a Throughput) merge(b Throughput) Throughput {
 	a.Seconds += b.Seconds
 	a.Errors += b.Errors
 	a.HAProxyCPUSeconds += b.HAProxyCPUSeconds
+	a.MachineCPUSeconds += b.MachineCPUSeconds
+	a.SoftirqCPUSeconds += b.SoftirqCPUSeconds
+	a.ClientTxPackets += b.ClientTxPackets
+	a.ClientRxPackets += b.ClientRxPackets
 	a.GBps, a.GBPerCPUSecond = 0, 0
 	if a.Seconds > 0 {
 		a.GBps = float64(a.Bytes) / a.Seconds / 1e9

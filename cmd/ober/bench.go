@@ -107,7 +107,7 @@ stops by itself: the bound is printed first. Needs root.`,
 		},
 	}
 	f := cmd.Flags()
-	f.BoolVar(&o.Quick, "quick", false, "the short run (one instance count, 64 MiB, 3 connection counts; under 3 minutes)")
+	f.BoolVar(&o.Quick, "quick", false, "the short run (one instance count, 64 MiB, 3 connection counts; it stops within 4 minutes and takes about one)")
 	f.StringVar(&out, "out", ".", "directory for bench.json and bench.svg")
 	f.StringVar(&instances, "instances", "", "ober instance counts (and baseline thread counts), comma-separated (default 1,2; quick 2)")
 	f.StringVar(&sizes, "sizes", "", "large-object sizes, comma-separated, with KiB/MiB/GiB (default 64MiB,256MiB,1GiB; quick 64MiB)")
