@@ -76,8 +76,11 @@ type Settings struct {
 	// same keys, and the run has Resumed points.
 	SessionTickets bool `json:"session_tickets"`
 	// AA marks a calibration run: both columns are the baseline HAProxy.
-	AA         bool `json:"aa,omitempty"`
-	XDPPackets int  `json:"xdp_packets"`
+	AA bool `json:"aa,omitempty"`
+	// BaselineXDP says the baseline's link had an XDP program that
+	// passes everything (--baseline-xdp).
+	BaselineXDP bool `json:"baseline_xdp,omitempty"`
+	XDPPackets  int  `json:"xdp_packets"`
 }
 
 // Targets of the HTTP figures.

@@ -396,6 +396,8 @@ func (r *Report) WriteText(w io.Writer) error {
 	switch {
 	case r.Settings.AA:
 		head += ", A/A calibration: the ober column is the baseline HAProxy measured again"
+	case r.Settings.BaselineXDP:
+		head += fmt.Sprintf(", ober's steering %s, the baseline's link with an XDP program that passes", r.Settings.SteeringMode)
 	case r.Settings.SteeringMode != "":
 		var ons []string
 		for i, on := range r.Settings.SteeringOn {

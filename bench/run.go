@@ -59,6 +59,10 @@ type Options struct {
 	// same target differ on this machine: the noise a real ratio must
 	// clear.
 	AA bool
+	// BaselineXDP attaches an XDP program that passes every packet to the
+	// node's end of the baseline's link: both targets then receive
+	// through a veth's XDP path, and the difference is ober's own.
+	BaselineXDP bool
 	// Version is ober's version, recorded in the report.
 	Version string
 	// Progress receives a line per step; nil for none.
@@ -186,7 +190,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	}
 
 	rep = &Report{Version: o.Version, Started: start.UTC(), Quick: o.Quick, Settings: Settings{
-		Instances: o.Instances, ObjectBytes: o.ObjectBytes, Conns: o.Conns, PointSeconds: o.Window.Seconds(), RateSeconds: o.RateWindow.Seconds(), SteeringMode: string(o.Steering), AA: o.AA,
+		Instances: o.Instances, ObjectBytes: o.ObjectBytes, Conns: o.Conns, PointSeconds: o.Window.Seconds(), RateSeconds: o.RateWindow.Seconds(), SteeringMode: string(o.Steering), AA: o.AA, BaselineXDP: o.BaselineXDP,
 		SessionTickets: true,
 		SmallBytes:     smallBytes, XDPPackets: o.XDPPackets,
 	}}
@@ -213,7 +217,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	say("crypto ceiling: %s %.2f GB/s per core, %.2f GB/s for %d cores", rep.Crypto.Cipher,
 		rep.Crypto.GBpsPerCore, rep.Crypto.GBpsMachine, rep.Machine.Cores)
 
-	t, err := buildTopology(ctx, o.Dir, o.Prefix, o.Bin, slicesMax(o.Instances))
+	t, err := buildTopology(ctx, o.Dir, o.Prefix, o.Bin, slicesMax(o.Instances), o.BaselineXDP)
 	if t != nil {
 		t.steering, t.aa = o.Steering, o.AA
 		t.haproxy = o.HAProxy

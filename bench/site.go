@@ -80,7 +80,9 @@ type topology struct {
 
 // buildTopology makes the namespaces, links and the backend. queues is
 // the number of queues of the client links (at least the instances).
-func buildTopology(ctx context.Context, dir, prefix, bin string, queues int) (t *topology, err error) {
+// baseXDP attaches a program that passes every packet to the node's end
+// of the baseline's link, so that both links receive in XDP mode.
+func buildTopology(ctx context.Context, dir, prefix, bin string, queues int, baseXDP bool) (t *topology, err error) {
 	// ober's instances, and the baseline, drop to this user.
 	if _, err := sysuser.Ensure(ctx, sysuser.HAProxyUser); err != nil {
 		return nil, err
@@ -115,6 +117,18 @@ func buildTopology(ctx context.Context, dir, prefix, bin string, queues int) (t 
 		// end gets the same program, so both paths cost the same.
 		func() error { return netsite.WakeOnXDPTX(t.client, "veth-c") },
 		func() error { return netsite.WakeOnXDPTX(t.client, "veth-c2") },
+		// A veth with an XDP program receives in NAPI and copies every
+		// TCP segment the peer's stack still holds a clone of into a
+		// page of its own before the program runs: a cost of the test
+		// link, not of ober's program (BENCHMARKS.md, "The XDP receive
+		// path of a veth"). --baseline-xdp gives the baseline's link the
+		// same receive path with a program that only passes.
+		func() error {
+			if !baseXDP {
+				return nil
+			}
+			return netsite.WakeOnXDPTX(t.node, "veth-n2")
+		},
 		func() error { return t.client.IP(ctx, "addr", "add", clientAddr.String()+"/24", "dev", "veth-c") },
 		func() error { return t.client.IP(ctx, "addr", "add", baseClient.String()+"/24", "dev", "veth-c2") },
 		func() error {

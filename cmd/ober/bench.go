@@ -114,6 +114,7 @@ stops by itself: the bound is printed first. Needs root.`,
 	f.StringVar(&conns, "conns", "", "connection counts of the sweep, comma-separated (default 1,4,16,64; quick 1,8,32)")
 	f.DurationVar(&window, "window", 0, "time per throughput point (default 4s; quick 1.5s)")
 	f.DurationVar(&rateWindow, "rate-window", 0, "time per handshake and small-request figure (default 5s; quick 2s)")
+	f.BoolVar(&o.BaselineXDP, "baseline-xdp", false, "give the baseline's link an XDP program that passes every packet, so that both links receive through the veth's XDP path (see BENCHMARKS.md)")
 	f.BoolVar(&o.AA, "aa", false, "calibration: measure the baseline HAProxy in both columns (ober runs idle); its ratios are the machine's noise")
 	f.StringVar(&steering, "steering", "auto", "ober's instances.steering: auto (ober's default), on (XDP redirects each packet to its instance's CPU) or off (sk_lookup alone dispatches)")
 	f.StringVar(&o.Dir, "dir", "", "directory of the run's namespaces' files (default /run/ober-bench)")
