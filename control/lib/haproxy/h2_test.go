@@ -33,21 +33,7 @@ func testRealH2GlitchesCloseConnection(t *testing.T, bin string) {
 	cert := newTestCert(t, dir)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") }))
-	defer be.Close()
-	f, addr := listenerFile(t)
-	in := baseInstance()
-	in.Version = haproxyVersion(t, bin)
-	in.CPU = lastCPU(t)
-	in.StatsSocket = filepath.Join(dir, "s.sock")
-	in.Frontends = []Frontend{{Name: "tls-443", Mode: ModeTLS, Port: 443, PEM: cert.CombinedPEM,
-		Binds: []Bind{{FD: 3, Family: 4}}, Pool: DefaultPool}}
-	in.Pools = []Pool{{Name: DefaultPool, Balance: BalanceLeastConn,
-		Servers: []Server{{Name: "be", Addr: netip.MustParseAddrPort(be.Listener.Addr().String()), Weight: 1}}}}
-	in.MaxConn = 1000
-	unprivileged(t, &in, dir)
-	_, out, exited := startHAProxy(t, bin, writeConfig(t, dir, in), f)
-	waitReady(t, ctx, Runtime{Path: in.StatsSocket, Timeout: time.Second}, exited)
+	addr, in, out := startTLSInstance(t, ctx, bin, dir, cert)
 
 	c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: cert.Pool, ServerName: "localhost", NextProtos: []string{"h2"}})
 	require.NoError(t, err)
@@ -114,4 +100,28 @@ func testRealH2GlitchesCloseConnection(t *testing.T, bin string) {
 		require.True(t, e.pinged, "the connection stays open: %+v", e)
 		require.Equal(t, malformed, sent)
 	}
+}
+
+// startTLSInstance runs one real, unprivileged instance with a TLS
+// frontend on a listener of its own, in front of a backend that answers
+// "ok", and waits for its runtime API. It returns the listener's address,
+// the instance and its output so far.
+func startTLSInstance(t *testing.T, ctx context.Context, bin, dir string, cert testCert) (string, Instance, *syncBuffer) {
+	t.Helper()
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") }))
+	t.Cleanup(be.Close)
+	f, addr := listenerFile(t)
+	in := baseInstance()
+	in.Version = haproxyVersion(t, bin)
+	in.CPU = lastCPU(t)
+	in.StatsSocket = filepath.Join(dir, "s.sock")
+	in.Frontends = []Frontend{{Name: "tls-443", Mode: ModeTLS, Port: 443, PEM: cert.CombinedPEM,
+		Binds: []Bind{{FD: 3, Family: 4}}, Pool: DefaultPool}}
+	in.Pools = []Pool{{Name: DefaultPool, Balance: BalanceLeastConn,
+		Servers: []Server{{Name: "be", Addr: netip.MustParseAddrPort(be.Listener.Addr().String()), Weight: 1}}}}
+	in.MaxConn = 1000
+	unprivileged(t, &in, dir)
+	_, out, exited := startHAProxy(t, bin, writeConfig(t, dir, in), f)
+	waitReady(t, ctx, Runtime{Path: in.StatsSocket, Timeout: time.Second}, exited)
+	return addr, in, out
 }

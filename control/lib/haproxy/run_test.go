@@ -689,21 +689,7 @@ func testRealH2ConnectionRenewed(t *testing.T, bin string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") }))
-	defer be.Close()
-	f, addr := listenerFile(t)
-	in := baseInstance()
-	in.Version = haproxyVersion(t, bin)
-	in.CPU = lastCPU(t)
-	in.StatsSocket = filepath.Join(dir, "s.sock")
-	in.Frontends = []Frontend{{Name: "tls-443", Mode: ModeTLS, Port: 443, PEM: cert.CombinedPEM,
-		Binds: []Bind{{FD: 3, Family: 4}}, Pool: DefaultPool}}
-	in.Pools = []Pool{{Name: DefaultPool, Balance: BalanceLeastConn,
-		Servers: []Server{{Name: "be", Addr: netip.MustParseAddrPort(be.Listener.Addr().String()), Weight: 1}}}}
-	in.MaxConn = 1000
-	unprivileged(t, &in, dir)
-	_, out, exited := startHAProxy(t, bin, writeConfig(t, dir, in), f)
-	waitReady(t, ctx, Runtime{Path: in.StatsSocket, Timeout: time.Second}, exited)
+	addr, in, out := startTLSInstance(t, ctx, bin, dir, cert)
 
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: cert.Pool, ServerName: "localhost"}, ForceAttemptHTTP2: true}
 	defer tr.CloseIdleConnections()
