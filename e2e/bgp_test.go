@@ -302,6 +302,12 @@ func TestBGPInstancesKilled(t *testing.T) {
 					windowFailed++
 					t.Logf("  new connection at +%v, before the route was gone (+%v), failed: %v", f.start.Sub(killed), gone.Sub(killed), f.err)
 				}
+			case f.err != nil && !f.start.Before(back.Add(-100*time.Millisecond)) && f.start.Before(back):
+				// In flight as the route came back: ECMP may rehash it
+				// to the returning node, which has no state for it
+				// without ha.bgp.handoff (seen once in CI, 4 ms before
+				// the return).
+				t.Logf("  in flight at the return (+%v, back at +%v), failed: %v", f.start.Sub(killed), back.Sub(killed), f.err)
 			default:
 				after++
 				require.NoError(t, f.err, "new connection at +%v failed (route gone at +%v, back at +%v)", f.start.Sub(killed), gone.Sub(killed), back.Sub(killed))
