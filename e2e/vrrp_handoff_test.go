@@ -266,7 +266,8 @@ func TestVRRPHandoff(t *testing.T) {
 			owner.Name, backup.Name, vip, took.Sub(stopped), owner.Name, exited.Sub(stopped), owner.Name, back.Sub(exited), len(reqs), len(before)+len(after), r.took, r.node, forwarded, backup.Name)
 		require.NoError(t, r.err, "the download through %s across its graceful stop", owner.Name)
 		require.Equal(t, owner.Name, r.node, "the download started on the stopping node")
-		require.Empty(t, append(before, after...), "a request failed across the stop and the return: %s", failed(append(before, after...), took))
+		require.Empty(t, append(before, after...), "a request failed across the stop and the return (back at %+v): %s (handoff: %s)",
+			back.Sub(took).Round(time.Millisecond), failed(append(before, after...), took), handoffCounters(t, s))
 		require.NotZero(t, forwarded, "nothing handed back: the test shows nothing")
 	})
 

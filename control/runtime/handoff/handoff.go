@@ -40,6 +40,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ober-ingress/ober/loader"
 )
 
@@ -101,6 +103,14 @@ const DefaultHealthEvery = 500 * time.Millisecond
 const (
 	newFlowsEvery = 20 * time.Millisecond
 	allFlowsEvery = time.Second
+	// newFlowsRepeats is how many ticks a new connection's record is
+	// sent: the datagrams are not acknowledged, and a connection whose
+	// SYN reached this node just before the VIP moved has its next
+	// segments at the peer at once. Lost once, the record would wait for
+	// the next full list, up to allFlowsEvery, longer than a client
+	// waits (one request of 20,807 in a CI run of TestVRRPHandoff).
+	// Repeated, it is at the peer within a tick or two of a loss.
+	newFlowsRepeats = 5
 	// retries and retryGap bound how long a notice waits for the peers.
 	retries  = 4
 	retryGap = 50 * time.Millisecond
@@ -179,9 +189,11 @@ func Start(opts Options) (*Handoff, error) {
 	if err != nil {
 		return nil, fmt.Errorf("handoff: listen %s: %w", netip.AddrPortFrom(opts.Self, opts.Port), err)
 	}
-	// A peer's full record may be a thousand datagrams at once.
-	_ = conn.SetReadBuffer(4 << 20)
-	_ = conn.SetWriteBuffer(4 << 20)
+	// A peer's full record may be a thousand datagrams at once: beyond
+	// net.core.rmem_max (212992 on a stock Debian) where the daemon has
+	// CAP_NET_ADMIN, so that a burst does not drop the records of new
+	// connections that arrive behind it.
+	forceBuffers(conn, 4<<20)
 	h := &Handoff{
 		opts: opts, log: opts.Logger, conn: conn,
 		seal:     sealer{key: opts.Key, self: opts.Self.As4(), epoch: uint64(time.Now().UnixNano())},
@@ -644,6 +656,9 @@ func (h *Handoff) tick() {
 	t := time.NewTicker(newFlowsEvery)
 	defer t.Stop()
 	var lastAll, lastHealth time.Time
+	// recent holds the new connections of the last newFlowsRepeats
+	// ticks, oldest first.
+	var recent [][]loader.Flow
 	for {
 		select {
 		case <-h.closed:
@@ -659,12 +674,22 @@ func (h *Handoff) tick() {
 			if fs, err := h.opts.Flows.New(0); err != nil {
 				h.log.Error("handoff: read new connections", "err", err)
 			} else {
-				h.sendFlows(fs)
+				recent = append(recent, fs)
+				if len(recent) > newFlowsRepeats {
+					recent = recent[1:]
+				}
+				var batch []loader.Flow
+				for _, r := range recent {
+					batch = append(batch, r...)
+				}
+				h.sendFlows(batch)
 			}
 			if now.Sub(lastAll) >= allFlowsEvery {
 				lastAll = now
 				h.sendAllFlows()
 			}
+		} else {
+			recent = nil
 		}
 		if h.opts.Health != nil && now.Sub(lastHealth) >= h.opts.HealthEvery {
 			lastHealth = now
@@ -711,5 +736,22 @@ func (h *Handoff) expire(now time.Time) {
 			h.log.Error("handoff: end the handoff", "err", err)
 		}
 		h.log.Info("handoff over: records cleared")
+	}
+}
+
+// forceBuffers sets conn's socket buffers to n bytes, past the sysctl
+// caps when the process may (SO_RCVBUFFORCE, SO_SNDBUFFORCE), else as
+// far as the caps allow.
+func forceBuffers(conn *net.UDPConn, n int) {
+	forced := false
+	if rc, err := conn.SyscallConn(); err == nil {
+		_ = rc.Control(func(fd uintptr) {
+			forced = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n) == nil &&
+				unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, n) == nil
+		})
+	}
+	if !forced {
+		_ = conn.SetReadBuffer(n)
+		_ = conn.SetWriteBuffer(n)
 	}
 }
