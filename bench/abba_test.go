@@ -7,6 +7,9 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/ober-ingress/ober/control/config"
+	"github.com/ober-ingress/ober/control/lib/haproxy"
 )
 
 func TestABBAOrderAndHalves(t *testing.T) {
@@ -81,4 +84,36 @@ func TestMergeRates(t *testing.T) {
 	require.InDelta(t, 50, s.RequestsPerSecond, 1e-9)
 	require.InDelta(t, 1, s.P50Ms, 1e-9)
 	require.InDelta(t, 500, s.P99Ms, 1e-9)
+}
+
+// TestVariantColumns: in an A/B of a lever, ober's column dials the
+// variant HAProxy and counts its CPU, the baseline's column the
+// baseline; without a variant, an A/A run measures the baseline in both,
+// and a normal run ober's VIP and instances.
+func TestVariantColumns(t *testing.T) {
+	tp := &topology{aa: true, base: plainHAProxy{pid: 5}, variant: plainHAProxy{pid: 7}, instancePIDs: []int{11, 12}}
+	require.Equal(t, "10.96.3.254:8443", tp.addr(TargetOber))
+	require.Equal(t, []int{7}, tp.haproxyPIDs(TargetOber))
+	require.Equal(t, "10.96.3.254:443", tp.addr(TargetHAProxy))
+	require.Equal(t, []int{5}, tp.haproxyPIDs(TargetHAProxy))
+
+	tp.variant = plainHAProxy{}
+	require.Equal(t, "10.96.3.254:443", tp.addr(TargetOber))
+	require.Equal(t, []int{5}, tp.haproxyPIDs(TargetOber))
+
+	tp.aa = false
+	require.Equal(t, "10.96.0.100:443", tp.addr(TargetOber))
+	require.Equal(t, []int{11, 12}, tp.haproxyPIDs(TargetOber))
+}
+
+func TestVariantNeedsAA(t *testing.T) {
+	_, err := Options{VariantTune: haproxy.Tune{BufSize: 65536}}.withDefaults()
+	require.EqualError(t, err, "bench: a variant tune (bufsize=65536) is measured against the baseline in an A/A run only")
+	o, err := Options{AA: true, VariantTune: haproxy.Tune{BufSize: 16384}}.withDefaults()
+	require.NoError(t, err)
+	require.Equal(t, 16384, o.VariantTune.BufSize)
+	require.Equal(t, haproxy.Tune{BufSize: config.DefaultBufSize}, o.Tune, "both targets run ober's defaults")
+	o, err = Options{Tune: haproxy.Tune{BufSize: 32768, ServerRcvBuf: 1 << 20}}.withDefaults()
+	require.NoError(t, err)
+	require.Equal(t, haproxy.Tune{BufSize: 32768, ServerRcvBuf: 1 << 20}, o.Tune, "--tune wins over the defaults")
 }

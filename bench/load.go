@@ -90,7 +90,7 @@ func (t *topology) throughput(ctx context.Context, target, op string, size int64
 	var got atomic.Int64
 	recv0 := t.received.Load()
 	pids := t.haproxyPIDs(target)
-	cpu0 := cpuSeconds(pids)
+	cpu0, sys0 := cpuSeconds(pids), sysSeconds(pids)
 	mach0, err := readMachineCPU()
 	if err != nil {
 		return Throughput{}, err
@@ -99,14 +99,14 @@ func (t *topology) throughput(ctx context.Context, target, op string, size int64
 	if err != nil {
 		return Throughput{}, err
 	}
-	var cpu float64
+	var cpu, sys float64
 	var mach machineCPU
 	var tx, rx uint64
 	var atEndErr error
 	var delivered int64
 	bufs := make([][]byte, conns)
 	tl, err := runWindow(ctx, conns, window, func() {
-		cpu = cpuSeconds(pids) - cpu0
+		cpu, sys = cpuSeconds(pids)-cpu0, sysSeconds(pids)-sys0
 		m, err := readMachineCPU()
 		mach = m.sub(mach0)
 		tx, rx, atEndErr = t.clientPackets(target)
@@ -130,7 +130,7 @@ func (t *topology) throughput(ctx context.Context, target, op string, size int64
 		Op: op, Target: target, ObjectBytes: int(size), Conns: conns,
 		Objects: tl.ok, Bytes: delivered, Seconds: tl.elapsed.Seconds(),
 		GBps: float64(delivered) / tl.elapsed.Seconds() / 1e9, Errors: tl.failed,
-		HAProxyCPUSeconds: cpu,
+		HAProxyCPUSeconds: cpu, HAProxySysSeconds: sys,
 		MachineCPUSeconds: mach.busy, SoftirqCPUSeconds: mach.softirq,
 		ClientTxPackets: int64(tx - tx0), ClientRxPackets: int64(rx - rx0),
 	}
@@ -366,10 +366,25 @@ func (t *topology) small(ctx context.Context, target string, size, conns int, wi
 
 // haproxyPIDs are the HAProxy processes serving target.
 func (t *topology) haproxyPIDs(target string) []int {
+	if target == TargetOber && t.variant.pid != 0 {
+		return []int{t.variant.pid}
+	}
 	if target == TargetHAProxy || t.aa {
-		return []int{t.basePID}
+		return []int{t.base.pid}
 	}
 	return t.instancePIDs
+}
+
+// sysSeconds sums the system time of pids: what the kernel spent on
+// their behalf (socket copies, TCP).
+func sysSeconds(pids []int) float64 {
+	var sum float64
+	for _, pid := range pids {
+		if st, err := procstat.Read(pid); err == nil {
+			sum += st.SysSeconds()
+		}
+	}
+	return sum
 }
 
 // cpuSeconds sums the user and system time of pids.

@@ -243,7 +243,9 @@ func WriteSVG(w io.Writer, r *Report) error {
 		title += fmt.Sprintf(" (crypto ceiling %.2f GB/s, off scale)", s.ceilingGBps)
 	}
 	sub := "GB/s (10^9 B/s) by concurrent connections; solid: ober, dashed: haproxy"
-	if r.Settings.AA {
+	if r.Settings.AA && r.Settings.VariantTune != "" {
+		sub = strings.Replace(sub, "solid: ober", "solid: haproxy with "+r.Settings.VariantTune, 1)
+	} else if r.Settings.AA {
 		sub = strings.Replace(sub, "solid: ober", "solid: haproxy again (A/A)", 1)
 	} else if !r.Settings.Steering {
 		sub = strings.Replace(sub, "solid: ober", "solid: ober (no cpumap hop)", 1)

@@ -80,7 +80,15 @@ type Settings struct {
 	// BaselineXDP says the baseline's link had an XDP program that
 	// passes everything (--baseline-xdp).
 	BaselineXDP bool `json:"baseline_xdp,omitempty"`
-	XDPPackets  int  `json:"xdp_packets"`
+	// Tune is both targets' haproxy.tune (key=value,...), VariantTune
+	// what the first column's HAProxy set over it in an A/A run: its
+	// ratios are then that lever's effect.
+	Tune        string `json:"tune,omitempty"`
+	VariantTune string `json:"variant_tune,omitempty"`
+	// TLSMax is the highest TLS version the client offered (1.3, or 1.2
+	// with --tls12); empty in runs before it was recorded (1.3).
+	TLSMax     string `json:"tls_max,omitempty"`
+	XDPPackets int    `json:"xdp_packets"`
 }
 
 // Targets of the HTTP figures.
@@ -109,6 +117,10 @@ type Throughput struct {
 	// machine, where the client and backend do not share the node's CPUs.
 	HAProxyCPUSeconds float64 `json:"haproxy_cpu_seconds"`
 	GBPerCPUSecond    float64 `json:"gb_per_cpu_second"`
+	// HAProxySysSeconds is the system part of HAProxyCPUSeconds: the
+	// kernel's work for HAProxy (socket reads and writes, TCP), which no
+	// HAProxy setting removes short of kTLS or splicing.
+	HAProxySysSeconds float64 `json:"haproxy_sys_seconds,omitempty"`
 	// MachineCPUSeconds is the busy time of the whole machine in the
 	// window (/proc/stat: client, backend and node together), and
 	// SoftirqCPUSeconds the part of it in softirq, where the kernel
@@ -167,6 +179,7 @@ func (a Throughput) merge(b Throughput) Throughput {
 	a.Seconds += b.Seconds
 	a.Errors += b.Errors
 	a.HAProxyCPUSeconds += b.HAProxyCPUSeconds
+	a.HAProxySysSeconds += b.HAProxySysSeconds
 	a.MachineCPUSeconds += b.MachineCPUSeconds
 	a.SoftirqCPUSeconds += b.SoftirqCPUSeconds
 	a.ClientTxPackets += b.ClientTxPackets

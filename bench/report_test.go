@@ -533,6 +533,11 @@ func TestWriteText(t *testing.T) {
 	assert.Regexp(t, `(?m)^\s*4 KiB\s+2\s+16\s+20000\s+10000\s+2\.00\s+0\.70\s+2\.10\s+1\.40\s+4\.00\s+0\s+0\s*$`, out, "small row")
 	assert.Regexp(t, `(?m)^\s*syn-v4-redirect\s+redirect\s+180\.0\s+40\.0\s+140\.0\s*$`, out, "xdp row")
 	assert.Less(t, strings.Index(out, "GET"), strings.Index(out, "PUT"), "GET first")
+
+	r.Settings.AA, r.Settings.Tune, r.Settings.VariantTune, r.Settings.TLSMax = true, "client_sndbuf=1048576", "bufsize=65536", "1.2"
+	b.Reset()
+	require.NoError(t, r.WriteText(&b))
+	assert.Contains(t, b.String(), ", the client at TLS 1.2, both targets with haproxy.tune client_sndbuf=1048576, A/B of a lever: the ober column is the baseline HAProxy with bufsize=65536")
 }
 
 type failingWriter struct{ after int }

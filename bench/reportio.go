@@ -393,7 +393,15 @@ func (r *Report) WriteText(w io.Writer) error {
 	if r.Quick {
 		head += ", quick"
 	}
+	if r.Settings.TLSMax == "1.2" {
+		head += ", the client at TLS 1.2"
+	}
+	if r.Settings.Tune != "" {
+		head += ", both targets with haproxy.tune " + r.Settings.Tune
+	}
 	switch {
+	case r.Settings.AA && r.Settings.VariantTune != "":
+		head += ", A/B of a lever: the ober column is the baseline HAProxy with " + r.Settings.VariantTune
 	case r.Settings.AA:
 		head += ", A/A calibration: the ober column is the baseline HAProxy measured again"
 	case r.Settings.BaselineXDP:

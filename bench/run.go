@@ -63,6 +63,18 @@ type Options struct {
 	// node's end of the baseline's link: both targets then receive
 	// through a veth's XDP path, and the difference is ober's own.
 	BaselineXDP bool
+	// Tune is haproxy.tune for both targets: ober's instances and the
+	// baseline.
+	Tune haproxy.Tune
+	// VariantTune, with AA, runs a second plain HAProxy in the first
+	// column that sets these fields over Tune: one lever measured against
+	// the same HAProxy without it, side by side in one run.
+	VariantTune haproxy.Tune
+	// TLS12 caps the client at TLS 1.2, as many S3 SDKs and older
+	// clients are: a resumed TLS 1.2 session skips the key exchange,
+	// where TLS 1.3's (psk_dhe_ke, the only mode common clients offer)
+	// still runs one.
+	TLS12 bool
 	// Version is ober's version, recorded in the report.
 	Version string
 	// Progress receives a line per step; nil for none.
@@ -112,6 +124,13 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.HAProxy == "" {
 		o.HAProxy = "haproxy"
+	}
+	// Both targets run ober's defaults for what --tune leaves unset: the
+	// baseline differs from ober's instances only in what ober adds
+	// around HAProxy, not in HAProxy's own settings.
+	o.Tune = config.HAProxyTune{}.WithDefaults().Renderer().Over(o.Tune)
+	if o.VariantTune != (haproxy.Tune{}) && !o.AA {
+		return o, fmt.Errorf("bench: a variant tune (%s) is measured against the baseline in an A/A run only", o.VariantTune)
 	}
 	if o.Bin == "" {
 		exe, err := os.Executable()
@@ -191,6 +210,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 
 	rep = &Report{Version: o.Version, Started: start.UTC(), Quick: o.Quick, Settings: Settings{
 		Instances: o.Instances, ObjectBytes: o.ObjectBytes, Conns: o.Conns, PointSeconds: o.Window.Seconds(), RateSeconds: o.RateWindow.Seconds(), SteeringMode: string(o.Steering), AA: o.AA, BaselineXDP: o.BaselineXDP,
+		Tune: o.Tune.String(), VariantTune: o.VariantTune.String(), TLSMax: tlsMax(o.TLS12),
 		SessionTickets: true,
 		SmallBytes:     smallBytes, XDPPackets: o.XDPPackets,
 	}}
@@ -220,6 +240,8 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	t, err := buildTopology(ctx, o.Dir, o.Prefix, o.Bin, slicesMax(o.Instances), o.BaselineXDP)
 	if t != nil {
 		t.steering, t.aa = o.Steering, o.AA
+		t.tune, t.variantTune = o.Tune, o.VariantTune
+		t.tls12 = o.TLS12
 		t.haproxy = o.HAProxy
 	}
 	if err != nil {
@@ -258,7 +280,9 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		}
 		rep.Settings.SteeringOn = append(rep.Settings.SteeringOn, on)
 		rep.Settings.Steering = rep.Settings.Steering || on
-		if o.AA {
+		if o.AA && o.VariantTune != (haproxy.Tune{}) {
+			say("A/B of a lever: HAProxy with %d thread(s) and %s in the first column, without it in the second; ober runs idle", n, o.VariantTune)
+		} else if o.AA {
 			say("A/A calibration: one HAProxy with %d thread(s) in both columns; ober runs idle", n)
 		} else {
 			say("node: ober with %d instance(s), steering %s (%s); baseline: one HAProxy with %d thread(s)", n, o.Steering, onOff(on), n)
@@ -329,6 +353,14 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	rep.Seconds = time.Since(start).Seconds()
 	say("done in %.0fs", rep.Seconds)
 	return rep, nil
+}
+
+// tlsMax is the highest TLS version the client offers.
+func tlsMax(tls12 bool) string {
+	if tls12 {
+		return "1.2"
+	}
+	return "1.3"
 }
 
 func slicesMax(v []int) int {

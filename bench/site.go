@@ -72,10 +72,23 @@ type topology struct {
 	steering config.Steering
 	haproxy  string // the HAProxy binary of both targets
 	// aa measures the baseline in both columns: no ober runs.
-	aa               bool
-	oberPID, basePID int
-	instancePIDs     []int
-	baseLn           *os.File
+	aa bool
+	// tune is both targets' haproxy.tune; variantTune, in an A/A run, is
+	// what the first column's HAProxy (variant) sets over it.
+	tune, variantTune haproxy.Tune
+	// tls12 caps the client at TLS 1.2.
+	tls12        bool
+	oberPID      int
+	instancePIDs []int
+	// base is the baseline HAProxy; variant, in an A/A run with
+	// variantTune, a second one that differs from it in that alone.
+	base, variant plainHAProxy
+}
+
+// plainHAProxy is one HAProxy process run by the bench itself.
+type plainHAProxy struct {
+	pid int
+	ln  *os.File
 }
 
 // buildTopology makes the namespaces, links and the backend. queues is
@@ -253,7 +266,7 @@ func (t *topology) nodeConfig(n int) *config.Config {
 			Health:  config.HealthCheck{Path: "/", Interval: config.Duration{Duration: time.Second}, Fall: 2, Rise: 1},
 		},
 		Instances: config.Instances{Count: n, CPUs: cpus, Steering: t.steering},
-		HAProxy:   config.HAProxy{Binary: t.haproxy},
+		HAProxy:   config.HAProxy{Binary: t.haproxy, Tune: config.TuneOf(t.tune)},
 		Timeouts:  config.Timeouts{Drain: config.Duration{Duration: time.Second}},
 	}
 }
@@ -315,6 +328,9 @@ func (t *topology) startOber(ctx context.Context, n int) error {
 		}
 		// Both targets present ober's certificate for the VIP.
 		t.tls = &tls.Config{RootCAs: pool, ServerName: vip.String(), NextProtos: []string{"http/1.1"}}
+		if t.tls12 {
+			t.tls.MaxVersion = tls.VersionTLS12
+		}
 	}
 	return nil
 }
@@ -378,11 +394,29 @@ func stopPID(pid int, name string, grace time.Duration) error {
 	return nil
 }
 
-// startBaseline runs one HAProxy process with threads threads, rendered
-// by ober's renderer from the same certificate, backend and timeouts, on
-// the second client link (no XDP, no sk_lookup).
+// Ports of the baseline and of the variant, on the baseline's address.
+const (
+	basePort    uint16 = 443
+	variantPort uint16 = 8443
+)
+
+// startBaseline runs the baseline HAProxy, and in an A/A run with a
+// variant tune the variant beside it.
 func (t *topology) startBaseline(ctx context.Context, threads int) error {
-	ln, err := t.node.Listen(baseNode.String() + ":443")
+	if err := t.startPlain(ctx, &t.base, "baseline", basePort, threads, t.tune); err != nil {
+		return err
+	}
+	if t.aa && t.variantTune != (haproxy.Tune{}) {
+		return t.startPlain(ctx, &t.variant, "variant", variantPort, threads, t.tune.Over(t.variantTune))
+	}
+	return nil
+}
+
+// startPlain runs one HAProxy process with threads threads, rendered
+// by ober's renderer from the same certificate, backend and timeouts, on
+// the second client link (no XDP, no sk_lookup), at port.
+func (t *topology) startPlain(ctx context.Context, h *plainHAProxy, name string, port uint16, threads int, tune haproxy.Tune) error {
+	ln, err := t.node.Listen(netip.AddrPortFrom(baseNode, port).String())
 	if err != nil {
 		return err
 	}
@@ -391,7 +425,7 @@ func (t *topology) startBaseline(ctx context.Context, threads int) error {
 	if err != nil {
 		return err
 	}
-	t.baseLn = f
+	h.ln = f
 	pems, _ := filepath.Glob(filepath.Join(t.site.Dir, "node", "run", "tls", "https-*.pem"))
 	if len(pems) != 1 {
 		return fmt.Errorf("the node's certificate bundle: found %v", pems)
@@ -400,7 +434,7 @@ func (t *topology) startBaseline(ctx context.Context, threads int) error {
 	if err != nil {
 		return err
 	}
-	dir := filepath.Join(t.site.Dir, "baseline")
+	dir := filepath.Join(t.site.Dir, name)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
@@ -414,8 +448,8 @@ func (t *topology) startBaseline(ctx context.Context, threads int) error {
 		return err
 	}
 	in := haproxy.Instance{
-		Index: 0, Node: "baseline", StatsSocket: filepath.Join(dir, "stats.sock"), Threads: threads, CPU: 0,
-		Frontends: []haproxy.Frontend{{Name: "https", Mode: "tls", Port: 443, PEM: pems[0], Binds: []haproxy.Bind{{FD: 3, Family: 4}},
+		Index: 0, Node: name, StatsSocket: filepath.Join(dir, "stats.sock"), Threads: threads, CPU: 0,
+		Frontends: []haproxy.Frontend{{Name: "https", Mode: "tls", Port: port, PEM: pems[0], Binds: []haproxy.Bind{{FD: 3, Family: 4}},
 			Pool: haproxy.DefaultPool}},
 		// ober checks the backends itself, not HAProxy: the baseline has
 		// no check either, so the two differ only in what ober adds.
@@ -429,9 +463,10 @@ func (t *topology) startBaseline(ctx context.Context, threads int) error {
 		// The node's session ticket keys: both targets resume sessions
 		// the same way (the resumed handshakes' point).
 		TicketKeys: plan.TicketKeysFile(filepath.Join(t.site.Dir, "node", "run")),
+		Tune:       tune,
 	}
 	if _, err := os.Stat(in.TicketKeys); err != nil {
-		return fmt.Errorf("the node's ticket keys, for the baseline: %w", err)
+		return fmt.Errorf("the node's ticket keys, for the %s: %w", name, err)
 	}
 	text, err := haproxy.Render(in)
 	if err != nil {
@@ -452,11 +487,11 @@ func (t *topology) startBaseline(ctx context.Context, threads int) error {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start baseline haproxy: %w", err)
+		return fmt.Errorf("start %s haproxy: %w", name, err)
 	}
 	go func() { _ = cmd.Wait() }()
-	t.basePID = cmd.Process.Pid
-	if err := t.site.Ledger.Process(t.basePID, "baseline haproxy"); err != nil {
+	h.pid = cmd.Process.Pid
+	if err := t.site.Ledger.Process(h.pid, name+" haproxy"); err != nil {
 		return err
 	}
 	rt := haproxy.Runtime{Path: in.StatsSocket, Timeout: time.Second}
@@ -466,36 +501,43 @@ func (t *topology) startBaseline(ctx context.Context, threads int) error {
 		if err == nil && slices.ContainsFunc(haproxy.ServerStates(rows), func(st haproxy.ServerState) bool { return st.Up }) {
 			return nil
 		}
-		if !procstat.Alive(t.basePID) {
-			return fmt.Errorf("baseline haproxy exited:\n%s", tail(logPath, 20))
+		if !procstat.Alive(h.pid) {
+			return fmt.Errorf("%s haproxy exited:\n%s", name, tail(logPath, 20))
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("baseline haproxy not ready after 20s (%v):\n%s", err, tail(logPath, 20))
+			return fmt.Errorf("%s haproxy not ready after 20s (%v):\n%s", name, err, tail(logPath, 20))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
 
 func (t *topology) stopBaseline() error {
-	if t.baseLn != nil {
-		t.baseLn.Close()
-		t.baseLn = nil
+	return errors.Join(t.base.stop("baseline"), t.variant.stop("variant"))
+}
+
+func (h *plainHAProxy) stop(name string) error {
+	if h.ln != nil {
+		h.ln.Close()
+		h.ln = nil
 	}
-	if t.basePID == 0 {
+	if h.pid == 0 {
 		return nil
 	}
-	pid := t.basePID
-	t.basePID = 0
-	return stopPID(pid, "baseline haproxy", 10*time.Second)
+	pid := h.pid
+	h.pid = 0
+	return stopPID(pid, name+" haproxy", 10*time.Second)
 }
 
 // addr is the HTTPS address of a target. In an A/A run both targets
-// are the baseline.
+// are the baseline, or the variant in ober's column when there is one.
 func (t *topology) addr(target string) string {
-	if target == TargetOber && !t.aa {
+	switch {
+	case target == TargetOber && !t.aa:
 		return vip.String() + ":443"
+	case target == TargetOber && t.variant.pid != 0:
+		return netip.AddrPortFrom(baseNode, variantPort).String()
 	}
-	return baseNode.String() + ":443"
+	return netip.AddrPortFrom(baseNode, basePort).String()
 }
 
 // close stops what the bench started and removes the site.

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ober-ingress/ober/bench"
+	"github.com/ober-ingress/ober/control/lib/haproxy"
 )
 
 func newBenchCmd(a *app, version string) *cobra.Command {
@@ -23,6 +24,7 @@ func newBenchCmd(a *app, version string) *cobra.Command {
 		conns              string
 		window, rateWindow time.Duration
 		steering           string
+		tune, aaTune       string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -52,7 +54,8 @@ stops by itself: the bound is printed first. Needs root.`,
   ober bench --steering=on      # ober with the XDP redirect to the instance's CPU forced on
   ober bench --steering=off     # and forced off
   ober bench --quick --haproxy /var/cache/ober/haproxy-3.0/haproxy   # both targets on HAProxy 3.0
-  ober bench --aa               # the baseline against itself: how far ratios move by chance`,
+  ober bench --aa               # the baseline against itself: how far ratios move by chance
+  ober bench --aa-tune bufsize=65536 --instances 1   # one HAProxy lever against the same HAProxy without it`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if os.Geteuid() != 0 {
@@ -72,6 +75,16 @@ stops by itself: the bound is printed first. Needs root.`,
 			if err := o.Steering.UnmarshalText([]byte(steering)); err != nil {
 				return fmt.Errorf("bench --steering: %w", err)
 			}
+			if o.Tune, err = haproxy.ParseTune(tune); err != nil {
+				return fmt.Errorf("bench --tune: %w", err)
+			}
+			if o.VariantTune, err = haproxy.ParseTune(aaTune); err != nil {
+				return fmt.Errorf("bench --aa-tune: %w", err)
+			}
+			if aaTune != "" && o.VariantTune == (haproxy.Tune{}) {
+				return fmt.Errorf("bench --aa-tune %q: sets nothing", aaTune)
+			}
+			o.AA = o.AA || o.VariantTune != (haproxy.Tune{})
 			o.Version = version
 			o.Progress = a.out
 			if err := os.MkdirAll(out, 0o755); err != nil {
@@ -116,6 +129,9 @@ stops by itself: the bound is printed first. Needs root.`,
 	f.DurationVar(&rateWindow, "rate-window", 0, "time per handshake and small-request figure (default 5s; quick 2s)")
 	f.BoolVar(&o.BaselineXDP, "baseline-xdp", false, "give the baseline's link an XDP program that passes every packet, so that both links receive through the veth's XDP path (see BENCHMARKS.md)")
 	f.BoolVar(&o.AA, "aa", false, "calibration: measure the baseline HAProxy in both columns (ober runs idle); its ratios are the machine's noise")
+	f.BoolVar(&o.TLS12, "tls12", false, "the client offers TLS 1.2 at most (default 1.3), for both targets: what a resumed TLS 1.2 session saves")
+	f.StringVar(&tune, "tune", "", "haproxy.tune for both targets, key=value,... (bufsize, ssl_maxrecord, client_sndbuf, client_rcvbuf, server_sndbuf, server_rcvbuf)")
+	f.StringVar(&aaTune, "aa-tune", "", "an A/A run whose first column is a second baseline HAProxy with these haproxy.tune keys set over --tune: one lever against the same HAProxy without it")
 	f.StringVar(&steering, "steering", "auto", "ober's instances.steering: auto (ober's default), on (XDP redirects each packet to its instance's CPU) or off (sk_lookup alone dispatches)")
 	f.StringVar(&o.Dir, "dir", "", "directory of the run's namespaces' files (default /run/ober-bench)")
 	f.StringVar(&o.Prefix, "prefix", "", "prefix of the run's namespace names (default oberbench-)")

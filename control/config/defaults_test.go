@@ -68,7 +68,7 @@ backends:
 		Limits:  Limits{ConnectionsPerSource: intp(DefaultConnectionsPerSource)},
 		HA:      HA{Mode: "none"},
 		API:     API{Listen: "127.0.0.1:8404", Socket: "/run/ober/api.sock"},
-		HAProxy: HAProxy{Binary: "haproxy", User: "ober-haproxy", Group: "ober-haproxy", Chroot: "/run/ober/empty"},
+		HAProxy: HAProxy{Binary: "haproxy", User: "ober-haproxy", Group: "ober-haproxy", Chroot: "/run/ober/empty", Tune: HAProxyTune{BufSize: 65536}},
 		Consul:  Consul{Address: DefaultConsulAddress, CheckInterval: Duration{10 * time.Second}},
 		TLS:     TLSSettings{SessionTickets: SessionTickets{Enabled: new(true), Rotate: Duration{12 * time.Hour}}},
 	}

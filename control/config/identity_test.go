@@ -22,7 +22,7 @@ func TestHAProxyIdentityDefaults(t *testing.T) {
 
 	c, err = parse([]byte(minimalYAML+"haproxy:\n  user: www\n  group: www\n  chroot: /var/empty\n"), nodeA())
 	require.NoError(t, err)
-	require.Equal(t, HAProxy{Binary: "haproxy", User: "www", Group: "www", Chroot: "/var/empty"}, c.HAProxy)
+	require.Equal(t, HAProxy{Binary: "haproxy", User: "www", Group: "www", Chroot: "/var/empty", Tune: HAProxyTune{BufSize: DefaultBufSize}}, c.HAProxy)
 
 	// A relative runtime_dir is one error, not a second one for the
 	// chroot derived from it.

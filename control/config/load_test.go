@@ -59,7 +59,7 @@ func TestParseErrors(t *testing.T) {
 			`api.address: unknown key (line 12); known keys here: listen, socket, manage, gorb_compat`},
 		{"several unknown keys", minimalYAML + "haproxy:\n  bin: /usr/sbin/haproxy\n  nbthread: 4\n",
 			"haproxy.bin: unknown key (line 12); did you mean \"binary\"?\n" +
-				"haproxy.nbthread: unknown key (line 13); known keys here: binary, served_by_header, user, group, chroot"},
+				"haproxy.nbthread: unknown key (line 13); known keys here: binary, served_by_header, user, group, chroot, tune"},
 		{"port not a number", strings.Replace(minimalYAML, "port: 80", "port: https", 1),
 			`services[0].port: "https": must be a number from 1 to 65535 (line 7)`},
 		{"port out of range", strings.Replace(minimalYAML, "port: 80", "port: 70000", 1),
@@ -239,7 +239,7 @@ func TestExample(t *testing.T) {
 	require.Equal(t, 5*time.Minute, c.Timeouts.Client.Duration)
 	require.Equal(t, []int{0, 1}, c.CPUs())
 	require.Equal(t, "/usr/sbin/haproxy", c.HAProxy.Binary)
-	require.Equal(t, HAProxy{Binary: "/usr/sbin/haproxy", User: "ober-haproxy", Group: "ober-haproxy", Chroot: "/run/ober/empty"}, c.HAProxy)
+	require.Equal(t, HAProxy{Binary: "/usr/sbin/haproxy", User: "ober-haproxy", Group: "ober-haproxy", Chroot: "/run/ober/empty", Tune: HAProxyTune{BufSize: DefaultBufSize}}, c.HAProxy)
 
 	// The file shipped in testdata must not rot: without the certificate
 	// it fails for that reason only.

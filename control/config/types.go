@@ -365,6 +365,20 @@ type HAProxy struct {
 	// writable by root only. Default <node.runtime_dir>/empty, which ober
 	// creates.
 	Chroot string `yaml:"chroot"`
+	// Tune sets HAProxy's buffer and TLS record sizes; unset keys keep
+	// HAProxy's defaults.
+	Tune HAProxyTune `yaml:"tune"`
+}
+
+// HAProxyTune is haproxy.tune: sizes in bytes, 0 for HAProxy's default
+// (SCHEMA.md names each directive and its range).
+type HAProxyTune struct {
+	BufSize      int `yaml:"bufsize"`
+	SSLMaxRecord int `yaml:"ssl_maxrecord"`
+	ClientSndBuf int `yaml:"client_sndbuf"`
+	ClientRcvBuf int `yaml:"client_rcvbuf"`
+	ServerSndBuf int `yaml:"server_sndbuf"`
+	ServerRcvBuf int `yaml:"server_rcvbuf"`
 }
 
 // Addr is an IP address written as text in YAML.

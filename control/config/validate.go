@@ -14,6 +14,7 @@ import (
 	"unicode"
 
 	"github.com/ober-ingress/ober/control/lib/addrlist"
+	"github.com/ober-ingress/ober/control/lib/haproxy"
 	"github.com/ober-ingress/ober/control/lib/hostlist"
 )
 
@@ -656,4 +657,21 @@ func (c *Config) validateHAProxy(p *problems) {
 		p.add("haproxy.binary", quote(b), "must not be blank")
 	}
 	c.validateHAProxyIdentity(p)
+	for _, f := range c.HAProxy.Tune.Renderer().Fields() {
+		if msg := f.Problem(*f.Value); msg != "" {
+			p.add("haproxy.tune."+f.Key, strconv.Itoa(*f.Value), "%s", msg)
+		}
+	}
+}
+
+// TuneOf is the haproxy.tune that renders t.
+func TuneOf(t haproxy.Tune) HAProxyTune {
+	return HAProxyTune{BufSize: t.BufSize, SSLMaxRecord: t.SSLMaxRecord,
+		ClientSndBuf: t.ClientSndBuf, ClientRcvBuf: t.ClientRcvBuf, ServerSndBuf: t.ServerSndBuf, ServerRcvBuf: t.ServerRcvBuf}
+}
+
+// Renderer is t as the renderer takes it.
+func (t HAProxyTune) Renderer() *haproxy.Tune {
+	return &haproxy.Tune{BufSize: t.BufSize, SSLMaxRecord: t.SSLMaxRecord,
+		ClientSndBuf: t.ClientSndBuf, ClientRcvBuf: t.ClientRcvBuf, ServerSndBuf: t.ServerSndBuf, ServerRcvBuf: t.ServerRcvBuf}
 }

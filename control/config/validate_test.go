@@ -236,6 +236,12 @@ func TestValidate(t *testing.T) {
 			`api.listen: "127.0.0.1:0": port must be 1-65535`},
 
 		// haproxy
+		{"haproxy bufsize too small", func(c *Config) { c.HAProxy.Tune.BufSize = 4096 },
+			`haproxy.tune.bufsize: 4096: must be 0 (tune.bufsize's default) or between 16384 and 1048576 bytes`},
+		{"haproxy record too large", func(c *Config) { c.HAProxy.Tune.SSLMaxRecord = 65536 },
+			`haproxy.tune.ssl_maxrecord: 65536: must be 0 (tune.ssl.maxrecord's default) or between 512 and 16384 bytes`},
+		{"haproxy server rcvbuf negative", func(c *Config) { c.HAProxy.Tune.ServerRcvBuf = -1 },
+			`haproxy.tune.server_rcvbuf: -1: must be 0 (tune.rcvbuf.server's default) or between 4096 and 67108864 bytes`},
 		{"haproxy binary blank", func(c *Config) { c.HAProxy.Binary = "  " },
 			`haproxy.binary: "  ": must not be blank`},
 	}
@@ -406,4 +412,15 @@ func TestFieldErrorFormat(t *testing.T) {
 	require.Equal(t, `a.b: 1: bad`, (&FieldError{Path: "a.b", Value: "1", Msg: "bad"}).Error())
 	require.Equal(t, `a.b: bad`, (&FieldError{Path: "a.b", Msg: "bad"}).Error())
 	require.Equal(t, `bad`, (&FieldError{Msg: "bad"}).Error())
+}
+
+// TestHAProxyTuneRoundTrip: every haproxy.tune key reaches its own
+// renderer field and back (a field missed in either direction would lose
+// or swap a size).
+func TestHAProxyTuneRoundTrip(t *testing.T) {
+	c := HAProxyTune{BufSize: 1, SSLMaxRecord: 2, ClientSndBuf: 3, ClientRcvBuf: 4, ServerSndBuf: 5, ServerRcvBuf: 6}
+	r := c.Renderer()
+	require.Equal(t, c, TuneOf(*r))
+	require.Equal(t, "bufsize=1,ssl_maxrecord=2,client_sndbuf=3,client_rcvbuf=4,server_sndbuf=5,server_rcvbuf=6", r.String(),
+		"the renderer's keys are the configuration's")
 }

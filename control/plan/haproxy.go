@@ -39,6 +39,7 @@ func (p *NodePlan) Instance(sl supervisor.Slot, fds map[uint32]int, statsSocket 
 		Group:          c.HAProxy.Group,
 		Chroot:         c.HAProxy.Chroot,
 		TicketKeys:     p.TicketKeys,
+		Tune:           *c.HAProxy.Tune.Renderer(),
 	}
 	t := c.Timeouts
 	in.Timeouts.Connect = t.Connect.Duration

@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"context"
 	"flag"
 	"net/netip"
 	"os"
@@ -405,5 +406,28 @@ services:
 				require.Contains(t, string(text), "tls-ticket-keys "+tc.want)
 			}
 		})
+	}
+}
+
+// TestHAProxyTune: haproxy.tune reaches every instance's global section,
+// and unset keys render nothing.
+func TestHAProxyTune(t *testing.T) {
+	cfg := parse(t, `
+vips: [10.20.0.10]
+services: [{name: web, port: 80, mode: http}]
+`)
+	cfg.Instances.CPUs = []int{0, 1}
+	cfg.HAProxy.Tune = config.HAProxyTune{BufSize: 65536, ServerRcvBuf: 4 << 20}
+	res, err := cfg.Resolve(context.Background(), nil)
+	require.NoError(t, err)
+	p, err := Build(cfg, res, facts(), nil)
+	require.NoError(t, err)
+	require.Len(t, p.Slots, 2)
+	for _, sl := range p.Slots {
+		text, err := p.Render(sl, p.ExampleFDs(), "/plan.sock")
+		require.NoError(t, err)
+		require.Contains(t, string(text), "\n    tune.bufsize 65536\n")
+		require.Contains(t, string(text), "\n    tune.rcvbuf.server 4194304\n")
+		require.NotContains(t, string(text), "tune.ssl.maxrecord")
 	}
 }

@@ -3,6 +3,7 @@ package haproxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -209,4 +210,29 @@ func TestCheckArguments(t *testing.T) {
 	require.Error(t, err)
 	var ce *CheckError
 	require.False(t, errors.As(err, &ce), "a missing binary is not a refused config")
+}
+
+// TestCheckTune: HAProxy takes every Tune field at both ends of the range
+// ober admits, so a configuration ober accepts never fails to start.
+func TestCheckTune(t *testing.T) { haproxytest.Each(t, testCheckTune) }
+
+func testCheckTune(t *testing.T, bin string) {
+	v := haproxyVersion(t, bin)
+	dir := shortTempDir(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, end := range []string{"min", "max"} {
+		in := checkInstance(t, v, dir)
+		for _, f := range in.Tune.Fields() {
+			*f.Value = f.Min
+			if end == "max" {
+				*f.Value = f.Max
+			}
+		}
+		path := writeConfig(t, dir, in)
+		require.NoError(t, Check(ctx, bin, path, nil), end)
+		b, err := os.ReadFile(path)
+		require.NoError(t, err)
+		require.Contains(t, string(b), fmt.Sprintf("tune.bufsize %d", in.Tune.BufSize))
+	}
 }

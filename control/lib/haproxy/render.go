@@ -291,6 +291,9 @@ type Instance struct {
 	// them ("set ssl tls-key <file>"). Empty, tickets are off and a
 	// session resumes only on the instance that keeps it in its cache.
 	TicketKeys string
+	// Tune sets HAProxy's buffer and TLS record sizes; zero fields keep
+	// the defaults.
+	Tune Tune
 }
 
 // TierBackend is the HAProxy backend of a pool's servers of one
@@ -386,6 +389,11 @@ func Render(in Instance) ([]byte, error) {
 	w.opt("ssl-default-server-ciphers %s", ciphers12)
 	w.opt("ssl-default-server-ciphersuites %s", ciphersuites)
 	w.opt("ssl-default-server-options %s", sslOptions)
+	for _, tf := range in.Tune.Fields() {
+		if *tf.Value != 0 {
+			w.opt("%s %d", tf.Directive, *tf.Value)
+		}
+	}
 	if hasTLSFrontend(in.Frontends) {
 		if f.H2FrontendWindow {
 			w.opt("tune.h2.fe.initial-window-size %d", h2Window)

@@ -227,6 +227,9 @@ func TestRenderInputErrors(t *testing.T) {
 		want   string
 	}{
 		{"no frontends", func(in *Instance) { in.Frontends = nil }, "no frontends"},
+		{"bufsize too small", func(in *Instance) { in.Tune.BufSize = 8192 }, "tune.bufsize 8192: must be 0 (tune.bufsize's default) or between 16384 and 1048576 bytes"},
+		{"record too large", func(in *Instance) { in.Tune.SSLMaxRecord = 16385 }, "tune.ssl.maxrecord 16385: must be 0"},
+		{"negative sndbuf", func(in *Instance) { in.Tune.ServerSndBuf = -1 }, "tune.sndbuf.server -1: must be 0"},
 		{"no pools", func(in *Instance) { in.Pools = nil }, "no pools"},
 		{"frontend name with space", func(in *Instance) { in.Frontends[0].Name = "tls 443" }, "only letters, digits"},
 		{"frontend name with hash", func(in *Instance) { in.Frontends[0].Name = "a#b" }, "only letters, digits"},
@@ -363,4 +366,18 @@ func TestRenderTicketKeys(t *testing.T) {
 	in.TicketKeys = "run/keys"
 	_, err = Render(in)
 	require.ErrorContains(t, err, `ticket keys path "run/keys" must be absolute`)
+}
+
+func TestRenderTune(t *testing.T) {
+	in := baseInstance()
+	cfg := render(t, in)
+	require.NotContains(t, cfg, "tune.bufsize", "unset fields keep HAProxy's defaults")
+	require.NotContains(t, cfg, "tune.sndbuf")
+	in.Tune = Tune{BufSize: 65536, SSLMaxRecord: 1400, ClientSndBuf: 1 << 20, ServerRcvBuf: 4 << 20}
+	ls := lines(render(t, in))
+	for _, want := range []string{"tune.bufsize 65536", "tune.ssl.maxrecord 1400", "tune.sndbuf.client 1048576", "tune.rcvbuf.server 4194304"} {
+		require.Contains(t, ls, want)
+	}
+	require.NotContains(t, ls, "tune.rcvbuf.client 0")
+	require.Equal(t, "bufsize=65536,ssl_maxrecord=1400,client_sndbuf=1048576,server_rcvbuf=4194304", in.Tune.String())
 }

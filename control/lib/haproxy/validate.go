@@ -87,6 +87,11 @@ func validate(in Instance) (layout, error) {
 	case len(in.StatsSocket) > MaxStatsSocketPath:
 		bad("stats socket path %q is %d bytes; HAProxy takes at most %d", in.StatsSocket, len(in.StatsSocket), MaxStatsSocketPath)
 	}
+	for _, tf := range in.Tune.Fields() {
+		if msg := tf.Problem(*tf.Value); msg != "" {
+			bad("%s %d: %s", tf.Directive, *tf.Value, msg)
+		}
+	}
 	if k := in.TicketKeys; k != "" && (!strings.HasPrefix(k, "/") || !safeWord(k)) {
 		bad("ticket keys path %q must be absolute, without a space, quote, '#' or control character", k)
 	}

@@ -91,6 +91,10 @@ func (s Stat) CPUSeconds() float64 {
 	return float64(s.UTime+s.STime) / ticksPerSecond
 }
 
+// SysSeconds is the system part of CPUSeconds: the kernel's work on
+// the process's behalf.
+func (s Stat) SysSeconds() float64 { return float64(s.STime) / ticksPerSecond }
+
 // Read reads pid's stat in the running system.
 func Read(pid int) (Stat, error) { return Proc.Stat(pid) }
 

@@ -18,6 +18,7 @@ func TestParse(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, Stat{Comm: "my (odd) name", State: 'S', UTime: 250, STime: 75, Start: 123456}, st)
 	require.InDelta(t, 3.25, st.CPUSeconds(), 1e-9)
+	require.InDelta(t, 0.75, st.SysSeconds(), 1e-9)
 	require.False(t, st.Ended())
 
 	for _, state := range []string{"Z", "X"} {
