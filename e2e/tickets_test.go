@@ -74,6 +74,7 @@ func resumeAcrossNodes(t *testing.T, s *ecmptest.Site) {
 	}
 	require.Equal(t, 3, across, "40 connections never reached another node than the last one's")
 
+	notAfter := presentedNotAfter(t, s, cfg)
 	var epoch int64
 	for i, n := range s.Nodes {
 		st, err := n.Status()
@@ -88,7 +89,25 @@ func resumeAcrossNodes(t *testing.T, s *ecmptest.Site) {
 		m, err := n.Metrics()
 		require.NoError(t, err)
 		require.Equal(t, fmt.Sprint(epoch), metricValue(t, m, "ober_tls_ticket_key_epoch"))
+		exp, err := strconv.ParseFloat(metricValue(t, m, `ober_tls_cert_expiry_seconds{service="https"}`), 64)
+		require.NoError(t, err)
+		require.Equal(t, notAfter.Unix(), int64(exp), "%s: the expiry of the certificate the node presents", n.Name)
 	}
+}
+
+// presentedNotAfter is when the certificate the VIP presents expires.
+func presentedNotAfter(t *testing.T, s *ecmptest.Site, cfg *tls.Config) time.Time {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	raw, err := s.ClientDialer().DialContext(ctx, "tcp", netip.AddrPortFrom(ecmptest.VIP4, 443).String())
+	require.NoError(t, err)
+	defer raw.Close()
+	c := tls.Client(raw, cfg.Clone())
+	require.NoError(t, c.HandshakeContext(ctx))
+	certs := c.ConnectionState().PeerCertificates
+	require.NotEmpty(t, certs)
+	return certs[0].NotAfter
 }
 
 // fetchResumable is fetchServedBy with cfg's session cache: the instance

@@ -26,6 +26,7 @@ import (
 
 	"github.com/ober-ingress/ober/control/config"
 	"github.com/ober-ingress/ober/control/lib/addrlist"
+	"github.com/ober-ingress/ober/control/lib/certs"
 	"github.com/ober-ingress/ober/control/lib/haproxy"
 	"github.com/ober-ingress/ober/control/lib/ipam"
 	"github.com/ober-ingress/ober/control/runtime/bgp"
@@ -77,6 +78,10 @@ type NodePlan struct {
 	IPAM IPAM
 	// ACLs are the whitelist files HAProxy loads, by list name.
 	ACLs map[string]string
+	// CertNotAfter is when each TLS service's certificate expires, by
+	// service name: the earliest NotAfter of its chain, since a chain
+	// fails with its first certificate to expire.
+	CertNotAfter map[string]time.Time
 	// TicketKeys is the TLS session ticket keys file the instances
 	// load (TicketKeysFile) while tls.session_tickets is on and a
 	// service terminates TLS; empty otherwise. Its keys change with
@@ -165,9 +170,10 @@ func Build(cfg *config.Config, res *config.Resolved, f Facts, prev *NodePlan) (*
 	p := &NodePlan{
 		IPAM:   ipamPlan,
 		Config: cfg, Resolved: res, HAProxy: f.HAProxy, FDLimit: f.FDLimit,
-		Interfaces: cfg.Node.Interfaces,
-		MaxConn:    min(cfg.Instances.MaxConn, MaxConnFor(f.FDLimit)),
-		ACLs:       map[string]string{},
+		Interfaces:   cfg.Node.Interfaces,
+		MaxConn:      min(cfg.Instances.MaxConn, MaxConnFor(f.FDLimit)),
+		ACLs:         map[string]string{},
+		CertNotAfter: map[string]time.Time{},
 	}
 	mode, err := loader.ParseXDPMode(cfg.Node.XDPMode)
 	if err != nil {
@@ -315,6 +321,15 @@ func (p *NodePlan) frontend(i int, svc config.Service, alloc *listenerIDs, f Fac
 		}
 		fe.PEM = filepath.Join(cfg.Node.RuntimeDir, "tls", svc.Name+"-"+stamp(pem)+".pem")
 		p.Files = append(p.Files, File{Path: fe.PEM, Data: pem, Secret: true})
+		// Loading the configuration checked the chain (config's
+		// tlsfiles); one that does not parse here has no expiry to show.
+		blocks, _ := certs.Split(pem)
+		chain, _ := certs.ParseChain(blocks)
+		for _, c := range chain {
+			if t, ok := p.CertNotAfter[svc.Name]; !ok || c.NotAfter.Before(t) {
+				p.CertNotAfter[svc.Name] = c.NotAfter
+			}
+		}
 	}
 	return fe, nil
 }

@@ -2,7 +2,13 @@ package plan
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"flag"
+	"math/big"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -430,4 +436,31 @@ services: [{name: web, port: 80, mode: http}]
 		require.Contains(t, string(text), "\n    tune.rcvbuf.server 4194304\n")
 		require.NotContains(t, string(text), "tune.ssl.maxrecord")
 	}
+}
+
+// TestCertNotAfter: a TLS service's expiry is its chain's earliest, here
+// the intermediate's, not the leaf's.
+func TestCertNotAfter(t *testing.T) {
+	leafEnd := time.Date(2027, 6, 1, 0, 0, 0, 0, time.UTC)
+	interEnd := time.Date(2027, 3, 1, 0, 0, 0, 0, time.UTC)
+	var bundle []byte
+	for i, end := range []time.Time{leafEnd, interEnd} {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		require.NoError(t, err)
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(int64(i + 1)), NotBefore: end.AddDate(-1, 0, 0), NotAfter: end}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+		require.NoError(t, err)
+		bundle = append(bundle, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	}
+	cfg := parse(t, `
+vips: [10.20.0.10]
+services: [{name: https, port: 443, mode: tls, tls: {self_signed: true}}]
+`)
+	res, err := cfg.Resolve(context.Background(), nil)
+	require.NoError(t, err)
+	f := facts()
+	f.PEM = map[string][]byte{"https": bundle}
+	p, err := Build(cfg, res, f, nil)
+	require.NoError(t, err)
+	require.Equal(t, map[string]time.Time{"https": interEnd}, p.CertNotAfter)
 }

@@ -44,6 +44,7 @@ type collector struct {
 	bgpOutage                                    *prometheus.Desc
 	tlsReaped                                    *prometheus.Desc
 	ticketEpoch, ticketRotations, ticketFailures *prometheus.Desc
+	certExpiry                                   *prometheus.Desc
 
 	svcUp, svcConns, svcIn, svcOut     *prometheus.Desc
 	sbUp, sbHealth, sbWeight, sbEff    *prometheus.Desc
@@ -123,6 +124,7 @@ func newCollector(d *Daemon) *collector {
 		hoReceived:      desc("handoff_flows_received_total", "Connection records received from the other nodes."),
 		hoPeerBackends:  desc("handoff_peer_backends_up", "For each other node heard from in the last 1.5 s: 1 when it reports a backend up.", "node"),
 		ticketEpoch:     desc("tls_ticket_key_epoch", "The epoch whose TLS session ticket key encrypts (whole periods of tls.session_tickets.rotate since 1970; the same on every node of a site); absent while tickets are off."),
+		certExpiry:      desc("tls_cert_expiry_seconds", "When the TLS service's certificate expires, as a Unix time in seconds: the earliest of its chain's (subtract time() for what is left).", "service"),
 		ticketRotations: desc("tls_ticket_key_rotations_total", "Epochs this ober moved the instances' ticket keys to."),
 		ticketFailures:  desc("tls_ticket_key_push_failures_total", "Pushes of ticket keys to an instance that failed (retried)."),
 		tlsReaped:       desc("tls_handshake_timeouts_total", "Connections ober ended because their TLS handshake outlasted timeouts.tls_handshake (HAProxy before 3.0, which has no handshake timeout of its own)."),
@@ -137,7 +139,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		c.bgpUp, c.bgpBFDUp, c.bgpFlaps, c.bgpPrefixes, c.bgpAnnouncing, c.bgpWithdraws,
 		c.vrrpState, c.vrrpMaster, c.vrrpHeld, c.vrrpTrans, c.vrrpRestarts, c.vrrpHealthy,
 		c.hoRefused, c.hoActive, c.hoSent, c.hoReceived, c.hoPeerBackends, c.bgpOutage, c.tlsReaped,
-		c.ticketEpoch, c.ticketRotations, c.ticketFailures,
+		c.ticketEpoch, c.ticketRotations, c.ticketFailures, c.certExpiry,
 		c.svcUp, c.svcConns, c.svcIn, c.svcOut, c.sbUp, c.sbHealth, c.sbWeight, c.sbEff,
 		c.sbAdmin, c.sbState, c.sbChecks, c.sbOpen, c.sbConns, c.sbIn, c.sbOut, c.vipPoolAddrs,
 		c.discBackends, c.discFetches, c.discChanges, c.discApplied, c.discLastSuccess, c.discOK,
@@ -221,6 +223,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			gauge(c.backendUp, b2f(bs.Up), bs.Name, bs.Address)
 		}
 		c.collectServices(b, counter, gauge)
+		if b != nil {
+			for svc, at := range b.CertNotAfter {
+				gauge(c.certExpiry, float64(at.Unix()), svc)
+			}
+		}
 		counter(c.reloadFails, float64(fails))
 		gauge(c.configGen, float64(gen))
 	}
