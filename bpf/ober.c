@@ -572,7 +572,7 @@ __attribute__((noinline)) int ober_orphan(struct xdp_md *ctx, __u32 meta, __u32 
 	struct bpf_sock *sk;
 	__u32 k = 0, ilen, i;
 	__be32 src, target, *owner;
-	int local = 0;
+	int local = 0, tw = 0;
 	__u64 sum = 0;
 	__u8 *ip, *l4, tos;
 	void *set, *owners;
@@ -608,6 +608,7 @@ __attribute__((noinline)) int ober_orphan(struct xdp_md *ctx, __u32 meta, __u32 
 		tos = (__u8)(ip[0] << 4 | ip[1] >> 4); /* the traffic class */
 		sk = probe_socket(ctx, &tup, sizeof(tup.ipv6));
 		if (sk) {
+			tw = sk->state == BPF_TCP_TIME_WAIT;
 			local = sk->state != BPF_TCP_LISTEN ||
 				bpf_tcp_check_syncookie(sk, ip6, sizeof(*ip6), (struct tcphdr *)l4, 20) == 0;
 			bpf_sk_release(sk);
@@ -624,12 +625,18 @@ __attribute__((noinline)) int ober_orphan(struct xdp_md *ctx, __u32 meta, __u32 
 		tos = ip4->tos;
 		sk = probe_socket(ctx, &tup, sizeof(tup.ipv4));
 		if (sk) {
+			tw = sk->state == BPF_TCP_TIME_WAIT;
 			local = sk->state != BPF_TCP_LISTEN ||
 				bpf_tcp_check_syncookie(sk, ip4, sizeof(*ip4), (struct tcphdr *)l4, 20) == 0;
 			bpf_sk_release(sk);
 		}
 	}
-	if (local)
+	/* A TIME_WAIT socket is an earlier connection of the tuple that this
+	 * node closed first. A record that names another node is newer: that
+	 * node took the tuple's SYN since (a client reuses its ports within
+	 * the minute a TIME_WAIT lasts), so the segment is its. Without such
+	 * a record the kernel handles the segment, as for any local socket. */
+	if (local && !tw)
 		return -1;
 
 	/* An orphan. The kernel would answer it with RST; the node the
@@ -652,10 +659,10 @@ __attribute__((noinline)) int ober_orphan(struct xdp_md *ctx, __u32 meta, __u32 
 	owners = bpf_map_lookup_elem(&ober_owners, &k);
 	owner = owners ? bpf_map_lookup_elem(owners, &tup) : NULL;
 	if (!owner || !*owner)
-		return verdict(len, OBER_R_HANDOFF_UNKNOWN, XDP_DROP);
+		return tw ? -1 : verdict(len, OBER_R_HANDOFF_UNKNOWN, XDP_DROP);
 	target = *owner;
 	if (target == src)
-		return verdict(len, OBER_R_HANDOFF_NO_TARGET, XDP_PASS);
+		return tw ? -1 : verdict(len, OBER_R_HANDOFF_NO_TARGET, XDP_PASS);
 	if (!handoff_allow(h))
 		return verdict(len, OBER_R_HANDOFF_LIMITED, XDP_DROP);
 	ilen = l3hlen + l4len; /* the inner packet: the IP packet as it came */

@@ -90,7 +90,8 @@ func (g packetGen) spec() packet.Spec {
 	}
 	s.SrcPort = uint16(g.rng.Uint32())
 	if g.lab != nil && s.Proto == packet.ProtoTCP && g.pick(6) == 0 {
-		f := g.lab.flows[g.pick(len(g.lab.flows))]
+		fs := append(slices.Clone(g.lab.flows), g.lab.timeWait...)
+		f := fs[g.pick(len(fs))]
 		s.Src, s.SrcPort, s.Dst, s.DstPort = f.Remote.Addr(), f.Remote.Port(), f.Local.Addr(), f.Local.Port()
 	} else if g.lab != nil && s.Proto == packet.ProtoTCP && g.pick(3) == 0 {
 		// A flow recorded for one of the nodes: an orphan goes there.
@@ -289,11 +290,14 @@ func TestXDPDifferential(t *testing.T) {
 	seed := uint64(0x0be7)
 	seen := map[string]int{}
 	for v, dv := range variants {
+		// Each variant runs well within the minute a TIME_WAIT lasts.
+		lab.refreshTimeWait(t)
 		d := openTestDataplane(t)
 		diffState(t, d, dv.state)
 		require.NoError(t, d.SetHandoff(dv.handoff))
 		if dv.owners {
 			setOwners(t, d, labOwners())
+			setOwners(t, d, labTimeWaitOwners())
 		}
 		rng := rand.New(rand.NewPCG(seed, uint64(v)))
 		if dv.access {
@@ -340,6 +344,7 @@ func FuzzXDP(f *testing.F) {
 	lab := newPrivateHandoffLab(f)
 	require.NoError(f, d.SetHandoff(Handoff{Self: labSelf, Nodes: labNodes, Active: true}))
 	setOwners(f, d, labOwners())
+	setOwners(f, d, labTimeWaitOwners())
 	g := packetGen{rng: rand.New(rand.NewPCG(0xf0, 0x22)), lab: lab}
 	for i := 0; i < 64; i++ {
 		f.Add(g.frame())

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"runtime"
@@ -63,6 +64,10 @@ type handoffLab struct {
 	ifindex int // hx0, the ingress of every run
 	fib     map[netip.Addr]FIBResult
 	flows   []SkTuple // owned by the established connections
+	// timeWait are the tuples the lab's kernel holds in TIME_WAIT, made
+	// on listeners (by family, as timeWait).
+	timeWait  []SkTuple
+	listeners []net.Listener
 }
 
 // newHandoffLab builds the lab in a namespace made by netnstest, removed
@@ -139,6 +144,17 @@ func (lab *handoffLab) run(r *xdpRunner, pkt []byte) (res xdpResult, err error) 
 // labClientPort is the client port of the lab's established connections.
 // No crafted segment of the tests uses it.
 const labClientPort = 30999
+
+// labTimeWaitPort is the client port of the lab's TIME_WAIT tuples, one
+// per family: connections the lab's side closed first, so that its kernel
+// keeps them for a minute. labTimeWaitOwners records the IPv4 one for
+// another node, which then takes its segments; the IPv6 one stays the
+// kernel's.
+const labTimeWaitPort = 30998
+
+func labTimeWaitOwners() map[Flow]netip.Addr {
+	return map[Flow]netip.Addr{{Client: netip.AddrPortFrom(client4, labTimeWaitPort), VIP: netip.AddrPortFrom(vip4, portHTTPS)}: labTX}
+}
 
 // build makes the lab in the calling thread's namespace.
 func (lab *handoffLab) build() ([]net.Listener, []net.Conn, error) {
@@ -244,8 +260,47 @@ func (lab *handoffLab) build() ([]net.Listener, []net.Conn, error) {
 		local := cc.LocalAddr().(*net.TCPAddr).AddrPort()
 		lab.flows = append(lab.flows, SkTuple{Proto: ProtoTCP,
 			Remote: netip.AddrPortFrom(local.Addr().Unmap(), local.Port()), Local: netip.AddrPortFrom(c.vip, portHTTPS)})
+
+		lab.timeWait = append(lab.timeWait, SkTuple{Proto: ProtoTCP,
+			Remote: netip.AddrPortFrom(c.client, labTimeWaitPort), Local: netip.AddrPortFrom(c.vip, portHTTPS)})
 	}
-	return lns, conns, nil
+	lab.listeners = lns
+	return lns, conns, lab.closeFirst()
+}
+
+// closeFirst makes the lab's TIME_WAIT tuples again: a connection from
+// each one's client port that the lab's side closes first. TIME_WAIT lasts
+// a minute, so a test that runs longer calls it again (refreshTimeWait);
+// the kernel lets a new SYN take over a tuple in TIME_WAIT.
+func (lab *handoffLab) closeFirst() error {
+	for i, tw := range lab.timeWait {
+		d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(tw.Remote)}
+		d.SetMultipathTCP(false)
+		tc, err := d.Dial("tcp", lab.listeners[i].Addr().String())
+		if err != nil {
+			return fmt.Errorf("TIME_WAIT tuple %v: %w", tw, err)
+		}
+		ts, err := lab.listeners[i].Accept()
+		if err != nil {
+			tc.Close()
+			return fmt.Errorf("TIME_WAIT tuple %v: %w", tw, err)
+		}
+		ts.Close()
+		_, err = tc.Read(make([]byte, 1))
+		tc.Close()
+		if err != io.EOF {
+			return fmt.Errorf("TIME_WAIT tuple %v: the lab's close: %v", tw, err)
+		}
+	}
+	return nil
+}
+
+// refreshTimeWait renews the lab's TIME_WAIT tuples for another minute.
+func (lab *handoffLab) refreshTimeWait(t testing.TB) {
+	t.Helper()
+	var err error
+	lab.do(func() { err = lab.closeFirst() })
+	require.NoError(t, err)
 }
 
 // enableForwarding sets net.ipv4.conf.<link>.forwarding in the calling
@@ -288,7 +343,12 @@ func (lab *handoffLab) model(t testing.TB, d *Dataplane) *Model {
 	for _, f := range lab.flows {
 		owned[f] = true
 	}
-	m.Sockets = func(t SkTuple) bool { return owned[t] }
+	tw := map[SkTuple]bool{}
+	for _, f := range lab.timeWait {
+		tw[f] = true
+	}
+	m.Sockets = func(t SkTuple) bool { return owned[t] || tw[t] }
+	m.TimeWait = func(t SkTuple) bool { return tw[t] }
 	m.FIB = func(dst netip.Addr) (FIBResult, bool) {
 		r, ok := lab.fib[dst]
 		return r, ok

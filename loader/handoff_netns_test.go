@@ -9,6 +9,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"os/exec"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -451,4 +453,82 @@ func (s *drainSite) floodB(t *testing.T, client netip.AddrPort, n int) (unknown,
 	// Let B's queue drain before the counters are read.
 	time.Sleep(200 * time.Millisecond)
 	return unknown, recorded, elapsed
+}
+
+// TestHandoffPastTimeWait: node A served a client port first and closed
+// first, so A's kernel keeps that tuple in TIME_WAIT for a minute. The
+// client then reuses the port for a connection that B takes (its SYN went
+// to B), and the route moves back to A while it runs. A's TIME_WAIT socket
+// is the tuple's past, B's record its present: A hands the segments to B
+// and the connection carries on. Without the record, A's kernel keeps
+// answering for its TIME_WAIT socket as before.
+func TestHandoffPastTimeWait(t *testing.T) {
+	s := newDrainSite(t)
+	// A closes first: every instance of A says bye and hangs up.
+	for i := uint32(0); i < testInsts; i++ {
+		var ln net.Listener
+		require.NoError(t, s.a.ns.Do(func() error {
+			lc := ListenConfig()
+			var err error
+			ln, err = lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+			return err
+		}))
+		t.Cleanup(func() { ln.Close() })
+		require.NoError(t, s.a.d.SetSocket(listenHTTPS, i, ln.(*net.TCPListener)))
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				_, _ = io.WriteString(c, "bye")
+				c.Close()
+			}
+		}()
+	}
+	dialFrom := func(port uint16) net.Conn {
+		done := make(chan dialResult, 1)
+		s.dl.jobs <- dialJob{src: netip.AddrPortFrom(client4, port), dst: ap(vip4, portHTTPS), timeout: 5 * time.Second, done: done}
+		r := <-done
+		require.NoError(t, r.err)
+		return r.conn
+	}
+	port := uint16(40000 + rand.IntN(20000))
+	client := netip.AddrPortFrom(client4, port)
+
+	s.routeTo(t, s.a)
+	c := dialFrom(port)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(c)
+	require.NoError(t, err)
+	require.Equal(t, "bye", string(got))
+	c.Close()
+	require.Eventually(t, func() bool {
+		out, _ := exec.Command("ip", "netns", "exec", s.a.ns.Name, "ss", "-Htn", "state", "time-wait", "dst", client.String()).CombinedOutput()
+		return strings.Contains(string(out), client.String())
+	}, 5*time.Second, 10*time.Millisecond, "A holds the tuple in TIME_WAIT")
+
+	for _, n := range []*drainNode{s.a, s.b} {
+		require.NoError(t, n.d.SetHandoff(Handoff{Self: n.addr, Nodes: drainNodes, Active: true}))
+	}
+	rec, err := s.b.d.NewFlows()
+	require.NoError(t, err)
+	defer rec.Close()
+	s.routeTo(t, s.b)
+	conn := dialFrom(port)
+	defer conn.Close()
+	require.NoError(t, exchange(conn, 4), "B serves the port's new connection")
+	require.True(t, s.b.hasAccepted(client))
+	fs, err := rec.Read(time.Second, 100)
+	require.NoError(t, err)
+	require.Contains(t, fs, Flow{Client: client, VIP: ap(vip4, portHTTPS)})
+	require.NoError(t, s.a.d.AddOwners(s.b.addr, fs))
+
+	before := s.a.counters(t)
+	s.routeTo(t, s.a)
+	require.NoError(t, exchange(conn, 20), "after the route moved back to A, which holds the tuple in TIME_WAIT")
+	after := s.a.counters(t)
+	fwd := after.Get(ReasonHandoffForwarded, ActionTX).Packets - before.Get(ReasonHandoffForwarded, ActionTX).Packets
+	t.Logf("A forwarded %d segments of B's connection past its TIME_WAIT socket", fwd)
+	require.GreaterOrEqual(t, fwd, uint64(20))
 }

@@ -118,6 +118,10 @@ type Model struct {
 	// other than a listener, or a listener that takes the segment as the
 	// last ACK of a SYN-cookie handshake.
 	Sockets func(SkTuple) bool
+	// TimeWait reports whether the socket Sockets finds for a tuple is in
+	// TIME_WAIT: an earlier connection of the tuple, which yields to a
+	// record that names another node.
+	TimeWait func(SkTuple) bool
 	// FIB is bpf_fib_lookup of a node's address; ok is false when the
 	// lookup fails before its MTU check (no route; IPv4 forwarding off
 	// on the ingress interface).
@@ -617,7 +621,9 @@ func (m *Model) orphan(pkt []byte, p parsed) (Decision, bool) {
 		tos = ip[1]
 	}
 	t := SkTuple{Proto: ProtoTCP, Remote: netip.AddrPortFrom(remote, be16(l4)), Local: netip.AddrPortFrom(local, be16(l4[2:]))}
-	if m.Sockets != nil && m.Sockets(t) {
+	owned := m.Sockets != nil && m.Sockets(t)
+	tw := owned && m.TimeWait != nil && m.TimeWait(t)
+	if owned && !tw {
 		return Decision{}, false
 	}
 	dec := func(r Reason, a Action) (Decision, bool) {
@@ -625,6 +631,8 @@ func (m *Model) orphan(pkt []byte, p parsed) (Decision, bool) {
 	}
 	target, ok := m.owners[Flow{Client: t.Remote, VIP: t.Local}.key()]
 	switch {
+	case (!ok || target == src) && tw:
+		return Decision{}, false
 	case !ok:
 		return dec(ReasonHandoffUnknown, ActionDrop)
 	case target == src:
