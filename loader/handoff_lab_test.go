@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"github.com/vishvananda/netlink"
@@ -248,7 +249,7 @@ func (lab *handoffLab) build() ([]net.Listener, []net.Conn, error) {
 		// segment uses, and that segment then had a socket (seen in CI).
 		d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(c.client, labClientPort))}
 		d.SetMultipathTCP(false)
-		cc, err := d.Dial("tcp", ln.Addr().String())
+		cc, err := dialSettled(&d, ln.Addr().String())
 		if err != nil {
 			return lns, conns, err
 		}
@@ -276,7 +277,7 @@ func (lab *handoffLab) closeFirst() error {
 	for i, tw := range lab.timeWait {
 		d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(tw.Remote)}
 		d.SetMultipathTCP(false)
-		tc, err := d.Dial("tcp", lab.listeners[i].Addr().String())
+		tc, err := dialSettled(&d, lab.listeners[i].Addr().String())
 		if err != nil {
 			return fmt.Errorf("TIME_WAIT tuple %v: %w", tw, err)
 		}
@@ -293,6 +294,21 @@ func (lab *handoffLab) closeFirst() error {
 		}
 	}
 	return nil
+}
+
+// dialSettled dials addr, again for up to 2 s while the network is
+// unreachable: the kernel installs an IPv6 address's local route from its
+// DAD work, after the address is added even with NODAD, so the lab's
+// first dial can come before it (seen in CI).
+func dialSettled(d *net.Dialer, addr string) (net.Conn, error) {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		c, err := d.Dial("tcp", addr)
+		if err == nil || !errors.Is(err, unix.ENETUNREACH) || time.Now().After(deadline) {
+			return c, err
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // refreshTimeWait renews the lab's TIME_WAIT tuples for another minute.
