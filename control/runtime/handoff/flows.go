@@ -36,7 +36,15 @@ const (
 )
 
 // Established lists the connections to a service in every state that
-// still has segments to receive (established, closing, time-wait).
+// still has segments to receive (established, closing, fin-wait-2), the
+// records the other nodes hand segments off by. A connection in
+// time-wait is left out: it expects at most a retransmitted FIN, and its
+// client reuses the port within the minute it lasts, for a connection
+// another node may take. Advertised every second, the old record
+// overwrote the live one on the other nodes (last writer wins), which
+// then sent the live connection's segments here, and this kernel reset
+// it (TestVRRPHandoff/vip_move, after the clients had reused ports of
+// graceful_stop).
 func (l *LocalFlows) Established() ([]loader.Flow, error) {
 	svcs := l.services()
 	var out []loader.Flow
@@ -46,7 +54,7 @@ func (l *LocalFlows) Established() ([]loader.Flow, error) {
 			return nil, fmt.Errorf("list connections: %w", err)
 		}
 		for _, s := range socks {
-			if s.State == tcpListen || s.State == tcpClose {
+			if s.State == tcpListen || s.State == tcpClose || s.State == tcpTimeWait {
 				continue
 			}
 			local, ok1 := netip.AddrFromSlice(s.ID.Source)
@@ -80,7 +88,7 @@ const (
 
 // OpenByVIP counts the connections to a service that still have data or
 // a FIN of theirs to deliver (every state that Established lists but
-// fin-wait-2 and time-wait), by VIP address.
+// fin-wait-2), by VIP address.
 func (l *LocalFlows) OpenByVIP() (map[netip.Addr]int, error) {
 	svcs := l.services()
 	out := map[netip.Addr]int{}
