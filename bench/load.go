@@ -90,7 +90,7 @@ func (t *topology) throughput(ctx context.Context, target, op string, size int64
 	var got atomic.Int64
 	recv0 := t.received.Load()
 	pids := t.haproxyPIDs(target)
-	cpu0, sys0 := cpuSeconds(pids), sysSeconds(pids)
+	cpu0, sys0 := cpuTimes(pids)
 	mach0, err := readMachineCPU()
 	if err != nil {
 		return Throughput{}, err
@@ -106,7 +106,8 @@ func (t *topology) throughput(ctx context.Context, target, op string, size int64
 	var delivered int64
 	bufs := make([][]byte, conns)
 	tl, err := runWindow(ctx, conns, window, func() {
-		cpu, sys = cpuSeconds(pids)-cpu0, sysSeconds(pids)-sys0
+		cpu, sys = cpuTimes(pids)
+		cpu, sys = cpu-cpu0, sys-sys0
 		m, err := readMachineCPU()
 		mach = m.sub(mach0)
 		tx, rx, atEndErr = t.clientPackets(target)
@@ -375,25 +376,21 @@ func (t *topology) haproxyPIDs(target string) []int {
 	return t.instancePIDs
 }
 
-// sysSeconds sums the system time of pids: what the kernel spent on
-// their behalf (socket copies, TCP).
-func sysSeconds(pids []int) float64 {
-	var sum float64
-	for _, pid := range pids {
-		if st, err := procstat.Read(pid); err == nil {
-			sum += st.SysSeconds()
-		}
-	}
-	return sum
-}
-
 // cpuSeconds sums the user and system time of pids.
 func cpuSeconds(pids []int) float64 {
-	var sum float64
+	total, _ := cpuTimes(pids)
+	return total
+}
+
+// cpuTimes sums the CPU time of pids, and apart its system part: what
+// the kernel spent on their behalf (socket copies, TCP). One read of
+// each process gives both.
+func cpuTimes(pids []int) (total, sys float64) {
 	for _, pid := range pids {
 		if st, err := procstat.Read(pid); err == nil {
-			sum += st.CPUSeconds()
+			total += st.CPUSeconds()
+			sys += st.SysSeconds()
 		}
 	}
-	return sum
+	return total, sys
 }
